@@ -1,0 +1,38 @@
+"""Readiness checks of the services the gateway depends on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from django.conf import settings
+
+from store import kv
+from store.errors import StoreUnavailable
+
+_TIMEOUT_S = 2.0
+
+
+def check_etcd() -> dict[str, Any]:
+    try:
+        status = kv.status()
+    except StoreUnavailable as exc:
+        return {"ok": False, "error": str(exc)}
+    return {"ok": True, "version": status["version"]}
+
+
+def check_broker() -> dict[str, Any]:
+    client = redis.Redis.from_url(
+        settings.CELERY_BROKER_URL, socket_timeout=_TIMEOUT_S, socket_connect_timeout=_TIMEOUT_S
+    )
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        return {"ok": False, "error": f"broker is unavailable: {exc}"}
+    finally:
+        client.close()
+    return {"ok": True}
+
+
+def check_all() -> dict[str, dict[str, Any]]:
+    return {"etcd": check_etcd(), "broker": check_broker()}

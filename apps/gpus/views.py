@@ -1,0 +1,149 @@
+"""REST views of the read side: parse the request, call apps.gpus.queries, shape the answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.http import JsonResponse
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.gpus import queries
+from apps.gpus.serializers import (
+    ClusterSerializer,
+    GpuListParams,
+    GpuSerializer,
+    HostSerializer,
+    TelemetryParams,
+    TelemetrySerializer,
+)
+from apps.ingest.timeparse import format_timestamp
+from apps.gpus import health
+
+
+class _PagedListView(APIView):
+    """A list endpoint answering DRF's page shape {count, next, previous, results}."""
+
+    pagination_class = LimitOffsetPagination
+
+    def paged(self, request: Request, items: list[dict]) -> Response:
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(items, request, view=self)
+        return paginator.get_paginated_response(page)
+
+
+class GpuListView(_PagedListView):
+    @extend_schema(parameters=[GpuListParams], responses=GpuSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        params = GpuListParams(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        return self.paged(request, queries.list_gpus(**params.validated_data))
+
+
+class GpuDetailView(APIView):
+    @extend_schema(responses=GpuSerializer)
+    def get(self, request: Request, uuid: str) -> Response:
+        return Response(queries.get_gpu(uuid))
+
+
+class GpuTelemetryView(APIView):
+    @extend_schema(
+        parameters=[TelemetryParams, OpenApiParameter("format", enum=["json", "csv"])],
+        responses=TelemetrySerializer,
+    )
+    def get(self, request: Request, uuid: str) -> Response:
+        params = TelemetryParams(data=_with_metric_list(request))
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        limit = data.get("limit", settings.TELEMETRY_DEFAULT_LIMIT)
+        if limit > settings.TELEMETRY_MAX_LIMIT:
+            return Response(
+                {"limit": [f"at most {settings.TELEMETRY_MAX_LIMIT}; follow `next` for more"]},
+                status=400,
+            )
+        try:
+            after = queries.decode_cursor(data["cursor"]) if "cursor" in data else None
+        except queries.CursorError as exc:
+            return Response({"cursor": [str(exc)]}, status=400)
+        query = queries.TelemetryQuery(
+            uuid=uuid,
+            start=data.get("start_time", 0),
+            end=data.get("end_time", queries.MAX_TS),
+            metrics=tuple(data.get("metric", ())),
+            descending=data["order"] == "desc",
+            limit=limit,
+            after=after,
+        )
+        gpu = queries.get_gpu(uuid)
+        page = queries.telemetry(query)
+        return Response(
+            {
+                "gpu": gpu,
+                "start_time": _fmt(data.get("start_time")),
+                "end_time": _fmt(data.get("end_time")),
+                "next": _next_url(request, page["next_cursor"]),
+                "results": page["results"],
+            }
+        )
+
+
+def _fmt(ms: int | None) -> str | None:
+    return None if ms is None else format_timestamp(ms)
+
+
+def _with_metric_list(request: Request) -> dict[str, Any]:
+    data: dict[str, Any] = {k: v for k, v in request.query_params.items() if k != "metric"}
+    metrics = [m.strip() for raw in request.query_params.getlist("metric") for m in raw.split(",")]
+    if any(metrics):
+        data["metric"] = [m for m in metrics if m]
+    return data
+
+
+def _next_url(request: Request, cursor: str | None) -> str | None:
+    if cursor is None:
+        return None
+    params = request.query_params.copy()
+    params["cursor"] = cursor
+    return request.build_absolute_uri(f"{request.path}?{params.urlencode()}")
+
+
+class HostListView(_PagedListView):
+    @extend_schema(
+        parameters=[OpenApiParameter("cluster", str)], responses=HostSerializer(many=True)
+    )
+    def get(self, request: Request) -> Response:
+        return self.paged(request, queries.list_hosts(request.query_params.get("cluster") or None))
+
+
+class HostGpuListView(_PagedListView):
+    @extend_schema(
+        parameters=[OpenApiParameter("cluster", str)], responses=GpuSerializer(many=True)
+    )
+    def get(self, request: Request, hostname: str) -> Response:
+        cluster = request.query_params.get("cluster") or None
+        return self.paged(request, queries.list_gpus(cluster=cluster, host=hostname))
+
+
+class ClusterListView(_PagedListView):
+    @extend_schema(responses=ClusterSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        return self.paged(request, queries.list_clusters())
+
+
+def health_view(request: Any) -> JsonResponse:
+    """Alive: the process answers. No dependency is checked."""
+    return JsonResponse({"status": "ok"})
+
+
+def ready_view(request: Any) -> JsonResponse:
+    """Ready: etcd and the broker answer; 503 naming the ones that do not."""
+    checks = health.check_all()
+    down = [name for name, result in checks.items() if not result["ok"]]
+    body = {"status": "ready" if not down else "unavailable", "checks": checks}
+    if down:
+        body["detail"] = f"not ready: {', '.join(down)} unreachable"
+    return JsonResponse(body, status=503 if down else 200)

@@ -1,0 +1,104 @@
+"""Group accepted rows per GPU and cut them into chunks of about `chunk_rows` samples.
+
+Rows are buffered per GPU until `buffer_rows` samples are held (the memory
+bound), then every buffer is packed into chunks, so a chunk carries few GPUs
+with many samples each and the worker writes big blocks.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from apps.ingest.parsing import Row
+
+
+@dataclass
+class GpuBuffer:
+    facts: dict
+    ts: array = field(default_factory=lambda: array("q"))
+    metric: array = field(default_factory=lambda: array("l"))
+    value: array = field(default_factory=lambda: array("d"))
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def part(self, start: int, stop: int) -> GpuBuffer:
+        return GpuBuffer(self.facts, self.ts[start:stop], self.metric[start:stop], self.value[start:stop])
+
+
+@dataclass
+class Chunk:
+    """What one worker task persists: some GPUs' samples, metric names shared."""
+
+    seq: int
+    names: list[str]
+    gpus: list[GpuBuffer]
+
+    @property
+    def samples(self) -> int:
+        return sum(len(g) for g in self.gpus)
+
+
+class Chunker:
+    """Feed accepted rows with `add`; `finish` flushes the rest. `emit` gets each Chunk."""
+
+    def __init__(
+        self,
+        emit: Callable[[Chunk], None],
+        facts: Callable[[Row], dict],
+        chunk_rows: int,
+        buffer_rows: int,
+    ) -> None:
+        self._emit = emit
+        self._facts = facts
+        self._chunk_rows = chunk_rows
+        self._buffer_rows = max(buffer_rows, chunk_rows)
+        self._names: list[str] = []
+        self._name_ix: dict[str, int] = {}
+        self._gpus: dict[str, GpuBuffer] = {}
+        self._held = 0
+        self.chunks = 0
+        self.samples = 0
+
+    def add(self, row: Row) -> None:
+        buf = self._gpus.get(row.uuid)
+        if buf is None:
+            buf = self._gpus[row.uuid] = GpuBuffer(self._facts(row))
+        for name, value in row.values:
+            ix = self._name_ix.get(name)
+            if ix is None:
+                ix = self._name_ix[name] = len(self._names)
+                self._names.append(name)
+            buf.ts.append(row.ts)
+            buf.metric.append(ix)
+            buf.value.append(value)
+        self._held += len(row.values)
+        if self._held >= self._buffer_rows:
+            self._flush()
+
+    def finish(self) -> None:
+        self._flush()
+
+    def _flush(self) -> None:
+        pending: list[GpuBuffer] = []
+        size = 0
+        for buf in self._gpus.values():
+            for start in range(0, len(buf), self._chunk_rows):
+                piece = buf.part(start, start + self._chunk_rows)
+                if pending and size + len(piece) > self._chunk_rows:
+                    self._send(pending)
+                    pending, size = [], 0
+                pending.append(piece)
+                size += len(piece)
+        if pending:
+            self._send(pending)
+        self._gpus.clear()
+        self._held = 0
+
+    def _send(self, gpus: list[GpuBuffer]) -> None:
+        chunk = Chunk(self.chunks, list(self._names), gpus)
+        self.chunks += 1
+        self.samples += chunk.samples
+        self._emit(chunk)

@@ -1,0 +1,68 @@
+"""The Celery payload of a chunk: columnar and compact (msgpack with raw little-endian arrays).
+
+    {"v": 1, "root": etcd root, "job": id, "seq": n, "names": [metric names],
+     "gpus": [{"f": facts, "t": int64[], "m": int32[] (index into names), "x": float64[]}]}
+
+The root travels with the chunk so a worker writes where the uploader decided.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from apps.ingest.chunking import Chunk
+from store.codec import Samples
+from store.telemetry import GpuBatch
+
+VERSION = 1
+
+
+class PayloadError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class DecodedChunk:
+    root: str
+    job: str
+    seq: int
+    batches: list[GpuBatch]
+
+
+def encode(chunk: Chunk, root: str, job_id: str) -> dict[str, Any]:
+    return {
+        "v": VERSION,
+        "root": root,
+        "job": job_id,
+        "seq": chunk.seq,
+        "names": chunk.names,
+        "gpus": [
+            {
+                "f": g.facts,
+                "t": np.frombuffer(g.ts, dtype=np.int64).astype("<i8").tobytes(),
+                "m": np.frombuffer(g.metric, dtype=np.dtype(f"i{g.metric.itemsize}"))
+                .astype("<i4")
+                .tobytes(),
+                "x": np.frombuffer(g.value, dtype=np.float64).astype("<f8").tobytes(),
+            }
+            for g in chunk.gpus
+        ],
+    }
+
+
+def decode(payload: dict[str, Any]) -> DecodedChunk:
+    if payload.get("v") != VERSION:
+        raise PayloadError(f"unknown chunk payload version {payload.get('v')!r}")
+    names = tuple(payload["names"])
+    batches = []
+    for g in payload["gpus"]:
+        ts = np.frombuffer(g["t"], dtype="<i8").astype(np.int64)
+        metric = np.frombuffer(g["m"], dtype="<i4").astype(np.int32)
+        value = np.frombuffer(g["x"], dtype="<f8").astype(np.float64)
+        if not len(ts) == len(metric) == len(value):
+            raise PayloadError("chunk columns differ in length")
+        batches.append(GpuBatch(g["f"], Samples(ts, metric, value, names)))
+    return DecodedChunk(payload["root"], payload["job"], int(payload["seq"]), batches)

@@ -1,0 +1,81 @@
+"""Timestamps as integer milliseconds since the epoch, UTC."""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+# fromisoformat takes at most 6 fraction digits; Go's RFC3339Nano writes 9.
+_LONG_FRACTION = re.compile(r"(\.\d{6})\d+")
+# Epoch values at or above this are read as milliseconds (1e11 s is the year 5138).
+EPOCH_MS_THRESHOLD = 100_000_000_000
+
+
+def parse_timestamp(text: str) -> int:
+    """RFC 3339 / ISO 8601 (fraction and offset optional, naive means UTC) or epoch seconds.
+
+    Returns epoch milliseconds (sub-millisecond parts are floored). Raises
+    ValueError with a readable message on anything else or on a time before 1970.
+    """
+    s = text.strip()
+    if not s:
+        raise ValueError("timestamp is empty")
+    if _NUMBER.match(s):
+        ms = _parse_epoch(s)
+    else:
+        ms = _parse_iso(s)
+    if ms < 0:
+        raise ValueError(f"timestamp {text!r} is before 1970")
+    return ms
+
+
+def _parse_epoch(s: str) -> int:
+    # Decimal, not float: 1752871354.123 * 1000 in floats is ...122.99.
+    try:
+        seconds = Decimal(s)
+    except InvalidOperation:
+        raise ValueError(f"timestamp {s!r} is not a number") from None
+    if not seconds.is_finite() or abs(seconds) > Decimal(10) ** 15:
+        raise ValueError(f"timestamp {s!r} is out of range")
+    scaled = seconds if seconds >= EPOCH_MS_THRESHOLD else seconds * 1000
+    return math.floor(scaled)
+
+
+def _parse_iso(s: str) -> int:
+    try:
+        dt = datetime.fromisoformat(_LONG_FRACTION.sub(r"\1", s))
+    except ValueError:
+        raise ValueError(f"timestamp {s!r} is neither RFC 3339 nor epoch seconds") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return (dt - _EPOCH) // _MS
+
+
+def format_timestamp(ms: int) -> str:
+    """RFC 3339 in UTC with a `Z`; milliseconds shown only when not zero."""
+    dt = _EPOCH + timedelta(milliseconds=ms)
+    if ms % 1000:
+        return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class TimestampCache:
+    """Memoises parse_timestamp: exports repeat each timestamp once per GPU and metric."""
+
+    def __init__(self, size: int = 8192) -> None:
+        self._size = size
+        self._memo: dict[str, int] = {}
+
+    def __call__(self, text: str) -> int:
+        ms = self._memo.get(text)
+        if ms is None:
+            ms = parse_timestamp(text)
+            if len(self._memo) >= self._size:
+                self._memo.clear()
+            self._memo[text] = ms
+        return ms

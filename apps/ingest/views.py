@@ -1,0 +1,98 @@
+"""Upload and job views: read the request, call apps.ingest.service, shape the answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.urls import reverse
+from drf_spectacular.utils import OpenApiParameter, OpenApiTypes, extend_schema
+from kombu.exceptions import OperationalError
+from rest_framework.parsers import BaseParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.ingest import service
+from apps.ingest.formats import HeaderError
+
+RAW_TYPES = ("text/csv", "application/csv", "text/plain", "application/gzip", "application/x-gzip", "application/octet-stream")
+
+
+class RawCsvParser(BaseParser):
+    """Declares raw CSV bodies for content negotiation and the schema; the view streams them."""
+
+    media_type = "text/csv"
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        return stream
+
+
+class UploadView(APIView):
+    parser_classes = [MultiPartParser, RawCsvParser]
+
+    @extend_schema(
+        request={"multipart/form-data": OpenApiTypes.OBJECT, "text/csv": OpenApiTypes.STR},
+        parameters=[OpenApiParameter("cluster", str, description="cluster name; default TELEMETRY_CLUSTER")],
+        responses={202: OpenApiTypes.OBJECT},
+    )
+    def post(self, request: Request) -> Response:
+        too_big = _too_big(request)
+        if too_big:
+            return too_big
+        if request.content_type.startswith("multipart/form-data"):
+            upload = request.FILES.get("file")
+            if upload is None:
+                return Response({"file": ["a multipart upload needs a field named 'file'"]}, status=400)
+            raw, source = upload, upload.name or "upload"
+            cluster = request.data.get("cluster") or request.query_params.get("cluster")
+        elif request.content_type.split(";")[0].strip() in RAW_TYPES:
+            raw, source = request._request, "request body"
+            cluster = request.query_params.get("cluster")
+        else:
+            return Response(
+                {"detail": f"unsupported content type {request.content_type!r}: send multipart/form-data with a 'file' field, or text/csv"},
+                status=415,
+            )
+        return _ingest(request, raw, source, cluster)
+
+
+def _too_big(request: Request) -> Response | None:
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    if length > settings.INGEST_MAX_UPLOAD_BYTES:
+        return Response(
+            {"detail": f"the upload is larger than the limit of {settings.INGEST_MAX_UPLOAD_BYTES} bytes"},
+            status=413,
+        )
+    return None
+
+
+def _ingest(request: Request, raw: Any, source: str, cluster: str | None) -> Response:
+    try:
+        job = service.ingest(raw, source=source, cluster=cluster)
+    except HeaderError as exc:
+        return Response({"detail": str(exc)}, status=400)
+    except service.NoRows as exc:
+        return Response({"detail": str(exc)}, status=400)
+    except service.NothingAccepted as exc:
+        return Response({"detail": str(exc), **_counts(exc.summary)}, status=400)
+    except service.UploadTooLarge as exc:
+        return Response({"detail": str(exc)}, status=413)
+    except OperationalError as exc:
+        return Response({"detail": f"the task broker is unavailable: {exc}"}, status=503)
+    url = reverse("ingest-job", args=[job["id"]])
+    body = {**service.job_status(job["id"]), "url": request.build_absolute_uri(url)}
+    return Response(body, status=202, headers={"Location": url})
+
+
+def _counts(job: dict) -> dict:
+    return {k: job[k] for k in ("rows_read", "rows_accepted", "rows_rejected", "errors")}
+
+
+class JobView(APIView):
+    @extend_schema(responses=OpenApiTypes.OBJECT)
+    def get(self, request: Request, job_id: str) -> Response:
+        return Response(service.job_status(job_id))

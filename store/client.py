@@ -1,0 +1,93 @@
+"""One etcd client per process, created on first use.
+
+gRPC channels do not survive fork while in use, so the client is never made at
+import time; a process that finds a client made by its parent (pid differs)
+drops it and makes its own. Celery children also call `reset()` from
+`worker_process_init`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pyetcd
+from django.conf import settings
+
+from store.errors import StoreUnavailable
+
+# etcd answers up to the request limit; ranges of many blocks can be larger than
+# gRPC's 4 MiB default receive size.
+_GRPC_OPTIONS = [
+    ("grpc.max_receive_message_length", 256 * 1024 * 1024),
+    ("grpc.max_send_message_length", 16 * 1024 * 1024),
+]
+# pyetcd marks a failed endpoint unusable for `time_retry` seconds (default 300):
+# keep it short so a restarted etcd is used again at once.
+_ENDPOINT_RETRY_S = 0.5
+
+_lock = threading.Lock()
+_client: pyetcd.MultiEndpointEtcd3Client | None = None
+_pid: int | None = None
+
+
+def _endpoints() -> list[pyetcd.Endpoint]:
+    creds = None
+    if settings.ETCD_CA_CERT:
+        creds = pyetcd.MultiEndpointEtcd3Client.get_secure_creds(settings.ETCD_CA_CERT)
+    endpoints = []
+    for item in settings.ETCD_ENDPOINTS:
+        host, _, port = item.removeprefix("http://").removeprefix("https://").rpartition(":")
+        if not host or not port.isdigit():
+            raise StoreUnavailable(f"ETCD_ENDPOINTS entry {item!r} is not host:port")
+        endpoints.append(
+            pyetcd.Endpoint(
+                host,
+                int(port),
+                secure=creds is not None,
+                creds=creds,
+                time_retry=_ENDPOINT_RETRY_S,
+                opts=_GRPC_OPTIONS,
+            )
+        )
+    return endpoints
+
+
+def _connect() -> pyetcd.MultiEndpointEtcd3Client:
+    from store.kv import translated
+
+    with translated():
+        return pyetcd.MultiEndpointEtcd3Client(
+            endpoints=_endpoints(),
+            timeout=settings.ETCD_TIMEOUT,
+            user=settings.ETCD_USER or None,
+            password=settings.ETCD_PASSWORD or None,
+            failover=True,
+        )
+
+
+def get() -> pyetcd.MultiEndpointEtcd3Client:
+    """This process's client; thread-safe (gRPC channels are)."""
+    global _client, _pid
+    pid = os.getpid()
+    if _client is not None and _pid == pid:
+        return _client
+    with _lock:
+        if _client is None or _pid != pid:
+            _client = _connect()
+            _pid = pid
+        return _client
+
+
+def reset() -> None:
+    """Forget the client (after fork, or when settings change in tests).
+
+    An inherited client is dropped without closing: closing a channel that the
+    parent still uses can hang in the child.
+    """
+    global _client, _pid
+    with _lock:
+        if _client is not None and _pid == os.getpid():
+            _client.close()
+        _client = None
+        _pid = None

@@ -1,0 +1,134 @@
+"""The etcd key layout: every key the project uses is built here and nowhere else.
+
+Layout under the root (default `/telemetry`), documented in docs/STORAGE.md:
+
+    {root}/clusters/{cluster}/hosts/{host}/gpus/{uuid}   GPU record (JSON)
+    {root}/gpus/{uuid}                                    locator: cluster and host (JSON)
+    {root}/latest/{uuid}                                  newest value per metric (JSON)
+    {root}/blocks/{uuid}/{t_first:013d}-{t_last:013d}-{digest}   compressed block
+    {root}/jobs/{job}                                     ingest job (JSON)
+    {root}/chunks/{job}/{seq:06d}                         chunk marker (JSON)
+
+Times in block keys are zero-padded epoch milliseconds, so byte order is time
+order and one range read finds the blocks of a window:
+
+>>> k = Keys("/telemetry")
+>>> k.block("GPU-1", 1_000, 2_000, "ab12")
+'/telemetry/blocks/GPU-1/0000000001000-0000000002000-ab12'
+>>> k.block("GPU-1", 999, 999, "x") < k.block("GPU-1", 1_000, 1_000, "x")
+True
+
+Every prefix used for a range read ends with `/`, so `GPU-1` never matches `GPU-10`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from store.errors import InvalidSegment
+
+MAX_SEGMENT = 200
+_TS_DIGITS = 13
+MAX_TS = 10**_TS_DIGITS - 1
+
+
+def check_segment(value: str, what: str = "segment") -> str:
+    """Return `value` if it is safe as one key segment, else raise InvalidSegment naming `what`."""
+    if not isinstance(value, str) or not value:
+        raise InvalidSegment(f"{what} is empty")
+    if len(value) > MAX_SEGMENT:
+        raise InvalidSegment(f"{what} is longer than {MAX_SEGMENT} characters")
+    if value in (".", ".."):
+        raise InvalidSegment(f"{what} {value!r} is not allowed")
+    if "/" in value:
+        raise InvalidSegment(f"{what} {value!r} contains '/'")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise InvalidSegment(f"{what} {value!r} contains a control character")
+    return value
+
+
+def _ts(value: int) -> str:
+    if not 0 <= value <= MAX_TS:
+        raise InvalidSegment(f"timestamp {value} ms is outside 0..{MAX_TS}")
+    return f"{value:0{_TS_DIGITS}d}"
+
+
+@dataclass(frozen=True, slots=True)
+class BlockName:
+    t_first: int
+    t_last: int
+    digest: str
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key builder for one root. Raises InvalidSegment on an unusable segment."""
+
+    root: str
+
+    def __post_init__(self) -> None:
+        root = self.root.rstrip("/")
+        if not root.startswith("/") or "//" in root or len(root) < 2:
+            raise InvalidSegment(f"ETCD_PREFIX {self.root!r} must look like /name")
+        object.__setattr__(self, "root", root)
+
+    def all(self) -> str:
+        return f"{self.root}/"
+
+    # GPU registry -------------------------------------------------------------
+    def records_prefix(self, cluster: str | None = None, host: str | None = None) -> str:
+        if cluster is None:
+            return f"{self.root}/clusters/"
+        base = f"{self.root}/clusters/{check_segment(cluster, 'cluster')}/hosts/"
+        if host is None:
+            return base
+        return f"{base}{check_segment(host, 'host')}/gpus/"
+
+    def record(self, cluster: str, host: str, uuid: str) -> str:
+        return self.records_prefix(cluster, host) + check_segment(uuid, "uuid")
+
+    def locator(self, uuid: str) -> str:
+        return f"{self.root}/gpus/{check_segment(uuid, 'uuid')}"
+
+    def latest_prefix(self) -> str:
+        return f"{self.root}/latest/"
+
+    def latest(self, uuid: str) -> str:
+        return self.latest_prefix() + check_segment(uuid, "uuid")
+
+    # Blocks -------------------------------------------------------------------
+    def blocks_prefix(self, uuid: str) -> str:
+        return f"{self.root}/blocks/{check_segment(uuid, 'uuid')}/"
+
+    def block(self, uuid: str, t_first: int, t_last: int, digest: str) -> str:
+        return f"{self.blocks_prefix(uuid)}{_ts(t_first)}-{_ts(t_last)}-{digest}"
+
+    def block_range(self, uuid: str, start: int, end: int, window_ms: int) -> tuple[str, str]:
+        """[range_start, range_end) holding every block that may overlap [start, end].
+
+        A block never spans more than `window_ms`, so one starting before
+        `start - window_ms` cannot reach `start`.
+        """
+        prefix = self.blocks_prefix(uuid)
+        low = max(0, start - window_ms)
+        high = min(MAX_TS, max(end, 0) + 1)
+        return prefix + _ts(low), prefix + _ts(high)
+
+    @staticmethod
+    def parse_block(key: str) -> BlockName:
+        name = key.rsplit("/", 1)[-1]
+        first, last, digest = name.split("-", 2)
+        return BlockName(int(first), int(last), digest)
+
+    # Jobs ---------------------------------------------------------------------
+    def jobs_prefix(self) -> str:
+        return f"{self.root}/jobs/"
+
+    def job(self, job_id: str) -> str:
+        return self.jobs_prefix() + check_segment(job_id, "job id")
+
+    def chunks_prefix(self, job_id: str) -> str:
+        return f"{self.root}/chunks/{check_segment(job_id, 'job id')}/"
+
+    def chunk(self, job_id: str, seq: int) -> str:
+        return f"{self.chunks_prefix(job_id)}{seq:06d}"

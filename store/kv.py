@@ -1,0 +1,162 @@
+"""Thin, error-translating wrappers over the etcd client (the only module calling it)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import pyetcd
+from pyetcd import exceptions as etcd_exc
+from pyetcd import utils as etcd_utils
+
+from store import client
+from store.errors import StoreUnavailable
+
+# etcd's own limits (--max-txn-ops 128, --max-request-bytes 1.5 MiB): stay below.
+MAX_TXN_OPS = 120
+MAX_TXN_BYTES = 1024 * 1024
+
+_UNAVAILABLE = (
+    etcd_exc.ConnectionFailedError,
+    etcd_exc.ConnectionTimeoutError,
+    etcd_exc.NoServerAvailableError,
+    etcd_exc.InternalServerError,
+    grpc.RpcError,
+)
+
+
+@contextlib.contextmanager
+def translated() -> Iterator[None]:
+    """Turn client and gRPC failures into StoreUnavailable."""
+    try:
+        yield
+    except _UNAVAILABLE as exc:
+        raise StoreUnavailable(f"etcd is unavailable: {type(exc).__name__} {exc}".strip()) from exc
+    except ValueError as exc:
+        # pyetcd raises ValueError('Trying to use a failed node') while an endpoint rests.
+        if "failed node" in str(exc):
+            raise StoreUnavailable("etcd is unavailable: every endpoint failed") from exc
+        raise
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    key: str
+    value: bytes
+    mod_revision: int
+    version: int
+
+
+def _item(value: bytes, meta: Any) -> Item:
+    return Item(meta.key.decode(), value, meta.mod_revision, meta.version)
+
+
+def get(key: str) -> Item | None:
+    with translated():
+        value, meta = client.get().get(key)
+    return None if meta is None else _item(value, meta)
+
+
+def get_prefix(prefix: str) -> list[Item]:
+    with translated():
+        return [_item(v, m) for v, m in client.get().get_prefix(prefix)]
+
+
+def get_range(start: str, end: str) -> list[Item]:
+    with translated():
+        return [_item(v, m) for v, m in client.get().get_range(start, end)]
+
+
+def count_prefix(prefix: str) -> int:
+    with translated():
+        return int(client.get().get_prefix_response(prefix, count_only=True).count)
+
+
+def put(key: str, value: bytes) -> None:
+    with translated():
+        client.get().put(key, value)
+
+
+def delete_prefix(prefix: str) -> None:
+    with translated():
+        client.get().delete_prefix(prefix)
+
+
+def status() -> dict[str, Any]:
+    with translated():
+        st = client.get().status()
+    return {"version": st.version, "db_size": st.db_size, "raft_index": st.raft_index}
+
+
+# Transaction building blocks; thin so that callers never import pyetcd.
+def op_put(key: str, value: bytes) -> Any:
+    return pyetcd.transactions.Put(key, value)
+
+
+def op_get(key: str) -> Any:
+    return pyetcd.transactions.Get(key)
+
+
+def op_delete(key: str) -> Any:
+    return pyetcd.transactions.Delete(key)
+
+
+def op_delete_prefix(prefix: str) -> Any:
+    end = etcd_utils.prefix_range_end(prefix.encode())
+    return pyetcd.transactions.Delete(prefix, range_end=end)
+
+
+def cmp_absent(key: str) -> Any:
+    return pyetcd.transactions.Version(key) == 0
+
+
+def cmp_mod_revision(key: str, revision: int) -> Any:
+    return pyetcd.transactions.Mod(key) == revision
+
+
+def txn(compare: Sequence[Any], success: Sequence[Any], failure: Sequence[Any] = ()) -> bool:
+    """Run one transaction; True when the comparisons held and `success` ran."""
+    with translated():
+        ok, _ = client.get().transaction(list(compare), list(success), list(failure))
+    return bool(ok)
+
+
+def get_many(keys: Sequence[str]) -> dict[str, Item]:
+    """Read several keys at one revision (one transaction per MAX_TXN_OPS keys)."""
+    found: dict[str, Item] = {}
+    for i in range(0, len(keys), MAX_TXN_OPS):
+        batch = keys[i : i + MAX_TXN_OPS]
+        with translated():
+            _, responses = client.get().transaction([], [op_get(k) for k in batch], [])
+        for kvs in responses:
+            for value, meta in kvs:
+                item = _item(value, meta)
+                found[item.key] = item
+    return found
+
+
+def put_batches(items: Sequence[tuple[str, bytes]]) -> int:
+    """Write key/values in as few transactions as etcd's op and byte limits allow.
+
+    Each transaction is atomic; the batch as a whole is not, so callers write
+    idempotent keys and put their commit marker in the last item. Returns the
+    number of transactions used.
+    """
+    batches = 0
+    ops: list[Any] = []
+    size = 0
+    for key, value in items:
+        cost = len(key) + len(value) + 16
+        if ops and (len(ops) >= MAX_TXN_OPS or size + cost > MAX_TXN_BYTES):
+            txn([], ops)
+            batches += 1
+            ops, size = [], 0
+        ops.append(op_put(key, value))
+        size += cost
+    if ops:
+        txn([], ops)
+        batches += 1
+    return batches

@@ -1,0 +1,155 @@
+"""GPU records and locators: created once, rewritten only when a GPU's facts change."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from store import kv
+from store.errors import Conflict, NotFound
+from store.keys import Keys
+
+# Facts that identify where a GPU is and what it is; a change to any rewrites the record.
+FACT_FIELDS = ("uuid", "cluster", "host", "gpu_index", "device", "model", "driver", "labels")
+_CACHE_TTL_S = 300.0
+_MAX_ATTEMPTS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """What a chunk knows of one GPU: its facts and the earliest sample time it carries."""
+
+    facts: dict[str, Any]
+    first_seen: int
+
+    @property
+    def uuid(self) -> str:
+        return str(self.facts["uuid"])
+
+
+class _KnownCache:
+    """Per-process memory of GPUs already registered with these facts (saves a read per chunk)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[str, str], tuple[str, int, float]] = {}
+
+    def fresh(self, root: str, reg: Registration) -> bool:
+        with self._lock:
+            entry = self._entries.get((root, reg.uuid))
+        if entry is None:
+            return False
+        digest, first_seen, expires = entry
+        return expires > time.monotonic() and digest == _digest(reg.facts) and first_seen <= reg.first_seen
+
+    def remember(self, root: str, record: dict[str, Any]) -> None:
+        entry = (_digest(record), int(record["first_seen"]), time.monotonic() + _CACHE_TTL_S)
+        with self._lock:
+            self._entries[(root, record["uuid"])] = entry
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+known = _KnownCache()
+
+
+def _digest(facts: dict[str, Any]) -> str:
+    return json.dumps([facts.get(f) for f in FACT_FIELDS], sort_keys=True)
+
+
+def _decode(item: kv.Item | None) -> dict[str, Any] | None:
+    return None if item is None else json.loads(item.value)
+
+
+def ensure_registered(keys: Keys, regs: Iterable[Registration]) -> int:
+    """Create or update the record and locator of each GPU; returns how many were written.
+
+    Optimistic: each GPU's write compares the locator's mod revision it read,
+    and retries on a lost race, so two workers registering the same GPU end
+    with one record. A GPU that moved host or cluster has its old record removed
+    in the same transaction.
+    """
+    todo = [r for r in regs if not known.fresh(keys.root, r)]
+    written = 0
+    for _ in range(_MAX_ATTEMPTS):
+        if not todo:
+            return written
+        lost = []
+        for reg, outcome in zip(todo, _register_batch(keys, todo), strict=True):
+            if outcome is None:
+                lost.append(reg)
+            else:
+                written += outcome
+        todo = lost
+    raise Conflict(f"could not register {len(todo)} GPU(s) after {_MAX_ATTEMPTS} attempts")
+
+
+def _register_batch(keys: Keys, regs: Sequence[Registration]) -> list[int | None]:
+    """One attempt per GPU: 1 written, 0 already right, None lost a race."""
+    wanted = [keys.locator(r.uuid) for r in regs]
+    wanted += [keys.record(r.facts["cluster"], r.facts["host"], r.uuid) for r in regs]
+    current = kv.get_many(wanted)
+    return [_register_one(keys, reg, current) for reg in regs]
+
+
+def _register_one(keys: Keys, reg: Registration, current: dict[str, kv.Item]) -> int | None:
+    facts = reg.facts
+    locator_key = keys.locator(reg.uuid)
+    record_key = keys.record(facts["cluster"], facts["host"], reg.uuid)
+    locator = current.get(locator_key)
+    located = _decode(locator)
+    old_key = record_key
+    if located is not None:
+        old_key = keys.record(located["cluster"], located["host"], reg.uuid)
+    old = _decode(current.get(old_key)) if old_key == record_key else _read_record(old_key)
+    first_seen = reg.first_seen if old is None else min(int(old["first_seen"]), reg.first_seen)
+    record = {**{f: facts.get(f) for f in FACT_FIELDS}, "first_seen": first_seen}
+    if old is not None and old_key == record_key and old == record:
+        known.remember(keys.root, record)
+        return 0
+    compare = [
+        kv.cmp_absent(locator_key)
+        if locator is None
+        else kv.cmp_mod_revision(locator_key, locator.mod_revision)
+    ]
+    ops = [kv.op_put(record_key, _encode(record)), kv.op_put(locator_key, _encode(located_of(record)))]
+    if old_key != record_key:
+        ops.append(kv.op_delete(old_key))
+    if not kv.txn(compare, ops):
+        return None
+    known.remember(keys.root, record)
+    return 1
+
+
+def _read_record(key: str) -> dict[str, Any] | None:
+    return _decode(kv.get(key))
+
+
+def located_of(record: dict[str, Any]) -> dict[str, str]:
+    return {"cluster": record["cluster"], "host": record["host"]}
+
+
+def _encode(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
+
+
+def list_records(keys: Keys, cluster: str | None = None, host: str | None = None) -> list[dict]:
+    """GPU records sorted by key (cluster, host, uuid); one range read."""
+    return [json.loads(item.value) for item in kv.get_prefix(keys.records_prefix(cluster, host))]
+
+
+def get_record(keys: Keys, uuid: str) -> dict[str, Any]:
+    """One GPU's record via its locator; raises NotFound."""
+    located = _decode(kv.get(keys.locator(uuid)))
+    if located is None:
+        raise NotFound(f"no GPU with uuid {uuid!r}")
+    record = _read_record(keys.record(located["cluster"], located["host"], uuid))
+    if record is None:
+        raise NotFound(f"no GPU with uuid {uuid!r}")
+    return record

@@ -1,0 +1,15 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from apps.gpus.views import health_view, ready_view
+
+urlpatterns = [
+    path("api/v1/", include("apps.ingest.urls")),
+    path("api/v1/", include("apps.gpus.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("swagger/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger"),
+    path("health", health_view, name="health"),
+    path("ready", ready_view, name="ready"),
+    path("admin/", admin.site.urls),
+]

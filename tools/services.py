@@ -1,0 +1,448 @@
+"""Start and stop throwaway local etcd and Redis processes (stdlib only).
+
+Used by the dev launcher (``make run``) and by the pytest fixtures, so it must not
+import anything outside the standard library.
+
+Contracts shared by every ``start_*`` function:
+
+* The child runs in its own session (``start_new_session=True``): a Ctrl-C sent to
+  the launcher's process group does not reach it, so the launcher can stop
+  services in order.
+* stdout and stderr go to a log file next to the data directory. The file is
+  opened in append mode; error messages quote only the part written by this start.
+* The function returns only once the service answers a real protocol request
+  (etcd ``/health``, Redis ``PING``); otherwise it kills what it started and raises
+  ``RuntimeError`` naming the service and quoting the tail of its log.
+* A port that is already taken is reported at once, before anything is spawned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LOCALHOST = "127.0.0.1"
+ETCD_START_DEADLINE_S = 30.0
+REDIS_START_DEADLINE_S = 15.0
+POLL_INTERVAL_S = 0.05
+LOG_TAIL_LINES = 30
+LOG_TAIL_MAX_CHARS = 4000
+# 8 GiB is etcd's documented recommended maximum; larger values only log a warning.
+ETCD_QUOTA_BACKEND_BYTES = 8 * 1024**3
+
+APT_HINT = "sudo apt-get install -y etcd-server redis-server"
+
+
+@dataclass
+class Service:
+    """A running local service started by this module.
+
+    ``url`` is what clients are configured with: ``127.0.0.1:PORT`` for etcd (the
+    ETCD_ENDPOINTS form), ``redis://127.0.0.1:PORT/0`` for Redis.
+    """
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    host: str
+    port: int
+    data_dir: Path
+    log_path: Path
+    url: str
+    log_offset: int = field(default=0, repr=False)
+
+    @property
+    def running(self) -> bool:
+        """True while the process has not exited."""
+        return self.proc.poll() is None
+
+    def stop(self, timeout: float = 10) -> None:
+        """SIGTERM, wait up to ``timeout`` seconds, then SIGKILL. Idempotent.
+
+        Always reaps the child, so no zombie is left behind.
+        """
+        if self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.terminate()
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL the service's whole process group and reap it (fault tests)."""
+        _kill_group(self.proc)
+
+    def log_tail(self) -> str:
+        """Last lines this start wrote to the log file."""
+        return _read_log_tail(self.log_path, self.log_offset)
+
+    def __enter__(self) -> Service:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def ensure_binaries() -> None:
+    """Raise RuntimeError with the install command if etcd or redis-server is missing."""
+    missing = [b for b in ("etcd", "redis-server") if shutil.which(b) is None]
+    if missing:
+        raise RuntimeError(f"{', '.join(missing)} not found on PATH; install with: {APT_HINT}")
+
+
+def free_port(host: str = LOCALHOST) -> int:
+    """Return a TCP port that was free a moment ago.
+
+    The port is released before returning, so another process may grab it; callers
+    that start a server right away lose that race only in practice-irrelevant cases,
+    and ``start_*`` reports it clearly if they do.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def is_port_free(host: str, port: int) -> bool:
+    """True if nothing is bound to ``host:port``.
+
+    SO_REUSEADDR is set, as etcd and Redis do, so that sockets of a stopped server
+    lingering in TIME_WAIT do not count as "busy".
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def wait_for_port(
+    host: str,
+    port: int,
+    deadline_s: float,
+    proc: subprocess.Popen[bytes] | None = None,
+    *,
+    name: str | None = None,
+    log_path: Path | None = None,
+    log_offset: int = 0,
+) -> None:
+    """Block until ``host:port`` accepts a TCP connection.
+
+    ``deadline_s`` is a duration in seconds from now. Raises RuntimeError if it
+    passes, or as soon as ``proc`` (when given) exits. The message names the service
+    (``name``, else the program of ``proc``, else ``host:port``) and quotes the tail
+    of ``log_path`` when given.
+    """
+    _poll_until(
+        lambda: _tcp_connects(host, port),
+        what=f"TCP {host}:{port}",
+        deadline=time.monotonic() + deadline_s,
+        proc=proc,
+        name=name or _default_name(proc, host, port),
+        log_path=log_path,
+        log_offset=log_offset,
+    )
+
+
+def start_etcd(
+    data_dir: Path,
+    port: int | None = None,
+    peer_port: int | None = None,
+    name: str = "default",
+    extra_args: Sequence[str] = (),
+) -> Service:
+    """Start a single-member etcd on 127.0.0.1 and wait until it reports healthy.
+
+    ``name`` is the etcd member name. The log goes to ``data_dir/../etcd-<name>.log``
+    (``--log-outputs`` to a file is unreliable in etcd 3.4). Returns once the client
+    port answers and ``GET /health`` says ``{"health":"true"}``, within 30 s.
+    """
+    client_port, peer_port = _pick_ports(port, peer_port)
+    _require_free("etcd", LOCALHOST, client_port, peer_port)
+    client_url = f"http://{LOCALHOST}:{client_port}"
+    peer_url = f"http://{LOCALHOST}:{peer_port}"
+    # etcd reads every ETCD_* variable as a flag and exits ("conflicting environment
+    # variable ... is shadowed") when one duplicates a flag we pass; the app's own
+    # ETCD_ENDPOINTS would at least log a warning. So the child never sees them.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("ETCD_") or k == "ETCD_UNSUPPORTED_ARCH"
+    }
+    argv = [
+        "etcd",
+        f"--name={name}",
+        f"--data-dir={data_dir}",
+        f"--listen-client-urls={client_url}",
+        f"--advertise-client-urls={client_url}",
+        f"--listen-peer-urls={peer_url}",
+        f"--initial-advertise-peer-urls={peer_url}",
+        f"--initial-cluster={name}={peer_url}",
+        "--initial-cluster-state=new",
+        "--auto-compaction-mode=periodic",
+        "--auto-compaction-retention=1h",
+        f"--quota-backend-bytes={ETCD_QUOTA_BACKEND_BYTES}",
+        # capnslog (3.4's default) is deprecated and prints a warning at start-up.
+        "--logger=zap",
+        *extra_args,
+    ]
+    service = _spawn(
+        "etcd",
+        argv,
+        data_dir=data_dir,
+        log_path=data_dir.parent / f"etcd-{name}.log",
+        port=client_port,
+        url=f"{LOCALHOST}:{client_port}",
+        env=env,
+    )
+    _await_ready(service, ETCD_START_DEADLINE_S, "GET /health", _etcd_healthy)
+    return service
+
+
+def start_redis(data_dir: Path, port: int | None = None, appendonly: bool = False) -> Service:
+    """Start redis-server on 127.0.0.1 and wait until it answers PING, within 15 s.
+
+    Without ``appendonly`` nothing is persisted (``--save ""``). The log goes to
+    ``data_dir/../redis-<port>.log``.
+    """
+    port = port if port is not None else free_port()
+    _require_free("redis", LOCALHOST, port)
+    log_path = data_dir.parent / f"redis-{port}.log"
+    argv = [
+        "redis-server",
+        "--port",
+        str(port),
+        "--bind",
+        LOCALHOST,
+        "--dir",
+        str(data_dir),
+        "--appendonly",
+        "yes" if appendonly else "no",
+        "--daemonize",
+        "no",
+        "--logfile",
+        str(log_path),
+    ]
+    if not appendonly:
+        argv += ["--save", ""]
+    service = _spawn(
+        "redis",
+        argv,
+        data_dir=data_dir,
+        log_path=log_path,
+        port=port,
+        url=f"redis://{LOCALHOST}:{port}/0",
+        env=None,
+    )
+    _await_ready(service, REDIS_START_DEADLINE_S, "PING", _redis_pongs)
+    return service
+
+
+# --- internals -------------------------------------------------------------------
+
+
+def _pick_ports(port: int | None, peer_port: int | None) -> tuple[int, int]:
+    """Fill in missing ports with free ones that differ from each other."""
+    client = port if port is not None else free_port()
+    peer = peer_port
+    while peer is None or peer == client:
+        peer = free_port()
+    return client, peer
+
+
+def _require_free(name: str, host: str, *ports: int) -> None:
+    """Fail fast on a busy port.
+
+    Without this the readiness probe could succeed against the *other* process
+    (e.g. an etcd already on that port answers /health) before ours dies.
+    """
+    busy = [p for p in ports if not is_port_free(host, p)]
+    if busy:
+        listed = ", ".join(f"{host}:{p}" for p in busy)
+        raise RuntimeError(
+            f"{name}: cannot start, {listed} already in use "
+            "(stop whatever listens there or pick another port)"
+        )
+
+
+def _spawn(
+    name: str,
+    argv: list[str],
+    *,
+    data_dir: Path,
+    log_path: Path,
+    port: int,
+    url: str,
+    env: dict[str, str] | None,
+) -> Service:
+    """Launch ``argv`` in a new session with output appended to ``log_path``."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        offset = log.tell()
+        try:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+        except FileNotFoundError as exc:
+            raise RuntimeError(f"{name}: {argv[0]} not found; install with: {APT_HINT}") from exc
+    # The child holds its own copy of the log fd; ours is closed by the with-block.
+    return Service(name, proc, LOCALHOST, port, data_dir, log_path, url, offset)
+
+
+def _await_ready(
+    service: Service, deadline_s: float, what: str, probe: Callable[[str, int], bool]
+) -> None:
+    """Wait for the port, then for ``probe``; kill the service on failure."""
+    deadline = time.monotonic() + deadline_s
+    common = {
+        "deadline": deadline,
+        "proc": service.proc,
+        "name": service.name,
+        "log_path": service.log_path,
+        "log_offset": service.log_offset,
+    }
+    try:
+        _poll_until(
+            lambda: _tcp_connects(service.host, service.port),
+            what=f"TCP {service.host}:{service.port}",
+            **common,
+        )
+        _poll_until(lambda: probe(service.host, service.port), what=what, **common)
+    except BaseException:
+        # Also on KeyboardInterrupt: never leave a half-started service behind.
+        service.kill()
+        raise
+
+
+def _poll_until(
+    check: Callable[[], bool],
+    *,
+    what: str,
+    deadline: float,
+    proc: subprocess.Popen[bytes] | None,
+    name: str,
+    log_path: Path | None,
+    log_offset: int,
+) -> None:
+    """Call ``check`` every POLL_INTERVAL_S until true; raise on exit or deadline."""
+    while True:
+        if proc is not None and proc.poll() is not None:
+            reason = f"exited with code {proc.returncode} before {what} answered"
+            raise RuntimeError(_failure_message(name, reason, log_path, log_offset))
+        if check():
+            return
+        if time.monotonic() >= deadline:
+            reason = f"{what} did not answer before the deadline"
+            raise RuntimeError(_failure_message(name, reason, log_path, log_offset))
+        time.sleep(POLL_INTERVAL_S)
+
+
+def _failure_message(name: str, reason: str, log_path: Path | None, offset: int) -> str:
+    if log_path is None:
+        return f"{name}: {reason}"
+    tail = _read_log_tail(log_path, offset) or "(log is empty)"
+    return f"{name}: {reason}; last lines of {log_path}:\n{tail}"
+
+
+def _read_log_tail(log_path: Path, offset: int) -> str:
+    """Last LOG_TAIL_LINES lines written after ``offset``, capped in size."""
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(offset)
+            data = f.read()
+    except OSError:
+        return ""
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    return "\n".join(lines[-LOG_TAIL_LINES:])[-LOG_TAIL_MAX_CHARS:]
+
+
+def _default_name(proc: subprocess.Popen[bytes] | None, host: str, port: int) -> str:
+    if proc is not None:
+        args = proc.args
+        first = args[0] if isinstance(args, list | tuple) else args
+        return Path(str(first)).name
+    return f"{host}:{port}"
+
+
+def _tcp_connects(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _etcd_healthy(host: str, port: int) -> bool:
+    """GET /health on the client URL. http.client, not urllib: no proxy env lookup."""
+    conn = http.client.HTTPConnection(host, port, timeout=2)
+    try:
+        conn.request("GET", "/health")
+        resp = conn.getresponse()
+        body = resp.read()
+        return resp.status == 200 and json.loads(body).get("health") == "true"
+    except (OSError, http.client.HTTPException, ValueError):
+        return False
+    finally:
+        conn.close()
+
+
+def _redis_pongs(host: str, port: int) -> bool:
+    """Send a RESP ``PING``; true on ``+PONG`` (``-LOADING`` etc. mean not yet)."""
+    try:
+        with socket.create_connection((host, port), timeout=2) as sock:
+            sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+            return _recv_line(sock) == b"+PONG"
+    except OSError:
+        return False
+
+
+def _recv_line(sock: socket.socket) -> bytes:
+    """Read one CRLF-terminated RESP line (replies to PING are tiny)."""
+    buf = b""
+    while not buf.endswith(b"\r\n") and len(buf) < 4096:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        buf += chunk
+    return buf.rstrip(b"\r\n")
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the process group led by ``proc`` and reap ``proc``.
+
+    The group, not just the pid: Redis forks children for AOF rewrites. Only
+    signalled while unreaped, so the pid/pgid cannot have been reused.
+    """
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+__all__ = [
+    "Service",
+    "ensure_binaries",
+    "free_port",
+    "is_port_free",
+    "start_etcd",
+    "start_redis",
+    "wait_for_port",
+]

@@ -1,0 +1,29 @@
+"""Celery tasks: thin; decode, call the store, return."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from apps.ingest import payload
+from store import window_ms
+from store.errors import Conflict, StoreUnavailable
+from store.keys import Keys
+from store.telemetry import write_chunk
+
+
+@shared_task(
+    name="workers.persist_chunk",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=(StoreUnavailable, Conflict),
+    retry_backoff=1,
+    retry_backoff_max=30,
+    retry_jitter=True,
+    max_retries=None,
+    ignore_result=True,
+)
+def persist_chunk(chunk: dict) -> dict:
+    """Write one chunk to etcd; idempotent, so redelivery after a crash is safe."""
+    decoded = payload.decode(chunk)
+    result = write_chunk(Keys(decoded.root), decoded.job, decoded.seq, decoded.batches, window_ms())
+    return {"samples": result.samples, "blocks": result.blocks, "already_done": result.already_done}
