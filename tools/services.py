@@ -446,3 +446,58 @@ __all__ = [
     "start_redis",
     "wait_for_port",
 ]
+
+
+def start_command(
+    name: str,
+    argv: list[str],
+    *,
+    log_path: Path,
+    ready: Callable[[], bool],
+    env: dict[str, str] | None = None,
+    deadline_s: float = 60.0,
+    port: int = 0,
+    url: str = "",
+) -> Service:
+    """Start any long-running command (a Celery worker, an ASGI server) like the services.
+
+    Returns once ``ready()`` is true; raises RuntimeError quoting the log tail if the
+    process exits or the deadline passes first (and kills it).
+    """
+    service = _spawn(name, argv, data_dir=log_path.parent, log_path=log_path, port=port, url=url, env=env)
+    try:
+        _poll_until(
+            ready,
+            what="readiness",
+            deadline=time.monotonic() + deadline_s,
+            proc=service.proc,
+            name=name,
+            log_path=log_path,
+            log_offset=service.log_offset,
+        )
+    except BaseException:
+        service.kill()
+        raise
+    return service
+
+
+def log_contains(service_log: Path, offset: int, marker: bytes) -> bool:
+    """True once ``marker`` appears in the log after ``offset`` (readiness lines)."""
+    try:
+        with open(service_log, "rb") as fh:
+            fh.seek(offset)
+            return marker in fh.read()
+    except FileNotFoundError:
+        return False
+
+
+def http_ok(host: str, port: int, path: str = "/health") -> bool:
+    """True when GET ``path`` answers 200 (an ASGI server's readiness)."""
+    conn = http.client.HTTPConnection(host, port, timeout=1.0)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        conn.close()

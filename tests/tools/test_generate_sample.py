@@ -6,15 +6,11 @@ import csv
 import gzip
 import io
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
-# tools/ is not an installed package; make the repo root importable however pytest
-# was launched (``.venv/bin/pytest`` does not put the cwd on sys.path).
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
 
 from tools.generate_sample import (  # noqa: E402
     LONG_HEADER,

@@ -14,10 +14,6 @@ from pathlib import Path
 
 import pytest
 
-# tools/ is not an installed package; make the repo root importable however pytest
-# was launched (``.venv/bin/pytest`` does not put the cwd on sys.path).
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
 from tools.services import (
     Service,
     ensure_binaries,

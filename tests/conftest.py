@@ -1,0 +1,118 @@
+"""Fixtures that start the real parts: etcd, Redis and a Celery worker, on free ports.
+
+Each test that stores data gets its own etcd root (`ETCD_PREFIX`), so tests never
+see each other's keys; chunk payloads carry the root, so the shared worker writes
+where the test's gateway code decided.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.conf import settings as django_settings
+
+from tools import services
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_CSV = REPO.parent / "shared" / "peers-data" / "dcgm_metrics_20250718_134233.csv"
+
+
+def service_env(etcd_url: str, broker_url: str, **extra: str) -> dict[str, str]:
+    """Environment for a child process (worker, server) of the test session."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ETCD_", "CELERY_"))}
+    env.update(
+        ETCD_ENDPOINTS=etcd_url,
+        CELERY_BROKER_URL=broker_url,
+        REDIS_URL=broker_url,
+        PYTHONPATH=str(REPO),
+        DJANGO_SETTINGS_MODULE="telemetry_site.settings",
+        DJANGO_SECRET_KEY=django_settings.SECRET_KEY,
+        DJANGO_DEBUG="false",
+        DJANGO_ALLOWED_HOSTS="*",
+        DATABASE_URL=f"sqlite:///{REPO / 'var' / 'test-children.sqlite3'}",
+    )
+    env.update(extra)
+    return env
+
+
+def start_worker(tmp: Path, etcd_url: str, broker_url: str, concurrency: int = 2, **env: str) -> services.Service:
+    log = tmp / f"worker-{uuid.uuid4().hex[:8]}.log"
+    argv = [
+        sys.executable, "-m", "celery", "-A", "telemetry_site", "worker",
+        "--pool", "prefork", "--concurrency", str(concurrency), "--loglevel", "INFO",
+        "--without-gossip", "--without-mingle", "--queues", "telemetry",
+    ]  # fmt: skip
+    return services.start_command(
+        "celery-worker",
+        argv,
+        log_path=log,
+        env=service_env(etcd_url, broker_url, **env),
+        ready=lambda: services.log_contains(log, 0, b" ready."),
+        deadline_s=60,
+    )
+
+
+@pytest.fixture(scope="session")
+def service_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("services")
+
+
+@pytest.fixture(scope="session")
+def etcd(service_dir: Path) -> Iterator[services.Service]:
+    services.ensure_binaries()
+    with services.start_etcd(service_dir / "etcd") as svc:
+        yield svc
+
+
+@pytest.fixture(scope="session")
+def redis_server(service_dir: Path) -> Iterator[services.Service]:
+    with services.start_redis(service_dir / "redis") as svc:
+        yield svc
+
+
+@pytest.fixture(scope="session")
+def live_services(etcd: services.Service, redis_server: services.Service) -> Iterator[None]:
+    """Point this process's settings, etcd client and Celery producer at the test services."""
+    from store import client
+    from telemetry_site.celery import app
+
+    django_settings.ETCD_ENDPOINTS = [etcd.url]
+    django_settings.CELERY_BROKER_URL = redis_server.url
+    app.conf.broker_url = redis_server.url
+    client.reset()
+    yield
+    client.reset()
+
+
+@pytest.fixture(scope="session")
+def worker(
+    live_services: None, etcd: services.Service, redis_server: services.Service, service_dir: Path
+) -> Iterator[services.Service]:
+    with start_worker(service_dir, etcd.url, redis_server.url) as svc:
+        yield svc
+
+
+@pytest.fixture
+def etcd_root(live_services: None, settings: object) -> str:
+    """A fresh etcd root for this test (settings.ETCD_PREFIX)."""
+    root = f"/test-{uuid.uuid4().hex[:12]}"
+    settings.ETCD_PREFIX = root  # type: ignore[attr-defined]
+    return root
+
+
+@pytest.fixture
+def pipeline(worker: services.Service, etcd_root: str) -> str:
+    """etcd, Redis and a worker running, and a fresh root: the whole ingest path."""
+    return etcd_root
+
+
+@pytest.fixture
+def real_csv() -> Path:
+    if not REAL_CSV.exists():
+        pytest.skip(f"the real DCGM export is not here ({REAL_CSV}); it lives in ../shared/")
+    return REAL_CSV

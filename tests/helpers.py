@@ -1,0 +1,32 @@
+"""Helpers shared by tests: polling with deadlines, never fixed sleeps."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def wait_for(check: Callable[[], T], deadline_s: float = 60.0, what: str = "condition") -> T:
+    """Call `check` until it returns something truthy; AssertionError at the deadline."""
+    end = time.monotonic() + deadline_s
+    last: T | None = None
+    while time.monotonic() < end:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.05)
+    raise AssertionError(f"{what} not reached within {deadline_s}s (last: {last!r})")
+
+
+def wait_job_done(client, job_id: str, deadline_s: float = 90.0) -> dict:
+    """Poll the job endpoint until its state is done (or fail on failed/deadline)."""
+
+    def done() -> dict | None:
+        body = client.get(f"/api/v1/ingest/jobs/{job_id}").json()
+        assert body["state"] != "failed", body
+        return body if body["state"] == "done" else None
+
+    return wait_for(done, deadline_s, f"job {job_id} done")
