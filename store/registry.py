@@ -44,7 +44,11 @@ class _KnownCache:
         if entry is None:
             return False
         digest, first_seen, expires = entry
-        return expires > time.monotonic() and digest == _digest(reg.facts) and first_seen <= reg.first_seen
+        return (
+            expires > time.monotonic()
+            and digest == _digest(reg.facts)
+            and first_seen <= reg.first_seen
+        )
 
     def remember(self, root: str, record: dict[str, Any]) -> None:
         entry = (_digest(record), int(record["first_seen"]), time.monotonic() + _CACHE_TTL_S)
@@ -118,7 +122,10 @@ def _register_one(keys: Keys, reg: Registration, current: dict[str, kv.Item]) ->
         if locator is None
         else kv.cmp_mod_revision(locator_key, locator.mod_revision)
     ]
-    ops = [kv.op_put(record_key, _encode(record)), kv.op_put(locator_key, _encode(located_of(record)))]
+    ops = [
+        kv.op_put(record_key, _encode(record)),
+        kv.op_put(locator_key, _encode(located_of(record))),
+    ]
     if old_key != record_key:
         ops.append(kv.op_delete(old_key))
     if not kv.txn(compare, ops):

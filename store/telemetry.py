@@ -45,7 +45,9 @@ class ChunkResult:
     already_done: bool
 
 
-def write_chunk(keys: Keys, job_id: str, seq: int, batches: Sequence[GpuBatch], window_ms: int) -> ChunkResult:
+def write_chunk(
+    keys: Keys, job_id: str, seq: int, batches: Sequence[GpuBatch], window_ms: int
+) -> ChunkResult:
     """Persist one chunk; safe to call again with the same arguments (retries, redelivery)."""
     marker = keys.chunk(job_id, seq)
     if kv.get(marker) is not None:
@@ -125,7 +127,9 @@ def _cas_latest(keys: Keys, newest: dict[str, dict[str, list]]) -> bool:
         merged = _merge_latest(old, values)
         if merged == old:
             continue
-        compare.append(kv.cmp_absent(key) if item is None else kv.cmp_mod_revision(key, item.mod_revision))
+        compare.append(
+            kv.cmp_absent(key) if item is None else kv.cmp_mod_revision(key, item.mod_revision)
+        )
         ops.append(kv.op_put(key, json.dumps(merged, separators=(",", ":")).encode()))
     return not ops or kv.txn(compare, ops)
 

@@ -40,13 +40,28 @@ def service_env(etcd_url: str, broker_url: str, **extra: str) -> dict[str, str]:
     return env
 
 
-def start_worker(tmp: Path, etcd_url: str, broker_url: str, concurrency: int = 2, **env: str) -> services.Service:
+def start_worker(
+    tmp: Path, etcd_url: str, broker_url: str, concurrency: int = 2, **env: str
+) -> services.Service:
     log = tmp / f"worker-{uuid.uuid4().hex[:8]}.log"
     argv = [
-        sys.executable, "-m", "celery", "-A", "telemetry_site", "worker",
-        "--pool", "prefork", "--concurrency", str(concurrency), "--loglevel", "INFO",
-        "--without-gossip", "--without-mingle", "--queues", "telemetry",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "telemetry_site",
+        "worker",
+        "--pool",
+        "prefork",
+        "--concurrency",
+        str(concurrency),
+        "--loglevel",
+        "INFO",
+        "--without-gossip",
+        "--without-mingle",
+        "--queues",
+        "telemetry",
+    ]
     return services.start_command(
         "celery-worker",
         argv,

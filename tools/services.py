@@ -464,7 +464,9 @@ def start_command(
     Returns once ``ready()`` is true; raises RuntimeError quoting the log tail if the
     process exits or the deadline passes first (and kills it).
     """
-    service = _spawn(name, argv, data_dir=log_path.parent, log_path=log_path, port=port, url=url, env=env)
+    service = _spawn(
+        name, argv, data_dir=log_path.parent, log_path=log_path, port=port, url=url, env=env
+    )
     try:
         _poll_until(
             ready,

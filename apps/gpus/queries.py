@@ -43,7 +43,9 @@ def gpu_view(record: dict[str, Any], latest: dict[str, list] | None) -> dict[str
     }
 
 
-def list_gpus(cluster: str | None = None, host: str | None = None, model: str | None = None) -> list[dict]:
+def list_gpus(
+    cluster: str | None = None, host: str | None = None, model: str | None = None
+) -> list[dict]:
     """GPUs sorted by cluster, host, uuid; two range reads whatever the count."""
     keys = default_keys()
     records = list_records(keys, cluster, host if cluster else None)
@@ -116,11 +118,15 @@ def telemetry(q: TelemetryQuery) -> dict[str, Any]:
     get_record(keys, q.uuid)
     start, end = q.start, q.end
     if q.after is not None:
-        start, end = (start, min(end, q.after[0])) if q.descending else (max(start, q.after[0]), end)
+        start, end = (
+            (start, min(end, q.after[0])) if q.descending else (max(start, q.after[0]), end)
+        )
     samples = read_samples(keys, q.uuid, start, end, window_ms())
     names = np.array(samples.names, dtype=object)
     metric_names = names[samples.metric] if len(samples) else np.array([], dtype=object)
-    order = np.lexsort((metric_names.astype(str), samples.ts)) if len(samples) else np.array([], int)
+    order = (
+        np.lexsort((metric_names.astype(str), samples.ts)) if len(samples) else np.array([], int)
+    )
     if q.descending:
         order = order[::-1]
     rows = []
@@ -137,7 +143,9 @@ def telemetry(q: TelemetryQuery) -> dict[str, Any]:
     more = len(rows) > q.limit
     rows = rows[: q.limit]
     return {
-        "results": [{"timestamp": format_timestamp(t), "metric_name": m, "value": v} for t, m, v in rows],
+        "results": [
+            {"timestamp": format_timestamp(t), "metric_name": m, "value": v} for t, m, v in rows
+        ],
         "next_cursor": encode_cursor(rows[-1][0], rows[-1][1]) if more else None,
     }
 

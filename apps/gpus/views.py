@@ -12,7 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.gpus import queries
+from apps.gpus import health, queries
 from apps.gpus.serializers import (
     ClusterSerializer,
     GpuListParams,
@@ -22,7 +22,6 @@ from apps.gpus.serializers import (
     TelemetrySerializer,
 )
 from apps.ingest.timeparse import format_timestamp
-from apps.gpus import health
 
 
 class _PagedListView(APIView):

@@ -25,7 +25,9 @@ class GpuBuffer:
         return len(self.ts)
 
     def part(self, start: int, stop: int) -> GpuBuffer:
-        return GpuBuffer(self.facts, self.ts[start:stop], self.metric[start:stop], self.value[start:stop])
+        return GpuBuffer(
+            self.facts, self.ts[start:stop], self.metric[start:stop], self.value[start:stop]
+        )
 
 
 @dataclass

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, NamedTuple
 
-from apps.ingest.formats import LONG, Layout, detect, HeaderError
+from apps.ingest.formats import LONG, HeaderError, Layout, detect
 from apps.ingest.timeparse import TimestampCache
 from store.keys import check_segment
 

@@ -119,7 +119,9 @@ def _job(job_id: str, source: str, cluster: str, fmt: str) -> dict[str, Any]:
     }
 
 
-def _finish(job: dict, parser: Parser, chunker: Chunker, started: float, state: str, error: str = "") -> None:
+def _finish(
+    job: dict, parser: Parser, chunker: Chunker, started: float, state: str, error: str = ""
+) -> None:
     job.update(
         state=state,
         error=error,

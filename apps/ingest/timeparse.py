@@ -25,10 +25,7 @@ def parse_timestamp(text: str) -> int:
     s = text.strip()
     if not s:
         raise ValueError("timestamp is empty")
-    if _NUMBER.match(s):
-        ms = _parse_epoch(s)
-    else:
-        ms = _parse_iso(s)
+    ms = _parse_epoch(s) if _NUMBER.match(s) else _parse_iso(s)
     if ms < 0:
         raise ValueError(f"timestamp {text!r} is before 1970")
     return ms

@@ -16,7 +16,14 @@ from rest_framework.views import APIView
 from apps.ingest import service
 from apps.ingest.formats import HeaderError
 
-RAW_TYPES = ("text/csv", "application/csv", "text/plain", "application/gzip", "application/x-gzip", "application/octet-stream")
+RAW_TYPES = (
+    "text/csv",
+    "application/csv",
+    "text/plain",
+    "application/gzip",
+    "application/x-gzip",
+    "application/octet-stream",
+)
 
 
 class RawCsvParser(BaseParser):
@@ -33,7 +40,9 @@ class UploadView(APIView):
 
     @extend_schema(
         request={"multipart/form-data": OpenApiTypes.OBJECT, "text/csv": OpenApiTypes.STR},
-        parameters=[OpenApiParameter("cluster", str, description="cluster name; default TELEMETRY_CLUSTER")],
+        parameters=[
+            OpenApiParameter("cluster", str, description="cluster name; default TELEMETRY_CLUSTER")
+        ],
         responses={202: OpenApiTypes.OBJECT},
     )
     def post(self, request: Request) -> Response:
@@ -43,7 +52,9 @@ class UploadView(APIView):
         if request.content_type.startswith("multipart/form-data"):
             upload = request.FILES.get("file")
             if upload is None:
-                return Response({"file": ["a multipart upload needs a field named 'file'"]}, status=400)
+                return Response(
+                    {"file": ["a multipart upload needs a field named 'file'"]}, status=400
+                )
             raw, source = upload, upload.name or "upload"
             cluster = request.data.get("cluster") or request.query_params.get("cluster")
         elif request.content_type.split(";")[0].strip() in RAW_TYPES:
@@ -51,7 +62,10 @@ class UploadView(APIView):
             cluster = request.query_params.get("cluster")
         else:
             return Response(
-                {"detail": f"unsupported content type {request.content_type!r}: send multipart/form-data with a 'file' field, or text/csv"},
+                {
+                    "detail": f"unsupported content type {request.content_type!r}: send "
+                    "multipart/form-data with a 'file' field, or text/csv"
+                },
                 status=415,
             )
         return _ingest(request, raw, source, cluster)
@@ -64,7 +78,10 @@ def _too_big(request: Request) -> Response | None:
         length = 0
     if length > settings.INGEST_MAX_UPLOAD_BYTES:
         return Response(
-            {"detail": f"the upload is larger than the limit of {settings.INGEST_MAX_UPLOAD_BYTES} bytes"},
+            {
+                "detail": "the upload is larger than the limit of "
+                f"{settings.INGEST_MAX_UPLOAD_BYTES} bytes"
+            },
             status=413,
         )
     return None

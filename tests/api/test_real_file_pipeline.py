@@ -26,7 +26,9 @@ def expected_samples(path: Path) -> dict[str, dict[tuple[int, str], float]]:
     out: dict[str, dict[tuple[int, str], float]] = defaultdict(dict)
     with open(path, newline="") as fh:
         for row in csv.DictReader(fh):
-            out[row["uuid"]][(parse_timestamp(row["timestamp"]), row["metric_name"])] = float(row["value"])
+            out[row["uuid"]][(parse_timestamp(row["timestamp"]), row["metric_name"])] = float(
+                row["value"]
+            )
     return out
 
 
@@ -38,7 +40,9 @@ def all_gpus(client: APIClient) -> list[dict]:
 
 def stored_samples(client: APIClient, uuid: str) -> dict[tuple[int, str], float]:
     body = client.get(f"/api/v1/gpus/{uuid}/telemetry").json()
-    return {(parse_timestamp(r["timestamp"]), r["metric_name"]): r["value"] for r in body["results"]}
+    return {
+        (parse_timestamp(r["timestamp"]), r["metric_name"]): r["value"] for r in body["results"]
+    }
 
 
 @pytest.fixture

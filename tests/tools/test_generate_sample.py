@@ -157,7 +157,7 @@ def test_bundled_samples_match_their_documented_commands(tmp_path: Path) -> None
     main(["--hosts", "4", "--gpus-per-host", "8", "--samples", "30", "--seed", "1",
           "--cluster-prefix", "demo-node", "--format", "long", "--output", str(long_)])  # fmt: skip
     main(["--hosts", "2", "--gpus-per-host", "4", "--samples", "10", "--seed", "2",
-          "--cluster-prefix", "demo-node", "--format", "wide", "--output", str(wide)])  # fmt: skip
+          "--cluster-prefix", "demo-wide", "--format", "wide", "--output", str(wide)])  # fmt: skip
     assert long_.read_bytes() == (REPO / "samples" / "dcgm_sample.csv").read_bytes()
     assert wide.read_bytes() == (REPO / "samples" / "wide_sample.csv").read_bytes()
 

@@ -1,0 +1,147 @@
+"""`make run`: the whole system on one machine, stopped with Ctrl-C.
+
+Starts etcd and Redis under ./var/ unless ETCD_ENDPOINTS / CELERY_BROKER_URL
+(or REDIS_URL) point elsewhere, migrates, starts a Celery worker and the ASGI
+server, loads the bundled samples, prints the URLs, then waits.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from tools import services
+
+REPO = Path(__file__).resolve().parents[1]
+VAR = REPO / "var"
+PY = sys.executable
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("DJANGO_DEBUG", "true")
+    env.setdefault("DJANGO_SETTINGS_MODULE", "telemetry_site.settings")
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+def _start_stores(env: dict[str, str], started: list[services.Service]) -> None:
+    if not env.get("ETCD_ENDPOINTS"):
+        port = int(env.get("ETCD_PORT", "2379"))
+        if services.is_port_free("127.0.0.1", port):
+            started.append(services.start_etcd(VAR / "etcd", port=port, peer_port=port + 1))
+            print(
+                f"etcd started on 127.0.0.1:{port} (data in var/etcd, log {started[-1].log_path})"
+            )
+        else:
+            print(f"127.0.0.1:{port} is taken: using the etcd already listening there")
+        env["ETCD_ENDPOINTS"] = f"127.0.0.1:{port}"
+    if not (env.get("CELERY_BROKER_URL") or env.get("REDIS_URL")):
+        port = int(env.get("REDIS_PORT", "6379"))
+        if services.is_port_free("127.0.0.1", port):
+            started.append(services.start_redis(VAR / "redis", port=port, appendonly=True))
+            print(f"redis started on 127.0.0.1:{port} (data in var/redis)")
+        else:
+            print(f"127.0.0.1:{port} is taken: using the Redis already listening there")
+        env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+
+
+def _manage(env: dict[str, str], *args: str) -> None:
+    subprocess.run([PY, "manage.py", *args], cwd=REPO, env=env, check=True)
+
+
+def _start_apps(env: dict[str, str], started: list[services.Service]) -> int:
+    port = int(env.get("PORT", "8000"))
+    worker_log = VAR / "worker.log"
+    offset = worker_log.stat().st_size if worker_log.exists() else 0
+    started.append(
+        services.start_command(
+            "celery-worker",
+            [
+                PY,
+                "-m",
+                "celery",
+                "-A",
+                "telemetry_site",
+                "worker",
+                "--loglevel",
+                "INFO",
+                "--concurrency",
+                env.get("WORKERS", "2"),
+                "--queues",
+                "telemetry",
+            ],
+            log_path=worker_log,
+            env=env,
+            ready=lambda: services.log_contains(worker_log, offset, b" ready."),
+        )
+    )
+    print(f"worker started (log var/worker.log, {env.get('WORKERS', '2')} processes)")
+    started.append(
+        services.start_command(
+            "gateway",
+            [
+                PY,
+                "-m",
+                "uvicorn",
+                "telemetry_site.asgi:application",
+                "--host",
+                env.get("HOST", "127.0.0.1"),
+                "--port",
+                str(port),
+            ],
+            log_path=VAR / "gateway.log",
+            env=env,
+            ready=lambda: services.http_ok("127.0.0.1", port),
+            port=port,
+        )
+    )
+    print(f"gateway started on port {port} (log var/gateway.log)")
+    return port
+
+
+def main() -> int:
+    VAR.mkdir(exist_ok=True)
+    services.ensure_binaries()
+    env = _env()
+    started: list[services.Service] = []
+    try:
+        _start_stores(env, started)
+        _manage(env, "migrate", "--no-input", "-v", "0")
+        port = _start_apps(env, started)
+        _manage(
+            env,
+            "ingest",
+            "--wait",
+            "samples/dcgm_sample.csv",
+            "samples/wide_sample.csv",
+            "--cluster",
+            "demo",
+        )
+        base = f"http://127.0.0.1:{port}"
+        print(
+            f"\nReady. Open:\n  {base}/api/v1/gpus\n  {base}/api/v1/hosts\n  {base}/api/v1/clusters"
+            f"\n  {base}/swagger/\n  {base}/health  {base}/ready\n"
+            "Upload more:  curl -F file=@your.csv " + f"{base}/api/v1/csv/upload\n"
+            "Press Ctrl-C to stop everything started here."
+        )
+        while True:
+            signal.pause()
+    except KeyboardInterrupt:
+        print("\nstopping...")
+    finally:
+        for svc in reversed(started):
+            svc.stop()
+    return 0
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _terminate)
+    sys.exit(main())
