@@ -137,6 +137,20 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
+# --- Live feed (Channels) --------------------------------------------------------
+ENABLE_WEBSOCKET = env_bool("ENABLE_WEBSOCKET", True)
+CHANNEL_REDIS_URL = env_secret("CHANNEL_REDIS_URL", REDIS_URL)
+CHANNEL_LAYERS = {
+    "default": {
+        # Pub/sub: a group message is one PUBLISH that each gateway process fans out
+        # to its own clients, instead of one Redis list push per subscribed client.
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {"hosts": [{"address": CHANNEL_REDIS_URL}]},
+    }
+}
+LIVE_CLIENT_BUFFER = env_int("LIVE_CLIENT_BUFFER", 256, minimum=1)
+LIVE_MAX_SUBSCRIPTIONS = env_int("LIVE_MAX_SUBSCRIPTIONS", 1000, minimum=1)
+
 # --- Pipeline ----------------------------------------------------------------
 TELEMETRY_CLUSTER = env_str("TELEMETRY_CLUSTER", "default")
 INGEST_CHUNK_ROWS = env_int("INGEST_CHUNK_ROWS", 5000, minimum=1)

@@ -7,7 +7,6 @@ where the test's gateway code decided.
 
 from __future__ import annotations
 
-import os
 import sys
 import uuid
 from collections.abc import Iterator
@@ -24,20 +23,16 @@ REAL_CSV = REPO.parent / "shared" / "peers-data" / "dcgm_metrics_20250718_134233
 
 def service_env(etcd_url: str, broker_url: str, **extra: str) -> dict[str, str]:
     """Environment for a child process (worker, server) of the test session."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ETCD_", "CELERY_"))}
-    env.update(
-        ETCD_ENDPOINTS=etcd_url,
-        CELERY_BROKER_URL=broker_url,
-        REDIS_URL=broker_url,
-        PYTHONPATH=str(REPO),
-        DJANGO_SETTINGS_MODULE="telemetry_site.settings",
+    return services.child_env(
+        etcd_url,
+        broker_url,
+        REPO,
         DJANGO_SECRET_KEY=django_settings.SECRET_KEY,
         DJANGO_DEBUG="false",
         DJANGO_ALLOWED_HOSTS="*",
         DATABASE_URL=f"sqlite:///{REPO / 'var' / 'test-children.sqlite3'}",
+        **extra,
     )
-    env.update(extra)
-    return env
 
 
 def start_worker(
@@ -93,11 +88,15 @@ def redis_server(service_dir: Path) -> Iterator[services.Service]:
 @pytest.fixture(scope="session")
 def live_services(etcd: services.Service, redis_server: services.Service) -> Iterator[None]:
     """Point this process's settings, etcd client and Celery producer at the test services."""
+    from channels.layers import channel_layers
+
     from store import client
     from telemetry_site.celery import app
 
     django_settings.ETCD_ENDPOINTS = [etcd.url]
     django_settings.CELERY_BROKER_URL = redis_server.url
+    django_settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"][0]["address"] = redis_server.url
+    channel_layers.backends.clear()
     app.conf.broker_url = redis_server.url
     client.reset()
     yield

@@ -503,3 +503,21 @@ def http_ok(host: str, port: int, path: str = "/health") -> bool:
         return False
     finally:
         conn.close()
+
+
+def child_env(etcd_url: str, broker_url: str, repo: Path, **extra: str) -> dict[str, str]:
+    """Environment for a project process (worker, gateway) pointed at these services.
+
+    Inherited ETCD_* and CELERY_* variables are dropped so that nothing from the
+    caller's shell overrides the services given here.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ETCD_", "CELERY_"))}
+    env.update(
+        ETCD_ENDPOINTS=etcd_url,
+        CELERY_BROKER_URL=broker_url,
+        REDIS_URL=broker_url,
+        PYTHONPATH=str(repo),
+        DJANGO_SETTINGS_MODULE="telemetry_site.settings",
+    )
+    env.update(extra)
+    return env

@@ -1,8 +1,11 @@
 """Group accepted rows per GPU and cut them into chunks of about `chunk_rows` samples.
 
-Rows are buffered per GPU until `buffer_rows` samples are held (the memory
-bound), then every buffer is packed into chunks, so a chunk carries few GPUs
-with many samples each and the worker writes big blocks.
+Rows are buffered per GPU up to `buffer_rows` samples (the memory bound: a row
+that would go past it flushes first, so only a single row wider than the bound
+can exceed it; a bound below `chunk_rows` is raised to `chunk_rows`). A flush
+packs every buffer into chunks, a GPU's samples together when they fit in one,
+so a chunk carries few GPUs with many samples each and the worker writes big
+blocks. Chunks are numbered 0, 1, 2, ... in the order they are emitted.
 """
 
 from __future__ import annotations
@@ -65,6 +68,8 @@ class Chunker:
         self.samples = 0
 
     def add(self, row: Row) -> None:
+        if self._held and self._held + len(row.values) > self._buffer_rows:
+            self._flush()
         buf = self._gpus.get(row.uuid)
         if buf is None:
             buf = self._gpus[row.uuid] = GpuBuffer(self._facts(row))
@@ -77,8 +82,6 @@ class Chunker:
             buf.metric.append(ix)
             buf.value.append(value)
         self._held += len(row.values)
-        if self._held >= self._buffer_rows:
-            self._flush()
 
     def finish(self) -> None:
         self._flush()

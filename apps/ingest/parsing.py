@@ -2,7 +2,8 @@
 
 Contract: every data row read is either yielded (accepted) or recorded as
 rejected with its line number, so accepted + rejected == rows_read. Blank lines
-are not rows. The header is validated before any row is read.
+are not rows. The header is validated before any row is read. See Parser for
+how lines are numbered.
 """
 
 from __future__ import annotations
@@ -12,21 +13,27 @@ import gzip
 import io
 import math
 import re
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, NamedTuple
 
-from apps.ingest.formats import LONG, HeaderError, Layout, detect
+from apps.ingest.formats import LONG, MAX_METRIC_NAME, HeaderError, Layout, detect
 from apps.ingest.timeparse import TimestampCache
-from store.keys import check_segment
+from store.keys import MAX_TS, check_segment
 
 __all__ = ["HeaderError", "Parser", "Row", "RowError", "open_text"]
 
 _GZIP_MAGIC = b"\x1f\x8b"
-_LABEL = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
-MAX_METRIC_NAME = 200
+# What a damaged gzip stream raises while it is read (never a plain OSError:
+# a failing upload connection must not pass for a bad file).
+_GZIP_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile)
+_LABEL = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"', re.DOTALL)
+_LABEL_ESCAPE = re.compile(r"\\(.)", re.DOTALL)
 # A field longer than this is a broken file, not telemetry.
 MAX_FIELD = 64 * 1024
+# uuids and hostnames already checked; cleared when full (each GPU repeats them).
+_SEEN_SEGMENTS = 65536
 
 
 class Row(NamedTuple):
@@ -105,13 +112,45 @@ def parse_value(text: str) -> float:
 
 
 def parse_labels(text: str) -> dict[str, str]:
-    """Prometheus-style `name="value",...` (CSV quoting already undone) into a dict."""
-    return {k: v.replace('\\"', '"').replace("\\\\", "\\") for k, v in _LABEL.findall(text)}
+    """Prometheus-style `name="value",...` (CSV quoting already undone) into a dict.
+
+    Values are unescaped the Prometheus way: `\\"` is `"`, `\\\\` is `\\`, `\\n` a newline.
+    """
+    return {k: _LABEL_ESCAPE.sub(_unescape, v) if "\\" in v else v for k, v in _LABEL.findall(text)}
+
+
+def _unescape(match: re.Match[str]) -> str:
+    char = match[1]
+    return "\n" if char == "n" else char
+
+
+def _gzip_problem(exc: BaseException) -> str:
+    if isinstance(exc, EOFError):
+        return "the gzip data is truncated"
+    return f"the gzip data is corrupt ({exc})"
+
+
+def _gpu_index(text: str) -> int | None:
+    """`gpu_id` as a number when it is a plain small one (`"²".isdigit()` is true too)."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 6 else None
 
 
 @dataclass
 class Parser:
-    """Iterate to get accepted rows; counters and the first errors fill in as it goes."""
+    r"""Iterate to get accepted rows; counters and the first errors fill in as it goes.
+
+    Line numbers (RowError.line) are the physical lines of the file as an editor
+    shows them: the first line is 1 (usually the header) and every line end
+    counts, `\n`, `\r\n` or a lone `\r`, including those inside a quoted field.
+    A rejected row is reported at the line where it STARTS: a row whose quoted
+    field holds a newline is reported at its first line, and the rows after it
+    keep their own line numbers.
+
+    gzip input found truncated or corrupt part way ends the parse: the rows
+    before the damage go through, and the damage counts as one rejected row at
+    the line where reading stopped; its error is kept even when `errors` is full
+    (it replaces the last one). Damage before the header is a HeaderError.
+    """
 
     text: io.TextIOBase
     max_errors: int = 20
@@ -123,9 +162,18 @@ class Parser:
     def __post_init__(self) -> None:
         csv.field_size_limit(MAX_FIELD)
         self._reader = csv.reader(self.text)
-        self._ts = TimestampCache()
+        self._ts = TimestampCache(max_ms=MAX_TS)
+        self._seen: set[str] = set()
         self.layout = self._read_header()
         self.format = self.layout.format
+        ix = self.layout.index
+        self._uuid_pos = ix["uuid"]
+        self._host_pos = ix["hostname"]
+        self._ts_pos = ix["timestamp"]
+        if self.format == LONG:
+            self._metric_pos = ix["metric_name"]
+            self._value_pos = ix["value"]
+        self._column_names = {pos: name for name, pos in ix.items()}
 
     def _read_header(self) -> Layout:
         while True:
@@ -135,59 +183,77 @@ class Parser:
                 raise HeaderError("the file is empty: expected a CSV header row") from None
             except csv.Error as exc:
                 raise HeaderError(f"the header row is not valid CSV: {exc}") from None
+            except _GZIP_ERRORS as exc:
+                raise HeaderError(
+                    f"the input starts like gzip but cannot be read: {_gzip_problem(exc)}"
+                ) from None
             if any(cell.strip() for cell in header):
                 return detect(header)
 
     def __iter__(self) -> Iterator[Row]:
         convert = self._long_row if self.layout.format == LONG else self._wide_row
+        reader = self._reader
         while True:
+            # The row about to be read starts on the line after the last one consumed.
+            start = reader.line_num + 1
             try:
-                fields = next(self._reader)
+                fields = next(reader)
             except StopIteration:
                 return
             except csv.Error as exc:
                 self.rows_read += 1
-                self._reject(f"not valid CSV: {exc}")
+                self._reject(start, f"not valid CSV: {exc}")
                 continue
+            except _GZIP_ERRORS as exc:
+                self.rows_read += 1
+                message = f"{_gzip_problem(exc)}: nothing from this line on could be read"
+                self._reject(start, message, fatal=True)
+                return
             if not fields or (len(fields) == 1 and not fields[0].strip()):
                 continue
             self.rows_read += 1
             try:
                 row = convert(fields)
-            except (RowRejected, ValueError) as exc:
-                self._reject(str(exc))
+            except ValueError as exc:  # RowRejected, InvalidSegment, bad timestamp
+                self._reject(start, str(exc))
                 continue
             self.accepted += 1
             yield row
 
-    def _reject(self, message: str) -> None:
+    def _reject(self, line: int, message: str, *, fatal: bool = False) -> None:
         self.rejected += 1
         if len(self.errors) < self.max_errors:
-            self.errors.append(RowError(self._reader.line_num, message))
+            self.errors.append(RowError(line, message))
+        elif fatal and self.errors:
+            self.errors[-1] = RowError(line, message)
 
     def _common(self, fields: list[str]) -> tuple[str, str, int]:
         if len(fields) != self.layout.width:
             raise RowRejected(f"expected {self.layout.width} fields, found {len(fields)}")
-        ix = self.layout.index
-        uuid = fields[ix["uuid"]].strip()
+        uuid = fields[self._uuid_pos].strip()
         if not uuid:
             raise RowRejected("uuid is missing")
-        host = fields[ix["hostname"]].strip()
+        host = fields[self._host_pos].strip()
         if not host:
             raise RowRejected("hostname is missing")
-        check_segment(uuid, "uuid")
-        check_segment(host, "hostname")
-        return uuid, host, self._ts(fields[ix["timestamp"]])
+        seen = self._seen
+        if uuid not in seen or host not in seen:
+            check_segment(uuid, "uuid")
+            check_segment(host, "hostname")
+            if len(seen) >= _SEEN_SEGMENTS:
+                seen.clear()
+            seen.add(uuid)
+            seen.add(host)
+        return uuid, host, self._ts(fields[self._ts_pos])
 
     def _long_row(self, fields: list[str]) -> Row:
         uuid, host, ts = self._common(fields)
-        ix = self.layout.index
-        metric = fields[ix["metric_name"]].strip()
+        metric = fields[self._metric_pos].strip()
         if not metric:
             raise RowRejected("metric_name is missing")
         if len(metric) > MAX_METRIC_NAME or not metric.isprintable():
             raise RowRejected(f"metric_name {metric[:40]!r} is too long or not printable")
-        return Row(uuid, host, ts, [(metric, parse_value(fields[ix["value"]]))], fields)
+        return Row(uuid, host, ts, [(metric, parse_value(fields[self._value_pos]))], fields)
 
     def _wide_row(self, fields: list[str]) -> Row:
         uuid, host, ts = self._common(fields)
@@ -196,13 +262,12 @@ class Parser:
             cell = fields[pos].strip()
             if not cell:
                 continue
-            if strict:
-                values.append((name, parse_value(cell)))
-                continue
             try:
                 values.append((name, parse_value(cell)))
-            except RowRejected:
-                continue  # an unknown column holding text is not a metric
+            except RowRejected as exc:
+                if strict:
+                    raise RowRejected(f"column {self._column_names[pos]}: {exc}") from None
+                # an unknown column holding text is not a metric
         if not values:
             raise RowRejected("the row holds no metric value")
         return Row(uuid, host, ts, values, fields)
@@ -217,13 +282,13 @@ class Parser:
 
         labels = parse_labels(cell("labels_raw"))
         labels.pop("__name__", None)
-        gpu_id = cell("gpu_id")
+        gpu_index = _gpu_index(cell("gpu_id"))
         return {
             "uuid": row.uuid,
             "cluster": cluster,
             "host": row.host,
-            "gpu_index": int(gpu_id) if gpu_id.isdigit() else None,
-            "device": cell("device") or (f"nvidia{gpu_id}" if gpu_id.isdigit() else ""),
+            "gpu_index": gpu_index,
+            "device": cell("device") or (f"nvidia{gpu_index}" if gpu_index is not None else ""),
             "model": cell("modelname") or labels.get("modelName", ""),
             "driver": labels.get("DCGM_FI_DRIVER_VERSION", ""),
             "labels": labels,

@@ -54,15 +54,22 @@ def encode(chunk: Chunk, root: str, job_id: str) -> dict[str, Any]:
 
 
 def decode(payload: dict[str, Any]) -> DecodedChunk:
-    if payload.get("v") != VERSION:
-        raise PayloadError(f"unknown chunk payload version {payload.get('v')!r}")
-    names = tuple(payload["names"])
-    batches = []
-    for g in payload["gpus"]:
-        ts = np.frombuffer(g["t"], dtype="<i8").astype(np.int64)
-        metric = np.frombuffer(g["m"], dtype="<i4").astype(np.int32)
-        value = np.frombuffer(g["x"], dtype="<f8").astype(np.float64)
-        if not len(ts) == len(metric) == len(value):
-            raise PayloadError("chunk columns differ in length")
-        batches.append(GpuBatch(g["f"], Samples(ts, metric, value, names)))
-    return DecodedChunk(payload["root"], payload["job"], int(payload["seq"]), batches)
+    """The chunk back from its payload; PayloadError on anything malformed."""
+    if not isinstance(payload, dict) or payload.get("v") != VERSION:
+        version = payload.get("v") if isinstance(payload, dict) else payload
+        raise PayloadError(f"unknown chunk payload version {version!r}")
+    try:
+        names = tuple(payload["names"])
+        batches = []
+        for g in payload["gpus"]:
+            ts = np.frombuffer(g["t"], dtype="<i8").astype(np.int64)
+            metric = np.frombuffer(g["m"], dtype="<i4").astype(np.int32)
+            value = np.frombuffer(g["x"], dtype="<f8").astype(np.float64)
+            if not len(ts) == len(metric) == len(value):
+                raise PayloadError("chunk columns differ in length")
+            batches.append(GpuBatch(g["f"], Samples(ts, metric, value, names)))
+        return DecodedChunk(payload["root"], payload["job"], int(payload["seq"]), batches)
+    except PayloadError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PayloadError(f"malformed chunk payload: {type(exc).__name__}: {exc}") from None

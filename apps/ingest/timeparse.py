@@ -19,16 +19,24 @@ EPOCH_MS_THRESHOLD = 100_000_000_000
 def parse_timestamp(text: str) -> int:
     """RFC 3339 / ISO 8601 (fraction and offset optional, naive means UTC) or epoch seconds.
 
+    An epoch value at or above EPOCH_MS_THRESHOLD is read as milliseconds.
     Returns epoch milliseconds (sub-millisecond parts are floored). Raises
     ValueError with a readable message on anything else or on a time before 1970.
+    No upper bound here (queries may ask up to any time); ingest bounds it with
+    TimestampCache(max_ms=...).
     """
     s = text.strip()
     if not s:
         raise ValueError("timestamp is empty")
     ms = _parse_epoch(s) if _NUMBER.match(s) else _parse_iso(s)
     if ms < 0:
-        raise ValueError(f"timestamp {text!r} is before 1970")
+        raise ValueError(f"timestamp {_show(s)} is before 1970")
     return ms
+
+
+def _show(s: str) -> str:
+    """The text quoted for an error message, cut short: a field may be 64 KiB."""
+    return repr(s) if len(s) <= 40 else repr(s[:40]) + "..."
 
 
 def _parse_epoch(s: str) -> int:
@@ -36,18 +44,19 @@ def _parse_epoch(s: str) -> int:
     try:
         seconds = Decimal(s)
     except InvalidOperation:
-        raise ValueError(f"timestamp {s!r} is not a number") from None
+        raise ValueError(f"timestamp {_show(s)} is not a number") from None
     if not seconds.is_finite() or abs(seconds) > Decimal(10) ** 15:
-        raise ValueError(f"timestamp {s!r} is out of range")
+        raise ValueError(f"timestamp {_show(s)} is out of range")
     scaled = seconds if seconds >= EPOCH_MS_THRESHOLD else seconds * 1000
     return math.floor(scaled)
 
 
 def _parse_iso(s: str) -> int:
+    # RFC 3339 allows a lower-case `t` and `z`; fromisoformat does not.
     try:
-        dt = datetime.fromisoformat(_LONG_FRACTION.sub(r"\1", s))
+        dt = datetime.fromisoformat(_LONG_FRACTION.sub(r"\1", s.upper()))
     except ValueError:
-        raise ValueError(f"timestamp {s!r} is neither RFC 3339 nor epoch seconds") from None
+        raise ValueError(f"timestamp {_show(s)} is neither RFC 3339 nor epoch seconds") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return (dt - _EPOCH) // _MS
@@ -62,16 +71,26 @@ def format_timestamp(ms: int) -> str:
 
 
 class TimestampCache:
-    """Memoises parse_timestamp: exports repeat each timestamp once per GPU and metric."""
+    """Memoises parse_timestamp: exports repeat each timestamp once per GPU and metric.
 
-    def __init__(self, size: int = 8192) -> None:
+    With `max_ms`, a later time is refused too (the store's keys hold times up
+    to a bound); only accepted times are memoised.
+    """
+
+    def __init__(self, size: int = 8192, max_ms: int | None = None) -> None:
         self._size = size
+        self._max_ms = max_ms
         self._memo: dict[str, int] = {}
 
     def __call__(self, text: str) -> int:
         ms = self._memo.get(text)
         if ms is None:
             ms = parse_timestamp(text)
+            if self._max_ms is not None and ms > self._max_ms:
+                raise ValueError(
+                    f"timestamp {_show(text.strip())} is after {format_timestamp(self._max_ms)}, "
+                    "the latest time the store can hold"
+                )
             if len(self._memo) >= self._size:
                 self._memo.clear()
             self._memo[text] = ms

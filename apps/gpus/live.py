@@ -1,0 +1,219 @@
+"""The live feed: channel group names, what workers publish, and what each client gets.
+
+Workers call `publish_chunk` after a chunk's etcd transactions committed: one
+message per chunk and group (the GPU's, its host's and its cluster's), each
+holding the new samples grouped per GPU. Consumers keep a `Subscriptions` and
+use it to filter and de-duplicate (a client subscribed to a GPU and to its host
+gets each sample once).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import OrderedDict, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+
+from apps.ingest.timeparse import format_timestamp
+
+log = logging.getLogger(__name__)
+
+KINDS = ("gpu", "host", "cluster")
+EVENT_TYPE = "telemetry.samples"
+
+
+def group_name(kind: str, value: str) -> str:
+    """A Channels-safe group name (ASCII, < 100 chars) for any uuid, host or cluster.
+
+    Values are hashed: hostile names (`../`, NUL, non-ASCII, very long) never
+    reach the channel layer as they are.
+    """
+    digest = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+    return f"live.{kind}.{digest}"
+
+
+# Publishing (workers) -------------------------------------------------------------
+def gpu_payload(facts: dict[str, Any], rows: Iterable[tuple[int, str, float]]) -> dict[str, Any]:
+    """One GPU's part of an event: routing fields plus its JSON, encoded once here.
+
+    Consumers forward `json` as it is to every client that wants the whole GPU,
+    so a hundred clients cost one encoding, not a hundred.
+    """
+    body = {
+        "uuid": facts["uuid"],
+        "host": facts["host"],
+        "cluster": facts["cluster"],
+        "samples": [
+            {"timestamp": format_timestamp(ts), "metric_name": m, "value": v} for ts, m, v in rows
+        ],
+    }
+    return {k: body[k] for k in ("uuid", "host", "cluster")} | {"json": _dumps(body)}
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
+def samples_message(chunk: str, fragments: Sequence[str], dropped: int) -> str:
+    """The text of a `samples` message from per-GPU JSON fragments."""
+    head = _dumps({"type": "samples", "chunk": chunk, "dropped": dropped})[:-1]
+    return f'{head},"gpus":[{",".join(fragments)}]}}'
+
+
+def chunk_events(chunk_id: str, gpus: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """{group: event} for one chunk: one event per GPU, host and cluster group touched."""
+    members: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for gpu in gpus:
+        members[group_name("gpu", gpu["uuid"])].append(gpu)
+        members[group_name("host", gpu["host"])].append(gpu)
+        members[group_name("cluster", gpu["cluster"])].append(gpu)
+    return {
+        g: {"type": EVENT_TYPE, "chunk": chunk_id, "gpus": items} for g, items in members.items()
+    }
+
+
+def publish_chunk(chunk_id: str, gpus: Sequence[dict[str, Any]]) -> int:
+    """Send a chunk's events to the channel layer; returns how many. Never raises.
+
+    The samples are already stored: a broken channel layer costs live updates,
+    never data, so errors are logged and swallowed.
+    """
+    if not settings.ENABLE_WEBSOCKET or not gpus:
+        return 0
+    import asyncio
+
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    events = chunk_events(chunk_id, gpus)
+
+    async def send_all() -> None:
+        await asyncio.gather(*(layer.group_send(g, e) for g, e in events.items()))
+
+    try:
+        async_to_sync(send_all)()
+    except Exception:
+        log.exception("live feed: publishing chunk %s failed; its samples are stored", chunk_id)
+        return 0
+    return len(events)
+
+
+# Subscriptions (consumers) -------------------------------------------------------------
+class CommandError(ValueError):
+    """A client command that cannot be carried out; the message goes back to the client."""
+
+
+@dataclass
+class Subscriptions:
+    """One client's targets, each with a metric filter (None: every metric)."""
+
+    targets: dict[tuple[str, str], frozenset[str] | None] = field(default_factory=dict)
+    _seen: OrderedDict[tuple[str, str], None] = field(default_factory=OrderedDict)
+    seen_limit: int = 4096
+
+    def apply(self, command: Any) -> tuple[str, list[str], list[str]]:
+        """Carry out a subscribe/unsubscribe command; returns (action, groups to join, to leave)."""
+        if not isinstance(command, dict):
+            raise CommandError(
+                'a command is a JSON object, e.g. {"action": "subscribe", "gpus": ["GPU-…"]}'
+            )
+        action = command.get("action")
+        if action not in ("subscribe", "unsubscribe", "list"):
+            raise CommandError(f"unknown action {action!r}: use subscribe, unsubscribe or list")
+        if action == "list":
+            return action, [], []
+        targets = _targets(command)
+        metrics = _metrics(command)
+        if action == "subscribe":
+            return action, self._add(targets, metrics), []
+        return action, [], self._remove(targets)
+
+    def _add(self, targets: list[tuple[str, str]], metrics: frozenset[str] | None) -> list[str]:
+        join = [group_name(*t) for t in targets if t not in self.targets]
+        for t in targets:
+            self.targets[t] = metrics
+        return join
+
+    def _remove(self, targets: list[tuple[str, str]]) -> list[str]:
+        leave = [group_name(*t) for t in targets if t in self.targets]
+        for t in targets:
+            self.targets.pop(t, None)
+        return leave
+
+    def describe(self) -> dict[str, list[dict[str, Any]]]:
+        out: dict[str, list[dict[str, Any]]] = {f"{k}s": [] for k in KINDS}
+        for (kind, value), metrics in sorted(self.targets.items()):
+            out[f"{kind}s"].append({"name": value, "metrics": sorted(metrics) if metrics else None})
+        return out
+
+    def filter(self, event: dict[str, Any]) -> list[str]:
+        """JSON fragments of the GPUs of an event this client wants and has not had yet."""
+        out = []
+        for gpu in event["gpus"]:
+            key = (event["chunk"], gpu["uuid"])
+            if key in self._seen:
+                continue
+            wanted = self._wanted_metrics(gpu)
+            if wanted is False:
+                continue
+            self._remember(key)
+            if wanted is None:
+                out.append(gpu["json"])
+                continue
+            body = json.loads(gpu["json"])
+            body["samples"] = [s for s in body["samples"] if s["metric_name"] in wanted]
+            if body["samples"]:
+                out.append(_dumps(body))
+        return out
+
+    def _wanted_metrics(self, gpu: dict[str, Any]) -> frozenset[str] | bool | None:
+        """None: all metrics; a set: those; False: this GPU is not subscribed."""
+        matched = False
+        wanted: set[str] = set()
+        for target in (("gpu", gpu["uuid"]), ("host", gpu["host"]), ("cluster", gpu["cluster"])):
+            if target not in self.targets:
+                continue
+            matched = True
+            metrics = self.targets[target]
+            if metrics is None:
+                return None
+            wanted |= metrics
+        return frozenset(wanted) if matched else False
+
+    def _remember(self, key: tuple[str, str]) -> None:
+        self._seen[key] = None
+        if len(self._seen) > self.seen_limit:
+            self._seen.popitem(last=False)
+
+
+def _names(command: dict[str, Any], field_name: str) -> list[str]:
+    value = command.get(field_name, [])
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise CommandError(f"{field_name!r} must be a list of non-empty strings")
+    if any(len(v) > 200 for v in value):
+        raise CommandError(f"{field_name!r} holds a name longer than 200 characters")
+    return value
+
+
+def _targets(command: dict[str, Any]) -> list[tuple[str, str]]:
+    targets = [(kind, v) for kind in KINDS for v in _names(command, f"{kind}s")]
+    if not targets:
+        raise CommandError("name at least one of 'gpus', 'hosts' or 'clusters'")
+    if len(targets) > settings.LIVE_MAX_SUBSCRIPTIONS:
+        raise CommandError(f"at most {settings.LIVE_MAX_SUBSCRIPTIONS} targets per command")
+    return targets
+
+
+def _metrics(command: dict[str, Any]) -> frozenset[str] | None:
+    if "metrics" not in command or command["metrics"] is None:
+        return None
+    names = _names(command, "metrics")
+    return frozenset(names) if names else None
