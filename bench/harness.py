@@ -26,24 +26,55 @@ class Stack:
 
     def start_worker(self, concurrency: int = 2, name: str = "worker") -> services.Service:
         log = self.tmp / f"{name}.log"
-        argv = [sys.executable, "-m", "celery", "-A", "telemetry_site", "worker", "--loglevel",
-                "INFO", "--concurrency", str(concurrency), "--queues", "telemetry",
-                "--without-gossip", "--without-mingle"]  # fmt: skip
+        argv = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "telemetry_site",
+            "worker",
+            "--loglevel",
+            "INFO",
+            "--concurrency",
+            str(concurrency),
+            "--queues",
+            "telemetry",
+            "--without-gossip",
+            "--without-mingle",
+        ]
         svc = services.start_command(
-            name, argv, log_path=log, env=self.env,
-            ready=lambda: services.log_contains(log, 0, b" ready."), deadline_s=60,
-        )  # fmt: skip
+            name,
+            argv,
+            log_path=log,
+            env=self.env,
+            ready=lambda: services.log_contains(log, 0, b" ready."),
+            deadline_s=60,
+        )
         self.started.append(svc)
         return svc
 
     def start_gateway(self, name: str = "gateway") -> int:
         port = services.free_port()
-        argv = [sys.executable, "-m", "uvicorn", "telemetry_site.asgi:application", "--host",
-                "127.0.0.1", "--port", str(port), "--log-level", "warning"]  # fmt: skip
+        argv = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "telemetry_site.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ]
         svc = services.start_command(
-            name, argv, log_path=self.tmp / f"{name}.log", env=self.env,
-            ready=lambda: services.http_ok("127.0.0.1", port), port=port,
-        )  # fmt: skip
+            name,
+            argv,
+            log_path=self.tmp / f"{name}.log",
+            env=self.env,
+            ready=lambda: services.http_ok("127.0.0.1", port),
+            port=port,
+        )
         self.started.append(svc)
         return port
 
@@ -57,11 +88,15 @@ def stack(**extra_env: str) -> Iterator[Stack]:
         etcd = services.start_etcd(tmp / "etcd")
         redis = services.start_redis(tmp / "redis")
         env = services.child_env(
-            etcd.url, redis.url, REPO,
-            DJANGO_SECRET_KEY=secrets.token_hex(32), DJANGO_DEBUG="false",
-            DJANGO_ALLOWED_HOSTS="*", DATABASE_URL=f"sqlite:///{tmp / 'db.sqlite3'}",
+            etcd.url,
+            redis.url,
+            REPO,
+            DJANGO_SECRET_KEY=secrets.token_hex(32),
+            DJANGO_DEBUG="false",
+            DJANGO_ALLOWED_HOSTS="*",
+            DATABASE_URL=f"sqlite:///{tmp / 'db.sqlite3'}",
             **extra_env,
-        )  # fmt: skip
+        )
         st = Stack(tmp, etcd, redis, env, [etcd, redis])
         try:
             yield st

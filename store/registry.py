@@ -79,7 +79,7 @@ def ensure_registered(keys: Keys, regs: Iterable[Registration]) -> int:
     with one record. A GPU that moved host or cluster has its old record removed
     in the same transaction.
     """
-    todo = [r for r in regs if not known.fresh(keys.root, r)]
+    todo = pending(keys, regs)
     written = 0
     for _ in range(_MAX_ATTEMPTS):
         if not todo:
@@ -96,13 +96,26 @@ def ensure_registered(keys: Keys, regs: Iterable[Registration]) -> int:
 
 def _register_batch(keys: Keys, regs: Sequence[Registration]) -> list[int | None]:
     """One attempt per GPU: 1 written, 0 already right, None lost a race."""
-    wanted = [keys.locator(r.uuid) for r in regs]
-    wanted += [keys.record(r.facts["cluster"], r.facts["host"], r.uuid) for r in regs]
-    current = kv.get_many(wanted)
+    current = kv.get_many(keys_to_read(keys, regs))
     return [_register_one(keys, reg, current) for reg in regs]
 
 
-def _register_one(keys: Keys, reg: Registration, current: dict[str, kv.Item]) -> int | None:
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What registering one GPU needs: the checks that make it safe, and the writes."""
+
+    record: dict[str, Any]
+    compare: list[Any]
+    ops: list[Any]
+
+
+def plan_registration(keys: Keys, reg: Registration, current: dict[str, kv.Item]) -> Plan | None:
+    """None when the stored record is already right; else a compare-guarded write plan.
+
+    `current` holds what was read of the locator and of the record at the GPU's
+    present place. The plan compares the locator's revision, so a racing writer
+    makes the transaction fail instead of leaving two records.
+    """
     facts = reg.facts
     locator_key = keys.locator(reg.uuid)
     record_key = keys.record(facts["cluster"], facts["host"], reg.uuid)
@@ -116,7 +129,7 @@ def _register_one(keys: Keys, reg: Registration, current: dict[str, kv.Item]) ->
     record = {**{f: facts.get(f) for f in FACT_FIELDS}, "first_seen": first_seen}
     if old is not None and old_key == record_key and old == record:
         known.remember(keys.root, record)
-        return 0
+        return None
     compare = [
         kv.cmp_absent(locator_key)
         if locator is None
@@ -128,9 +141,27 @@ def _register_one(keys: Keys, reg: Registration, current: dict[str, kv.Item]) ->
     ]
     if old_key != record_key:
         ops.append(kv.op_delete(old_key))
-    if not kv.txn(compare, ops):
+    return Plan(record, compare, ops)
+
+
+def keys_to_read(keys: Keys, regs: Sequence[Registration]) -> list[str]:
+    """Locator and record keys whose state `plan_registration` needs."""
+    wanted = [keys.locator(r.uuid) for r in regs]
+    return wanted + [keys.record(r.facts["cluster"], r.facts["host"], r.uuid) for r in regs]
+
+
+def pending(keys: Keys, regs: Iterable[Registration]) -> list[Registration]:
+    """The registrations this process does not know to be stored already."""
+    return [r for r in regs if not known.fresh(keys.root, r)]
+
+
+def _register_one(keys: Keys, reg: Registration, current: dict[str, kv.Item]) -> int | None:
+    plan = plan_registration(keys, reg, current)
+    if plan is None:
+        return 0
+    if not kv.txn(plan.compare, plan.ops):
         return None
-    known.remember(keys.root, record)
+    known.remember(keys.root, plan.record)
     return 1
 
 

@@ -20,9 +20,17 @@ from store import kv
 from store.codec import Samples, decode_block, encode_block, merge
 from store.errors import Conflict
 from store.keys import Keys
-from store.registry import Registration, ensure_registered
+from store.registry import (
+    Registration,
+    ensure_registered,
+    keys_to_read,
+    known,
+    pending,
+    plan_registration,
+)
 
 _MAX_CAS_ATTEMPTS = 16
+_ONE_TXN_ATTEMPTS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,22 +56,72 @@ class ChunkResult:
 def write_chunk(
     keys: Keys, job_id: str, seq: int, batches: Sequence[GpuBatch], window_ms: int
 ) -> ChunkResult:
-    """Persist one chunk; safe to call again with the same arguments (retries, redelivery)."""
-    marker = keys.chunk(job_id, seq)
-    if kv.get(marker) is not None:
-        total = sum(len(b.samples) for b in batches)
-        return ChunkResult(total, 0, 0, already_done=True)
+    """Persist one chunk; safe to call again with the same arguments (retries, redelivery).
+
+    The usual case is one read and one transaction: GPU records (when new or
+    changed), latest values, blocks and the chunk marker, all guarded by compares
+    on what was read. A chunk too large for one transaction, or one that keeps
+    losing races, takes the step-by-step path (records, latest, then blocks with
+    the marker last), each step idempotent.
+    """
     batches = [b for b in batches if len(b.samples)]
-    regs = [Registration(b.facts, int(b.samples.ts.min())) for b in batches]
-    registered = ensure_registered(keys, regs)
-    update_latest(keys, {b.uuid: b.samples for b in batches})
-    items: list[tuple[str, bytes]] = []
-    for batch in batches:
-        items.extend(_blocks(keys, batch, window_ms))
     total = sum(len(b.samples) for b in batches)
-    items.append((marker, json.dumps({"samples": total, "blocks": len(items)}).encode()))
-    kv.put_batches(items)
-    return ChunkResult(total, len(items) - 1, registered, already_done=False)
+    blocks = [item for batch in batches for item in _blocks(keys, batch, window_ms)]
+    marker = (keys.chunk(job_id, seq), _encode({"samples": total, "blocks": len(blocks)}))
+    regs = [Registration(b.facts, int(b.samples.ts.min())) for b in batches]
+    newest = {b.uuid: _newest_per_metric(b.samples) for b in batches}
+    for _ in range(_ONE_TXN_ATTEMPTS):
+        outcome = _write_in_one_txn(keys, regs, newest, blocks, marker)
+        if outcome is not None:
+            done, registered = outcome
+            return ChunkResult(total, 0 if done else len(blocks), registered, already_done=done)
+    if kv.get(marker[0]) is not None:
+        return ChunkResult(total, 0, 0, already_done=True)
+    registered = ensure_registered(keys, regs)
+    update_latest(keys, newest)
+    kv.put_batches([*blocks, marker])
+    return ChunkResult(total, len(blocks), registered, already_done=False)
+
+
+def _write_in_one_txn(
+    keys: Keys,
+    regs: list[Registration],
+    newest: dict[str, dict[str, list]],
+    blocks: list[tuple[str, bytes]],
+    marker: tuple[str, bytes],
+) -> tuple[bool, int] | None:
+    """(already_done, GPUs registered) on success; None when it did not fit or lost a race."""
+    todo = pending(keys, regs)
+    read = [marker[0], *(keys.latest(u) for u in newest), *keys_to_read(keys, todo)]
+    if len(read) > kv.MAX_TXN_OPS:
+        return None
+    current = kv.get_many(read)
+    if marker[0] in current:
+        return True, 0
+    plans = [p for p in (plan_registration(keys, r, current) for r in todo) if p is not None]
+    compare = [kv.cmp_absent(marker[0])]
+    ops = []
+    for plan in plans:
+        compare += plan.compare
+        ops += plan.ops
+    for uuid, values in newest.items():
+        guarded = _latest_write(keys.latest(uuid), values, current.get(keys.latest(uuid)))
+        if guarded is not None:
+            compare.append(guarded[0])
+            ops.append(guarded[1])
+    ops += [kv.op_put(k, v) for k, v in (*blocks, marker)]
+    size = sum(len(k) + len(v) for k, v in (*blocks, marker))
+    if len(ops) > kv.MAX_TXN_OPS or len(compare) > kv.MAX_TXN_OPS or size > kv.MAX_TXN_BYTES:
+        return None
+    if not kv.txn(compare, ops):
+        return None
+    for plan in plans:
+        known.remember(keys.root, plan.record)
+    return False, len(plans)
+
+
+def _encode(obj: object) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
 
 
 def _blocks(keys: Keys, batch: GpuBatch, window_ms: int) -> list[tuple[str, bytes]]:
@@ -101,36 +159,44 @@ def _merge_latest(old: dict[str, list], new: dict[str, list]) -> dict[str, list]
     return merged
 
 
-def update_latest(keys: Keys, per_gpu: dict[str, Samples]) -> None:
-    """Move each GPU's latest values forward; compare-and-swap on mod revision, retried."""
-    pending = {uuid: _newest_per_metric(s) for uuid, s in per_gpu.items()}
+def update_latest(keys: Keys, newest: dict[str, dict[str, list]]) -> None:
+    """Move each GPU's latest values ({uuid: {metric: [ts, value]}}) forward.
+
+    Compare-and-swap on mod revision, retried; a value only replaces one with
+    an older or equal timestamp.
+    """
+    todo = dict(newest)
     for _ in range(_MAX_CAS_ATTEMPTS):
-        if not pending:
+        if not todo:
             return
         lost: dict[str, dict[str, list]] = {}
-        uuids = list(pending)
+        uuids = list(todo)
         for i in range(0, len(uuids), kv.MAX_TXN_OPS):
-            part = uuids[i : i + kv.MAX_TXN_OPS]
-            if not _cas_latest(keys, {u: pending[u] for u in part}):
-                lost.update({u: pending[u] for u in part})
-        pending = lost
-    raise Conflict(f"latest values of {len(pending)} GPU(s) kept changing; giving up")
+            part = {u: todo[u] for u in uuids[i : i + kv.MAX_TXN_OPS]}
+            if not _cas_latest(keys, part):
+                lost.update(part)
+        todo = lost
+    raise Conflict(f"latest values of {len(todo)} GPU(s) kept changing; giving up")
+
+
+def _latest_write(key: str, values: dict[str, list], item: kv.Item | None) -> tuple | None:
+    """(compare, put) moving one GPU's latest values forward, or None when nothing is newer."""
+    old = json.loads(item.value) if item else {}
+    merged = _merge_latest(old, values)
+    if merged == old:
+        return None
+    compare = kv.cmp_absent(key) if item is None else kv.cmp_mod_revision(key, item.mod_revision)
+    return compare, kv.op_put(key, _encode(merged))
 
 
 def _cas_latest(keys: Keys, newest: dict[str, dict[str, list]]) -> bool:
     current = kv.get_many([keys.latest(u) for u in newest])
     compare, ops = [], []
     for uuid, values in newest.items():
-        key = keys.latest(uuid)
-        item = current.get(key)
-        old = json.loads(item.value) if item else {}
-        merged = _merge_latest(old, values)
-        if merged == old:
-            continue
-        compare.append(
-            kv.cmp_absent(key) if item is None else kv.cmp_mod_revision(key, item.mod_revision)
-        )
-        ops.append(kv.op_put(key, json.dumps(merged, separators=(",", ":")).encode()))
+        guarded = _latest_write(keys.latest(uuid), values, current.get(keys.latest(uuid)))
+        if guarded is not None:
+            compare.append(guarded[0])
+            ops.append(guarded[1])
     return not ops or kv.txn(compare, ops)
 
 

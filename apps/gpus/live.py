@@ -9,9 +9,12 @@ gets each sample once).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
+import os
+import threading
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -77,6 +80,43 @@ def chunk_events(chunk_id: str, gpus: Sequence[dict[str, Any]]) -> dict[str, dic
     }
 
 
+class _Publisher:
+    """One event loop thread per process for channel-layer sends.
+
+    Keeping the loop alive keeps the layer's Redis connection alive: a fresh
+    loop per chunk (plain async_to_sync) would reconnect every time. Created
+    lazily and per pid, so a forked worker child never uses its parent's.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pid = 0
+
+    def _ensure(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None or self._pid != os.getpid():
+                loop = asyncio.new_event_loop()
+                threading.Thread(
+                    target=loop.run_forever, name="live-publisher", daemon=True
+                ).start()
+                self._loop, self._pid = loop, os.getpid()
+            return self._loop
+
+    def send(self, events: dict[str, dict[str, Any]], timeout: float = 10.0) -> None:
+        from channels.layers import get_channel_layer
+
+        layer = get_channel_layer()
+
+        async def send_all() -> None:
+            await asyncio.gather(*(layer.group_send(g, e) for g, e in events.items()))
+
+        asyncio.run_coroutine_threadsafe(send_all(), self._ensure()).result(timeout)
+
+
+_publisher = _Publisher()
+
+
 def publish_chunk(chunk_id: str, gpus: Sequence[dict[str, Any]]) -> int:
     """Send a chunk's events to the channel layer; returns how many. Never raises.
 
@@ -85,19 +125,9 @@ def publish_chunk(chunk_id: str, gpus: Sequence[dict[str, Any]]) -> int:
     """
     if not settings.ENABLE_WEBSOCKET or not gpus:
         return 0
-    import asyncio
-
-    from asgiref.sync import async_to_sync
-    from channels.layers import get_channel_layer
-
-    layer = get_channel_layer()
     events = chunk_events(chunk_id, gpus)
-
-    async def send_all() -> None:
-        await asyncio.gather(*(layer.group_send(g, e) for g, e in events.items()))
-
     try:
-        async_to_sync(send_all)()
+        _publisher.send(events)
     except Exception:
         log.exception("live feed: publishing chunk %s failed; its samples are stored", chunk_id)
         return 0

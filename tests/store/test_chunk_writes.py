@@ -1,0 +1,125 @@
+"""write_chunk against real etcd: one transaction when it fits, idempotent, race-safe."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from store import kv
+from store.codec import samples_from_rows
+from store.keys import Keys
+from store.registry import known
+from store.telemetry import GpuBatch, latest_values, read_samples, write_chunk
+
+WINDOW = 3_600_000
+
+
+def facts(uuid: str, host: str = "h1", cluster: str = "c1") -> dict:
+    return {
+        "uuid": uuid,
+        "cluster": cluster,
+        "host": host,
+        "gpu_index": 0,
+        "device": "nvidia0",
+        "model": "H100",
+        "driver": "535",
+        "labels": {},
+    }
+
+
+def batch(uuid: str, rows: list[tuple[int, str, float]], **kw: str) -> GpuBatch:
+    return GpuBatch(facts(uuid, **kw), samples_from_rows(rows))
+
+
+def revision_now() -> int:
+    return kv.status()["raft_index"]
+
+
+@pytest.fixture
+def keys(etcd_root: str) -> Keys:
+    known.clear()
+    return Keys(etcd_root)
+
+
+def test_chunk_is_stored_and_retry_writes_nothing_more(keys):
+    rows = [(1000 * i, "m", float(i)) for i in range(10)]
+    first = write_chunk(keys, "job", 0, [batch("GPU-1", rows)], WINDOW)
+    assert not first.already_done and first.blocks == 1 and first.gpus_registered == 1
+    before = revision_now()
+    again = write_chunk(keys, "job", 0, [batch("GPU-1", rows)], WINDOW)
+    assert again.already_done
+    assert revision_now() == before  # the retry only read
+    got = read_samples(keys, "GPU-1", 0, 10**12, WINDOW)
+    assert list(got.rows()) == rows
+
+
+def test_latest_moves_forward_only(keys):
+    write_chunk(keys, "j", 0, [batch("GPU-1", [(5000, "m", 5.0)])], WINDOW)
+    write_chunk(keys, "j", 1, [batch("GPU-1", [(1000, "m", 1.0), (1000, "n", 7.0)])], WINDOW)
+    assert latest_values(keys)["GPU-1"] == {"m": [5000, 5.0], "n": [1000, 7.0]}
+    write_chunk(keys, "j", 2, [batch("GPU-1", [(9000, "m", 9.0)])], WINDOW)
+    assert latest_values(keys)["GPU-1"]["m"] == [9000, 9.0]
+
+
+def test_blocks_never_cross_a_window(keys):
+    rows = [(t, "m", float(t)) for t in (WINDOW - 1, WINDOW, 2 * WINDOW + 5)]
+    result = write_chunk(keys, "j", 0, [batch("GPU-1", rows)], WINDOW)
+    assert result.blocks == 3
+    names = [Keys.parse_block(i.key) for i in kv.get_prefix(keys.blocks_prefix("GPU-1"))]
+    assert all(n.t_first // WINDOW == n.t_last // WINDOW for n in names)
+    assert list(read_samples(keys, "GPU-1", WINDOW, WINDOW, WINDOW).rows()) == [
+        (WINDOW, "m", WINDOW * 1.0)
+    ]
+
+
+def test_chunk_too_big_for_one_transaction_still_lands_whole(keys):
+    # 150 GPUs: more operations than one etcd transaction takes
+    batches = [batch(f"GPU-{i}", [(1000, "m", float(i))]) for i in range(150)]
+    result = write_chunk(keys, "j", 0, batches, WINDOW)
+    assert result.blocks == 150 and result.gpus_registered == 150
+    assert kv.get(keys.chunk("j", 0)) is not None
+    assert len(latest_values(keys)) == 150
+    assert kv.count_prefix(keys.records_prefix()) == 150
+
+
+def test_gpu_that_moves_host_keeps_one_record_and_its_first_seen(keys):
+    write_chunk(keys, "j", 0, [batch("GPU-1", [(1000, "m", 1.0)], host="old")], WINDOW)
+    known.clear()  # another worker process: it has not seen this GPU
+    write_chunk(keys, "j", 1, [batch("GPU-1", [(2000, "m", 2.0)], host="new")], WINDOW)
+    records = [json.loads(i.value) for i in kv.get_prefix(keys.records_prefix())]
+    assert [(r["host"], r["first_seen"]) for r in records] == [("new", 1000)]
+
+
+def test_concurrent_writers_of_the_same_gpu_converge(keys):
+    import threading
+
+    errors: list[BaseException] = []
+
+    def run(seq: int) -> None:
+        try:
+            rows = [(1000 * seq + i, "m", float(seq)) for i in range(5)]
+            write_chunk(keys, "race", seq, [batch("GPU-R", rows)], WINDOW)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert kv.count_prefix(keys.chunks_prefix("race")) == 8
+    assert kv.count_prefix(keys.records_prefix()) == 1
+    got = read_samples(keys, "GPU-R", 0, 10**12, WINDOW)
+    assert len(got) == 40
+    assert latest_values(keys)["GPU-R"]["m"] == [7004, 7.0]
+
+
+def test_overlapping_blocks_newest_write_wins(keys):
+    write_chunk(keys, "a", 0, [batch("GPU-1", [(1000, "m", 1.0), (2000, "m", 2.0)])], WINDOW)
+    write_chunk(keys, "b", 0, [batch("GPU-1", [(2000, "m", 20.0), (3000, "m", 3.0)])], WINDOW)
+    got = read_samples(keys, "GPU-1", 0, 10**12, WINDOW)
+    assert list(got.rows()) == [(1000, "m", 1.0), (2000, "m", 20.0), (3000, "m", 3.0)]
+    assert np.all(np.diff(got.ts) > 0)
