@@ -71,8 +71,8 @@ def _decode(item: kv.Item | None) -> dict[str, Any] | None:
     return None if item is None else json.loads(item.value)
 
 
-def ensure_registered(keys: Keys, regs: Iterable[Registration]) -> int:
-    """Create or update the record and locator of each GPU; returns how many were written.
+def ensure_registered(keys: Keys, regs: Iterable[Registration]) -> list[dict[str, Any]]:
+    """Create or update the record and locator of each GPU; returns the records written.
 
     Optimistic: each GPU's write compares the locator's mod revision it read,
     and retries on a lost race, so two workers registering the same GPU end
@@ -80,22 +80,22 @@ def ensure_registered(keys: Keys, regs: Iterable[Registration]) -> int:
     in the same transaction.
     """
     todo = pending(keys, regs)
-    written = 0
+    written: list[dict[str, Any]] = []
     for _ in range(_MAX_ATTEMPTS):
         if not todo:
             return written
         lost = []
         for reg, outcome in zip(todo, _register_batch(keys, todo), strict=True):
-            if outcome is None:
+            if outcome is False:
                 lost.append(reg)
-            else:
-                written += outcome
+            elif outcome is not None:
+                written.append(outcome)
         todo = lost
     raise Conflict(f"could not register {len(todo)} GPU(s) after {_MAX_ATTEMPTS} attempts")
 
 
-def _register_batch(keys: Keys, regs: Sequence[Registration]) -> list[int | None]:
-    """One attempt per GPU: 1 written, 0 already right, None lost a race."""
+def _register_batch(keys: Keys, regs: Sequence[Registration]) -> list[dict | bool | None]:
+    """One attempt per GPU: the record written, None when already right, False on a lost race."""
     current = kv.get_many(keys_to_read(keys, regs))
     return [_register_one(keys, reg, current) for reg in regs]
 
@@ -155,14 +155,16 @@ def pending(keys: Keys, regs: Iterable[Registration]) -> list[Registration]:
     return [r for r in regs if not known.fresh(keys.root, r)]
 
 
-def _register_one(keys: Keys, reg: Registration, current: dict[str, kv.Item]) -> int | None:
+def _register_one(
+    keys: Keys, reg: Registration, current: dict[str, kv.Item]
+) -> dict[str, Any] | bool | None:
     plan = plan_registration(keys, reg, current)
     if plan is None:
-        return 0
-    if not kv.txn(plan.compare, plan.ops):
         return None
+    if not kv.txn(plan.compare, plan.ops):
+        return False
     known.remember(keys.root, plan.record)
-    return 1
+    return plan.record
 
 
 def _read_record(key: str) -> dict[str, Any] | None:

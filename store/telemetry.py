@@ -51,6 +51,8 @@ class ChunkResult:
     blocks: int
     gpus_registered: int
     already_done: bool
+    # GPU records this call created or changed (for mirrors such as the admin inventory)
+    records: tuple[dict, ...] = ()
 
 
 def write_chunk(
@@ -73,14 +75,15 @@ def write_chunk(
     for _ in range(_ONE_TXN_ATTEMPTS):
         outcome = _write_in_one_txn(keys, regs, newest, blocks, marker)
         if outcome is not None:
-            done, registered = outcome
-            return ChunkResult(total, 0 if done else len(blocks), registered, already_done=done)
+            done, records = outcome
+            blocks_written = 0 if done else len(blocks)
+            return ChunkResult(total, blocks_written, len(records), done, tuple(records))
     if kv.get(marker[0]) is not None:
         return ChunkResult(total, 0, 0, already_done=True)
-    registered = ensure_registered(keys, regs)
+    records = ensure_registered(keys, regs)
     update_latest(keys, newest)
     kv.put_batches([*blocks, marker])
-    return ChunkResult(total, len(blocks), registered, already_done=False)
+    return ChunkResult(total, len(blocks), len(records), False, tuple(records))
 
 
 def _write_in_one_txn(
@@ -89,15 +92,15 @@ def _write_in_one_txn(
     newest: dict[str, dict[str, list]],
     blocks: list[tuple[str, bytes]],
     marker: tuple[str, bytes],
-) -> tuple[bool, int] | None:
-    """(already_done, GPUs registered) on success; None when it did not fit or lost a race."""
+) -> tuple[bool, list[dict]] | None:
+    """(already_done, records written) on success; None when it did not fit or lost a race."""
     todo = pending(keys, regs)
     read = [marker[0], *(keys.latest(u) for u in newest), *keys_to_read(keys, todo)]
     if len(read) > kv.MAX_TXN_OPS:
         return None
     current = kv.get_many(read)
     if marker[0] in current:
-        return True, 0
+        return True, []
     plans = [p for p in (plan_registration(keys, r, current) for r in todo) if p is not None]
     compare = [kv.cmp_absent(marker[0])]
     ops = []
@@ -117,7 +120,7 @@ def _write_in_one_txn(
         return None
     for plan in plans:
         known.remember(keys.root, plan.record)
-    return False, len(plans)
+    return False, [plan.record for plan in plans]
 
 
 def _encode(obj: object) -> bytes:
