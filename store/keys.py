@@ -8,6 +8,8 @@ Layout under the root (default `/telemetry`), documented in docs/STORAGE.md:
     {root}/blocks/{uuid}/{t_first:013d}-{t_last:013d}-{digest}   compressed block
     {root}/jobs/{job}                                     ingest job (JSON)
     {root}/chunks/{job}/{seq:06d}                         chunk marker (JSON)
+    {root}/rollups/{tier}/{uuid}/{t_first:013d}-{t_last:013d}-{digest}   rollup block
+    {root}/compaction/cursor, {root}/compaction/lock      compaction state
 
 Times in block keys are zero-padded epoch milliseconds, so byte order is time
 order and one range read finds the blocks of a window:
@@ -51,6 +53,18 @@ def _ts(value: int) -> str:
     if not 0 <= value <= MAX_TS:
         raise InvalidSegment(f"timestamp {value} ms is outside 0..{MAX_TS}")
     return f"{value:0{_TS_DIGITS}d}"
+
+
+def _span(prefix: str, start: int, end: int, window_ms: int) -> tuple[str, str]:
+    """[range_start, range_end) of blocks under `prefix` that may overlap [start, end]."""
+    low = max(0, start - window_ms)
+    high = min(MAX_TS, max(end, 0) + 1)
+    return prefix + _ts(low), prefix + _ts(high)
+
+
+def window_span(prefix: str, first: int, last: int) -> tuple[str, str]:
+    """[range_start, range_end) of blocks starting within [first, last]."""
+    return prefix + _ts(first), prefix + _ts(min(MAX_TS, last + 1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,16 +117,42 @@ class Keys:
     def block(self, uuid: str, t_first: int, t_last: int, digest: str) -> str:
         return f"{self.blocks_prefix(uuid)}{_ts(t_first)}-{_ts(t_last)}-{digest}"
 
+    def all_blocks(self) -> str:
+        return f"{self.root}/blocks/"
+
     def block_range(self, uuid: str, start: int, end: int, window_ms: int) -> tuple[str, str]:
         """[range_start, range_end) holding every block that may overlap [start, end].
 
         A block never spans more than `window_ms`, so one starting before
         `start - window_ms` cannot reach `start`.
         """
-        prefix = self.blocks_prefix(uuid)
-        low = max(0, start - window_ms)
-        high = min(MAX_TS, max(end, 0) + 1)
-        return prefix + _ts(low), prefix + _ts(high)
+        return _span(self.blocks_prefix(uuid), start, end, window_ms)
+
+    # Rollups -------------------------------------------------------------------
+    def all_rollups(self, tier: str) -> str:
+        return f"{self.root}/rollups/{check_segment(tier, 'tier')}/"
+
+    def rollups_prefix(self, tier: str, uuid: str) -> str:
+        return f"{self.all_rollups(tier)}{check_segment(uuid, 'uuid')}/"
+
+    def rollup(self, tier: str, uuid: str, t_first: int, t_last: int, digest: str) -> str:
+        return f"{self.rollups_prefix(tier, uuid)}{_ts(t_first)}-{_ts(t_last)}-{digest}"
+
+    def rollup_range(
+        self, tier: str, uuid: str, start: int, end: int, window_ms: int
+    ) -> tuple[str, str]:
+        return _span(self.rollups_prefix(tier, uuid), start, end, window_ms)
+
+    def compaction_cursor(self) -> str:
+        return f"{self.root}/compaction/cursor"
+
+    def compaction_lock(self) -> str:
+        return f"{self.root}/compaction/lock"
+
+    @staticmethod
+    def uuid_of(key: str) -> str:
+        """The uuid segment of a block or rollup key."""
+        return key.rsplit("/", 2)[-2]
 
     @staticmethod
     def parse_block(key: str) -> BlockName:

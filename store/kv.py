@@ -160,3 +160,79 @@ def put_batches(items: Sequence[tuple[str, bytes]]) -> int:
         txn([], ops)
         batches += 1
     return batches
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    key: str
+    mod_revision: int
+
+
+def keys_in_range(start: str, end: str, min_mod_revision: int | None = None) -> list[KeyInfo]:
+    """Keys (no values) in [start, end), optionally only those changed at or after a revision."""
+    with translated():
+        response = client.get().get_range_response(
+            start, end, keys_only=True, min_mod_revision=min_mod_revision
+        )
+    return [KeyInfo(kv.key.decode(), kv.mod_revision) for kv in response.kvs]
+
+
+def prefix_end(prefix: str) -> str:
+    """The range end that covers every key starting with `prefix`."""
+    return etcd_utils.prefix_range_end(prefix.encode()).decode()
+
+
+def revision() -> int:
+    """The store's current revision (a read; nothing is written)."""
+    with translated():
+        response = client.get().get_response("\0", count_only=True)
+    return int(response.header.revision)
+
+
+@contextlib.contextmanager
+def lock(key: str, ttl: int = 600) -> Iterator[bool]:
+    """A lease-backed lock at `key`; yields False at once when someone holds it (never waits).
+
+    The key vanishes with the lease, so a holder that dies frees the lock after `ttl` s.
+    """
+    with translated():
+        lease = client.get().lease(ttl)
+        acquired = txn([cmp_absent(key)], [pyetcd.transactions.Put(key, b"held", lease=lease)])
+    try:
+        yield acquired
+    finally:
+        with translated():
+            lease.revoke()
+
+
+def delete_keys_guarded(items: Sequence[KeyInfo], puts: Sequence[tuple[str, bytes]] = ()) -> bool:
+    """Delete keys (and put others) atomically, only if none changed since read."""
+    compare = [cmp_mod_revision(i.key, i.mod_revision) for i in items]
+    ops = [op_put(k, v) for k, v in puts] + [op_delete(i.key) for i in items]
+    return txn(compare, ops)
+
+
+def get_range_rev(start: str, end: str) -> tuple[list[Item], int]:
+    """Items in [start, end) and the store revision they were read at."""
+    with translated():
+        response = client.get().get_range_response(start, end)
+    items = [Item(kv.key.decode(), kv.value, kv.mod_revision, kv.version) for kv in response.kvs]
+    return items, int(response.header.revision)
+
+
+def cmp_range_unchanged(start: str, end: str, revision: int) -> Any:
+    """True while no key in [start, end) was created or changed after `revision`."""
+    return pyetcd.transactions.Mod(start, range_end=end) < revision + 1
+
+
+def delete_in_batches(keys: Sequence[str]) -> int:
+    """Delete keys, MAX_TXN_OPS per transaction; returns how many were asked."""
+    for i in range(0, len(keys), MAX_TXN_OPS):
+        txn([], [op_delete(k) for k in keys[i : i + MAX_TXN_OPS]])
+    return len(keys)
+
+
+def defragment() -> None:
+    """Defragment the etcd member this process talks to (it pauses that member briefly)."""
+    with translated():
+        client.get().defragment()

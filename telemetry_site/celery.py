@@ -17,6 +17,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "telemetry_site.settings")
 app = Celery("telemetry_site")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks(["workers"])
+app.conf.include = ["workers.tasks", "workers.upkeep"]
 
 
 @worker_process_init.connect

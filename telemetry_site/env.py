@@ -7,6 +7,7 @@ an operator's environment must stop the process, not fall back silently.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 
@@ -86,3 +87,35 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if not raw:
         return list(default)
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_tiers(name: str, default: str) -> list[dict[str, float | str]]:
+    """Storage tiers from `name:resolution:retention,...` (the first must be `raw:0:...`).
+
+    Resolutions strictly increase, each a whole multiple of the one before, so
+    coarser tiers can be computed from finer ones exactly.
+    """
+    raw = os.environ.get(name, "").strip() or default
+    tiers: list[dict[str, float | str]] = []
+    try:
+        for item in raw.split(","):
+            tier, resolution, retention = (part.strip() for part in item.split(":"))
+            tiers.append(
+                {
+                    "name": tier,
+                    "resolution": parse_duration(resolution),
+                    "retention": parse_duration(retention),
+                }
+            )
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}={raw!r}: {exc} (example: {default})") from None
+    if not tiers or tiers[0]["name"] != "raw" or tiers[0]["resolution"] != 0:
+        raise ImproperlyConfigured(f"{name}: the first tier must be raw:0:<retention>")
+    for finer, coarser in itertools.pairwise(tiers):
+        fr, cr = float(finer["resolution"]), float(coarser["resolution"])
+        if cr <= fr or (fr and (cr * 1000) % (fr * 1000)):
+            raise ImproperlyConfigured(
+                f"{name}: tier {coarser['name']} must be coarser than "
+                f"and a multiple of {finer['name']}"
+            )
+    return tiers

@@ -1,0 +1,178 @@
+"""Compaction, rollups and retention: the periodic upkeep of the block store.
+
+One run (under a lease lock, so never two at once):
+
+1. finds the raw blocks written since the last run (`min_mod_revision` range read
+   of keys only, from the cursor),
+2. merges each touched raw window's blocks into one,
+3. rebuilds the rollup block of each touched rollup window, per tier,
+4. deletes what is older than each tier keeps, counted back from the newest
+   sample in the store,
+5. moves the cursor to the revision read at the start, unless a step lost a
+   race with ingest (then the next run sees the same windows again).
+
+Every write is one transaction guarded by "nothing in these key ranges changed
+since I read them", so a block that ingest writes meanwhile is never lost nor
+overtaken by older data: the step simply fails and is retried next run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+
+from store import kv
+from store.codec import decode_block, encode_block, merge
+from store.keys import Keys, window_span
+from store.query import refreshed
+from store.rollup import decode_rollup, encode_rollup
+from store.telemetry import latest_values
+from store.tiers import Tier
+
+log = logging.getLogger(__name__)
+# Each merge compares one range, then deletes its sources and puts one block.
+_MAX_SOURCES = kv.MAX_TXN_OPS - 2
+
+
+@dataclass
+class Report:
+    skipped: bool = False
+    raw_windows_merged: int = 0
+    blocks_removed: int = 0
+    rollups_written: int = 0
+    deleted_by_retention: int = 0
+    conflicts: int = 0
+    cursor: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
+
+
+def compact(keys: Keys, tiers: list[Tier], retention: bool = True) -> Report:
+    """One compaction run; returns what it did. Safe to run while ingest goes on."""
+    report = Report()
+    with kv.lock(keys.compaction_lock()) as held:
+        if not held:
+            report.skipped = True
+            return report
+        start_rev = kv.revision()
+        cursor_item = kv.get(keys.compaction_cursor())
+        cursor = int(cursor_item.value) if cursor_item else 0
+        raw, rollup_tiers = tiers[0], tiers[1:]
+        dirty = kv.keys_in_range(
+            keys.all_blocks(), kv.prefix_end(keys.all_blocks()), min_mod_revision=cursor + 1
+        )
+        windows = {
+            (Keys.uuid_of(k.key), Keys.parse_block(k.key).t_first // raw.window_ms) for k in dirty
+        }
+        for uuid, w in sorted(windows):
+            _merge_raw_window(keys, uuid, w * raw.window_ms, raw.window_ms, report)
+        for tier in rollup_tiers:
+            touched = {(u, (w * raw.window_ms) // tier.window_ms) for u, w in windows}
+            for uuid, tw in sorted(touched):
+                _rebuild_rollup(keys, tier, raw, uuid, tw * tier.window_ms, report)
+        if retention:
+            apply_retention(keys, tiers, report)
+        report.cursor = start_rev if not report.conflicts else cursor
+        kv.put(keys.compaction_cursor(), str(report.cursor).encode())
+    return report
+
+
+def _merge_raw_window(keys: Keys, uuid: str, first: int, window: int, report: Report) -> None:
+    start, end = window_span(keys.blocks_prefix(uuid), first, first + window - 1)
+    items, rev = kv.get_range_rev(start, end)
+    if len(items) <= 1:
+        return
+    # The merge takes every block (newest write wins); the deletes, at most one
+    # transaction's worth, take the oldest. A window with more blocks than that
+    # is finished by the next runs, and the merged block already holds the
+    # winning values of the blocks it leaves.
+    ordered = sorted(items, key=lambda it: it.mod_revision)
+    group = ordered[:_MAX_SOURCES]
+    merged = merge([decode_block(it.value) for it in ordered])
+    data = encode_block(merged)
+    if len(data) > kv.MAX_TXN_BYTES:
+        report.notes.append(f"{uuid}: window at {first} too large to merge; left as is")
+        return
+    key = keys.block(uuid, int(merged.ts.min()), int(merged.ts.max()), _digest(data))
+    ops = [kv.op_delete(it.key) for it in group if it.key != key] + [kv.op_put(key, data)]
+    if not kv.txn([kv.cmp_range_unchanged(start, end, rev)], ops):
+        report.conflicts += 1
+        return
+    report.raw_windows_merged += 1
+    report.blocks_removed += len(group) - 1
+    if len(items) > len(group):
+        report.conflicts += 1  # not a race, but the cursor must not pass this window yet
+
+
+def _rebuild_rollup(
+    keys: Keys, tier: Tier, raw: Tier, uuid: str, first: int, report: Report
+) -> None:
+    last = first + tier.window_ms - 1
+    raw_start, raw_end = window_span(keys.blocks_prefix(uuid), first, last)
+    roll_start, roll_end = window_span(keys.rollups_prefix(tier.name, uuid), first, last)
+    rev = kv.revision()  # before reading: anything written after it fails the compare
+    raw_infos = kv.keys_in_range(raw_start, raw_end)
+    old_items = kv.get_range(roll_start, roll_end)
+    old = [decode_rollup(it.value) for it in old_items]
+    buckets = refreshed(old, raw_infos, raw.window_ms, tier.resolution_ms)
+    if not len(buckets):
+        return
+    data = encode_rollup(buckets)
+    key = keys.rollup(tier.name, uuid, int(buckets.ts.min()), int(buckets.ts.max()), _digest(data))
+    if [it.key for it in old_items] == [key]:
+        return
+    ops = [kv.op_delete(it.key) for it in old_items if it.key != key] + [kv.op_put(key, data)]
+    compare = [
+        kv.cmp_range_unchanged(raw_start, raw_end, rev),
+        kv.cmp_range_unchanged(roll_start, roll_end, rev),
+    ]
+    if kv.txn(compare, ops):
+        report.rollups_written += 1
+    else:
+        report.conflicts += 1
+
+
+def apply_retention(keys: Keys, tiers: list[Tier], report: Report) -> None:
+    """Delete blocks of each tier that end before (newest sample - that tier's retention).
+
+    The newest sample in the whole store is the reference (not the clock, and not
+    each GPU's own newest): loading last year's file keeps it, and a GPU that
+    went silent ages out with the rest. One keys-only range read per GPU and tier,
+    bounded to blocks that start before the cutoff.
+    """
+    latest = latest_values(keys)
+    stamps = [ts for values in latest.values() for ts, _ in values.values()]
+    if not stamps:
+        return
+    newest = max(stamps)
+    for tier in tiers:
+        cutoff = newest - tier.retention_ms
+        if cutoff <= 0:
+            continue
+        for uuid in latest:
+            prefix = (
+                keys.blocks_prefix(uuid) if tier.is_raw else keys.rollups_prefix(tier.name, uuid)
+            )
+            start, end = window_span(prefix, 0, cutoff - 1)
+            old = [
+                k.key
+                for k in kv.keys_in_range(start, end)
+                if Keys.parse_block(k.key).t_last < cutoff
+            ]
+            report.deleted_by_retention += kv.delete_in_batches(old)
+
+
+def expire_jobs(keys: Keys, max_age_ms: int, now_ms: int) -> int:
+    """Delete job documents and chunk markers of jobs created more than `max_age_ms` ago."""
+    removed = 0
+    for item in kv.get_prefix(keys.jobs_prefix()):
+        job = json.loads(item.value)
+        if now_ms - int(job.get("created_at", now_ms)) > max_age_ms:
+            kv.txn([], [kv.op_delete(item.key), kv.op_delete_prefix(keys.chunks_prefix(job["id"]))])
+            removed += 1
+    return removed

@@ -1,0 +1,164 @@
+"""Downsampling: per-bucket min, max, sum, count and last of each metric.
+
+Rollup blocks use the block codec (docs/STORAGE.md): one row per (bucket start,
+metric, field) with the field in the name, `{metric}\\x1f{field}`. Buckets of
+finer steps combine exactly into coarser ones: min of mins, max of maxes, sums
+and counts added, last of the latest bucket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from store.codec import Samples, decode_block, dedupe, encode_block
+
+FIELDS = ("min", "max", "sum", "count", "last")
+AGGREGATES = ("avg", "min", "max", "last", "sum", "count")
+_SEP = "\x1f"
+
+
+@dataclass(frozen=True)
+class Buckets:
+    """Aggregates per (bucket start, metric), sorted by (metric index, bucket)."""
+
+    ts: np.ndarray  # int64 bucket start, ms
+    metric: np.ndarray  # int32 index into names
+    names: tuple[str, ...]
+    min: np.ndarray
+    max: np.ndarray
+    sum: np.ndarray
+    count: np.ndarray  # int64
+    last: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def value(self, agg: str) -> np.ndarray:
+        """The per-bucket value of an aggregate: avg, min, max, last, sum or count."""
+        if agg == "avg":
+            return self.sum / self.count
+        if agg == "count":
+            return self.count.astype(np.float64)
+        return getattr(self, agg)
+
+
+def empty(names: tuple[str, ...] = ()) -> Buckets:
+    f = np.zeros(0, np.float64)
+    return Buckets(
+        np.zeros(0, np.int64), np.zeros(0, np.int32), names, f, f, f, np.zeros(0, np.int64), f
+    )
+
+
+def _groups(metric: np.ndarray, bucket: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end indexes of runs of equal (metric, bucket) in sorted arrays."""
+    change = np.flatnonzero((np.diff(metric) != 0) | (np.diff(bucket) != 0)) + 1
+    starts = np.concatenate(([0], change)).astype(np.intp)
+    ends = np.concatenate((change, [len(metric)])).astype(np.intp)
+    return starts, ends
+
+
+def aggregate(samples: Samples, step_ms: int) -> Buckets:
+    """Bucket raw samples by `step_ms` (bucket start = ts floored to a multiple of step)."""
+    s = dedupe(samples)
+    if not len(s):
+        return empty(s.names)
+    bucket = (s.ts // step_ms) * step_ms
+    order = np.lexsort((s.ts, bucket, s.metric))
+    m, b, v = s.metric[order], bucket[order], s.value[order]
+    starts, ends = _groups(m, b)
+    return Buckets(
+        ts=b[starts],
+        metric=m[starts],
+        names=s.names,
+        min=np.minimum.reduceat(v, starts),
+        max=np.maximum.reduceat(v, starts),
+        sum=np.add.reduceat(v, starts),
+        count=(ends - starts).astype(np.int64),
+        last=v[ends - 1],
+    )
+
+
+def concat(parts: Sequence[Buckets]) -> Buckets:
+    """Put disjoint bucket sets together (one name table), sorted by (metric name, bucket)."""
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return empty()
+    names = tuple(sorted({n for p in parts for n in p.names}))
+    index = {n: i for i, n in enumerate(names)}
+    remap = [np.array([index[n] for n in p.names], dtype=np.int32) for p in parts]
+    metric = np.concatenate([r[p.metric] for r, p in zip(remap, parts, strict=True)])
+    cols = {f: np.concatenate([getattr(p, f) for p in parts]) for f in FIELDS}
+    ts = np.concatenate([p.ts for p in parts])
+    order = np.lexsort((ts, metric))
+    return Buckets(ts[order], metric[order], names, *(cols[f][order] for f in FIELDS))
+
+
+def rebucket(b: Buckets, step_ms: int) -> Buckets:
+    """Combine buckets into coarser ones of `step_ms` (a multiple of their own step)."""
+    if not len(b):
+        return b
+    bucket = (b.ts // step_ms) * step_ms
+    order = np.lexsort((b.ts, bucket, b.metric))
+    m, nb = b.metric[order], bucket[order]
+    starts, ends = _groups(m, nb)
+    return Buckets(
+        ts=nb[starts],
+        metric=m[starts],
+        names=b.names,
+        min=np.minimum.reduceat(b.min[order], starts),
+        max=np.maximum.reduceat(b.max[order], starts),
+        sum=np.add.reduceat(b.sum[order], starts),
+        count=np.add.reduceat(b.count[order], starts),
+        last=b.last[order][ends - 1],
+    )
+
+
+def select(b: Buckets, keep: np.ndarray) -> Buckets:
+    return Buckets(b.ts[keep], b.metric[keep], b.names, *(getattr(b, f)[keep] for f in FIELDS))
+
+
+def encode_rollup(b: Buckets) -> bytes:
+    names = tuple(f"{n}{_SEP}{f}" for n in b.names for f in FIELDS)
+    k = len(FIELDS)
+    ts = np.repeat(b.ts, k)
+    metric = (np.repeat(b.metric.astype(np.int64) * k, k) + np.tile(np.arange(k), len(b))).astype(
+        np.int32
+    )
+    value = np.column_stack([getattr(b, f).astype(np.float64) for f in FIELDS]).ravel()
+    return encode_block(Samples(ts, metric, value, names))
+
+
+def decode_rollup(data: bytes) -> Buckets:
+    s = decode_block(data)
+    if not len(s):
+        return empty()
+    split = [n.rsplit(_SEP, 1) for n in s.names]
+    metrics = tuple(sorted({m for m, _ in split}))
+    mindex = {m: i for i, m in enumerate(metrics)}
+    name_metric = np.array([mindex[m] for m, _ in split], dtype=np.int32)
+    name_field = np.array([FIELDS.index(f) for _, f in split], dtype=np.int32)
+    metric, field = name_metric[s.metric], name_field[s.metric]
+    key_order = np.lexsort((s.ts, metric))
+    metric, ts, field, value = (
+        metric[key_order],
+        s.ts[key_order],
+        field[key_order],
+        s.value[key_order],
+    )
+    starts, _ = _groups(metric, ts)
+    group = np.cumsum(np.isin(np.arange(len(ts)), starts)) - 1
+    cols = np.zeros((len(starts), len(FIELDS)), dtype=np.float64)
+    cols[group, field] = value
+    return Buckets(
+        ts[starts],
+        metric[starts],
+        metrics,
+        cols[:, 0],
+        cols[:, 1],
+        cols[:, 2],
+        cols[:, 3].astype(np.int64),
+        cols[:, 4],
+    )

@@ -1,0 +1,49 @@
+"""Storage tiers (raw and rollups) built from settings.STORAGE_TIERS."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.conf import settings
+
+# A rollup block holds this many buckets: a day of 1-minute buckets, 5 days of 5-minute ones.
+BUCKETS_PER_BLOCK = 1440
+
+
+@dataclass(frozen=True)
+class Tier:
+    name: str
+    resolution_ms: int  # 0 for raw
+    retention_ms: int
+    window_ms: int  # the longest span of one block of this tier
+
+    @property
+    def is_raw(self) -> bool:
+        return self.resolution_ms == 0
+
+
+def tiers() -> list[Tier]:
+    """Raw first, then rollups from finest to coarsest."""
+    raw_window = int(settings.BLOCK_WINDOW_SECONDS) * 1000
+    out = []
+    for spec in settings.STORAGE_TIERS:
+        resolution = int(float(spec["resolution"]) * 1000)
+        window = raw_window if resolution == 0 else max(raw_window, resolution * BUCKETS_PER_BLOCK)
+        # rollup windows are whole raw windows, so a rollup never straddles one
+        window = -(-window // raw_window) * raw_window
+        out.append(
+            Tier(str(spec["name"]), resolution, int(float(spec["retention"]) * 1000), window)
+        )
+    return out
+
+
+def rollups() -> list[Tier]:
+    return [t for t in tiers() if not t.is_raw]
+
+
+def for_step(step_ms: int) -> Tier | None:
+    """The coarsest rollup tier whose buckets combine exactly into `step_ms` buckets."""
+    fitting = [
+        t for t in rollups() if t.resolution_ms <= step_ms and step_ms % t.resolution_ms == 0
+    ]
+    return fitting[-1] if fitting else None
