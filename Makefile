@@ -25,11 +25,14 @@ format: install
 
 install: system-deps $(STAMP)
 
-# Debian's etcd-server and redis-server, only when their binaries are missing.
+# Debian's etcd-server and redis-server (and haproxy, shellcheck to check deploy/),
+# only when their binaries are missing.
 system-deps:
 	@missing=""; \
 	command -v etcd >/dev/null 2>&1 || missing="$$missing etcd-server"; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v haproxy >/dev/null 2>&1 || missing="$$missing haproxy"; \
+	command -v shellcheck >/dev/null 2>&1 || missing="$$missing shellcheck"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing"; \
 		SUDO=""; [ "$$(id -u)" -ne 0 ] && SUDO="sudo"; \

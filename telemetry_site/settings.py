@@ -14,6 +14,7 @@ from telemetry_site.env import (
     env_list,
     env_secret,
     env_str,
+    env_tiers,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -45,6 +46,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -86,6 +88,11 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "var" / "static"
+# WhiteNoise serves static files whatever DJANGO_DEBUG says, straight from the apps'
+# static/ folders (finders), so no `collectstatic` step exists anywhere: not in tests,
+# not in the image. Files are indexed once at start-up (re-scanned per request in DEBUG).
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
 
 # Uploads are spooled to disk past this size, so a large CSV never sits in memory.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
@@ -158,6 +165,17 @@ INGEST_BUFFER_ROWS = env_int("INGEST_BUFFER_ROWS", 100_000, minimum=1)
 INGEST_MAX_ERRORS = env_int("INGEST_MAX_ERRORS", 20, minimum=0)
 INGEST_MAX_UPLOAD_BYTES = env_int("INGEST_MAX_UPLOAD_BYTES", 1024**3, minimum=1)
 BLOCK_WINDOW_SECONDS = env_int("BLOCK_WINDOW_SECONDS", 3600, minimum=60)
+# Storage tiers, one block: "name:resolution:retention,...". `raw` keeps every sample;
+# the others keep per-bucket min/max/sum/count/last at their resolution. Retention is
+# counted back from the newest sample in the store (as Prometheus does from its head),
+# so loading an old file does not delete it at once.
+STORAGE_TIERS = env_tiers("STORAGE_TIERS", "raw:0:7d,1m:60s:30d,5m:5m:365d")
+COMPACTION_INTERVAL = env_duration("COMPACTION_INTERVAL", 300.0)
+ETCD_DEFRAG_INTERVAL = env_duration("ETCD_DEFRAG_INTERVAL", 86400.0)
+JOB_RETENTION = env_duration("JOB_RETENTION", 7 * 86400.0)
+CELERY_BEAT_SCHEDULE = {
+    "compact-storage": {"task": "workers.compact", "schedule": COMPACTION_INTERVAL},
+}
 TELEMETRY_MAX_LIMIT = env_int("TELEMETRY_MAX_LIMIT", 10_000, minimum=1)
 TELEMETRY_DEFAULT_LIMIT = env_int("TELEMETRY_DEFAULT_LIMIT", 1000, minimum=1)
 PORT = env_int("PORT", 8000, minimum=1)
