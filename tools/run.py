@@ -73,6 +73,10 @@ def _start_apps(env: dict[str, str], started: list[services.Service]) -> int:
                 env.get("WORKERS", "2"),
                 "--queues",
                 "telemetry",
+                # embedded beat: the periodic compaction (one worker only; see docs)
+                "--beat",
+                "--schedule",
+                str(VAR / "celerybeat-schedule"),
             ],
             log_path=worker_log,
             env=env,
