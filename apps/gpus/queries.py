@@ -16,7 +16,7 @@ import numpy as np
 
 from apps.ingest.timeparse import format_timestamp
 from store import default_keys, window_ms
-from store.keys import MAX_TS
+from store.keys import MAX_TS, Keys
 from store.registry import get_record, list_records
 from store.telemetry import latest_values, read_samples
 
@@ -101,11 +101,26 @@ def encode_cursor(ts: int, metric: str) -> str:
 
 
 def decode_cursor(text: str) -> tuple[int, str]:
+    """The (ts, metric) an `encode_cursor` text holds; raises CursorError on anything else."""
     try:
         ts, metric = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-        return int(ts), str(metric)
     except (ValueError, TypeError, binascii.Error):
         raise CursorError("cursor is not one this API returned") from None
+    # bool is an int and 1e400 parses as inf: accept exact, in-range integers only.
+    if type(ts) is not int or not 0 <= ts <= MAX_TS or not isinstance(metric, str):
+        raise CursorError("cursor is not one this API returned")
+    return ts, metric
+
+
+def telemetry_page(q: TelemetryQuery) -> dict[str, Any]:
+    """The GPU and one page of its samples: {"gpu", "results", "next_cursor"}.
+
+    Raises NotFound for an unknown GPU.
+    """
+    keys = default_keys()
+    record = get_record(keys, q.uuid)
+    gpu = gpu_view(record, latest_values(keys, [q.uuid]).get(q.uuid))
+    return {"gpu": gpu, **_samples_page(keys, q)}
 
 
 def telemetry(q: TelemetryQuery) -> dict[str, Any]:
@@ -116,6 +131,10 @@ def telemetry(q: TelemetryQuery) -> dict[str, Any]:
     """
     keys = default_keys()
     get_record(keys, q.uuid)
+    return _samples_page(keys, q)
+
+
+def _samples_page(keys: Keys, q: TelemetryQuery) -> dict[str, Any]:
     start, end = q.start, q.end
     if q.after is not None:
         start, end = (

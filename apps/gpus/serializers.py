@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
+from django.conf import settings
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from apps.ingest.timeparse import parse_timestamp
+from apps.gpus.queries import CursorError, TelemetryQuery, decode_cursor
+from apps.ingest.timeparse import format_timestamp, parse_timestamp
+from store.keys import MAX_TS
 
 
+@extend_schema_field(OpenApiTypes.STR)  # RFC 3339 or epoch seconds: not only date-time
 class TimeField(serializers.Field):
-    """RFC 3339 (or epoch seconds) in, epoch milliseconds out."""
+    """RFC 3339 (or epoch seconds) in, epoch milliseconds out; 1970 to the store's last time."""
 
-    default_error_messages = {"invalid": "{error}"}
+    default_error_messages = {
+        "invalid": "{error}",
+        "range": "{value!r} is after the latest time the store holds ({latest})",
+    }
 
     def to_internal_value(self, data: str) -> int:
         try:
-            return parse_timestamp(str(data))
+            ms = parse_timestamp(str(data))
         except ValueError as exc:
             self.fail("invalid", error=str(exc))
+        if ms > MAX_TS:
+            self.fail("range", value=str(data), latest=format_timestamp(MAX_TS))
+        return ms
 
     def to_representation(self, value: int) -> int:
         return value
@@ -37,14 +49,48 @@ class TelemetryParams(serializers.Serializer):
         help_text="repeat or comma-separate to keep only these metrics",
     )
     order = serializers.ChoiceField(choices=["asc", "desc"], default="asc")
-    limit = serializers.IntegerField(required=False, min_value=1)
-    cursor = serializers.CharField(required=False, max_length=2000)
+    limit = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        help_text="at most TELEMETRY_MAX_LIMIT; default TELEMETRY_DEFAULT_LIMIT",
+    )
+    cursor = serializers.CharField(
+        required=False, max_length=2000, help_text="the `next` of the previous page"
+    )
+
+    def validate_limit(self, value: int) -> int:
+        if value > settings.TELEMETRY_MAX_LIMIT:
+            raise serializers.ValidationError(
+                f"at most {settings.TELEMETRY_MAX_LIMIT}; follow `next` for more"
+            )
+        return value
+
+    def validate_cursor(self, value: str) -> tuple[int, str]:
+        try:
+            return decode_cursor(value)
+        except CursorError as exc:
+            raise serializers.ValidationError(str(exc)) from None
 
     def validate(self, attrs: dict) -> dict:
         start, end = attrs.get("start_time"), attrs.get("end_time")
         if start is not None and end is not None and start > end:
-            raise serializers.ValidationError({"detail": "start_time is after end_time"})
+            raise serializers.ValidationError(
+                {"start_time": [f"start_time is after end_time ({format_timestamp(end)})"]}
+            )
         return attrs
+
+    def query(self, uuid: str) -> TelemetryQuery:
+        """The validated parameters as a query of `uuid`'s samples."""
+        data = self.validated_data
+        return TelemetryQuery(
+            uuid=uuid,
+            start=data.get("start_time", 0),
+            end=data.get("end_time", MAX_TS),
+            metrics=tuple(data.get("metric", ())),
+            descending=data["order"] == "desc",
+            limit=data.get("limit", settings.TELEMETRY_DEFAULT_LIMIT),
+            after=data.get("cursor"),
+        )
 
 
 class LatestValueSerializer(serializers.Serializer):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from django.http import JsonResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.pagination import LimitOffsetPagination
@@ -57,31 +56,11 @@ class GpuTelemetryView(APIView):
     def get(self, request: Request, uuid: str) -> Response:
         params = TelemetryParams(data=_with_metric_list(request))
         params.is_valid(raise_exception=True)
+        page = queries.telemetry_page(params.query(uuid))
         data = params.validated_data
-        limit = data.get("limit", settings.TELEMETRY_DEFAULT_LIMIT)
-        if limit > settings.TELEMETRY_MAX_LIMIT:
-            return Response(
-                {"limit": [f"at most {settings.TELEMETRY_MAX_LIMIT}; follow `next` for more"]},
-                status=400,
-            )
-        try:
-            after = queries.decode_cursor(data["cursor"]) if "cursor" in data else None
-        except queries.CursorError as exc:
-            return Response({"cursor": [str(exc)]}, status=400)
-        query = queries.TelemetryQuery(
-            uuid=uuid,
-            start=data.get("start_time", 0),
-            end=data.get("end_time", queries.MAX_TS),
-            metrics=tuple(data.get("metric", ())),
-            descending=data["order"] == "desc",
-            limit=limit,
-            after=after,
-        )
-        gpu = queries.get_gpu(uuid)
-        page = queries.telemetry(query)
         return Response(
             {
-                "gpu": gpu,
+                "gpu": page["gpu"],
                 "start_time": _fmt(data.get("start_time")),
                 "end_time": _fmt(data.get("end_time")),
                 "next": _next_url(request, page["next_cursor"]),

@@ -5,6 +5,7 @@ Views and commands call `ingest`; it holds the whole upload path.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -16,8 +17,9 @@ from apps.ingest import payload
 from apps.ingest.chunking import Chunk, Chunker
 from apps.ingest.parsing import Parser, open_text
 from store import default_keys
+from store.errors import StoreError
 from store.jobs import load_job, new_job_id, save_job
-from store.keys import check_segment
+from store.keys import Keys, check_segment
 
 PERSIST_TASK = "workers.persist_chunk"
 
@@ -72,32 +74,45 @@ def ingest(
 ) -> dict[str, Any]:
     """Parse `raw` and enqueue its chunks; returns the saved job document.
 
-    Raises HeaderError (nothing enqueued), NoRows, NothingAccepted,
-    UploadTooLarge, InvalidSegment (bad cluster name), StoreUnavailable, or the
-    broker's error. A failure after the first chunk was enqueued saves the job
-    as failed, with the counts so far: those chunks are still persisted.
+    Raises HeaderError, NoRows, NothingAccepted, InvalidSegment (bad cluster
+    name): nothing was written or enqueued. Raises UploadTooLarge,
+    StoreUnavailable, or the broker's error at any point.
+
+    The job document is saved (state "parsing") before the first chunk is
+    enqueued, so no chunk is ever queued for a job etcd does not know: with
+    etcd down the upload fails before anything is enqueued. A failure after the
+    first chunk was enqueued saves the job as failed, with the counts so far:
+    those chunks are still persisted (idempotently, so uploading again is safe).
     """
     cluster = check_segment(cluster or settings.TELEMETRY_CLUSTER, "cluster")
     keys = default_keys()
     started = time.monotonic()
     reader = _LimitedReader(raw, settings.INGEST_MAX_UPLOAD_BYTES, progress)
     parser = Parser(open_text(reader), max_errors=settings.INGEST_MAX_ERRORS)  # type: ignore[arg-type]
-    job_id = new_job_id()
+    job = _job(new_job_id(), source, cluster, parser.format)
+    saved = False
+
+    def emit(chunk: Chunk) -> None:
+        nonlocal saved
+        if not saved:
+            _finish(job, parser, chunker, started, state="parsing")
+            save_job(keys, job)
+            saved = True
+        _enqueue(chunk, keys.root, job["id"])
+
     chunker = Chunker(
-        emit=lambda chunk: _enqueue(chunk, keys.root, job_id),
+        emit=emit,
         facts=lambda row: parser.facts(row, cluster),
         chunk_rows=settings.INGEST_CHUNK_ROWS,
         buffer_rows=settings.INGEST_BUFFER_ROWS,
     )
-    job = _job(job_id, source, cluster, parser.format)
     try:
         for row in parser:
             chunker.add(row)
         chunker.finish()
     except Exception as exc:
-        if chunker.chunks:
-            _finish(job, parser, chunker, started, state="failed", error=str(exc))
-            save_job(keys, job)
+        if saved:
+            _save_failed(keys, job, parser, chunker, started, exc)
         raise
     _finish(job, parser, chunker, started, state="parsed")
     if parser.rows_read == 0:
@@ -106,6 +121,16 @@ def ingest(
         raise NothingAccepted(job)
     save_job(keys, job)
     return job
+
+
+def _save_failed(
+    keys: Keys, job: dict, parser: Parser, chunker: Chunker, started: float, exc: Exception
+) -> None:
+    """Mark a saved job failed, with the counts so far; best effort."""
+    _finish(job, parser, chunker, started, state="failed", error=str(exc))
+    # etcd may be the reason we failed; the caller raises the original error anyway.
+    with contextlib.suppress(StoreError):
+        save_job(keys, job)
 
 
 def _job(job_id: str, source: str, cluster: str, fmt: str) -> dict[str, Any]:
@@ -140,6 +165,8 @@ def job_status(job_id: str) -> dict[str, Any]:
     job = load_job(default_keys(), job_id)
     if job["state"] == "failed":
         public = "failed"
+    elif job["state"] == "parsing":
+        public = "running"  # the file is still being read: more chunks may come
     elif job["chunks_done"] >= job["chunks_expected"]:
         public = "done"
     else:

@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from kombu.exceptions import OperationalError as KombuOperationalError
 from tqdm import tqdm
 
 from apps.ingest import service
 from apps.ingest.formats import HeaderError
-from store.errors import StoreError
+from store.errors import InvalidSegment, StoreError
 
 
 class Command(BaseCommand):
@@ -32,7 +33,7 @@ class Command(BaseCommand):
         parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     def handle(self, *args: Any, **opts: Any) -> None:
-        failed = 0
+        refused: list[str] = []
         for name in opts["files"]:
             try:
                 self._one(name, opts)
@@ -41,14 +42,19 @@ class Command(BaseCommand):
                 service.NoRows,
                 service.NothingAccepted,
                 service.UploadTooLarge,
+                InvalidSegment,
                 OSError,
             ) as exc:
-                failed += 1
-                self.stderr.write(f"{name}: refused: {exc}")
+                refused.append(f"{name}: refused: {exc}")
+                self.stderr.write(refused[-1])
             except StoreError as exc:
                 raise CommandError(f"{name}: {exc}") from exc
-        if failed:
-            raise CommandError(f"{failed} of {len(opts['files'])} file(s) refused")
+            except KombuOperationalError as exc:
+                raise CommandError(f"{name}: the task broker is unavailable: {exc}") from exc
+        if refused:
+            raise CommandError(
+                f"{len(refused)} of {len(opts['files'])} file(s) refused:\n" + "\n".join(refused)
+            )
 
     def _one(self, name: str, opts: dict[str, Any]) -> None:
         quiet = opts["no_progress"]
@@ -92,3 +98,5 @@ class Command(BaseCommand):
                     )
                 time.sleep(0.2)
         self.stdout.write(f"job {job['id']}: {status['state']}")
+        if status["state"] == "failed":
+            raise CommandError(f"job {job['id']} failed: {status.get('error') or 'see the job'}")
