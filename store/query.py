@@ -55,6 +55,11 @@ def iter_raw(
             yield samples
 
 
+def read_samples(keys: Keys, uuid: str, start: int, end: int, window_ms: int) -> Samples:
+    """Every sample of `uuid` in [start, end], one per (ts, metric), sorted (whole window)."""
+    return merge(list(iter_raw(keys, uuid, start, end, window_ms)))
+
+
 def read_buckets(
     keys: Keys, uuid: str, start: int, end: int, step_ms: int, raw: Tier, tier: Tier | None
 ) -> Buckets:

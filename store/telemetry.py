@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from store import kv
-from store.codec import Samples, decode_block, encode_block, merge
+from store.codec import Samples, encode_block
 from store.errors import Conflict
 from store.keys import Keys
 from store.registry import (
@@ -210,25 +210,3 @@ def latest_values(keys: Keys, uuids: Sequence[str] | None = None) -> dict[str, d
     else:
         items = list(kv.get_many([keys.latest(u) for u in uuids]).values())
     return {item.key.rsplit("/", 1)[-1]: json.loads(item.value) for item in items}
-
-
-# Reads ---------------------------------------------------------------------------------
-def read_samples(keys: Keys, uuid: str, start: int, end: int, window_ms: int) -> Samples:
-    """Every sample of `uuid` with start <= ts <= end, one per (ts, metric), sorted.
-
-    One range read; overlapping blocks are merged with the most recently written
-    block (highest etcd mod revision) winning.
-    """
-    low, high = keys.block_range(uuid, start, end, window_ms)
-    items = kv.get_range(low, high)
-    chosen = []
-    for item in items:
-        name = Keys.parse_block(item.key)
-        if name.t_last >= start and name.t_first <= end:
-            chosen.append(item)
-    chosen.sort(key=lambda it: it.mod_revision)
-    merged = merge([decode_block(it.value) for it in chosen])
-    sel = (merged.ts >= start) & (merged.ts <= end)
-    if sel.all():
-        return merged
-    return Samples(merged.ts[sel], merged.metric[sel], merged.value[sel], merged.names)

@@ -108,6 +108,8 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": [],
+    # `format` is the telemetry endpoint's own parameter (json, csv, wide), not DRF's.
+    "URL_FORMAT_OVERRIDE": None,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "GPU telemetry API",
@@ -177,6 +179,7 @@ CELERY_BEAT_SCHEDULE = {
     "compact-storage": {"task": "workers.compact", "schedule": COMPACTION_INTERVAL},
 }
 TELEMETRY_MAX_LIMIT = env_int("TELEMETRY_MAX_LIMIT", 10_000, minimum=1)
+TELEMETRY_MAX_BUCKETS = env_int("TELEMETRY_MAX_BUCKETS", 100_000, minimum=1)
 TELEMETRY_DEFAULT_LIMIT = env_int("TELEMETRY_DEFAULT_LIMIT", 1000, minimum=1)
 PORT = env_int("PORT", 8000, minimum=1)
 

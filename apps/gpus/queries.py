@@ -7,18 +7,24 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import json
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from django.conf import settings
 
 from apps.ingest.timeparse import format_timestamp
 from store import default_keys, window_ms
 from store.keys import MAX_TS, Keys
+from store.query import iter_raw, read_buckets
 from store.registry import get_record, list_records
-from store.telemetry import latest_values, read_samples
+from store.telemetry import latest_values
+from store.tiers import for_step as tier_for_step
+from store.tiers import tiers
 
 
 def gpu_view(record: dict[str, Any], latest: dict[str, list] | None) -> dict[str, Any]:
@@ -94,6 +100,8 @@ class TelemetryQuery:
     descending: bool = False
     limit: int = 1000
     after: tuple[int, str] | None = None  # (ts, metric) of the last row already returned
+    step_ms: int | None = None  # downsample into buckets of this size
+    agg: str = "avg"  # avg, min, max, last, sum or count of each bucket
 
 
 def encode_cursor(ts: int, metric: str) -> str:
@@ -115,59 +123,131 @@ def decode_cursor(text: str) -> tuple[int, str]:
 def telemetry_page(q: TelemetryQuery) -> dict[str, Any]:
     """The GPU and one page of its samples: {"gpu", "results", "next_cursor"}.
 
-    Raises NotFound for an unknown GPU.
+    Raises NotFound for an unknown GPU, TooManyPoints for a step query whose
+    window holds more buckets than TELEMETRY_MAX_BUCKETS.
     """
     keys = default_keys()
     record = get_record(keys, q.uuid)
-    gpu = gpu_view(record, latest_values(keys, [q.uuid]).get(q.uuid))
-    return {"gpu": gpu, **_samples_page(keys, q)}
+    latest = latest_values(keys, [q.uuid]).get(q.uuid)
+    return {"gpu": gpu_view(record, latest), **_page(iter_rows(keys, q, record, latest), q.limit)}
 
 
 def telemetry(q: TelemetryQuery) -> dict[str, Any]:
-    """Samples of one GPU in [start, end], ordered by (time, metric), one page at a time.
+    """One page of a GPU's samples: {"results": [...], "next_cursor": str | None}."""
+    page = telemetry_page(q)
+    return {"results": page["results"], "next_cursor": page["next_cursor"]}
 
-    Returns {"results": [...], "next_cursor": str | None}. Raises NotFound for an
-    unknown GPU.
+
+def _page(rows: Iterator[tuple[int, str, float]], limit: int) -> dict[str, Any]:
+    taken = list(itertools.islice(rows, limit + 1))
+    more = len(taken) > limit
+    taken = taken[:limit]
+    return {
+        "results": [
+            {"timestamp": format_timestamp(t), "metric_name": m, "value": v} for t, m, v in taken
+        ],
+        "next_cursor": encode_cursor(taken[-1][0], taken[-1][1]) if more else None,
+    }
+
+
+class TooManyPoints(ValueError):
+    pass
+
+
+def iter_rows(
+    keys: Keys, q: TelemetryQuery, record: dict[str, Any], latest: dict[str, list] | None
+) -> Iterator[tuple[int, str, float]]:
+    """(ts, metric, value) in (time, metric) order (or reversed), filtered, after the cursor.
+
+    Memory is bounded by one block window (raw) or by the bucket count (step).
     """
-    keys = default_keys()
-    get_record(keys, q.uuid)
-    return _samples_page(keys, q)
-
-
-def _samples_page(keys: Keys, q: TelemetryQuery) -> dict[str, Any]:
     start, end = q.start, q.end
     if q.after is not None:
         start, end = (
             (start, min(end, q.after[0])) if q.descending else (max(start, q.after[0]), end)
         )
-    samples = read_samples(keys, q.uuid, start, end, window_ms())
-    names = np.array(samples.names, dtype=object)
-    metric_names = names[samples.metric] if len(samples) else np.array([], dtype=object)
-    order = (
-        np.lexsort((metric_names.astype(str), samples.ts)) if len(samples) else np.array([], int)
+    wanted = frozenset(q.metrics)
+    source = (
+        _bucket_rows(keys, q, record, latest, start, end)
+        if q.step_ms
+        else _raw_rows(keys, q, start, end)
     )
+    for row in source:
+        if wanted and row[1] not in wanted:
+            continue
+        if q.after is not None and not _beyond((row[0], row[1]), q.after, q.descending):
+            continue
+        yield row
+
+
+def _raw_rows(
+    keys: Keys, q: TelemetryQuery, start: int, end: int
+) -> Iterator[tuple[int, str, float]]:
+    for samples in iter_raw(keys, q.uuid, start, end, window_ms(), q.descending):
+        rows = list(samples.rows())  # sorted by (ts, metric name): the codec's contract
+        yield from reversed(rows) if q.descending else rows
+
+
+def _bucket_rows(
+    keys: Keys,
+    q: TelemetryQuery,
+    record: dict[str, Any],
+    latest: dict[str, list] | None,
+    start: int,
+    end: int,
+) -> Iterator[tuple[int, str, float]]:
+    step = int(q.step_ms or 0)
+    newest = max((ts for ts, _ in (latest or {}).values()), default=record["first_seen"])
+    start, end = max(start, record["first_seen"]), min(end, newest)
+    if end < start:
+        return
+    buckets = (end - start) // step + 1
+    if buckets > settings.TELEMETRY_MAX_BUCKETS:
+        raise TooManyPoints(
+            f"step {step // 1000}s over this window gives {buckets} buckets per metric; at most "
+            f"{settings.TELEMETRY_MAX_BUCKETS}: use a larger step or a smaller window"
+        )
+    all_tiers = tiers()
+    b = read_buckets(keys, q.uuid, start, end, step, all_tiers[0], tier_for_step(step))
+    names = np.array(b.names, dtype=object)[b.metric] if len(b) else np.array([], dtype=object)
+    order = np.lexsort((names.astype(str), b.ts)) if len(b) else np.array([], dtype=int)
     if q.descending:
         order = order[::-1]
-    rows = []
-    wanted = set(q.metrics)
+    values = b.value(q.agg)
     for i in order.tolist():
-        ts, metric = int(samples.ts[i]), str(metric_names[i])
-        if wanted and metric not in wanted:
-            continue
-        if q.after is not None and not _beyond((ts, metric), q.after, q.descending):
-            continue
-        rows.append((ts, metric, float(samples.value[i])))
-        if len(rows) > q.limit:
-            break
-    more = len(rows) > q.limit
-    rows = rows[: q.limit]
-    return {
-        "results": [
-            {"timestamp": format_timestamp(t), "metric_name": m, "value": v} for t, m, v in rows
-        ],
-        "next_cursor": encode_cursor(rows[-1][0], rows[-1][1]) if more else None,
-    }
+        yield int(b.ts[i]), str(names[i]), float(values[i])
 
 
 def _beyond(row: tuple[int, str], after: tuple[int, str], descending: bool) -> bool:
     return row < after if descending else row > after
+
+
+def telemetry_csv(q: TelemetryQuery, wide: bool = False) -> Iterator[str]:
+    """The whole window of `q` as CSV lines (header first), ignoring its limit.
+
+    Long: timestamp,metric_name,value. Wide: timestamp and a column per metric
+    (the metrics asked for, else every metric the GPU has reported), empty where
+    a metric has no value at that time. Raises NotFound / TooManyPoints on the
+    first line.
+    """
+    keys = default_keys()
+    record = get_record(keys, q.uuid)
+    latest = latest_values(keys, [q.uuid]).get(q.uuid) or {}
+    rows = iter_rows(keys, q, record, latest)
+    if not wide:
+        yield "timestamp,metric_name,value\r\n"
+        for ts, metric, value in rows:
+            yield f"{format_timestamp(ts)},{_csv_cell(metric)},{value!r}\r\n"
+        return
+    columns = list(q.metrics) or sorted(latest)
+    yield ",".join(["timestamp", *(_csv_cell(c) for c in columns)]) + "\r\n"
+    for ts, group in itertools.groupby(rows, key=lambda r: r[0]):
+        values = {m: v for _, m, v in group}
+        cells = [repr(values[c]) if c in values else "" for c in columns]
+        yield ",".join([format_timestamp(ts), *cells]) + "\r\n"
+
+
+def _csv_cell(text: str) -> str:
+    if any(ch in text for ch in ',"\r\n'):
+        return '"' + text.replace('"', '""') + '"'
+    return text

@@ -10,6 +10,8 @@ from rest_framework import serializers
 from apps.gpus.queries import CursorError, TelemetryQuery, decode_cursor
 from apps.ingest.timeparse import format_timestamp, parse_timestamp
 from store.keys import MAX_TS
+from store.rollup import AGGREGATES
+from telemetry_site.env import parse_duration
 
 
 @extend_schema_field(OpenApiTypes.STR)  # RFC 3339 or epoch seconds: not only date-time
@@ -57,6 +59,26 @@ class TelemetryParams(serializers.Serializer):
     cursor = serializers.CharField(
         required=False, max_length=2000, help_text="the `next` of the previous page"
     )
+    step = serializers.CharField(
+        required=False, max_length=20, help_text="downsample into buckets of this size: 60s, 5m, 1h"
+    )
+    agg = serializers.ChoiceField(
+        choices=list(AGGREGATES), default="avg", help_text="aggregate of each bucket (with step)"
+    )
+    format = serializers.ChoiceField(
+        choices=["json", "csv", "wide"],
+        default="json",
+        help_text="json pages; csv: the whole window as CSV; wide: CSV with a column per metric",
+    )
+
+    def validate_step(self, value: str) -> int:
+        try:
+            ms = int(parse_duration(value) * 1000)
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from None
+        if ms < 1000:
+            raise serializers.ValidationError("step must be at least 1s")
+        return ms
 
     def validate_limit(self, value: int) -> int:
         if value > settings.TELEMETRY_MAX_LIMIT:
@@ -90,6 +112,8 @@ class TelemetryParams(serializers.Serializer):
             descending=data["order"] == "desc",
             limit=data.get("limit", settings.TELEMETRY_DEFAULT_LIMIT),
             after=data.get("cursor"),
+            step_ms=data.get("step"),
+            agg=data["agg"],
         )
 
 
@@ -136,3 +160,9 @@ class TelemetrySerializer(serializers.Serializer):
     end_time = serializers.CharField(allow_null=True)
     next = serializers.CharField(allow_null=True)
     results = SampleSerializer(many=True)
+
+
+class LatestSerializer(serializers.Serializer):
+    uuid = serializers.CharField()
+    last_seen = serializers.CharField(allow_null=True)
+    latest = serializers.DictField(child=LatestValueSerializer())

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
-from django.http import JsonResponse
+from django.http import JsonResponse, StreamingHttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
@@ -17,6 +18,7 @@ from apps.gpus.serializers import (
     GpuListParams,
     GpuSerializer,
     HostSerializer,
+    LatestSerializer,
     TelemetryParams,
     TelemetrySerializer,
 )
@@ -48,16 +50,25 @@ class GpuDetailView(APIView):
         return Response(queries.get_gpu(uuid))
 
 
-class GpuTelemetryView(APIView):
-    @extend_schema(
-        parameters=[TelemetryParams, OpenApiParameter("format", enum=["json", "csv"])],
-        responses=TelemetrySerializer,
-    )
+class GpuLatestView(APIView):
+    @extend_schema(responses=LatestSerializer)
     def get(self, request: Request, uuid: str) -> Response:
+        gpu = queries.get_gpu(uuid)
+        return Response({k: gpu[k] for k in ("uuid", "last_seen", "latest")})
+
+
+class GpuTelemetryView(APIView):
+    @extend_schema(parameters=[TelemetryParams], responses=TelemetrySerializer)
+    def get(self, request: Request, uuid: str) -> Response | StreamingHttpResponse:
         params = TelemetryParams(data=_with_metric_list(request))
         params.is_valid(raise_exception=True)
-        page = queries.telemetry_page(params.query(uuid))
         data = params.validated_data
+        if data["format"] != "json":
+            return _csv_response(uuid, params.query(uuid), data["format"])
+        try:
+            page = queries.telemetry_page(params.query(uuid))
+        except queries.TooManyPoints as exc:
+            return Response({"step": [str(exc)]}, status=400)
         return Response(
             {
                 "gpu": page["gpu"],
@@ -67,6 +78,24 @@ class GpuTelemetryView(APIView):
                 "results": page["results"],
             }
         )
+
+
+def _csv_response(
+    uuid: str, query: queries.TelemetryQuery, layout: str
+) -> Response | StreamingHttpResponse:
+    """The whole window as CSV, streamed: long (a row per sample) or wide (a row per time)."""
+    try:
+        lines = queries.telemetry_csv(query, wide=layout == "wide")
+        first = next(lines)  # raises NotFound / TooManyPoints before the response starts
+    except queries.TooManyPoints as exc:
+        return Response({"step": [str(exc)]}, status=400)
+    response = StreamingHttpResponse(itertools.chain([first], lines), content_type="text/csv")
+    response["Content-Disposition"] = f'attachment; filename="{_safe_name(uuid)}-{layout}.csv"'
+    return response
+
+
+def _safe_name(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)[:100]
 
 
 def _fmt(ms: int | None) -> str | None:
