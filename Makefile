@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format install system-deps clean bench-ingest openapi
+.PHONY: run test lint format install system-deps clean bench-ingest bench-storage openapi
 
 run: install
 	$(PY) -m tools.run
@@ -25,14 +25,15 @@ format: install
 
 install: system-deps $(STAMP)
 
-# Debian's etcd-server and redis-server (and haproxy, shellcheck to check deploy/),
-# only when their binaries are missing.
+# Debian's etcd-server and redis-server (and haproxy, shellcheck to check deploy/; chromium
+# for the dashboard's browser test), only when their binaries are missing.
 system-deps:
 	@missing=""; \
 	command -v etcd >/dev/null 2>&1 || missing="$$missing etcd-server"; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	command -v haproxy >/dev/null 2>&1 || missing="$$missing haproxy"; \
 	command -v shellcheck >/dev/null 2>&1 || missing="$$missing shellcheck"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing"; \
 		SUDO=""; [ "$$(id -u)" -ne 0 ] && SUDO="sudo"; \
@@ -45,6 +46,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
+
+# Storage size and query latency, ours vs one JSON key per sample (docs/PERFORMANCE.md).
+bench-storage: install
+	$(PY) -m bench.storage
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache

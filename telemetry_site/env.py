@@ -119,3 +119,16 @@ def env_tiers(name: str, default: str) -> list[dict[str, float | str]]:
                 f"and a multiple of {finer['name']}"
             )
     return tiers
+
+
+_RATE = re.compile(r"^\d+/(s|sec|second|m|min|minute|h|hour|d|day)$")
+
+
+def env_rate(name: str, default: str) -> str | None:
+    """A DRF throttle rate like `120/min`; `off` (or `none`) turns the throttle off."""
+    raw = os.environ.get(name, "").strip().lower() or default
+    if raw in ("off", "none"):
+        return None
+    if not _RATE.match(raw):
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a rate like 120/min (or off)")
+    return raw

@@ -12,6 +12,7 @@ from telemetry_site.env import (
     env_duration,
     env_int,
     env_list,
+    env_rate,
     env_secret,
     env_str,
     env_tiers,
@@ -38,8 +39,10 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "apps.accounts",
     "apps.ingest",
     "apps.gpus",
 ]
@@ -69,6 +72,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "apps.accounts.context.access",
             ],
         },
     },
@@ -87,7 +91,8 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "var" / "static"
+# Only `collectstatic` needs a STATIC_ROOT; WhiteNoise serves from the apps' folders.
+STATIC_ROOT = env_str("STATIC_ROOT", "") or None
 # WhiteNoise serves static files whatever DJANGO_DEBUG says, straight from the apps'
 # static/ folders (finders), so no `collectstatic` step exists anywhere: not in tests,
 # not in the image. Files are indexed once at start-up (re-scanned per request in DEBUG).
@@ -105,9 +110,17 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": env_int("API_PAGE_SIZE", 100, minimum=1),
     "EXCEPTION_HANDLER": "apps.gpus.errors.exception_handler",
-    "UNAUTHENTICATED_USER": None,
-    "DEFAULT_AUTHENTICATION_CLASSES": [],
-    "DEFAULT_PERMISSION_CLASSES": [],
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "apps.accounts.auth.BearerOrTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["apps.accounts.auth.TelemetryAccess"],
+    # per-view scope (uploads, reads); a rate of `off` turns a scope off
+    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.ScopedRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "uploads": env_rate("THROTTLE_UPLOADS", "120/min"),
+        "reads": env_rate("THROTTLE_READS", "6000/min"),
+    },
     # `format` is the telemetry endpoint's own parameter (json, csv, wide), not DRF's.
     "URL_FORMAT_OVERRIDE": None,
 }
@@ -120,6 +133,13 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
 }
+
+# --- Access ------------------------------------------------------------------
+# Writes need a token (or an admin session) unless TELEMETRY_WRITE_AUTH is off;
+# reads are open for local use unless TELEMETRY_READ_AUTH is on (REST, GraphQL, WebSocket).
+TELEMETRY_WRITE_AUTH = env_bool("TELEMETRY_WRITE_AUTH", True)
+TELEMETRY_READ_AUTH = env_bool("TELEMETRY_READ_AUTH", False)
+LOGIN_URL = "admin:login"
 
 # --- etcd store ----------------------------------------------------------------
 ETCD_ENDPOINTS = env_list("ETCD_ENDPOINTS", ["127.0.0.1:2379"])
@@ -166,6 +186,10 @@ INGEST_CHUNK_ROWS = env_int("INGEST_CHUNK_ROWS", 5000, minimum=1)
 INGEST_BUFFER_ROWS = env_int("INGEST_BUFFER_ROWS", 100_000, minimum=1)
 INGEST_MAX_ERRORS = env_int("INGEST_MAX_ERRORS", 20, minimum=0)
 INGEST_MAX_UPLOAD_BYTES = env_int("INGEST_MAX_UPLOAD_BYTES", 1024**3, minimum=1)
+INGEST_MAX_DECOMPRESSED_BYTES = env_int("INGEST_MAX_DECOMPRESSED_BYTES", 8 * 1024**3, minimum=1)
+INGEST_MAX_ROWS = env_int("INGEST_MAX_ROWS", 100_000_000, minimum=1)
+INGEST_MAX_LINE_CHARS = env_int("INGEST_MAX_LINE_CHARS", 256 * 1024, minimum=64)
+INGEST_MAX_METRICS_PER_GPU = env_int("INGEST_MAX_METRICS_PER_GPU", 1000, minimum=1)
 BLOCK_WINDOW_SECONDS = env_int("BLOCK_WINDOW_SECONDS", 3600, minimum=60)
 # Storage tiers, one block: "name:resolution:retention,...". `raw` keeps every sample;
 # the others keep per-bucket min/max/sum/count/last at their resolution. Retention is

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from apps.gpus import dashboard
 from apps.gpus.views import health_view, ready_view
 
 urlpatterns = [
@@ -12,4 +13,6 @@ urlpatterns = [
     path("health", health_view, name="health"),
     path("ready", ready_view, name="ready"),
     path("admin/", admin.site.urls),
+    path("", dashboard.fleet, name="dashboard"),
+    path("gpus/<str:uuid>/", dashboard.gpu_page, name="dashboard-gpu"),
 ]

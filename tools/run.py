@@ -8,6 +8,7 @@ server, loads the bundled samples, prints the URLs, then waits.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -51,6 +52,37 @@ def _start_stores(env: dict[str, str], started: list[services.Service]) -> None:
 
 def _manage(env: dict[str, str], *args: str) -> None:
     subprocess.run([PY, "manage.py", *args], cwd=REPO, env=env, check=True)
+
+
+def _ensure_admin(env: dict[str, str]) -> str:
+    """Create the local admin user `admin` once; returns how to log in.
+
+    The password is random, made on first use and kept in var/admin-password.txt
+    (mode 600). Production creates its user from DJANGO_SUPERUSER_* instead
+    (docs/DASHBOARD.md).
+    """
+    password_file = VAR / "admin-password.txt"
+    made = not password_file.exists()
+    if not made:
+        password = password_file.read_text().strip()
+    else:
+        password = secrets.token_urlsafe(15)
+        fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(password + "\n")
+    argv = ["createsuperuser", "--noinput", "--username", "admin", "--email", "admin@localhost"]
+    done = subprocess.run(
+        [PY, "manage.py", *argv],
+        cwd=REPO,
+        env={**env, "DJANGO_SUPERUSER_PASSWORD": password},
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0 and "already taken" not in done.stderr:
+        raise RuntimeError(f"could not create the admin user: {done.stderr.strip()}")
+    if done.returncode != 0 and made:
+        return "user admin existed already: set its password with `manage.py changepassword admin`"
+    return f"user admin, password in {password_file.relative_to(REPO)}"
 
 
 def _start_apps(env: dict[str, str], started: list[services.Service]) -> int:
@@ -115,6 +147,7 @@ def main() -> int:
     try:
         _start_stores(env, started)
         _manage(env, "migrate", "--no-input", "-v", "0")
+        admin_login = _ensure_admin(env)
         port = _start_apps(env, started)
         _manage(
             env,
@@ -125,9 +158,13 @@ def main() -> int:
             "--cluster",
             "demo",
         )
+        # Workers mirror GPUs into the admin's table as they register them; a sync also
+        # picks up GPUs stored by an earlier run into a database made since.
+        _manage(env, "sync_inventory")
         base = f"http://127.0.0.1:{port}"
         print(
-            f"\nReady. Open:\n  {base}/api/v1/gpus\n  {base}/api/v1/hosts\n  {base}/api/v1/clusters"
+            f"\nReady. Open:\n  {base}/  (dashboard)\n  {base}/admin/  ({admin_login})"
+            f"\n  {base}/api/v1/gpus\n  {base}/api/v1/hosts\n  {base}/api/v1/clusters"
             f"\n  {base}/swagger/\n  {base}/health  {base}/ready\n"
             "Upload more:  curl -F file=@your.csv " + f"{base}/api/v1/csv/upload\n"
             "Press Ctrl-C to stop everything started here."

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from apps.gpus import live
+from apps.gpus import inventory, live
 from apps.ingest import payload
 from store import window_ms
 from store.codec import dedupe
@@ -32,6 +32,8 @@ def persist_chunk(chunk: dict) -> dict:
     """
     decoded = payload.decode(chunk)
     result = write_chunk(Keys(decoded.root), decoded.job, decoded.seq, decoded.batches, window_ms())
+    if result.records:
+        inventory.mirror(result.records)  # the admin's copy; never raises
     if not result.already_done:
         gpus = [live.gpu_payload(b.facts, dedupe(b.samples).rows()) for b in decoded.batches]
         live.publish_chunk(f"{decoded.job}:{decoded.seq}", gpus)

@@ -10,6 +10,7 @@ from typing import Any
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
+from apps.accounts.auth import may_read
 from apps.gpus.live import CommandError, Subscriptions, samples_message
 
 
@@ -22,6 +23,10 @@ class TelemetryConsumer(AsyncJsonWebsocketConsumer):
     """
 
     async def connect(self) -> None:
+        if not may_read(self.scope.get("user")):
+            # 4401: the WebSocket analogue of HTTP 401 (application close codes are 4000-4999)
+            await self.close(code=4401)
+            return
         self.subs = Subscriptions()
         self.pending: collections.deque[tuple[str, list[str]]] = collections.deque(
             maxlen=settings.LIVE_CLIENT_BUFFER

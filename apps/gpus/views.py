@@ -25,7 +25,11 @@ from apps.gpus.serializers import (
 from apps.ingest.timeparse import format_timestamp
 
 
-class _PagedListView(APIView):
+class _ReadView(APIView):
+    throttle_scope = "reads"
+
+
+class _PagedListView(_ReadView):
     """A list endpoint answering DRF's page shape {count, next, previous, results}."""
 
     pagination_class = LimitOffsetPagination
@@ -44,20 +48,20 @@ class GpuListView(_PagedListView):
         return self.paged(request, queries.list_gpus(**params.validated_data))
 
 
-class GpuDetailView(APIView):
+class GpuDetailView(_ReadView):
     @extend_schema(responses=GpuSerializer)
     def get(self, request: Request, uuid: str) -> Response:
         return Response(queries.get_gpu(uuid))
 
 
-class GpuLatestView(APIView):
+class GpuLatestView(_ReadView):
     @extend_schema(responses=LatestSerializer)
     def get(self, request: Request, uuid: str) -> Response:
         gpu = queries.get_gpu(uuid)
         return Response({k: gpu[k] for k in ("uuid", "last_seen", "latest")})
 
 
-class GpuTelemetryView(APIView):
+class GpuTelemetryView(_ReadView):
     @extend_schema(parameters=[TelemetryParams], responses=TelemetrySerializer)
     def get(self, request: Request, uuid: str) -> Response | StreamingHttpResponse:
         params = TelemetryParams(data=_with_metric_list(request))

@@ -56,6 +56,30 @@ class RowRejected(ValueError):
     pass
 
 
+class TooLarge(ValueError):
+    """The input goes past a size limit (bytes uploaded, bytes decompressed, rows)."""
+
+
+class _CappedReader(io.RawIOBase):
+    """Refuses to give more than `limit` decompressed bytes: gzip bombs stop here."""
+
+    def __init__(self, inner: BinaryIO, limit: int) -> None:
+        self._inner = inner
+        self._limit = limit
+        self._count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: memoryview) -> int:  # type: ignore[override]
+        data = self._inner.read(len(buf))
+        self._count += len(data)
+        if self._count > self._limit:
+            raise TooLarge(f"the file decompresses to more than the limit of {self._limit} bytes")
+        buf[: len(data)] = data
+        return len(data)
+
+
 class _Peekable(io.RawIOBase):
     """Lets us look at the first bytes (gzip magic) of a stream that cannot seek."""
 
@@ -85,17 +109,45 @@ class _Peekable(io.RawIOBase):
         return len(data)
 
 
-def open_text(raw: BinaryIO) -> io.TextIOWrapper:
+def open_text(raw: BinaryIO, max_decompressed: int | None = None) -> io.TextIOWrapper:
     """Text view of CSV bytes: gzip detected by magic, UTF-8 with or without BOM, any newline.
 
     Undecodable bytes become U+FFFD, so binary garbage ends as a header error or
-    as rejected rows, never as an exception halfway through.
+    as rejected rows, never as an exception halfway through. Gzip input that
+    decompresses past `max_decompressed` bytes raises TooLarge when read there.
     """
     stream = _Peekable(raw)
     buffered: BinaryIO = io.BufferedReader(stream, buffer_size=1 << 16)
     if stream.peek(2) == _GZIP_MAGIC:
         buffered = gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[assignment]
+        if max_decompressed is not None:
+            capped = _CappedReader(buffered, max_decompressed)
+            buffered = io.BufferedReader(capped, buffer_size=1 << 16)  # type: ignore[assignment]
     return io.TextIOWrapper(buffered, encoding="utf-8-sig", errors="replace", newline="")
+
+
+_LONG_LINE = "\x00line-too-long\x00"
+
+
+def _bounded_lines(text: io.TextIOBase, limit: int) -> Iterator[str]:
+    """The lines of `text`, but one longer than `limit` characters becomes a marker line.
+
+    The rest of an over-long line is skipped in `limit`-sized pieces, so a file
+    with no line end never sits in memory whole; the marker keeps line numbers
+    right (it stands for one physical line) and is rejected as a row.
+    """
+    while True:
+        line = text.readline(limit + 1)
+        if not line:
+            return
+        if len(line) > limit and line[-1] not in "\r\n":
+            while True:
+                rest = text.readline(limit + 1)
+                if not rest or rest[-1] in "\r\n":
+                    break
+            yield _LONG_LINE + "\n"
+            continue
+        yield line
 
 
 def parse_value(text: str) -> float:
@@ -154,6 +206,8 @@ class Parser:
 
     text: io.TextIOBase
     max_errors: int = 20
+    max_line: int = 256 * 1024
+    max_metrics_per_gpu: int = 1000
     rows_read: int = 0
     accepted: int = 0
     rejected: int = 0
@@ -161,7 +215,8 @@ class Parser:
 
     def __post_init__(self) -> None:
         csv.field_size_limit(MAX_FIELD)
-        self._reader = csv.reader(self.text)
+        self._reader = csv.reader(_bounded_lines(self.text, self.max_line))
+        self._metrics_of: dict[str, set[str]] = {}
         self._ts = TimestampCache(max_ms=MAX_TS)
         self._seen: set[str] = set()
         self.layout = self._read_header()
@@ -213,12 +268,25 @@ class Parser:
                 continue
             self.rows_read += 1
             try:
+                if fields[0] == _LONG_LINE:
+                    raise RowRejected(f"the line is longer than {self.max_line} characters")
                 row = convert(fields)
+                self._check_metric_count(row)
             except ValueError as exc:  # RowRejected, InvalidSegment, bad timestamp
                 self._reject(start, str(exc))
                 continue
             self.accepted += 1
             yield row
+
+    def _check_metric_count(self, row: Row) -> None:
+        known = self._metrics_of.setdefault(row.uuid, set())
+        new = {name for name, _ in row.values} - known
+        if new and len(known) + len(new) > self.max_metrics_per_gpu:
+            raise RowRejected(
+                f"GPU {row.uuid} already has {len(known)} metrics in this file: "
+                f"at most {self.max_metrics_per_gpu} (INGEST_MAX_METRICS_PER_GPU)"
+            )
+        known |= new
 
     def _reject(self, line: int, message: str, *, fatal: bool = False) -> None:
         self.rejected += 1

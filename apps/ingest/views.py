@@ -36,6 +36,7 @@ class RawCsvParser(BaseParser):
 
 
 class UploadView(APIView):
+    throttle_scope = "uploads"
     parser_classes = [MultiPartParser, RawCsvParser]
 
     @extend_schema(
@@ -110,6 +111,8 @@ def _counts(job: dict) -> dict:
 
 
 class JobView(APIView):
+    throttle_scope = "reads"
+
     @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request: Request, job_id: str) -> Response:
         return Response(service.job_status(job_id))

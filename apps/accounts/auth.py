@@ -1,0 +1,62 @@
+"""Who may read and write: API tokens (DRF tokens, managed in the admin) and sessions.
+
+Writes (uploads) always need an authenticated caller unless TELEMETRY_WRITE_AUTH
+is off; reads are open unless TELEMETRY_READ_AUTH is on. The WebSocket and
+GraphQL apply the same `may_read` rule.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from rest_framework import permissions
+from rest_framework.authentication import TokenAuthentication
+from rest_framework.request import Request
+
+
+class BearerOrTokenAuthentication(TokenAuthentication):
+    """`Authorization: Token <key>` (DRF's form) or `Authorization: Bearer <key>`."""
+
+    def authenticate(self, request: Request) -> Any:
+        header = request.META.get("HTTP_AUTHORIZATION", "")
+        if header[:7].lower() == "bearer ":
+            request.META["HTTP_AUTHORIZATION"] = "Token " + header[7:]
+        return super().authenticate(request)
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Bearer realm="telemetry"'
+
+
+def may_read(user: Any) -> bool:
+    return not settings.TELEMETRY_READ_AUTH or bool(user and user.is_authenticated)
+
+
+def may_write(user: Any) -> bool:
+    return not settings.TELEMETRY_WRITE_AUTH or bool(user and user.is_authenticated)
+
+
+class TelemetryAccess(permissions.BasePermission):
+    """Reads by `may_read`, writes by `may_write` (401 with a Bearer challenge otherwise)."""
+
+    message = "authentication required: send 'Authorization: Bearer <token>'"
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        if request.method in permissions.SAFE_METHODS:
+            return may_read(request.user)
+        return may_write(request.user)
+
+
+def read_page(view: Any) -> Any:
+    """Dashboard pages follow the read rule: with TELEMETRY_READ_AUTH, log in first."""
+    from functools import wraps
+
+    from django.contrib.auth.views import redirect_to_login
+
+    @wraps(view)
+    def wrapper(request: Any, *args: Any, **kwargs: Any) -> Any:
+        if not may_read(request.user):
+            return redirect_to_login(request.get_full_path())
+        return view(request, *args, **kwargs)
+
+    return wrapper

@@ -1,0 +1,199 @@
+"""The dashboard in headless Chromium against a real gateway, worker, etcd and Redis.
+
+Uploads the real DCGM export, checks the fleet grid and a GPU's chart, uploads a second
+file through the page's form and watches the live update arrive on the open GPU page.
+Saves the README's screenshots to docs/screenshots/. Every wait is a deadline poll.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+
+from tests.conftest import REPO, service_env
+from tests.helpers import wait_for
+from tools import services
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SHOTS = REPO / "docs" / "screenshots"
+CLUSTER = "dgx"
+HEADER = (
+    "timestamp,metric_name,gpu_id,device,uuid,modelName,Hostname,container,pod,namespace,"
+    "value,labels_raw"
+)
+WAIT_MS = 30_000
+
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason="chromium is not installed (make install adds it)"
+)
+
+
+@pytest.fixture
+def gateway(worker, etcd, redis_server, tmp_path: Path) -> Iterator[str]:
+    """A uvicorn gateway on a fresh etcd root; yields its base URL."""
+    port = services.free_port()
+    argv = [sys.executable, "-m", "uvicorn", "telemetry_site.asgi:application"]
+    argv += ["--host", "127.0.0.1", "--port", str(port)]
+    prefix = f"/dash-{uuid.uuid4().hex[:10]}"
+    with services.start_command(
+        "gateway-dashboard",
+        argv,
+        log_path=tmp_path / "gateway.log",
+        env=service_env(etcd.url, redis_server.url, ETCD_PREFIX=prefix),
+        ready=lambda: services.http_ok("127.0.0.1", port),
+        port=port,
+    ):
+        yield f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def upload(base: str, data: bytes, name: str) -> dict:
+    response = requests.post(
+        f"{base}/api/v1/csv/upload",
+        files={"file": (name, data)},
+        data={"cluster": CLUSTER},
+        timeout=120,
+    )
+    assert response.status_code == 202, response.text
+    job_url = f"{base}{response.headers['Location']}"
+
+    def done() -> dict | None:
+        body = requests.get(job_url, timeout=10).json()
+        assert body["state"] != "failed", body
+        return body if body["state"] == "done" else None
+
+    return wait_for(done, 120, "upload stored")
+
+
+def newer_samples(row: dict[str, str], count: int) -> bytes:
+    """`count` seconds of utilization and temperature for the GPU of `row`, a minute after
+    the real export ends; utilization climbs 1, 2, 3 ... so the last value is `count`."""
+    out = io.StringIO()
+    writer = csv.writer(out, quoting=csv.QUOTE_ALL, lineterminator="\n")
+    out.write(HEADER + "\n")
+    for i in range(count):
+        ts = f"2025-07-18T20:43:{40 + i:02d}Z"
+        for metric, value in (("DCGM_FI_DEV_GPU_UTIL", i + 1), ("DCGM_FI_DEV_GPU_TEMP", 60)):
+            fields = {**row, "timestamp": ts, "metric_name": metric, "value": str(value)}
+            writer.writerow([fields[name] for name in HEADER.split(",")])
+    return out.getvalue().encode()
+
+
+def samples_shown(page, metric: str) -> int:
+    return int(page.get_attribute(f'.chart[data-metric="{metric}"]', "data-samples") or 0)
+
+
+def test_dashboard_shows_the_fleet_charts_a_gpu_and_follows_a_live_upload(
+    gateway: str, browser, real_csv: Path, tmp_path: Path
+):
+    job = upload(gateway, real_csv.read_bytes(), real_csv.name)
+    assert job["rows_accepted"] == 2470
+    first = next(csv.DictReader(io.StringIO(real_csv.read_text())))
+    gpu = first["uuid"]
+    SHOTS.mkdir(parents=True, exist_ok=True)
+
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    requested: list[str] = []
+    context.on("request", lambda request: requested.append(request.url))
+    page_errors: list[str] = []
+
+    fleet = context.new_page()
+    fleet.on("pageerror", lambda exc: page_errors.append(str(exc)))
+    fleet.goto(f"{gateway}/")
+    fleet.wait_for_selector(".tile", timeout=WAIT_MS)
+    assert fleet.locator(".tile").count() == 247
+    assert fleet.inner_text("#stat-gpus") == "247"
+    fleet.wait_for_selector('#live-state[data-state="on"]', timeout=WAIT_MS)
+    fleet.check('input[name=mode][value="temp"]')
+    assert fleet.get_attribute("#fleet", "data-mode") == "temp"
+    fleet.check('input[name=mode][value="util"]')
+    fleet.screenshot(path=str(SHOTS / "fleet-1280x800.png"))
+
+    # Open the GPU from its tile, in a second tab: the first keeps the upload form.
+    gpu_page = context.new_page()
+    gpu_page.on("pageerror", lambda exc: page_errors.append(str(exc)))
+    href = fleet.get_attribute(f'.tile[data-uuid="{gpu}"]', "href")
+    gpu_page.goto(f"{gateway}{href}")
+    util = "DCGM_FI_DEV_GPU_UTIL"
+    gpu_page.wait_for_selector(f'.chart[data-metric="{util}"][data-samples]', timeout=WAIT_MS)
+    before = samples_shown(gpu_page, util)
+    assert before == 1  # the export has one sample of each metric per GPU
+    assert gpu_page.locator(f'.chart[data-metric="{util}"] canvas').count() >= 1
+    assert gpu_page.inner_text("#gpu-uuid") == gpu
+    gpu_page.wait_for_selector('#live-state[data-state="on"]', timeout=WAIT_MS)
+
+    # A second file through the form: the open GPU page gets its samples over the socket.
+    extra = tmp_path / "newer.csv"
+    extra.write_bytes(newer_samples(first, 10))
+    fleet.set_input_files("#upload-file", str(extra))
+    fleet.fill("#upload-cluster", CLUSTER)
+    fleet.click("#upload-form button[type=submit]")
+    fleet.wait_for_selector('#upload-status[data-state="done"]', timeout=WAIT_MS * 2)
+    assert "20 rows accepted" in fleet.inner_text("#upload-message")
+    gpu_page.wait_for_function(
+        "([m, n]) => Number(document.querySelector(`.chart[data-metric='${m}']`)"
+        ".dataset.samples) >= n",
+        arg=[util, before + 10],
+        timeout=WAIT_MS,
+    )
+    row = gpu_page.locator(f'#latest tr[data-metric="{util}"]')
+    assert row.locator(".value").inner_text().startswith("10")
+    assert row.locator(".at").inner_text() == "2025-07-18T20:43:49Z"
+    assert gpu_page.inner_text("#last-seen") == "2025-07-18T20:43:49Z"
+    # ... and the fleet page's tile for that GPU too
+    fleet.wait_for_function(
+        "u => document.querySelector(`.tile[data-uuid='${u}'] .val.util`).textContent === '10%'",
+        arg=gpu,
+        timeout=WAIT_MS,
+    )
+    gpu_page.screenshot(path=str(SHOTS / "gpu-page.png"), full_page=True)
+
+    phone = browser.new_context(
+        viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True
+    )
+    phone.on("request", lambda request: requested.append(request.url))
+    small = phone.new_page()
+    small.goto(f"{gateway}/")
+    small.wait_for_selector(".tile", timeout=WAIT_MS)
+    small.screenshot(path=str(SHOTS / "fleet-390x844.png"))
+    small.goto(f"{gateway}{href}")
+    small.wait_for_selector(f'.chart[data-metric="{util}"][data-samples]', timeout=WAIT_MS)
+    small.screenshot(path=str(SHOTS / "gpu-page-390x844.png"))
+    for url in (f"{gateway}/", f"{gateway}{href}"):
+        small.goto(url)
+        small.wait_for_load_state("load")
+        width = small.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"{url} is {width}px wide on a 390px screen"
+
+    assert not page_errors
+    hosts = {urlsplit(url).hostname for url in requested if not url.startswith("data:")}
+    assert hosts == {"127.0.0.1"}, sorted(set(requested))
+    context.close()
+    phone.close()
