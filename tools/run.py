@@ -148,6 +148,8 @@ def main() -> int:
         _start_stores(env, started)
         _manage(env, "migrate", "--no-input", "-v", "0")
         admin_login = _ensure_admin(env)
+        token_file = VAR / "api-token.txt"
+        _manage(env, "api_token", "admin", "--write", str(token_file))
         port = _start_apps(env, started)
         _manage(
             env,
@@ -166,7 +168,8 @@ def main() -> int:
             f"\nReady. Open:\n  {base}/  (dashboard)\n  {base}/admin/  ({admin_login})"
             f"\n  {base}/api/v1/gpus\n  {base}/api/v1/hosts\n  {base}/api/v1/clusters"
             f"\n  {base}/swagger/\n  {base}/health  {base}/ready\n"
-            "Upload more:  curl -F file=@your.csv " + f"{base}/api/v1/csv/upload\n"
+            f'Upload more:  curl -H "Authorization: Bearer $(cat {token_file.relative_to(REPO)})" '
+            f"-F file=@your.csv {base}/api/v1/csv/upload\n"
             "Press Ctrl-C to stop everything started here."
         )
         while True:
