@@ -39,7 +39,9 @@ _pid: int | None = None
 def _endpoints() -> list[pyetcd.Endpoint]:
     creds = None
     if settings.ETCD_CA_CERT:
-        creds = pyetcd.MultiEndpointEtcd3Client.get_secure_creds(settings.ETCD_CA_CERT)
+        creds = pyetcd.MultiEndpointEtcd3Client.get_secure_creds(
+            settings.ETCD_CA_CERT, settings.ETCD_KEY or None, settings.ETCD_CERT or None
+        )
     endpoints = []
     for item in settings.ETCD_ENDPOINTS:
         host, _, port = item.removeprefix("http://").removeprefix("https://").rpartition(":")

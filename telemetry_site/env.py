@@ -132,3 +132,17 @@ def env_rate(name: str, default: str) -> str | None:
     if not _RATE.match(raw):
         raise ImproperlyConfigured(f"{name}={raw!r} is not a rate like 120/min (or off)")
     return raw
+
+
+def with_password(url: str, password: str) -> str:
+    """`url` with `password` in it (redis://:pw@host...), unless it has one or none is given."""
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if not password or parts.password:
+        return url
+    user = parts.username or ""
+    netloc = f"{user}:{quote(password, safe='')}@{parts.hostname or ''}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -16,6 +16,7 @@ from telemetry_site.env import (
     env_secret,
     env_str,
     env_tiers,
+    with_password,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -31,6 +32,22 @@ if not SECRET_KEY:
     SECRET_KEY = "insecure-development-key-set-DJANGO_SECRET_KEY-in-production"
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 
+# Served over HTTPS (directly or behind a proxy that sets X-Forwarded-Proto): secure
+# cookies, HSTS and a redirect to https, except for the probes and /metrics, which
+# orchestrators call over plain HTTP inside the cluster.
+HTTPS = env_bool("DJANGO_HTTPS", False)
+if HTTPS:
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = True
+    SECURE_REDIRECT_EXEMPT = [r"^health$", r"^ready$", r"^metrics$"]
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 31_536_000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", True)
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -45,6 +62,8 @@ INSTALLED_APPS = [
     "apps.accounts",
     "apps.ingest",
     "apps.gpus",
+    # After apps.gpus, whose graphene/graphiql.html (local assets, no CDN) must win.
+    "graphene_django",
 ]
 
 MIDDLEWARE = [
@@ -134,6 +153,10 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
+# --- GraphQL (docs/GRAPHQL.md) ------------------------------------------------------
+ENABLE_GRAPHQL = env_bool("ENABLE_GRAPHQL", True)
+GRAPHENE = {"SCHEMA": "apps.gpus.graphql_schema.schema"}
+
 # --- Access ------------------------------------------------------------------
 # Writes need a token (or an admin session) unless TELEMETRY_WRITE_AUTH is off;
 # reads are open for local use unless TELEMETRY_READ_AUTH is on (REST, GraphQL, WebSocket).
@@ -148,12 +171,19 @@ ETCD_TIMEOUT = env_duration("ETCD_TIMEOUT", 5.0)
 ETCD_USER = env_str("ETCD_USER", "")
 ETCD_PASSWORD = env_secret("ETCD_PASSWORD")
 ETCD_CA_CERT = env_str("ETCD_CA_CERT", "")
+ETCD_CERT = env_str("ETCD_CERT", "")  # client certificate and key, for etcd's mutual TLS
+ETCD_KEY = env_str("ETCD_KEY", "")
+if bool(ETCD_CERT) != bool(ETCD_KEY) or (ETCD_CERT and not ETCD_CA_CERT):
+    raise ImproperlyConfigured("ETCD_CERT and ETCD_KEY go together, and need ETCD_CA_CERT")
 if bool(ETCD_USER) != bool(ETCD_PASSWORD):
     raise ImproperlyConfigured("ETCD_USER and ETCD_PASSWORD go together: set both or neither")
 
 # --- Celery on Redis ---------------------------------------------------------------
-REDIS_URL = env_secret("REDIS_URL", "redis://127.0.0.1:6379/0")
-CELERY_BROKER_URL = env_secret("CELERY_BROKER_URL", REDIS_URL)
+# REDIS_PASSWORD (or REDIS_PASSWORD_FILE) is put into the Redis URLs below, so that
+# the URLs themselves can live in plain configuration.
+REDIS_PASSWORD = env_secret("REDIS_PASSWORD")
+REDIS_URL = with_password(env_secret("REDIS_URL", "redis://127.0.0.1:6379/0"), REDIS_PASSWORD)
+CELERY_BROKER_URL = with_password(env_secret("CELERY_BROKER_URL", REDIS_URL), REDIS_PASSWORD)
 CELERY_TASK_SERIALIZER = "msgpack"
 CELERY_ACCEPT_CONTENT = ["msgpack", "json"]
 CELERY_RESULT_BACKEND = None
@@ -168,7 +198,7 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # --- Live feed (Channels) --------------------------------------------------------
 ENABLE_WEBSOCKET = env_bool("ENABLE_WEBSOCKET", True)
-CHANNEL_REDIS_URL = env_secret("CHANNEL_REDIS_URL", REDIS_URL)
+CHANNEL_REDIS_URL = with_password(env_secret("CHANNEL_REDIS_URL", REDIS_URL), REDIS_PASSWORD)
 CHANNEL_LAYERS = {
     "default": {
         # Pub/sub: a group message is one PUBLISH that each gateway process fans out
