@@ -14,11 +14,12 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set u
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from apps.accounts.channels_auth import TokenAuthMiddleware  # noqa: E402
 from apps.gpus.routing import BrowserOriginValidator, websocket_urlpatterns  # noqa: E402
 
 routes = {"http": django_application}
 if settings.ENABLE_WEBSOCKET:
     routes["websocket"] = BrowserOriginValidator(
-        AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+        AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
     )
 application = ProtocolTypeRouter(routes)

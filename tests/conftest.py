@@ -130,3 +130,19 @@ def real_csv() -> Path:
     if not REAL_CSV.exists():
         pytest.skip(f"the real DCGM export is not here ({REAL_CSV}); it lives in ../shared/")
     return REAL_CSV
+
+
+@pytest.fixture
+def sent_tasks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Names of the Celery tasks this process sends during the test (still sent for real)."""
+    from telemetry_site.celery import app
+
+    sent: list[str] = []
+    real = app.send_task
+
+    def spy(name: str, *args, **kwargs):
+        sent.append(name)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(app, "send_task", spy)
+    return sent

@@ -19,10 +19,10 @@ class BearerOrTokenAuthentication(TokenAuthentication):
     """`Authorization: Token <key>` (DRF's form) or `Authorization: Bearer <key>`."""
 
     def authenticate(self, request: Request) -> Any:
-        header = request.META.get("HTTP_AUTHORIZATION", "")
-        if header[:7].lower() == "bearer ":
-            request.META["HTTP_AUTHORIZATION"] = "Token " + header[7:]
-        return super().authenticate(request)
+        parts = request.headers.get("authorization", "").split()
+        if len(parts) != 2 or parts[0].lower() not in ("bearer", "token"):
+            return None  # no token given: other authenticators (session) may apply
+        return self.authenticate_credentials(parts[1])
 
     def authenticate_header(self, request: Request) -> str:
         return 'Bearer realm="telemetry"'
