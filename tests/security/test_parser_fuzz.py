@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 from apps.ingest.formats import HeaderError
 from apps.ingest.parsing import Parser, TooLarge, open_text
 
-LONG_HEADER = ",".join(
-    ["timestamp", "metric_name", "gpu_id", "device", "uuid", "modelName", "Hostname"]
-    + ["container", "pod", "namespace", "value", "labels_raw"]
+LONG_HEADER = (
+    "timestamp,metric_name,gpu_id,device,uuid,modelName,Hostname,"
+    "container,pod,namespace,value,labels_raw"
 )
 WIDE_HEADER = "timestamp,gpu_id,hostname,uuid,device,modelname,gpu_utilization,temperature"
 
