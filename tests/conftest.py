@@ -7,6 +7,7 @@ where the test's gateway code decided.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -32,6 +33,18 @@ def service_env(etcd_url: str, broker_url: str, **extra: str) -> dict[str, str]:
         DJANGO_ALLOWED_HOSTS="*",
         DATABASE_URL=f"sqlite:///{REPO / 'var' / 'test-children.sqlite3'}",
         **extra,
+    )
+
+
+def migrate_children_db(etcd_url: str, broker_url: str) -> None:
+    """The SQLite file that worker and gateway children share gets Django's tables."""
+    (REPO / "var").mkdir(exist_ok=True)
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"],
+        cwd=REPO,
+        env=service_env(etcd_url, broker_url),
+        check=True,
+        timeout=120,
     )
 
 
@@ -107,6 +120,7 @@ def live_services(etcd: services.Service, redis_server: services.Service) -> Ite
 def worker(
     live_services: None, etcd: services.Service, redis_server: services.Service, service_dir: Path
 ) -> Iterator[services.Service]:
+    migrate_children_db(etcd.url, redis_server.url)
     with start_worker(service_dir, etcd.url, redis_server.url) as svc:
         yield svc
 

@@ -1,0 +1,46 @@
+"""No N+1: every GPU with its latest values costs the same few etcd reads at any fleet size.
+
+store.kv's read functions are wrapped with a counting spy (the reads still happen).
+"""
+
+from __future__ import annotations
+
+from tests.api.api_support import generated, upload
+from tests.graphql.gql_support import data
+from tests.helpers import wait_job_done
+
+EVERY_GPU_WITH_LATEST = """{
+  gpus(first: 1000) {
+    totalCount
+    edges { node { uuid host cluster lastSeen latest { metricName timestamp value } } }
+  }
+}"""
+# The records' range read and the latest values' range read, whatever the GPU count.
+GPUS_READS = 2
+
+
+def test_all_247_gpus_with_latest_take_two_etcd_reads(real_fleet, api, kv_reads):
+    answer = data(api, EVERY_GPU_WITH_LATEST)["gpus"]
+    assert answer["totalCount"] == len(answer["edges"]) == 247
+    assert all(len(e["node"]["latest"]) == 10 for e in answer["edges"])
+    assert sorted(kv_reads) == ["get_prefix", "get_prefix"]
+    assert len(kv_reads) == GPUS_READS <= 3
+
+
+def test_a_small_fleet_takes_the_same_reads(pipeline, api, kv_reads):
+    response = upload(api, generated(hosts=2, gpus_per_host=3, samples=2, seed=9))
+    wait_job_done(api, response.json()["id"])
+    kv_reads.clear()
+    answer = data(api, EVERY_GPU_WITH_LATEST)["gpus"]
+    assert answer["totalCount"] == 6
+    assert len(kv_reads) == GPUS_READS
+
+
+def test_one_gpu_and_the_lists_take_a_fixed_number_of_reads(real_fleet, api, kv_reads):
+    uuid = data(api, "{ gpus(first: 1) { edges { node { uuid } } } }")["gpus"]["edges"][0]
+    kv_reads.clear()
+    data(api, f'{{ gpu(uuid: "{uuid["node"]["uuid"]}") {{ uuid latest {{ value }} }} }}')
+    assert len(kv_reads) == 3  # locator, record, latest
+    kv_reads.clear()
+    data(api, "{ clusters { name gpuCount } hosts { hostname } }")
+    assert len(kv_reads) == 2  # one records range read each
