@@ -63,7 +63,7 @@ def _endpoints() -> list[pyetcd.Endpoint]:
 def _connect() -> pyetcd.MultiEndpointEtcd3Client:
     from store.kv import translated
 
-    with translated():
+    with translated("connect"):
         return pyetcd.MultiEndpointEtcd3Client(
             endpoints=_endpoints(),
             timeout=settings.ETCD_TIMEOUT,

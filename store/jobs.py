@@ -22,10 +22,22 @@ def save_job(keys: Keys, job: dict[str, Any]) -> None:
 
 
 def load_job(keys: Keys, job_id: str) -> dict[str, Any]:
-    """The job document plus `chunks_done` (markers written by workers); raises NotFound."""
+    """The job document plus `chunks_done` and `chunks_failed` (written by workers).
+
+    Raises NotFound.
+    """
     item = kv.get(keys.job(job_id))
     if item is None:
         raise NotFound(f"no ingest job {job_id!r}")
     job = json.loads(item.value)
     job["chunks_done"] = kv.count_prefix(keys.chunks_prefix(job_id))
+    job["chunks_failed"] = kv.count_prefix(keys.failures_prefix(job_id))
+    if job["chunks_failed"]:
+        failures = kv.get_prefix(keys.failures_prefix(job_id))
+        job["chunk_errors"] = [json.loads(f.value) for f in failures[:20]]
     return job
+
+
+def mark_chunk_failed(keys: Keys, job_id: str, seq: int, error: str) -> None:
+    """Record that a chunk can never be stored (a bug or a corrupt payload, not an outage)."""
+    kv.put(keys.failure(job_id, seq), json.dumps({"seq": seq, "error": error[:500]}).encode())

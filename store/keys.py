@@ -172,3 +172,9 @@ class Keys:
 
     def chunk(self, job_id: str, seq: int) -> str:
         return f"{self.chunks_prefix(job_id)}{seq:06d}"
+
+    def failures_prefix(self, job_id: str) -> str:
+        return f"{self.root}/chunk-failures/{check_segment(job_id, 'job id')}/"
+
+    def failure(self, job_id: str, seq: int) -> str:
+        return f"{self.failures_prefix(job_id)}{seq:06d}"

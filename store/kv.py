@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +13,7 @@ import pyetcd
 from pyetcd import exceptions as etcd_exc
 from pyetcd import utils as etcd_utils
 
+from observability.metrics import ETCD_ERRORS, ETCD_SECONDS
 from store import client
 from store.errors import StoreUnavailable
 
@@ -29,17 +31,22 @@ _UNAVAILABLE = (
 
 
 @contextlib.contextmanager
-def translated() -> Iterator[None]:
-    """Turn client and gRPC failures into StoreUnavailable."""
+def translated(op: str = "other") -> Iterator[None]:
+    """Turn client and gRPC failures into StoreUnavailable; time the request as `op`."""
+    started = time.perf_counter()
     try:
         yield
     except _UNAVAILABLE as exc:
+        ETCD_ERRORS.labels(op).inc()
         raise StoreUnavailable(f"etcd is unavailable: {type(exc).__name__} {exc}".strip()) from exc
     except ValueError as exc:
         # pyetcd raises ValueError('Trying to use a failed node') while an endpoint rests.
         if "failed node" in str(exc):
+            ETCD_ERRORS.labels(op).inc()
             raise StoreUnavailable("etcd is unavailable: every endpoint failed") from exc
         raise
+    finally:
+        ETCD_SECONDS.labels(op).observe(time.perf_counter() - started)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,38 +62,38 @@ def _item(value: bytes, meta: Any) -> Item:
 
 
 def get(key: str) -> Item | None:
-    with translated():
+    with translated("get"):
         value, meta = client.get().get(key)
     return None if meta is None else _item(value, meta)
 
 
 def get_prefix(prefix: str) -> list[Item]:
-    with translated():
+    with translated("get_prefix"):
         return [_item(v, m) for v, m in client.get().get_prefix(prefix)]
 
 
 def get_range(start: str, end: str) -> list[Item]:
-    with translated():
+    with translated("get_range"):
         return [_item(v, m) for v, m in client.get().get_range(start, end)]
 
 
 def count_prefix(prefix: str) -> int:
-    with translated():
+    with translated("count_prefix"):
         return int(client.get().get_prefix_response(prefix, count_only=True).count)
 
 
 def put(key: str, value: bytes) -> None:
-    with translated():
+    with translated("put"):
         client.get().put(key, value)
 
 
 def delete_prefix(prefix: str) -> None:
-    with translated():
+    with translated("delete_prefix"):
         client.get().delete_prefix(prefix)
 
 
 def status() -> dict[str, Any]:
-    with translated():
+    with translated("status"):
         st = client.get().status()
     return {"version": st.version, "db_size": st.db_size, "raft_index": st.raft_index}
 
@@ -119,7 +126,7 @@ def cmp_mod_revision(key: str, revision: int) -> Any:
 
 def txn(compare: Sequence[Any], success: Sequence[Any], failure: Sequence[Any] = ()) -> bool:
     """Run one transaction; True when the comparisons held and `success` ran."""
-    with translated():
+    with translated("txn"):
         ok, _ = client.get().transaction(list(compare), list(success), list(failure))
     return bool(ok)
 
@@ -129,7 +136,7 @@ def get_many(keys: Sequence[str]) -> dict[str, Item]:
     found: dict[str, Item] = {}
     for i in range(0, len(keys), MAX_TXN_OPS):
         batch = keys[i : i + MAX_TXN_OPS]
-        with translated():
+        with translated("get_many"):
             _, responses = client.get().transaction([], [op_get(k) for k in batch], [])
         for kvs in responses:
             for value, meta in kvs:
@@ -170,7 +177,7 @@ class KeyInfo:
 
 def keys_in_range(start: str, end: str, min_mod_revision: int | None = None) -> list[KeyInfo]:
     """Keys (no values) in [start, end), optionally only those changed at or after a revision."""
-    with translated():
+    with translated("keys_in_range"):
         response = client.get().get_range_response(
             start, end, keys_only=True, min_mod_revision=min_mod_revision
         )
@@ -184,7 +191,7 @@ def prefix_end(prefix: str) -> str:
 
 def revision() -> int:
     """The store's current revision (a read; nothing is written)."""
-    with translated():
+    with translated("revision"):
         response = client.get().get_response("\0", count_only=True)
     return int(response.header.revision)
 
@@ -195,13 +202,13 @@ def lock(key: str, ttl: int = 600) -> Iterator[bool]:
 
     The key vanishes with the lease, so a holder that dies frees the lock after `ttl` s.
     """
-    with translated():
+    with translated("lock"):
         lease = client.get().lease(ttl)
         acquired = txn([cmp_absent(key)], [pyetcd.transactions.Put(key, b"held", lease=lease)])
     try:
         yield acquired
     finally:
-        with translated():
+        with translated("lock"):
             lease.revoke()
 
 
@@ -214,7 +221,7 @@ def delete_keys_guarded(items: Sequence[KeyInfo], puts: Sequence[tuple[str, byte
 
 def get_range_rev(start: str, end: str) -> tuple[list[Item], int]:
     """Items in [start, end) and the store revision they were read at."""
-    with translated():
+    with translated("get_range_rev"):
         response = client.get().get_range_response(start, end)
     items = [Item(kv.key.decode(), kv.value, kv.mod_revision, kv.version) for kv in response.kvs]
     return items, int(response.header.revision)
@@ -234,5 +241,5 @@ def delete_in_batches(keys: Sequence[str]) -> int:
 
 def defragment() -> None:
     """Defragment the etcd member this process talks to (it pauses that member briefly)."""
-    with translated():
+    with translated("defragment"):
         client.get().defragment()

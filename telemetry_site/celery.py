@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "telemetry_site.settings")
 
@@ -25,3 +25,24 @@ def _drop_inherited_etcd_client(**_: object) -> None:
     from store import client
 
     client.reset()
+
+
+@worker_process_shutdown.connect
+def _forget_metrics_of_exiting_child(pid: int | None = None, **_: object) -> None:
+    if pid and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)
+
+
+@worker_init.connect
+def _serve_worker_metrics(**_: object) -> None:
+    """With WORKER_METRICS_PORT, the worker's main process serves /metrics (all its children)."""
+    port = os.environ.get("WORKER_METRICS_PORT", "").strip()
+    if not port:
+        return
+    from prometheus_client import start_http_server
+
+    from observability.metrics import registry
+
+    start_http_server(int(port), registry=registry())

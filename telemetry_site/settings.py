@@ -67,6 +67,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "observability.middleware.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -193,7 +194,16 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "telemetry"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# A task taken by a worker that dies without acknowledging it (SIGKILL, lost host) goes back
+# to the queue after this long (Redis transport). It must exceed the longest task run and
+# retry countdown (30 s), or a slow task is delivered twice (harmless: writes are
+# idempotent, docs/RELIABILITY.md). Workers sweep for such tasks every tenth of it (1-100 s).
+BROKER_VISIBILITY_TIMEOUT = env_duration("CELERY_VISIBILITY_TIMEOUT", 3600.0)
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": BROKER_VISIBILITY_TIMEOUT,
+    "unacked_restore_interval": min(max(BROKER_VISIBILITY_TIMEOUT / 10, 1.0), 100.0),
+    "unacked_restore_throttle": 1,
+}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # --- Live feed (Channels) --------------------------------------------------------
@@ -236,6 +246,11 @@ TELEMETRY_MAX_LIMIT = env_int("TELEMETRY_MAX_LIMIT", 10_000, minimum=1)
 TELEMETRY_MAX_BUCKETS = env_int("TELEMETRY_MAX_BUCKETS", 100_000, minimum=1)
 TELEMETRY_DEFAULT_LIMIT = env_int("TELEMETRY_DEFAULT_LIMIT", 1000, minimum=1)
 PORT = env_int("PORT", 8000, minimum=1)
+# `manage.py stream` (the original streamer's settings): the file it replays, rows per
+# batch, time between batches.
+CSV_FILE = env_str("CSV_FILE", str(BASE_DIR / "samples" / "dcgm_sample.csv"))
+BATCH_SIZE = env_int("BATCH_SIZE", 100, minimum=1)
+STREAM_INTERVAL = env_duration("STREAM_INTERVAL", 1.0)
 
 LOGGING = {
     "version": 1,

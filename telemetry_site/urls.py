@@ -1,9 +1,11 @@
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from apps.gpus import dashboard
-from apps.gpus.views import health_view, ready_view
+from apps.gpus.graphql_view import TelemetryGraphQLView
+from apps.gpus.views import health_view, metrics_view, ready_view
 
 urlpatterns = [
     path("api/v1/", include("apps.ingest.urls")),
@@ -11,8 +13,12 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("swagger/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger"),
     path("health", health_view, name="health"),
+    path("metrics", metrics_view, name="metrics"),
     path("ready", ready_view, name="ready"),
     path("admin/", admin.site.urls),
     path("", dashboard.fleet, name="dashboard"),
     path("gpus/<str:uuid>/", dashboard.gpu_page, name="dashboard-gpu"),
 ]
+
+if settings.ENABLE_GRAPHQL:  # off: no route, so /graphql answers 404
+    urlpatterns.append(path("graphql", TelemetryGraphQLView.as_view(graphiql=True), name="graphql"))

@@ -8,6 +8,7 @@ server, loads the bundled samples, prints the URLs, then waits.
 from __future__ import annotations
 
 import os
+import shutil
 import secrets
 import signal
 import subprocess
@@ -26,6 +27,12 @@ def _env() -> dict[str, str]:
     env.setdefault("DJANGO_DEBUG", "true")
     env.setdefault("DJANGO_SETTINGS_MODULE", "telemetry_site.settings")
     env["PYTHONPATH"] = str(REPO)
+    # One metrics folder for every process started here, emptied each run: /metrics on
+    # the gateway then adds up the gateway, the worker's children and the ingests.
+    metrics_dir = VAR / "metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir))
     return env
 
 

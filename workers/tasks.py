@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import logging
+import time
+
 from celery import shared_task
 
 from apps.gpus import inventory, live
 from apps.ingest import payload
+from apps.ingest.payload import PayloadError
+from observability.metrics import CHUNK_SECONDS, CHUNKS, SAMPLES_STORED
 from store import window_ms
 from store.codec import dedupe
 from store.errors import Conflict, StoreUnavailable
+from store.jobs import mark_chunk_failed
 from store.keys import Keys
 from store.telemetry import write_chunk
+
+log = logging.getLogger(__name__)
 
 
 @shared_task(
@@ -30,11 +38,36 @@ def persist_chunk(chunk: dict) -> dict:
     Idempotent, so redelivery after a crash is safe. Publishing happens only
     after the chunk's transactions committed, and only the first time.
     """
-    decoded = payload.decode(chunk)
-    result = write_chunk(Keys(decoded.root), decoded.job, decoded.seq, decoded.batches, window_ms())
+    started = time.perf_counter()
+    try:
+        decoded = payload.decode(chunk)
+        result = write_chunk(
+            Keys(decoded.root), decoded.job, decoded.seq, decoded.batches, window_ms()
+        )
+    except (StoreUnavailable, Conflict):
+        CHUNKS.labels("retried").inc()
+        raise  # autoretry: the chunk is written once etcd answers again
+    except (PayloadError, ValueError) as exc:
+        # Nothing a retry can fix (a corrupt payload, an invalid key segment): record it on
+        # the job so it ends "failed" instead of waiting for this chunk forever.
+        _record_failure(chunk, exc)
+        return {"failed": str(exc)}
+    CHUNKS.labels("already_done" if result.already_done else "stored").inc()
+    if not result.already_done:
+        SAMPLES_STORED.inc(result.samples)
+    CHUNK_SECONDS.observe(time.perf_counter() - started)
     if result.records:
         inventory.mirror(result.records)  # the admin's copy; never raises
     if not result.already_done:
         gpus = [live.gpu_payload(b.facts, dedupe(b.samples).rows()) for b in decoded.batches]
         live.publish_chunk(f"{decoded.job}:{decoded.seq}", gpus)
     return {"samples": result.samples, "blocks": result.blocks, "already_done": result.already_done}
+
+
+def _record_failure(chunk: dict, exc: Exception) -> None:
+    log.error("chunk %s:%s cannot be stored: %s", chunk.get("job"), chunk.get("seq"), exc)
+    CHUNKS.labels("failed").inc()
+    try:
+        mark_chunk_failed(Keys(str(chunk["root"])), str(chunk["job"]), int(chunk["seq"]), str(exc))
+    except (KeyError, TypeError, ValueError) as inner:
+        log.error("and the chunk is too broken to name its job: %s", inner)

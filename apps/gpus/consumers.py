@@ -12,6 +12,7 @@ from django.conf import settings
 
 from apps.accounts.auth import may_read
 from apps.gpus.live import CommandError, Subscriptions, samples_message
+from observability.metrics import WEBSOCKET_CLIENTS
 
 
 class TelemetryConsumer(AsyncJsonWebsocketConsumer):
@@ -35,12 +36,17 @@ class TelemetryConsumer(AsyncJsonWebsocketConsumer):
         self.wakeup = asyncio.Event()
         self.groups_joined: set[str] = set()
         await self.accept()
+        WEBSOCKET_CLIENTS.inc()
+        self.counted = True
         self.sender = asyncio.create_task(self._send_loop())
         uuid = self.scope.get("url_route", {}).get("kwargs", {}).get("uuid")
         if uuid:
             await self._command({"action": "subscribe", "gpus": [uuid]})
 
     async def disconnect(self, code: int) -> None:
+        if getattr(self, "counted", False):
+            WEBSOCKET_CLIENTS.dec()
+            self.counted = False
         if hasattr(self, "sender"):
             self.sender.cancel()
         for group in getattr(self, "groups_joined", ()):

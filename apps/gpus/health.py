@@ -34,5 +34,18 @@ def check_broker() -> dict[str, Any]:
     return {"ok": True}
 
 
+def queue_depth() -> int | None:
+    """Chunk tasks waiting in the broker's queue (a Redis list), or None if unreachable."""
+    client = redis.Redis.from_url(
+        settings.CELERY_BROKER_URL, socket_timeout=_TIMEOUT_S, socket_connect_timeout=_TIMEOUT_S
+    )
+    try:
+        return int(client.llen(settings.CELERY_TASK_DEFAULT_QUEUE))
+    except redis.RedisError:
+        return None
+    finally:
+        client.close()
+
+
 def check_all() -> dict[str, dict[str, Any]]:
     return {"etcd": check_etcd(), "broker": check_broker()}

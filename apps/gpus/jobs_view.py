@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from apps.ingest.service import public_state
 from apps.ingest.timeparse import format_timestamp
 from store import kv
 from store.keys import Keys
@@ -33,17 +34,9 @@ def list_jobs(keys: Keys, limit: int = 50) -> list[dict[str, Any]]:
         if not isinstance(job, dict) or "id" not in job:
             continue
         job["chunks_done"] = kv.count_prefix(keys.chunks_prefix(str(job["id"])))
-        job["status"] = status(job)
+        job["chunks_failed"] = kv.count_prefix(keys.failures_prefix(str(job["id"])))
+        job["status"] = public_state(job)
         created = job.get("created_at")
         job["created"] = format_timestamp(int(created)) if isinstance(created, int) else ""
         jobs.append(job)
     return jobs
-
-
-def status(job: dict[str, Any]) -> str:
-    """The state the API shows (apps.ingest.service.job_status): running, done or failed."""
-    if job.get("state") == "failed":
-        return "failed"
-    if job.get("state") == "parsing":
-        return "running"
-    return "done" if job["chunks_done"] >= int(job.get("chunks_expected") or 0) else "running"

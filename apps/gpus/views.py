@@ -5,8 +5,9 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from django.http import JsonResponse, StreamingHttpResponse
+from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
+from prometheus_client import CONTENT_TYPE_LATEST
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -23,6 +24,7 @@ from apps.gpus.serializers import (
     TelemetrySerializer,
 )
 from apps.ingest.timeparse import format_timestamp
+from observability.metrics import exposition
 
 
 class _ReadView(APIView):
@@ -143,6 +145,17 @@ class ClusterListView(_PagedListView):
     @extend_schema(responses=ClusterSerializer(many=True))
     def get(self, request: Request) -> Response:
         return self.paged(request, queries.list_clusters())
+
+
+def metrics_view(request: Any) -> HttpResponse:
+    """Prometheus text: this machine's processes, plus the queue depth read now."""
+    depth = health.queue_depth()
+    extra = [
+        "# HELP telemetry_queue_depth Chunk tasks waiting in the broker queue\n",
+        "# TYPE telemetry_queue_depth gauge\n",
+        f"telemetry_queue_depth {depth if depth is not None else 'NaN'}\n",
+    ]
+    return HttpResponse(exposition(extra), content_type=CONTENT_TYPE_LATEST)
 
 
 def health_view(request: Any) -> JsonResponse:

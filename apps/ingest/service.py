@@ -17,6 +17,7 @@ from django.conf import settings
 from apps.ingest import payload
 from apps.ingest.chunking import Chunk, Chunker
 from apps.ingest.parsing import Parser, Row, RowError, TooLarge, open_text
+from observability.metrics import ROWS
 from store import default_keys
 from store.errors import StoreError
 from store.jobs import load_job, new_job_id, save_job
@@ -126,6 +127,8 @@ def ingest(
             _save_failed(keys, job, parser, chunker, started, exc)
         raise
     _finish(job, parser, chunker, started, state="parsed")
+    ROWS.labels("accepted").inc(parser.accepted)
+    ROWS.labels("rejected").inc(parser.rejected)
     if parser.rows_read == 0:
         raise NoRows("the file has a header but no data rows")
     if parser.accepted == 0:
@@ -174,15 +177,17 @@ def _finish(
 def job_status(job_id: str) -> dict[str, Any]:
     """The job as the API shows it: the saved document plus progress and a derived state."""
     job = load_job(default_keys(), job_id)
+    return {**job, "state": public_state(job)}
+
+
+def public_state(job: dict[str, Any]) -> str:
+    """running, done or failed, from the saved document and the workers' markers."""
+    finished = job.get("chunks_done", 0) + job.get("chunks_failed", 0)
     if job["state"] == "failed":
-        public = "failed"
-    elif job["state"] == "parsing":
-        public = "running"  # the file is still being read: more chunks may come
-    elif job["chunks_done"] >= job["chunks_expected"]:
-        public = "done"
-    else:
-        public = "running"
-    return {**job, "state": public}
+        return "failed"
+    if job["state"] == "parsing" or finished < job.get("chunks_expected", 0):
+        return "running"  # still reading the file, or chunks still queued
+    return "failed" if job.get("chunks_failed") else "done"
 
 
 # --- Rows parsed elsewhere: the streamer's batches and the scraper's rounds -------------
@@ -235,18 +240,22 @@ class RowsJob:
         *,
         rejected: int = 0,
         errors: Iterable[RowError] = (),
+        accepted: int | None = None,
     ) -> int:
         """Enqueue `rows` (facts of a GPU come from `facts(row)` of its first row in a
-        chunk) and count `rejected` more rows read; returns the samples enqueued."""
+        chunk) and count `rejected` more rows read; returns the samples enqueued.
+
+        `accepted` is how many input rows `rows` stands for when that is not one
+        per Row (a scrape groups a GPU's sample lines into one Row)."""
         if self.closed:
             raise RuntimeError(f"job {self.job['id']} is closed")
         self._facts = facts
         before = self._chunker.samples
-        accepted = 0
+        count = 0
         try:
             for row in rows:
                 self._chunker.add(row)
-                accepted += 1
+                count += 1
             self._chunker.finish()
         except Exception as exc:
             self.closed = True
@@ -255,6 +264,7 @@ class RowsJob:
                 with contextlib.suppress(StoreError):
                     save_job(self._keys, self.job)
             raise
+        accepted = count if accepted is None else accepted
         self._counts["rows_read"] += accepted + rejected
         self._counts["rows_accepted"] += accepted
         self._counts["rows_rejected"] += rejected
@@ -355,6 +365,7 @@ class JobSeries:
         *,
         rejected: int = 0,
         errors: Iterable[RowError] = (),
+        accepted: int | None = None,
     ) -> int:
         """RowsJob.send on the current job; a failed send leaves the next send a new job."""
         with self._lock:
@@ -365,7 +376,7 @@ class JobSeries:
                 self._opened = self._clock()
             job = self._job
             try:
-                samples = job.send(rows, facts, rejected=rejected, errors=errors)
+                samples = job.send(rows, facts, rejected=rejected, errors=errors, accepted=accepted)
             except Exception:
                 self._job = None
                 self.jobs_failed += 1

@@ -1,0 +1,149 @@
+"""`/graphql`: graphene-django's view with the query guards, the REST read rule and local GraphiQL.
+
+* Guards (apps.gpus.graphql_guards) run as a validation rule, with this request's
+  variables, before any resolver reads etcd; refusals are 400 with `errors`.
+* Access is the REST API's read rule: DRF's authenticators (token, session), then
+  `may_read`, then the `reads` throttle scope. A GraphQL POST is a read: it has no
+  mutation. CSRF-exempt like the REST views; a session-authenticated POST still needs
+  the CSRF token (DRF's SessionAuthentication checks it), which GraphiQL sends.
+* GraphiQL (GET with `Accept: text/html`) loads only files from apps/gpus/static/graphiql/.
+* etcd unreachable: the errors say so and the status is 503 with Retry-After, as in REST.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.views import redirect_to_login
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from graphene_django.views import GraphQLView
+from graphql import GraphQLError
+from graphql.validation import specified_rules
+from rest_framework import exceptions
+from rest_framework.views import APIView
+
+from apps.accounts.auth import may_read
+from apps.gpus.graphql_guards import Limits, guard_rule
+from apps.gpus.graphql_schema import page_limits
+from store.errors import InvalidSegment, StoreUnavailable
+
+_CODES = {StoreUnavailable: "UNAVAILABLE", InvalidSegment: "BAD_ARGUMENT"}
+
+
+class _ReadRule(APIView):
+    """Only to run REST's authentication, permission and throttle steps on a request."""
+
+    throttle_scope = "reads"
+
+
+class TelemetryGraphQLView(GraphQLView):
+    graphiql_template = "graphene/graphiql.html"  # apps/gpus/templates: local assets
+    max_depth = 8
+    max_introspection_depth = 16
+    max_cost = 50_000  # never below 2 x TELEMETRY_MAX_LIMIT (see limits())
+
+    # The files in apps/gpus/static/graphiql/ (SOURCE.md): versions and sha256 pinned
+    # here, so a graphene-django upgrade cannot point the template at other files.
+    react_version = "17.0.2"
+    react_sri = "sha256-Ipu/TQ50iCCVZBUsZyNJfxrDk0E2yhaEIz0vqI+kFG8="
+    react_dom_sri = "sha256-nbMykgB6tsOFJ7OdVmPpdqMFVk4ZsqWocT6issAPUF0="
+    graphiql_version = "2.4.7"
+    graphiql_sri = "sha256-n/LKaELupC1H/PU6joz+ybeRJHT2xCdekEt6OYMOOZU="
+    graphiql_css_sri = "sha256-OsbM+LQHcnFHi0iH7AUKueZvDcEBoy/z4hJ7jx1cpsM="
+    subscriptions_transport_ws_version = "5.13.1"
+    subscriptions_transport_ws_sri = "sha256-EZhvg6ANJrBsgLvLAa0uuHNLepLJVCFYS+xlb5U/bqw="
+    graphiql_plugin_explorer_version = "0.1.15"
+    graphiql_plugin_explorer_sri = "sha256-3hUuhBXdXlfCj6RTeEkJFtEh/kUG+TCDASFpFPLrzvE="
+    graphiql_plugin_explorer_css_sri = "sha256-fA0LPUlukMNR6L4SPSeFqDTYav8QdWjQ2nr559Zln1U="
+
+    unavailable = False
+
+    @classmethod
+    def as_view(cls, **initkwargs: Any) -> Any:
+        return csrf_exempt(super().as_view(**initkwargs))
+
+    def limits(self) -> Limits:
+        return Limits(
+            max_depth=self.max_depth,
+            max_introspection_depth=self.max_introspection_depth,
+            max_cost=max(self.max_cost, 2 * settings.TELEMETRY_MAX_LIMIT),
+            pages=page_limits(),
+        )
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        refused = self.refuse_read(request)
+        if refused is not None:
+            return refused
+        response = super().dispatch(request, *args, **kwargs)
+        if self.unavailable:
+            response["Retry-After"] = "5"
+        return response
+
+    def refuse_read(self, request: HttpRequest) -> HttpResponse | None:
+        """None when REST would let this caller read; else REST's status, GraphQL's shape."""
+        rule = _ReadRule()
+        rule.args, rule.kwargs, rule.headers = (), {}, {}
+        rule.request = drf_request = rule.initialize_request(request)
+        try:
+            if not may_read(drf_request.user):  # authenticates: a bad token raises
+                if self.graphiql and self.request_wants_html(request):
+                    return redirect_to_login(request.get_full_path())
+                raise exceptions.NotAuthenticated(
+                    "authentication required: send 'Authorization: Bearer <token>'"
+                )
+            rule.check_throttles(drf_request)
+        except exceptions.APIException as exc:
+            return _refusal(exc, rule.get_authenticate_header(drf_request))
+        return None
+
+    def execute_graphql_request(
+        self,
+        request: HttpRequest,
+        data: Any,
+        query: Any,
+        variables: Any,
+        operation_name: Any,
+        show_graphiql: bool = False,
+    ) -> Any:
+        given = variables if isinstance(variables, dict) else {}
+        self.validation_rules = [*specified_rules, guard_rule(self.limits(), given)]
+        result = super().execute_graphql_request(
+            request, data, query, variables, operation_name, show_graphiql
+        )
+        errors = (result.errors or []) if result is not None else []
+        self.unavailable = any(
+            isinstance(getattr(e, "original_error", None), StoreUnavailable) for e in errors
+        )
+        return result
+
+    def get_response(self, request: HttpRequest, data: Any, show_graphiql: bool = False) -> Any:
+        result, status = super().get_response(request, data, show_graphiql)
+        return result, 503 if self.unavailable else status
+
+    @staticmethod
+    def format_error(error: Exception) -> dict[str, Any]:
+        formatted = GraphQLView.format_error(error)
+        original = (
+            getattr(error, "original_error", None) if isinstance(error, GraphQLError) else None
+        )
+        for kind, code in _CODES.items():
+            if isinstance(original, kind):
+                formatted.setdefault("extensions", {})["code"] = code
+        return formatted
+
+
+def _refusal(exc: exceptions.APIException, challenge: str | None) -> JsonResponse:
+    """DRF's status for `exc` (401 only with a challenge to send, as DRF does) as GraphQL errors."""
+    status = exc.status_code
+    if status == 401 and not challenge:
+        status = 403
+    body = {"errors": [{"message": str(exc.detail), "extensions": {"code": exc.get_codes()}}]}
+    response = JsonResponse(body, status=status)
+    if status == 401:
+        response["WWW-Authenticate"] = challenge
+    wait = getattr(exc, "wait", None)
+    if wait:
+        response["Retry-After"] = str(int(wait))
+    return response

@@ -1,0 +1,66 @@
+"""Prometheus metrics of every process (gateway, worker, ingest commands).
+
+With PROMETHEUS_MULTIPROC_DIR set (make run and the tests set it; deploy/ sets it per pod),
+each process writes its samples to files there and `/metrics` on the gateway adds up every
+process on the machine. Without it, each process counts for itself.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+ROWS = Counter("telemetry_rows_total", "CSV rows parsed, by outcome", ["outcome"])
+SAMPLES_STORED = Counter("telemetry_samples_stored_total", "Samples written to etcd by workers")
+CHUNKS = Counter("telemetry_chunks_total", "Chunk tasks finished, by outcome", ["outcome"])
+CHUNK_SECONDS = Histogram(
+    "telemetry_chunk_seconds",
+    "Time a worker spends persisting one chunk",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+ETCD_SECONDS = Histogram(
+    "telemetry_etcd_request_seconds",
+    "etcd request latency, by operation",
+    ["op"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
+)
+ETCD_ERRORS = Counter(
+    "telemetry_etcd_errors_total", "etcd requests that failed, by operation", ["op"]
+)
+WEBSOCKET_CLIENTS = Gauge(
+    "telemetry_websocket_clients", "Connected WebSocket clients", multiprocess_mode="livesum"
+)
+HTTP_REQUESTS = Counter(
+    "telemetry_http_requests_total",
+    "HTTP requests, by method, route and status",
+    ["method", "route", "status"],
+)
+HTTP_SECONDS = Histogram(
+    "telemetry_http_request_seconds",
+    "HTTP request latency, by method and route",
+    ["method", "route"],
+)
+
+
+def registry() -> CollectorRegistry:
+    """Every process of this machine (multiprocess mode), or this process alone."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged)
+        return merged
+    from prometheus_client import REGISTRY
+
+    return REGISTRY
+
+
+def exposition(extra: list[str] | None = None) -> bytes:
+    """The text exposition of `registry()`, plus extra lines computed by the caller."""
+    return generate_latest(registry()) + "".join(extra or []).encode()

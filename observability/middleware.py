@@ -1,0 +1,50 @@
+"""HTTP request counts and latency by route (the URL pattern, never the raw path)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+
+from observability.metrics import HTTP_REQUESTS, HTTP_SECONDS
+
+
+def _route(request: Any) -> str:
+    match = getattr(request, "resolver_match", None)
+    return f"/{match.route}" if match is not None and match.route else "unmatched"
+
+
+def _observe(request: Any, status: int, started: float) -> None:
+    route = _route(request)
+    HTTP_REQUESTS.labels(request.method, route, str(status)).inc()
+    HTTP_SECONDS.labels(request.method, route).observe(time.perf_counter() - started)
+
+
+class RequestMetricsMiddleware:
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[Any], Any]) -> None:
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: Any) -> Any:
+        if self.is_async:
+            return self._acall(request)
+        started = time.perf_counter()
+        response = self.get_response(request)
+        _observe(request, response.status_code, started)
+        return response
+
+    async def _acall(self, request: Any) -> Any:
+        started = time.perf_counter()
+        response = await self.get_response(request)  # type: ignore[misc]
+        _observe(request, response.status_code, started)
+        return response
+
+
+__all__ = ["RequestMetricsMiddleware"]
