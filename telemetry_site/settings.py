@@ -7,6 +7,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from observability.logs import logging_config
 from telemetry_site.env import (
     env_bool,
     env_duration,
@@ -252,10 +253,7 @@ CSV_FILE = env_str("CSV_FILE", str(BASE_DIR / "samples" / "dcgm_sample.csv"))
 BATCH_SIZE = env_int("BATCH_SIZE", 100, minimum=1)
 STREAM_INTERVAL = env_duration("STREAM_INTERVAL", 1.0)
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO").upper()},
-}
+try:
+    LOGGING = logging_config(env_str("LOG_FORMAT", "plain"), env_str("LOG_LEVEL", "INFO"))
+except ValueError as exc:
+    raise ImproperlyConfigured(str(exc)) from None

@@ -10,6 +10,7 @@ from celery import shared_task
 from apps.gpus import inventory, live
 from apps.ingest import payload
 from apps.ingest.payload import PayloadError
+from observability.logs import job_context
 from observability.metrics import CHUNK_SECONDS, CHUNKS, SAMPLES_STORED
 from store import window_ms
 from store.codec import dedupe
@@ -38,6 +39,11 @@ def persist_chunk(chunk: dict) -> dict:
     Idempotent, so redelivery after a crash is safe. Publishing happens only
     after the chunk's transactions committed, and only the first time.
     """
+    with job_context(str(chunk.get("job", ""))):
+        return _persist(chunk)
+
+
+def _persist(chunk: dict) -> dict:
     started = time.perf_counter()
     try:
         decoded = payload.decode(chunk)
@@ -55,7 +61,16 @@ def persist_chunk(chunk: dict) -> dict:
     CHUNKS.labels("already_done" if result.already_done else "stored").inc()
     if not result.already_done:
         SAMPLES_STORED.inc(result.samples)
-    CHUNK_SECONDS.observe(time.perf_counter() - started)
+    elapsed = time.perf_counter() - started
+    CHUNK_SECONDS.observe(elapsed)
+    log.info(
+        "chunk %s stored: %d samples, %d blocks, %.1f ms%s",
+        decoded.seq,
+        result.samples,
+        result.blocks,
+        elapsed * 1000,
+        " (already stored: a redelivery)" if result.already_done else "",
+    )
     if result.records:
         inventory.mirror(result.records)  # the admin's copy; never raises
     if not result.already_done:

@@ -6,6 +6,7 @@ Views and commands call `ingest`; it holds the whole upload path.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -17,6 +18,7 @@ from django.conf import settings
 from apps.ingest import payload
 from apps.ingest.chunking import Chunk, Chunker
 from apps.ingest.parsing import Parser, Row, RowError, TooLarge, open_text
+from observability.logs import job_context
 from observability.metrics import ROWS
 from store import default_keys
 from store.errors import StoreError
@@ -24,6 +26,8 @@ from store.jobs import load_job, new_job_id, save_job
 from store.keys import Keys, check_segment
 
 PERSIST_TASK = "workers.persist_chunk"
+
+log = logging.getLogger(__name__)
 
 
 class NoRows(ValueError):
@@ -112,29 +116,44 @@ def ingest(
         chunk_rows=settings.INGEST_CHUNK_ROWS,
         buffer_rows=settings.INGEST_BUFFER_ROWS,
     )
-    try:
-        max_rows = settings.INGEST_MAX_ROWS
-        for row in parser:
-            if parser.rows_read > max_rows:
-                raise TooLarge(
-                    f"the file has more than {max_rows} rows (INGEST_MAX_ROWS); "
-                    "split it, the rows before the limit are kept"
-                )
-            chunker.add(row)
-        chunker.finish()
-    except Exception as exc:
-        if saved:
-            _save_failed(keys, job, parser, chunker, started, exc)
-        raise
-    _finish(job, parser, chunker, started, state="parsed")
-    ROWS.labels("accepted").inc(parser.accepted)
-    ROWS.labels("rejected").inc(parser.rejected)
-    if parser.rows_read == 0:
-        raise NoRows("the file has a header but no data rows")
-    if parser.accepted == 0:
-        raise NothingAccepted(job)
-    save_job(keys, job)
+    with job_context(job["id"]):
+        log.info("ingest of %s into cluster %s started (%s format)", source, cluster, parser.format)
+        try:
+            _parse_all(parser, chunker)
+        except Exception as exc:
+            log.warning("ingest of %s stopped: %s", source, exc)
+            if saved:
+                _save_failed(keys, job, parser, chunker, started, exc)
+            raise
+        _finish(job, parser, chunker, started, state="parsed")
+        ROWS.labels("accepted").inc(parser.accepted)
+        ROWS.labels("rejected").inc(parser.rejected)
+        log.info(
+            "ingest of %s parsed: %d rows, %d accepted, %d rejected, %d chunks queued",
+            source,
+            parser.rows_read,
+            parser.accepted,
+            parser.rejected,
+            chunker.chunks,
+        )
+        if parser.rows_read == 0:
+            raise NoRows("the file has a header but no data rows")
+        if parser.accepted == 0:
+            raise NothingAccepted(job)
+        save_job(keys, job)
     return job
+
+
+def _parse_all(parser: Parser, chunker: Chunker) -> None:
+    max_rows = settings.INGEST_MAX_ROWS
+    for row in parser:
+        if parser.rows_read > max_rows:
+            raise TooLarge(
+                f"the file has more than {max_rows} rows (INGEST_MAX_ROWS); "
+                "split it, the rows before the limit are kept"
+            )
+        chunker.add(row)
+    chunker.finish()
 
 
 def _save_failed(
