@@ -8,8 +8,8 @@ server, loads the bundled samples, prints the URLs, then waits.
 from __future__ import annotations
 
 import os
-import shutil
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
