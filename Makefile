@@ -58,3 +58,11 @@ clean:
 openapi: install
 	DJANGO_DEBUG=true $(PY) manage.py spectacular --validate --fail-on-warn --file docs/openapi.yaml
 	@echo "wrote docs/openapi.yaml"
+
+# Ingest throughput end to end against the naive baseline (docs/PERFORMANCE.md).
+bench-ingest: install
+	$(PY) -m bench.ingest
+
+# Live feed latency with 1 and 100 WebSocket clients (docs/PERFORMANCE.md).
+bench-live: install
+	$(PY) -m bench.live
