@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format install system-deps clean bench-ingest bench-storage openapi
+.PHONY: run test lint format install system-deps clean bench-ingest bench-live bench-storage openapi
 
 run: install
 	$(PY) -m tools.run
