@@ -73,14 +73,16 @@ class Chunker:
         buf = self._gpus.get(row.uuid)
         if buf is None:
             buf = self._gpus[row.uuid] = GpuBuffer(self._facts(row))
+        name_ix = self._name_ix
+        ts, metric, value_col = buf.ts, buf.metric, buf.value
         for name, value in row.values:
-            ix = self._name_ix.get(name)
+            ix = name_ix.get(name)
             if ix is None:
-                ix = self._name_ix[name] = len(self._names)
+                ix = name_ix[name] = len(self._names)
                 self._names.append(name)
-            buf.ts.append(row.ts)
-            buf.metric.append(ix)
-            buf.value.append(value)
+            ts.append(row.ts)
+            metric.append(ix)
+            value_col.append(value)
         self._held += len(row.values)
 
     def finish(self) -> None:

@@ -217,6 +217,7 @@ class Parser:
         csv.field_size_limit(MAX_FIELD)
         self._reader = csv.reader(_bounded_lines(self.text, self.max_line))
         self._metrics_of: dict[str, set[str]] = {}
+        self._good_metrics: set[str] = set()  # names already validated
         self._ts = TimestampCache(max_ms=MAX_TS)
         self._seen: set[str] = set()
         self.layout = self._read_header()
@@ -279,7 +280,11 @@ class Parser:
             yield row
 
     def _check_metric_count(self, row: Row) -> None:
-        known = self._metrics_of.setdefault(row.uuid, set())
+        known = self._metrics_of.get(row.uuid)
+        if known is not None and all(name in known for name, _ in row.values):
+            return  # the usual case: nothing new for this GPU
+        if known is None:
+            known = self._metrics_of[row.uuid] = set()
         new = {name for name, _ in row.values} - known
         if new and len(known) + len(new) > self.max_metrics_per_gpu:
             raise RowRejected(
@@ -317,10 +322,13 @@ class Parser:
     def _long_row(self, fields: list[str]) -> Row:
         uuid, host, ts = self._common(fields)
         metric = fields[self._metric_pos].strip()
-        if not metric:
-            raise RowRejected("metric_name is missing")
-        if len(metric) > MAX_METRIC_NAME or not metric.isprintable():
-            raise RowRejected(f"metric_name {metric[:40]!r} is too long or not printable")
+        if metric not in self._good_metrics:
+            if not metric:
+                raise RowRejected("metric_name is missing")
+            if len(metric) > MAX_METRIC_NAME or not metric.isprintable():
+                raise RowRejected(f"metric_name {metric[:40]!r} is too long or not printable")
+            if len(self._good_metrics) < _SEEN_SEGMENTS:
+                self._good_metrics.add(metric)
         return Row(uuid, host, ts, [(metric, parse_value(fields[self._value_pos]))], fields)
 
     def _wide_row(self, fields: list[str]) -> Row:
