@@ -13,6 +13,8 @@ from apps.ingest.timeparse import format_timestamp
 from tools.generate_sample import generate
 
 TIMEOUT = 30
+# Channels' consumers close stale DB connections on every message (token auth reads the DB).
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def sample_csv(**kw: Any) -> bytes:

@@ -118,30 +118,19 @@ def test_dashboard_pages_ask_for_login_when_reads_are_locked(locked):
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
 
 
-def test_upload_throttle_answers_429(settings, live_services, etcd_root, token):
+def test_upload_throttle_answers_429(settings, live_services, etcd_root, token, monkeypatch):
     from django.core.cache import cache
-
-    cache.clear()
-    settings.TELEMETRY_WRITE_AUTH = True
-    settings.REST_FRAMEWORK = {
-        **settings.REST_FRAMEWORK,
-        "DEFAULT_THROTTLE_RATES": {"uploads": "2/min", "reads": None},
-    }
-    from rest_framework.settings import api_settings
     from rest_framework.throttling import ScopedRateThrottle
 
-    api_settings.reload()
-    ScopedRateThrottle.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES
-    try:
-        client = APIClient()
-        client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
-        codes = [
-            client.post("/api/v1/csv/upload", b"bad", content_type="text/csv").status_code
-            for _ in range(3)
-        ]
-        assert codes[:2] == [400, 400] and codes[2] == 429
-    finally:
-        settings.REST_FRAMEWORK = settings.REST_FRAMEWORK
-        api_settings.reload()
-        ScopedRateThrottle.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES
-        cache.clear()
+    settings.TELEMETRY_WRITE_AUTH = True
+    # the rates are read once, when DRF's throttling module loads: set them where it looks
+    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"uploads": "2/min", "reads": None})
+    cache.clear()
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    codes = [
+        client.post("/api/v1/csv/upload", b"bad", content_type="text/csv").status_code
+        for _ in range(3)
+    ]
+    cache.clear()
+    assert codes == [400, 400, 429]
