@@ -5,13 +5,12 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tools import services
+from tools import processes, services
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,58 +24,14 @@ class Stack:
     started: list[services.Service]
 
     def start_worker(self, concurrency: int = 2, name: str = "worker") -> services.Service:
-        log = self.tmp / f"{name}.log"
-        argv = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "telemetry_site",
-            "worker",
-            "--loglevel",
-            "INFO",
-            "--concurrency",
-            str(concurrency),
-            "--queues",
-            "telemetry",
-            "--without-gossip",
-            "--without-mingle",
-        ]
-        svc = services.start_command(
-            name,
-            argv,
-            log_path=log,
-            env=self.env,
-            ready=lambda: services.log_contains(log, 0, b" ready."),
-            deadline_s=60,
-        )
+        svc = processes.start_worker(self.tmp / f"{name}.log", self.env, concurrency)
         self.started.append(svc)
         return svc
 
     def start_gateway(self, name: str = "gateway") -> int:
-        port = services.free_port()
-        argv = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "telemetry_site.asgi:application",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ]
-        svc = services.start_command(
-            name,
-            argv,
-            log_path=self.tmp / f"{name}.log",
-            env=self.env,
-            ready=lambda: services.http_ok("127.0.0.1", port),
-            port=port,
-        )
+        svc = processes.start_gateway(self.tmp / f"{name}.log", self.env)
         self.started.append(svc)
-        return port
+        return svc.port
 
 
 @contextlib.contextmanager

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings as django_settings
 
-from tools import services
+from tools import processes, services
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_CSV = REPO.parent / "shared" / "peers-data" / "dcgm_metrics_20250718_134233.csv"
@@ -52,32 +52,12 @@ def start_worker(
     tmp: Path, etcd_url: str, broker_url: str, concurrency: int = 2, **env: str
 ) -> services.Service:
     log = tmp / f"worker-{uuid.uuid4().hex[:8]}.log"
-    argv = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "telemetry_site",
-        "worker",
-        "--pool",
-        "prefork",
-        "--concurrency",
-        str(concurrency),
-        "--loglevel",
-        "INFO",
-        "--without-gossip",
-        "--without-mingle",
-        "--queues",
-        "telemetry",
-    ]
-    return services.start_command(
-        "celery-worker",
-        argv,
-        log_path=log,
-        env=service_env(etcd_url, broker_url, **env),
-        ready=lambda: services.log_contains(log, 0, b" ready."),
-        deadline_s=60,
-    )
+    return processes.start_worker(log, service_env(etcd_url, broker_url, **env), concurrency)
+
+
+def start_gateway(tmp: Path, etcd_url: str, broker_url: str, **env: str) -> services.Service:
+    log = tmp / f"gateway-{uuid.uuid4().hex[:8]}.log"
+    return processes.start_gateway(log, service_env(etcd_url, broker_url, **env))
 
 
 @pytest.fixture(scope="session")
@@ -160,3 +140,38 @@ def sent_tasks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(app, "send_task", spy)
     return sent
+
+
+@pytest.fixture
+def gateway(
+    worker: services.Service, etcd: services.Service, redis_server: services.Service, tmp_path: Path
+) -> Iterator[str]:
+    """A real uvicorn gateway process on a fresh etcd root; yields its base URL."""
+    prefix = f"/gw-{uuid.uuid4().hex[:10]}"
+    with start_gateway(tmp_path, etcd.url, redis_server.url, ETCD_PREFIX=prefix) as svc:
+        yield f"http://127.0.0.1:{svc.port}"
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    """Headless Debian Chromium driven by Playwright (never `playwright install`)."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip("chromium is not installed: `make install` adds Debian's chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield instance
+        finally:
+            instance.close()

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tools import services
+from tools import processes, services
 
 REPO = Path(__file__).resolve().parents[1]
 VAR = REPO / "var"
@@ -94,54 +94,13 @@ def _ensure_admin(env: dict[str, str]) -> str:
 
 def _start_apps(env: dict[str, str], started: list[services.Service]) -> int:
     port = int(env.get("PORT", "8000"))
-    worker_log = VAR / "worker.log"
-    offset = worker_log.stat().st_size if worker_log.exists() else 0
-    started.append(
-        services.start_command(
-            "celery-worker",
-            [
-                PY,
-                "-m",
-                "celery",
-                "-A",
-                "telemetry_site",
-                "worker",
-                "--loglevel",
-                "INFO",
-                "--concurrency",
-                env.get("WORKERS", "2"),
-                "--queues",
-                "telemetry",
-                # embedded beat: the periodic compaction (one worker only; see docs)
-                "--beat",
-                "--schedule",
-                str(VAR / "celerybeat-schedule"),
-            ],
-            log_path=worker_log,
-            env=env,
-            ready=lambda: services.log_contains(worker_log, offset, b" ready."),
-        )
-    )
+    # embedded beat: the periodic compaction (one worker only; see docs/OPERATIONS.md)
+    beat = ["--beat", "--schedule", str(VAR / "celerybeat-schedule")]
+    workers = int(env.get("WORKERS", "2"))
+    started.append(processes.start_worker(VAR / "worker.log", env, workers, extra_args=beat))
     print(f"worker started (log var/worker.log, {env.get('WORKERS', '2')} processes)")
-    started.append(
-        services.start_command(
-            "gateway",
-            [
-                PY,
-                "-m",
-                "uvicorn",
-                "telemetry_site.asgi:application",
-                "--host",
-                env.get("HOST", "127.0.0.1"),
-                "--port",
-                str(port),
-            ],
-            log_path=VAR / "gateway.log",
-            env=env,
-            ready=lambda: services.http_ok("127.0.0.1", port),
-            port=port,
-        )
-    )
+    host = env.get("HOST", "127.0.0.1")
+    started.append(processes.start_gateway(VAR / "gateway.log", env, port, host))
     print(f"gateway started on port {port} (log var/gateway.log)")
     return port
 

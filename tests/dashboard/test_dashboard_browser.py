@@ -9,30 +9,17 @@ from __future__ import annotations
 
 import csv
 import io
-import shutil
-import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 import requests
 
-from tests.conftest import REPO, service_env
+from tests.conftest import REPO
 from tests.helpers import wait_for
-from tools import services
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SHOTS = REPO / "docs" / "screenshots"
 CLUSTER = "dgx"
 HEADER = (
@@ -40,38 +27,6 @@ HEADER = (
     "value,labels_raw"
 )
 WAIT_MS = 30_000
-
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(), reason="chromium is not installed (make install adds it)"
-)
-
-
-@pytest.fixture
-def gateway(worker, etcd, redis_server, tmp_path: Path) -> Iterator[str]:
-    """A uvicorn gateway on a fresh etcd root; yields its base URL."""
-    port = services.free_port()
-    argv = [sys.executable, "-m", "uvicorn", "telemetry_site.asgi:application"]
-    argv += ["--host", "127.0.0.1", "--port", str(port)]
-    prefix = f"/dash-{uuid.uuid4().hex[:10]}"
-    with services.start_command(
-        "gateway-dashboard",
-        argv,
-        log_path=tmp_path / "gateway.log",
-        env=service_env(etcd.url, redis_server.url, ETCD_PREFIX=prefix),
-        ready=lambda: services.http_ok("127.0.0.1", port),
-        port=port,
-    ):
-        yield f"http://127.0.0.1:{port}"
-
-
-@pytest.fixture
-def browser() -> Iterator[object]:
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def upload(base: str, data: bytes, name: str) -> dict:

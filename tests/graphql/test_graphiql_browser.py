@@ -7,82 +7,41 @@ must go to the gateway itself (no CDN), and the page must raise no script error.
 
 from __future__ import annotations
 
-import shutil
-import sys
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 import pytest
 import requests
 
 from tests.api.api_support import generated
-from tests.conftest import service_env
 from tests.helpers import wait_for
-from tools import services
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 WAIT_MS = 30_000
 
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(), reason="chromium is not installed (make install adds it)"
-)
-
 
 @pytest.fixture
-def gateway(worker, etcd, redis_server, tmp_path: Path) -> Iterator[str]:
-    """A uvicorn gateway on a fresh etcd root, holding 6 generated GPUs; yields its base URL."""
-    port = services.free_port()
-    argv = [sys.executable, "-m", "uvicorn", "telemetry_site.asgi:application"]
-    argv += ["--host", "127.0.0.1", "--port", str(port)]
-    prefix = f"/graphiql-{uuid.uuid4().hex[:10]}"
-    with services.start_command(
-        "gateway-graphiql",
-        argv,
-        log_path=tmp_path / "gateway.log",
-        env=service_env(etcd.url, redis_server.url, ETCD_PREFIX=prefix),
-        ready=lambda: services.http_ok("127.0.0.1", port),
-        port=port,
-    ):
-        base = f"http://127.0.0.1:{port}"
-        data = generated(hosts=2, gpus_per_host=3, samples=3, seed=11, cluster_prefix="gql")
-        response = requests.post(
-            f"{base}/api/v1/csv/upload",
-            files={"file": ("g.csv", data)},
-            data={"cluster": "gql"},
-            timeout=60,
-        )
-        assert response.status_code == 202, response.text
-        job_url = f"{base}/api/v1/ingest/jobs/{response.json()['id']}"
-        wait_for(lambda: requests.get(job_url, timeout=10).json()["state"] == "done", 120)
-        yield base
-
-
-@pytest.fixture
-def browser() -> Iterator[object]:
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+def loaded_gateway(gateway: str) -> str:
+    """The shared gateway fixture, holding 6 generated GPUs."""
+    data = generated(hosts=2, gpus_per_host=3, samples=3, seed=11, cluster_prefix="gql")
+    response = requests.post(
+        f"{gateway}/api/v1/csv/upload",
+        files={"file": ("g.csv", data)},
+        data={"cluster": "gql"},
+        timeout=60,
+    )
+    assert response.status_code == 202, response.text
+    job_url = f"{gateway}/api/v1/ingest/jobs/{response.json()['id']}"
+    wait_for(lambda: requests.get(job_url, timeout=10).json()["state"] == "done", 120)
+    return gateway
 
 
 def response_text(page) -> str:
     return page.locator(".graphiql-response").inner_text().replace("\xa0", " ")
 
 
-def test_graphiql_runs_queries_from_local_files_only(gateway, browser):
+def test_graphiql_runs_queries_from_local_files_only(loaded_gateway, browser):
+    gateway = loaded_gateway
     page = browser.new_page()
     requested: list[str] = []
     page_errors: list[str] = []

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,8 +14,7 @@ import requests
 from websockets.sync.client import connect
 
 from apps.ingest.timeparse import format_timestamp, parse_timestamp
-from tests.conftest import service_env
-from tools import services
+from tests.conftest import start_gateway
 from tools.generate_sample import generate
 
 
@@ -25,27 +23,8 @@ def two_gateways(worker, etcd, redis_server, tmp_path: Path) -> Iterator[list[in
     prefix = f"/e2e-{uuid.uuid4().hex[:10]}"
     started = []
     try:
-        for name in ("a", "b"):
-            port = services.free_port()
-            started.append(
-                services.start_command(
-                    f"gateway-{name}",
-                    [
-                        sys.executable,
-                        "-m",
-                        "uvicorn",
-                        "telemetry_site.asgi:application",
-                        "--host",
-                        "127.0.0.1",
-                        "--port",
-                        str(port),
-                    ],
-                    log_path=tmp_path / f"gateway-{name}.log",
-                    env=service_env(etcd.url, redis_server.url, ETCD_PREFIX=prefix),
-                    ready=lambda port=port: services.http_ok("127.0.0.1", port),
-                    port=port,
-                )
-            )
+        for _ in range(2):
+            started.append(start_gateway(tmp_path, etcd.url, redis_server.url, ETCD_PREFIX=prefix))
         yield [svc.port for svc in started]
     finally:
         for svc in started:

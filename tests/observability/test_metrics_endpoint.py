@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import sys
 import uuid
 from pathlib import Path
 
@@ -12,9 +11,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.test import APIClient
 
 from tests.api.api_support import generated
-from tests.conftest import service_env, start_worker
+from tests.conftest import start_gateway, start_worker
 from tests.helpers import wait_for, wait_job_done
-from tools import services
 
 
 def sample_value(text: str, name: str, **labels: str) -> float:
@@ -65,16 +63,9 @@ def test_gateway_metrics_add_up_the_worker_processes(etcd, redis_server, tmp_pat
     env = dict(
         ETCD_PREFIX=f"/metrics-{uuid.uuid4().hex[:8]}", PROMETHEUS_MULTIPROC_DIR=str(metrics_dir)
     )
-    port = services.free_port()
     worker = start_worker(tmp_path, etcd.url, broker, **env)
-    gateway = services.start_command(
-        "gateway",
-        [sys.executable, "-m", "uvicorn", "telemetry_site.asgi:application", "--port", str(port)],
-        log_path=tmp_path / "gateway.log",
-        env=service_env(etcd.url, broker, **env),
-        ready=lambda: services.http_ok("127.0.0.1", port),
-        port=port,
-    )
+    gateway = start_gateway(tmp_path, etcd.url, broker, **env)
+    port = gateway.port
     base = f"http://127.0.0.1:{port}"
     try:
         data = generated(hosts=2, gpus_per_host=2, samples=5, seed=45)

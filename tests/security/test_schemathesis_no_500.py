@@ -11,20 +11,13 @@ import requests
 
 from tests.api.api_support import generated
 from tests.conftest import service_env
-from tools import services
+from tools import processes
 
 
 def test_schemathesis_finds_no_server_error(worker, etcd, redis_server, tmp_path: Path):
-    port = services.free_port()
     env = service_env(etcd.url, redis_server.url, ETCD_PREFIX=f"/fuzz-{uuid.uuid4().hex[:8]}")
-    gateway = services.start_command(
-        "gateway",
-        [sys.executable, "-m", "uvicorn", "telemetry_site.asgi:application", "--port", str(port)],
-        log_path=tmp_path / "gateway.log",
-        env=env,
-        ready=lambda: services.http_ok("127.0.0.1", port),
-        port=port,
-    )
+    gateway = processes.start_gateway(tmp_path / "gateway.log", env)
+    port = gateway.port
     base = f"http://127.0.0.1:{port}"
     try:
         data = generated(hosts=2, gpus_per_host=2, samples=5, seed=3)

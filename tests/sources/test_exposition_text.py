@@ -249,3 +249,13 @@ def test_comments_and_openmetrics_eof_are_not_errors():
     text = f'# a comment\n# HELPER not a help line\nDCGM_X{{UUID="{GPU}",Hostname="h"}} 1\n# EOF\n'
     result = parse(text)
     assert (result.samples, result.rejected) == (1, 0)
+
+
+def test_only_newlines_end_lines():
+    text = (
+        f'DCGM_X{{UUID="{GPU}",Hostname="h",pod="a\u2028b"}} 1\r\n'
+        f'DCGM_Y{{UUID="{GPU}",Hostname="h"}} 2'
+    )
+    result = parse(text)
+    assert result.rejected == 0 and result.samples == 2
+    assert result.facts[GPU]["labels"]["pod"] == "a\u2028b"
