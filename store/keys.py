@@ -25,6 +25,7 @@ Every prefix used for a range read ends with `/`, so `GPU-1` never matches `GPU-
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from store.errors import InvalidSegment
@@ -32,6 +33,7 @@ from store.errors import InvalidSegment
 MAX_SEGMENT = 200
 _TS_DIGITS = 13
 MAX_TS = 10**_TS_DIGITS - 1
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def check_segment(value: str, what: str = "segment") -> str:
@@ -44,7 +46,7 @@ def check_segment(value: str, what: str = "segment") -> str:
         raise InvalidSegment(f"{what} {value!r} is not allowed")
     if "/" in value:
         raise InvalidSegment(f"{what} {value!r} contains '/'")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+    if _CONTROL.search(value):
         raise InvalidSegment(f"{what} {value!r} contains a control character")
     return value
 

@@ -145,12 +145,16 @@ def _blocks(keys: Keys, batch: GpuBatch, window_ms: int) -> list[tuple[str, byte
 # Latest values ---------------------------------------------------------------------
 def _newest_per_metric(samples: Samples) -> dict[str, list]:
     """{metric: [ts, value]} of the newest sample of each metric (last wins on equal ts)."""
-    out: dict[str, list] = {}
-    for ts, name, value in samples.rows():
-        current = out.get(name)
-        if current is None or ts >= current[0]:
-            out[name] = [ts, value]
-    return out
+    if not len(samples):
+        return {}
+    # sort by (metric, ts, position): the last row of each metric run is its newest sample
+    order = np.lexsort((np.arange(len(samples)), samples.ts, samples.metric))
+    metric = samples.metric[order]
+    last = order[np.flatnonzero(np.r_[metric[1:] != metric[:-1], True])]
+    return {
+        samples.names[int(samples.metric[i])]: [int(samples.ts[i]), float(samples.value[i])]
+        for i in last.tolist()
+    }
 
 
 def _merge_latest(old: dict[str, list], new: dict[str, list]) -> dict[str, list]:

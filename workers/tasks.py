@@ -73,7 +73,7 @@ def _persist(chunk: dict) -> dict:
     )
     if result.records:
         inventory.mirror(result.records)  # the admin's copy; never raises
-    if not result.already_done:
+    if not result.already_done and live.enabled():
         gpus = [live.gpu_payload(b.facts, dedupe(b.samples).rows()) for b in decoded.batches]
         live.publish_chunk(f"{decoded.job}:{decoded.seq}", gpus)
     return {"samples": result.samples, "blocks": result.blocks, "already_done": result.already_done}

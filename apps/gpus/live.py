@@ -47,15 +47,21 @@ def gpu_payload(facts: dict[str, Any], rows: Iterable[tuple[int, str, float]]) -
     Consumers forward `json` as it is to every client that wants the whole GPU,
     so a hundred clients cost one encoding, not a hundred.
     """
-    body = {
-        "uuid": facts["uuid"],
-        "host": facts["host"],
-        "cluster": facts["cluster"],
-        "samples": [
-            {"timestamp": format_timestamp(ts), "metric_name": m, "value": v} for ts, m, v in rows
-        ],
-    }
-    return {k: body[k] for k in ("uuid", "host", "cluster")} | {"json": _dumps(body)}
+    stamps: dict[int, str] = {}  # a GPU's samples share few timestamps: format each once
+    names: dict[str, str] = {}
+    parts = []
+    for ts, metric, value in rows:
+        stamp = stamps.get(ts)
+        if stamp is None:
+            stamp = stamps[ts] = format_timestamp(ts)
+        name = names.get(metric)
+        if name is None:
+            name = names[metric] = _dumps(metric)
+        # repr of a finite float is valid JSON; the pipeline stores finite values only
+        parts.append(f'{{"timestamp":"{stamp}","metric_name":{name},"value":{value!r}}}')
+    routing = {"uuid": facts["uuid"], "host": facts["host"], "cluster": facts["cluster"]}
+    head = _dumps(routing)[:-1]
+    return routing | {"json": f'{head},"samples":[{",".join(parts)}]}}'}
 
 
 def _dumps(obj: Any) -> str:
@@ -115,6 +121,11 @@ class _Publisher:
 
 
 _publisher = _Publisher()
+
+
+def enabled() -> bool:
+    """Whether workers publish at all (ENABLE_WEBSOCKET): no payload is built when off."""
+    return bool(settings.ENABLE_WEBSOCKET)
 
 
 def publish_chunk(chunk_id: str, gpus: Sequence[dict[str, Any]]) -> int:
