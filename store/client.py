@@ -8,11 +8,15 @@ drops it and makes its own. Celery children also call `reset()` from
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import pyetcd
 from django.conf import settings
+from pyetcd import exceptions as etcd_exc
 
 from store.errors import StoreUnavailable
 
@@ -30,6 +34,52 @@ _GRPC_OPTIONS = [
 # pyetcd marks a failed endpoint unusable for `time_retry` seconds (default 300):
 # keep it short so a restarted etcd is used again at once.
 _ENDPOINT_RETRY_S = 0.5
+
+
+class _Client(pyetcd.MultiEndpointEtcd3Client):
+    """pyetcd's client, plus: a request that meets a member gone away is sent once more,
+    to another member.
+
+    pyetcd's failover only moves the *next* request; the one that met the dead member
+    fails. Measured: an upload in flight when the member its gateway used was killed
+    answered 503, two members of three being up (tests/faults/test_fault_etcd_leader.py).
+    Only UNAVAILABLE is sent again (connection refused or reset, a member without a
+    leader), never a timeout, so the worst-case latency does not grow; and only when
+    another member is not marked failed, so one member alone is never asked twice. Safe
+    because every write the store sends is idempotent or guarded by compares.
+    """
+
+
+def _once_more_elsewhere(name: str) -> Callable[..., Any]:
+    method = getattr(pyetcd.MultiEndpointEtcd3Client, name)
+
+    @functools.wraps(method)
+    def call(self: _Client, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except etcd_exc.ConnectionFailedError:
+            # pyetcd has just marked the member in use failed; is there another?
+            if not self.failover or all(ep.is_failed() for ep in self.endpoints.values()):
+                raise
+            return method(self, *args, **kwargs)
+
+    return call
+
+
+# The RPCs store/kv.py makes (get, get_prefix and get_range call the *_response ones).
+for _name in (
+    "get_response",
+    "get_prefix_response",
+    "get_range_response",
+    "put",
+    "delete_prefix",
+    "status",
+    "transaction",
+    "lease",
+    "revoke_lease",
+    "defragment",
+):
+    setattr(_Client, _name, _once_more_elsewhere(_name))
 
 _lock = threading.Lock()
 _client: pyetcd.MultiEndpointEtcd3Client | None = None
@@ -64,7 +114,7 @@ def _connect() -> pyetcd.MultiEndpointEtcd3Client:
     from store.kv import translated
 
     with translated("connect"):
-        return pyetcd.MultiEndpointEtcd3Client(
+        return _Client(
             endpoints=_endpoints(),
             timeout=settings.ETCD_TIMEOUT,
             user=settings.ETCD_USER or None,

@@ -521,3 +521,169 @@ def child_env(etcd_url: str, broker_url: str, repo: Path, **extra: str) -> dict[
     )
     env.update(extra)
     return env
+
+
+# --- etcd clusters (fault and multi-instance tests) ---------------------------------
+
+
+def start_etcd_cluster(base_dir: Path, n: int = 3, token: str | None = None) -> list[Service]:
+    """Start an ``n``-member etcd cluster on 127.0.0.1 and wait until every member is healthy.
+
+    Member ``i`` is named ``m{i}``, keeps its data in ``base_dir/m{i}`` and logs to
+    ``base_dir/etcd-m{i}.log``; each has its own client and peer port, and
+    ``--initial-cluster`` lists every member's peer URL. ``[s.url for s in members]``
+    is the ``ETCD_ENDPOINTS`` list. A member reports healthy only once the cluster has
+    a leader, so this returns when the cluster can serve writes (within 30 s), or kills
+    every member it started and raises RuntimeError quoting the log of the one that
+    failed.
+    """
+    if n < 1:
+        raise ValueError("an etcd cluster needs at least one member")
+    ports: list[int] = []
+    while len(ports) < 2 * n:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    client_ports, peer_ports = ports[:n], ports[n:]
+    _require_free("etcd cluster", LOCALHOST, *ports)
+    names = [f"m{i}" for i in range(n)]
+    initial = ",".join(
+        f"{name}=http://{LOCALHOST}:{peer}" for name, peer in zip(names, peer_ports, strict=True)
+    )
+    token = token or f"etcd-{os.getpid()}-{client_ports[0]}"
+    members: list[Service] = []
+    try:
+        for name, client_port, peer_port in zip(names, client_ports, peer_ports, strict=True):
+            argv = _etcd_member_argv(
+                name, base_dir / name, client_port, peer_port, initial, token, "new"
+            )
+            members.append(
+                _spawn(
+                    "etcd",
+                    argv,
+                    data_dir=base_dir / name,
+                    log_path=base_dir / f"etcd-{name}.log",
+                    port=client_port,
+                    url=f"{LOCALHOST}:{client_port}",
+                    env=_etcd_child_env(),
+                )
+            )
+        for member in members:
+            _await_ready(member, ETCD_START_DEADLINE_S, "GET /health", _etcd_healthy)
+    except BaseException:
+        for member in members:
+            member.kill()
+        raise
+    return members
+
+
+def etcd_status(member: Service, timeout: float = 2.0) -> dict | None:
+    """``POST /v3/maintenance/status`` on a member's HTTP/JSON gateway; None if it does not answer.
+
+    The answer carries ``header.member_id`` (this member) and ``leader`` (the member
+    it follows), both as decimal strings.
+    """
+    conn = http.client.HTTPConnection(member.host, member.port, timeout=timeout)
+    try:
+        headers = {"Content-Type": "application/json"}
+        conn.request("POST", "/v3/maintenance/status", body=b"{}", headers=headers)
+        resp = conn.getresponse()
+        body = resp.read()
+        if resp.status != 200:
+            return None
+        status = json.loads(body)
+        return status if isinstance(status, dict) else None
+    except (OSError, http.client.HTTPException, ValueError):
+        return None
+    finally:
+        conn.close()
+
+
+def etcd_leader(members: Sequence[Service], deadline_s: float = 15.0) -> Service:
+    """The running member that the running members agree is the leader.
+
+    Polls until a member says it is the leader (its own id equals the leader id it
+    reports) and no other running member names another leader; RuntimeError after
+    ``deadline_s`` seconds (an election in progress, or no quorum).
+    """
+    deadline = time.monotonic() + deadline_s
+    while True:
+        statuses = [(m, etcd_status(m)) for m in members if m.running]
+        answered = [(m, s) for m, s in statuses if s is not None]
+        leaders = {str(s.get("leader", "")) for _, s in answered}
+        if len(leaders) == 1 and "0" not in leaders and "" not in leaders:
+            (leader_id,) = leaders
+            for member, status in answered:
+                if str(status.get("header", {}).get("member_id", "")) == leader_id:
+                    return member
+        if time.monotonic() >= deadline:
+            raise RuntimeError(
+                f"etcd cluster: no agreed leader within {deadline_s}s "
+                f"(answers: {[s for _, s in statuses]})"
+            )
+        time.sleep(POLL_INTERVAL_S)
+
+
+def _etcd_child_env() -> dict[str, str]:
+    """The caller's environment without ETCD_* (etcd reads those as flags; see start_etcd)."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("ETCD_") or k == "ETCD_UNSUPPORTED_ARCH"
+    }
+
+
+def _etcd_member_argv(
+    name: str,
+    data_dir: Path,
+    client_port: int,
+    peer_port: int,
+    initial_cluster: str,
+    token: str,
+    state: str,
+) -> list[str]:
+    client_url = f"http://{LOCALHOST}:{client_port}"
+    peer_url = f"http://{LOCALHOST}:{peer_port}"
+    return [
+        "etcd",
+        f"--name={name}",
+        f"--data-dir={data_dir}",
+        f"--listen-client-urls={client_url}",
+        f"--advertise-client-urls={client_url}",
+        f"--listen-peer-urls={peer_url}",
+        f"--initial-advertise-peer-urls={peer_url}",
+        f"--initial-cluster={initial_cluster}",
+        f"--initial-cluster-token={token}",
+        f"--initial-cluster-state={state}",
+        "--auto-compaction-mode=periodic",
+        "--auto-compaction-retention=1h",
+        f"--quota-backend-bytes={ETCD_QUOTA_BACKEND_BYTES}",
+        "--logger=zap",
+    ]
+
+
+def etcd_move_leader(members: Sequence[Service], target: Service, deadline_s: float = 15.0) -> None:
+    """Make ``target`` the leader (etcd's MoveLeader, asked of the current leader).
+
+    Returns once the members agree that ``target`` leads; RuntimeError otherwise.
+    """
+    deadline = time.monotonic() + deadline_s
+    while True:
+        leader = etcd_leader(members, deadline_s=max(deadline - time.monotonic(), 0.1))
+        if leader is target:
+            return
+        status = etcd_status(target)
+        if status is not None:
+            body = json.dumps({"targetID": status["header"]["member_id"]}).encode()
+            conn = http.client.HTTPConnection(leader.host, leader.port, timeout=5)
+            try:
+                headers = {"Content-Type": "application/json"}
+                conn.request("POST", "/v3/maintenance/transfer-leadership", body, headers)
+                conn.getresponse().read()
+            except (OSError, http.client.HTTPException):
+                pass
+            finally:
+                conn.close()
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"etcd cluster: {target.url} did not become the leader")
+        time.sleep(POLL_INTERVAL_S)

@@ -7,8 +7,8 @@ sees a fault test's queue (each test has its own Redis).
 
 Every test ends with `assert_stored_exactly`: each (uuid, ts, metric) of the uploaded file
 is stored exactly once, with its exact value, counted twice over: in the raw blocks in
-etcd (a chunk written twice would show as a doubled sample or an extra block) and through
-the read path (the REST telemetry API).
+etcd (a chunk written twice with other block boundaries would show as a doubled sample)
+and through the read path (the REST telemetry API, or `store.query` for large files).
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import sys
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -29,8 +31,11 @@ from rest_framework.test import APIClient
 
 from apps.ingest.timeparse import parse_timestamp
 from store import client as etcd_client
-from store import kv
+from store import kv, window_ms
 from store.codec import decode_block
+from store.errors import StoreUnavailable
+from store.keys import Keys
+from store.query import read_samples
 from tests.api.api_support import Expected, point_producer_at, upload
 from tests.conftest import service_env, start_worker
 from tests.helpers import wait_for
@@ -61,6 +66,11 @@ class Lab:
         settings.ETCD_PREFIX = self.root
         settings.ETCD_TIMEOUT = 2.0
         settings.BLOCK_WINDOW_SECONDS = window_s
+
+    def use_window(self, seconds: int) -> None:
+        """BLOCK_WINDOW_SECONDS here and in every process started after this call."""
+        self.window_s = seconds
+        self.settings.BLOCK_WINDOW_SECONDS = seconds
 
     # --- services ------------------------------------------------------------------
     @property
@@ -164,12 +174,24 @@ class Lab:
     def chunks_done(self, job_id: str) -> int:
         return len(kv.get_prefix(f"{self.root}/chunks/{job_id}/"))
 
-    def wait_chunks_done(self, job_id: str, chunks: int, deadline_s: float = 60) -> None:
-        wait_for(
-            lambda: self.chunks_done(job_id) == chunks,
-            deadline_s,
-            f"the {chunks} chunk markers of job {job_id}",
-        )
+    def wait_chunks_done(self, job_id: str, chunks: int, deadline_s: float = 60) -> int:
+        """Wait for every chunk marker; returns how many polls found etcd unavailable.
+
+        A poll that fails is not fatal: right after an etcd member dies, the first
+        request of a client that used it fails, and the next goes to another member.
+        """
+        unavailable = 0
+
+        def done() -> bool:
+            nonlocal unavailable
+            try:
+                return self.chunks_done(job_id) == chunks
+            except StoreUnavailable:
+                unavailable += 1
+                return False
+
+        wait_for(done, deadline_s, f"the {chunks} chunk markers of job {job_id}")
+        return unavailable
 
     def job(self, job_id: str) -> dict:
         response = APIClient().get(f"/api/v1/ingest/jobs/{job_id}")
@@ -246,15 +268,37 @@ def assert_exact(counts: Counter, expected: Expected, where: str) -> None:
     )
 
 
+def read_path_samples(root: str, uuids: list[str]) -> Counter:
+    """Samples as `store.query.read_samples` (the API's read path) returns them, counted."""
+    keys = Keys(root)
+
+    def read(gpu: str) -> list[tuple[str, int, str, float]]:
+        samples = read_samples(keys, gpu, -(2**62), 2**62, window_ms())
+        return [(gpu, ts, metric, value) for ts, metric, value in samples.rows()]
+
+    counts: Counter[tuple[str, int, str, float]] = Counter()
+    with ThreadPoolExecutor(8) as pool:  # one window per etcd read: parallel GPUs
+        for rows in pool.map(read, uuids):
+            counts.update(rows)
+    return counts
+
+
 def assert_stored_exactly(
-    root: str, expected: Expected, get_json: Callable[[str, dict], dict] = in_process_get
+    root: str,
+    expected: Expected,
+    get_json: Callable[[str, dict], dict] | None = in_process_get,
 ) -> int:
     """Every expected sample stored exactly once with its exact value, and nothing else.
 
-    Checked in the raw blocks of `root` and through the REST API (`get_json`); also
-    that the API lists exactly the file's GPUs. Returns the number of samples.
+    Checked in the raw blocks of `root`, then through the REST API (`get_json`, which
+    must list exactly the file's GPUs) or, when `get_json` is None (large files: the
+    API takes ~80 ms per 1000 samples), through `store.query.read_samples`, the read
+    path behind the API. Returns the number of samples.
     """
     assert_exact(stored_block_samples(root), expected, "raw blocks in etcd")
+    if get_json is None:
+        assert_exact(read_path_samples(root, sorted(expected)), expected, "store.query reads")
+        return sum(len(v) for v in expected.values())
     listed = get_json("/api/v1/gpus", {"limit": 1000})
     assert sorted(g["uuid"] for g in listed["results"]) == sorted(expected)
     assert_exact(rest_samples(get_json, sorted(expected)), expected, "REST telemetry API")
@@ -291,6 +335,22 @@ def task_events(worker: services.Service) -> list[tuple[str, str]]:
     return [(m[1].decode(), m[2].decode()) for m in TASK_LINE.finditer(data)]
 
 
+def event_times(worker: services.Service, task: str, event: str) -> list[float]:
+    """Wall-clock times (from the log line's timestamp) of a task's events in a worker log."""
+    line = re.compile(
+        rb"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*Task workers\.persist_chunk\["
+        + re.escape(task.encode())
+        + rb"\] "
+        + re.escape(event.encode()),
+        re.MULTILINE,
+    )
+    data = worker.log_path.read_bytes()[worker.log_offset :]
+    return [
+        datetime.strptime(m[1].decode(), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        for m in line.finditer(data)
+    ]
+
+
 def log_text(worker: services.Service) -> str:
     return worker.log_path.read_bytes()[worker.log_offset :].decode(errors="replace")
 
@@ -316,11 +376,15 @@ def tcp_peers(pids: list[int]) -> Counter[int]:
             if target.startswith("socket:["):
                 inodes[target[8:-1]] = pid
     ports: Counter[int] = Counter()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        remote, state, inode = fields[2], fields[3], fields[9]
-        if state == "01" and inode in inodes and remote.startswith("0100007F:"):
-            ports[int(remote.split(":")[1], 16)] += 1
+    # gRPC opens dual-stack sockets: 127.0.0.1 appears v4-mapped in /proc/net/tcp6.
+    loopback = ("0100007F", "0000000000000000FFFF00000100007F")
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            remote, state, inode = fields[2], fields[3], fields[9]
+            address, _, port = remote.partition(":")
+            if state == "01" and inode in inodes and address in loopback:
+                ports[int(port, 16)] += 1
     return ports
 
 

@@ -1,7 +1,7 @@
 """A worker killed with SIGKILL in the middle of a chunk: the chunk is done again, once.
 
-Two kills: the pool process executing the chunk (the worker's main process sees it
-die and, the task being `reject_on_worker_lost`, puts the message back at once), and
+Two kills: the pool process executing the chunk (the worker's main process notices,
+~5 s later, and the task being `reject_on_worker_lost`, puts the message back), and
 the whole worker, main process included (nobody is left to put it back: the message
 stays unacknowledged in Redis until the visibility timeout passes, then a second worker
 takes it).
@@ -27,6 +27,7 @@ from tests.faults.conftest import (
     assert_stored_exactly,
     child_pids,
     chunk_markers,
+    event_times,
     log_text,
     sigkill,
     task_events,
@@ -43,8 +44,7 @@ ATTEMPTS = 3
 
 
 def _setup(lab: Lab) -> None:
-    lab.window_s = WINDOW_S
-    lab.settings.BLOCK_WINDOW_SECONDS = WINDOW_S
+    lab.use_window(WINDOW_S)
     lab.settings.INGEST_CHUNK_ROWS = CHUNK_ROWS
     lab.start_etcd()
     lab.start_redis()
@@ -96,18 +96,14 @@ def _finished(worker: services.Service, task: str) -> list[str] | None:
 
 
 def test_pool_process_killed_mid_chunk_redoes_the_chunk_once(lab: Lab):
-    T=time.monotonic()
     _setup(lab)
-    print("setup", time.monotonic()-T)
     uploads: list[tuple[dict, Expected]] = []
     worker = None
     caught = None
     for attempt in range(ATTEMPTS):
         job, expected = _queue(lab, seed=41 + attempt)
-        print("queued", time.monotonic()-T)
         uploads.append((job, expected))
         worker = worker or lab.start_worker(concurrency=1)
-        print("worker", time.monotonic()-T)
         caught = _catch_mid_chunk(lab, job["id"], job["chunks_expected"])
         if caught:
             (child,) = child_pids(worker.proc.pid)
@@ -133,9 +129,7 @@ def test_pool_process_killed_mid_chunk_redoes_the_chunk_once(lab: Lab):
     for _, expected in uploads:
         merged.update(expected)  # seeds give distinct GPUs
     assert len(merged) == HOSTS * GPUS_PER_HOST * len(uploads)
-    print("before check", time.monotonic()-T)
-    assert_stored_exactly(lab.root, merged)
-    print("after check", time.monotonic()-T)
+    assert_stored_exactly(lab.root, merged, get_json=None)
     for job, _ in uploads:
         assert lab.job(job["id"])["state"] == "done"
 
@@ -170,10 +164,13 @@ def test_whole_worker_killed_mid_chunk_its_chunk_is_taken_by_another(lab: Lab):
     )
     took = time.monotonic() - killed_at
     assert redone == ["received", "succeeded"]
-    assert took >= VISIBILITY_S - 1  # not before the visibility timeout
+    # Redelivered once the visibility timeout had passed since the first delivery.
+    (first_delivery,) = event_times(first, killed_task, "received")
+    (second_delivery,) = event_times(second, killed_task, "received")
+    assert second_delivery - first_delivery >= VISIBILITY_S - 0.1
     print(f"the killed worker's chunk was stored {took:.1f}s after the kill")
 
     merged: Expected = {}
     for _, expected in uploads:
         merged.update(expected)
-    assert_stored_exactly(lab.root, merged)
+    assert_stored_exactly(lab.root, merged, get_json=None)
