@@ -1,4 +1,4 @@
-"""Django settings: flat, env-driven, strict. Every variable is listed in docs/SETTINGS.md."""
+"""Django settings: flat, env-driven, strict. Every variable is listed in docs/OPERATIONS.md."""
 
 from __future__ import annotations
 
