@@ -71,21 +71,6 @@ def outage(settings, tmp_path: Path) -> Iterator[Outage]:
         redis.stop()
 
 
-@pytest.fixture
-def sent_tasks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    from telemetry_site.celery import app
-
-    sent: list[str] = []
-    real = app.send_task
-
-    def spy(name: str, *args, **kwargs):
-        sent.append(name)
-        return real(name, *args, **kwargs)
-
-    monkeypatch.setattr(app, "send_task", spy)
-    return sent
-
-
 def test_workers_retry_until_etcd_is_back_and_store_everything_once(outage, sent_tasks):
     api = APIClient()
     data = generated(hosts=2, gpus_per_host=4, samples=12, seed=31)
