@@ -5,7 +5,8 @@ import anything outside the standard library.
 
 Contracts shared by every ``start_*`` function:
 
-* The child runs in its own session (``start_new_session=True``): a Ctrl-C sent to
+* The child runs in its own session (``start_new_session=True``) and gets SIGTERM when
+  its parent dies (``PR_SET_PDEATHSIG``, Linux): a Ctrl-C sent to
   the launcher's process group does not reach it, so the launcher can stop
   services in order.
 * stdout and stderr go to a log file next to the data directory. The file is
@@ -19,6 +20,7 @@ Contracts shared by every ``start_*`` function:
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import http.client
 import json
 import os
@@ -277,6 +279,21 @@ def _require_free(name: str, host: str, *ports: int) -> None:
         )
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the parent dies (Linux).
+
+    The child has its own session, so a signal to the parent's group does not
+    reach it; without this, a test run or launcher killed hard would leave etcd,
+    Redis and workers running.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
 def _spawn(
     name: str,
     argv: list[str],
@@ -300,6 +317,7 @@ def _spawn(
                 stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         except FileNotFoundError as exc:
             raise RuntimeError(f"{name}: {argv[0]} not found; install with: {APT_HINT}") from exc
