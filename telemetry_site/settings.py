@@ -237,7 +237,9 @@ BLOCK_WINDOW_SECONDS = env_int("BLOCK_WINDOW_SECONDS", 3600, minimum=60)
 # counted back from the newest sample in the store (as Prometheus does from its head),
 # so loading an old file does not delete it at once.
 STORAGE_TIERS = env_tiers("STORAGE_TIERS", "raw:0:7d,1m:60s:30d,5m:5m:365d")
-COMPACTION_INTERVAL = env_duration("COMPACTION_INTERVAL", 300.0)
+# Each run rewrites the rollup blocks of touched windows: every revision stays in etcd's
+# history until auto-compaction, so hourly keeps that history small (docs/CAPACITY.md).
+COMPACTION_INTERVAL = env_duration("COMPACTION_INTERVAL", 3600.0)
 ETCD_DEFRAG_INTERVAL = env_duration("ETCD_DEFRAG_INTERVAL", 86400.0)
 JOB_RETENTION = env_duration("JOB_RETENTION", 7 * 86400.0)
 CELERY_BEAT_SCHEDULE = {
