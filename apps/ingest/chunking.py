@@ -73,16 +73,14 @@ class Chunker:
         buf = self._gpus.get(row.uuid)
         if buf is None:
             buf = self._gpus[row.uuid] = GpuBuffer(self._facts(row))
-        name_ix = self._name_ix
-        ts, metric, value_col = buf.ts, buf.metric, buf.value
         for name, value in row.values:
-            ix = name_ix.get(name)
+            ix = self._name_ix.get(name)
             if ix is None:
-                ix = name_ix[name] = len(self._names)
+                ix = self._name_ix[name] = len(self._names)
                 self._names.append(name)
-            ts.append(row.ts)
-            metric.append(ix)
-            value_col.append(value)
+            buf.ts.append(row.ts)
+            buf.metric.append(ix)
+            buf.value.append(value)
         self._held += len(row.values)
 
     def finish(self) -> None:

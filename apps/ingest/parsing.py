@@ -16,7 +16,7 @@ import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 from apps.ingest.formats import LONG, MAX_METRIC_NAME, HeaderError, Layout, detect
 from apps.ingest.timeparse import TimestampCache
@@ -247,7 +247,70 @@ class Parser:
                 return detect(header)
 
     def __iter__(self) -> Iterator[Row]:
-        convert = self._long_row if self.layout.format == LONG else self._wide_row
+        if self.layout.format == LONG:
+            return self._iter_long()
+        return self._iter_rows(self._wide_row)
+
+    def _fast_long(self, fields: list[str]) -> Row | None:
+        """The usual long-format row, checked against what earlier rows already validated.
+
+        None whenever anything differs from the rows seen so far (new GPU, metric or
+        time, odd spacing, a value that is not a plain finite number): the full checks
+        of `_long_row` then decide, with their messages. Measured: about a quarter of
+        the parse time on exports where every value repeats a known shape.
+        """
+        if len(fields) != self.layout.width:
+            return None
+        uuid, host = fields[self._uuid_pos], fields[self._host_pos]
+        metric = fields[self._metric_pos]
+        ts = self._ts.known(fields[self._ts_pos])
+        seen = self._seen
+        if ts is None or uuid not in seen or host not in seen or metric not in self._good_metrics:
+            return None
+        known = self._metrics_of.get(uuid)
+        if known is None or metric not in known:
+            return None
+        try:
+            value = float(fields[self._value_pos])
+        except ValueError:
+            return None
+        if value - value != 0.0:  # NaN or infinite
+            return None
+        return Row(uuid, host, ts, [(metric, value)], fields)
+
+    def _iter_long(self) -> Iterator[Row]:
+        fast = self._fast_long
+        for fields, start in self._records():
+            row = fast(fields)
+            if row is None:
+                row = self._checked(fields, start, self._long_row)
+                if row is None:
+                    continue
+            self.accepted += 1
+            yield row
+
+    def _checked(self, fields: list[str], start: int, convert: Any) -> Row | None:
+        """`convert` the fields with every check; None (and counted) when rejected."""
+        try:
+            if fields[0] == _LONG_LINE:
+                raise RowRejected(f"the line is longer than {self.max_line} characters")
+            row = convert(fields)
+            self._check_metric_count(row)
+        except ValueError as exc:  # RowRejected, InvalidSegment, bad timestamp
+            self._reject(start, str(exc))
+            return None
+        return row
+
+    def _iter_rows(self, convert: Any) -> Iterator[Row]:
+        for fields, start in self._records():
+            row = self._checked(fields, start, convert)
+            if row is not None:
+                self.accepted += 1
+                yield row
+
+    def _records(self) -> Iterator[tuple[list[str], int]]:
+        """(fields, first line) of every non-blank row; rows_read counts them, CSV and gzip
+        damage is rejected here."""
         reader = self._reader
         while True:
             # The row about to be read starts on the line after the last one consumed.
@@ -268,16 +331,7 @@ class Parser:
             if not fields or (len(fields) == 1 and not fields[0].strip()):
                 continue
             self.rows_read += 1
-            try:
-                if fields[0] == _LONG_LINE:
-                    raise RowRejected(f"the line is longer than {self.max_line} characters")
-                row = convert(fields)
-                self._check_metric_count(row)
-            except ValueError as exc:  # RowRejected, InvalidSegment, bad timestamp
-                self._reject(start, str(exc))
-                continue
-            self.accepted += 1
-            yield row
+            yield fields, start
 
     def _check_metric_count(self, row: Row) -> None:
         known = self._metrics_of.get(row.uuid)

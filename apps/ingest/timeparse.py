@@ -82,6 +82,10 @@ class TimestampCache:
         self._max_ms = max_ms
         self._memo: dict[str, int] = {}
 
+    def known(self, text: str) -> int | None:
+        """The memoised time of `text`, or None (then call the cache to parse it)."""
+        return self._memo.get(text)
+
     def __call__(self, text: str) -> int:
         ms = self._memo.get(text)
         if ms is None:
