@@ -36,7 +36,17 @@ class Stack:
 
 @contextlib.contextmanager
 def stack(**extra_env: str) -> Iterator[Stack]:
-    """etcd and Redis on free ports under a temporary folder; stopped on exit."""
+    """etcd and Redis on free ports under a temporary folder; stopped on exit.
+
+    Benchmarks measure the pipeline, not access rules: uploads need no token and
+    throttles are off unless `extra_env` says otherwise.
+    """
+    extra_env = {
+        "TELEMETRY_WRITE_AUTH": "false",
+        "THROTTLE_UPLOADS": "off",
+        "THROTTLE_READS": "off",
+        **extra_env,
+    }
     services.ensure_binaries()
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp_name:
         tmp = Path(tmp_name)

@@ -203,15 +203,14 @@ def main() -> None:
             f"file: {rows:,} rows, {size_mb:,.0f} MB; "
             f"{args.workers} worker processes; {os.cpu_count()} cores"
         )
-        env = {"TELEMETRY_WRITE_AUTH": "false", "THROTTLE_UPLOADS": "off", "THROTTLE_READS": "off"}
-        with stack(**env) as st:
+        with stack() as st:
             metrics_dir = st.tmp / "metrics"
             metrics_dir.mkdir()
             st.env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
             st.env["ENABLE_WEBSOCKET"] = "false"  # measured in bench/live.py
             ours_r = ours(st, path, rows, args.workers)
         parse_rate = parse_alone(path)
-        with stack(**env) as st:
+        with stack() as st:
             naive_r = naive(st, path, min(args.baseline_rows, rows), args.workers)
     print(f"{'':34}{'ours':>14}{'naive':>14}")
     print(f"{'rows':34}{ours_r['rows']:>14,}{naive_r['rows']:>14,}")
