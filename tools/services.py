@@ -173,7 +173,6 @@ def start_etcd(
     """
     client_port, peer_port = _pick_ports(port, peer_port)
     _require_free("etcd", LOCALHOST, client_port, peer_port)
-    client_url = f"http://{LOCALHOST}:{client_port}"
     peer_url = f"http://{LOCALHOST}:{peer_port}"
     # etcd reads every ETCD_* variable as a flag and exits ("conflicting environment
     # variable ... is shadowed") when one duplicates a flag we pass; the app's own
@@ -184,22 +183,9 @@ def start_etcd(
         if not k.startswith("ETCD_") or k == "ETCD_UNSUPPORTED_ARCH"
     }
     argv = [
-        "etcd",
-        f"--name={name}",
-        f"--data-dir={data_dir}",
-        f"--listen-client-urls={client_url}",
-        f"--advertise-client-urls={client_url}",
-        f"--listen-peer-urls={peer_url}",
-        f"--initial-advertise-peer-urls={peer_url}",
-        f"--initial-cluster={name}={peer_url}",
-        "--initial-cluster-state=new",
-        "--auto-compaction-mode=periodic",
-        "--auto-compaction-retention=1h",
-        # keep the raft log (held in memory) short after bulk loads; 3.4 defaults to 100,000
-        "--snapshot-count=10000",
-        f"--quota-backend-bytes={ETCD_QUOTA_BACKEND_BYTES}",
-        # capnslog (3.4's default) is deprecated and prints a warning at start-up.
-        "--logger=zap",
+        *_etcd_member_argv(
+            name, data_dir, client_port, peer_port, f"{name}={peer_url}", "etcd-cluster", "new"
+        ),
         *extra_args,
     ]
     service = _spawn(
