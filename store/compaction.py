@@ -70,10 +70,12 @@ def compact(keys: Keys, tiers: list[Tier], retention: bool = True) -> Report:
             (Keys.uuid_of(k.key), Keys.parse_block(k.key).t_first // raw.window_ms) for k in dirty
         }
         for uuid, w in sorted(windows):
+            held.refresh()
             _merge_raw_window(keys, uuid, w * raw.window_ms, raw.window_ms, report)
         for tier in rollup_tiers:
             touched = {(u, (w * raw.window_ms) // tier.window_ms) for u, w in windows}
             for uuid, tw in sorted(touched):
+                held.refresh()
                 _rebuild_rollup(keys, tier, raw, uuid, tw * tier.window_ms, report)
         if retention:
             apply_retention(keys, tiers, report)
@@ -116,16 +118,17 @@ def _rebuild_rollup(
     raw_start, raw_end = window_span(keys.blocks_prefix(uuid), first, last)
     roll_start, roll_end = window_span(keys.rollups_prefix(tier.name, uuid), first, last)
     rev = kv.revision()  # before reading: anything written after it fails the compare
-    raw_infos = kv.keys_in_range(raw_start, raw_end)
+    raw_items = kv.get_range(raw_start, raw_end)
     old_items = kv.get_range(roll_start, roll_end)
     old = [decode_rollup(it.value) for it in old_items]
-    buckets = refreshed(old, raw_infos, raw.window_ms, tier.resolution_ms)
+    buckets = refreshed(old, raw_items, raw.window_ms, tier.resolution_ms)
     if not len(buckets):
         return
     data = encode_rollup(buckets)
     key = keys.rollup(tier.name, uuid, int(buckets.ts.min()), int(buckets.ts.max()), _digest(data))
-    if [it.key for it in old_items] == [key]:
-        return
+    newest_raw = max((it.mod_revision for it in raw_items), default=0)
+    if [it.key for it in old_items] == [key] and old_items[0].mod_revision > newest_raw:
+        return  # same content, and readers see it as up to date (newer than its raw blocks)
     ops = [kv.op_delete(it.key) for it in old_items if it.key != key] + [kv.op_put(key, data)]
     compare = [
         kv.cmp_range_unchanged(raw_start, raw_end, rev),
@@ -173,6 +176,13 @@ def expire_jobs(keys: Keys, max_age_ms: int, now_ms: int) -> int:
     for item in kv.get_prefix(keys.jobs_prefix()):
         job = json.loads(item.value)
         if now_ms - int(job.get("created_at", now_ms)) > max_age_ms:
-            kv.txn([], [kv.op_delete(item.key), kv.op_delete_prefix(keys.chunks_prefix(job["id"]))])
+            kv.txn(
+                [],
+                [
+                    kv.op_delete(item.key),
+                    kv.op_delete_prefix(keys.chunks_prefix(job["id"])),
+                    kv.op_delete_prefix(keys.failures_prefix(job["id"])),
+                ],
+            )
             removed += 1
     return removed

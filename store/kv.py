@@ -196,27 +196,37 @@ def revision() -> int:
     return int(response.header.revision)
 
 
-@contextlib.contextmanager
-def lock(key: str, ttl: int = 600) -> Iterator[bool]:
-    """A lease-backed lock at `key`; yields False at once when someone holds it (never waits).
+class Held:
+    """A held lock: `refresh()` keeps it during long work (at most once every ttl/3 s)."""
 
-    The key vanishes with the lease, so a holder that dies frees the lock after `ttl` s.
+    def __init__(self, lease: Any, ttl: int) -> None:
+        self._lease = lease
+        self._every = ttl / 3
+        self._last = time.monotonic()
+
+    def refresh(self) -> None:
+        if time.monotonic() - self._last >= self._every:
+            with translated("lock"):
+                self._lease.refresh()
+            self._last = time.monotonic()
+
+
+@contextlib.contextmanager
+def lock(key: str, ttl: int = 600) -> Iterator[Held | None]:
+    """A lease-backed lock at `key`; yields None at once when someone holds it (never waits).
+
+    The key vanishes with the lease, so a holder that dies frees the lock after
+    `ttl` s; a long holder calls `refresh()` on what it got.
     """
     with translated("lock"):
         lease = client.get().lease(ttl)
-        acquired = txn([cmp_absent(key)], [pyetcd.transactions.Put(key, b"held", lease=lease)])
     try:
-        yield acquired
+        acquired = txn([cmp_absent(key)], [pyetcd.transactions.Put(key, b"held", lease=lease)])
+        yield Held(lease, ttl) if acquired else None
     finally:
-        with translated("lock"):
+        # the lease may have expired or etcd be gone: the key then goes with the lease
+        with contextlib.suppress(StoreUnavailable, *_UNAVAILABLE), translated("lock"):
             lease.revoke()
-
-
-def delete_keys_guarded(items: Sequence[KeyInfo], puts: Sequence[tuple[str, bytes]] = ()) -> bool:
-    """Delete keys (and put others) atomically, only if none changed since read."""
-    compare = [cmp_mod_revision(i.key, i.mod_revision) for i in items]
-    ops = [op_put(k, v) for k, v in puts] + [op_delete(i.key) for i in items]
-    return txn(compare, ops)
 
 
 def get_range_rev(start: str, end: str) -> tuple[list[Item], int]:

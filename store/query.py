@@ -13,7 +13,7 @@ import numpy as np
 
 from store import kv
 from store.codec import Samples, decode_block, merge
-from store.keys import Keys
+from store.keys import Keys, window_span
 from store.rollup import Buckets, aggregate, concat, decode_rollup, rebucket, select
 from store.tiers import Tier
 
@@ -27,11 +27,19 @@ def _by_window(infos: list[kv.KeyInfo], window_ms: int, start: int, end: int) ->
     return out
 
 
-def _merged(infos: list[kv.KeyInfo]) -> Samples:
-    """Merge the blocks of one window; the most recently written block wins."""
-    found = kv.get_many([i.key for i in infos])
-    items = sorted(found.values(), key=lambda it: it.mod_revision)
-    return merge([decode_block(it.value) for it in items])
+def _merged(items: list[kv.Item]) -> Samples:
+    """Merge blocks; the most recently written block wins."""
+    ordered = sorted(items, key=lambda it: it.mod_revision)
+    return merge([decode_block(it.value) for it in ordered])
+
+
+def _span_items(prefix: str, first: int, last: int) -> list[kv.Item]:
+    """Every block starting in [first, last], read at one revision (one range read).
+
+    Reading a window's keys by name instead could race a compaction that merged
+    them in between and come back empty: the range finds the merged block.
+    """
+    return kv.get_range(*window_span(prefix, first, last))
 
 
 def _clip(s: Samples, start: int, end: int) -> Samples:
@@ -49,8 +57,10 @@ def iter_raw(
     """
     infos = kv.keys_in_range(*keys.block_range(uuid, start, end, window_ms))
     windows = _by_window(infos, window_ms, start, end)
+    prefix = keys.blocks_prefix(uuid)
     for w in sorted(windows, reverse=descending):
-        samples = _clip(_merged(windows[w]), start, end)
+        items = _span_items(prefix, w * window_ms, (w + 1) * window_ms - 1)
+        samples = _clip(_merged(items), start, end)
         if len(samples):
             yield samples
 
@@ -88,20 +98,22 @@ def read_buckets(
             parts += [decode_rollup(r.value) for r in rolled]
         else:
             old = [decode_rollup(r.value) for r in rolled]
-            parts.append(refreshed(old, raw_by_tw.get(tw, []), raw.window_ms, tier.resolution_ms))
+            first_tw = tw * tier.window_ms
+            items = _span_items(keys.blocks_prefix(uuid), first_tw, first_tw + tier.window_ms - 1)
+            parts.append(refreshed(old, items, raw.window_ms, tier.resolution_ms))
     return _trim(rebucket(concat(parts), step_ms), first, end)
 
 
 def refreshed(
-    old: list[Buckets], raw_infos: list[kv.KeyInfo], raw_window_ms: int, resolution_ms: int
+    old: list[Buckets], raw_items: list[kv.Item], raw_window_ms: int, resolution_ms: int
 ) -> Buckets:
     """Rollup buckets recomputed from the raw blocks there are, old ones kept elsewhere.
 
     Buckets in raw windows that still hold raw blocks come from raw; buckets whose
     raw data is gone (retention) keep their rolled-up values.
     """
-    fresh = aggregate(_merged(raw_infos), resolution_ms) if raw_infos else None
-    covered = sorted({Keys.parse_block(i.key).t_first // raw_window_ms for i in raw_infos})
+    fresh = aggregate(_merged(raw_items), resolution_ms) if raw_items else None
+    covered = sorted({Keys.parse_block(i.key).t_first // raw_window_ms for i in raw_items})
     kept = [select(b, ~np.isin(b.ts // raw_window_ms, covered)) for b in old]
     return concat([*kept, *([fresh] if fresh is not None else [])])
 

@@ -158,3 +158,26 @@ def test_downsampling_arithmetic():
     assert b.value("avg")[i] == 3.0
     assert b.value("last")[by[("m", 60_000)]] == 7.0
     assert b.value("count")[by[("n", 0)]] == 1.0
+
+
+def test_rollup_stays_up_to_date_after_the_same_data_is_written_again(keys):
+    rows = [(DAY0 + i * 10_000, "m", float(i)) for i in range(60)]
+    write(keys, "a", 0, "GPU-1", rows)
+    compact(keys, TIERS, retention=False)
+    write(keys, "b", 0, "GPU-1", rows)  # a re-upload: same block key, newer revision
+    compact(keys, TIERS, retention=False)
+    raw_rev = max(i.mod_revision for i in kv.get_prefix(keys.blocks_prefix("GPU-1")))
+    rollups = kv.get_prefix(keys.rollups_prefix("1m", "GPU-1"))
+    assert len(rollups) == 1 and rollups[0].mod_revision > raw_rev
+
+
+def test_expired_jobs_take_their_chunk_and_failure_markers_along(keys):
+    from store.compaction import expire_jobs
+    from store.jobs import mark_chunk_failed, save_job
+
+    save_job(keys, {"id": "old-1", "created_at": 0})
+    write(keys, "old-1", 0, "GPU-1", [(DAY0, "m", 1.0)])
+    mark_chunk_failed(keys, "old-1", 1, "corrupt")
+    assert expire_jobs(keys, max_age_ms=1000, now_ms=10_000) == 1
+    for prefix in (keys.jobs_prefix(), keys.chunks_prefix("old-1"), keys.failures_prefix("old-1")):
+        assert kv.count_prefix(prefix) == 0, prefix
