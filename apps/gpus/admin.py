@@ -43,8 +43,21 @@ class _LiveChangeList(ChangeList):
             gpu.live_last_seen = inventory.ms_to_datetime(max(times)) if times else None
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """etcd is the record: the admin shows, it never adds, changes or deletes."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(Gpu)
-class GpuAdmin(admin.ModelAdmin):
+class GpuAdmin(ReadOnlyAdmin):
     list_display = (
         "uuid",
         "host",
@@ -71,15 +84,6 @@ class GpuAdmin(admin.ModelAdmin):
     )
     readonly_fields = ("chart", "seen_last", "latest_values")
     change_list_template = "admin/gpus/gpu/change_list.html"
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return _LiveChangeList
@@ -147,17 +151,8 @@ def _number(value: float) -> str:
 
 
 @admin.register(IngestJob)
-class IngestJobAdmin(admin.ModelAdmin):
+class IngestJobAdmin(ReadOnlyAdmin):
     """The newest ingest jobs, read from etcd on each visit; there is no table behind it."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def get_urls(self) -> list[Any]:
         # Only the list: the ORM views (change, history, delete) would query a table
