@@ -26,7 +26,8 @@ format: install
 install: system-deps $(STAMP)
 
 # Debian's etcd-server and redis-server (and haproxy, shellcheck to check deploy/; chromium
-# for the dashboard's browser test), only when their binaries are missing.
+# for the dashboard's browser test; prometheus + promtool as the oracle and baseline), only
+# when their binaries are missing.
 system-deps:
 	@missing=""; \
 	command -v etcd >/dev/null 2>&1 || missing="$$missing etcd-server"; \
@@ -34,6 +35,7 @@ system-deps:
 	command -v haproxy >/dev/null 2>&1 || missing="$$missing haproxy"; \
 	command -v shellcheck >/dev/null 2>&1 || missing="$$missing shellcheck"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing"; \
 		SUDO=""; [ "$$(id -u)" -ne 0 ] && SUDO="sudo"; \
