@@ -12,7 +12,7 @@ each side is measured alone, with no history or free pages of the other:
    7-day windows can be queried at random starts.
 2. Ours: the rows go through the ingest chunker (apps/ingest/chunking.py, the
    INGEST_CHUNK_ROWS / INGEST_BUFFER_ROWS settings) and the Celery payload
-   round trip, then store.telemetry.write_chunk, as a worker does; then one
+   round trip, then store.write.write_chunk, as a worker does; then one
    store.compaction.compact run with the default tiers (raw 1 h blocks, 1m and
    5m rollups) and retentions long enough to delete nothing.
 3. Naive: the original Go pipeline's layout, one JSON document per sample at
@@ -22,7 +22,7 @@ each side is measured alone, with no history or free pages of the other:
    empty db; per sample. Rollup bytes per bucket, keys before/after compaction,
    etcd's anonymous RSS (its in-memory key index) per million keys.
 5. Queries on the query GPU at random window starts (same starts on both
-   sides): raw 1 h, 24 h and 7 d (ours: store.query.iter_raw into a list of
+   sides): raw 1 h, 24 h and 7 d (ours: store.read.iter_raw into a list of
    rows; naive: range read + json.loads of each value), and a 24 h query at
    5-minute steps from the 5m rollups vs computed from raw blocks.
 
@@ -353,7 +353,7 @@ def load_ours(data: list[Series]) -> tuple[float, int]:
     from apps.ingest.parsing import Row
     from store import window_ms
     from store.keys import Keys
-    from store.telemetry import write_chunk
+    from store.write import write_chunk
 
     keys = Keys(OURS_ROOT)
     facts = {s.gpu.uuid: s.facts() for s in data}
@@ -484,7 +484,7 @@ def window_starts(series: Series, span: int, reps: int, seed: int) -> tuple[list
 def queries_ours(series: Series, plan: dict[str, tuple[list[int], int]]) -> dict[str, Timing]:
     from store import window_ms
     from store.keys import Keys
-    from store.query import iter_raw, read_buckets
+    from store.read import iter_raw, read_buckets
     from store.tiers import tiers
 
     keys = Keys(OURS_ROOT)
@@ -536,7 +536,7 @@ class Churn:
 def _batches(data: list[Series], lo: int, hi: int) -> list:
     """Each GPU's samples with lo <= ts < hi, as write_chunk takes them."""
     from store.codec import Samples
-    from store.telemetry import GpuBatch
+    from store.write import GpuBatch
 
     out = []
     k = len(gs.METRICS)
@@ -568,8 +568,8 @@ def measure_churn(n_gpus: int, seed: int) -> Churn:
     from store import kv
     from store.compaction import compact
     from store.keys import Keys
-    from store.telemetry import write_chunk
     from store.tiers import tiers
+    from store.write import write_chunk
 
     keys = Keys(LIVE_ROOT)
     window = tiers()[0].window_ms

@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from store import kv
 from store.codec import decode_block, encode_block, merge
 from store.keys import Keys, window_span
-from store.query import refreshed
+from store.read import refreshed
 from store.rollup import decode_rollup, encode_rollup
-from store.telemetry import latest_values
 from store.tiers import Tier
+from store.write import latest_values
 
 log = logging.getLogger(__name__)
 # Each merge compares one range, then deletes its sources and puts one block.

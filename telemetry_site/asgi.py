@@ -15,7 +15,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from apps.accounts.channels_auth import TokenAuthMiddleware  # noqa: E402
-from apps.gpus.routing import BrowserOriginValidator, websocket_urlpatterns  # noqa: E402
+from apps.read.routing import BrowserOriginValidator, websocket_urlpatterns  # noqa: E402
 
 routes = {"http": django_application}
 if settings.ENABLE_WEBSOCKET:

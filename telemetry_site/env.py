@@ -13,10 +13,10 @@ import re
 
 from django.core.exceptions import ImproperlyConfigured
 
+from timeparse.durations import parse_duration
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 
 def env_str(name: str, default: str) -> str:
@@ -62,14 +62,6 @@ def env_int(name: str, default: int, minimum: int | None = None) -> int:
     if minimum is not None and value < minimum:
         raise ImproperlyConfigured(f"{name}={value} is below its minimum {minimum}")
     return value
-
-
-def parse_duration(raw: str) -> float:
-    """Seconds from `10`, `10s`, `500ms`, `5m`, `1h` or `7d`; ValueError otherwise."""
-    match = _DURATION.match(raw)
-    if not match:
-        raise ValueError(f"{raw!r} is not a duration (examples: 500ms, 10s, 5m, 1h, 7d)")
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
 def env_duration(name: str, default: float) -> float:

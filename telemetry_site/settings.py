@@ -62,8 +62,8 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "apps.accounts",
     "apps.ingest",
-    "apps.gpus",
-    # After apps.gpus, whose graphene/graphiql.html (local assets, no CDN) must win.
+    "apps.read",
+    # After apps.read, whose graphene/graphiql.html (local assets, no CDN) must win.
     "graphene_django",
 ]
 
@@ -130,7 +130,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": env_int("API_PAGE_SIZE", 100, minimum=1),
-    "EXCEPTION_HANDLER": "apps.gpus.errors.exception_handler",
+    "EXCEPTION_HANDLER": "apps.read.errors.exception_handler",
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "apps.accounts.auth.BearerOrTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
@@ -157,7 +157,7 @@ SPECTACULAR_SETTINGS = {
 
 # --- GraphQL (docs/GRAPHQL.md) ------------------------------------------------------
 ENABLE_GRAPHQL = env_bool("ENABLE_GRAPHQL", True)
-GRAPHENE = {"SCHEMA": "apps.gpus.graphql_schema.schema"}
+GRAPHENE = {"SCHEMA": "apps.read.graphql_schema.schema"}
 
 # --- Access ------------------------------------------------------------------
 # Writes need a token (or an admin session) unless TELEMETRY_WRITE_AUTH is off;

@@ -3,13 +3,13 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from apps.gpus import dashboard
-from apps.gpus.graphql_view import TelemetryGraphQLView
-from apps.gpus.views import health_view, metrics_view, ready_view
+from apps.read import dashboard
+from apps.read.graphql_view import TelemetryGraphQLView
+from apps.read.views import health_view, metrics_view, ready_view
 
 urlpatterns = [
     path("api/v1/", include("apps.ingest.urls")),
-    path("api/v1/", include("apps.gpus.urls")),
+    path("api/v1/", include("apps.read.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("swagger/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger"),
     path("health", health_view, name="health"),

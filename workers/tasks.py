@@ -7,9 +7,9 @@ import time
 
 from celery import shared_task
 
-from apps.gpus import inventory, live
 from apps.ingest import payload
 from apps.ingest.payload import PayloadError
+from apps.read import inventory, live
 from observability.logs import job_context
 from observability.metrics import CHUNK_SECONDS, CHUNKS, SAMPLES_STORED
 from store import window_ms
@@ -17,7 +17,7 @@ from store.codec import dedupe
 from store.errors import Conflict, StoreUnavailable
 from store.jobs import mark_chunk_failed
 from store.keys import Keys
-from store.telemetry import write_chunk
+from store.write import write_chunk
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, NamedTuple
 
 from apps.ingest.formats import LONG, MAX_METRIC_NAME, HeaderError, Layout, detect
-from apps.ingest.timeparse import TimestampCache
 from store.keys import MAX_TS, check_segment
+from timeparse.timestamps import TimestampCache
 
 __all__ = ["HeaderError", "Parser", "Row", "RowError", "open_text"]
 

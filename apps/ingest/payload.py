@@ -15,7 +15,7 @@ import numpy as np
 
 from apps.ingest.chunking import Chunk
 from store.codec import Samples
-from store.telemetry import GpuBatch
+from store.write import GpuBatch
 
 VERSION = 1
 

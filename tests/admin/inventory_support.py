@@ -1,11 +1,11 @@
-"""Put GPUs in etcd the way a worker does (store.telemetry.write_chunk), for admin and
+"""Put GPUs in etcd the way a worker does (store.write.write_chunk), for admin and
 dashboard tests that need data but not the whole upload path."""
 
 from __future__ import annotations
 
 from store.codec import samples_from_rows
 from store.keys import Keys
-from store.telemetry import GpuBatch, write_chunk
+from store.write import GpuBatch, write_chunk
 
 WINDOW = 3_600_000
 T0 = 1_752_871_354_000  # 2025-07-18T20:42:34Z, the real export's first timestamp

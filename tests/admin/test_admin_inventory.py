@@ -6,8 +6,8 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from django.core.management import call_command
 
-from apps.gpus import inventory
-from apps.gpus.models import Gpu
+from apps.read import inventory
+from apps.read.models import Gpu
 from store.keys import Keys
 from tests.admin.inventory_support import store_gpu
 

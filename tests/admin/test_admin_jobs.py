@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from apps.gpus.jobs_view import list_jobs
+from apps.read.jobs_view import list_jobs
 from store import kv
 from store.jobs import save_job
 from store.keys import Keys

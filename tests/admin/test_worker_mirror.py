@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from apps.gpus import queries
+from apps.read import queries
 from tests.conftest import REPO, service_env
 from tests.helpers import wait_for
 from tools import services

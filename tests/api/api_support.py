@@ -15,8 +15,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
 from apps.ingest.formats import WIDE_METRICS
-from apps.ingest.timeparse import parse_timestamp
 from store import default_keys, kv
+from timeparse.timestamps import parse_timestamp
 from tools.generate_sample import generate
 
 UPLOAD_URL = "/api/v1/csv/upload"

@@ -9,9 +9,9 @@ from collections import defaultdict
 import pytest
 from django.core.management import call_command
 
-from apps.ingest.timeparse import format_timestamp
 from tests.api.api_support import expected_samples, generated, telemetry, upload
 from tests.helpers import wait_job_done
+from timeparse.timestamps import format_timestamp
 
 STEP_MS = 60_000
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from rest_framework.test import APIClient
 
-from apps.ingest.timeparse import parse_timestamp
 from tests.helpers import wait_job_done
+from timeparse.timestamps import parse_timestamp
 
 
 def upload(client: APIClient, data: bytes, name: str = "file.csv", **extra: str):

@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 import pytest
 
-from apps.gpus import dashboard
+from apps.read import dashboard
 from store.errors import StoreUnavailable
 from store.keys import Keys
 from tests.admin.inventory_support import store_gpu

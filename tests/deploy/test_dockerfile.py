@@ -211,7 +211,7 @@ def dockerignored(path: str) -> bool:
         "deploy/secrets/dev/redis_password",
         "deploy/k8s/base/kustomization.yaml",
         "deploy/compose.yaml",
-        "apps/gpus/__pycache__/views.cpython-311.pyc",
+        "apps/read/__pycache__/views.cpython-311.pyc",
         ".env",
         "samples/wide_sample.csv",
     ],

@@ -8,7 +8,7 @@ sees a fault test's queue (each test has its own Redis).
 Every test ends with `assert_stored_exactly`: each (uuid, ts, metric) of the uploaded file
 is stored exactly once, with its exact value, counted twice over: in the raw blocks in
 etcd (a chunk written twice with other block boundaries would show as a doubled sample)
-and through the read path (the REST telemetry API, or `store.query` for large files).
+and through the read path (the REST telemetry API, or `store.read` for large files).
 """
 
 from __future__ import annotations
@@ -29,16 +29,16 @@ import pytest
 import requests
 from rest_framework.test import APIClient
 
-from apps.ingest.timeparse import parse_timestamp
 from store import client as etcd_client
 from store import kv, window_ms
 from store.codec import decode_block
 from store.errors import StoreUnavailable
 from store.keys import Keys
-from store.query import read_samples
+from store.read import read_samples
 from tests.api.api_support import Expected, point_producer_at, upload
 from tests.conftest import service_env, start_worker
 from tests.helpers import wait_for
+from timeparse.timestamps import parse_timestamp
 from tools import services
 
 TASK_LINE = re.compile(rb"Task workers\.persist_chunk\[([0-9a-f-]+)\] (received|succeeded|retry)")
@@ -269,7 +269,7 @@ def assert_exact(counts: Counter, expected: Expected, where: str) -> None:
 
 
 def read_path_samples(root: str, uuids: list[str]) -> Counter:
-    """Samples as `store.query.read_samples` (the API's read path) returns them, counted."""
+    """Samples as `store.read.read_samples` (the API's read path) returns them, counted."""
     keys = Keys(root)
 
     def read(gpu: str) -> list[tuple[str, int, str, float]]:
@@ -292,12 +292,12 @@ def assert_stored_exactly(
 
     Checked in the raw blocks of `root`, then through the REST API (`get_json`, which
     must list exactly the file's GPUs) or, when `get_json` is None (large files: the
-    API takes ~80 ms per 1000 samples), through `store.query.read_samples`, the read
+    API takes ~80 ms per 1000 samples), through `store.read.read_samples`, the read
     path behind the API. Returns the number of samples.
     """
     assert_exact(stored_block_samples(root), expected, "raw blocks in etcd")
     if get_json is None:
-        assert_exact(read_path_samples(root, sorted(expected)), expected, "store.query reads")
+        assert_exact(read_path_samples(root, sorted(expected)), expected, "store.read reads")
         return sum(len(v) for v in expected.values())
     listed = get_json("/api/v1/gpus", {"limit": 1000})
     assert sorted(g["uuid"] for g in listed["results"]) == sorted(expected)

@@ -135,7 +135,7 @@ def test_an_unusable_key_segment_is_a_bad_argument(pipeline, api):
 
 
 def test_etcd_down_answers_503_saying_so(api, monkeypatch):
-    from apps.gpus import queries
+    from apps.read import queries
 
     def down(*args, **kwargs):
         raise StoreUnavailable("etcd is unavailable: test")

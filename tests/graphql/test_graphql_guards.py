@@ -6,9 +6,9 @@ import pytest
 from graphql import get_introspection_query, parse, validate
 from graphql.validation import specified_rules
 
-from apps.gpus.graphql_guards import Limits, guard_rule
-from apps.gpus.graphql_schema import schema
-from apps.gpus.graphql_view import TelemetryGraphQLView
+from apps.read.graphql_guards import Limits, guard_rule
+from apps.read.graphql_schema import schema
+from apps.read.graphql_view import TelemetryGraphQLView
 from tests.graphql.gql_support import errors, post
 
 EVERY_SAMPLE_OF_EVERY_GPU = """{

@@ -8,8 +8,8 @@ from collections import Counter
 import pytest
 
 from apps.ingest.formats import LONG
-from apps.ingest.timeparse import parse_timestamp
 from tests.ingest.ingest_support import REAL_CSV, parse_all
+from timeparse.timestamps import parse_timestamp
 
 
 @pytest.fixture(scope="module")

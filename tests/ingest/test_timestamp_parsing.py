@@ -6,14 +6,14 @@ import random
 
 import pytest
 
-from apps.ingest.timeparse import (
+from store.keys import MAX_TS
+from tests.ingest.ingest_support import TS_MS, long_csv, long_row, parse_all
+from timeparse.timestamps import (
     EPOCH_MS_THRESHOLD,
     TimestampCache,
     format_timestamp,
     parse_timestamp,
 )
-from store.keys import MAX_TS
-from tests.ingest.ingest_support import TS_MS, long_csv, long_row, parse_all
 
 # 2025-07-18T20:42:34Z
 T = TS_MS

@@ -10,7 +10,7 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from rest_framework.test import APIClient
 
-from apps.ingest.timeparse import format_timestamp
+from timeparse.timestamps import format_timestamp
 from tools.generate_sample import generate
 
 TIMEOUT = 30
@@ -26,7 +26,7 @@ def rows_by_gpu(data: bytes) -> dict[str, set[tuple[str, str, float]]]:
     import csv
     import io
 
-    from apps.ingest.timeparse import parse_timestamp
+    from timeparse.timestamps import parse_timestamp
 
     out: dict[str, set[tuple[str, str, float]]] = {}
     for row in csv.DictReader(io.StringIO(data.decode())):
@@ -184,7 +184,7 @@ def test_foreign_browser_origin_is_refused(live_services, settings):
 
 
 def test_slow_client_loses_oldest_messages_and_is_told(live_services, settings):
-    from apps.gpus.live import gpu_payload, group_name
+    from apps.read.live import gpu_payload, group_name
 
     settings.LIVE_CLIENT_BUFFER = 2
 

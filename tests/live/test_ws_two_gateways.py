@@ -13,8 +13,8 @@ import pytest
 import requests
 from websockets.sync.client import connect
 
-from apps.ingest.timeparse import format_timestamp, parse_timestamp
 from tests.conftest import start_gateway
+from timeparse.timestamps import format_timestamp, parse_timestamp
 from tools.generate_sample import generate
 
 

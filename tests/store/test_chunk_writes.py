@@ -10,9 +10,9 @@ import pytest
 from store import kv
 from store.codec import samples_from_rows
 from store.keys import Keys
-from store.query import read_samples
+from store.read import read_samples
 from store.registry import known
-from store.telemetry import GpuBatch, latest_values, write_chunk
+from store.write import GpuBatch, latest_values, write_chunk
 
 WINDOW = 3_600_000
 

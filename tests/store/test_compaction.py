@@ -12,11 +12,11 @@ from store import kv
 from store.codec import samples_from_rows
 from store.compaction import compact
 from store.keys import Keys
-from store.query import iter_raw, read_buckets
+from store.read import iter_raw, read_buckets
 from store.registry import known
 from store.rollup import aggregate
-from store.telemetry import GpuBatch, write_chunk
 from store.tiers import Tier
+from store.write import GpuBatch, write_chunk
 
 HOUR = 3_600_000
 RAW = Tier("raw", 0, 10 * 24 * HOUR, HOUR)

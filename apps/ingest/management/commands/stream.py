@@ -32,7 +32,7 @@ from apps.ingest.streaming import (
 )
 from store.errors import StoreError
 from store.keys import check_segment
-from telemetry_site.env import parse_duration
+from timeparse.durations import parse_duration
 
 # How long a batch that cannot be sent (broker or etcd down) waits before the next try.
 RETRY_FIRST_S, RETRY_MAX_S = 0.5, 30.0

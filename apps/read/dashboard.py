@@ -1,8 +1,8 @@
 """Dashboard pages: the fleet at `/`, one GPU at `/gpus/{uuid}/`.
 
-Server-rendered from apps.gpus.queries (the code behind the REST API); the browser
+Server-rendered from apps.read.queries (the code behind the REST API); the browser
 then reads the REST API for chart data and the WebSocket feed for live updates
-(apps/gpus/static/gpus/*.js). Every value reaches HTML through Django's autoescape
+(apps/read/static/gpus/*.js). Every value reaches HTML through Django's autoescape
 or, in the scripts, through textContent.
 """
 
@@ -17,9 +17,9 @@ from django.shortcuts import render
 from django.urls import reverse
 
 from apps.accounts.auth import read_page
-from apps.gpus import queries
-from apps.ingest.timeparse import parse_timestamp
+from apps.read import queries
 from store.errors import InvalidSegment, NotFound, StoreError
+from timeparse.timestamps import parse_timestamp
 
 UTIL = "DCGM_FI_DEV_GPU_UTIL"
 TEMP = "DCGM_FI_DEV_GPU_TEMP"

@@ -2,5 +2,5 @@ from django.apps import AppConfig
 
 
 class GpusConfig(AppConfig):
-    name = "apps.gpus"
+    name = "apps.read"
     label = "gpus"

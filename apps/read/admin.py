@@ -18,11 +18,11 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
-from apps.gpus import inventory, jobs_view, queries
-from apps.gpus.models import Gpu, IngestJob
+from apps.read import inventory, jobs_view, queries
+from apps.read.models import Gpu, IngestJob
 from store import default_keys
 from store.errors import NotFound, StoreError
-from store.telemetry import latest_values
+from store.write import latest_values
 
 JOBS_SHOWN = 100
 
@@ -89,7 +89,7 @@ class GpuAdmin(ReadOnlyAdmin):
         return _LiveChangeList
 
     def get_object(self, request: HttpRequest, object_id: str, from_field: Any = None) -> Any:
-        """The row, with `live` (apps.gpus.queries.get_gpu) or `live_error` attached."""
+        """The row, with `live` (apps.read.queries.get_gpu) or `live_error` attached."""
         gpu = super().get_object(request, object_id, from_field)
         if gpu is not None:
             gpu.live, gpu.live_error = None, ""

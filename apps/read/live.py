@@ -22,7 +22,7 @@ from typing import Any
 
 from django.conf import settings
 
-from apps.ingest.timeparse import format_timestamp
+from timeparse.timestamps import format_timestamp
 
 log = logging.getLogger(__name__)
 

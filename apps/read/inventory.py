@@ -1,4 +1,4 @@
-"""The admin's GPU inventory (apps.gpus.models.Gpu): mirrored from etcd, never the other way.
+"""The admin's GPU inventory (apps.read.models.Gpu): mirrored from etcd, never the other way.
 
 Two writers: `mirror` (workers, after a chunk registered or changed GPUs) and `sync`
 (`manage.py sync_inventory`, a full rebuild). etcd stays the system of record: a row
@@ -14,10 +14,10 @@ from typing import Any
 
 from django.db import DatabaseError, transaction
 
-from apps.gpus.models import Gpu
+from apps.read.models import Gpu
 from store.keys import Keys
 from store.registry import list_records
-from store.telemetry import latest_values
+from store.write import latest_values
 
 log = logging.getLogger(__name__)
 

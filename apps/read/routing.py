@@ -8,7 +8,7 @@ from channels.security.websocket import OriginValidator
 from django.conf import settings
 from django.urls import path
 
-from apps.gpus.consumers import TelemetryConsumer
+from apps.read.consumers import TelemetryConsumer
 
 websocket_urlpatterns = [
     path("ws/telemetry/", TelemetryConsumer.as_asgi()),

@@ -1,12 +1,12 @@
 """`/graphql`: graphene-django's view with the query guards, the REST read rule and local GraphiQL.
 
-* Guards (apps.gpus.graphql_guards) run as a validation rule, with this request's
+* Guards (apps.read.graphql_guards) run as a validation rule, with this request's
   variables, before any resolver reads etcd; refusals are 400 with `errors`.
 * Access is the REST API's read rule: DRF's authenticators (token, session), then
   `may_read`, then the `reads` throttle scope. A GraphQL POST is a read: it has no
   mutation. CSRF-exempt like the REST views; a session-authenticated POST still needs
   the CSRF token (DRF's SessionAuthentication checks it), which GraphiQL sends.
-* GraphiQL (GET with `Accept: text/html`) loads only files from apps/gpus/static/graphiql/.
+* GraphiQL (GET with `Accept: text/html`) loads only files from apps/read/static/graphiql/.
 * etcd unreachable: the errors say so and the status is 503 with Retry-After, as in REST.
 """
 
@@ -25,8 +25,8 @@ from rest_framework import exceptions
 from rest_framework.views import APIView
 
 from apps.accounts.auth import may_read
-from apps.gpus.graphql_guards import Limits, guard_rule
-from apps.gpus.graphql_schema import page_limits
+from apps.read.graphql_guards import Limits, guard_rule
+from apps.read.graphql_schema import page_limits
 from store.errors import InvalidSegment, StoreUnavailable
 
 _CODES = {StoreUnavailable: "UNAVAILABLE", InvalidSegment: "BAD_ARGUMENT"}
@@ -39,12 +39,12 @@ class _ReadRule(APIView):
 
 
 class TelemetryGraphQLView(GraphQLView):
-    graphiql_template = "graphene/graphiql.html"  # apps/gpus/templates: local assets
+    graphiql_template = "graphene/graphiql.html"  # apps/read/templates: local assets
     max_depth = 8
     max_introspection_depth = 16
     max_cost = 50_000  # never below 2 x TELEMETRY_MAX_LIMIT (see limits())
 
-    # The files in apps/gpus/static/graphiql/ (SOURCE.md): versions and sha256 pinned
+    # The files in apps/read/static/graphiql/ (SOURCE.md): versions and sha256 pinned
     # here, so a graphene-django upgrade cannot point the template at other files.
     react_version = "17.0.2"
     react_sri = "sha256-Ipu/TQ50iCCVZBUsZyNJfxrDk0E2yhaEIz0vqI+kFG8="

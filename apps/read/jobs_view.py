@@ -10,9 +10,9 @@ import json
 from typing import Any
 
 from apps.ingest.service import public_state
-from apps.ingest.timeparse import format_timestamp
 from store import kv
 from store.keys import Keys
+from timeparse.timestamps import format_timestamp
 
 
 def list_jobs(keys: Keys, limit: int = 50) -> list[dict[str, Any]]:

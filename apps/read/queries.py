@@ -17,14 +17,14 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 
-from apps.ingest.timeparse import format_timestamp
 from store import default_keys, window_ms
 from store.keys import MAX_TS, Keys
-from store.query import iter_raw, read_buckets
+from store.read import iter_raw, read_buckets
 from store.registry import get_record, list_records
-from store.telemetry import latest_values
 from store.tiers import for_step as tier_for_step
 from store.tiers import tiers
+from store.write import latest_values
+from timeparse.timestamps import format_timestamp
 
 
 def gpu_view(record: dict[str, Any], latest: dict[str, list] | None) -> dict[str, Any]:

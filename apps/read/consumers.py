@@ -1,4 +1,4 @@
-"""WebSocket consumers: thin; the protocol's logic lives in apps.gpus.live."""
+"""WebSocket consumers: thin; the protocol's logic lives in apps.read.live."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
 from apps.accounts.auth import may_read
-from apps.gpus.live import CommandError, Subscriptions, samples_message
+from apps.read.live import CommandError, Subscriptions, samples_message
 from observability.metrics import WEBSOCKET_CLIENTS
 
 

@@ -1,4 +1,4 @@
-"""REST views of the read side: parse the request, call apps.gpus.queries, shape the answer."""
+"""REST views of the read side: parse the request, call apps.read.queries, shape the answer."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.gpus import health, queries
-from apps.gpus.serializers import (
+from apps.read import health, queries
+from apps.read.serializers import (
     ClusterSerializer,
     GpuListParams,
     GpuSerializer,
@@ -23,8 +23,8 @@ from apps.gpus.serializers import (
     TelemetryParams,
     TelemetrySerializer,
 )
-from apps.ingest.timeparse import format_timestamp
 from observability.metrics import exposition
+from timeparse.timestamps import format_timestamp
 
 
 class _ReadView(APIView):

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from apps.gpus import inventory
+from apps.read import inventory
 from store import default_keys
 from store.errors import StoreError
 

@@ -7,11 +7,11 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from apps.gpus.queries import CursorError, TelemetryQuery, decode_cursor
-from apps.ingest.timeparse import format_timestamp, parse_timestamp
+from apps.read.queries import CursorError, TelemetryQuery, decode_cursor
 from store.keys import MAX_TS
 from store.rollup import AGGREGATES
-from telemetry_site.env import parse_duration
+from timeparse.durations import parse_duration
+from timeparse.timestamps import format_timestamp, parse_timestamp
 
 
 @extend_schema_field(OpenApiTypes.STR)  # RFC 3339 or epoch seconds: not only date-time

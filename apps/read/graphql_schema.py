@@ -1,4 +1,4 @@
-"""The GraphQL schema of the read side (docs/GRAPHQL.md): thin resolvers over apps.gpus.queries.
+"""The GraphQL schema of the read side (docs/GRAPHQL.md): thin resolvers over apps.read.queries.
 
 Answers are the REST answers in GraphQL's shape: the same query functions produce them
 and the REST serializers check the arguments, so both APIs accept and refuse the same
@@ -20,12 +20,12 @@ from graphene.types.generic import GenericScalar
 from graphql import GraphQLError
 from graphql_relay import cursor_to_offset, offset_to_cursor
 
-from apps.gpus import queries
-from apps.gpus.graphql_guards import Page, check_first
-from apps.gpus.serializers import GpuListParams, TelemetryParams
-from apps.ingest.timeparse import parse_timestamp
+from apps.read import queries
+from apps.read.graphql_guards import Page, check_first
+from apps.read.serializers import GpuListParams, TelemetryParams
 from store.errors import NotFound
 from store.rollup import AGGREGATES
+from timeparse.timestamps import parse_timestamp
 
 GPU_PAGE_MAX = 1000
 

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from apps.gpus import views
+from apps.read import views
 
 urlpatterns = [
     path("gpus", views.GpuListView.as_view(), name="gpu-list"),

@@ -1,7 +1,7 @@
 """The admin's GPU inventory: ORM rows mirrored from etcd, which stays the system of record.
 
 Rows are written by workers when a chunk registers or changes a GPU
-(`apps.gpus.inventory.mirror`) and rebuilt from etcd by `manage.py sync_inventory`.
+(`apps.read.inventory.mirror`) and rebuilt from etcd by `manage.py sync_inventory`.
 Nothing reads telemetry from here; the admin uses these rows to list, search and filter.
 """
 
@@ -41,7 +41,7 @@ class Gpu(models.Model):
 class IngestJob(models.Model):
     """No table: a handle so that the admin lists ingest jobs, which live in etcd only.
 
-    The admin's job pages read `{root}/jobs/` through apps.gpus.jobs_view.
+    The admin's job pages read `{root}/jobs/` through apps.read.jobs_view.
     """
 
     class Meta:

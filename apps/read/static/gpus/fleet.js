@@ -8,7 +8,7 @@
   var configEl = document.getElementById("live-config");
   var config = configEl ? JSON.parse(configEl.textContent) : { clusters: [], metrics: [] };
 
-  // Same buckets as apps.gpus.dashboard.bucket.
+  // Same buckets as apps.read.dashboard.bucket.
   function bucket(metric, value) {
     var prefix = metric === UTIL ? "u" : "t";
     var step = metric === UTIL ? value / 10 : (value - 20) / 8;
