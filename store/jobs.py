@@ -17,6 +17,15 @@ def new_job_id() -> str:
     return f"{int(time.time() * 1000):013d}-{secrets.token_hex(4)}"
 
 
+def new_upload_seq(keys: Keys) -> int:
+    """A number greater than every earlier upload's (the etcd revision of a put).
+
+    Taken once per job, before its first chunk is queued; every chunk carries it
+    and the newest upload of a sample wins (store/order.py).
+    """
+    return kv.put_revision(keys.upload_counter(), b"")
+
+
 def save_job(keys: Keys, job: dict[str, Any]) -> None:
     kv.put(keys.job(job["id"]), json.dumps(job, separators=(",", ":")).encode())
 

@@ -4,8 +4,10 @@ Layout under the root (default `/telemetry`), documented in docs/STORAGE.md:
 
     {root}/clusters/{cluster}/hosts/{host}/gpus/{uuid}   GPU record (JSON)
     {root}/gpus/{uuid}                                    locator: cluster and host (JSON)
+    {root}/instances/{parent}/{uuid}                      MIG instance of a GPU (empty)
     {root}/latest/{uuid}                                  newest value per metric (JSON)
-    {root}/blocks/{uuid}/{t_first:013d}-{t_last:013d}-{digest}   compressed block
+    {root}/blocks/{uuid}/{t_first:013d}-{t_last:013d}-{upload:016d}.{chunk:06d}-{digest}   block
+    {root}/upload-seq                                     upload sequence counter (its revision)
     {root}/jobs/{job}                                     ingest job (JSON)
     {root}/chunks/{job}/{seq:06d}                         chunk marker (JSON)
     {root}/rollups/{tier}/{uuid}/{t_first:013d}-{t_last:013d}-{digest}   rollup block
@@ -71,9 +73,17 @@ def window_span(prefix: str, first: int, last: int) -> tuple[str, str]:
 
 @dataclass(frozen=True, slots=True)
 class BlockName:
+    """A block key's name: its time range, its (upload, chunk) order and content digest.
+
+    Blocks written before upload order existed have no order segment: (0, 0),
+    older than any upload.
+    """
+
     t_first: int
     t_last: int
     digest: str
+    upload: int = 0
+    chunk: int = 0
 
 
 @dataclass(frozen=True)
@@ -106,6 +116,13 @@ class Keys:
     def locator(self, uuid: str) -> str:
         return f"{self.root}/gpus/{check_segment(uuid, 'uuid')}"
 
+    def instances_prefix(self, parent: str) -> str:
+        return f"{self.root}/instances/{check_segment(parent, 'uuid')}/"
+
+    def instance(self, parent: str, uuid: str) -> str:
+        """Marks `uuid` as a MIG instance of GPU `parent` (empty value)."""
+        return self.instances_prefix(parent) + check_segment(uuid, "uuid")
+
     def latest_prefix(self) -> str:
         return f"{self.root}/latest/"
 
@@ -116,8 +133,26 @@ class Keys:
     def blocks_prefix(self, uuid: str) -> str:
         return f"{self.root}/blocks/{check_segment(uuid, 'uuid')}/"
 
-    def block(self, uuid: str, t_first: int, t_last: int, digest: str) -> str:
-        return f"{self.blocks_prefix(uuid)}{_ts(t_first)}-{_ts(t_last)}-{digest}"
+    def block(
+        self,
+        uuid: str,
+        t_first: int,
+        t_last: int,
+        digest: str,
+        order: tuple[int, int] | None = None,
+    ) -> str:
+        """A raw block's key; `order` is (upload sequence, chunk seq), see store/order.py."""
+        name = f"{_ts(t_first)}-{_ts(t_last)}-"
+        if order is not None:
+            upload, chunk = order
+            if not (0 <= upload < 10**16 and 0 <= chunk < 10**6):
+                raise InvalidSegment(f"block order {order} is out of range")
+            name += f"{upload:016d}.{chunk:06d}-"
+        return f"{self.blocks_prefix(uuid)}{name}{digest}"
+
+    def upload_counter(self) -> str:
+        """The key whose put revision numbers uploads (store/jobs.py::new_upload_seq)."""
+        return f"{self.root}/upload-seq"
 
     def all_blocks(self) -> str:
         return f"{self.root}/blocks/"
@@ -159,8 +194,12 @@ class Keys:
     @staticmethod
     def parse_block(key: str) -> BlockName:
         name = key.rsplit("/", 1)[-1]
-        first, last, digest = name.split("-", 2)
-        return BlockName(int(first), int(last), digest)
+        first, last, rest = name.split("-", 2)
+        order, sep, digest = rest.partition("-")
+        if not sep:  # a block written before upload order: no order segment
+            return BlockName(int(first), int(last), rest)
+        upload, _, chunk = order.partition(".")
+        return BlockName(int(first), int(last), digest, int(upload), int(chunk))
 
     # Jobs ---------------------------------------------------------------------
     def jobs_prefix(self) -> str:

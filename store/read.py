@@ -12,8 +12,9 @@ from collections.abc import Iterator
 import numpy as np
 
 from store import kv
-from store.codec import Samples, decode_block, merge
+from store.codec import Samples, merge
 from store.keys import Keys, window_span
+from store.order import merge_blocks
 from store.rollup import Buckets, aggregate, concat, decode_rollup, rebucket, select
 from store.tiers import Tier
 
@@ -28,9 +29,8 @@ def _by_window(infos: list[kv.KeyInfo], window_ms: int, start: int, end: int) ->
 
 
 def _merged(items: list[kv.Item]) -> Samples:
-    """Merge blocks; the most recently written block wins."""
-    ordered = sorted(items, key=lambda it: it.mod_revision)
-    return merge([decode_block(it.value) for it in ordered])
+    """Merge blocks; the newest upload wins (store/order.py, shared with compaction)."""
+    return merge_blocks(items)
 
 
 def _span_items(prefix: str, first: int, last: int) -> list[kv.Item]:

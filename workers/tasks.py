@@ -48,7 +48,12 @@ def _persist(chunk: dict) -> dict:
     try:
         decoded = payload.decode(chunk)
         result = write_chunk(
-            Keys(decoded.root), decoded.job, decoded.seq, decoded.batches, window_ms()
+            Keys(decoded.root),
+            decoded.job,
+            decoded.seq,
+            decoded.batches,
+            window_ms(),
+            upload=decoded.upload,
         )
     except (StoreUnavailable, Conflict):
         CHUNKS.labels("retried").inc()

@@ -1,9 +1,11 @@
 """The Celery payload of a chunk: columnar and compact (msgpack with raw little-endian arrays).
 
-    {"v": 1, "root": etcd root, "job": id, "seq": n, "names": [metric names],
+    {"v": 1, "root": etcd root, "job": id, "seq": n, "u": upload sequence,
+     "names": [metric names],
      "gpus": [{"f": facts, "t": int64[], "m": int32[] (index into names), "x": float64[]}]}
 
-The root travels with the chunk so a worker writes where the uploader decided.
+The root travels with the chunk so a worker writes where the uploader decided;
+the upload sequence orders overlapping uploads (store/order.py; absent: 0).
 """
 
 from __future__ import annotations
@@ -30,14 +32,16 @@ class DecodedChunk:
     job: str
     seq: int
     batches: list[GpuBatch]
+    upload: int = 0
 
 
-def encode(chunk: Chunk, root: str, job_id: str) -> dict[str, Any]:
+def encode(chunk: Chunk, root: str, job_id: str, upload: int = 0) -> dict[str, Any]:
     return {
         "v": VERSION,
         "root": root,
         "job": job_id,
         "seq": chunk.seq,
+        "u": upload,
         "names": chunk.names,
         "gpus": [
             {
@@ -68,7 +72,10 @@ def decode(payload: dict[str, Any]) -> DecodedChunk:
             if not len(ts) == len(metric) == len(value):
                 raise PayloadError("chunk columns differ in length")
             batches.append(GpuBatch(g["f"], Samples(ts, metric, value, names)))
-        return DecodedChunk(payload["root"], payload["job"], int(payload["seq"]), batches)
+        upload = int(payload.get("u", 0))
+        if upload < 0:
+            raise PayloadError(f"negative upload sequence {upload}")
+        return DecodedChunk(payload["root"], payload["job"], int(payload["seq"]), batches, upload)
     except PayloadError:
         raise
     except (KeyError, TypeError, ValueError) as exc:

@@ -22,7 +22,7 @@ from observability.logs import job_context
 from observability.metrics import ROWS
 from store import default_keys
 from store.errors import StoreError
-from store.jobs import load_job, new_job_id, save_job
+from store.jobs import load_job, new_job_id, new_upload_seq, save_job
 from store.keys import Keys, check_segment
 
 PERSIST_TASK = "workers.persist_chunk"
@@ -64,10 +64,11 @@ class _LimitedReader:
         return data
 
 
-def _enqueue(chunk: Chunk, root: str, job_id: str) -> None:
+def _enqueue(chunk: Chunk, root: str, job: dict[str, Any]) -> None:
     from telemetry_site.celery import app
 
-    app.send_task(PERSIST_TASK, args=[payload.encode(chunk, root, job_id)], serializer="msgpack")
+    body = payload.encode(chunk, root, job["id"], job["upload_seq"])
+    app.send_task(PERSIST_TASK, args=[body], serializer="msgpack")
 
 
 def ingest(
@@ -106,9 +107,10 @@ def ingest(
         nonlocal saved
         if not saved:
             _finish(job, parser, chunker, started, state="parsing")
+            job["upload_seq"] = new_upload_seq(keys)
             save_job(keys, job)
             saved = True
-        _enqueue(chunk, keys.root, job["id"])
+        _enqueue(chunk, keys.root, job)
 
     chunker = Chunker(
         emit=emit,
@@ -305,9 +307,10 @@ class RowsJob:
     def _emit(self, chunk: Chunk) -> None:
         if not self._saved:
             self._update("parsing")
+            self.job["upload_seq"] = new_upload_seq(self._keys)
             save_job(self._keys, self.job)
             self._saved = True
-        _enqueue(chunk, self._keys.root, self.job["id"])
+        _enqueue(chunk, self._keys.root, self.job)
         self._enqueued += 1
 
     def _update(self, state: str, error: str = "") -> None:
