@@ -183,6 +183,9 @@ class Keys:
     def compaction_cursor(self) -> str:
         return f"{self.root}/compaction/cursor"
 
+    def compaction_report(self) -> str:
+        return f"{self.root}/compaction/report"
+
     def compaction_lock(self) -> str:
         return f"{self.root}/compaction/lock"
 

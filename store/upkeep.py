@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict
 from typing import Any
@@ -10,6 +11,7 @@ from django.conf import settings
 
 from store import default_keys, kv
 from store.compaction import compact, expire_jobs
+from store.errors import StoreError
 from store.tiers import tiers
 
 
@@ -19,11 +21,11 @@ def run_upkeep(retention: bool = True, defrag: bool | None = None) -> dict[str, 
     `defrag=None` defragments when ETCD_DEFRAG_INTERVAL has passed since the last one.
     """
     keys = default_keys()
-    report = compact(keys, tiers(), retention=retention)
+    now_ms = int(time.time() * 1000)
+    report = compact(keys, tiers(), retention=retention, now_ms=now_ms)
     out: dict[str, Any] = asdict(report)
     if report.skipped:
         return out
-    now_ms = int(time.time() * 1000)
     out["jobs_expired"] = expire_jobs(keys, int(settings.JOB_RETENTION * 1000), now_ms)
     marker = f"{keys.root}/compaction/defragmented_at"
     last = kv.get(marker)
@@ -32,4 +34,18 @@ def run_upkeep(retention: bool = True, defrag: bool | None = None) -> dict[str, 
     if out["defragmented"]:
         kv.defragment()
         kv.put(marker, str(now_ms).encode())
+    summary = {"at": now_ms, "failures": len(report.failures), "conflicts": report.conflicts}
+    kv.put(keys.compaction_report(), json.dumps(summary).encode())
     return out
+
+
+def last_run() -> dict[str, Any] | None:
+    """{"at": epoch ms, "failures": n, "conflicts": n} of the last finished upkeep run.
+
+    None when there was none yet or etcd cannot be read (for /metrics: best effort).
+    """
+    try:
+        item = kv.get(default_keys().compaction_report())
+    except StoreError:
+        return None
+    return None if item is None else json.loads(item.value)

@@ -22,8 +22,10 @@ from observability.logs import job_context
 from observability.metrics import ROWS
 from store import default_keys
 from store.errors import StoreError
+from store.horizon import Horizon
 from store.jobs import load_job, new_job_id, new_upload_seq, save_job
 from store.keys import Keys, check_segment
+from store.tiers import tiers
 
 PERSIST_TASK = "workers.persist_chunk"
 
@@ -102,6 +104,8 @@ def ingest(
     )
     job = _job(new_job_id(), source, cluster, parser.format)
     saved = False
+    beat = _Heartbeat()
+    horizon = Horizon(keys, tiers())
 
     def emit(chunk: Chunk) -> None:
         nonlocal saved
@@ -109,8 +113,16 @@ def ingest(
             _finish(job, parser, chunker, started, state="parsing")
             job["upload_seq"] = new_upload_seq(keys)
             save_job(keys, job)
+            beat.saved()
             saved = True
         _enqueue(chunk, keys.root, job)
+
+    def alive() -> None:
+        """Save the counts so far now and then: a job whose process dies shows them."""
+        if saved and beat.due():
+            _finish(job, parser, chunker, started, state="parsing")
+            save_job(keys, job)
+            beat.saved()
 
     chunker = Chunker(
         emit=emit,
@@ -121,13 +133,14 @@ def ingest(
     with job_context(job["id"]):
         log.info("ingest of %s into cluster %s started (%s format)", source, cluster, parser.format)
         try:
-            _parse_all(parser, chunker)
+            _parse_all(parser, chunker, horizon, alive)
         except Exception as exc:
             log.warning("ingest of %s stopped: %s", source, exc)
             if saved:
                 _save_failed(keys, job, parser, chunker, started, exc)
             raise
         _finish(job, parser, chunker, started, state="parsed")
+        job["retention"] = horizon.summary()
         ROWS.labels("accepted").inc(parser.accepted)
         ROWS.labels("rejected").inc(parser.rejected)
         log.info(
@@ -146,7 +159,10 @@ def ingest(
     return job
 
 
-def _parse_all(parser: Parser, chunker: Chunker) -> None:
+def _parse_all(
+    parser: Parser, chunker: Chunker, horizon: Horizon, alive: Callable[[], None]
+) -> None:
+    """Feed accepted rows to the chunker; rows older than storage keeps are refused."""
     max_rows = settings.INGEST_MAX_ROWS
     for row in parser:
         if parser.rows_read > max_rows:
@@ -154,8 +170,27 @@ def _parse_all(parser: Parser, chunker: Chunker) -> None:
                 f"the file has more than {max_rows} rows (INGEST_MAX_ROWS); "
                 "split it, the rows before the limit are kept"
             )
+        too_old = horizon.check(row.uuid, row.ts, parser.line)
+        if too_old is not None:
+            parser.refuse(too_old)
+            continue
         chunker.add(row)
+        if not parser.rows_read & 0xFFF:
+            alive()
     chunker.finish()
+
+
+class _Heartbeat:
+    """When a job being parsed should save its document again (INGEST_JOB_HEARTBEAT)."""
+
+    def __init__(self) -> None:
+        self._last = time.monotonic()
+
+    def due(self) -> bool:
+        return time.monotonic() - self._last >= settings.INGEST_JOB_HEARTBEAT
+
+    def saved(self) -> None:
+        self._last = time.monotonic()
 
 
 def _save_failed(
@@ -192,19 +227,37 @@ def _finish(
         errors=[asdict(e) for e in parser.errors],
         chunks_expected=chunker.chunks,
         parse_seconds=round(time.monotonic() - started, 3),
+        updated_at=int(time.time() * 1000),
     )
 
 
 def job_status(job_id: str) -> dict[str, Any]:
     """The job as the API shows it: the saved document plus progress and a derived state."""
     job = load_job(default_keys(), job_id)
+    if _stale(job):
+        seen = job.get("updated_at", job.get("created_at", 0)) / 1000
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seen))
+        job["error"] = (
+            f"the process parsing this upload stopped reporting at {stamp} (nothing saved for "
+            f"INGEST_JOB_STALE={settings.INGEST_JOB_STALE:g}s): it died; the counts are those "
+            "it reached, chunks it queued are still stored. Upload the file again to complete it"
+        )
     return {**job, "state": public_state(job)}
+
+
+def _stale(job: dict[str, Any], now_ms: int | None = None) -> bool:
+    """Still "parsing", and its document not saved for INGEST_JOB_STALE: its process died."""
+    if job.get("state") != "parsing":
+        return False
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    seen = int(job.get("updated_at", job.get("created_at", now_ms)))
+    return now_ms - seen > settings.INGEST_JOB_STALE * 1000
 
 
 def public_state(job: dict[str, Any]) -> str:
     """running, done or failed, from the saved document and the workers' markers."""
     finished = job.get("chunks_done", 0) + job.get("chunks_failed", 0)
-    if job["state"] == "failed":
+    if job["state"] == "failed" or _stale(job):
         return "failed"
     if job["state"] == "parsing" or finished < job.get("chunks_expected", 0):
         return "running"  # still reading the file, or chunks still queued
@@ -239,6 +292,7 @@ class RowsJob:
         self._keys = default_keys()
         self._started = time.monotonic()
         self._saved = False
+        self._beat = _Heartbeat()
         self._enqueued = 0
         self._counts = {"rows_read": 0, "rows_accepted": 0, "rows_rejected": 0}
         self._errors: list[RowError] = []
@@ -309,9 +363,14 @@ class RowsJob:
             self._update("parsing")
             self.job["upload_seq"] = new_upload_seq(self._keys)
             save_job(self._keys, self.job)
+            self._beat.saved()
             self._saved = True
         _enqueue(chunk, self._keys.root, self.job)
         self._enqueued += 1
+        if self._beat.due():  # a long-lived job shows it is alive, with its counts
+            self._update("parsing")
+            save_job(self._keys, self.job)
+            self._beat.saved()
 
     def _update(self, state: str, error: str = "") -> None:
         self.job.update(
@@ -322,6 +381,7 @@ class RowsJob:
             errors=[asdict(e) for e in self._errors],
             chunks_expected=self._enqueued,
             parse_seconds=round(time.monotonic() - self._started, 3),
+            updated_at=int(time.time() * 1000),
         )
 
 

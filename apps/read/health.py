@@ -9,6 +9,7 @@ from django.conf import settings
 
 from store import kv
 from store.errors import StoreUnavailable
+from store.upkeep import last_run
 
 _TIMEOUT_S = 2.0
 
@@ -49,3 +50,18 @@ def queue_depth() -> int | None:
 
 def check_all() -> dict[str, dict[str, Any]]:
     return {"etcd": check_etcd(), "broker": check_broker()}
+
+
+def upkeep_lines() -> list[str]:
+    """The last storage upkeep run as gauges (read from etcd: any process may have run it)."""
+    run = last_run()
+    at = run["at"] / 1000 if run else "NaN"
+    failures = run["failures"] if run else "NaN"
+    return [
+        "# HELP telemetry_upkeep_last_run_timestamp_seconds When the last upkeep run ended\n",
+        "# TYPE telemetry_upkeep_last_run_timestamp_seconds gauge\n",
+        f"telemetry_upkeep_last_run_timestamp_seconds {at}\n",
+        "# HELP telemetry_upkeep_last_run_failures GPU steps that failed in the last upkeep run\n",
+        "# TYPE telemetry_upkeep_last_run_failures gauge\n",
+        f"telemetry_upkeep_last_run_failures {failures}\n",
+    ]

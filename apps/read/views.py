@@ -154,6 +154,7 @@ def metrics_view(request: Any) -> HttpResponse:
         "# HELP telemetry_queue_depth Chunk tasks waiting in the broker queue\n",
         "# TYPE telemetry_queue_depth gauge\n",
         f"telemetry_queue_depth {depth if depth is not None else 'NaN'}\n",
+        *health.upkeep_lines(),
     ]
     return HttpResponse(exposition(extra), content_type=CONTENT_TYPE_LATEST)
 
