@@ -123,6 +123,14 @@ class TelemetryConnection(relay.Connection):
         strict_types = True
 
 
+class Placement(graphene.ObjectType):
+    """Where a GPU was seen, from a sample time on."""
+
+    cluster = graphene.String(required=True)
+    host = graphene.String(required=True)
+    since = graphene.String(required=True, description="RFC 3339, UTC")
+
+
 class GPU(graphene.ObjectType):
     uuid = graphene.String(required=True)
     gpu_index = graphene.Int()
@@ -134,6 +142,17 @@ class GPU(graphene.ObjectType):
     labels = GenericScalar(required=True, description="label name -> value")
     first_seen = graphene.String(required=True)
     last_seen = graphene.String()
+    parent = graphene.String(description="for a MIG instance: the uuid of its GPU")
+    placements = graphene.List(
+        graphene.NonNull(Placement),
+        required=True,
+        description="where the GPU was seen, oldest first (by sample time)",
+    )
+    instances = graphene.List(
+        graphene.NonNull(graphene.String),
+        required=True,
+        description="uuids of the GPU's MIG instances",
+    )
     latest = graphene.List(
         graphene.NonNull(Sample),
         required=True,
@@ -152,6 +171,12 @@ class GPU(graphene.ObjectType):
         first=graphene.Int(description="samples per page; at most TELEMETRY_MAX_LIMIT"),
         after=graphene.String(description="pageInfo.endCursor of the previous page"),
     )
+
+    @staticmethod
+    def resolve_instances(gpu: dict, info: Any) -> list[str]:
+        if "instances" in gpu:
+            return gpu["instances"]
+        return queries.gpu_instances(gpu["uuid"])
 
     @staticmethod
     def resolve_latest(gpu: dict, info: Any, metrics: list[str] | None = None) -> list[dict]:

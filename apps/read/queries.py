@@ -20,7 +20,7 @@ from django.conf import settings
 from store import default_keys, window_ms
 from store.keys import MAX_TS, Keys
 from store.read import iter_raw, read_buckets
-from store.registry import get_record, list_records
+from store.registry import get_record, instances_of, list_records, located_of
 from store.tiers import for_step as tier_for_step
 from store.tiers import tiers
 from store.write import latest_values
@@ -42,6 +42,12 @@ def gpu_view(record: dict[str, Any], latest: dict[str, list] | None) -> dict[str
         "labels": record.get("labels", {}),
         "first_seen": format_timestamp(record["first_seen"]),
         "last_seen": format_timestamp(last_seen) if last_seen is not None else None,
+        "parent": record.get("parent"),
+        "placements": [
+            {"cluster": p["cluster"], "host": p["host"], "since": format_timestamp(p["since"])}
+            for p in record.get("placements")
+            or [{**located_of(record), "since": record["first_seen"]}]
+        ],
         "latest": {
             name: {"timestamp": format_timestamp(ts), "value": value}
             for name, (ts, value) in sorted(latest.items())
@@ -64,10 +70,17 @@ def list_gpus(
 
 
 def get_gpu(uuid: str) -> dict[str, Any]:
-    """One GPU; raises store.errors.NotFound."""
+    """One GPU, with the uuids of its MIG instances; raises store.errors.NotFound."""
     keys = default_keys()
     record = get_record(keys, uuid)
-    return gpu_view(record, latest_values(keys, [uuid]).get(uuid))
+    view = gpu_view(record, latest_values(keys, [uuid]).get(uuid))
+    view["instances"] = instances_of(keys, uuid)
+    return view
+
+
+def gpu_instances(uuid: str) -> list[str]:
+    """The uuids of GPU `uuid`'s MIG instances (empty for other GPUs)."""
+    return instances_of(default_keys(), uuid)
 
 
 def list_hosts(cluster: str | None = None) -> list[dict]:
