@@ -13,17 +13,18 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from typing import Any, BinaryIO
 
+from celery import current_app
 from django.conf import settings
 
-from apps.ingest import payload
 from apps.ingest.chunking import Chunk, Chunker
 from apps.ingest.parsing import Parser, Row, RowError, TooLarge, open_text
 from observability.logs import job_context
 from observability.metrics import ROWS
 from store import default_keys
 from store.errors import StoreError
-from store.jobs import load_job, new_job_id, save_job
+from store.jobs import new_job_id, save_job
 from store.keys import Keys, check_segment
+from workers import payload
 
 PERSIST_TASK = "workers.persist_chunk"
 
@@ -65,9 +66,9 @@ class _LimitedReader:
 
 
 def _enqueue(chunk: Chunk, root: str, job_id: str) -> None:
-    from telemetry_site.celery import app
-
-    app.send_task(PERSIST_TASK, args=[payload.encode(chunk, root, job_id)], serializer="msgpack")
+    current_app.send_task(
+        PERSIST_TASK, args=[payload.encode(chunk, root, job_id)], serializer="msgpack"
+    )
 
 
 def ingest(
@@ -191,22 +192,6 @@ def _finish(
         chunks_expected=chunker.chunks,
         parse_seconds=round(time.monotonic() - started, 3),
     )
-
-
-def job_status(job_id: str) -> dict[str, Any]:
-    """The job as the API shows it: the saved document plus progress and a derived state."""
-    job = load_job(default_keys(), job_id)
-    return {**job, "state": public_state(job)}
-
-
-def public_state(job: dict[str, Any]) -> str:
-    """running, done or failed, from the saved document and the workers' markers."""
-    finished = job.get("chunks_done", 0) + job.get("chunks_failed", 0)
-    if job["state"] == "failed":
-        return "failed"
-    if job["state"] == "parsing" or finished < job.get("chunks_expected", 0):
-        return "running"  # still reading the file, or chunks still queued
-    return "failed" if job.get("chunks_failed") else "done"
 
 
 # --- Rows parsed elsewhere: the streamer's batches and the scraper's rounds -------------

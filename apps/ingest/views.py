@@ -15,6 +15,8 @@ from rest_framework.views import APIView
 
 from apps.ingest import service
 from apps.ingest.formats import HeaderError
+from store import default_keys
+from store.jobs import load_job
 
 RAW_TYPES = (
     "text/csv",
@@ -102,7 +104,7 @@ def _ingest(request: Request, raw: Any, source: str, cluster: str | None) -> Res
     except OperationalError as exc:
         return Response({"detail": f"the task broker is unavailable: {exc}"}, status=503)
     url = reverse("ingest-job", args=[job["id"]])
-    body = {**service.job_status(job["id"]), "url": request.build_absolute_uri(url)}
+    body = {**load_job(default_keys(), job["id"]), "url": request.build_absolute_uri(url)}
     return Response(body, status=202, headers={"Location": url})
 
 
@@ -115,4 +117,4 @@ class JobView(APIView):
 
     @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request: Request, job_id: str) -> Response:
-        return Response(service.job_status(job_id))
+        return Response(load_job(default_keys(), job_id))
