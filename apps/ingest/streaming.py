@@ -28,10 +28,8 @@ from typing import Any, TextIO
 from django.conf import settings
 from django.core.management.base import CommandError
 
-from apps.ingest.parsing import Parser, Row, RowError, open_text
+from apps.ingest.parsing import Parser, Row, RowError, RowFacts, open_text
 from timeparse.durations import parse_duration
-
-RowFacts = Callable[[Row], dict]
 
 
 def duration_option(text: str) -> float:

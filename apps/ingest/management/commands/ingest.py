@@ -52,7 +52,7 @@ class Command(BaseCommand):
             except StoreError as exc:
                 raise CommandError(f"{name}: {exc}") from exc
             except KombuOperationalError as exc:
-                raise CommandError(f"{name}: the task broker is unavailable: {exc}") from exc
+                raise CommandError(f"{name}: {exc}") from exc
         if refused:
             raise CommandError(
                 f"{len(refused)} of {len(opts['files'])} file(s) refused:\n" + "\n".join(refused)

@@ -18,7 +18,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from kombu.exceptions import OperationalError as KombuOperationalError
 
-from apps.ingest.service import JobSeries
+from apps.ingest.jobs import JobSeries
 from apps.ingest.streaming import (
     Batch,
     NoRowsInShard,
