@@ -27,7 +27,7 @@ def run_upkeep(retention: bool = True, defrag: bool | None = None) -> dict[str, 
     if report.skipped:
         return out
     out["jobs_expired"] = expire_jobs(keys, int(settings.JOB_RETENTION * 1000), now_ms)
-    marker = f"{keys.root}/compaction/defragmented_at"
+    marker = keys.defragmented_at()
     last = kv.get(marker)
     due = last is None or now_ms - int(last.value) > settings.ETCD_DEFRAG_INTERVAL * 1000
     out["defragmented"] = bool(defrag if defrag is not None else due)
@@ -49,3 +49,18 @@ def last_run() -> dict[str, Any] | None:
     except StoreError:
         return None
     return None if item is None else json.loads(item.value)
+
+
+def upkeep_metric_lines() -> list[str]:
+    """The last upkeep run as Prometheus gauges for /metrics (any process may have run it)."""
+    run = last_run()
+    at = run["at"] / 1000 if run else "NaN"
+    failures = run["failures"] if run else "NaN"
+    return [
+        "# HELP telemetry_upkeep_last_run_timestamp_seconds When the last upkeep run ended\n",
+        "# TYPE telemetry_upkeep_last_run_timestamp_seconds gauge\n",
+        f"telemetry_upkeep_last_run_timestamp_seconds {at}\n",
+        "# HELP telemetry_upkeep_last_run_failures GPU steps that failed in the last upkeep run\n",
+        "# TYPE telemetry_upkeep_last_run_failures gauge\n",
+        f"telemetry_upkeep_last_run_failures {failures}\n",
+    ]
