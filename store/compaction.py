@@ -144,7 +144,7 @@ def _merge_raw_window(keys: Keys, uuid: str, first: int, window: int, report: Re
             report.notes.append(f"{uuid}: window at {first} too large to merge; left as is")
             return
         ts = samples.ts
-        key = keys.block(uuid, int(ts.min()), int(ts.max()), _digest(data), (upload, chunk))
+        key = keys.block(uuid, int(ts.min()), int(ts.max()), _digest(data), upload, chunk)
         outputs.append((key, data))
     new_keys = {k for k, _ in outputs}
     if new_keys == {it.key for it in items}:

@@ -14,13 +14,14 @@ Layout under the root (default `/telemetry`), documented in docs/STORAGE.md:
     {root}/rollups/{tier}/{uuid}/{t_first:013d}-{t_last:013d}-{digest}   rollup block
     {root}/compaction/cursor, {root}/compaction/lock      compaction state
     {root}/compaction/defragmented_at                     time of the last defragmentation
+    {root}/compaction/report                              summary of the last upkeep run
 
 Times in block keys are zero-padded epoch milliseconds, so byte order is time
 order and one range read finds the blocks of a window:
 
 >>> k = Keys("/telemetry")
 >>> k.block("GPU-1", 1_000, 2_000, "ab12")
-'/telemetry/blocks/GPU-1/0000000001000-0000000002000-ab12'
+'/telemetry/blocks/GPU-1/0000000001000-0000000002000-0000000000000000.000000-ab12'
 >>> k.block("GPU-1", 999, 999, "x") < k.block("GPU-1", 1_000, 1_000, "x")
 True
 
@@ -79,6 +80,11 @@ class BlockName:
 
     Blocks written before upload order existed have no order segment: (0, 0),
     older than any upload.
+
+    >>> Keys.parse_block("/t/blocks/G/0000000001000-0000000002000-0000000000000007.000003-ab")
+    BlockName(t_first=1000, t_last=2000, digest='ab', upload=7, chunk=3)
+    >>> Keys.parse_block("/t/blocks/G/0000000001000-0000000002000-ab")
+    BlockName(t_first=1000, t_last=2000, digest='ab', upload=0, chunk=0)
     """
 
     t_first: int
@@ -136,21 +142,13 @@ class Keys:
         return f"{self.root}/blocks/{check_segment(uuid, 'uuid')}/"
 
     def block(
-        self,
-        uuid: str,
-        t_first: int,
-        t_last: int,
-        digest: str,
-        order: tuple[int, int] | None = None,
+        self, uuid: str, t_first: int, t_last: int, digest: str, upload: int = 0, chunk: int = 0
     ) -> str:
-        """A raw block's key; `order` is (upload sequence, chunk seq), see store/order.py."""
-        name = f"{_ts(t_first)}-{_ts(t_last)}-"
-        if order is not None:
-            upload, chunk = order
-            if not (0 <= upload < 10**16 and 0 <= chunk < 10**6):
-                raise InvalidSegment(f"block order {order} is out of range")
-            name += f"{upload:016d}.{chunk:06d}-"
-        return f"{self.blocks_prefix(uuid)}{name}{digest}"
+        """A raw block's key; (upload sequence, chunk seq) is its order (store/order.py)."""
+        if not (0 <= upload < 10**16 and 0 <= chunk < 10**6):
+            raise InvalidSegment(f"block order ({upload}, {chunk}) is out of range")
+        name = f"{_ts(t_first)}-{_ts(t_last)}-{upload:016d}.{chunk:06d}-{digest}"
+        return f"{self.blocks_prefix(uuid)}{name}"
 
     def upload_counter(self) -> str:
         """The key whose put revision numbers uploads (store/jobs.py::new_upload_seq)."""

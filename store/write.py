@@ -151,7 +151,7 @@ def _blocks(
         part = Samples(s.ts[sel], s.metric[sel], s.value[sel], s.names)
         data = encode_block(part)
         digest = hashlib.blake2b(data, digest_size=8).hexdigest()
-        key = keys.block(batch.uuid, int(part.ts.min()), int(part.ts.max()), digest, order)
+        key = keys.block(batch.uuid, int(part.ts.min()), int(part.ts.max()), digest, *order)
         out.append((key, data))
     return out
 

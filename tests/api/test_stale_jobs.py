@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
 from rest_framework.test import APIClient
 
+from store import default_keys, kv
 from tests.api.api_support import generated, keys_under
 from tests.conftest import REPO, service_env
 from tests.helpers import wait_for
+
+
+def saved_job() -> dict:
+    """The job document as the ingesting process last saved it ({} before it was)."""
+    items = kv.get_prefix(default_keys().jobs_prefix())
+    return json.loads(items[0].value) if items else {}
 
 
 def test_a_job_whose_ingest_process_was_killed_ends_failed(pipeline, etcd, redis_server, settings):
@@ -21,13 +29,14 @@ def test_a_job_whose_ingest_process_was_killed_ends_failed(pipeline, etcd, redis
         ETCD_PREFIX=pipeline,
         INGEST_CHUNK_ROWS="50",
         INGEST_BUFFER_ROWS="50",
+        INGEST_JOB_HEARTBEAT="50ms",
     )
     argv = [sys.executable, "manage.py", "ingest", "-", "--no-progress"]
     proc = subprocess.Popen(argv, cwd=REPO, env=env, stdin=subprocess.PIPE)
     try:
         proc.stdin.write("".join(lines[:301]).encode())  # header and half the rows
         proc.stdin.flush()
-        wait_for(lambda: keys_under("jobs"), 60, "the job document saved")
+        wait_for(lambda: saved_job().get("chunks_expected"), 60, "the counts saved mid-parse")
         wait_for(lambda: keys_under("chunks"), 60, "a chunk stored")
     finally:
         proc.kill()  # the process dies mid-parse: nothing more is saved

@@ -41,7 +41,7 @@ def keys(etcd_root: str) -> Keys:
 
 def corrupt_block(keys: Keys, uuid: str) -> None:
     """A second block in the GPU's window that no decoder accepts (bit rot, a bug)."""
-    kv.put(keys.block(uuid, T0 + 5, T0 + 5, "0badc0de", (1, 0)), b"GTB\x01 not zstd")
+    kv.put(keys.block(uuid, T0 + 5, T0 + 5, "0badc0de", 1, 0), b"GTB\x01 not zstd")
 
 
 def test_one_gpus_broken_block_is_reported_and_the_others_are_compacted(keys):
