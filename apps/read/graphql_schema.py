@@ -276,7 +276,7 @@ class Query(graphene.ObjectType):
     @staticmethod
     def resolve_gpu(root: Any, info: Any, uuid: str) -> dict:
         try:
-            return queries.get_gpu(uuid)
+            return queries.get_gpu(uuid, instances=False)  # GPU.instances reads them if asked
         except NotFound as exc:
             raise ArgumentError("uuid", str(exc), code="NOT_FOUND") from None
 

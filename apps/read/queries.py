@@ -69,12 +69,14 @@ def list_gpus(
     return [gpu_view(r, latest.get(r["uuid"])) for r in records]
 
 
-def get_gpu(uuid: str) -> dict[str, Any]:
-    """One GPU, with the uuids of its MIG instances; raises store.errors.NotFound."""
+def get_gpu(uuid: str, instances: bool = True) -> dict[str, Any]:
+    """One GPU, with the uuids of its MIG instances unless `instances` is False (one read
+    less, for GraphQL, which reads them only when asked); raises store.errors.NotFound."""
     keys = default_keys()
     record = get_record(keys, uuid)
     view = gpu_view(record, latest_values(keys, [uuid]).get(uuid))
-    view["instances"] = instances_of(keys, uuid)
+    if instances:
+        view["instances"] = instances_of(keys, uuid)
     return view
 
 
