@@ -13,14 +13,17 @@ never accepted and then dropped without a word:
   compaction.
 
 Counted per (GPU, raw window), because retention deletes whole blocks, and a
-block never spans more than one raw window.
+block never spans more than one raw window; `lines` are the first line of each
+(GPU, raw window) outside a tier.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
 
 from store import kv
 from store.keys import Keys
@@ -28,6 +31,17 @@ from store.tiers import Tier
 from timeparse.timestamps import format_timestamp
 
 _MAX_LINES = 10
+_PRELOAD_MAX = 5000  # GPUs: their latest values fit one range read (~0.5 KiB each)
+_NEVER = -(2**62)
+
+
+def _newest_of(latest: bytes) -> int:
+    return max((int(entry[0]) for entry in json.loads(latest).values()), default=_NEVER)
+
+
+class _Lines(Protocol):
+    @property
+    def line(self) -> int: ...
 
 
 @dataclass(slots=True)
@@ -38,65 +52,108 @@ class _Span:
     line: int
 
 
-@dataclass
 class Horizon:
-    """Per-upload retention check; feed every accepted row to `check`. Not thread-safe."""
+    """Per-upload retention check: `check` every accepted row, `observe` every chunk.
 
-    keys: Keys
-    tiers: list[Tier]
-    refused: int = 0
-    _newest: dict[str, int] = field(default_factory=dict)
-    _spans: dict[tuple[str, int], _Span] = field(default_factory=dict)
+    Cheap per row (one dict lookup in the usual case): the rows per raw window are
+    counted from the chunks, vectorized; a row only costs more when it is the first
+    of its GPU in a raw window (its line is noted) or moves its GPU's newest sample.
+    Not thread-safe.
+    """
 
-    def __post_init__(self) -> None:
-        self._window = self.tiers[0].window_ms
-        self._longest = max(t.retention_ms for t in self.tiers)
+    def __init__(self, keys: Keys, tiers: list[Tier]) -> None:
+        self.keys = keys
+        self.tiers = tiers
+        self.refused = 0
+        self._window = tiers[0].window_ms
+        self._longest = max(t.retention_ms for t in tiers)
+        # uuid -> [newest sample, oldest time kept (newest - longest), last raw window seen]
+        self._state: dict[str, list[int]] = {}
+        self._lines: dict[tuple[str, int], int] = {}  # first line of each (uuid, raw window)
+        # uuid -> (lo, hi): a row of that GPU with lo <= ts <= hi needs no `check` (kept,
+        # not its GPU's newest, in the raw window already noted). Callers test it inline.
+        self.settled: dict[str, tuple[int, int]] = {}
+        self._stored: dict[str, int] | None = None
+        self._preloaded = False
+        self._spans: dict[tuple[str, int], _Span] = {}
 
-    def check(self, uuid: str, ts: int, line: int) -> str | None:
-        """None when the row is kept (it is counted); else why it is refused."""
-        newest = self._newest.get(uuid)
-        if newest is None:
+    def check(self, uuid: str, ts: int, where: _Lines) -> str | None:
+        """None when the row is kept; else why it is refused. `where.line` is read only
+        when needed (a refusal, a GPU's first row in a raw window)."""
+        state = self._state.get(uuid)
+        if state is None:
             newest = self._stored_newest(uuid)
-        if ts > newest:
-            newest = ts
-        self._newest[uuid] = newest
-        if ts < newest - self._longest:
+            state = self._state[uuid] = [newest, newest - self._longest, -1]
+        if ts > state[0]:
+            state[0], state[1] = ts, ts - self._longest
+        if ts < state[1]:
             self.refused += 1
             return (
                 f"sample time {format_timestamp(ts)} is older than every storage tier keeps "
                 f"({_days(self._longest)} before this GPU's newest sample, "
-                f"{format_timestamp(newest)}): it would be deleted at the next compaction"
+                f"{format_timestamp(state[0])}): it would be deleted at the next compaction"
             )
-        key = (uuid, ts // self._window)
-        span = self._spans.get(key)
-        if span is None:
-            self._spans[key] = _Span(1, ts, ts, line)
-        else:
-            span.rows += 1
-            span.first = min(span.first, ts)
-            span.last = max(span.last, ts)
+        window = ts // self._window
+        if window != state[2]:
+            state[2] = window
+            self._lines.setdefault((uuid, window), where.line)
+        low = max(state[1], window * self._window)
+        self.settled[uuid] = (low, min(state[0], (window + 1) * self._window - 1))
         return None
 
+    def observe(self, uuid: str, ts: np.ndarray) -> None:
+        """Count a GPU's accepted samples (one chunk's part) per raw window."""
+        if not len(ts):
+            return
+        windows = ts // self._window
+        order = np.argsort(windows, kind="stable")
+        windows, ts = windows[order], ts[order]
+        starts = np.flatnonzero(np.r_[True, windows[1:] != windows[:-1]])
+        counts = np.diff(np.r_[starts, len(ts)])
+        firsts = np.minimum.reduceat(ts, starts)
+        lasts = np.maximum.reduceat(ts, starts)
+        for w, n, first, last in zip(
+            windows[starts].tolist(), counts.tolist(), firsts.tolist(), lasts.tolist(), strict=True
+        ):
+            span = self._spans.get((uuid, w))
+            if span is None:
+                line = self._lines.get((uuid, w), 0)
+                self._spans[(uuid, w)] = _Span(n, first, last, line)
+            else:
+                span.rows += n
+                span.first, span.last = min(span.first, first), max(span.last, last)
+
     def _stored_newest(self, uuid: str) -> int:
+        """The GPU's newest stored sample: from one range read of every GPU's latest
+        values when the store holds at most _PRELOAD_MAX GPUs, else one read per GPU."""
+        if self._stored is None:
+            self._stored = {}
+            if kv.count_prefix(self.keys.latest_prefix()) <= _PRELOAD_MAX:
+                prefix = self.keys.latest_prefix()
+                for item in kv.get_prefix(prefix):
+                    self._stored[item.key[len(prefix) :]] = _newest_of(item.value)
+                self._preloaded = True
+        if self._preloaded:
+            return self._stored.get(uuid, _NEVER)
         item = kv.get(self.keys.latest(uuid))
-        if item is None:
-            return -(2**62)
-        stamps = [int(entry[0]) for entry in json.loads(item.value).values()]
-        return max(stamps, default=-(2**62))
+        return _NEVER if item is None else _newest_of(item.value)
+
+    def _newest(self, uuid: str) -> int:
+        return self._state[uuid][0]
 
     def summary(self) -> dict[str, Any]:
         """Per tier, the accepted rows outside its retention, and the tiers that keep them."""
         spans = [(uuid, s) for (uuid, _), s in self._spans.items()]
         out: list[dict[str, Any]] = []
         for i, tier in enumerate(self.tiers):
-            pairs = [(u, s) for u, s in spans if s.last < self._newest[u] - tier.retention_ms]
+            pairs = [(u, s) for u, s in spans if s.last < self._newest(u) - tier.retention_ms]
             if not pairs:
                 continue
             outside = [s for _, s in pairs]
             keeping = [
                 t.name
                 for t in self.tiers[i + 1 :]
-                if any(s.last >= self._newest[u] - t.retention_ms for u, s in pairs)
+                if any(s.last >= self._newest(u) - t.retention_ms for u, s in pairs)
             ]
             out.append(
                 {
@@ -105,7 +162,7 @@ class Horizon:
                     "rows": sum(s.rows for s in outside),
                     "first": format_timestamp(min(s.first for s in outside)),
                     "last": format_timestamp(max(s.last for s in outside)),
-                    "lines": sorted(s.line for s in outside)[:_MAX_LINES],
+                    "lines": sorted(s.line for s in outside if s.line)[:_MAX_LINES],
                     "kept_in": keeping,
                     "note": _note(tier, keeping),
                 }

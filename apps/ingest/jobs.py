@@ -85,8 +85,17 @@ class Job:
     does). `chunks_expected` counts the chunks actually enqueued. Not thread-safe.
     """
 
-    def __init__(self, *, source: str, cluster: str | None, fmt: str) -> None:
+    def __init__(
+        self,
+        *,
+        source: str,
+        cluster: str | None,
+        fmt: str,
+        on_chunk: Callable[[Chunk], None] | None = None,
+    ) -> None:
+        """`on_chunk` sees each chunk before it is enqueued (the upload's retention tally)."""
         self.cluster = check_segment(cluster or settings.TELEMETRY_CLUSTER, "cluster")
+        self._on_chunk = on_chunk
         self.job: dict[str, Any] = {
             "id": new_job_id(),
             "source": source[:500],
@@ -196,6 +205,8 @@ class Job:
         self._last_save = time.monotonic()
 
     def _emit(self, chunk: Chunk) -> None:
+        if self._on_chunk is not None:
+            self._on_chunk(chunk)
         if not self._saved:
             self.job["upload_seq"] = new_upload_seq(self._keys)
             self._save("parsing")

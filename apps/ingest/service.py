@@ -10,8 +10,10 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, BinaryIO
 
+import numpy as np
 from django.conf import settings
 
+from apps.ingest.chunking import Chunk
 from apps.ingest.jobs import Job
 from apps.ingest.parsing import Parser, Row, RowError, RowFacts, TooLarge, open_text
 from observability.logs import job_context
@@ -90,8 +92,8 @@ def ingest(
         max_line=settings.INGEST_MAX_LINE_CHARS,
         max_metrics_per_gpu=settings.INGEST_MAX_METRICS_PER_GPU,
     )
-    job = Job(source=source, cluster=cluster, fmt=parser.format)
     horizon = Horizon(default_keys(), tiers())
+    job = Job(source=source, cluster=cluster, fmt=parser.format, on_chunk=_tally(horizon))
     with job_context(job.id):
         log.info("ingest of %s into cluster %s started (%s format)", source, cluster, parser.format)
         try:
@@ -119,10 +121,21 @@ def ingest(
         return job.close() or summary  # accepted rows always made a chunk: close saved it
 
 
+def _tally(horizon: Horizon) -> Callable[[Chunk], None]:
+    """Counts each chunk's samples per GPU and raw window, for the job's retention summary."""
+
+    def observe(chunk: Chunk) -> None:
+        for gpu in chunk.gpus:
+            horizon.observe(str(gpu.facts["uuid"]), np.frombuffer(gpu.ts, dtype=np.int64))
+
+    return observe
+
+
 def _rows(parser: Parser, horizon: Horizon, job: Job) -> Iterator[Row]:
     """The parser's rows; rows older than every storage tier keeps are refused here
     (store/horizon.py), and the job's document is kept fresh while the parse runs."""
     max_rows = settings.INGEST_MAX_ROWS
+    settled = horizon.settled
     for row in parser:
         if parser.rows_read > max_rows:
             raise TooLarge(
@@ -131,10 +144,12 @@ def _rows(parser: Parser, horizon: Horizon, job: Job) -> Iterator[Row]:
             )
         if not parser.rows_read & 0xFFF:
             job.alive()
-        too_old = horizon.check(row.uuid, row.ts, parser.line)
-        if too_old is not None:
-            parser.refuse(too_old)
-            continue
+        bounds = settled.get(row.uuid)
+        if bounds is None or not bounds[0] <= row.ts <= bounds[1]:  # else: kept, noted
+            too_old = horizon.check(row.uuid, row.ts, parser)
+            if too_old is not None:
+                parser.refuse(too_old)
+                continue
         yield row
 
 
