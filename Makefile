@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format install system-deps clean bench-ingest bench-live bench-storage openapi
+.PHONY: run test lint format install system-deps clean bench-ingest bench-live bench-storage bench-capacity openapi
 
 run: install
 	$(PY) -m tools.run
@@ -52,6 +52,10 @@ $(STAMP): pyproject.toml
 # Storage size and query latency, ours vs one JSON key per sample (docs/PERFORMANCE.md).
 bench-storage: install
 	$(PY) -m bench.storage
+
+# GPUs per 8 GiB etcd with 30 days: these defaults vs today's, 1,000 GPUs x 1 day (docs/CAPACITY.md).
+bench-capacity: install
+	$(PY) -m bench.capacity
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache

@@ -10,6 +10,7 @@ Layout under the root (default `/telemetry`), documented in docs/STORAGE.md:
     {root}/chunks/{job}/{seq:06d}                         chunk marker (JSON)
     {root}/rollups/{tier}/{uuid}/{t_first:013d}-{t_last:013d}-{digest}   rollup block
     {root}/compaction/cursor, {root}/compaction/lock      compaction state
+    {root}/compaction/rolled/{tier}                       closed rollup windows done up to
 
 Times in block keys are zero-padded epoch milliseconds, so byte order is time
 order and one range read finds the blocks of a window:
@@ -150,6 +151,10 @@ class Keys:
 
     def compaction_lock(self) -> str:
         return f"{self.root}/compaction/lock"
+
+    def rolled_marker(self, tier: str) -> str:
+        """Up to where closed windows of a rollup tier were rolled up (store/closing.py)."""
+        return f"{self.root}/compaction/rolled/{check_segment(tier, 'tier')}"
 
     @staticmethod
     def uuid_of(key: str) -> str:

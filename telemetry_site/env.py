@@ -110,7 +110,17 @@ def env_tiers(name: str, default: str) -> list[dict[str, float | str]]:
                 f"{name}: tier {coarser['name']} must be coarser than "
                 f"and a multiple of {finer['name']}"
             )
+    # Rollups of a day are written once the day is over, from its raw samples
+    # (store/closing.py): raw must outlive a day plus the closing grace.
+    if len(tiers) > 1 and float(tiers[0]["retention"]) < _MIN_RAW_WITH_ROLLUPS_S:
+        raise ImproperlyConfigured(
+            f"{name}: raw retention must be at least 26h when rollup tiers exist "
+            "(a rollup day is computed from raw samples once it is over)"
+        )
     return tiers
+
+
+_MIN_RAW_WITH_ROLLUPS_S = 26 * 3600.0
 
 
 _RATE = re.compile(r"^\d+/(s|sec|second|m|min|minute|h|hour|d|day)$")

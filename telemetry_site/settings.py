@@ -236,7 +236,7 @@ BLOCK_WINDOW_SECONDS = env_int("BLOCK_WINDOW_SECONDS", 3600, minimum=60)
 # the others keep per-bucket min/max/sum/count/last at their resolution. Retention is
 # counted back from the newest sample in the store (as Prometheus does from its head),
 # so loading an old file does not delete it at once.
-STORAGE_TIERS = env_tiers("STORAGE_TIERS", "raw:0:7d,1m:60s:30d,5m:5m:365d")
+STORAGE_TIERS = env_tiers("STORAGE_TIERS", "raw:0:2d,5m:5m:7d,1h:1h:30d")
 # Each run rewrites the rollup blocks of touched windows: every revision stays in etcd's
 # history until auto-compaction, so hourly keeps that history small (docs/CAPACITY.md).
 COMPACTION_INTERVAL = env_duration("COMPACTION_INTERVAL", 3600.0)
