@@ -7,8 +7,8 @@ import secrets
 import time
 from typing import Any
 
-from store import kv
-from store.errors import NotFound
+from store import kv, shards
+from store.errors import NotFound, StoreUnavailable
 from store.keys import Keys
 
 
@@ -18,7 +18,26 @@ def new_job_id() -> str:
 
 
 def save_job(keys: Keys, job: dict[str, Any]) -> None:
-    kv.put(keys.job(job["id"]), json.dumps(job, separators=(",", ":")).encode())
+    """Write the job document in the shard of its cluster (where its chunks go)."""
+    with shards.in_cluster(str(job.get("cluster", ""))):
+        kv.put(keys.job(job["id"]), json.dumps(job, separators=(",", ":")).encode())
+
+
+def job_shard(keys: Keys, job_id: str) -> str:
+    """The shard holding a job; raises NotFound, or StoreUnavailable when it may be in one
+    that does not answer."""
+    with shards.collecting() as partial:
+        found = [
+            s
+            for s, yes in shards.fan_out(lambda: kv.get(keys.job(job_id)) is not None).items()
+            if yes
+        ]
+    if found:
+        return found[0]
+    if partial.missing:
+        names = ", ".join(sorted(partial.missing))
+        raise StoreUnavailable(f"etcd shard {names} is unavailable: job {job_id!r} may be there")
+    raise NotFound(f"no ingest job {job_id!r}")
 
 
 def load_job(keys: Keys, job_id: str) -> dict[str, Any]:
@@ -26,6 +45,11 @@ def load_job(keys: Keys, job_id: str) -> dict[str, Any]:
 
     Raises NotFound.
     """
+    with shards.use(job_shard(keys, job_id)):
+        return _load_job(keys, job_id)
+
+
+def _load_job(keys: Keys, job_id: str) -> dict[str, Any]:
     item = kv.get(keys.job(job_id))
     if item is None:
         raise NotFound(f"no ingest job {job_id!r}")
@@ -40,4 +64,9 @@ def load_job(keys: Keys, job_id: str) -> dict[str, Any]:
 
 def mark_chunk_failed(keys: Keys, job_id: str, seq: int, error: str) -> None:
     """Record that a chunk can never be stored (a bug or a corrupt payload, not an outage)."""
-    kv.put(keys.failure(job_id, seq), json.dumps({"seq": seq, "error": error[:500]}).encode())
+    try:
+        shard = job_shard(keys, job_id)
+    except NotFound:
+        shard = shards.current()
+    with shards.use(shard):
+        kv.put(keys.failure(job_id, seq), json.dumps({"seq": seq, "error": error[:500]}).encode())

@@ -14,7 +14,7 @@ from pyetcd import exceptions as etcd_exc
 from pyetcd import utils as etcd_utils
 
 from observability.metrics import ETCD_ERRORS, ETCD_SECONDS
-from store import client
+from store import client, shards
 from store.errors import StoreUnavailable
 
 # etcd's own limits (--max-txn-ops 128, --max-request-bytes 1.5 MiB): stay below.
@@ -38,15 +38,21 @@ def translated(op: str = "other") -> Iterator[None]:
         yield
     except _UNAVAILABLE as exc:
         ETCD_ERRORS.labels(op).inc()
-        raise StoreUnavailable(f"etcd is unavailable: {type(exc).__name__} {exc}".strip()) from exc
+        reason = f"{type(exc).__name__} {exc}".strip()
+        raise StoreUnavailable(f"{_which()} is unavailable: {reason}") from exc
     except ValueError as exc:
         # pyetcd raises ValueError('Trying to use a failed node') while an endpoint rests.
         if "failed node" in str(exc):
             ETCD_ERRORS.labels(op).inc()
-            raise StoreUnavailable("etcd is unavailable: every endpoint failed") from exc
+            raise StoreUnavailable(f"{_which()} is unavailable: every endpoint failed") from exc
         raise
     finally:
         ETCD_SECONDS.labels(op).observe(time.perf_counter() - started)
+
+
+def _which() -> str:
+    """How errors name the etcd: `etcd`, or `etcd shard 'prod-b'` once shards exist."""
+    return "etcd" if len(shards.names()) == 1 else f"etcd shard {shards.current()!r}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from store import kv
+from store import kv, shards
 from store.errors import Conflict, NotFound
 from store.keys import Keys
 
@@ -180,12 +180,34 @@ def _encode(obj: Any) -> bytes:
 
 
 def list_records(keys: Keys, cluster: str | None = None, host: str | None = None) -> list[dict]:
-    """GPU records sorted by key (cluster, host, uuid); one range read."""
-    return [json.loads(item.value) for item in kv.get_prefix(keys.records_prefix(cluster, host))]
+    """GPU records sorted by key (cluster, host, uuid); one range read per shard.
+
+    A cluster's records come from its shard (StoreUnavailable naming it when it
+    is down); the whole fleet from every shard at once (store/shards.py: the
+    shards that do not answer are left out and the answer is marked partial).
+    """
+    prefix = keys.records_prefix(cluster, host)
+
+    def read() -> list[kv.Item]:
+        return kv.get_prefix(prefix)
+
+    if cluster is not None and not shards.pinned():
+        with shards.in_cluster(cluster):
+            items = read()
+    else:
+        items = sorted(
+            (i for part in shards.fan_out(read).values() for i in part), key=lambda i: i.key
+        )
+    return [json.loads(item.value) for item in items]
+
+
+def gpu_shard(keys: Keys, uuid: str) -> str:
+    """The shard that holds the GPU (its locator); raises NotFound or StoreUnavailable."""
+    return shards.of_gpu(uuid, lambda: kv.get(keys.locator(uuid)) is not None)
 
 
 def get_record(keys: Keys, uuid: str) -> dict[str, Any]:
-    """One GPU's record via its locator; raises NotFound."""
+    """One GPU's record via its locator, in the current shard; raises NotFound."""
     located = _decode(kv.get(keys.locator(uuid)))
     if located is None:
         raise NotFound(f"no GPU with uuid {uuid!r}")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from store import kv
+from store import kv, shards
 from store.codec import Samples, encode_block
 from store.errors import Conflict
 from store.keys import Keys
@@ -208,9 +208,15 @@ def _cas_latest(keys: Keys, newest: dict[str, dict[str, list]]) -> bool:
 
 
 def latest_values(keys: Keys, uuids: Sequence[str] | None = None) -> dict[str, dict[str, list]]:
-    """{uuid: {metric: [ts, value]}}: all GPUs (one range read) or the given ones."""
-    if uuids is None:
-        items = kv.get_prefix(keys.latest_prefix())
-    else:
-        items = list(kv.get_many([keys.latest(u) for u in uuids]).values())
+    """{uuid: {metric: [ts, value]}}: all GPUs (one range read) or the given ones.
+
+    In the current shard inside `shards.use()`, else in every shard at once.
+    """
+
+    def read() -> list[kv.Item]:
+        if uuids is None:
+            return kv.get_prefix(keys.latest_prefix())
+        return list(kv.get_many([keys.latest(u) for u in uuids]).values())
+
+    items = [i for part in shards.fan_out(read).values() for i in part]
     return {item.key.rsplit("/", 1)[-1]: json.loads(item.value) for item in items}

@@ -15,6 +15,7 @@ from telemetry_site.env import (
     env_list,
     env_rate,
     env_secret,
+    env_shards,
     env_str,
     env_tiers,
     with_password,
@@ -69,6 +70,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "observability.middleware.RequestMetricsMiddleware",
+    "apps.read.middleware.PartialShardsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -168,6 +170,9 @@ LOGIN_URL = "admin:login"
 
 # --- etcd store ----------------------------------------------------------------
 ETCD_ENDPOINTS = env_list("ETCD_ENDPOINTS", ["127.0.0.1:2379"])
+# More etcd clusters, one per GPU cluster that needs its own (store/shards.py); every
+# other cluster lives in ETCD_ENDPOINTS, the `default` shard.
+ETCD_SHARDS = env_shards("ETCD_SHARDS")
 ETCD_PREFIX = env_str("ETCD_PREFIX", "/telemetry")
 ETCD_TIMEOUT = env_duration("ETCD_TIMEOUT", 5.0)
 ETCD_USER = env_str("ETCD_USER", "")

@@ -7,7 +7,7 @@ from typing import Any
 import redis
 from django.conf import settings
 
-from store import kv
+from store import kv, shards
 from store.errors import StoreUnavailable
 
 _TIMEOUT_S = 2.0
@@ -48,4 +48,14 @@ def queue_depth() -> int | None:
 
 
 def check_all() -> dict[str, dict[str, Any]]:
-    return {"etcd": check_etcd(), "broker": check_broker()}
+    """etcd (`etcd`, or `etcd:<shard>` for each shard when there are several) and the broker."""
+    names = shards.names()
+    checks: dict[str, dict[str, Any]] = {}
+    if len(names) == 1:
+        checks["etcd"] = check_etcd()
+    else:
+        for name in names:
+            with shards.use(name):
+                checks[f"etcd:{name}"] = check_etcd()
+    checks["broker"] = check_broker()
+    return checks

@@ -12,19 +12,21 @@ import json
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from django.conf import settings
 
-from store import default_keys, window_ms
+from store import default_keys, shards, window_ms
 from store.keys import MAX_TS, Keys
 from store.read import iter_raw, read_buckets
-from store.registry import get_record, list_records
+from store.registry import get_record, gpu_shard, list_records
 from store.tiers import for_step as tier_for_step
 from store.tiers import tiers
 from store.write import latest_values
 from timeparse.timestamps import format_timestamp
+
+T = TypeVar("T")
 
 
 def gpu_view(record: dict[str, Any], latest: dict[str, list] | None) -> dict[str, Any]:
@@ -66,8 +68,9 @@ def list_gpus(
 def get_gpu(uuid: str) -> dict[str, Any]:
     """One GPU; raises store.errors.NotFound."""
     keys = default_keys()
-    record = get_record(keys, uuid)
-    return gpu_view(record, latest_values(keys, [uuid]).get(uuid))
+    with shards.use(gpu_shard(keys, uuid)):
+        record = get_record(keys, uuid)
+        return gpu_view(record, latest_values(keys, [uuid]).get(uuid))
 
 
 def list_hosts(cluster: str | None = None) -> list[dict]:
@@ -127,9 +130,11 @@ def telemetry_page(q: TelemetryQuery) -> dict[str, Any]:
     window holds more buckets than TELEMETRY_MAX_BUCKETS.
     """
     keys = default_keys()
-    record = get_record(keys, q.uuid)
-    latest = latest_values(keys, [q.uuid]).get(q.uuid)
-    return {"gpu": gpu_view(record, latest), **_page(iter_rows(keys, q, record, latest), q.limit)}
+    with shards.use(gpu_shard(keys, q.uuid)):
+        record = get_record(keys, q.uuid)
+        latest = latest_values(keys, [q.uuid]).get(q.uuid)
+        page = _page(iter_rows(keys, q, record, latest), q.limit)
+    return {"gpu": gpu_view(record, latest), **page}
 
 
 def telemetry(q: TelemetryQuery) -> dict[str, Any]:
@@ -231,9 +236,11 @@ def telemetry_csv(q: TelemetryQuery, wide: bool = False) -> Iterator[str]:
     first line.
     """
     keys = default_keys()
-    record = get_record(keys, q.uuid)
-    latest = latest_values(keys, [q.uuid]).get(q.uuid) or {}
-    rows = iter_rows(keys, q, record, latest)
+    shard = gpu_shard(keys, q.uuid)
+    with shards.use(shard):
+        record = get_record(keys, q.uuid)
+        latest = latest_values(keys, [q.uuid]).get(q.uuid) or {}
+    rows = _in_shard(shard, iter_rows(keys, q, record, latest))
     if not wide:
         yield "timestamp,metric_name,value\r\n"
         for ts, metric, value in rows:
@@ -245,6 +252,17 @@ def telemetry_csv(q: TelemetryQuery, wide: bool = False) -> Iterator[str]:
         values = {m: v for _, m, v in group}
         cells = [repr(values[c]) if c in values else "" for c in columns]
         yield ",".join([format_timestamp(ts), *cells]) + "\r\n"
+
+
+def _in_shard(shard: str, rows: Iterator[T]) -> Iterator[T]:
+    """`rows`, each step run in `shard` (a streamed response may resume in another thread)."""
+    while True:
+        with shards.use(shard):
+            try:
+                row = next(rows)
+            except StopIteration:
+                return
+        yield row
 
 
 def _csv_cell(text: str) -> str:
