@@ -8,9 +8,11 @@ Layout under the root (default `/telemetry`), documented in docs/STORAGE.md:
     {root}/blocks/{uuid}/{t_first:013d}-{t_last:013d}-{digest}   compressed block
     {root}/jobs/{job}                                     ingest job (JSON)
     {root}/chunks/{job}/{seq:06d}                         chunk marker (JSON)
+    {root}/chunk-failures/{job}/{seq:06d}                 chunk that can never be stored (JSON)
     {root}/rollups/{tier}/{uuid}/{t_first:013d}-{t_last:013d}-{digest}   rollup block
     {root}/compaction/cursor, {root}/compaction/lock      compaction state
     {root}/compaction/rolled/{tier}                       closed rollup windows done up to
+    {root}/compaction/defragmented_at                     time of the last defragmentation
 
 Times in block keys are zero-padded epoch milliseconds, so byte order is time
 order and one range read finds the blocks of a window:
@@ -155,6 +157,9 @@ class Keys:
     def rolled_marker(self, tier: str) -> str:
         """Up to where closed windows of a rollup tier were rolled up (store/closing.py)."""
         return f"{self.root}/compaction/rolled/{check_segment(tier, 'tier')}"
+
+    def defragmented_at(self) -> str:
+        return f"{self.root}/compaction/defragmented_at"
 
     @staticmethod
     def uuid_of(key: str) -> str:

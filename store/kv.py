@@ -104,6 +104,33 @@ def status() -> dict[str, Any]:
     return {"version": st.version, "db_size": st.db_size, "raft_index": st.raft_index}
 
 
+def check() -> dict[str, Any]:
+    """The readiness check of etcd (observability.health.ready_view): never raises.
+
+    With shards, every shard is checked: `shards` holds each one's answer, and
+    the check is ok only when all are (the error names the ones that are not).
+    """
+    names = shards.names()
+    if len(names) == 1:
+        return _check_here()
+    results = {}
+    for name in names:
+        with shards.use(name):
+            results[name] = _check_here()
+    down = [n for n, r in results.items() if not r["ok"]]
+    out: dict[str, Any] = {"ok": not down, "shards": results}
+    if down:
+        out["error"] = "; ".join(results[n]["error"] for n in down)
+    return out
+
+
+def _check_here() -> dict[str, Any]:
+    try:
+        return {"ok": True, "version": status()["version"]}
+    except StoreUnavailable as exc:
+        return {"ok": False, "error": str(exc)}
+
+
 # Transaction building blocks; thin so that callers never import pyetcd.
 def op_put(key: str, value: bytes) -> Any:
     return pyetcd.transactions.Put(key, value)
