@@ -238,14 +238,15 @@ def run_side(args: argparse.Namespace) -> dict:
 # --- the orchestrator --------------------------------------------------------------------
 
 
-def baseline_tree(rev: str, into: Path) -> Path:
+def tree_of(rev: str, into: Path) -> Path:
     """The files of `rev` (git archive: the repository is not touched)."""
     archive = subprocess.run(
         ["git", "archive", "--format=tar", rev], cwd=REPO, check=True, capture_output=True
     ).stdout
-    tar = into / "baseline.tar"
+    into.mkdir(parents=True, exist_ok=True)
+    tar = into / "tree.tar"
     tar.write_bytes(archive)
-    tree = into / "baseline"
+    tree = into / "tree"
     with tarfile.open(tar) as t:
         t.extractall(tree, filter="data")
     return tree
@@ -383,6 +384,7 @@ def main() -> None:
     parser.add_argument("--hours", type=int, default=24)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--baseline-rev", default=BASELINE_REV)
+    parser.add_argument("--now-rev", help="measure this commit instead of the working tree")
     parser.add_argument("--side", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
@@ -394,8 +396,9 @@ def main() -> None:
     sys.path.insert(0, str(REPO))
     with tempfile.TemporaryDirectory(prefix="capacity-") as name:
         tmp = Path(name)
-        base = measure("baseline", baseline_tree(args.baseline_rev, tmp), tmp, args)
-        now = measure("now", REPO, tmp, args)
+        base = measure("baseline", tree_of(args.baseline_rev, tmp / "baseline"), tmp, args)
+        now_tree = tree_of(args.now_rev, tmp / "now") if args.now_rev else REPO
+        now = measure("now", now_tree, tmp, args)
     print(report(base, now))
 
 
