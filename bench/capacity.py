@@ -320,7 +320,8 @@ def report(base: dict, now: dict) -> str:
     def row(name: str, a: float | str, b: float | str, ratio: bool = True) -> None:
         fa = f"{a:,.0f}" if isinstance(a, float | int) else a
         fb = f"{b:,.0f}" if isinstance(b, float | int) else b
-        r = f"{b / a:.2f}x" if ratio and isinstance(a, float | int) and a else ""
+        numbers = isinstance(a, float | int) and isinstance(b, float | int) and a
+        r = f"{b / a:.2f}x" if ratio and numbers else ""
         rows.append(f"| {name} | {fa} | {fb} | {r} |")
 
     tiers = {
@@ -399,6 +400,7 @@ def main() -> None:
         base = measure("baseline", tree_of(args.baseline_rev, tmp / "baseline"), tmp, args)
         now_tree = tree_of(args.now_rev, tmp / "now") if args.now_rev else REPO
         now = measure("now", now_tree, tmp, args)
+    log(f"measured: {json.dumps({'baseline': base, 'now': now})}")  # the raw figures, kept
     print(report(base, now))
 
 
