@@ -106,6 +106,11 @@ DATABASES = {
         env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'var' / 'db.sqlite3'}")
     )
 }
+# The password apart from the URL (DATABASE_PASSWORD or DATABASE_PASSWORD_FILE), so that
+# the URL can live in plain configuration and the password in a mounted secret.
+DATABASE_PASSWORD = env_secret("DATABASE_PASSWORD")
+if DATABASE_PASSWORD:
+    DATABASES["default"]["PASSWORD"] = DATABASE_PASSWORD
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en-us"
