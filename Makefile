@@ -29,7 +29,8 @@ format: install
 install: system-deps $(STAMP)
 
 # Debian's etcd-server and redis-server (and haproxy, shellcheck to check deploy/; chromium
-# for the dashboard's browser test; prometheus + promtool as the oracle and baseline), only
+# for the dashboard's browser test; prometheus + promtool as the oracle and baseline;
+# postgresql, whose initdb/postgres the tests start on a free port), only
 # when their binaries are missing.
 system-deps:
 	@missing=""; \
@@ -39,6 +40,7 @@ system-deps:
 	command -v shellcheck >/dev/null 2>&1 || missing="$$missing shellcheck"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing"; \
 		SUDO=""; [ "$$(id -u)" -ne 0 ] && SUDO="sudo"; \
