@@ -61,6 +61,7 @@ class Fleet:
         self.ports: dict[str, tuple[int, int]] = {}
         self.redis: services.Service | None = None
         self.started: list[services.Service] = []
+        self.gateways: list[services.Service] = []
         settings.ETCD_PREFIX = self.root
         settings.ETCD_TIMEOUT = 2.0
 
