@@ -88,8 +88,11 @@ class Exposition:
         return self.facts[row.uuid]
 
 
-def parse_labels(body: str) -> dict[str, str]:
-    """`a="x",b="y"` (the inside of the braces; a trailing comma is allowed) to a dict."""
+def parse_label_set(body: str) -> dict[str, str]:
+    """`a="x",b="y"` (the inside of the braces; a trailing comma is allowed) to a dict.
+
+    Strict, as the exposition format is: LineError on anything else (the CSV's lenient
+    reader of `labels_raw` is apps/ingest/parsing.py::parse_labels_raw)."""
     labels: dict[str, str] = {}
     pos, end = 0, len(body)
     while pos < end:
@@ -130,11 +133,11 @@ def parse_sample(line: str, seen: dict[str, dict[str, str]] | None = None) -> Sa
     if not body:
         labels = {}
     elif seen is None:
-        labels = parse_labels(body)
+        labels = parse_label_set(body)
     else:
         labels = seen.get(body)  # type: ignore[assignment]
         if labels is None:
-            labels = seen[body] = parse_labels(body)
+            labels = seen[body] = parse_label_set(body)
     text = match["value"]
     if not _NUMBER.fullmatch(text):
         raise LineError(f"value {text[:40]!r} is not a number")

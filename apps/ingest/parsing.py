@@ -169,8 +169,10 @@ def parse_value(text: str) -> float:
     return value
 
 
-def parse_labels(text: str) -> dict[str, str]:
-    """Prometheus-style `name="value",...` (CSV quoting already undone) into a dict.
+def parse_labels_raw(text: str) -> dict[str, str]:
+    """The CSV's `labels_raw` cell, Prometheus-style `name="value",...` (CSV quoting already
+    undone), into a dict. Lenient: what is not a label is skipped, a row is never refused for
+    it (apps/ingest/exposition.py::parse_label_set is the strict one, for exposition text).
 
     Values are unescaped the Prometheus way: `\\"` is `"`, `\\\\` is `\\`, `\\n` a newline.
     """
@@ -416,7 +418,7 @@ class Parser:
             pos = ix.get(name)
             return row.fields[pos].strip() if pos is not None else ""
 
-        labels = parse_labels(cell("labels_raw"))
+        labels = parse_labels_raw(cell("labels_raw"))
         labels.pop("__name__", None)
         gpu_index = _gpu_index(cell("gpu_id"))
         return {
