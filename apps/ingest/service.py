@@ -74,7 +74,7 @@ def ingest(
 
     Raises HeaderError, NoRows, NothingAccepted, InvalidSegment (bad cluster
     name): nothing was written or enqueued. Raises UploadTooLarge,
-    StoreUnavailable, or the broker's error at any point. The whole file is one
+    StoreUnavailable or BrokerUnavailable at any point. The whole file is one
     send of a `Job`, so its document is written as jobs.py says: before the first
     chunk is enqueued (with etcd down the upload fails before anything is
     enqueued) and when parsing ends, or as failed with the counts so far.
@@ -110,7 +110,11 @@ def ingest(
             raise NoRows("the file has a header but no data rows")
         if parser.accepted == 0:
             raise NothingAccepted(summary)
-        return job.close() or summary  # accepted rows always made a chunk: close saved it
+        document = job.close()
+    # an accepted row always holds a sample (a row without a metric value is rejected), so a
+    # chunk was enqueued and close() saved the document
+    assert document is not None
+    return document
 
 
 def _rows(parser: Parser) -> Iterator[Row]:
@@ -137,7 +141,7 @@ def ingest_rows(
     """`ingest` for rows parsed elsewhere: one job, saved; returns its document.
 
     Raises NothingAccepted (nothing written) when `rows` is empty, InvalidSegment
-    on a bad cluster name, StoreUnavailable or the broker's error otherwise.
+    on a bad cluster name, StoreUnavailable or BrokerUnavailable otherwise.
     """
     job = Job(source=source, cluster=cluster, fmt=fmt)
     job.send(rows, facts, rejected=rejected, errors=errors)
