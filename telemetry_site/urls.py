@@ -10,6 +10,7 @@ from apps.read.views import health_view, metrics_view, ready_view
 urlpatterns = [
     path("api/v1/", include("apps.ingest.urls")),
     path("api/v1/", include("apps.read.urls")),
+    path("prometheus/api/v1/", include("apps.read.prometheus.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("swagger/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger"),
     path("health", health_view, name="health"),
