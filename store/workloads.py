@@ -5,11 +5,11 @@ One key per GPU, `{root}/workloads/{uuid}`, holds its periods as compact JSON:
     [[start_ms, end_ms, {"pod": ..., "namespace": ..., "container": ...}], ...]
 
 sorted by start. A period spans the first to the last sample seen with those
-labels. Only samples that carry a workload label make periods: a sample outside
-every period belongs to no workload. Merging is a union, so writing the same
-periods again (a retried chunk) changes nothing, and chunks may arrive in any
-order: the union is re-sorted, and a period joins the one before it when their
-labels are equal.
+labels; samples without workload labels make periods too (empty labels), so the
+periods of a GPU account for every sample ingested since they were recorded.
+Merging is a union, so writing the same periods again (a retried chunk)
+changes nothing, and chunks may arrive in any order: the union is re-sorted,
+and a period joins the one before it when their labels are equal.
 """
 
 from __future__ import annotations

@@ -133,17 +133,23 @@ class StoreSource:
 
 
 def with_idle(periods: list[Period]) -> list[tuple[dict[str, str], list[tuple[int, int]]]]:
-    """Each workload's spans, plus the spans outside every period (no workload labels)."""
+    """Each workload's spans, plus the time before the first and after the last period.
+
+    Ingest records a period for every sample, idle ones included (empty labels),
+    so a gap between two periods holds no sample; before the first and after the
+    last lie samples written without periods (none at all for most GPUs).
+    """
     spans: dict[tuple, tuple[dict, list]] = {}
-    covered_to = -1
-    idle: list[tuple[int, int]] = []
-    for start, end, labels in sorted(periods, key=lambda p: p[0]):
-        if start > covered_to + 1:
-            idle.append((covered_to + 1, start - 1))
-        covered_to = max(covered_to, end)
+    for start, end, labels in periods:
         spans.setdefault(tuple(sorted(labels.items())), (labels, []))[1].append((start, end))
-    idle.append((covered_to + 1, MAX_TS))
-    return [({}, idle), *spans.values()]
+    if not periods:
+        return [({}, [(0, MAX_TS)])]
+    first = min(p[0] for p in periods)
+    last = max(p[1] for p in periods)
+    idle = spans.setdefault((), ({}, []))[1]
+    idle += [(0, first - 1), (last + 1, MAX_TS)]
+    idle.sort()
+    return list(spans.values())
 
 
 def _cut(spans: list[tuple[int, int]], first: int, last: int) -> tuple[tuple[int, int], ...]:
