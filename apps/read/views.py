@@ -5,14 +5,16 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import orjson
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, PolymorphicProxySerializer, extend_schema
 from prometheus_client import CONTENT_TYPE_LATEST
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.read import columns as col
 from apps.read import health, queries
 from apps.read.serializers import (
     ClusterSerializer,
@@ -20,6 +22,7 @@ from apps.read.serializers import (
     GpuSerializer,
     HostSerializer,
     LatestSerializer,
+    TelemetryColumnsSerializer,
     TelemetryParams,
     TelemetrySerializer,
 )
@@ -64,38 +67,51 @@ class GpuLatestView(_ReadView):
 
 
 class GpuTelemetryView(_ReadView):
-    @extend_schema(parameters=[TelemetryParams], responses=TelemetrySerializer)
-    def get(self, request: Request, uuid: str) -> Response | StreamingHttpResponse:
+    @extend_schema(
+        parameters=[TelemetryParams],
+        responses={
+            200: PolymorphicProxySerializer(
+                component_name="TelemetryAnswer",
+                serializers=[TelemetrySerializer, TelemetryColumnsSerializer],
+                resource_type_field_name=None,
+            )
+        },
+    )
+    def get(self, request: Request, uuid: str) -> Response | HttpResponse:
         params = TelemetryParams(data=_with_metric_list(request))
         params.is_valid(raise_exception=True)
         data = params.validated_data
-        if data["format"] != "json":
+        if data["format"] in ("csv", "wide"):
             return _csv_response(uuid, params.query(uuid), data["format"])
+        columns = data["format"] == "columns"
         try:
-            page = queries.telemetry_page(params.query(uuid))
+            page = queries.read_page(params.query(uuid), columns=columns)
         except queries.TooManyPoints as exc:
             return Response({"step": [str(exc)]}, status=400)
-        return Response(
-            {
-                "gpu": page["gpu"],
-                "start_time": _fmt(data.get("start_time")),
-                "end_time": _fmt(data.get("end_time")),
-                "next": _next_url(request, page["next_cursor"]),
-                "results": page["results"],
-            }
+        head = {
+            "gpu": page.gpu,
+            "start_time": _fmt(data.get("start_time")),
+            "end_time": _fmt(data.get("end_time")),
+            "next": _next_url(request, page.next_cursor),
+        }
+        body = (
+            col.columns_json(page.samples, head)
+            if columns
+            else orjson.dumps(head)[:-1] + b',"results":' + col.rows_json(page.samples) + b"}"
         )
+        return HttpResponse(body, content_type="application/json")
 
 
 def _csv_response(
     uuid: str, query: queries.TelemetryQuery, layout: str
 ) -> Response | StreamingHttpResponse:
-    """The whole window as CSV, streamed: long (a row per sample) or wide (a row per time)."""
+    """The whole window as CSV, streamed a block window at a time: long or wide."""
     try:
-        lines = queries.telemetry_csv(query, wide=layout == "wide")
-        first = next(lines)  # raises NotFound / TooManyPoints before the response starts
+        pieces = queries.telemetry_csv(query, wide=layout == "wide")
+        first = next(pieces)  # raises NotFound / TooManyPoints before the response starts
     except queries.TooManyPoints as exc:
         return Response({"step": [str(exc)]}, status=400)
-    response = StreamingHttpResponse(itertools.chain([first], lines), content_type="text/csv")
+    response = StreamingHttpResponse(itertools.chain([first], pieces), content_type="text/csv")
     response["Content-Disposition"] = f'attachment; filename="{_safe_name(uuid)}-{layout}.csv"'
     return response
 
