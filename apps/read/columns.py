@@ -93,7 +93,7 @@ def value_texts(values: np.ndarray) -> list[bytes]:
     """repr() of each float as bytes; orjson formats all but the exponent-spelled ones."""
     if not len(values):
         return []
-    texts = orjson.dumps(values, option=_NUMPY)[1:-1].split(b",")
+    texts = orjson.dumps(np.ascontiguousarray(values), option=_NUMPY)[1:-1].split(b",")
     size = np.abs(values)
     odd = np.flatnonzero((size != 0) & ((size < 1e-4) | (size >= 1e16)))
     for i in odd.tolist():
@@ -163,7 +163,7 @@ def pivot(s: Samples) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Distinct times in row order, and per metric its values at those times (NaN where absent)."""
     times, slot = _distinct_times(s.ts)
     if len(s) and s.ts[0] > s.ts[-1]:  # descending rows: keep their order
-        times, slot = times[::-1], len(times) - 1 - slot
+        times, slot = np.ascontiguousarray(times[::-1]), len(times) - 1 - slot
     grid = np.full((len(s.names), len(times)), np.nan)
     grid[s.metric, slot] = s.value
     present = np.zeros(len(s.names), dtype=bool)
