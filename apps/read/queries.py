@@ -9,8 +9,9 @@ import base64
 import binascii
 import json
 import sys
-from collections import Counter, defaultdict
-from collections.abc import Iterator
+import threading
+from collections import Counter, OrderedDict, defaultdict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,9 +21,10 @@ from django.conf import settings
 from apps.read import columns as col
 from store import default_keys, window_ms
 from store.codec import Samples
+from store.fleet import Fleet, read_fleet
 from store.keys import MAX_TS, Keys
 from store.read import iter_raw, read_buckets
-from store.registry import get_record, list_records
+from store.registry import get_record
 from store.tiers import for_step as tier_for_step
 from store.tiers import tiers
 from store.write import latest_values
@@ -51,18 +53,58 @@ def gpu_view(record: dict[str, Any], latest: dict[str, list] | None) -> dict[str
     }
 
 
+def fleet(cluster: str | None = None, host: str | None = None, latest: bool = True) -> Fleet:
+    """The records (and latest values) the fleet views are built from: one etcd round trip.
+
+    `version` changes whenever any of it does: the HTTP ETag of those views.
+    """
+    return read_fleet(default_keys(), cluster, host if cluster else None, latest)
+
+
+class _Built:
+    """Fleet views already built, by what they were built from (the fleet's version)."""
+
+    def __init__(self, size: int = 64) -> None:
+        self._size = size
+        self._lock = threading.Lock()
+        self._views: OrderedDict[tuple, list[dict]] = OrderedDict()
+
+    def get(self, key: tuple, build: Callable[[], list[dict]]) -> list[dict]:
+        with self._lock:
+            views = self._views.get(key)
+        if views is None:
+            views = build()
+            with self._lock:
+                self._views[key] = views
+                while len(self._views) > self._size:
+                    self._views.popitem(last=False)
+        return views
+
+
+_built = _Built()
+
+
 def list_gpus(
-    cluster: str | None = None, host: str | None = None, model: str | None = None
+    cluster: str | None = None,
+    host: str | None = None,
+    model: str | None = None,
+    of: Fleet | None = None,
 ) -> list[dict]:
-    """GPUs sorted by cluster, host, uuid; two range reads whatever the count."""
-    keys = default_keys()
-    records = list_records(keys, cluster, host if cluster else None)
-    if host and not cluster:
-        records = [r for r in records if r["host"] == host]
-    if model:
-        records = [r for r in records if r.get("model") == model]
-    latest = latest_values(keys) if records else {}
-    return [gpu_view(r, latest.get(r["uuid"])) for r in records]
+    """GPUs sorted by cluster, host, uuid, with latest values; one etcd round trip
+    (none when `of` is given), and no work at all when that fleet was seen before."""
+    of = of or fleet(cluster, host)
+
+    def build() -> list[dict]:
+        records = of.records
+        if cluster:  # `of` may hold the whole fleet
+            records = [r for r in records if r["cluster"] == cluster]
+        if host:
+            records = [r for r in records if r["host"] == host]
+        if model:
+            records = [r for r in records if r.get("model") == model]
+        return [gpu_view(r, of.latest.get(r["uuid"])) for r in records]
+
+    return _built.get(("gpus", default_keys().root, of.version, cluster, host, model), build)
 
 
 def get_gpu(uuid: str) -> dict[str, Any]:
@@ -72,17 +114,17 @@ def get_gpu(uuid: str) -> dict[str, Any]:
     return gpu_view(record, latest_values(keys, [uuid]).get(uuid))
 
 
-def list_hosts(cluster: str | None = None) -> list[dict]:
-    counts: Counter[tuple[str, str]] = Counter()
-    for r in list_records(default_keys(), cluster):
-        counts[(r["cluster"], r["host"])] += 1
+def list_hosts(cluster: str | None = None, of: Fleet | None = None) -> list[dict]:
+    of = of or fleet(cluster, latest=False)
+    counts: Counter[tuple[str, str]] = Counter((r["cluster"], r["host"]) for r in of.records)
     return [{"hostname": h, "cluster": c, "gpu_count": n} for (c, h), n in sorted(counts.items())]
 
 
-def list_clusters() -> list[dict]:
+def list_clusters(of: Fleet | None = None) -> list[dict]:
+    of = of or fleet(latest=False)
     hosts: dict[str, set[str]] = defaultdict(set)
     gpus: Counter[str] = Counter()
-    for r in list_records(default_keys()):
+    for r in of.records:
         hosts[r["cluster"]].add(r["host"])
         gpus[r["cluster"]] += 1
     return [{"name": c, "host_count": len(hosts[c]), "gpu_count": gpus[c]} for c in sorted(gpus)]

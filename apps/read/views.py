@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 import orjson
-from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import (
+    HttpResponse,
+    HttpResponseNotModified,
+    JsonResponse,
+    StreamingHttpResponse,
+)
 from drf_spectacular.utils import OpenApiParameter, PolymorphicProxySerializer, extend_schema
 from prometheus_client import CONTENT_TYPE_LATEST
 from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.renderers import BrowsableAPIRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.read import columns as col
 from apps.read import health, queries
+from apps.read.render import FastJSONRenderer
 from apps.read.serializers import (
     ClusterSerializer,
     GpuListParams,
@@ -27,15 +35,22 @@ from apps.read.serializers import (
     TelemetrySerializer,
 )
 from observability.metrics import exposition
+from store.fleet import Fleet
 from timeparse.timestamps import format_timestamp
 
 
 class _ReadView(APIView):
     throttle_scope = "reads"
+    renderer_classes = [FastJSONRenderer, BrowsableAPIRenderer]
 
 
 class _PagedListView(_ReadView):
-    """A list endpoint answering DRF's page shape {count, next, previous, results}."""
+    """A fleet list answering DRF's page shape {count, next, previous, results}.
+
+    Its ETag is the version of the records (and latest values) it is built from:
+    a poller sending it back in If-None-Match gets 304 after one etcd read and
+    nothing else.
+    """
 
     pagination_class = LimitOffsetPagination
 
@@ -44,13 +59,33 @@ class _PagedListView(_ReadView):
         page = paginator.paginate_queryset(items, request, view=self)
         return paginator.get_paginated_response(page)
 
+    def answer(
+        self, request: Request, fleet: Fleet, build: Callable[[], list[dict]]
+    ) -> Response | HttpResponseNotModified:
+        etag = f'W/"{fleet.version}"'
+        if _matches(request.headers.get("If-None-Match", ""), fleet.version):
+            response: Response | HttpResponseNotModified = HttpResponseNotModified()
+        else:
+            response = self.paged(request, build())
+        response["ETag"] = etag
+        response["Cache-Control"] = "no-cache"  # may be kept, but ask again every time
+        return response
+
+
+def _matches(header: str, version: str) -> bool:
+    """If-None-Match holds this version (weak comparison, as RFC 9110 asks for it) or `*`."""
+    tags = [t.strip().removeprefix("W/").strip('"') for t in header.split(",")]
+    return version in tags or "*" in tags
+
 
 class GpuListView(_PagedListView):
     @extend_schema(parameters=[GpuListParams], responses=GpuSerializer(many=True))
-    def get(self, request: Request) -> Response:
+    def get(self, request: Request) -> Response | HttpResponseNotModified:
         params = GpuListParams(data=request.query_params)
         params.is_valid(raise_exception=True)
-        return self.paged(request, queries.list_gpus(**params.validated_data))
+        filters = params.validated_data
+        fleet = queries.fleet(filters.get("cluster"), filters.get("host"))
+        return self.answer(request, fleet, lambda: queries.list_gpus(**filters, of=fleet))
 
 
 class GpuDetailView(_ReadView):
@@ -144,23 +179,29 @@ class HostListView(_PagedListView):
     @extend_schema(
         parameters=[OpenApiParameter("cluster", str)], responses=HostSerializer(many=True)
     )
-    def get(self, request: Request) -> Response:
-        return self.paged(request, queries.list_hosts(request.query_params.get("cluster") or None))
+    def get(self, request: Request) -> Response | HttpResponseNotModified:
+        cluster = request.query_params.get("cluster") or None
+        fleet = queries.fleet(cluster, latest=False)
+        return self.answer(request, fleet, lambda: queries.list_hosts(cluster, of=fleet))
 
 
 class HostGpuListView(_PagedListView):
     @extend_schema(
         parameters=[OpenApiParameter("cluster", str)], responses=GpuSerializer(many=True)
     )
-    def get(self, request: Request, hostname: str) -> Response:
+    def get(self, request: Request, hostname: str) -> Response | HttpResponseNotModified:
         cluster = request.query_params.get("cluster") or None
-        return self.paged(request, queries.list_gpus(cluster=cluster, host=hostname))
+        fleet = queries.fleet(cluster, hostname)
+        return self.answer(
+            request, fleet, lambda: queries.list_gpus(cluster=cluster, host=hostname, of=fleet)
+        )
 
 
 class ClusterListView(_PagedListView):
     @extend_schema(responses=ClusterSerializer(many=True))
-    def get(self, request: Request) -> Response:
-        return self.paged(request, queries.list_clusters())
+    def get(self, request: Request) -> Response | HttpResponseNotModified:
+        fleet = queries.fleet(latest=False)
+        return self.answer(request, fleet, lambda: queries.list_clusters(of=fleet))
 
 
 def metrics_view(request: Any) -> HttpResponse:
