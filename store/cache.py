@@ -32,15 +32,22 @@ def _cost(key: str, value: Any) -> int:
 
 
 class BlockCache:
-    """Least-recently-used map from block key to decoded value, at most `capacity` bytes."""
+    """Least-recently-used map from block key to decoded value, at most `capacity` bytes.
+
+    An entry may belong to a group (the blocks of one GPU's window): when a read
+    of that window finds other keys there (a compaction merged them), `settle`
+    drops the entries that are gone at once instead of waiting for them to age out.
+    """
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._lock = threading.Lock()
-        self._entries: OrderedDict[str, tuple[Any, int]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[Any, int, str | None]] = OrderedDict()
+        self._groups: dict[str, set[str]] = {}
         self.size = 0
         self.hits = 0
         self.misses = 0
+        self.evictions = 0
 
     def get(self, key: str) -> Any | None:
         with self._lock:
@@ -52,7 +59,7 @@ class BlockCache:
             self.hits += 1
             return entry[0]
 
-    def put(self, key: str, value: Any) -> None:
+    def put(self, key: str, value: Any, group: str | None = None) -> None:
         """Keep `value` (its arrays become read-only: every reader shares them)."""
         for f in dataclasses.fields(value):
             array = getattr(value, f.name)
@@ -62,14 +69,33 @@ class BlockCache:
         if cost > self.capacity:
             return  # larger than the whole cache: caching it would only evict everything
         with self._lock:
-            old = self._entries.pop(key, None)
-            if old is not None:
-                self.size -= old[1]
-            self._entries[key] = (value, cost)
+            self._drop(key)
+            self._entries[key] = (value, cost, group)
             self.size += cost
+            if group is not None:
+                self._groups.setdefault(group, set()).add(key)
             while self.size > self.capacity:
-                _, (_, dropped) = self._entries.popitem(last=False)
-                self.size -= dropped
+                self._drop(next(iter(self._entries)))
+                self.evictions += 1
+
+    def settle(self, group: str, present: set[str]) -> None:
+        """Forget the entries of `group` whose keys are no longer among `present`."""
+        with self._lock:
+            for key in self._groups.get(group, set()) - present:
+                self._drop(key)
+                self.evictions += 1
+
+    def _drop(self, key: str) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return
+        self.size -= entry[1]
+        group = entry[2]
+        if group is not None:
+            members = self._groups[group]
+            members.discard(key)
+            if not members:
+                del self._groups[group]
 
     def __contains__(self, key: str) -> bool:
         with self._lock:
@@ -81,6 +107,7 @@ class BlockCache:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._groups.clear()
             self.size = 0
 
 

@@ -36,13 +36,13 @@ def _by_window(infos: list[kv.KeyInfo], window_ms: int, start: int, end: int) ->
 _WINDOWS_PER_FETCH = 24
 
 
-def _decoded(key: str, data: bytes, decode: Callable[[bytes], T]) -> T:
+def _decoded(key: str, data: bytes, decode: Callable[[bytes], T], group: str | None = None) -> T:
     """Decode through the shared cache: a block key names its content forever."""
     cache = shared_cache()
     hit = cache.get(key)
     if hit is None:
         hit = decode(data)
-        cache.put(key, hit)
+        cache.put(key, hit, group)
     return hit
 
 
@@ -93,14 +93,21 @@ def _window(
     compaction after the plan: the window is then read again by range.
     """
     cache = shared_cache()
+    group = f"{prefix}{w}"
+    cache.settle(group, {i.key for i in infos})  # blocks a compaction merged away
     parts = []
     for info in infos:
         hit = cache.get(info.key)
         if hit is None:
             item = fetched.get(info.key)
             if item is None:
-                return _merged(_span_items(prefix, w * window_ms, (w + 1) * window_ms - 1))
-            hit = _decoded(item.key, item.value, decode_block)
+                items = _span_items(prefix, w * window_ms, (w + 1) * window_ms - 1)
+                cache.settle(group, {i.key for i in items})
+                decoded = [
+                    (i.mod_revision, _decoded(i.key, i.value, decode_block, group)) for i in items
+                ]
+                return _merge_ordered(decoded)
+            hit = _decoded(item.key, item.value, decode_block, group)
         parts.append((info.mod_revision, hit))
     return _merge_ordered(parts)
 
