@@ -26,8 +26,8 @@ from django.utils.cache import patch_vary_headers
 MIN_SIZE = 1024  # below this the headers cost more than compression saves
 _OFF_LOOP_SIZE = 256 * 1024
 PREFERENCE = ("zstd", "br", "gzip")
-_COMPRESSIBLE = ("text/", "application/json", "application/javascript", "application/xml")
-_COMPRESSIBLE += ("application/graphql-response+json", "image/svg+xml")
+# Media types made of text (JSON and its +json kinds, OpenAPI, scripts, XML, SVG).
+_TEXT_KINDS = ("json", "javascript", "xml", "openapi", "yaml", "csv")
 
 
 class _Stream(Protocol):
@@ -111,8 +111,8 @@ def choose(accept_encoding: str) -> str | None:
 def _compressible(response: HttpResponseBase) -> bool:
     if response.has_header("Content-Encoding") or response.status_code in (204, 206, 304):
         return False
-    content_type = response.get("Content-Type", "").lower()
-    if not content_type.startswith(_COMPRESSIBLE):
+    media = response.get("Content-Type", "").lower().partition(";")[0]
+    if not (media.startswith("text/") or any(kind in media for kind in _TEXT_KINDS)):
         return False
     return response.streaming or len(response.content) >= MIN_SIZE
 
