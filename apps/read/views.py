@@ -7,14 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from django.http import (
-    HttpResponse,
-    HttpResponseNotModified,
-    JsonResponse,
-    StreamingHttpResponse,
-)
+from django.http import HttpResponse, HttpResponseNotModified, StreamingHttpResponse
 from drf_spectacular.utils import OpenApiParameter, PolymorphicProxySerializer, extend_schema
-from prometheus_client import CONTENT_TYPE_LATEST
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.renderers import BrowsableAPIRenderer
 from rest_framework.request import Request
@@ -22,7 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.read import columns as col
-from apps.read import health, queries
+from apps.read import queries
 from apps.read.render import FastJSONRenderer
 from apps.read.serializers import (
     ClusterSerializer,
@@ -34,7 +28,6 @@ from apps.read.serializers import (
     TelemetryParams,
     TelemetrySerializer,
 )
-from observability.metrics import exposition
 from store.fleet import Fleet
 from timeparse.timestamps import format_timestamp
 
@@ -202,29 +195,3 @@ class ClusterListView(_PagedListView):
     def get(self, request: Request) -> Response | HttpResponseNotModified:
         fleet = queries.fleet(latest=False)
         return self.answer(request, fleet, lambda: queries.list_clusters(of=fleet))
-
-
-def metrics_view(request: Any) -> HttpResponse:
-    """Prometheus text: this machine's processes, plus the queue depth read now."""
-    depth = health.queue_depth()
-    extra = [
-        "# HELP telemetry_queue_depth Chunk tasks waiting in the broker queue\n",
-        "# TYPE telemetry_queue_depth gauge\n",
-        f"telemetry_queue_depth {depth if depth is not None else 'NaN'}\n",
-    ]
-    return HttpResponse(exposition(extra), content_type=CONTENT_TYPE_LATEST)
-
-
-def health_view(request: Any) -> JsonResponse:
-    """Alive: the process answers. No dependency is checked."""
-    return JsonResponse({"status": "ok"})
-
-
-def ready_view(request: Any) -> JsonResponse:
-    """Ready: etcd and the broker answer; 503 naming the ones that do not."""
-    checks = health.check_all()
-    down = [name for name, result in checks.items() if not result["ok"]]
-    body = {"status": "ready" if not down else "unavailable", "checks": checks}
-    if down:
-        body["detail"] = f"not ready: {', '.join(down)} unreachable"
-    return JsonResponse(body, status=503 if down else 200)
