@@ -40,10 +40,12 @@ class _ReadView(APIView):
 class _PagedListView(_ReadView):
     """A fleet list answering DRF's page shape {count, next, previous, results}.
 
-    Its ETag is the version of the records (and latest values) it is built from:
-    a poller sending it back in If-None-Match gets 304 after one etcd read and
-    nothing else.
+    The answer carries an ETag: send it back in If-None-Match to get 304 Not
+    Modified while nothing it shows has changed.
     """
+
+    # The ETag is the fleet's version (store/fleet.py): a 304 costs the etcd read
+    # and nothing else, no view built and nothing encoded.
 
     pagination_class = LimitOffsetPagination
 
