@@ -19,19 +19,24 @@
    both sides answer the same samples. Prints p50/p99 (p99 of 30 runs = the slowest)
    and ours / Prometheus ratios.
 
---profile adds the top functions (cProfile, tottime) of the 24 h JSON query served
-in this process through Django's test client, warm cache.
+--before TREE also runs a gateway from an earlier version's source tree over the same
+etcd (`git archive COMMIT | tar -x -C TREE`, with a `.venv` link): "before" columns
+for the queries its API knows (JSON rows then at most 10,000 per page).
+
+--profile adds the top functions (cProfile, tottime) of the 24 h JSON rows query,
+served through Django's test client in a child process (warm cache), for this
+version and, with --before, the earlier one.
 """
 
 from __future__ import annotations
 
 import argparse
-import cProfile
 import http.client
-import io
+import json
 import math
-import pstats
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -42,7 +47,7 @@ from pathlib import Path
 
 import orjson
 
-from bench.harness import Stack, configure_this_process, stack
+from bench.harness import REPO, Stack, configure_this_process, stack
 from bench.storage import (
     BENCH_TIERS,
     END_MS,
@@ -190,6 +195,7 @@ class Query:
     prom: Callable[[Client], int] | None  # None: compared with the Prometheus run of `key`
     key: str = ""
     same_samples: bool = True
+    before: Callable[[Client], int] | None = None  # the same samples through the old API
 
 
 def raw_window(hours: float) -> tuple[int, int]:
@@ -228,12 +234,14 @@ def queries(uuid: str, uuids: int, hours: float) -> list[Query]:
             ours({**day, "limit": "all"}, ours_rows),
             prom_range(select, day_start, day_end, "10s"),
             key="day",
+            before=lambda c: _walk(c, tele, {**day, "limit": 10_000}),
         ),
         Query(
             "same, JSON rows in pages of 10,000 (`limit=10000`, 9 requests)",
             lambda c: _walk(c, tele, {**day, "limit": 10_000}),
             None,
             key="day",
+            before=lambda c: _walk(c, tele, {**day, "limit": 10_000}),
         ),
         Query(
             "same, `format=columns`",
@@ -241,7 +249,13 @@ def queries(uuid: str, uuids: int, hours: float) -> list[Query]:
             None,
             key="day",
         ),
-        Query("same, `format=csv`", ours({**day, "format": "csv"}, csv_rows), None, key="day"),
+        Query(
+            "same, `format=csv`",
+            ours({**day, "format": "csv"}, csv_rows),
+            None,
+            key="day",
+            before=ours({**day, "format": "csv"}, csv_rows),
+        ),
         Query(
             "same, JSON rows, zstd-compressed (`Accept-Encoding: zstd`)",
             lambda c: _zstd_rows(c, tele, {**day, "limit": "all"}),
@@ -252,12 +266,14 @@ def queries(uuid: str, uuids: int, hours: float) -> list[Query]:
             "1 GPU, 10 metrics, 1 h raw, JSON rows",
             ours({**hour, "limit": "all"}, ours_rows),
             prom_range(select, hour_start, hour_end, "10s"),
+            before=ours({**hour, "limit": 10_000}, ours_rows),
         ),
         Query(
             "1 GPU, 1 metric, 24 h as 5-minute averages",
             ours({**day, "metric": UTIL, "step": "5m", "agg": "avg"}, _results),
             prom_range(bucket_q, day_start + 300_000, day_end + STEP_MS, "5m"),
             same_samples=False,
+            before=ours({**day, "metric": UTIL, "step": "5m", "agg": "avg"}, _results),
         ),
         Query(
             f"latest GPU_UTIL of {uuids} GPUs (`/api/v1/gpus`, 200)",
@@ -266,6 +282,7 @@ def queries(uuid: str, uuids: int, hours: float) -> list[Query]:
                 c.get("/api/v1/query", {"query": UTIL, "time": (END_MS - STEP_MS) / 1000})[2]
             ),
             key="fleet",
+            before=lambda c: ours_fleet(c.get("/api/v1/gpus", {"limit": 1000})[2]),
         ),
         Query("same, polling with `If-None-Match` (304)", fleet_304, None, key="fleet"),
     ]
@@ -296,23 +313,48 @@ def _zstd_rows(c: Client, path: str, params: dict) -> int:
 # --- profile --------------------------------------------------------------------------
 
 
-def profile_day(uuid: str, hours: float, top: int = 12) -> str:
-    """Top functions by own time of the 24 h JSON query served in this process."""
-    from django.test import Client as DjangoClient
+# Run in a child process whose working folder and PYTHONPATH are the tree to profile, so
+# the same code profiles this version and an earlier one (--before).
+_PROFILE_CHILD = """
+import cProfile, io, json, pstats, sys
+import django
+django.setup()
+from django.test import Client
+url, params, top = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
+client = Client()
+def day():
+    body = client.get(url, params).json()
+    while body["next"]:
+        body = client.get(body["next"]).json()
+day()  # warm-up
+prof = cProfile.Profile()
+prof.enable()
+for _ in range(5):
+    day()
+prof.disable()
+out = io.StringIO()
+pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(top)
+print(out.getvalue())
+"""
 
+
+def profile_day(st: Stack, tree: Path, uuid: str, hours: float, limit: str, top: int = 14) -> str:
+    """Top functions by own time of the 24 h JSON rows query (all pages, 5 runs) served
+    by the code of `tree` in a child process, through Django's test client."""
     start, end = raw_window(min(24.0, hours))
-    params = {"start_time": iso(start), "end_time": iso(end), "limit": "all"}
-    client = DjangoClient()
-    url = f"/api/v1/gpus/{uuid}/telemetry"
-    client.get(url, params)  # warm the cache
-    prof = cProfile.Profile()
-    prof.enable()
-    for _ in range(5):
-        assert client.get(url, params).status_code == 200
-    prof.disable()
-    out = io.StringIO()
-    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(top)
-    return out.getvalue()
+    params = {"start_time": iso(start), "end_time": iso(end), "limit": limit}
+    env = {**st.env, "PYTHONPATH": str(tree)}
+    argv = [sys.executable, "-c", _PROFILE_CHILD, f"/api/v1/gpus/{uuid}/telemetry"]
+    done = subprocess.run(
+        [*argv, json.dumps(params), str(top)],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=True,
+    )
+    return done.stdout.strip()
 
 
 # --- main -----------------------------------------------------------------------------
@@ -332,21 +374,49 @@ def run(args: argparse.Namespace) -> None:
             cached = Client(f"http://127.0.0.1:{st.start_gateway('gateway')}")
             st.env["READ_CACHE_BYTES"] = "0"
             cold = Client(f"http://127.0.0.1:{st.start_gateway('gateway-nocache')}")
+            old = (
+                Client(f"http://127.0.0.1:{before_gateway(st, args.before)}")
+                if args.before
+                else None
+            )
             theirs = Client(prom.url)
-            rows = measure(queries(uuid, len(data), args.hours), cached, cold, theirs, args.reps)
+            qs = queries(uuid, len(data), args.hours)
+            rows = measure(qs, cached, cold, old, theirs, args.reps)
         finally:
             prom.stop()
         print(report(args, samples, load_s, prom_s, rows))
         if args.profile:
-            print("\nProfile of the 24 h JSON query (5 runs in process, warm cache):\n")
-            print("```\n" + profile_day(uuid, args.hours) + "```")
+            print("\nProfile of the 24 h JSON rows query, `limit=all` (5 runs, warm cache):\n")
+            print("```\n" + profile_day(st, REPO, uuid, args.hours, "all") + "\n```")
+            if args.before:
+                print("\nSame query before, pages of 10,000 (5 runs):\n")
+                print("```\n" + profile_day(st, args.before, uuid, args.hours, "10000") + "\n```")
 
 
-def measure(qs: list[Query], cached: Client, cold: Client, theirs: Client, reps: int) -> list:
+def before_gateway(st: Stack, tree: Path) -> int:
+    """A gateway running the source tree `tree` (an earlier version) over the same etcd."""
+    here = Path.cwd()
+    env = dict(st.env)
+    st.env.update(PYTHONPATH=str(tree))
+    os.chdir(tree)  # `python -m uvicorn` imports from its working folder first
+    try:
+        return st.start_gateway("gateway-before")
+    finally:
+        os.chdir(here)
+        st.env.clear()
+        st.env.update(env)
+
+
+def measure(
+    qs: list[Query], cached: Client, cold: Client, old: Client | None, theirs: Client, reps: int
+) -> list:
     rows, shared = [], {}
     for q in qs:
         ours = timed(lambda q=q: q.ours(cached), reps, f"ours: {q.name}")
         nocache = timed(lambda q=q: q.ours(cold), reps, f"ours, no cache: {q.name}")
+        before = None
+        if old is not None and q.before is not None:
+            before = timed(lambda q=q: q.before(old), reps, f"before: {q.name}")
         if q.prom is not None:
             prom = timed(lambda q=q: q.prom(theirs), reps, f"prometheus: {q.name}")
             shared[q.key] = prom
@@ -354,7 +424,7 @@ def measure(qs: list[Query], cached: Client, cold: Client, theirs: Client, reps:
                 raise AssertionError(f"{q.name}: ours {ours.samples}, prometheus {prom.samples}")
         else:
             prom = shared[q.key]
-        rows.append((q, ours, nocache, prom))
+        rows.append((q, ours, nocache, before, prom))
     return rows
 
 
@@ -364,14 +434,16 @@ def report(args, samples: int, load_s: float, prom_s: float, rows: list) -> str:
         f" ours stored + compacted in {load_s:.0f} s, Prometheus backfilled + started in"
         f" {prom_s:.0f} s. {args.reps} runs after one warm-up, ms.",
         "",
-        "| query | ours p50 / p99 | ours, cache off p50 | Prometheus p50 / p99 | ratio p50 |",
-        "|---|---:|---:|---:|---:|",
+        "| query | ours p50 / p99 | ours, cache off p50 | before p50 / p99 | before / ours "
+        "| Prometheus p50 / p99 | ours / Prometheus |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for q, ours, nocache, prom in rows:
-        ratio = ours.p50 / prom.p50
+    for q, ours, nocache, before, prom in rows:
+        old = f"{before.p50:,.1f} / {before.p99:,.1f}" if before else "n/a"
+        gain = f"{before.p50 / ours.p50:.1f}x" if before else ""
         lines.append(
-            f"| {q.name} | {ours.p50:,.1f} / {ours.p99:,.1f} | {nocache.p50:,.1f} | "
-            f"{prom.p50:,.1f} / {prom.p99:,.1f} | {ratio:.2f} |"
+            f"| {q.name} | {ours.p50:,.1f} / {ours.p99:,.1f} | {nocache.p50:,.1f} | {old} | "
+            f"{gain} | {prom.p50:,.1f} / {prom.p99:,.1f} | {ours.p50 / prom.p50:.2f} |"
         )
     return "\n".join(lines)
 
@@ -385,6 +457,12 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=30)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="a source tree of an earlier version (e.g. `git archive` of a commit): its "
+        "gateway runs over the same etcd and answers the queries its API knows",
+    )
     parser.add_argument("--quick", action="store_true", help="8 GPUs x 6 h, 10 runs")
     args = parser.parse_args()
     if args.quick:
