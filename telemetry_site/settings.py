@@ -69,6 +69,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "observability.middleware.RequestMetricsMiddleware",
+    # Before everything that makes or reads a body: it encodes the final response.
+    "telemetry_site.compression.CompressionMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -256,6 +258,13 @@ CELERY_BEAT_SCHEDULE = {
 TELEMETRY_MAX_LIMIT = env_int("TELEMETRY_MAX_LIMIT", 10_000, minimum=1)
 TELEMETRY_MAX_BUCKETS = env_int("TELEMETRY_MAX_BUCKETS", 100_000, minimum=1)
 TELEMETRY_DEFAULT_LIMIT = env_int("TELEMETRY_DEFAULT_LIMIT", 1000, minimum=1)
+# One telemetry response (JSON page or columns) stops at this many bytes and links the
+# rest with `next`: a day of one GPU (86,400 samples, ~7 MB as rows) fits by default.
+TELEMETRY_MAX_RESPONSE_BYTES = env_int(
+    "TELEMETRY_MAX_RESPONSE_BYTES", 32 * 1024 * 1024, minimum=4096
+)
+# Decoded blocks kept per process (store/cache.py); 0 turns the cache off.
+READ_CACHE_BYTES = env_int("READ_CACHE_BYTES", 128 * 1024 * 1024, minimum=0)
 PORT = env_int("PORT", 8000, minimum=1)
 # `manage.py stream` (the original streamer's settings): the file it replays, rows per
 # batch, time between batches.
