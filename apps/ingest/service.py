@@ -94,10 +94,17 @@ def ingest(
     started = time.monotonic()
     reader = _LimitedReader(raw, settings.INGEST_MAX_UPLOAD_BYTES, progress)
     parser = Parser(
-        open_text(reader, settings.INGEST_MAX_DECOMPRESSED_BYTES),  # type: ignore[arg-type]
+        open_text(
+            reader,  # type: ignore[arg-type]
+            settings.INGEST_MAX_DECOMPRESSED_BYTES,
+            settings.INGEST_MAX_GZIP_RATIO,
+        ),
         max_errors=settings.INGEST_MAX_ERRORS,
         max_line=settings.INGEST_MAX_LINE_CHARS,
         max_metrics_per_gpu=settings.INGEST_MAX_METRICS_PER_GPU,
+        max_lines=settings.INGEST_MAX_ROWS,
+        max_cpu_seconds=settings.INGEST_MAX_PARSE_SECONDS,
+        max_future=settings.INGEST_MAX_FUTURE,
     )
     job = _job(new_job_id(), source, cluster, parser.format)
     saved = False
@@ -145,13 +152,8 @@ def ingest(
 
 
 def _parse_all(parser: Parser, chunker: Chunker) -> None:
-    max_rows = settings.INGEST_MAX_ROWS
+    """Every row into the chunker; the parser raises TooLarge past its line and CPU limits."""
     for row in parser:
-        if parser.rows_read > max_rows:
-            raise TooLarge(
-                f"the file has more than {max_rows} rows (INGEST_MAX_ROWS); "
-                "split it, the rows before the limit are kept"
-            )
         chunker.add(row)
     chunker.finish()
 
@@ -186,6 +188,7 @@ def _finish(
         rows_read=parser.rows_read,
         rows_accepted=parser.accepted,
         rows_rejected=parser.rejected,
+        blank=parser.blank,
         samples=chunker.samples,
         errors=[asdict(e) for e in parser.errors],
         chunks_expected=chunker.chunks,
