@@ -14,7 +14,7 @@ import io
 import re
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, NamedTuple
 
@@ -31,6 +31,7 @@ from apps.ingest.formats import (
 from apps.ingest.numbers import DCGM_INT32_BLANK as DCGM_BLANK_FLOOR
 from apps.ingest.numbers import DECIMAL, NotANumber, is_blank, show
 from apps.ingest.numbers import parse_value as _parse_number
+from store.errors import Answer
 from store.keys import MAX_TS, check_segment
 from timeparse.timestamps import TimestampCache
 
@@ -64,12 +65,17 @@ class RowError:
     message: str
 
 
+RowFacts = Callable[[Row], dict]  # a row's GPU record facts (cluster, host, model, ...)
+
+
 class RowRejected(ValueError):
     pass
 
 
 class TooLarge(ValueError):
     """The input goes past a size limit (bytes uploaded, bytes decompressed, rows)."""
+
+    answer = Answer(413, "TOO_LARGE")
 
 
 # Decompressed bytes allowed before the ratio limit applies (a first small block).
