@@ -32,9 +32,12 @@ import math
 import re
 from dataclasses import dataclass, field
 
+from apps.ingest.formats import gpu_uuid
 from apps.ingest.parsing import Row, RowError
 from store.errors import InvalidSegment
 from store.keys import MAX_TS, check_segment
+
+__all__ = ["Exposition", "LineError", "Sample", "gpu_uuid", "parse_exposition", "parse_sample"]
 
 TYPES = frozenset(
     {"counter", "gauge", "histogram", "summary", "untyped"}
@@ -208,13 +211,6 @@ class _Builder:
 
 class _NonFinite(LineError):
     pass
-
-
-def gpu_uuid(uuid: str, gpu_instance: str) -> str:
-    """The record uuid of a sample: the GPU's, or for a MIG instance `MIG-<parent>-<GI id>`."""
-    if not gpu_instance or uuid.startswith("MIG-"):
-        return uuid
-    return f"MIG-{uuid}-{gpu_instance}"
 
 
 def parse_exposition(

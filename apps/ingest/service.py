@@ -82,10 +82,17 @@ def ingest(
     cluster = check_segment(cluster or settings.TELEMETRY_CLUSTER, "cluster")
     reader = _LimitedReader(raw, settings.INGEST_MAX_UPLOAD_BYTES, progress)
     parser = Parser(
-        open_text(reader, settings.INGEST_MAX_DECOMPRESSED_BYTES),  # type: ignore[arg-type]
+        open_text(
+            reader,  # type: ignore[arg-type]
+            settings.INGEST_MAX_DECOMPRESSED_BYTES,
+            settings.INGEST_MAX_GZIP_RATIO,
+        ),
         max_errors=settings.INGEST_MAX_ERRORS,
         max_line=settings.INGEST_MAX_LINE_CHARS,
         max_metrics_per_gpu=settings.INGEST_MAX_METRICS_PER_GPU,
+        max_lines=settings.INGEST_MAX_ROWS,
+        max_cpu_seconds=settings.INGEST_MAX_PARSE_SECONDS,
+        max_future=settings.INGEST_MAX_FUTURE,
     )
     job = Job(source=source, cluster=cluster, fmt=parser.format)
     with job_context(job.id):
@@ -118,14 +125,8 @@ def ingest(
 
 
 def _rows(parser: Parser) -> Iterator[Row]:
-    max_rows = settings.INGEST_MAX_ROWS
-    for row in parser:
-        if parser.rows_read > max_rows:
-            raise TooLarge(
-                f"the file has more than {max_rows} rows (INGEST_MAX_ROWS); "
-                "split it, the rows before the limit are kept"
-            )
-        yield row
+    """The parser's rows; it raises TooLarge itself past its line and CPU limits."""
+    yield from parser
 
 
 def ingest_rows(
