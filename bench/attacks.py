@@ -260,9 +260,10 @@ def ws_abrupt(port: int, frames: list[str], wait: float = 10.0) -> Outcome:
 
     out = Outcome()
     started = time.monotonic()
-    with contextlib.suppress(ConnectionClosed, OSError), connect(
-        f"ws://127.0.0.1:{port}/ws/telemetry/", max_size=None, open_timeout=10
-    ) as ws:
+    with (
+        contextlib.suppress(ConnectionClosed, OSError),
+        connect(f"ws://127.0.0.1:{port}/ws/telemetry/", max_size=None, open_timeout=10) as ws,
+    ):
         for frame in frames:
             ws.send(frame)
             out.sent += len(frame)
