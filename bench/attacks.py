@@ -216,7 +216,7 @@ def graphql(base: str, query: str, variables: dict | None = None, timeout: float
             headers={"Content-Type": "application/json"},
             timeout=timeout,
         )
-        out.answers.append((response.status_code, len(response.content), response.text[:300]))
+        out.answers.append((response.status_code, len(response.content), response.text[:100_000]))
     except requests.Timeout:
         out.answers.append((0, 0, "timed out"))
     out.seconds = time.monotonic() - started
