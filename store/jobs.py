@@ -1,4 +1,9 @@
-"""Ingest jobs: the job document (one writer: the ingesting process) and chunk progress."""
+"""Ingest jobs: the job document (one writer: the ingesting process) and chunk progress.
+
+This is the job's one read model: `load_job` (the API, the ingest command) and `list_jobs`
+(the admin) answer the same shape, the saved document plus the workers' progress
+(`chunks_done`, `chunks_failed`) and the public `state` (running, done or failed).
+"""
 
 from __future__ import annotations
 
@@ -22,20 +27,66 @@ def save_job(keys: Keys, job: dict[str, Any]) -> None:
 
 
 def load_job(keys: Keys, job_id: str) -> dict[str, Any]:
-    """The job document plus `chunks_done` and `chunks_failed` (written by workers).
+    """The job as answers show it; with `chunk_errors` (the first 20) when chunks failed.
 
-    Raises NotFound.
+    Raises NotFound, StoreUnavailable.
     """
     item = kv.get(keys.job(job_id))
     if item is None:
         raise NotFound(f"no ingest job {job_id!r}")
-    job = json.loads(item.value)
-    job["chunks_done"] = kv.count_prefix(keys.chunks_prefix(job_id))
-    job["chunks_failed"] = kv.count_prefix(keys.failures_prefix(job_id))
+    job = _with_progress(keys, json.loads(item.value))
     if job["chunks_failed"]:
         failures = kv.get_prefix(keys.failures_prefix(job_id))
         job["chunk_errors"] = [json.loads(f.value) for f in failures[:20]]
     return job
+
+
+def list_jobs(keys: Keys, limit: int = 50) -> list[dict[str, Any]]:
+    """The `limit` newest jobs, newest first, shaped as `load_job` shapes one.
+
+    Job ids start with their creation time in zero-padded epoch milliseconds
+    (new_job_id), so sorting ids sorts jobs by age. One range read of every job
+    document, then the counts of each job shown. Raises StoreUnavailable. Documents
+    that are not valid JSON are skipped rather than hiding every other job.
+    """
+    items = sorted(kv.get_prefix(keys.jobs_prefix()), key=lambda item: item.key, reverse=True)
+    jobs = []
+    for item in items:
+        if len(jobs) >= limit:
+            break
+        try:
+            job = json.loads(item.value)
+        except ValueError:
+            continue
+        if isinstance(job, dict) and "id" in job:
+            jobs.append(_with_progress(keys, job))
+    return jobs
+
+
+def _with_progress(keys: Keys, job: dict[str, Any]) -> dict[str, Any]:
+    job_id = str(job["id"])
+    job["chunks_done"] = kv.count_prefix(keys.chunks_prefix(job_id))
+    job["chunks_failed"] = kv.count_prefix(keys.failures_prefix(job_id))
+    job["state"] = public_state(job)
+    return job
+
+
+def public_state(job: dict[str, Any]) -> str:
+    """running, done or failed, from the saved state and the workers' markers.
+
+    >>> public_state({"state": "parsed", "chunks_expected": 2, "chunks_done": 2})
+    'done'
+    >>> public_state({"state": "parsed", "chunks_expected": 2, "chunks_done": 1})
+    'running'
+    >>> public_state({"state": "parsed", "chunks_expected": 1, "chunks_failed": 1})
+    'failed'
+    """
+    finished = job.get("chunks_done", 0) + job.get("chunks_failed", 0)
+    if job["state"] == "failed":
+        return "failed"
+    if job["state"] == "parsing" or finished < job.get("chunks_expected", 0):
+        return "running"  # still reading the file, or chunks still queued
+    return "failed" if job.get("chunks_failed") else "done"
 
 
 def mark_chunk_failed(keys: Keys, job_id: str, seq: int, error: str) -> None:

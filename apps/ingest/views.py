@@ -7,14 +7,14 @@ from typing import Any
 from django.conf import settings
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, OpenApiTypes, extend_schema
-from kombu.exceptions import OperationalError
 from rest_framework.parsers import BaseParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.ingest import service
-from apps.ingest.formats import HeaderError
+from store import default_keys
+from store.jobs import load_job
 
 RAW_TYPES = (
     "text/csv",
@@ -89,25 +89,11 @@ def _too_big(request: Request) -> Response | None:
 
 
 def _ingest(request: Request, raw: Any, source: str, cluster: str | None) -> Response:
-    try:
-        job = service.ingest(raw, source=source, cluster=cluster)
-    except HeaderError as exc:
-        return Response({"detail": str(exc)}, status=400)
-    except service.NoRows as exc:
-        return Response({"detail": str(exc)}, status=400)
-    except service.NothingAccepted as exc:
-        return Response({"detail": str(exc), **_counts(exc.summary)}, status=400)
-    except service.UploadTooLarge as exc:
-        return Response({"detail": str(exc)}, status=413)
-    except OperationalError as exc:
-        return Response({"detail": f"the task broker is unavailable: {exc}"}, status=503)
+    # refusals (bad file, too large, broker or etcd down) are answered by apps/read/errors.py
+    job = service.ingest(raw, source=source, cluster=cluster)
     url = reverse("ingest-job", args=[job["id"]])
-    body = {**service.job_status(job["id"]), "url": request.build_absolute_uri(url)}
+    body = {**load_job(default_keys(), job["id"]), "url": request.build_absolute_uri(url)}
     return Response(body, status=202, headers={"Location": url})
-
-
-def _counts(job: dict) -> dict:
-    return {k: job[k] for k in ("rows_read", "rows_accepted", "rows_rejected", "errors")}
 
 
 class JobView(APIView):
@@ -115,4 +101,4 @@ class JobView(APIView):
 
     @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request: Request, job_id: str) -> Response:
-        return Response(service.job_status(job_id))
+        return Response(load_job(default_keys(), job_id))
