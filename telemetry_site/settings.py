@@ -229,7 +229,8 @@ CHANNEL_LAYERS = {
     }
 }
 LIVE_CLIENT_BUFFER = env_int("LIVE_CLIENT_BUFFER", 256, minimum=1)
-LIVE_MAX_SUBSCRIPTIONS = env_int("LIVE_MAX_SUBSCRIPTIONS", 1000, minimum=1)
+LIVE_MAX_SUBSCRIPTIONS = env_int("LIVE_MAX_SUBSCRIPTIONS", 1000, minimum=1)  # per connection
+LIVE_MAX_FRAME_BYTES = env_int("LIVE_MAX_FRAME_BYTES", 64 * 1024, minimum=1024)
 
 # --- Pipeline ----------------------------------------------------------------
 TELEMETRY_CLUSTER = env_str("TELEMETRY_CLUSTER", "default")
