@@ -603,7 +603,7 @@ class Parser:
         if self._labels_pos is not None:
             text = fields[self._labels_pos]
             if INSTANCE_LABEL in text:
-                return parse_labels(text).get(INSTANCE_LABEL, "").strip()
+                return parse_labels_raw(text).get(INSTANCE_LABEL, "").strip()
         return ""
 
     def _value(self, text: str) -> float | None:
