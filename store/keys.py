@@ -13,6 +13,7 @@ Layout under the root (default `/telemetry`), documented in docs/STORAGE.md:
     {root}/compaction/cursor, {root}/compaction/lock      compaction state
     {root}/compaction/rolled/{tier}                       closed rollup windows done up to
     {root}/compaction/defragmented_at                     time of the last defragmentation
+    {root}/workloads/{uuid}                               workload periods of a GPU (JSON)
 
 Times in block keys are zero-padded epoch milliseconds, so byte order is time
 order and one range read finds the blocks of a window:
@@ -147,6 +148,13 @@ class Keys:
         self, tier: str, uuid: str, start: int, end: int, window_ms: int
     ) -> tuple[str, str]:
         return _span(self.rollups_prefix(tier, uuid), start, end, window_ms)
+
+    # Workload attribution ----------------------------------------------------------
+    def workloads_prefix(self) -> str:
+        return f"{self.root}/workloads/"
+
+    def workloads(self, uuid: str) -> str:
+        return self.workloads_prefix() + check_segment(uuid, "uuid")
 
     def compaction_cursor(self) -> str:
         return f"{self.root}/compaction/cursor"

@@ -14,7 +14,6 @@ from channels.middleware import BaseMiddleware
 
 from apps.accounts.auth import user_for_token
 
-
 _user_for = database_sync_to_async(user_for_token)
 
 

@@ -12,7 +12,7 @@ import time
 
 import requests
 
-from bench.attacks import MiB, chunked_post, poll, slow_body
+from bench.attacks import MiB, chunked_post, slow_body
 from tests.api.api_support import generated
 from tests.security.conftest import UPLOAD_LIMIT
 
