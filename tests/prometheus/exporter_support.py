@@ -49,7 +49,7 @@ class FakeExporter:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 body = exposition(rng).encode()
                 owner.scrapes += 1
                 self.send_response(200)
