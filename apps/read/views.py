@@ -69,8 +69,9 @@ class GpuTelemetryView(_ReadView):
         data = params.validated_data
         if data["format"] != "json":
             return _csv_response(uuid, params.query(uuid), data["format"])
+        query = params.query(uuid)
         try:
-            page = queries.telemetry_page(params.query(uuid))
+            page = queries.telemetry_page(query)
         except queries.TooManyPoints as exc:
             return Response({"step": [str(exc)]}, status=400)
         return Response(
@@ -79,6 +80,7 @@ class GpuTelemetryView(_ReadView):
                 "start_time": _fmt(data.get("start_time")),
                 "end_time": _fmt(data.get("end_time")),
                 "next": _next_url(request, page["next_cursor"]),
+                "workloads": queries.workloads(uuid, query.start, query.end),
                 "results": page["results"],
             }
         )
