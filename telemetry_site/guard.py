@@ -260,7 +260,7 @@ class GuardedASGIHandler(ASGIHandler):
 
     async def read_body(self, receive: Receive) -> Any:
         limit = settings.FILE_UPLOAD_MAX_MEMORY_SIZE
-        spool = tempfile.SpooledTemporaryFile(
+        spool = tempfile.SpooledTemporaryFile(  # noqa: SIM115  (returned open: Django closes it)
             max_size=limit,
             mode="w+b",
             dir=settings.FILE_UPLOAD_TEMP_DIR,

@@ -72,7 +72,7 @@ def test_rest_graphql_and_gpu_page_show_the_workloads_of_a_window(loaded: str) -
     rest = APIClient().get(f"/api/v1/gpus/{GPU}/telemetry", window).json()
     assert [w["pod"] for w in rest["workloads"]] == ["train-b"]
     assert rest["workloads"][0]["namespace"] == "ml"
-    query = '{ gpu(uuid: "%s") { workloads(start: "%d") { pod start end } } }' % (GPU, T0)
+    query = f'{{ gpu(uuid: "{GPU}") {{ workloads(start: "{T0}") {{ pod start end }} }} }}'
     gql = APIClient().post("/graphql", {"query": query}, format="json").json()
     assert [w["pod"] for w in gql["data"]["gpu"]["workloads"]] == ["train-a", "train-b"]
     page = Client().get(f"/gpus/{GPU}/").content.decode()
