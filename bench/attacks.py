@@ -7,6 +7,7 @@ cost is read from /proc of the gateway process (`ProcessMeter`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -215,7 +216,7 @@ def graphql(base: str, query: str, variables: dict | None = None, timeout: float
             headers={"Content-Type": "application/json"},
             timeout=timeout,
         )
-        out.answers.append((response.status_code, len(response.content), response.text[:300]))
+        out.answers.append((response.status_code, len(response.content), response.text[:100_000]))
     except requests.Timeout:
         out.answers.append((0, 0, "timed out"))
     out.seconds = time.monotonic() - started
@@ -254,17 +255,20 @@ def subscribe_frame(start: int, count: int, prefix: str = "GPU-flood-") -> str:
 
 def ws_abrupt(port: int, frames: list[str], wait: float = 10.0) -> Outcome:
     """Send frames (reading each answer), then drop the TCP connection without a close frame."""
+    from websockets.exceptions import ConnectionClosed
     from websockets.sync.client import connect
 
     out = Outcome()
     started = time.monotonic()
-    ws = connect(f"ws://127.0.0.1:{port}/ws/telemetry/", max_size=None, open_timeout=10)
-    for frame in frames:
-        ws.send(frame)
-        out.sent += len(frame)
-        out.answers.append(ws.recv(timeout=wait))
-    ws.socket.shutdown(socket.SHUT_RDWR)  # no close frame: as a crashed client or a cut cable
-    ws.socket.close()
+    with (
+        contextlib.suppress(ConnectionClosed, OSError),
+        connect(f"ws://127.0.0.1:{port}/ws/telemetry/", max_size=None, open_timeout=10) as ws,
+    ):
+        for frame in frames:
+            ws.send(frame)
+            out.sent += len(frame)
+            out.answers.append(ws.recv(timeout=wait))
+        ws.socket.shutdown(socket.SHUT_RDWR)  # no close frame: a crashed client, a cut cable
     out.seconds = time.monotonic() - started
     return out
 

@@ -17,6 +17,7 @@ return canonical Samples.
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -218,6 +219,17 @@ def merge(parts: Sequence[Samples]) -> Samples:
 
 
 # --------------------------------------------------------------------- encoding
+
+
+def block_digest(data: bytes) -> str:
+    """The digest that ends a block's key: 16 hex digits of BLAKE2b of the encoded bytes.
+
+    The key is a function of the content, so a retried chunk rewrites the same key.
+
+    >>> block_digest(b"block bytes")
+    'ebfb3001412ad093'
+    """
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
 def encode_block(samples: Samples) -> bytes:

@@ -18,13 +18,12 @@ overtaken by older data: the step simply fails and is retried next run.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
 
 from store import kv
-from store.codec import decode_block, encode_block, merge
+from store.codec import block_digest, decode_block, encode_block, merge
 from store.keys import Keys, window_span
 from store.read import refreshed
 from store.rollup import decode_rollup, encode_rollup
@@ -46,10 +45,6 @@ class Report:
     conflicts: int = 0
     cursor: int = 0
     notes: list[str] = field(default_factory=list)
-
-
-def _digest(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
 def compact(keys: Keys, tiers: list[Tier], retention: bool = True) -> Report:
@@ -100,7 +95,7 @@ def _merge_raw_window(keys: Keys, uuid: str, first: int, window: int, report: Re
     if len(data) > kv.MAX_TXN_BYTES:
         report.notes.append(f"{uuid}: window at {first} too large to merge; left as is")
         return
-    key = keys.block(uuid, int(merged.ts.min()), int(merged.ts.max()), _digest(data))
+    key = keys.block(uuid, int(merged.ts.min()), int(merged.ts.max()), block_digest(data))
     ops = [kv.op_delete(it.key) for it in group if it.key != key] + [kv.op_put(key, data)]
     if not kv.txn([kv.cmp_range_unchanged(start, end, rev)], ops):
         report.conflicts += 1
@@ -125,7 +120,9 @@ def _rebuild_rollup(
     if not len(buckets):
         return
     data = encode_rollup(buckets)
-    key = keys.rollup(tier.name, uuid, int(buckets.ts.min()), int(buckets.ts.max()), _digest(data))
+    key = keys.rollup(
+        tier.name, uuid, int(buckets.ts.min()), int(buckets.ts.max()), block_digest(data)
+    )
     newest_raw = max((it.mod_revision for it in raw_items), default=0)
     if [it.key for it in old_items] == [key] and old_items[0].mod_revision > newest_raw:
         return  # same content, and readers see it as up to date (newer than its raw blocks)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import pyetcd
@@ -15,7 +15,9 @@ from pyetcd import utils as etcd_utils
 
 from observability.metrics import ETCD_ERRORS, ETCD_SECONDS
 from store import client
-from store.errors import StoreUnavailable
+from store.errors import Conflict, StoreUnavailable
+
+R = TypeVar("R")
 
 # etcd's own limits (--max-txn-ops 128, --max-request-bytes 1.5 MiB): stay below.
 MAX_TXN_OPS = 120
@@ -137,6 +139,31 @@ def txn(compare: Sequence[Any], success: Sequence[Any], failure: Sequence[Any] =
     with translated("txn"):
         ok, _ = client.get().transaction(list(compare), list(success), list(failure))
     return bool(ok)
+
+
+def guaranteed_update(
+    attempt: Callable[[], R | None], *, attempts: int, conflict: Callable[[], str]
+) -> R:
+    """Optimistic read-modify-write, as Kubernetes' GuaranteedUpdate: the one retry loop.
+
+    `attempt` reads what it needs, then writes in a transaction that compares the
+    revisions it read; it returns its result, or None when a compare failed (another
+    writer got there first). A lost attempt is run again, reading afresh, at most
+    `attempts` times in all; then Conflict with the message `conflict()` gives.
+
+    >>> tries = iter([None, None, "written"])
+    >>> guaranteed_update(lambda: next(tries), attempts=3, conflict=lambda: "lost")
+    'written'
+    >>> guaranteed_update(lambda: None, attempts=2, conflict=lambda: "lost twice")
+    Traceback (most recent call last):
+    ...
+    store.errors.Conflict: lost twice
+    """
+    for _ in range(attempts):
+        result = attempt()
+        if result is not None:
+            return result
+    raise Conflict(conflict())
 
 
 def get_many(keys: Sequence[str]) -> dict[str, Item]:

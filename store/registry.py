@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from store import kv
-from store.errors import Conflict, NotFound
+from store.errors import NotFound
 from store.keys import Keys
 
 # Facts that identify where a GPU is and what it is; a change to any rewrites the record.
@@ -81,9 +81,9 @@ def ensure_registered(keys: Keys, regs: Iterable[Registration]) -> list[dict[str
     """
     todo = pending(keys, regs)
     written: list[dict[str, Any]] = []
-    for _ in range(_MAX_ATTEMPTS):
-        if not todo:
-            return written
+
+    def attempt() -> list[dict[str, Any]] | None:
+        nonlocal todo
         lost = []
         for reg, outcome in zip(todo, _register_batch(keys, todo), strict=True):
             if outcome is False:
@@ -91,7 +91,15 @@ def ensure_registered(keys: Keys, regs: Iterable[Registration]) -> list[dict[str
             elif outcome is not None:
                 written.append(outcome)
         todo = lost
-    raise Conflict(f"could not register {len(todo)} GPU(s) after {_MAX_ATTEMPTS} attempts")
+        return None if lost else written
+
+    if not todo:
+        return written
+    return kv.guaranteed_update(
+        attempt,
+        attempts=_MAX_ATTEMPTS,
+        conflict=lambda: f"could not register {len(todo)} GPU(s) after {_MAX_ATTEMPTS} attempts",
+    )
 
 
 def _register_batch(keys: Keys, regs: Sequence[Registration]) -> list[dict | bool | None]:

@@ -9,7 +9,6 @@ latest values only move forward in time.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from store import kv
-from store.codec import Samples, encode_block
+from store.codec import Samples, block_digest, encode_block
 from store.errors import Conflict
 from store.keys import Keys
 from store.registry import (
@@ -76,12 +75,16 @@ def write_chunk(
     marker = (keys.chunk(job_id, seq), _encode({"samples": total, "blocks": len(blocks)}))
     regs = [Registration(b.facts, int(b.samples.ts.min())) for b in batches]
     newest = {b.uuid: _newest_per_metric(b.samples) for b in batches}
-    for _ in range(_ONE_TXN_ATTEMPTS):
-        outcome = _write_in_one_txn(keys, regs, newest, blocks, marker)
-        if outcome is not None:
-            done, records = outcome
-            blocks_written = 0 if done else len(blocks)
-            return ChunkResult(total, blocks_written, len(records), done, tuple(records))
+    try:
+        done, records = kv.guaranteed_update(
+            lambda: _write_in_one_txn(keys, regs, newest, blocks, marker),
+            attempts=_ONE_TXN_ATTEMPTS,
+            conflict=lambda: "the chunk did not fit one transaction or kept losing races",
+        )
+        blocks_written = 0 if done else len(blocks)
+        return ChunkResult(total, blocks_written, len(records), done, tuple(records))
+    except Conflict:
+        pass  # the step-by-step path below
     if kv.get(marker[0]) is not None:
         return ChunkResult(total, 0, 0, already_done=True)
     records = ensure_registered(keys, regs)
@@ -140,8 +143,7 @@ def _blocks(keys: Keys, batch: GpuBatch, window_ms: int) -> list[tuple[str, byte
         sel = windows == w
         part = Samples(s.ts[sel], s.metric[sel], s.value[sel], s.names)
         data = encode_block(part)
-        digest = hashlib.blake2b(data, digest_size=8).hexdigest()
-        key = keys.block(batch.uuid, int(part.ts.min()), int(part.ts.max()), digest)
+        key = keys.block(batch.uuid, int(part.ts.min()), int(part.ts.max()), block_digest(data))
         out.append((key, data))
     return out
 
@@ -177,9 +179,9 @@ def update_latest(keys: Keys, newest: dict[str, dict[str, list]]) -> None:
     an older or equal timestamp.
     """
     todo = dict(newest)
-    for _ in range(_MAX_CAS_ATTEMPTS):
-        if not todo:
-            return
+
+    def attempt() -> bool | None:
+        nonlocal todo
         lost: dict[str, dict[str, list]] = {}
         uuids = list(todo)
         for i in range(0, len(uuids), kv.MAX_TXN_OPS):
@@ -187,7 +189,14 @@ def update_latest(keys: Keys, newest: dict[str, dict[str, list]]) -> None:
             if not _cas_latest(keys, part):
                 lost.update(part)
         todo = lost
-    raise Conflict(f"latest values of {len(todo)} GPU(s) kept changing; giving up")
+        return None if lost else True
+
+    if todo:
+        kv.guaranteed_update(
+            attempt,
+            attempts=_MAX_CAS_ATTEMPTS,
+            conflict=lambda: f"latest values of {len(todo)} GPU(s) kept changing; giving up",
+        )
 
 
 def _latest_write(key: str, values: dict[str, list], item: kv.Item | None) -> tuple | None:

@@ -69,6 +69,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "observability.middleware.RequestMetricsMiddleware",
+    # Before everything that makes or reads a body: it encodes the final response.
+    "telemetry_site.compression.CompressionMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -227,7 +229,8 @@ CHANNEL_LAYERS = {
     }
 }
 LIVE_CLIENT_BUFFER = env_int("LIVE_CLIENT_BUFFER", 256, minimum=1)
-LIVE_MAX_SUBSCRIPTIONS = env_int("LIVE_MAX_SUBSCRIPTIONS", 1000, minimum=1)
+LIVE_MAX_SUBSCRIPTIONS = env_int("LIVE_MAX_SUBSCRIPTIONS", 1000, minimum=1)  # per connection
+LIVE_MAX_FRAME_BYTES = env_int("LIVE_MAX_FRAME_BYTES", 64 * 1024, minimum=1024)
 
 # --- Pipeline ----------------------------------------------------------------
 TELEMETRY_CLUSTER = env_str("TELEMETRY_CLUSTER", "default")
@@ -241,6 +244,9 @@ INGEST_MAX_DECOMPRESSED_BYTES = env_int("INGEST_MAX_DECOMPRESSED_BYTES", 8 * 102
 INGEST_MAX_ROWS = env_int("INGEST_MAX_ROWS", 100_000_000, minimum=1)
 INGEST_MAX_LINE_CHARS = env_int("INGEST_MAX_LINE_CHARS", 256 * 1024, minimum=64)
 INGEST_MAX_METRICS_PER_GPU = env_int("INGEST_MAX_METRICS_PER_GPU", 1000, minimum=1)
+INGEST_MAX_GZIP_RATIO = env_int("INGEST_MAX_GZIP_RATIO", 100, minimum=1)
+INGEST_MAX_PARSE_SECONDS = env_duration("INGEST_MAX_PARSE_SECONDS", 600.0)
+INGEST_MAX_FUTURE = env_duration("INGEST_MAX_FUTURE", 300.0)
 BLOCK_WINDOW_SECONDS = env_int("BLOCK_WINDOW_SECONDS", 3600, minimum=60)
 # Storage tiers, one block: "name:resolution:retention,...". `raw` keeps every sample;
 # the others keep per-bucket min/max/sum/count/last at their resolution. Retention is
@@ -258,6 +264,13 @@ CELERY_BEAT_SCHEDULE = {
 TELEMETRY_MAX_LIMIT = env_int("TELEMETRY_MAX_LIMIT", 10_000, minimum=1)
 TELEMETRY_MAX_BUCKETS = env_int("TELEMETRY_MAX_BUCKETS", 100_000, minimum=1)
 TELEMETRY_DEFAULT_LIMIT = env_int("TELEMETRY_DEFAULT_LIMIT", 1000, minimum=1)
+# One telemetry response (JSON page or columns) stops at this many bytes and links the
+# rest with `next`: a day of one GPU (86,400 samples, ~7 MB as rows) fits by default.
+TELEMETRY_MAX_RESPONSE_BYTES = env_int(
+    "TELEMETRY_MAX_RESPONSE_BYTES", 32 * 1024 * 1024, minimum=4096
+)
+# Decoded blocks kept per process (store/cache.py); 0 turns the cache off.
+READ_CACHE_BYTES = env_int("READ_CACHE_BYTES", 128 * 1024 * 1024, minimum=0)
 PORT = env_int("PORT", 8000, minimum=1)
 # `manage.py stream` (the original streamer's settings): the file it replays, rows per
 # batch, time between batches.

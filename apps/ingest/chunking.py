@@ -72,6 +72,8 @@ class Chunker:
         self.samples = 0
 
     def add(self, row: Row) -> None:
+        if not row.values:
+            return  # a row of DCGM blanks only: nothing to store, no facts to take
         if self._held and self._held + len(row.values) > self._buffer_rows:
             self._flush()
         buf = self._gpus.get(row.uuid)

@@ -33,10 +33,13 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from apps.ingest.formats import gpu_uuid
 from apps.ingest.parsing import Row, RowError
 from store.errors import InvalidSegment
 from store.keys import MAX_TS, check_segment
 from store.workloads import WORKLOAD_LABELS, workload_of
+
+__all__ = ["Exposition", "LineError", "Sample", "gpu_uuid", "parse_exposition", "parse_sample"]
 
 TYPES = frozenset(
     {"counter", "gauge", "histogram", "summary", "untyped"}
@@ -95,8 +98,11 @@ class Exposition:
         return self.workloads.get((row.uuid, row.ts), {})
 
 
-def parse_labels(body: str) -> dict[str, str]:
-    """`a="x",b="y"` (the inside of the braces; a trailing comma is allowed) to a dict."""
+def parse_label_set(body: str) -> dict[str, str]:
+    """`a="x",b="y"` (the inside of the braces; a trailing comma is allowed) to a dict.
+
+    Strict, as the exposition format is: LineError on anything else (the CSV's lenient
+    reader of `labels_raw` is apps/ingest/parsing.py::parse_labels_raw)."""
     labels: dict[str, str] = {}
     pos, end = 0, len(body)
     while pos < end:
@@ -137,11 +143,11 @@ def parse_sample(line: str, seen: dict[str, dict[str, str]] | None = None) -> Sa
     if not body:
         labels = {}
     elif seen is None:
-        labels = parse_labels(body)
+        labels = parse_label_set(body)
     else:
         labels = seen.get(body)  # type: ignore[assignment]
         if labels is None:
-            labels = seen[body] = parse_labels(body)
+            labels = seen[body] = parse_label_set(body)
     text = match["value"]
     if not _NUMBER.fullmatch(text):
         raise LineError(f"value {text[:40]!r} is not a number")
@@ -214,13 +220,6 @@ class _Builder:
 
 class _NonFinite(LineError):
     pass
-
-
-def gpu_uuid(uuid: str, gpu_instance: str) -> str:
-    """The record uuid of a sample: the GPU's, or for a MIG instance `MIG-<parent>-<GI id>`."""
-    if not gpu_instance or uuid.startswith("MIG-"):
-        return uuid
-    return f"MIG-{uuid}-{gpu_instance}"
 
 
 def parse_exposition(

@@ -37,11 +37,13 @@ PERSIST_TASK = "workers.persist_chunk"
 
 
 class Tally(Protocol):
-    """Rows read, accepted and rejected so far, with the first errors (a Parser is one)."""
+    """Rows read, accepted and rejected so far, with the first errors (a Parser is one);
+    `blank`: DCGM blank values read as "no value" (not stored)."""
 
     rows_read: int
     accepted: int
     rejected: int
+    blank: int
     errors: list[RowError]
 
 
@@ -50,6 +52,7 @@ class Counts:
     rows_read: int = 0
     accepted: int = 0
     rejected: int = 0
+    blank: int = 0
     errors: list[RowError] = field(default_factory=list)
 
 
@@ -157,7 +160,7 @@ class Job:
             raise
         if tally is None:
             accepted = count if accepted is None else accepted
-            tally = Counts(accepted + rejected, accepted, rejected, list(errors))
+            tally = Counts(accepted + rejected, accepted, rejected, errors=list(errors))
         self._current = None
         self._add(tally)
         return self._chunker.samples - before
@@ -182,6 +185,7 @@ class Job:
         self._totals.rows_read += tally.rows_read
         self._totals.accepted += tally.accepted
         self._totals.rejected += tally.rejected
+        self._totals.blank += tally.blank
         room = settings.INGEST_MAX_ERRORS - len(self._totals.errors)
         self._totals.errors.extend(list(tally.errors)[: max(room, 0)])
 
@@ -202,6 +206,7 @@ class Job:
             rows_read=totals.rows_read + current.rows_read,
             rows_accepted=totals.accepted + current.accepted,
             rows_rejected=totals.rejected + current.rejected,
+            blank=totals.blank + current.blank,
             samples=self._chunker.samples,
             errors=[asdict(e) for e in errors],
             chunks_expected=self._enqueued,

@@ -8,7 +8,7 @@ from apps.ingest.exposition import (
     LineError,
     gpu_uuid,
     parse_exposition,
-    parse_labels,
+    parse_label_set,
     parse_sample,
 )
 
@@ -243,8 +243,8 @@ def test_malformed_sample_lines_are_refused(line):
 
 
 def test_labels_parse_alone():
-    assert parse_labels('a="1", b="x\\"y"') == {"a": "1", "b": 'x"y'}
-    assert parse_labels("") == {}
+    assert parse_label_set('a="1", b="x\\"y"') == {"a": "1", "b": 'x"y'}
+    assert parse_label_set("") == {}
 
 
 def test_comments_and_openmetrics_eof_are_not_errors():
