@@ -5,9 +5,11 @@ One run (under a lease lock, so never two at once):
 1. finds the raw blocks written since the last run (`min_mod_revision` range read
    of keys only, from the cursor),
 2. merges each touched raw window's blocks into one,
-3. rebuilds the rollup block of each touched rollup window, per tier,
-4. deletes what is older than each tier keeps, counted back from each GPU's
-   own newest sample (never the clock, never another GPU's samples),
+3. per rollup tier, writes the rollup block of each window that is closed
+   (store/closing.py) and was touched or closed since the last run; open
+   windows are left to reads, so a run never rewrites a growing rollup block,
+4. deletes what is older than each tier keeps, counted back from the newest
+   sample in the store,
 5. moves the cursor to the revision read at the start, unless a step lost a
    race with ingest (then the next run sees the same windows again).
 
@@ -23,7 +25,6 @@ being unavailable stops a run (nothing can be done then).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Callable
@@ -31,8 +32,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from observability.metrics import UPKEEP_FAILURES
-from store import kv
-from store.codec import encode_block
+from store import closing, kv
+from store.codec import block_digest, encode_block
 from store.errors import StoreUnavailable
 from store.keys import Keys, window_span
 from store.order import by_upload, in_merge_order
@@ -56,10 +57,6 @@ class Report:
     notes: list[str] = field(default_factory=list)
     # one entry per GPU step that failed: {"uuid", "step", "error"}
     failures: list[dict[str, str]] = field(default_factory=list)
-
-
-def _digest(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
 def _guarded(report: Report, step: str, uuid: str, work: Callable[[], Any]) -> None:
@@ -106,8 +103,16 @@ def compact(
                 uuid,
                 lambda u=uuid, f=first: _merge_raw_window(keys, u, f, raw.window_ms, report),
             )
+        latest = latest_values(keys) if rollup_tiers else {}
+        newest = max((ts for v in latest.values() for ts, _ in v.values()), default=0)
+        if now_ms is not None:
+            newest = min(newest, now_ms)  # a far-future sample closes no window early
         for tier in rollup_tiers:
+            until = closing.closed_until(tier, raw, newest)
+            since = closing.rolled_until(keys, tier)
             touched = {(u, (w * raw.window_ms) // tier.window_ms) for u, w in windows}
+            touched = {(u, tw) for u, tw in touched if closing.is_closed(tier, tw, until)}
+            touched |= closing.newly_closed(keys, tier, sorted(latest), since, until)
             for uuid, tw in sorted(touched):
                 held.refresh()
                 first = tw * tier.window_ms
@@ -117,6 +122,9 @@ def compact(
                     uuid,
                     lambda u=uuid, f=first, t=tier: _rebuild_rollup(keys, t, raw, u, f, report),
                 )
+            # a lost race leaves its raw keys dirty (cursor kept): the next run redoes it
+            if until > since:
+                closing.save_rolled_until(keys, tier, until)
         if retention:
             apply_retention(keys, tiers, report, now_ms)
         report.cursor = start_rev if not report.conflicts else cursor
@@ -144,7 +152,7 @@ def _merge_raw_window(keys: Keys, uuid: str, first: int, window: int, report: Re
             report.notes.append(f"{uuid}: window at {first} too large to merge; left as is")
             return
         ts = samples.ts
-        key = keys.block(uuid, int(ts.min()), int(ts.max()), _digest(data), upload, chunk)
+        key = keys.block(uuid, int(ts.min()), int(ts.max()), block_digest(data), upload, chunk)
         outputs.append((key, data))
     new_keys = {k for k, _ in outputs}
     if new_keys == {it.key for it in items}:
@@ -179,7 +187,9 @@ def _rebuild_rollup(
     if not len(buckets):
         return
     data = encode_rollup(buckets)
-    key = keys.rollup(tier.name, uuid, int(buckets.ts.min()), int(buckets.ts.max()), _digest(data))
+    key = keys.rollup(
+        tier.name, uuid, int(buckets.ts.min()), int(buckets.ts.max()), block_digest(data)
+    )
     newest_raw = max((it.mod_revision for it in raw_items), default=0)
     if [it.key for it in old_items] == [key] and old_items[0].mod_revision > newest_raw:
         return  # same content, and readers see it as up to date (newer than its raw blocks)

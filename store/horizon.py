@@ -19,13 +19,14 @@ block never spans more than one raw window; `lines` are the first line of each
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
-from store import kv
+from store import kv, shards
 from store.keys import Keys
 from store.tiers import Tier
 from timeparse.timestamps import format_timestamp
@@ -61,9 +62,11 @@ class Horizon:
     Not thread-safe.
     """
 
-    def __init__(self, keys: Keys, tiers: list[Tier]) -> None:
+    def __init__(self, keys: Keys, tiers: list[Tier], cluster: str | None = None) -> None:
+        """`cluster`: the upload's; its GPUs' stored samples are read in its shard."""
         self.keys = keys
         self.tiers = tiers
+        self.cluster = cluster
         self.refused = 0
         self._window = tiers[0].window_ms
         self._longest = max(t.retention_ms for t in tiers)
@@ -126,17 +129,23 @@ class Horizon:
     def _stored_newest(self, uuid: str) -> int:
         """The GPU's newest stored sample: from one range read of every GPU's latest
         values when the store holds at most _PRELOAD_MAX GPUs, else one read per GPU."""
-        if self._stored is None:
-            self._stored = {}
-            if kv.count_prefix(self.keys.latest_prefix()) <= _PRELOAD_MAX:
+        with self._shard():
+            if self._stored is None:
+                self._stored = {}
                 prefix = self.keys.latest_prefix()
-                for item in kv.get_prefix(prefix):
-                    self._stored[item.key[len(prefix) :]] = _newest_of(item.value)
-                self._preloaded = True
-        if self._preloaded:
-            return self._stored.get(uuid, _NEVER)
-        item = kv.get(self.keys.latest(uuid))
+                if kv.count_prefix(prefix) <= _PRELOAD_MAX:
+                    for item in kv.get_prefix(prefix):
+                        self._stored[item.key[len(prefix) :]] = _newest_of(item.value)
+                    self._preloaded = True
+            if self._preloaded:
+                return self._stored.get(uuid, _NEVER)
+            item = kv.get(self.keys.latest(uuid))
         return _NEVER if item is None else _newest_of(item.value)
+
+    def _shard(self) -> contextlib.AbstractContextManager[object]:
+        if self.cluster is None:
+            return contextlib.nullcontext()
+        return shards.in_cluster(self.cluster)
 
     def _newest(self, uuid: str) -> int:
         return self._state[uuid][0]

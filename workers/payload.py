@@ -2,7 +2,8 @@
 
     {"v": 1, "root": etcd root, "job": id, "seq": n, "u": upload sequence,
      "names": [metric names],
-     "gpus": [{"f": facts, "t": int64[], "m": int32[] (index into names), "x": float64[]}]}
+     "gpus": [{"f": facts, "t": int64[], "m": int32[] (index into names), "x": float64[],
+               "w": [[start_ms, end_ms, {workload labels}], ...] (optional)}]}
 
 The root travels with the chunk so a worker writes where the uploader decided; the
 upload sequence orders overlapping uploads (store/order.py; absent: 0). The format
@@ -31,6 +32,7 @@ class GpuColumns(Protocol):
     ts: array
     metric: array
     value: array
+    periods: list
 
 
 class ChunkColumns(Protocol):
@@ -70,6 +72,7 @@ def encode(chunk: ChunkColumns, root: str, job_id: str, upload: int = 0) -> dict
                 .astype("<i4")
                 .tobytes(),
                 "x": np.frombuffer(g.value, dtype=np.float64).astype("<f8").tobytes(),
+                "w": g.periods,
             }
             for g in chunk.gpus
         ],
@@ -90,7 +93,8 @@ def decode(payload: dict[str, Any]) -> DecodedChunk:
             value = np.frombuffer(g["x"], dtype="<f8").astype(np.float64)
             if not len(ts) == len(metric) == len(value):
                 raise PayloadError("chunk columns differ in length")
-            batches.append(GpuBatch(g["f"], Samples(ts, metric, value, names)))
+            periods = tuple((int(s), int(e), dict(lb)) for s, e, lb in g.get("w", ()))
+            batches.append(GpuBatch(g["f"], Samples(ts, metric, value, names), periods))
         upload = int(payload.get("u", 0))
         if upload < 0:
             raise PayloadError(f"negative upload sequence {upload}")

@@ -23,12 +23,12 @@ def gpu_file(start: str, samples: int) -> bytes:
 
 def test_an_old_upload_says_what_it_keeps_and_refuses_what_nothing_keeps(pipeline, api):
     assert [(t.name, t.retention_ms // 86_400_000) for t in tiers()] == [
-        ("raw", 7),
-        ("1m", 30),
-        ("5m", 365),
+        ("raw", 2),
+        ("5m", 7),
+        ("1h", 30),
     ]
     ingest(api, gpu_file("2025-07-18T20:00:00Z", 3), "today.csv")
-    older = gpu_file("2025-07-01T00:00:00Z", 3).decode().splitlines()  # 17 days before
+    older = gpu_file("2025-07-13T00:00:00Z", 3).decode().splitlines()  # 5.8 days before
     ancient = gpu_file("2023-07-01T00:00:00Z", 2).decode().splitlines()  # two years before
     data = ("\n".join([*older, *ancient[1:]]) + "\n").encode()
     job = ingest(api, data, "old.csv")
@@ -44,17 +44,17 @@ def test_an_old_upload_says_what_it_keeps_and_refuses_what_nothing_keeps(pipelin
     assert retention["refused_as_too_old"] == 20
     [raw] = retention["outside"]
     assert raw["tier"] == "raw" and raw["rows"] == 3 * METRICS
-    assert (raw["first"], raw["last"]) == ("2025-07-01T00:00:00Z", "2025-07-01T00:00:20Z")
-    assert raw["kept_in"] == ["1m", "5m"] and raw["lines"][0] == 2
-    assert "kept only as 1m, 5m rollups" in raw["note"]
+    assert (raw["first"], raw["last"]) == ("2025-07-13T00:00:00Z", "2025-07-13T00:00:20Z")
+    assert raw["kept_in"] == ["5m", "1h"] and raw["lines"][0] == 2
+    assert "kept only as 5m, 1h rollups" in raw["note"]
 
-    # and what was accepted is kept: after compaction, as 1-minute rollups
+    # and what was accepted is kept: after compaction, as 5-minute rollups
     report = compact(default_keys(), tiers())
     assert report.deleted_by_retention >= 1 and not report.failures
     uuid = api.get("/api/v1/gpus").json()["results"][0]["uuid"]
-    july_first = {"start_time": "2025-07-01T00:00:00Z", "end_time": "2025-07-01T00:01:00Z"}
-    assert telemetry(api, uuid, **july_first)["results"] == []  # raw is gone, as announced
-    counts = telemetry(api, uuid, **july_first, step="60s", agg="count")["results"]
+    old_day = {"start_time": "2025-07-13T00:00:00Z", "end_time": "2025-07-13T00:05:00Z"}
+    assert telemetry(api, uuid, **old_day)["results"] == []  # raw is gone, as announced
+    counts = telemetry(api, uuid, **old_day, step="5m", agg="count")["results"]
     assert len(counts) == METRICS and {r["value"] for r in counts} == {3.0}
     today = {"start_time": "2025-07-18T20:00:00Z", "end_time": "2025-07-18T20:01:00Z"}
     assert len(telemetry(api, uuid, **today)["results"]) == 3 * METRICS

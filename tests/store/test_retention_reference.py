@@ -68,5 +68,6 @@ def test_a_gpus_own_newer_samples_age_its_old_raw_blocks_into_rollups(keys):
     write(keys, 2, "GPU-2", JULY)  # another GPU, no newer data: kept whole
     compact(keys, TIERS, now_ms=NOW)
     assert raw_count(keys, "GPU-1") == 6  # only the newer raw block is left
-    assert kv.count_prefix(keys.rollups_prefix("1m", "GPU-1")) == 2  # both days rolled up
+    # the old day was rolled up (closed) before its raw block went; the newest is still open
+    assert kv.count_prefix(keys.rollups_prefix("1m", "GPU-1")) == 1
     assert raw_count(keys, "GPU-2") == 6

@@ -41,12 +41,12 @@ def keys(etcd_root: str) -> Keys:
 
 
 def test_upload_sequences_only_grow(keys):
-    seqs = [new_upload_seq(keys) for _ in range(5)]
+    seqs = [new_upload_seq(keys, "c") for _ in range(5)]
     assert seqs == sorted(set(seqs)) and seqs[0] > 0
 
 
 def test_an_older_uploads_chunk_redelivered_later_loses_to_the_newer_upload(keys):
-    old, new = new_upload_seq(keys), new_upload_seq(keys)
+    old, new = new_upload_seq(keys, "c"), new_upload_seq(keys, "c")
     chunk(keys, "new", new, [(T0, "m", 2.0), (T0 + 10_000, "m", 2.0)])
     # the older upload's chunk arrives afterwards (a worker died, it was redelivered)
     chunk(keys, "old", old, [(T0, "m", 1.0), (T0 + 20_000, "m", 1.0)])
@@ -58,7 +58,7 @@ def test_an_older_uploads_chunk_redelivered_later_loses_to_the_newer_upload(keys
 
 
 def test_the_rule_holds_when_compaction_ran_between_the_uploads(keys):
-    first, second, third = (new_upload_seq(keys) for _ in range(3))
+    first, second, third = (new_upload_seq(keys, "c") for _ in range(3))
     chunk(keys, "first", first, [(T0, "m", 1.0), (T0, "n", 1.0)])
     chunk(keys, "third", third, [(T0, "n", 3.0)])
     compact(keys, TIERS)
@@ -73,14 +73,14 @@ def test_the_rule_holds_when_compaction_ran_between_the_uploads(keys):
 
 
 def test_latest_at_the_same_time_takes_the_newer_upload(keys):
-    old, new = new_upload_seq(keys), new_upload_seq(keys)
+    old, new = new_upload_seq(keys, "c"), new_upload_seq(keys, "c")
     chunk(keys, "new", new, [(T0, "m", 2.0)])
     chunk(keys, "old", old, [(T0, "m", 1.0)])
     assert latest_values(keys)["GPU-1"]["m"] == [T0, 2.0]
 
 
 def test_a_redelivered_chunk_of_the_same_upload_writes_nothing_new(keys):
-    upload = new_upload_seq(keys)
+    upload = new_upload_seq(keys, "c")
     chunk(keys, "j", upload, [(T0, "m", 1.0)])
     before = [i.key for i in kv.get_prefix(keys.all_blocks())]
     again = chunk(keys, "j", upload, [(T0, "m", 1.0)])

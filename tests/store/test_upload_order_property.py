@@ -59,7 +59,7 @@ def test_any_delivery_order_stores_the_uploads_applied_in_order(etcd_root, plan)
     uploads, events = plan
     known.clear()
     keys = Keys(f"{etcd_root}/ex{next(_roots)}")
-    seqs = [new_upload_seq(keys) for _ in uploads]  # taken in upload order, as jobs are
+    seqs = [new_upload_seq(keys, "c") for _ in uploads]  # taken in upload order, as jobs are
     for event in events:
         if event[0] == "compact":
             compact(keys, TIERS)
