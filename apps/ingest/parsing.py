@@ -648,8 +648,8 @@ class Parser:
 
     @property
     def line(self) -> int:
-        """The physical line where the row last yielded ends (for the caller's own checks)."""
-        return self._reader.line_num
+        """The physical line where the row last yielded starts (for the caller's checks)."""
+        return self._lines.start
 
     def refuse(self, message: str) -> None:
         """Count the row last yielded as rejected after all, for a check the caller made
