@@ -7,13 +7,14 @@ Views and commands call `ingest`; it holds the whole upload path. The job's life
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any, BinaryIO
 
 from django.conf import settings
 
+from apps.ingest.columnar import ColumnarParser
 from apps.ingest.jobs import Job
-from apps.ingest.parsing import Parser, Row, RowError, RowFacts, TooLarge, open_text
+from apps.ingest.parsing import Parser, Row, RowError, RowFacts, TooLarge, open_binary, text_of
 from observability.logs import job_context
 from observability.metrics import ROWS
 from store.errors import Answer
@@ -81,24 +82,12 @@ def ingest(
     """
     cluster = check_segment(cluster or settings.TELEMETRY_CLUSTER, "cluster")
     reader = _LimitedReader(raw, settings.INGEST_MAX_UPLOAD_BYTES, progress)
-    parser = Parser(
-        open_text(
-            reader,  # type: ignore[arg-type]
-            settings.INGEST_MAX_DECOMPRESSED_BYTES,
-            settings.INGEST_MAX_GZIP_RATIO,
-        ),
-        max_errors=settings.INGEST_MAX_ERRORS,
-        max_line=settings.INGEST_MAX_LINE_CHARS,
-        max_metrics_per_gpu=settings.INGEST_MAX_METRICS_PER_GPU,
-        max_lines=settings.INGEST_MAX_ROWS,
-        max_cpu_seconds=settings.INGEST_MAX_PARSE_SECONDS,
-        max_future=settings.INGEST_MAX_FUTURE,
-    )
+    parser = _parser(reader)
     job = Job(source=source, cluster=cluster, fmt=parser.format)
     with job_context(job.id):
         log.info("ingest of %s into cluster %s started (%s format)", source, cluster, parser.format)
         try:
-            job.send(_rows(parser), lambda row: parser.facts(row, cluster), tally=parser)
+            job.send(parser, lambda row: parser.facts(row, cluster), tally=parser)
         except Exception as exc:
             log.warning("ingest of %s stopped: %s", source, exc)
             raise
@@ -120,9 +109,25 @@ def ingest(
         return job.close() or summary  # accepted rows always made a chunk: close saved it
 
 
-def _rows(parser: Parser) -> Iterator[Row]:
-    """The parser's rows; it raises TooLarge itself past its line and CPU limits."""
-    yield from parser
+def _parser(reader: _LimitedReader) -> ColumnarParser | Parser:
+    """The upload's parser: columnar (Arrow, every core; irregular files go to the row
+    parser), or the row parser alone with INGEST_PARSER=rows. Same rows, same messages."""
+    binary = open_binary(
+        reader,  # type: ignore[arg-type]
+        settings.INGEST_MAX_DECOMPRESSED_BYTES,
+        settings.INGEST_MAX_GZIP_RATIO,
+    )
+    limits = {
+        "max_errors": settings.INGEST_MAX_ERRORS,
+        "max_line": settings.INGEST_MAX_LINE_CHARS,
+        "max_metrics_per_gpu": settings.INGEST_MAX_METRICS_PER_GPU,
+        "max_lines": settings.INGEST_MAX_ROWS,
+        "max_cpu_seconds": settings.INGEST_MAX_PARSE_SECONDS,
+        "max_future": settings.INGEST_MAX_FUTURE,
+    }
+    if settings.INGEST_PARSER == "rows":
+        return Parser(text_of(binary), **limits)
+    return ColumnarParser(binary, **limits)
 
 
 def ingest_rows(
