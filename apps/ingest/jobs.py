@@ -29,10 +29,11 @@ from apps.ingest.parsing import Row, RowError, RowFacts
 from store import default_keys
 from store.errors import Answer, StoreError
 from store.jobs import new_job_id, save_job
-from store.keys import check_segment
+from store.keys import Keys, check_segment
 from workers import payload
 
 PERSIST_TASK = "workers.persist_chunk"
+PROGRESS_EVERY = 2.0  # seconds between saves of a running parse's counts
 
 
 class Tally(Protocol):
@@ -84,10 +85,21 @@ class Job:
     does). `chunks_expected` counts the chunks actually enqueued. Not thread-safe.
     """
 
-    def __init__(self, *, source: str, cluster: str | None, fmt: str) -> None:
+    def __init__(
+        self,
+        *,
+        source: str,
+        cluster: str | None,
+        fmt: str,
+        job_id: str | None = None,
+        root: str | None = None,
+    ) -> None:
+        """`job_id`: continue a job whose document the upload already saved under etcd
+        `root` (a large upload parsed in a worker, where the root the upload chose may
+        not be this process's ETCD_PREFIX)."""
         self.cluster = check_segment(cluster or settings.TELEMETRY_CLUSTER, "cluster")
         self.job: dict[str, Any] = {
-            "id": new_job_id(),
+            "id": job_id or new_job_id(),
             "source": source[:500],
             "cluster": self.cluster,
             "format": fmt,
@@ -95,9 +107,10 @@ class Job:
             "created_at": int(time.time() * 1000),
         }
         self.closed = False
-        self._keys = default_keys()
+        self._keys = Keys(root) if root else default_keys()
         self._started = time.monotonic()
-        self._saved = False
+        self._saved = job_id is not None
+        self._last_save = self._started
         self._enqueued = 0
         self._totals = Counts()
         self._current: Tally | None = None  # the running send's tally, when it keeps one
@@ -183,11 +196,20 @@ class Job:
         room = settings.INGEST_MAX_ERRORS - len(self._totals.errors)
         self._totals.errors.extend(list(tally.errors)[: max(room, 0)])
 
+    def save_queued(self) -> None:
+        """Save the document now (state "parsing", no counts yet): a large upload's job,
+        answered before its parse starts in a worker."""
+        self._update("parsing")
+        save_job(self._keys, self.job)
+        self._saved = True
+
     def _emit(self, chunk: Chunk) -> None:
-        if not self._saved:
+        now = time.monotonic()
+        if not self._saved or now - self._last_save >= PROGRESS_EVERY:
+            # first chunk: the job exists before any chunk does; later: progress so far
             self._update("parsing")
             save_job(self._keys, self.job)
-            self._saved = True
+            self._saved, self._last_save = True, now
         enqueue(chunk, self._keys.root, self.id)
         self._enqueued += 1
 

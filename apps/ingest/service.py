@@ -7,20 +7,29 @@ Views and commands call `ingest`; it holds the whole upload path. The job's life
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, BinaryIO
 
+from celery import current_app
 from django.conf import settings
+from kombu.exceptions import OperationalError
 
 from apps.ingest.columnar import ColumnarParser
-from apps.ingest.jobs import Job
+from apps.ingest.jobs import BrokerUnavailable, Job
 from apps.ingest.parsing import Parser, Row, RowError, RowFacts, TooLarge, open_binary, text_of
 from observability.logs import job_context
 from observability.metrics import ROWS
+from store import default_keys
 from store.errors import Answer
-from store.keys import check_segment
+from store.jobs import load_job, save_job
+from store.keys import Keys, check_segment
 
 log = logging.getLogger(__name__)
+PARSE_TASK = "apps.ingest.parse_upload"
 
 
 class NoRows(ValueError):
@@ -70,8 +79,11 @@ def ingest(
     source: str,
     cluster: str | None = None,
     progress: Callable[[int], None] | None = None,
+    job_id: str | None = None,
+    root: str | None = None,
 ) -> dict[str, Any]:
-    """Parse `raw` and enqueue its chunks; returns the saved job document.
+    """Parse `raw` and enqueue its chunks; returns the saved job document (with
+    `job_id`: the job `accept` saved for a large upload).
 
     Raises HeaderError, NoRows, NothingAccepted, InvalidSegment (bad cluster
     name): nothing was written or enqueued. Raises UploadTooLarge,
@@ -83,7 +95,7 @@ def ingest(
     cluster = check_segment(cluster or settings.TELEMETRY_CLUSTER, "cluster")
     reader = _LimitedReader(raw, settings.INGEST_MAX_UPLOAD_BYTES, progress)
     parser = _parser(reader)
-    job = Job(source=source, cluster=cluster, fmt=parser.format)
+    job = Job(source=source, cluster=cluster, fmt=parser.format, job_id=job_id, root=root)
     with job_context(job.id):
         log.info("ingest of %s into cluster %s started (%s format)", source, cluster, parser.format)
         try:
@@ -107,6 +119,71 @@ def ingest(
         if parser.accepted == 0:
             raise NothingAccepted(summary)
         return job.close() or summary  # accepted rows always made a chunk: close saved it
+
+
+def is_large(size: int | None) -> bool:
+    """Whether an upload of `size` bytes (None: unknown) is parsed in a worker."""
+    return size is not None and size > settings.INGEST_ASYNC_BYTES
+
+
+def accept(raw: BinaryIO, *, source: str, cluster: str | None = None) -> dict[str, Any]:
+    """A large upload: spool its body, check its header, save its job (state parsing)
+    and enqueue its parse (PARSE_TASK, in a worker); returns the job document at once.
+
+    Raises what `ingest` raises before a row is read (HeaderError, InvalidSegment,
+    UploadTooLarge, StoreUnavailable, BrokerUnavailable): then nothing is kept. The
+    spool file lives in INGEST_SPOOL_DIR (shared with the workers) until the parse ends.
+    """
+    cluster = check_segment(cluster or settings.TELEMETRY_CLUSTER, "cluster")
+    spool = Path(settings.INGEST_SPOOL_DIR)
+    spool.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=spool, suffix=".csv")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            shutil.copyfileobj(_LimitedReader(raw, settings.INGEST_MAX_UPLOAD_BYTES, None), out)
+        with open(name, "rb") as fh:
+            fmt = _parser(_LimitedReader(fh, settings.INGEST_MAX_UPLOAD_BYTES, None)).format
+        job = Job(source=source, cluster=cluster, fmt=fmt)
+        job.save_queued()
+        try:
+            root = default_keys().root
+            current_app.send_task(PARSE_TASK, args=[name, job.id, source, cluster, root])
+        except OperationalError as exc:
+            raise BrokerUnavailable(f"the task broker is unavailable: {exc}") from exc
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    log.info("upload %s of %s accepted, parsed in a worker", job.id, source)
+    return job.job
+
+
+def parse_spooled(path: str, job_id: str, source: str, cluster: str, root: str) -> None:
+    """The worker's half of `accept`: parse the spooled body into its job, then delete it.
+
+    A refusal found while parsing (no row accepted, a limit passed) ends the job as
+    failed with that message and the counts reached; a store or broker outage raises
+    (the job is saved failed as `ingest` does). A worker that dies mid-parse leaves
+    the task to be delivered again (acks_late): it parses from the start, its chunks
+    numbered the same and stored idempotently."""
+    try:
+        with open(path, "rb") as fh:
+            ingest(fh, source=source, cluster=cluster, job_id=job_id, root=root)
+    except (ValueError, OSError) as exc:  # HeaderError, NoRows, NothingAccepted, TooLarge
+        summary = getattr(exc, "summary", {})
+        fail_job(Keys(root), job_id, str(exc), summary)
+    finally:
+        # a worker killed mid-parse never gets here: the redelivered task finds the file
+        Path(path).unlink(missing_ok=True)
+
+
+def fail_job(keys: Keys, job_id: str, error: str, counts: dict[str, Any]) -> None:
+    """End a saved job as failed with `error` and the counts it reached."""
+    job = load_job(keys, job_id)
+    for derived in ("chunks_done", "chunks_failed", "chunk_errors"):
+        job.pop(derived, None)
+    job.update({k: v for k, v in counts.items() if k not in ("id", "state", "error")})
+    job.update(state="failed", error=error)
+    save_job(keys, job)
 
 
 def _parser(reader: _LimitedReader) -> ColumnarParser | Parser:
