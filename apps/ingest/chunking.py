@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from apps.ingest import workloads
 from apps.ingest.parsing import Row, RowFacts
 
 if TYPE_CHECKING:
@@ -29,14 +30,15 @@ class GpuBuffer:
     ts: array = field(default_factory=lambda: array("q"))
     metric: array = field(default_factory=lambda: array("l"))
     value: array = field(default_factory=lambda: array("d"))
+    periods: list = field(default_factory=list)  # workload periods (apps/ingest/workloads.py)
 
     def __len__(self) -> int:
         return len(self.ts)
 
     def part(self, start: int, stop: int) -> GpuBuffer:
-        return GpuBuffer(
-            self.facts, self.ts[start:stop], self.metric[start:stop], self.value[start:stop]
-        )
+        ts = self.ts[start:stop]
+        periods = workloads.within(self.periods, min(ts), max(ts)) if ts else []
+        return GpuBuffer(self.facts, ts, self.metric[start:stop], self.value[start:stop], periods)
 
 
 @dataclass
@@ -61,9 +63,11 @@ class Chunker:
         facts: RowFacts,
         chunk_rows: int,
         buffer_rows: int,
+        workload: workloads.RowWorkload = workloads.no_workload,
     ) -> None:
         self._emit = emit
         self._facts = facts
+        self._workload = workload
         self._chunk_rows = chunk_rows
         self._buffer_rows = max(buffer_rows, chunk_rows)
         self._names: list[str] = []
@@ -85,6 +89,7 @@ class Chunker:
         buf = self._gpus.get(row.uuid)
         if buf is None:
             buf = self._gpus[row.uuid] = GpuBuffer(self._facts(row))
+        workloads.note(buf.periods, row.ts, self._workload(row))
         for name, value in row.values:
             ix = self._name_ix.get(name)
             if ix is None:
@@ -110,6 +115,7 @@ class Chunker:
             if buf is None:
                 buf = self._gpus[uuid] = GpuBuffer(self._facts(batch.facts_rows[code]))
             picked = order[start:stop]
+            self._note_workloads(buf, batch, picked)
             buf.ts.frombytes(batch.ts[picked].astype(np.int64).tobytes())
             metric = lookup[batch.metric[picked]].astype(np.dtype(f"i{buf.metric.itemsize}"))
             buf.metric.frombytes(metric.tobytes())
@@ -117,6 +123,19 @@ class Chunker:
         self._held += len(batch)
         if self._held >= self._buffer_rows:
             self._flush()
+
+    @staticmethod
+    def _note_workloads(buf: GpuBuffer, batch: ColumnBatch, picked: np.ndarray) -> None:
+        """The workload periods of a GPU's samples, a run of equal workloads at a time
+        (the same periods as noting each row)."""
+        work, ts = batch.work[picked], batch.ts[picked]
+        cuts = np.flatnonzero(np.diff(work)) + 1
+        for start, stop in zip([0, *cuts.tolist()], [*cuts.tolist(), len(work)], strict=True):
+            labels = batch.workloads[int(work[start])]
+            run = ts[start:stop]
+            workloads.note(buf.periods, int(run[0]), labels)
+            workloads.note(buf.periods, int(run.min()), labels)
+            workloads.note(buf.periods, int(run.max()), labels)
 
     def _name(self, name: str) -> int:
         ix = self._name_ix.get(name)

@@ -56,6 +56,7 @@ from apps.ingest.parsing import (
 )
 from store.errors import InvalidSegment
 from store.keys import check_segment
+from store.workloads import WORKLOAD_LABELS
 
 BLOCK_BYTES = 8 << 20
 _BOM = b"\xef\xbb\xbf"
@@ -79,9 +80,28 @@ class ColumnBatch:
     ts: np.ndarray
     metric: np.ndarray
     value: np.ndarray
+    line: np.ndarray  # the line of each sample's row (a wide row's samples share it)
+    work: np.ndarray  # each sample's index in `workloads` (apps/ingest/workloads.py)
+    workloads: list[dict]
 
     def __len__(self) -> int:
         return len(self.ts)
+
+    def without(self, dropped: np.ndarray) -> ColumnBatch:
+        """The batch without the samples `dropped` marks (rows refused after parsing)."""
+        keep = ~dropped
+        return ColumnBatch(
+            self.uuids,
+            self.facts_rows,
+            self.names,
+            self.gpu[keep],
+            self.ts[keep],
+            self.metric[keep],
+            self.value[keep],
+            self.line[keep],
+            self.work[keep],
+            self.workloads,
+        )
 
 
 class _Irregular(Exception):
@@ -241,6 +261,12 @@ class ColumnarParser:
     def max_errors(self) -> int:
         return self.ref.max_errors
 
+    def refuse_line(self, line: int, message: str) -> None:
+        """Count an accepted row (at `line`) as rejected after all, for a check the caller
+        made (the time policy: apps/ingest/service.py)."""
+        self.ref.accepted -= 1
+        self.ref._reject(line, message)
+
     def facts(self, row: Row, cluster: str) -> dict:
         return self.ref.facts(row, cluster)
 
@@ -387,7 +413,7 @@ class ColumnarParser:
             return None
         fast = ~doubt
         self.ref.accepted += int(fast.sum())
-        return self._batch(table, fast, uuid_codes, uuids, ts, samples, extra)
+        return self._batch(table, fast, uuid_codes, uuids, ts, samples, extra, lines)
 
     @property
     def _convert(self) -> Any:
@@ -567,6 +593,7 @@ class ColumnarParser:
         ts: np.ndarray,
         samples: tuple,
         extra: list[tuple[int, Row]],
+        lines: np.ndarray,
     ) -> ColumnBatch | None:
         metric, values, rows = samples
         keep = fast[rows]
@@ -582,6 +609,7 @@ class ColumnarParser:
             )
         if not len(times):
             return None
+        row_work, workloads = self._workloads(table)
         return ColumnBatch(
             uuids=record_uuids,
             facts_rows=self._facts_rows(table, record_uuids, gpu, rows, extra),
@@ -590,7 +618,28 @@ class ColumnarParser:
             ts=times,
             metric=metric,
             value=values,
+            line=lines[rows],
+            work=row_work[rows],
+            workloads=workloads,
         )
+
+    def _workloads(self, table: pa.Table) -> tuple[np.ndarray, list[dict]]:
+        """Each row's workload (its container, pod and namespace cells, stripped and
+        non-empty, as workloads.csv_workload reads a row) as an index into a list."""
+        columns = [(n, self.layout.index[n]) for n in WORKLOAD_LABELS if n in self.layout.index]
+        n = table.num_rows
+        texts = [table.column(pos).combine_chunks() for _, pos in columns]
+        if not texts or all(pc.all(pc.equal(t, "")).as_py() for t in texts):
+            return np.zeros(n, dtype=np.int32), [{}]
+        joined = pc.binary_join_element_wise(*texts, "\x00")
+        encoded = pc.dictionary_encode(joined)
+        workloads = []
+        for value in encoded.dictionary.to_pylist():
+            cells = value.split("\x00")
+            workloads.append(
+                {name: v.strip() for (name, _), v in zip(columns, cells, strict=True) if v.strip()}
+            )
+        return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32), workloads
 
     def _register(self, gpu: np.ndarray, metric: np.ndarray, uuids: list[str]) -> None:
         """Fast rows' metrics join their GPU's known set, as _check_metric_count does."""

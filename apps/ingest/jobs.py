@@ -2,10 +2,15 @@
 
 The upload and the `ingest` command (service.ingest, a whole file in one send), the `stream`
 command (a batch per send) and the `scrape` command (a scrape round per send) all feed a `Job`.
-Its document `{root}/jobs/{id}` (store/jobs.py) is written at two moments only:
+Its document `{root}/jobs/{id}` (store/jobs.py) is written:
 
 - before the job's first chunk is enqueued (state "parsing", shown as running), so no chunk
-  is ever queued for a job etcd does not know; a job that enqueues nothing is never written;
+  is ever queued for a job etcd does not know; a job that enqueues nothing is never written.
+  The job takes its upload sequence then (store/jobs.py::new_upload_seq), and every chunk
+  carries it: the newest upload of a sample wins (store/order.py);
+- while it is parsed, at least every INGEST_JOB_HEARTBEAT as rows come in (`updated_at`
+  and the counts so far), so a job whose process died is shown failed after
+  INGEST_JOB_STALE with the counts it reached;
 - when it ends: "parsed" (done once every chunk is stored) by `close`, or "failed" with the
   counts so far when a send raised after the document was written (best effort: etcd may be
   why it failed; the chunks already enqueued are still stored).
@@ -26,14 +31,14 @@ from kombu.exceptions import OperationalError
 
 from apps.ingest.chunking import Chunk, Chunker
 from apps.ingest.parsing import Row, RowError, RowFacts
+from apps.ingest.workloads import RowWorkload, no_workload
 from store import default_keys
 from store.errors import Answer, StoreError
-from store.jobs import new_job_id, save_job
+from store.jobs import new_job_id, new_upload_seq, save_job
 from store.keys import Keys, check_segment
 from workers import payload
 
 PERSIST_TASK = "workers.persist_chunk"
-PROGRESS_EVERY = 2.0  # seconds between saves of a running parse's counts
 
 
 class Tally(Protocol):
@@ -62,14 +67,13 @@ class BrokerUnavailable(OperationalError):
     answer = Answer(503, "UNAVAILABLE", retry_after=5)
 
 
-def enqueue(chunk: Chunk, root: str, job_id: str) -> None:
+def enqueue(chunk: Chunk, root: str, job_id: str, upload: int = 0) -> None:
     """One chunk task, by name: ingest never imports the tasks (pyproject's import contracts).
 
     Raises BrokerUnavailable."""
     try:
-        current_app.send_task(
-            PERSIST_TASK, args=[payload.encode(chunk, root, job_id)], serializer="msgpack"
-        )
+        body = payload.encode(chunk, root, job_id, upload)
+        current_app.send_task(PERSIST_TASK, args=[body], serializer="msgpack")
     except OperationalError as exc:
         raise BrokerUnavailable(f"the task broker is unavailable: {exc}") from exc
 
@@ -91,15 +95,18 @@ class Job:
         source: str,
         cluster: str | None,
         fmt: str,
-        job_id: str | None = None,
-        root: str | None = None,
+        on_chunk: Callable[[Chunk], None] | None = None,
+        resume: tuple[str, str, int] | None = None,
     ) -> None:
-        """`job_id`: continue a job whose document the upload already saved under etcd
-        `root` (a large upload parsed in a worker, where the root the upload chose may
-        not be this process's ETCD_PREFIX)."""
+        """`on_chunk` sees each chunk before it is enqueued (the upload's retention tally).
+
+        `resume` (job id, etcd root, upload sequence): continue a job whose document the
+        upload already saved (`save_queued`; a large upload parsed in a worker, whose
+        ETCD_PREFIX may not be the root the upload chose)."""
         self.cluster = check_segment(cluster or settings.TELEMETRY_CLUSTER, "cluster")
+        self._on_chunk = on_chunk
         self.job: dict[str, Any] = {
-            "id": job_id or new_job_id(),
+            "id": resume[0] if resume else new_job_id(),
             "source": source[:500],
             "cluster": self.cluster,
             "format": fmt,
@@ -107,17 +114,21 @@ class Job:
             "created_at": int(time.time() * 1000),
         }
         self.closed = False
-        self._keys = Keys(root) if root else default_keys()
+        self._keys = Keys(resume[1]) if resume else default_keys()
         self._started = time.monotonic()
-        self._saved = job_id is not None
-        self._last_save = self._started
+        self._saved = resume is not None
+        if resume:
+            self.job["upload_seq"] = resume[2]
+        self._last_save = 0.0
         self._enqueued = 0
         self._totals = Counts()
         self._current: Tally | None = None  # the running send's tally, when it keeps one
         self._facts: RowFacts = lambda row: {}
+        self._workload: RowWorkload = no_workload
         self._chunker = Chunker(
             emit=self._emit,
             facts=lambda row: self._facts(row),
+            workload=lambda row: self._workload(row),
             chunk_rows=settings.INGEST_CHUNK_ROWS,
             buffer_rows=settings.INGEST_BUFFER_ROWS,
         )
@@ -139,6 +150,7 @@ class Job:
         errors: Iterable[RowError] = (),
         accepted: int | None = None,
         tally: Tally | None = None,
+        workload: RowWorkload = no_workload,
     ) -> int:
         """Enqueue `rows` (facts of a GPU come from `facts(row)` of its first row in a
         chunk) and count `rejected` more rows read; returns the samples enqueued.
@@ -146,10 +158,12 @@ class Job:
         `accepted` is how many input rows `rows` stands for when that is not one
         per Row (a scrape groups a GPU's sample lines into one Row). With `tally`
         (the parser that yields `rows`), the counts are read from it instead, also
-        while the send runs: a document saved mid-send shows the counts so far."""
+        while the send runs: a document saved mid-send shows the counts so far.
+        `workload(row)` gives a row's pod/namespace/container (apps/ingest/workloads.py)."""
         if self.closed:
             raise RuntimeError(f"job {self.id} is closed")
         self._facts = facts
+        self._workload = workload
         self._current = tally
         before = self._chunker.samples
         count = 0
@@ -196,22 +210,36 @@ class Job:
         room = settings.INGEST_MAX_ERRORS - len(self._totals.errors)
         self._totals.errors.extend(list(tally.errors)[: max(room, 0)])
 
-    def save_queued(self) -> None:
-        """Save the document now (state "parsing", no counts yet): a large upload's job,
-        answered before its parse starts in a worker."""
-        self._update("parsing")
+    def alive(self) -> None:
+        """Save the document with the counts so far when INGEST_JOB_HEARTBEAT has passed
+        since the last save (only once it was saved): a job whose process dies shows them."""
+        if self._saved and time.monotonic() - self._last_save >= settings.INGEST_JOB_HEARTBEAT:
+            self._save("parsing")
+
+    def _save(self, state: str) -> None:
+        self._update(state)
         save_job(self._keys, self.job)
+        self._last_save = time.monotonic()
+
+    def save_queued(self) -> tuple[str, str, int]:
+        """Save the document now (state "parsing", no counts yet), with its upload
+        sequence: a large upload's job, answered before a worker parses it. Returns what
+        that worker's Job resumes from."""
+        self.job["upload_seq"] = new_upload_seq(self._keys, self.cluster)
+        self._save("parsing")
         self._saved = True
+        return self.id, self._keys.root, self.job["upload_seq"]
 
     def _emit(self, chunk: Chunk) -> None:
-        now = time.monotonic()
-        if not self._saved or now - self._last_save >= PROGRESS_EVERY:
-            # first chunk: the job exists before any chunk does; later: progress so far
-            self._update("parsing")
-            save_job(self._keys, self.job)
-            self._saved, self._last_save = True, now
-        enqueue(chunk, self._keys.root, self.id)
+        if self._on_chunk is not None:
+            self._on_chunk(chunk)
+        if not self._saved:
+            self.job["upload_seq"] = new_upload_seq(self._keys, self.cluster)
+            self._save("parsing")
+            self._saved = True
+        enqueue(chunk, self._keys.root, self.id, self.job["upload_seq"])
         self._enqueued += 1
+        self.alive()
 
     def _update(self, state: str, error: str = "") -> None:
         totals, current = self._totals, self._current or Counts()
@@ -227,6 +255,7 @@ class Job:
             errors=[asdict(e) for e in errors],
             chunks_expected=self._enqueued,
             parse_seconds=round(time.monotonic() - self._started, 3),
+            updated_at=int(time.time() * 1000),
         )
 
 
@@ -269,6 +298,7 @@ class JobSeries:
         rejected: int = 0,
         errors: Iterable[RowError] = (),
         accepted: int | None = None,
+        workload: RowWorkload = no_workload,
     ) -> int:
         """Job.send on the current job; a failed send leaves the next send a new job."""
         with self._lock:
@@ -279,7 +309,14 @@ class JobSeries:
                 self._opened = self._clock()
             job = self._job
             try:
-                samples = job.send(rows, facts, rejected=rejected, errors=errors, accepted=accepted)
+                samples = job.send(
+                    rows,
+                    facts,
+                    rejected=rejected,
+                    errors=errors,
+                    accepted=accepted,
+                    workload=workload,
+                )
             except Exception:
                 self._job = None
                 self.jobs_failed += 1

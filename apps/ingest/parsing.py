@@ -330,8 +330,10 @@ def parse_value(text: str) -> float:
         raise RowRejected(str(exc)) from None
 
 
-def parse_labels(text: str) -> dict[str, str]:
-    """Prometheus-style `name="value",...` (CSV quoting already undone) into a dict.
+def parse_labels_raw(text: str) -> dict[str, str]:
+    """The CSV's `labels_raw` cell, Prometheus-style `name="value",...` (CSV quoting already
+    undone), into a dict. Lenient: what is not a label is skipped, a row is never refused for
+    it (apps/ingest/exposition.py::parse_label_set is the strict one, for exposition text).
 
     Values are unescaped the Prometheus way: `\\"` is `"`, `\\\\` is `\\`, `\\n` a newline.
     """
@@ -627,7 +629,7 @@ class Parser:
         if self._labels_pos is not None:
             text = fields[self._labels_pos]
             if INSTANCE_LABEL in text:
-                return parse_labels(text).get(INSTANCE_LABEL, "").strip()
+                return parse_labels_raw(text).get(INSTANCE_LABEL, "").strip()
         return ""
 
     def _value(self, text: str) -> float | None:
@@ -670,6 +672,17 @@ class Parser:
             raise RowRejected("the row holds no metric value")
         return Row(uuid, host, ts, values, fields)
 
+    @property
+    def line(self) -> int:
+        """The physical line where the row last yielded starts (for the caller's checks)."""
+        return self._lines.start
+
+    def refuse(self, message: str) -> None:
+        """Count the row last yielded as rejected after all, for a check the caller made
+        (the time policy: apps/ingest/service.py)."""
+        self.accepted -= 1
+        self._reject(self.line, message)
+
     def facts(self, row: Row, cluster: str) -> dict:
         """The GPU record facts carried by a row (labels parsed only when asked).
 
@@ -685,7 +698,7 @@ class Parser:
             pos = ix.get(name)
             return fields[pos].strip() if pos is not None else ""
 
-        labels = parse_labels(cell("labels_raw"))
+        labels = parse_labels_raw(cell("labels_raw"))
         labels.pop("__name__", None)
         for pos, name in self.layout.identifiers:
             value = fields[pos].strip()

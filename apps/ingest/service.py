@@ -10,23 +10,28 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import numpy as np
 from celery import current_app
 from django.conf import settings
 from kombu.exceptions import OperationalError
 
-from apps.ingest.columnar import ColumnarParser
+from apps.ingest.chunking import Chunk
+from apps.ingest.columnar import ColumnarParser, ColumnBatch
 from apps.ingest.jobs import BrokerUnavailable, Job
 from apps.ingest.parsing import Parser, Row, RowError, RowFacts, TooLarge, open_binary, text_of
+from apps.ingest.workloads import csv_workload
 from observability.logs import job_context
 from observability.metrics import ROWS
 from store import default_keys
 from store.errors import Answer
+from store.horizon import Horizon
 from store.jobs import load_job, save_job
 from store.keys import Keys, check_segment
+from store.tiers import tiers
 
 log = logging.getLogger(__name__)
 PARSE_TASK = "apps.ingest.parse_upload"
@@ -79,15 +84,14 @@ def ingest(
     source: str,
     cluster: str | None = None,
     progress: Callable[[int], None] | None = None,
-    job_id: str | None = None,
-    root: str | None = None,
+    resume: tuple[str, str, int] | None = None,
 ) -> dict[str, Any]:
     """Parse `raw` and enqueue its chunks; returns the saved job document (with
-    `job_id`: the job `accept` saved for a large upload).
+    `resume`: the job `accept` saved for a large upload, see Job).
 
     Raises HeaderError, NoRows, NothingAccepted, InvalidSegment (bad cluster
     name): nothing was written or enqueued. Raises UploadTooLarge,
-    StoreUnavailable, or the broker's error at any point. The whole file is one
+    StoreUnavailable or BrokerUnavailable at any point. The whole file is one
     send of a `Job`, so its document is written as jobs.py says: before the first
     chunk is enqueued (with etcd down the upload fails before anything is
     enqueued) and when parsing ends, or as failed with the counts so far.
@@ -95,16 +99,26 @@ def ingest(
     cluster = check_segment(cluster or settings.TELEMETRY_CLUSTER, "cluster")
     reader = _LimitedReader(raw, settings.INGEST_MAX_UPLOAD_BYTES, progress)
     parser = _parser(reader)
-    job = Job(source=source, cluster=cluster, fmt=parser.format, job_id=job_id, root=root)
+    keys = Keys(resume[1]) if resume else default_keys()
+    horizon = Horizon(keys, tiers(), cluster)
+    job = Job(
+        source=source, cluster=cluster, fmt=parser.format, on_chunk=_tally(horizon), resume=resume
+    )
     with job_context(job.id):
         log.info("ingest of %s into cluster %s started (%s format)", source, cluster, parser.format)
         try:
-            job.send(parser, lambda row: parser.facts(row, cluster), tally=parser)
+            job.send(
+                _rows(parser, horizon, job),
+                lambda row: parser.facts(row, cluster),
+                tally=parser,  # type: ignore[arg-type]
+                workload=csv_workload(parser.layout),
+            )
         except Exception as exc:
             log.warning("ingest of %s stopped: %s", source, exc)
             raise
         ROWS.labels("accepted").inc(parser.accepted)
         ROWS.labels("rejected").inc(parser.rejected)
+        job.job["retention"] = horizon.summary()
         summary = job.summary()
         log.info(
             "ingest of %s parsed: %d rows, %d accepted, %d rejected, %d chunks queued",
@@ -118,7 +132,72 @@ def ingest(
             raise NoRows("the file has a header but no data rows")
         if parser.accepted == 0:
             raise NothingAccepted(summary)
-        return job.close() or summary  # accepted rows always made a chunk: close saved it
+        if summary["samples"] == 0 and not job.saved:
+            raise NoRows(
+                f"the file holds no sample: its {parser.accepted} accepted rows hold only "
+                "DCGM blank values (no reading)"
+            )
+        document = job.close()
+    # a sample was enqueued (or the job was saved before the parse), so close() saved it
+    assert document is not None
+    return document
+
+
+def _tally(horizon: Horizon) -> Callable[[Chunk], None]:
+    """Counts each chunk's samples per GPU and raw window, for the job's retention summary."""
+
+    def observe(chunk: Chunk) -> None:
+        for gpu in chunk.gpus:
+            horizon.observe(str(gpu.facts["uuid"]), np.frombuffer(gpu.ts, dtype=np.int64))
+
+    return observe
+
+
+def _rows(
+    parser: Parser | ColumnarParser, horizon: Horizon, job: Job
+) -> Iterator[Row | ColumnBatch]:
+    """The parser's rows and batches (it raises TooLarge itself past its line and CPU
+    limits); rows older than every storage tier keeps are refused here
+    (store/horizon.py), and the job's document is kept fresh while the parse runs."""
+    settled = horizon.settled
+    for row in parser:
+        if not isinstance(row, Row):
+            job.alive()
+            kept = _within_horizon(row, horizon, parser)  # type: ignore[arg-type]
+            if len(kept):
+                yield kept
+            continue
+        if not parser.rows_read & 0xFFF:
+            job.alive()
+        bounds = settled.get(row.uuid)
+        if bounds is None or not bounds[0] <= row.ts <= bounds[1]:  # else: kept, noted
+            too_old = horizon.check(row.uuid, row.ts, parser)  # type: ignore[arg-type]
+            if too_old is not None:
+                parser.refuse(too_old)  # type: ignore[union-attr]
+                continue
+        yield row
+
+
+def _within_horizon(batch: ColumnBatch, horizon: Horizon, parser: ColumnarParser) -> ColumnBatch:
+    """`horizon.check` on a batch, a GPU's rows at a time (a wide row's samples share
+    its line: one check per row)."""
+    order = np.argsort(batch.gpu, kind="stable")
+    codes = batch.gpu[order]
+    cuts = np.flatnonzero(np.diff(codes)) + 1
+    dropped = np.zeros(len(batch), dtype=bool)
+    refusals: list[tuple[int, str]] = []
+    for start, stop in zip([0, *cuts.tolist()], [*cuts.tolist(), len(codes)], strict=True):
+        picked = order[start:stop]
+        lines, first = np.unique(batch.line[picked], return_index=True)
+        refused, reasons = horizon.check_rows(
+            batch.uuids[int(codes[start])], batch.ts[picked][first], lines
+        )
+        if reasons:
+            dropped[picked] = np.isin(batch.line[picked], lines[refused])
+            refusals.extend(reasons)
+    for line, reason in sorted(refusals):
+        parser.refuse_line(line, reason)
+    return batch.without(dropped) if refusals else batch
 
 
 def is_large(size: int | None) -> bool:
@@ -144,10 +223,9 @@ def accept(raw: BinaryIO, *, source: str, cluster: str | None = None) -> dict[st
         with open(name, "rb") as fh:
             fmt = _parser(_LimitedReader(fh, settings.INGEST_MAX_UPLOAD_BYTES, None)).format
         job = Job(source=source, cluster=cluster, fmt=fmt)
-        job.save_queued()
+        resume = job.save_queued()
         try:
-            root = default_keys().root
-            current_app.send_task(PARSE_TASK, args=[name, job.id, source, cluster, root])
+            current_app.send_task(PARSE_TASK, args=[name, source, cluster, *resume])
         except OperationalError as exc:
             raise BrokerUnavailable(f"the task broker is unavailable: {exc}") from exc
     except BaseException:
@@ -157,7 +235,7 @@ def accept(raw: BinaryIO, *, source: str, cluster: str | None = None) -> dict[st
     return job.job
 
 
-def parse_spooled(path: str, job_id: str, source: str, cluster: str, root: str) -> None:
+def parse_spooled(path: str, source: str, cluster: str, resume: tuple[str, str, int]) -> None:
     """The worker's half of `accept`: parse the spooled body into its job, then delete it.
 
     A refusal found while parsing (no row accepted, a limit passed) ends the job as
@@ -167,10 +245,10 @@ def parse_spooled(path: str, job_id: str, source: str, cluster: str, root: str) 
     numbered the same and stored idempotently."""
     try:
         with open(path, "rb") as fh:
-            ingest(fh, source=source, cluster=cluster, job_id=job_id, root=root)
+            ingest(fh, source=source, cluster=cluster, resume=resume)
     except (ValueError, OSError) as exc:  # HeaderError, NoRows, NothingAccepted, TooLarge
         summary = getattr(exc, "summary", {})
-        fail_job(Keys(root), job_id, str(exc), summary)
+        fail_job(Keys(resume[1]), resume[0], str(exc), summary)
     finally:
         # a worker killed mid-parse never gets here: the redelivered task finds the file
         Path(path).unlink(missing_ok=True)
@@ -220,7 +298,7 @@ def ingest_rows(
     """`ingest` for rows parsed elsewhere: one job, saved; returns its document.
 
     Raises NothingAccepted (nothing written) when `rows` is empty, InvalidSegment
-    on a bad cluster name, StoreUnavailable or the broker's error otherwise.
+    on a bad cluster name, StoreUnavailable or BrokerUnavailable otherwise.
     """
     job = Job(source=source, cluster=cluster, fmt=fmt)
     job.send(rows, facts, rejected=rejected, errors=errors)

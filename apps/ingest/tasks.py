@@ -12,5 +12,5 @@ from apps.ingest import service
 
 
 @shared_task(name=service.PARSE_TASK, acks_late=True)
-def parse_upload(path: str, job_id: str, source: str, cluster: str, root: str) -> None:
-    service.parse_spooled(path, job_id, source, cluster, root)
+def parse_upload(path: str, source: str, cluster: str, job_id: str, root: str, seq: int) -> None:
+    service.parse_spooled(path, source, cluster, (job_id, root, seq))

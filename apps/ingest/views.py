@@ -12,7 +12,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.ingest import service
+from apps.ingest import remote_write, service
+from apps.ingest.streaming import now_ms
 from store import default_keys
 from store.jobs import load_job
 
@@ -51,6 +52,9 @@ class UploadView(APIView):
         if too_big:
             return too_big
         if request.content_type.startswith("multipart/form-data"):
+            several = _several_files(request)
+            if several:
+                return several
             upload = request.FILES.get("file")
             if upload is None:
                 return Response(
@@ -79,6 +83,26 @@ def _declared_size(request: Request) -> int | None:
         return int(request.META.get("CONTENT_LENGTH") or "")
     except ValueError:
         return None
+
+
+def _several_files(request: Request) -> Response | None:
+    """400 when the request holds more than one file: each file is one upload (one job).
+
+    Keeping one and dropping the others silently is what this refuses.
+    """
+    names = [f.name for field in request.FILES for f in request.FILES.getlist(field)]
+    if len(names) <= 1:
+        return None
+    shown = ", ".join(repr(n) for n in names[:5]) + (", ..." if len(names) > 5 else "")
+    return Response(
+        {
+            "file": [
+                f"one file per upload: this request holds {len(names)} files ({shown}); "
+                "send each in its own request"
+            ]
+        },
+        status=400,
+    )
 
 
 def _too_big(request: Request) -> Response | None:
@@ -114,3 +138,38 @@ class JobView(APIView):
     @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request: Request, job_id: str) -> Response:
         return Response(load_job(default_keys(), job_id))
+
+
+class ProtobufParser(BaseParser):
+    """Declares remote write bodies; the view reads them itself (bounded)."""
+
+    media_type = "application/x-protobuf"
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        return stream
+
+
+class RemoteWriteView(APIView):
+    """POST /prometheus/api/v1/write: Prometheus remote write 1.0 (docs/PROMETHEUS.md).
+
+    Answers 204 when stored (or ignored by the rule), 400 for a body it cannot
+    read, 401 without a token, 503 when the pipeline is down (Prometheus retries).
+    Not throttled: the guard bounds each body and Prometheus paces its own sends.
+    """
+
+    schema = None
+    throttle_classes: list = []
+    parser_classes = [ProtobufParser]
+
+    def post(self, request: Request) -> Response:
+        limit = settings.REMOTE_WRITE_MAX_BYTES
+        body = request._request.read(limit + 1)
+        if len(body) > limit:
+            return Response(
+                {"detail": f"the body is larger than the limit of {limit} bytes"}, status=413
+            )
+        try:
+            remote_write.receive(body, request.query_params.get("cluster"), now_ms())
+        except remote_write.RemoteWriteError as exc:
+            return Response({"detail": str(exc)}, status=400)
+        return Response(status=204)
