@@ -261,6 +261,15 @@ class ColumnarParser:
     def max_errors(self) -> int:
         return self.ref.max_errors
 
+    @property
+    def line(self) -> int:
+        """Where the row last yielded starts, once the row parser reads (Row items)."""
+        return self.ref.line
+
+    def refuse(self, message: str) -> None:
+        """Parser.refuse, for the Row items (the row parser's)."""
+        self.ref.refuse(message)
+
     def refuse_line(self, line: int, message: str) -> None:
         """Count an accepted row (at `line`) as rejected after all, for a check the caller
         made (the time policy: apps/ingest/service.py)."""

@@ -171,9 +171,9 @@ def _rows(
             job.alive()
         bounds = settled.get(row.uuid)
         if bounds is None or not bounds[0] <= row.ts <= bounds[1]:  # else: kept, noted
-            too_old = horizon.check(row.uuid, row.ts, parser)  # type: ignore[arg-type]
+            too_old = horizon.check(row.uuid, row.ts, parser)
             if too_old is not None:
-                parser.refuse(too_old)  # type: ignore[union-attr]
+                parser.refuse(too_old)
                 continue
         yield row
 
