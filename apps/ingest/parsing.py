@@ -646,6 +646,17 @@ class Parser:
             raise RowRejected("the row holds no metric value")
         return Row(uuid, host, ts, values, fields)
 
+    @property
+    def line(self) -> int:
+        """The physical line where the row last yielded starts (for the caller's checks)."""
+        return self._lines.start
+
+    def refuse(self, message: str) -> None:
+        """Count the row last yielded as rejected after all, for a check the caller made
+        (the time policy: apps/ingest/service.py)."""
+        self.accepted -= 1
+        self._reject(self.line, message)
+
     def facts(self, row: Row, cluster: str) -> dict:
         """The GPU record facts carried by a row (labels parsed only when asked).
 

@@ -10,15 +10,20 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, BinaryIO
 
+import numpy as np
 from django.conf import settings
 
+from apps.ingest.chunking import Chunk
 from apps.ingest.jobs import Job
 from apps.ingest.parsing import Parser, Row, RowError, RowFacts, TooLarge, open_text
 from apps.ingest.workloads import csv_workload
 from observability.logs import job_context
 from observability.metrics import ROWS
+from store import default_keys
 from store.errors import Answer
+from store.horizon import Horizon
 from store.keys import check_segment
+from store.tiers import tiers
 
 log = logging.getLogger(__name__)
 
@@ -95,12 +100,13 @@ def ingest(
         max_cpu_seconds=settings.INGEST_MAX_PARSE_SECONDS,
         max_future=settings.INGEST_MAX_FUTURE,
     )
-    job = Job(source=source, cluster=cluster, fmt=parser.format)
+    horizon = Horizon(default_keys(), tiers(), cluster)
+    job = Job(source=source, cluster=cluster, fmt=parser.format, on_chunk=_tally(horizon))
     with job_context(job.id):
         log.info("ingest of %s into cluster %s started (%s format)", source, cluster, parser.format)
         try:
             job.send(
-                _rows(parser),
+                _rows(parser, horizon, job),
                 lambda row: parser.facts(row, cluster),
                 tally=parser,
                 workload=csv_workload(parser.layout),
@@ -110,6 +116,7 @@ def ingest(
             raise
         ROWS.labels("accepted").inc(parser.accepted)
         ROWS.labels("rejected").inc(parser.rejected)
+        job.job["retention"] = horizon.summary()
         summary = job.summary()
         log.info(
             "ingest of %s parsed: %d rows, %d accepted, %d rejected, %d chunks queued",
@@ -130,9 +137,31 @@ def ingest(
     return document
 
 
-def _rows(parser: Parser) -> Iterator[Row]:
-    """The parser's rows; it raises TooLarge itself past its line and CPU limits."""
-    yield from parser
+def _tally(horizon: Horizon) -> Callable[[Chunk], None]:
+    """Counts each chunk's samples per GPU and raw window, for the job's retention summary."""
+
+    def observe(chunk: Chunk) -> None:
+        for gpu in chunk.gpus:
+            horizon.observe(str(gpu.facts["uuid"]), np.frombuffer(gpu.ts, dtype=np.int64))
+
+    return observe
+
+
+def _rows(parser: Parser, horizon: Horizon, job: Job) -> Iterator[Row]:
+    """The parser's rows (it raises TooLarge itself past its line and CPU limits); rows
+    older than every storage tier keeps are refused here (store/horizon.py), and the job's
+    document is kept fresh while the parse runs."""
+    settled = horizon.settled
+    for row in parser:
+        if not parser.rows_read & 0xFFF:
+            job.alive()
+        bounds = settled.get(row.uuid)
+        if bounds is None or not bounds[0] <= row.ts <= bounds[1]:  # else: kept, noted
+            too_old = horizon.check(row.uuid, row.ts, parser)
+            if too_old is not None:
+                parser.refuse(too_old)
+                continue
+        yield row
 
 
 def ingest_rows(

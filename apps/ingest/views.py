@@ -52,6 +52,9 @@ class UploadView(APIView):
         if too_big:
             return too_big
         if request.content_type.startswith("multipart/form-data"):
+            several = _several_files(request)
+            if several:
+                return several
             upload = request.FILES.get("file")
             if upload is None:
                 return Response(
@@ -71,6 +74,26 @@ class UploadView(APIView):
                 status=415,
             )
         return _ingest(request, raw, source, cluster)
+
+
+def _several_files(request: Request) -> Response | None:
+    """400 when the request holds more than one file: each file is one upload (one job).
+
+    Keeping one and dropping the others silently is what this refuses.
+    """
+    names = [f.name for field in request.FILES for f in request.FILES.getlist(field)]
+    if len(names) <= 1:
+        return None
+    shown = ", ".join(repr(n) for n in names[:5]) + (", ..." if len(names) > 5 else "")
+    return Response(
+        {
+            "file": [
+                f"one file per upload: this request holds {len(names)} files ({shown}); "
+                "send each in its own request"
+            ]
+        },
+        status=400,
+    )
 
 
 def _too_big(request: Request) -> Response | None:
