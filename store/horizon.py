@@ -101,11 +101,7 @@ class Horizon:
             state[0], state[1] = ts, ts - self._longest
         if ts < state[1]:
             self.refused += 1
-            return (
-                f"sample time {format_timestamp(ts)} is older than every storage tier keeps "
-                f"({_days(self._longest)} before this GPU's newest sample, "
-                f"{format_timestamp(state[0])}): it would be deleted at the next compaction"
-            )
+            return self._too_old(ts, state[0])
         window = ts // self._window
         if window != state[2]:
             state[2] = window
@@ -113,6 +109,42 @@ class Horizon:
         low = max(state[1], window * self._window)
         self.settled[uuid] = (low, min(state[0], (window + 1) * self._window - 1))
         return None
+
+    def check_rows(
+        self, uuid: str, ts: np.ndarray, lines: np.ndarray
+    ) -> tuple[np.ndarray, list[tuple[int, str]]]:
+        """`check` for one GPU's rows at once, in file order (a columnar batch): the mask
+        of rows refused, and (line, reason) of each. The same answers as `check` row by
+        row: a GPU's newest sample is the running maximum of its times."""
+        state = self._state.get(uuid)
+        if state is None:
+            newest = self._stored_newest(uuid)
+            state = self._state[uuid] = [newest, newest - self._longest, -1]
+        running = np.maximum.accumulate(np.maximum(ts, state[0]))
+        refused = ts < running - self._longest
+        reasons = [
+            (int(lines[i]), self._too_old(int(ts[i]), int(running[i])))
+            for i in np.flatnonzero(refused)
+        ]
+        self.refused += len(reasons)
+        kept_ts, kept_lines = ts[~refused], lines[~refused]
+        if len(kept_ts):
+            windows = kept_ts // self._window
+            found, first = np.unique(windows, return_index=True)
+            for window, at in zip(found.tolist(), first.tolist(), strict=True):
+                self._lines.setdefault((uuid, window), int(kept_lines[at]))
+            state[2] = int(windows[-1])
+        state[0] = max(state[0], int(running[-1])) if len(running) else state[0]
+        state[1] = state[0] - self._longest
+        self.settled.pop(uuid, None)  # the next single row is checked in full
+        return refused, reasons
+
+    def _too_old(self, ts: int, newest: int) -> str:
+        return (
+            f"sample time {format_timestamp(ts)} is older than every storage tier keeps "
+            f"({_days(self._longest)} before this GPU's newest sample, "
+            f"{format_timestamp(newest)}): it would be deleted at the next compaction"
+        )
 
     def observe(self, uuid: str, ts: np.ndarray) -> None:
         """Count a GPU's accepted samples (one chunk's part) per raw window."""

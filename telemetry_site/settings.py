@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import dj_database_url
@@ -257,6 +259,13 @@ INGEST_MAX_METRICS_PER_GPU = env_int("INGEST_MAX_METRICS_PER_GPU", 1000, minimum
 INGEST_MAX_GZIP_RATIO = env_int("INGEST_MAX_GZIP_RATIO", 100, minimum=1)
 INGEST_MAX_PARSE_SECONDS = env_duration("INGEST_MAX_PARSE_SECONDS", 600.0)
 INGEST_MAX_FUTURE = env_duration("INGEST_MAX_FUTURE", 300.0)
+INGEST_ASYNC_BYTES = env_int("INGEST_ASYNC_BYTES", 64 * 1024**2, minimum=0)
+INGEST_SPOOL_DIR = env_str(
+    "INGEST_SPOOL_DIR", os.path.join(tempfile.gettempdir(), "telemetry-uploads")
+)
+INGEST_PARSER = env_str("INGEST_PARSER", "columnar")
+if INGEST_PARSER not in ("columnar", "rows"):
+    raise ImproperlyConfigured(f"INGEST_PARSER={INGEST_PARSER!r}: expected columnar or rows")
 BLOCK_WINDOW_SECONDS = env_int("BLOCK_WINDOW_SECONDS", 3600, minimum=60)
 # Storage tiers, one block: "name:resolution:retention,...". `raw` keeps every sample;
 # the others keep per-bucket min/max/sum/count/last at their resolution. Retention is

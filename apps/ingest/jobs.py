@@ -35,7 +35,7 @@ from apps.ingest.workloads import RowWorkload, no_workload
 from store import default_keys
 from store.errors import Answer, StoreError
 from store.jobs import new_job_id, new_upload_seq, save_job
-from store.keys import check_segment
+from store.keys import Keys, check_segment
 from workers import payload
 
 PERSIST_TASK = "workers.persist_chunk"
@@ -96,12 +96,17 @@ class Job:
         cluster: str | None,
         fmt: str,
         on_chunk: Callable[[Chunk], None] | None = None,
+        resume: tuple[str, str, int] | None = None,
     ) -> None:
-        """`on_chunk` sees each chunk before it is enqueued (the upload's retention tally)."""
+        """`on_chunk` sees each chunk before it is enqueued (the upload's retention tally).
+
+        `resume` (job id, etcd root, upload sequence): continue a job whose document the
+        upload already saved (`save_queued`; a large upload parsed in a worker, whose
+        ETCD_PREFIX may not be the root the upload chose)."""
         self.cluster = check_segment(cluster or settings.TELEMETRY_CLUSTER, "cluster")
         self._on_chunk = on_chunk
         self.job: dict[str, Any] = {
-            "id": new_job_id(),
+            "id": resume[0] if resume else new_job_id(),
             "source": source[:500],
             "cluster": self.cluster,
             "format": fmt,
@@ -109,9 +114,11 @@ class Job:
             "created_at": int(time.time() * 1000),
         }
         self.closed = False
-        self._keys = default_keys()
+        self._keys = Keys(resume[1]) if resume else default_keys()
         self._started = time.monotonic()
-        self._saved = False
+        self._saved = resume is not None
+        if resume:
+            self.job["upload_seq"] = resume[2]
         self._last_save = 0.0
         self._enqueued = 0
         self._totals = Counts()
@@ -213,6 +220,15 @@ class Job:
         self._update(state)
         save_job(self._keys, self.job)
         self._last_save = time.monotonic()
+
+    def save_queued(self) -> tuple[str, str, int]:
+        """Save the document now (state "parsing", no counts yet), with its upload
+        sequence: a large upload's job, answered before a worker parses it. Returns what
+        that worker's Job resumes from."""
+        self.job["upload_seq"] = new_upload_seq(self._keys, self.cluster)
+        self._save("parsing")
+        self._saved = True
+        return self.id, self._keys.root, self.job["upload_seq"]
 
     def _emit(self, chunk: Chunk) -> None:
         if self._on_chunk is not None:
