@@ -58,7 +58,7 @@ from store.errors import InvalidSegment
 from store.keys import check_segment
 from store.workloads import WORKLOAD_LABELS
 
-BLOCK_BYTES = 8 << 20
+BLOCK_BYTES = 4 << 20
 _BOM = b"\xef\xbb\xbf"
 # Plain decimals Arrow and Python read to the same float: no sign but `-`, digits on
 # both sides of the point, a short exponent (no overflow, no underflow to 0).
@@ -321,8 +321,8 @@ class ColumnarParser:
             blocks = self._blocks()
             done = False
             while True:
-                # keep every core busy: up to one block in flight per core, plus one
-                while not done and len(queue) <= workers:
+                # keep every core busy: one block in flight per core (memory: a few blocks)
+                while not done and len(queue) < workers:
                     raw = next(blocks, None)
                     if raw is None:
                         done = True
@@ -651,16 +651,25 @@ class ColumnarParser:
         return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32), workloads
 
     def _register(self, gpu: np.ndarray, metric: np.ndarray, uuids: list[str]) -> None:
-        """Fast rows' metrics join their GPU's known set, as _check_metric_count does."""
+        """Fast rows' metrics join their GPU's known set, as _check_metric_count does
+        (a GPU at a time: a block holds each GPU's few metrics many times)."""
         if not len(gpu):
             return
         pairs = np.unique(gpu.astype(np.int64) << 32 | metric.astype(np.int64))
+        codes = pairs >> 32
+        cuts = np.flatnonzero(np.diff(codes)) + 1
         known = self.ref._metrics_of
-        for pair in pairs.tolist():
-            uuid = uuids[pair >> 32]
-            names = known.setdefault(uuid, set())
-            names.add(self._name_list[pair & 0xFFFFFFFF])
-            self._most_known = max(self._most_known, len(names))
+        starts = [0, *cuts.tolist()]
+        for start, part in zip(starts, np.split(pairs & 0xFFFFFFFF, cuts), strict=True):
+            uuid = uuids[int(codes[start])]
+            names = {self._name_list[m] for m in part.tolist()}
+            have = known.get(uuid)
+            if have is None:
+                have = known[uuid] = set()
+            elif names <= have:
+                continue
+            have |= names
+            self._most_known = max(self._most_known, len(have))
 
     def _merge(
         self,
