@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -62,11 +63,20 @@ class Horizon:
     Not thread-safe.
     """
 
-    def __init__(self, keys: Keys, tiers: list[Tier], cluster: str | None = None) -> None:
-        """`cluster`: the upload's; its GPUs' stored samples are read in its shard."""
+    def __init__(
+        self,
+        keys: Keys,
+        tiers: list[Tier],
+        cluster: str | None = None,
+        now_ms: int | None = None,
+    ) -> None:
+        """`cluster`: the upload's; its GPUs' stored samples are read in its shard. A stored
+        newest sample later than `now_ms` (the clock) counts as now, as retention does: a
+        far-future sample stored before the future was refused cannot refuse today's rows."""
         self.keys = keys
         self.tiers = tiers
         self.cluster = cluster
+        self.now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         self.refused = 0
         self._window = tiers[0].window_ms
         self._longest = max(t.retention_ms for t in tiers)
@@ -85,7 +95,7 @@ class Horizon:
         when needed (a refusal, a GPU's first row in a raw window)."""
         state = self._state.get(uuid)
         if state is None:
-            newest = self._stored_newest(uuid)
+            newest = min(self._stored_newest(uuid), self.now_ms)
             state = self._state[uuid] = [newest, newest - self._longest, -1]
         if ts > state[0]:
             state[0], state[1] = ts, ts - self._longest

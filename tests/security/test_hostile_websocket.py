@@ -94,6 +94,7 @@ def test_the_websocket_token_stays_out_of_the_access_log(worker, etcd, redis_ser
         gateway.service.stop()
 
 
+@pytest.mark.django_db(transaction=True)  # consumers close old DB connections per message
 def test_a_consumer_that_crashes_still_leaves_its_groups(live_services, monkeypatch):
     """A bug raising inside the consumer (here: filtering an event) ends the connection;
     its Redis subscriptions and its count in the gauge go with it."""

@@ -68,3 +68,14 @@ def test_rows_a_later_row_made_too_old_are_announced_as_not_kept(keys):
         by_tier["1m"]["kept_in"] == [] and "deleted by the next compaction" in by_tier["1m"]["note"]
     )
     assert by_tier["raw"]["lines"] == [2]
+
+
+def test_a_stored_far_future_sample_counts_as_now(keys):
+    """Stored before the future was refused: it must not make today's rows "too old"."""
+    facts = {"uuid": "GPU-F", "cluster": "c", "host": "h", "gpu_index": 0, "device": "",
+             "model": "", "driver": "", "labels": {}}  # fmt: skip
+    year_2100 = 4_102_444_800_000
+    write_chunk(keys, "j", 0, [GpuBatch(facts, samples_from_rows([(year_2100, "m", 1.0)]))], HOUR)
+    horizon = Horizon(keys, TIERS, now_ms=JULY + DAY)
+    assert feed(horizon, [("GPU-F", JULY)]) == [None]
+    assert horizon.summary()["outside"] == []
