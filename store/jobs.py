@@ -41,3 +41,25 @@ def load_job(keys: Keys, job_id: str) -> dict[str, Any]:
 def mark_chunk_failed(keys: Keys, job_id: str, seq: int, error: str) -> None:
     """Record that a chunk can never be stored (a bug or a corrupt payload, not an outage)."""
     kv.put(keys.failure(job_id, seq), json.dumps({"seq": seq, "error": error[:500]}).encode())
+
+
+def list_jobs(keys: Keys, limit: int, offset: int = 0) -> tuple[int, list[dict[str, Any]]]:
+    """(number of jobs, the page of `limit` jobs after `offset`), newest first.
+
+    Job ids start with their creation time (new_job_id), so ids sorted backwards are
+    jobs newest first. One keys-only range read, one read of the page's documents,
+    then each job's chunk counts (load_job). A job deleted between the reads (job
+    retention) is left out of the page. Raises StoreUnavailable.
+    """
+    prefix = keys.jobs_prefix()
+    ids = sorted(
+        (info.key[len(prefix) :] for info in kv.keys_in_range(prefix, kv.prefix_end(prefix))),
+        reverse=True,
+    )
+    page = []
+    for job_id in ids[offset : offset + limit]:
+        try:
+            page.append(load_job(keys, job_id))
+        except (NotFound, ValueError):
+            continue  # gone meanwhile, or not a job document: never hide the others
+    return len(ids), page

@@ -69,6 +69,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "observability.middleware.RequestMetricsMiddleware",
+    "apps.api.errors.ApiJsonErrors",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -128,7 +129,7 @@ FILE_UPLOAD_TEMP_DIR = None
 # --- REST API ----------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "apps.api.pagination.StrictLimitOffsetPagination",
     "PAGE_SIZE": env_int("API_PAGE_SIZE", 100, minimum=1),
     "EXCEPTION_HANDLER": "apps.read.errors.exception_handler",
     "DEFAULT_AUTHENTICATION_CLASSES": [

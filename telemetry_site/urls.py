@@ -1,8 +1,10 @@
 from django.conf import settings
 from django.contrib import admin
-from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularSwaggerView
 
+from apps.api import errors
+from apps.api.openapi import SchemaView
 from apps.read import dashboard
 from apps.read.graphql_view import TelemetryGraphQLView
 from apps.read.views import health_view, metrics_view, ready_view
@@ -10,7 +12,9 @@ from apps.read.views import health_view, metrics_view, ready_view
 urlpatterns = [
     path("api/v1/", include("apps.ingest.urls")),
     path("api/v1/", include("apps.read.urls")),
-    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/schema/", SchemaView.as_view(), name="schema"),
+    # last of /api/: any other path is a JSON 404, never Django's HTML page
+    re_path(r"^api/", errors.not_found, name="api-not-found"),
     path("swagger/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger"),
     path("health", health_view, name="health"),
     path("metrics", metrics_view, name="metrics"),

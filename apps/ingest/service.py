@@ -22,8 +22,10 @@ from observability.logs import job_context
 from observability.metrics import ROWS
 from store import default_keys
 from store.errors import StoreError
+from store.jobs import list_jobs as store_list_jobs
 from store.jobs import load_job, new_job_id, save_job
 from store.keys import Keys, check_segment
+from timeparse.timestamps import format_timestamp
 
 PERSIST_TASK = "workers.persist_chunk"
 
@@ -195,8 +197,23 @@ def _finish(
 
 def job_status(job_id: str) -> dict[str, Any]:
     """The job as the API shows it: the saved document plus progress and a derived state."""
-    job = load_job(default_keys(), job_id)
-    return {**job, "state": public_state(job)}
+    return public_job(load_job(default_keys(), job_id))
+
+
+def list_jobs(limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
+    """(number of jobs, one page of them as the API shows them), newest first."""
+    count, jobs = store_list_jobs(default_keys(), limit, offset)
+    return count, [public_job(job) for job in jobs]
+
+
+def public_job(job: dict[str, Any]) -> dict[str, Any]:
+    """The saved document with its derived state; times in RFC 3339 like every API time.
+
+    The document keeps `created_at` in epoch milliseconds (job retention compares it).
+    """
+    created = job.get("created_at")
+    shown = format_timestamp(created) if isinstance(created, int) else created
+    return {**job, "state": public_state(job), "created_at": shown}
 
 
 def public_state(job: dict[str, Any]) -> str:

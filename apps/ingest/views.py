@@ -13,6 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.api.pagination import StrictLimitOffsetPagination
 from apps.ingest import service
 from apps.ingest.formats import HeaderError
 
@@ -116,3 +117,13 @@ class JobView(APIView):
     @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request: Request, job_id: str) -> Response:
         return Response(service.job_status(job_id))
+
+
+class JobListView(APIView):
+    """Ingest jobs, newest first, as DRF pages."""
+
+    throttle_scope = "reads"
+    pagination_class = StrictLimitOffsetPagination
+
+    def get(self, request: Request) -> Response:
+        return self.pagination_class().paginate_counted(request, service.list_jobs)

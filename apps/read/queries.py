@@ -18,6 +18,7 @@ import numpy as np
 from django.conf import settings
 
 from store import default_keys, window_ms
+from store.errors import NotFound
 from store.keys import MAX_TS, Keys
 from store.read import iter_raw, read_buckets
 from store.registry import get_record, list_records
@@ -61,6 +62,18 @@ def list_gpus(
         records = [r for r in records if r.get("model") == model]
     latest = latest_values(keys) if records else {}
     return [gpu_view(r, latest.get(r["uuid"])) for r in records]
+
+
+def host_gpus(hostname: str, cluster: str | None = None) -> list[dict]:
+    """The GPUs of one host; raises NotFound when it has none (as an unknown GPU does).
+
+    A host exists only through its GPUs' records: no GPU, no host.
+    """
+    gpus = list_gpus(cluster=cluster, host=hostname)
+    if not gpus:
+        where = f" in cluster {cluster!r}" if cluster else ""
+        raise NotFound(f"no host {hostname!r}{where}")
+    return gpus
 
 
 def get_gpu(uuid: str) -> dict[str, Any]:

@@ -8,11 +8,11 @@ from typing import Any
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from prometheus_client import CONTENT_TYPE_LATEST
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.api.pagination import StrictLimitOffsetPagination
 from apps.read import health, queries
 from apps.read.serializers import (
     ClusterSerializer,
@@ -34,7 +34,7 @@ class _ReadView(APIView):
 class _PagedListView(_ReadView):
     """A list endpoint answering DRF's page shape {count, next, previous, results}."""
 
-    pagination_class = LimitOffsetPagination
+    pagination_class = StrictLimitOffsetPagination
 
     def paged(self, request: Request, items: list[dict]) -> Response:
         paginator = self.pagination_class()
@@ -138,7 +138,7 @@ class HostGpuListView(_PagedListView):
     )
     def get(self, request: Request, hostname: str) -> Response:
         cluster = request.query_params.get("cluster") or None
-        return self.paged(request, queries.list_gpus(cluster=cluster, host=hostname))
+        return self.paged(request, queries.host_gpus(hostname, cluster))
 
 
 class ClusterListView(_PagedListView):
