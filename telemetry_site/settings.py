@@ -128,7 +128,7 @@ FILE_UPLOAD_TEMP_DIR = None
 
 # --- REST API ----------------------------------------------------------------
 REST_FRAMEWORK = {
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "apps.api.openapi.TelemetryAutoSchema",
     "DEFAULT_PAGINATION_CLASS": "apps.api.pagination.StrictLimitOffsetPagination",
     "PAGE_SIZE": env_int("API_PAGE_SIZE", 100, minimum=1),
     "EXCEPTION_HANDLER": "apps.read.errors.exception_handler",

@@ -4,7 +4,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularSwaggerView
 
 from apps.api import errors
-from apps.api.openapi import SchemaView
+from apps.api.schema_view import SchemaView
 from apps.read import dashboard
 from apps.read.graphql_view import TelemetryGraphQLView
 from apps.read.views import health_view, metrics_view, ready_view

@@ -68,7 +68,9 @@ def _as_json(response: HttpResponse) -> HttpResponse:
     if response.status_code < 400 or kind.startswith(("application/json", "application/problem")):
         return response
     reason = response.reason_phrase or "error"
-    answer = JsonResponse({"detail": f"{response.status_code} {reason}"}, status=response.status_code)
+    answer = JsonResponse(
+        {"detail": f"{response.status_code} {reason}"}, status=response.status_code
+    )
     for name in KEPT_HEADERS:
         if name in response:
             answer[name] = response[name]

@@ -13,7 +13,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 MAX_LIMIT = 1000
-_INTEGER = re.compile(r"-?[0-9]{1,18}")
+MAX_OFFSET = 1_000_000_000
+_INTEGER = re.compile(r"-?[0-9]{1,30}")
 
 
 class StrictLimitOffsetPagination(LimitOffsetPagination):
@@ -36,7 +37,7 @@ class StrictLimitOffsetPagination(LimitOffsetPagination):
 
     def get_offset(self, request: Request) -> int:
         raw = request.query_params.get(self.offset_query_param)
-        return 0 if raw is None else _whole(raw, self.offset_query_param, 0, None)
+        return 0 if raw is None else _whole(raw, self.offset_query_param, 0, MAX_OFFSET)
 
     def paginate_counted(
         self, request: Request, fetch: Callable[[int, int], tuple[int, list[Any]]]
@@ -55,16 +56,17 @@ class StrictLimitOffsetPagination(LimitOffsetPagination):
             f"Items per page: 1 to {self.max_limit} (default {self.default_limit}); "
             "400 when outside."
         )
-        offset["schema"].update(minimum=0, default=0)
-        offset["description"] = "Items to skip before the page starts; 400 when negative."
+        offset["schema"].update(minimum=0, maximum=MAX_OFFSET, default=0)
+        offset["description"] = (
+            f"Items to skip before the page starts: 0 to {MAX_OFFSET}; 400 when outside."
+        )
         return [limit, offset]
 
 
-def _whole(raw: str, name: str, low: int, high: int | None) -> int:
+def _whole(raw: str, name: str, low: int, high: int) -> int:
     if not _INTEGER.fullmatch(raw):
         raise ValidationError({name: [f"{raw[:40]!r} is not a whole number"]})
     value = int(raw)
-    if value < low or (high is not None and value > high):
-        bounds = f"from {low} to {high}" if high is not None else f"{low} or more"
-        raise ValidationError({name: [f"must be {bounds}, not {value}"]})
+    if not low <= value <= high:
+        raise ValidationError({name: [f"must be from {low} to {high}, not {value}"]})
     return value

@@ -19,7 +19,7 @@ from django.conf import settings
 
 from store import default_keys, window_ms
 from store.errors import NotFound
-from store.keys import MAX_TS, Keys
+from store.keys import MAX_TS, Keys, check_segment
 from store.read import iter_raw, read_buckets
 from store.registry import get_record, list_records
 from store.tiers import for_step as tier_for_step
@@ -55,6 +55,8 @@ def list_gpus(
 ) -> list[dict]:
     """GPUs sorted by cluster, host, uuid; two range reads whatever the count."""
     keys = default_keys()
+    if host:
+        check_segment(host, "host")  # refused as in a key, also when only filtered here
     records = list_records(keys, cluster, host if cluster else None)
     if host and not cluster:
         records = [r for r in records if r["host"] == host]

@@ -6,12 +6,13 @@ import itertools
 from typing import Any
 
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiTypes, extend_schema
 from prometheus_client import CONTENT_TYPE_LATEST
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.api.openapi import FILTER, SEGMENT
 from apps.api.pagination import StrictLimitOffsetPagination
 from apps.read import health, queries
 from apps.read.serializers import (
@@ -32,7 +33,7 @@ class _ReadView(APIView):
 
 
 class _PagedListView(_ReadView):
-    """A list endpoint answering DRF's page shape {count, next, previous, results}."""
+    # Answers DRF's page shape {count, next, previous, results}.
 
     pagination_class = StrictLimitOffsetPagination
 
@@ -42,8 +43,26 @@ class _PagedListView(_ReadView):
         return paginator.get_paginated_response(page)
 
 
+UUID = OpenApiParameter(
+    "uuid", SEGMENT, OpenApiParameter.PATH, description="the GPU's uuid (GPU-…)"
+)
+CLUSTER = OpenApiParameter("cluster", FILTER, description="only this cluster")
+HOST = OpenApiParameter("host", FILTER, description="only this host")
+MODEL = OpenApiParameter(
+    "model",
+    {"type": "string", "maxLength": 200, "pattern": "^[^\\x00]*$"},
+    description="only this GPU model",
+)
+
+
 class GpuListView(_PagedListView):
-    @extend_schema(parameters=[GpuListParams], responses=GpuSerializer(many=True))
+    @extend_schema(
+        summary="GPUs",
+        description="Every GPU with telemetry, sorted by cluster, host and uuid, with its "
+        "newest value of each metric.",
+        parameters=[GpuListParams, CLUSTER, HOST, MODEL],
+        responses=GpuSerializer(many=True),
+    )
     def get(self, request: Request) -> Response:
         params = GpuListParams(data=request.query_params)
         params.is_valid(raise_exception=True)
@@ -51,20 +70,40 @@ class GpuListView(_PagedListView):
 
 
 class GpuDetailView(_ReadView):
-    @extend_schema(responses=GpuSerializer)
+    @extend_schema(
+        summary="One GPU",
+        description="The GPU's facts (model, host, driver, labels) and newest values.",
+        parameters=[UUID],
+        responses=GpuSerializer,
+    )
     def get(self, request: Request, uuid: str) -> Response:
         return Response(queries.get_gpu(uuid))
 
 
 class GpuLatestView(_ReadView):
-    @extend_schema(responses=LatestSerializer)
+    @extend_schema(
+        summary="A GPU's newest values",
+        description="The newest value of each metric, with its time, and the last-seen time.",
+        parameters=[UUID],
+        responses=LatestSerializer,
+    )
     def get(self, request: Request, uuid: str) -> Response:
         gpu = queries.get_gpu(uuid)
         return Response({k: gpu[k] for k in ("uuid", "last_seen", "latest")})
 
 
 class GpuTelemetryView(_ReadView):
-    @extend_schema(parameters=[TelemetryParams], responses=TelemetrySerializer)
+    @extend_schema(
+        summary="A GPU's samples in a window",
+        description="Samples ordered by time (bounds inclusive), in pages that `next` "
+        "links; with `step`, one aggregate per metric and bucket; with `format=csv` or "
+        "`wide`, the whole window as CSV. docs/API.md has the details.",
+        parameters=[UUID, TelemetryParams],
+        responses={
+            (200, "application/json"): TelemetrySerializer,
+            (200, "text/csv"): OpenApiTypes.STR,
+        },
+    )
     def get(self, request: Request, uuid: str) -> Response | StreamingHttpResponse:
         params = TelemetryParams(data=_with_metric_list(request))
         params.is_valid(raise_exception=True)
@@ -126,7 +165,10 @@ def _next_url(request: Request, cursor: str | None) -> str | None:
 
 class HostListView(_PagedListView):
     @extend_schema(
-        parameters=[OpenApiParameter("cluster", str)], responses=HostSerializer(many=True)
+        summary="Hosts",
+        description="Hosts with their GPU count, sorted by cluster and name.",
+        parameters=[CLUSTER],
+        responses=HostSerializer(many=True),
     )
     def get(self, request: Request) -> Response:
         return self.paged(request, queries.list_hosts(request.query_params.get("cluster") or None))
@@ -134,7 +176,14 @@ class HostListView(_PagedListView):
 
 class HostGpuListView(_PagedListView):
     @extend_schema(
-        parameters=[OpenApiParameter("cluster", str)], responses=GpuSerializer(many=True)
+        summary="A host's GPUs",
+        description="The GPUs of one host (in every cluster that has it, unless `cluster`); "
+        "404 when it has none.",
+        parameters=[
+            OpenApiParameter("hostname", SEGMENT, OpenApiParameter.PATH, description="host name"),
+            CLUSTER,
+        ],
+        responses=GpuSerializer(many=True),
     )
     def get(self, request: Request, hostname: str) -> Response:
         cluster = request.query_params.get("cluster") or None
@@ -142,7 +191,11 @@ class HostGpuListView(_PagedListView):
 
 
 class ClusterListView(_PagedListView):
-    @extend_schema(responses=ClusterSerializer(many=True))
+    @extend_schema(
+        summary="Clusters",
+        description="Clusters with their host and GPU counts.",
+        responses=ClusterSerializer(many=True),
+    )
     def get(self, request: Request) -> Response:
         return self.paged(request, queries.list_clusters())
 
