@@ -17,7 +17,9 @@ SCHEMA = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
 SCHEMATHESIS_CONFIG = Path(__file__).with_name("schemathesis.toml")
 
 
-def test_committed_schema_matches_the_code(tmp_path):
+def test_committed_schema_matches_the_code(tmp_path, settings):
+    # the committed file describes the defaults (the test suite turns write auth off)
+    settings.TELEMETRY_WRITE_AUTH, settings.TELEMETRY_READ_AUTH = True, False
     out = tmp_path / "openapi.yaml"
     call_command(
         "spectacular", "--validate", "--fail-on-warn", "--file", str(out), stdout=io.StringIO()
@@ -89,3 +91,52 @@ def test_schemathesis_every_check_passes_against_a_live_gateway(gateway):
     report = done.stdout[-12000:] + done.stderr[-3000:]
     assert done.returncode == 0, report
     assert " passed" in done.stdout and "failed" not in done.stdout.lower(), report
+
+
+def operations(schema: dict) -> list[tuple[str, str, dict]]:
+    return [(p, m, op) for p, item in schema["paths"].items() for m, op in item.items()]
+
+
+def test_every_operation_describes_its_errors_and_has_a_human_description():
+    schema = yaml.safe_load(SCHEMA.read_text())
+    for path, method, op in operations(schema):
+        where = f"{method.upper()} {path}"
+        assert op.get("summary") and op.get("description"), where
+        assert {"401", "503"} <= set(op["responses"]), where
+        if "{" in path:
+            assert "404" in op["responses"], where
+        for code, answer in op["responses"].items():
+            assert answer["description"], (where, code)
+            if code >= "400":
+                assert "application/json" in answer["content"], (where, code)
+        for parameter in op.get("parameters", []):
+            assert parameter.get("description"), (where, parameter["name"])
+    upload = schema["paths"]["/api/v1/csv/upload"]["post"]
+    assert {"400", "413", "415"} <= set(upload["responses"])
+    assert upload["requestBody"]["required"] is True
+    telemetry = schema["paths"]["/api/v1/gpus/{uuid}/telemetry"]["get"]
+    assert "text/csv" in telemetry["responses"]["200"]["content"]
+
+
+def security_of(schema: dict, path: str, method: str) -> list[dict]:
+    return schema["paths"][path][method]["security"]
+
+
+def test_reads_are_marked_open_and_uploads_closed_by_default():
+    schema = yaml.safe_load(SCHEMA.read_text())
+    for path, method, op in operations(schema):
+        assert ({} in op["security"]) == (method == "get"), f"{method} {path}"
+
+
+def test_the_served_schema_follows_the_access_settings_and_honours_format_json(client, settings):
+    settings.TELEMETRY_READ_AUTH, settings.TELEMETRY_WRITE_AUTH = True, False
+    answer = client.get("/api/schema/?format=json")
+    assert answer.status_code == 200
+    assert answer["Content-Type"].startswith("application/vnd.oai.openapi+json") or answer[
+        "Content-Type"
+    ].startswith("application/json"), answer["Content-Type"]
+    schema = answer.json()
+    assert {} not in security_of(schema, "/api/v1/gpus", "get")
+    assert {} in security_of(schema, "/api/v1/csv/upload", "post")
+    assert "401" in schema["paths"]["/api/v1/gpus"]["get"]["responses"]
+    assert client.get("/api/schema/").content.startswith(b"openapi:")
