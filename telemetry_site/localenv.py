@@ -35,12 +35,18 @@ def env_file_path() -> Path | None:
     return DEFAULT_PATH if DEFAULT_PATH.is_file() else None
 
 
+def read(path: Path) -> dict[str, str]:
+    """The file's variables (python-dotenv's syntax, the file's own text only)."""
+    values = dotenv_values(path, interpolate=False)
+    return {name: value for name, value in values.items() if value is not None}
+
+
 def load() -> Path | None:
     """Put the file's variables into os.environ where unset; returns the file read."""
     path = env_file_path()
     if path is None:
         return None
-    for name, value in dotenv_values(path).items():
-        if value is not None and not os.environ.get(name):
+    for name, value in read(path).items():
+        if not os.environ.get(name):
             os.environ[name] = value
     return path

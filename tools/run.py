@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shlex
 import shutil
 import signal
 import subprocess
@@ -78,7 +77,8 @@ def write_env_file(env: dict[str, str], path: Path = ENV_FILE) -> None:
     Read back by telemetry_site.localenv in every process (variables set in the
     environment win). Mode 600, since it holds the secret key; written whole to a
     temporary file and renamed, so no reader sees half of it. Values are
-    shell-quoted: the file can also be sourced.
+    single-quoted by dotenv's rules (a shell can source the file too, unless a
+    value holds a quote or a backslash).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -87,8 +87,12 @@ def write_env_file(env: dict[str, str], path: Path = ENV_FILE) -> None:
         fh.write(ENV_FILE_HEADER)
         for name in SHARED:
             if env.get(name):
-                fh.write(f"{name}={shlex.quote(env[name])}\n")
+                fh.write(f"{name}={_quoted(env[name])}\n")
     os.replace(tmp, path)
+
+
+def _quoted(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _free_port(variable: str, default: int, env: dict[str, str], what: str) -> int:
