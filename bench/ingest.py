@@ -43,9 +43,9 @@ def parse_alone(path: Path) -> float:
     import django
 
     django.setup()
-    from apps.ingest import payload
     from apps.ingest.chunking import Chunker
     from apps.ingest.parsing import Parser, open_text
+    from workers import payload
 
     started = time.perf_counter()
     with open(path, "rb") as fh:

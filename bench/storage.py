@@ -348,12 +348,12 @@ def load_ours(data: list[Series]) -> tuple[float, int]:
     """Rows through the ingest chunker and payload codec into write_chunk; (seconds, chunks)."""
     from django.conf import settings
 
-    from apps.ingest import payload
     from apps.ingest.chunking import Chunk, Chunker
     from apps.ingest.parsing import Row
     from store import window_ms
     from store.keys import Keys
     from store.write import write_chunk
+    from workers import payload
 
     keys = Keys(OURS_ROOT)
     facts = {s.gpu.uuid: s.facts() for s in data}

@@ -100,7 +100,7 @@ case "$role" in
             --host "${BIND_HOST:-0.0.0.0}" --port "${PORT:-8000}" \
             --workers "${WEB_CONCURRENCY:-1}" \
             --proxy-headers --forwarded-allow-ips "${FORWARDED_ALLOW_IPS:-*}" \
-            --lifespan off --no-server-header \
+            --lifespan off --no-server-header --ws-max-size 1048576 \
             --timeout-graceful-shutdown "${GRACEFUL_TIMEOUT:-20}" \
             --log-level "$(printf '%s' "${LOG_LEVEL:-info}" | tr '[:upper:]' '[:lower:]')" \
             "$@"

@@ -43,6 +43,11 @@ HTTP_REQUESTS = Counter(
     "HTTP requests, by method, route and status",
     ["method", "route", "status"],
 )
+HTTP_REFUSED = Counter(
+    "telemetry_http_refused_total",
+    "HTTP requests refused by the guard before or while their body was read, by reason",
+    ["reason"],
+)
 HTTP_SECONDS = Histogram(
     "telemetry_http_request_seconds",
     "HTTP request latency, by method and route",

@@ -8,8 +8,10 @@ Layout under the root (default `/telemetry`), documented in docs/STORAGE.md:
     {root}/blocks/{uuid}/{t_first:013d}-{t_last:013d}-{digest}   compressed block
     {root}/jobs/{job}                                     ingest job (JSON)
     {root}/chunks/{job}/{seq:06d}                         chunk marker (JSON)
+    {root}/chunk-failures/{job}/{seq:06d}                 chunk that can never be stored (JSON)
     {root}/rollups/{tier}/{uuid}/{t_first:013d}-{t_last:013d}-{digest}   rollup block
     {root}/compaction/cursor, {root}/compaction/lock      compaction state
+    {root}/compaction/defragmented_at                     time of the last defragmentation
 
 Times in block keys are zero-padded epoch milliseconds, so byte order is time
 order and one range read finds the blocks of a window:
@@ -150,6 +152,9 @@ class Keys:
 
     def compaction_lock(self) -> str:
         return f"{self.root}/compaction/lock"
+
+    def defragmented_at(self) -> str:
+        return f"{self.root}/compaction/defragmented_at"
 
     @staticmethod
     def uuid_of(key: str) -> str:

@@ -98,6 +98,14 @@ def status() -> dict[str, Any]:
     return {"version": st.version, "db_size": st.db_size, "raft_index": st.raft_index}
 
 
+def check() -> dict[str, Any]:
+    """The readiness check of etcd (observability.health.ready_view): never raises."""
+    try:
+        return {"ok": True, "version": status()["version"]}
+    except StoreUnavailable as exc:
+        return {"ok": False, "error": str(exc)}
+
+
 # Transaction building blocks; thin so that callers never import pyetcd.
 def op_put(key: str, value: bytes) -> Any:
     return pyetcd.transactions.Put(key, value)

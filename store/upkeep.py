@@ -25,7 +25,7 @@ def run_upkeep(retention: bool = True, defrag: bool | None = None) -> dict[str, 
         return out
     now_ms = int(time.time() * 1000)
     out["jobs_expired"] = expire_jobs(keys, int(settings.JOB_RETENTION * 1000), now_ms)
-    marker = f"{keys.root}/compaction/defragmented_at"
+    marker = keys.defragmented_at()
     last = kv.get(marker)
     due = last is None or now_ms - int(last.value) > settings.ETCD_DEFRAG_INTERVAL * 1000
     out["defragmented"] = bool(defrag if defrag is not None else due)

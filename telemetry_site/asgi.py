@@ -1,14 +1,16 @@
 """ASGI entry point: `uvicorn telemetry_site.asgi:application`.
 
-HTTP goes to Django; `/ws/...` to the Channels consumers unless ENABLE_WEBSOCKET is off.
+HTTP goes through the body guard (telemetry_site/guard.py: sizes, callers and pace
+decided before a body is read) to Django; `/ws/...` to the Channels consumers unless
+ENABLE_WEBSOCKET is off.
 """
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "telemetry_site.settings")
-django_application = get_asgi_application()
+django.setup(set_prefix=False)  # what get_asgi_application does, for our handler subclass
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set up)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
@@ -16,8 +18,13 @@ from django.conf import settings  # noqa: E402
 
 from apps.accounts.channels_auth import TokenAuthMiddleware  # noqa: E402
 from apps.read.routing import BrowserOriginValidator, websocket_urlpatterns  # noqa: E402
+from observability.redact import redact_access_log  # noqa: E402
+from telemetry_site.guard import BodyGuard, GuardedASGIHandler  # noqa: E402
 
-routes = {"http": django_application}
+django_application = GuardedASGIHandler()
+redact_access_log()
+
+routes = {"http": BodyGuard(django_application)}
 if settings.ENABLE_WEBSOCKET:
     routes["websocket"] = BrowserOriginValidator(
         AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))

@@ -15,6 +15,10 @@ from celery.signals import worker_init, worker_process_init, worker_process_shut
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "telemetry_site.settings")
 
 app = Celery("telemetry_site")
+# The default app of every thread, not only this one: ingest enqueues through
+# `celery.current_app` (by task name, without importing the site), also from the
+# gateway's worker threads and the scraper's endpoint threads.
+app.set_default()
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks(["workers"])
 app.conf.include = ["workers.tasks", "workers.upkeep"]

@@ -123,8 +123,16 @@ WHITENOISE_AUTOREFRESH = DEBUG
 
 # Uploads are spooled to disk past this size, so a large CSV never sits in memory.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+# The largest body of any route other than the upload (GraphQL, admin forms); the HTTP
+# guard (telemetry_site/guard.py) refuses more with 413 before reading it.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
-FILE_UPLOAD_TEMP_DIR = None
+# Where request bodies past FILE_UPLOAD_MAX_MEMORY_SIZE are spooled (empty: the system's
+# temporary directory); the guard bounds what one request may write there.
+FILE_UPLOAD_TEMP_DIR = env_str("FILE_UPLOAD_TEMP_DIR", "") or None
+# Slow clients: a body must arrive within HTTP_BODY_GRACE plus one second per
+# HTTP_BODY_MIN_RATE bytes received so far, or it is cut off with 408.
+HTTP_BODY_GRACE = env_duration("HTTP_BODY_GRACE", 10.0)
+HTTP_BODY_MIN_RATE = env_int("HTTP_BODY_MIN_RATE", 16 * 1024, minimum=1)
 
 # --- REST API ----------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -7,7 +7,8 @@ from apps.api import errors
 from apps.api.schema_view import SchemaView
 from apps.read import dashboard
 from apps.read.graphql_view import TelemetryGraphQLView
-from apps.read.views import health_view, metrics_view, ready_view
+from observability.health import check_broker, health_view, metrics_view, ready_view
+from store import kv
 
 urlpatterns = [
     path("api/v1/", include("apps.ingest.urls")),
@@ -18,7 +19,7 @@ urlpatterns = [
     path("swagger/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger"),
     path("health", health_view, name="health"),
     path("metrics", metrics_view, name="metrics"),
-    path("ready", ready_view, name="ready"),
+    path("ready", ready_view, {"checks": {"etcd": kv.check, "broker": check_broker}}, name="ready"),
     path("admin/", admin.site.urls),
     path("", dashboard.fleet, name="dashboard"),
     path("gpus/<str:uuid>/", dashboard.gpu_page, name="dashboard-gpu"),

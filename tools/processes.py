@@ -12,6 +12,8 @@ from pathlib import Path
 
 from tools import services
 
+WS_MAX_SIZE = 1024 * 1024  # bytes of one WebSocket frame; the consumer refuses most far sooner
+
 
 def start_worker(
     log_path: Path,
@@ -51,9 +53,16 @@ def start_worker(
 
 
 def start_gateway(
-    log_path: Path, env: dict[str, str], port: int | None = None, host: str = "127.0.0.1"
+    log_path: Path,
+    env: dict[str, str],
+    port: int | None = None,
+    host: str = "127.0.0.1",
+    log_level: str = "warning",
 ) -> services.Service:
-    """`uvicorn telemetry_site.asgi:application`; returns once /health answers 200."""
+    """`uvicorn telemetry_site.asgi:application`; returns once /health answers 200.
+
+    WebSocket frames are capped at 1 MiB (`--ws-max-size`, as in deploy/entrypoint.sh).
+    """
     port = port or services.free_port()
     argv = [
         sys.executable,
@@ -65,7 +74,9 @@ def start_gateway(
         "--port",
         str(port),
         "--log-level",
-        "warning",
+        log_level,
+        "--ws-max-size",
+        str(WS_MAX_SIZE),
     ]
     return services.start_command(
         "gateway",

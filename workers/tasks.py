@@ -1,4 +1,4 @@
-"""Celery tasks: thin; decode, call the store, publish, return."""
+"""Celery tasks: thin; decode, call the store, announce, return."""
 
 from __future__ import annotations
 
@@ -7,17 +7,16 @@ import time
 
 from celery import shared_task
 
-from apps.ingest import payload
-from apps.ingest.payload import PayloadError
-from apps.read import inventory, live
 from observability.logs import job_context
 from observability.metrics import CHUNK_SECONDS, CHUNKS, SAMPLES_STORED
 from store import window_ms
-from store.codec import dedupe
 from store.errors import Conflict, StoreUnavailable
+from store.events import chunk_stored
 from store.jobs import mark_chunk_failed
 from store.keys import Keys
 from store.write import write_chunk
+from workers import payload
+from workers.payload import PayloadError
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +33,7 @@ log = logging.getLogger(__name__)
     ignore_result=True,
 )
 def persist_chunk(chunk: dict) -> dict:
-    """Write one chunk to etcd, then publish its samples to the live feed.
+    """Write one chunk to etcd, then announce it (store.events.chunk_stored).
 
     Idempotent, so redelivery after a crash is safe. Publishing happens only
     after the chunk's transactions committed, and only the first time.
@@ -71,11 +70,14 @@ def _persist(chunk: dict) -> dict:
         elapsed * 1000,
         " (already stored: a redelivery)" if result.already_done else "",
     )
-    if result.records:
-        inventory.mirror(result.records)  # the admin's copy; never raises
-    if not result.already_done and live.enabled():
-        gpus = [live.gpu_payload(b.facts, dedupe(b.samples).rows()) for b in decoded.batches]
-        live.publish_chunk(f"{decoded.job}:{decoded.seq}", gpus)
+    # the admin's inventory mirror and the live feed listen (apps/read/apps.py); never raise
+    chunk_stored.send(
+        sender=persist_chunk,
+        chunk_id=f"{decoded.job}:{decoded.seq}",
+        batches=decoded.batches,
+        records=result.records,
+        fresh=not result.already_done,
+    )
     return {"samples": result.samples, "blocks": result.blocks, "already_done": result.already_done}
 
 

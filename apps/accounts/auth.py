@@ -60,3 +60,27 @@ def read_page(view: Any) -> Any:
         return view(request, *args, **kwargs)
 
     return wrapper
+
+
+def user_for_token(key: str) -> Any:
+    """The active user owning API token `key`, or None (sync: call from a thread)."""
+    from rest_framework.authtoken.models import Token
+
+    token = Token.objects.select_related("user").filter(key=key).first()
+    return token.user if token is not None and token.user.is_active else None
+
+
+def user_for_session(session_key: str) -> Any:
+    """The authenticated user of session `session_key`, or None (sync: call from a thread).
+
+    The same check as Django's AuthenticationMiddleware (session hash included),
+    without a request: only the session is needed.
+    """
+    from importlib import import_module
+    from types import SimpleNamespace
+
+    from django.contrib.auth import get_user
+
+    store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    user = get_user(SimpleNamespace(session=store))  # type: ignore[arg-type]
+    return user if user.is_authenticated and user.is_active else None

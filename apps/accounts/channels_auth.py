@@ -12,13 +12,9 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.middleware import BaseMiddleware
 
+from apps.accounts.auth import user_for_token
 
-@database_sync_to_async
-def _user_for(key: str) -> Any:
-    from rest_framework.authtoken.models import Token
-
-    token = Token.objects.select_related("user").filter(key=key).first()
-    return token.user if token is not None and token.user.is_active else None
+_user_for = database_sync_to_async(user_for_token)
 
 
 def _token_of(scope: dict[str, Any]) -> str | None:

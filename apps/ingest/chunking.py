@@ -14,7 +14,7 @@ from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from apps.ingest.parsing import Row
+from apps.ingest.parsing import Row, RowFacts
 
 
 @dataclass
@@ -52,7 +52,7 @@ class Chunker:
     def __init__(
         self,
         emit: Callable[[Chunk], None],
-        facts: Callable[[Row], dict],
+        facts: RowFacts,
         chunk_rows: int,
         buffer_rows: int,
     ) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from store.errors import Answer
+
 LONG = "dcgm"
 WIDE = "wide"
 
@@ -42,6 +44,8 @@ WIDE_METRICS = {
 
 class HeaderError(ValueError):
     """The header row fits neither format; the message names what is missing."""
+
+    answer = Answer(400, "BAD_FILE")
 
 
 @dataclass(frozen=True)

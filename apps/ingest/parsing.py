@@ -14,11 +14,12 @@ import io
 import math
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, NamedTuple
 
 from apps.ingest.formats import LONG, MAX_METRIC_NAME, HeaderError, Layout, detect
+from store.errors import Answer
 from store.keys import MAX_TS, check_segment
 from timeparse.timestamps import TimestampCache
 
@@ -52,12 +53,17 @@ class RowError:
     message: str
 
 
+RowFacts = Callable[[Row], dict]  # a row's GPU record facts (cluster, host, model, ...)
+
+
 class RowRejected(ValueError):
     pass
 
 
 class TooLarge(ValueError):
     """The input goes past a size limit (bytes uploaded, bytes decompressed, rows)."""
+
+    answer = Answer(413, "TOO_LARGE")
 
 
 class _CappedReader(io.RawIOBase):

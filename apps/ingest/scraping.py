@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 
 from apps.ingest.exposition import Exposition, parse_exposition
-from apps.ingest.service import JobSeries
+from apps.ingest.jobs import JobSeries
 from apps.ingest.streaming import Progress, now_ms
 
 DEFAULT_PORT = 9400

@@ -26,10 +26,18 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from django.conf import settings
+from django.core.management.base import CommandError
 
-from apps.ingest.parsing import Parser, Row, RowError, open_text
+from apps.ingest.parsing import Parser, Row, RowError, RowFacts, open_text
+from timeparse.durations import parse_duration
 
-RowFacts = Callable[[Row], dict]
+
+def duration_option(text: str) -> float:
+    """A command-line duration (`--interval 500ms`) in seconds; CommandError naming the problem."""
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
 
 
 class NoRowsInShard(ValueError):

@@ -13,7 +13,6 @@ from drf_spectacular.utils import (
     extend_schema,
     inline_serializer,
 )
-from kombu.exceptions import OperationalError
 from rest_framework import serializers
 from rest_framework.parsers import BaseParser, MultiPartParser
 from rest_framework.request import Request
@@ -23,8 +22,9 @@ from rest_framework.views import APIView
 from apps.api.openapi import SEGMENT
 from apps.api.pagination import StrictLimitOffsetPagination
 from apps.ingest import service
-from apps.ingest.formats import HeaderError
 from apps.ingest.serializers import AcceptedJobSerializer, JobSerializer
+from store import default_keys
+from store.jobs import count_jobs, list_jobs, load_job
 
 RAW_TYPES = (
     "text/csv",
@@ -142,25 +142,11 @@ def _too_big(request: Request) -> Response | None:
 
 
 def _ingest(request: Request, raw: Any, source: str, cluster: str | None) -> Response:
-    try:
-        job = service.ingest(raw, source=source, cluster=cluster)
-    except HeaderError as exc:
-        return Response({"detail": str(exc)}, status=400)
-    except service.NoRows as exc:
-        return Response({"detail": str(exc)}, status=400)
-    except service.NothingAccepted as exc:
-        return Response({"detail": str(exc), **_counts(exc.summary)}, status=400)
-    except service.UploadTooLarge as exc:
-        return Response({"detail": str(exc)}, status=413)
-    except OperationalError as exc:
-        return Response({"detail": f"the task broker is unavailable: {exc}"}, status=503)
+    # refusals (bad file, too large, broker or etcd down) are answered by apps/read/errors.py
+    job = service.ingest(raw, source=source, cluster=cluster)
     url = reverse("ingest-job", args=[job["id"]])
-    body = {**service.job_status(job["id"]), "url": request.build_absolute_uri(url)}
+    body = {**load_job(default_keys(), job["id"]), "url": request.build_absolute_uri(url)}
     return Response(body, status=202, headers={"Location": url})
-
-
-def _counts(job: dict) -> dict:
-    return {k: job[k] for k in ("rows_read", "rows_accepted", "rows_rejected", "errors")}
 
 
 class JobView(APIView):
@@ -175,7 +161,7 @@ class JobView(APIView):
         responses=JobSerializer,
     )
     def get(self, request: Request, job_id: str) -> Response:
-        return Response(service.job_status(job_id))
+        return Response(load_job(default_keys(), job_id))
 
 
 class JobListView(APIView):
@@ -190,4 +176,9 @@ class JobListView(APIView):
         responses=JobSerializer(many=True),
     )
     def get(self, request: Request) -> Response:
-        return self.pagination_class().paginate_counted(request, service.list_jobs)
+        return self.pagination_class().paginate_counted(request, _jobs_page)
+
+
+def _jobs_page(limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
+    keys = default_keys()
+    return count_jobs(keys), list_jobs(keys, limit, offset)

@@ -18,10 +18,11 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
-from apps.read import inventory, jobs_view, queries
+from apps.read import inventory, queries
 from apps.read.models import Gpu, IngestJob
 from store import default_keys
 from store.errors import NotFound, StoreError
+from store.jobs import list_jobs
 from store.write import latest_values
 
 JOBS_SHOWN = 100
@@ -165,7 +166,7 @@ class IngestJobAdmin(ReadOnlyAdmin):
             raise PermissionDenied
         jobs, error = [], ""
         try:
-            jobs = jobs_view.list_jobs(default_keys(), JOBS_SHOWN)
+            jobs = [_with_created(job) for job in list_jobs(default_keys(), JOBS_SHOWN)]
         except StoreError as exc:
             error = f"etcd did not answer: {exc}"
         context = {
@@ -177,3 +178,7 @@ class IngestJobAdmin(ReadOnlyAdmin):
             "shown": JOBS_SHOWN,
         }
         return TemplateResponse(request, "admin/gpus/ingestjob/jobs.html", context)
+
+
+def _with_created(job: dict[str, Any]) -> dict[str, Any]:
+    return job | {"created": job.get("created_at") or ""}  # RFC 3339 from store.jobs

@@ -18,7 +18,7 @@ from django.urls import reverse
 
 from apps.accounts.auth import read_page
 from apps.read import queries
-from store.errors import InvalidSegment, NotFound, StoreError
+from store.errors import InvalidSegment, NotFound, StoreError, answer_for
 from timeparse.timestamps import parse_timestamp
 
 UTIL = "DCGM_FI_DEV_GPU_UTIL"
@@ -135,7 +135,7 @@ def fleet(request: HttpRequest) -> HttpResponse:
         gpus = queries.list_gpus(cluster=cluster) if known else []
     except StoreError as exc:
         context["error"] = f"etcd did not answer: {exc}"
-        return render(request, "gpus/fleet.html", context, status=503)
+        return render(request, "gpus/fleet.html", context, status=_status(exc))
     context.update(fleet_summary(gpus))
     context["live"] = {
         "cluster": cluster,
@@ -153,7 +153,7 @@ def gpu_page(request: HttpRequest, uuid: str) -> HttpResponse:
         return render(request, "gpus/gpu_missing.html", {"uuid": uuid}, status=404)
     except StoreError as exc:
         context = {"uuid": uuid, "error": f"etcd did not answer: {exc}"}
-        return render(request, "gpus/gpu_missing.html", context, status=503)
+        return render(request, "gpus/gpu_missing.html", context, status=_status(exc))
     names = sorted(gpu["latest"], key=_metric_order)
     metrics = [
         {
@@ -178,3 +178,9 @@ def gpu_page(request: HttpRequest, uuid: str) -> HttpResponse:
     context["windows"] = WINDOWS
     context["window"] = default_window(gpu)
     return render(request, "gpus/gpu.html", context)
+
+
+def _status(exc: StoreError) -> int:
+    """The status REST would answer for `exc` (store.errors: 503 when etcd is down)."""
+    answer = answer_for(exc)
+    return answer.status if answer is not None else 500

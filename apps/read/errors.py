@@ -1,26 +1,23 @@
-"""Store and ingest errors mapped to HTTP answers, in one place for every API view."""
+"""REST answers for errors (DRF's EXCEPTION_HANDLER, for every API view, ingest's too).
+
+The status, code and Retry-After come from the error itself (store.errors.answer_for);
+DRF's own exceptions keep DRF's handling.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_handler
 
-from store.errors import Conflict, InvalidSegment, NotFound, StoreUnavailable
-
-_STATUS = {
-    StoreUnavailable: status.HTTP_503_SERVICE_UNAVAILABLE,
-    NotFound: status.HTTP_404_NOT_FOUND,
-    InvalidSegment: status.HTTP_400_BAD_REQUEST,
-    Conflict: status.HTTP_409_CONFLICT,
-}
+from store.errors import answer_for
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    for kind, code in _STATUS.items():
-        if isinstance(exc, kind):
-            headers = {"Retry-After": "5"} if code == 503 else None
-            return Response({"detail": str(exc)}, status=code, headers=headers)
-    return drf_handler(exc, context)
+    answer = answer_for(exc)
+    if answer is None:
+        return drf_handler(exc, context)
+    headers = {"Retry-After": str(answer.retry_after)} if answer.retry_after else None
+    body = {"detail": str(exc), **getattr(exc, "details", {})}
+    return Response(body, status=answer.status, headers=headers)

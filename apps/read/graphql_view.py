@@ -7,7 +7,8 @@
   mutation. CSRF-exempt like the REST views; a session-authenticated POST still needs
   the CSRF token (DRF's SessionAuthentication checks it), which GraphiQL sends.
 * GraphiQL (GET with `Accept: text/html`) loads only files from apps/read/static/graphiql/.
-* etcd unreachable: the errors say so and the status is 503 with Retry-After, as in REST.
+* Store errors are answered as REST answers them (store.errors.answer_for): the code in
+  `extensions.code`, and etcd unreachable makes the status 503 with Retry-After.
 """
 
 from __future__ import annotations
@@ -27,9 +28,7 @@ from rest_framework.views import APIView
 from apps.accounts.auth import may_read
 from apps.read.graphql_guards import Limits, guard_rule
 from apps.read.graphql_schema import page_limits
-from store.errors import InvalidSegment, StoreUnavailable
-
-_CODES = {StoreUnavailable: "UNAVAILABLE", InvalidSegment: "BAD_ARGUMENT"}
+from store.errors import Answer, answer_for
 
 
 class _ReadRule(APIView):
@@ -58,7 +57,7 @@ class TelemetryGraphQLView(GraphQLView):
     graphiql_plugin_explorer_sri = "sha256-3hUuhBXdXlfCj6RTeEkJFtEh/kUG+TCDASFpFPLrzvE="
     graphiql_plugin_explorer_css_sri = "sha256-fA0LPUlukMNR6L4SPSeFqDTYav8QdWjQ2nr559Zln1U="
 
-    unavailable = False
+    unavailable: Answer | None = None  # the answer of an error that makes the request fail
 
     @classmethod
     def as_view(cls, **initkwargs: Any) -> Any:
@@ -77,8 +76,8 @@ class TelemetryGraphQLView(GraphQLView):
         if refused is not None:
             return refused
         response = super().dispatch(request, *args, **kwargs)
-        if self.unavailable:
-            response["Retry-After"] = "5"
+        if self.unavailable is not None and self.unavailable.retry_after:
+            response["Retry-After"] = str(self.unavailable.retry_after)
         return response
 
     def refuse_read(self, request: HttpRequest) -> HttpResponse | None:
@@ -113,14 +112,13 @@ class TelemetryGraphQLView(GraphQLView):
             request, data, query, variables, operation_name, show_graphiql
         )
         errors = (result.errors or []) if result is not None else []
-        self.unavailable = any(
-            isinstance(getattr(e, "original_error", None), StoreUnavailable) for e in errors
-        )
+        answers = [answer_for(getattr(e, "original_error", None) or e) for e in errors]
+        self.unavailable = next((a for a in answers if a is not None and a.status == 503), None)
         return result
 
     def get_response(self, request: HttpRequest, data: Any, show_graphiql: bool = False) -> Any:
         result, status = super().get_response(request, data, show_graphiql)
-        return result, 503 if self.unavailable else status
+        return result, status if self.unavailable is None else self.unavailable.status
 
     @staticmethod
     def format_error(error: Exception) -> dict[str, Any]:
@@ -128,9 +126,9 @@ class TelemetryGraphQLView(GraphQLView):
         original = (
             getattr(error, "original_error", None) if isinstance(error, GraphQLError) else None
         )
-        for kind, code in _CODES.items():
-            if isinstance(original, kind):
-                formatted.setdefault("extensions", {})["code"] = code
+        answer = answer_for(original) if original is not None else None
+        if answer is not None:
+            formatted.setdefault("extensions", {})["code"] = answer.code
         return formatted
 
 

@@ -1,6 +1,7 @@
 """The admin's GPU inventory (apps.read.models.Gpu): mirrored from etcd, never the other way.
 
-Two writers: `mirror` (workers, after a chunk registered or changed GPUs) and `sync`
+Two writers: `mirror` (in workers, on store.events.chunk_stored, after a chunk registered
+or changed GPUs) and `sync`
 (`manage.py sync_inventory`, a full rebuild). etcd stays the system of record: a row
 that is missing or stale here changes nothing anyone reads through the API.
 """
@@ -64,6 +65,12 @@ def mirror(records: Iterable[dict[str, Any]]) -> int:
         log.exception("inventory mirror of %d GPU(s) failed", len(records))
         return 0
     return len(records)
+
+
+def on_chunk_stored(*, records: list[dict[str, Any]], **_: Any) -> None:
+    """store.events.chunk_stored receiver: mirror the GPUs a chunk registered or changed."""
+    if records:
+        mirror(records)
 
 
 def sync(keys: Keys) -> dict[str, int]:

@@ -1,6 +1,7 @@
 """The live feed: channel group names, what workers publish, and what each client gets.
 
-Workers call `publish_chunk` after a chunk's etcd transactions committed: one
+Workers announce each stored chunk (store.events.chunk_stored); `on_chunk_stored`,
+connected in apps/read/apps.py, calls `publish_chunk` after its etcd transactions committed: one
 message per chunk and group (the GPU's, its host's and its cluster's), each
 holding the new samples grouped per GPU. Consumers keep a `Subscriptions` and
 use it to filter and de-duplicate (a client subscribed to a GPU and to its host
@@ -22,6 +23,8 @@ from typing import Any
 
 from django.conf import settings
 
+from store.codec import dedupe
+from store.write import GpuBatch
 from timeparse.timestamps import format_timestamp
 
 log = logging.getLogger(__name__)
@@ -143,6 +146,15 @@ def publish_chunk(chunk_id: str, gpus: Sequence[dict[str, Any]]) -> int:
         log.exception("live feed: publishing chunk %s failed; its samples are stored", chunk_id)
         return 0
     return len(events)
+
+
+def on_chunk_stored(*, chunk_id: str, batches: Sequence[GpuBatch], fresh: bool, **_: Any) -> None:
+    """store.events.chunk_stored receiver (in workers): publish a newly stored chunk.
+
+    A redelivered chunk was published the first time; with the feed off no payload is built.
+    """
+    if fresh and enabled():
+        publish_chunk(chunk_id, [gpu_payload(b.facts, dedupe(b.samples).rows()) for b in batches])
 
 
 # Subscriptions (consumers) -------------------------------------------------------------

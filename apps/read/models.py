@@ -41,7 +41,7 @@ class Gpu(models.Model):
 class IngestJob(models.Model):
     """No table: a handle so that the admin lists ingest jobs, which live in etcd only.
 
-    The admin's job pages read `{root}/jobs/` through apps.read.jobs_view.
+    The admin's job pages read `{root}/jobs/` through store.jobs.list_jobs.
     """
 
     class Meta:

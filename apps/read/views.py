@@ -5,16 +5,15 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import StreamingHttpResponse
 from drf_spectacular.utils import OpenApiParameter, OpenApiTypes, extend_schema
-from prometheus_client import CONTENT_TYPE_LATEST
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.api.openapi import FILTER, SEGMENT
 from apps.api.pagination import StrictLimitOffsetPagination
-from apps.read import health, queries
+from apps.read import queries
 from apps.read.serializers import (
     ClusterSerializer,
     GpuListParams,
@@ -24,7 +23,6 @@ from apps.read.serializers import (
     TelemetryParams,
     TelemetrySerializer,
 )
-from observability.metrics import exposition
 from timeparse.timestamps import format_timestamp
 
 
@@ -198,29 +196,3 @@ class ClusterListView(_PagedListView):
     )
     def get(self, request: Request) -> Response:
         return self.paged(request, queries.list_clusters())
-
-
-def metrics_view(request: Any) -> HttpResponse:
-    """Prometheus text: this machine's processes, plus the queue depth read now."""
-    depth = health.queue_depth()
-    extra = [
-        "# HELP telemetry_queue_depth Chunk tasks waiting in the broker queue\n",
-        "# TYPE telemetry_queue_depth gauge\n",
-        f"telemetry_queue_depth {depth if depth is not None else 'NaN'}\n",
-    ]
-    return HttpResponse(exposition(extra), content_type=CONTENT_TYPE_LATEST)
-
-
-def health_view(request: Any) -> JsonResponse:
-    """Alive: the process answers. No dependency is checked."""
-    return JsonResponse({"status": "ok"})
-
-
-def ready_view(request: Any) -> JsonResponse:
-    """Ready: etcd and the broker answer; 503 naming the ones that do not."""
-    checks = health.check_all()
-    down = [name for name, result in checks.items() if not result["ok"]]
-    body = {"status": "ready" if not down else "unavailable", "checks": checks}
-    if down:
-        body["detail"] = f"not ready: {', '.join(down)} unreachable"
-    return JsonResponse(body, status=503 if down else 200)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from apps.read.jobs_view import list_jobs
 from store import kv
-from store.jobs import save_job
+from store.jobs import list_jobs, save_job
 from store.keys import Keys
 
 JOBS = "/admin/gpus/ingestjob/"
@@ -49,7 +48,7 @@ def test_list_jobs_gives_the_newest_first_with_their_progress(jobs):
         "1752871355000-bbbbbbbb",
         "1752871354000-aaaaaaaa",
     ]
-    assert [j["status"] for j in got] == ["failed", "done", "running"]
+    assert [j["state"] for j in got] == ["failed", "done", "running"]
     assert [j["chunks_done"] for j in got] == [0, 2, 1]
     assert [j["id"] for j in list_jobs(jobs, limit=1)] == ["1752871356000-cccccccc"]
 

@@ -40,7 +40,7 @@ def mirror_worker(etcd, redis_server, live_services, tmp_path: Path):
 
 
 def chunk_payload(root: str, job: str, gpus: list[dict]) -> dict:
-    """A persist_chunk payload (apps/ingest/payload.py's format): one sample per GPU."""
+    """A persist_chunk payload (workers/payload.py's format): one sample per GPU."""
     return {
         "v": 1,
         "root": root,

@@ -9,7 +9,7 @@ completes (docs/RELIABILITY.md).
 
 from __future__ import annotations
 
-from apps.read.health import queue_depth
+from observability.health import queue_depth
 from tests.api.api_support import expected_samples, generated
 from tests.faults.conftest import Lab, assert_stored_exactly, task_events
 

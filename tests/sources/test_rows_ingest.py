@@ -1,4 +1,4 @@
-"""service.ingest_rows / RowsJob / JobSeries: the ingest path for rows parsed elsewhere."""
+"""service.ingest_rows / Job / JobSeries: the ingest path for rows parsed elsewhere."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import io
 import pytest
 from rest_framework.test import APIClient
 
+from apps.ingest.jobs import Job, JobSeries
 from apps.ingest.parsing import Parser, Row, RowError, open_text
-from apps.ingest.service import JobSeries, NothingAccepted, RowsJob, ingest_rows
+from apps.ingest.service import NothingAccepted, ingest_rows
 from tests.api.api_support import expected_samples, generated, keys_under
 from tests.helpers import wait_job_done
 from tests.sources.sources_support import stored_by_gpu
@@ -46,7 +47,7 @@ def test_ingest_rows_with_nothing_writes_nothing(pipeline):
 
 
 def test_a_rows_job_that_never_sent_a_chunk_is_not_written(pipeline):
-    job = RowsJob(source="idle", cluster=None, fmt="dcgm")
+    job = Job(source="idle", cluster=None, fmt="dcgm")
     assert job.close() is None
     assert keys_under("jobs") == []
 

@@ -13,13 +13,13 @@ import pytest
 from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
-from apps.ingest import payload
+from apps.ingest.jobs import JobSeries
 from apps.ingest.management.commands.stream import Command as StreamCommand
-from apps.ingest.service import JobSeries
 from tests.api.api_support import all_gpus, expected_samples
 from tests.helpers import wait_for, wait_job_done
 from tests.sources.sources_support import Running, stored_by_gpu, stored_count
 from tools.generate_sample import write
+from workers import payload
 
 SUMMARY = re.compile(r"stream: (?P<why>[^:]+): (?P<batches>\d+) batches, (?P<rows>\d+) rows sent")
 

@@ -13,7 +13,9 @@ from tqdm import tqdm
 
 from apps.ingest import service
 from apps.ingest.formats import HeaderError
+from store import default_keys
 from store.errors import InvalidSegment, StoreError
+from store.jobs import load_job
 
 
 class Command(BaseCommand):
@@ -50,7 +52,7 @@ class Command(BaseCommand):
             except StoreError as exc:
                 raise CommandError(f"{name}: {exc}") from exc
             except KombuOperationalError as exc:
-                raise CommandError(f"{name}: the task broker is unavailable: {exc}") from exc
+                raise CommandError(f"{name}: {exc}") from exc
         if refused:
             raise CommandError(
                 f"{len(refused)} of {len(opts['files'])} file(s) refused:\n" + "\n".join(refused)
@@ -88,7 +90,7 @@ class Command(BaseCommand):
         deadline = time.monotonic() + timeout
         with tqdm(total=job["chunks_expected"], unit="chunk", desc="stored", disable=quiet) as bar:
             while True:
-                status = service.job_status(job["id"])
+                status = load_job(default_keys(), job["id"])
                 bar.update(status["chunks_done"] - bar.n)
                 if status["state"] in ("done", "failed"):
                     break

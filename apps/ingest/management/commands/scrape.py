@@ -17,10 +17,10 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from kombu.exceptions import OperationalError as KombuOperationalError
 
-from apps.ingest.management.commands.stream import duration
+from apps.ingest.jobs import JobSeries
 from apps.ingest.scraping import Scraper, normalize_url
-from apps.ingest.service import JobSeries
 from apps.ingest.streaming import Progress, stop_on_signals
+from apps.ingest.streaming import duration_option as duration
 from store.errors import StoreError
 from store.keys import check_segment
 

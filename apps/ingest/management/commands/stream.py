@@ -18,7 +18,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from kombu.exceptions import OperationalError as KombuOperationalError
 
-from apps.ingest.service import JobSeries
+from apps.ingest.jobs import JobSeries
 from apps.ingest.streaming import (
     Batch,
     NoRowsInShard,
@@ -30,19 +30,14 @@ from apps.ingest.streaming import (
     stamp,
     stop_on_signals,
 )
+from apps.ingest.streaming import (
+    duration_option as duration,
+)
 from store.errors import StoreError
 from store.keys import check_segment
-from timeparse.durations import parse_duration
 
 # How long a batch that cannot be sent (broker or etcd down) waits before the next try.
 RETRY_FIRST_S, RETRY_MAX_S = 0.5, 30.0
-
-
-def duration(text: str) -> float:
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise CommandError(str(exc)) from None
 
 
 class Command(BaseCommand):

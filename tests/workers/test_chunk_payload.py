@@ -10,10 +10,10 @@ import msgpack
 import numpy as np
 import pytest
 
-from apps.ingest import payload
 from apps.ingest.chunking import Chunk, Chunker, GpuBuffer
-from apps.ingest.payload import PayloadError, decode, encode
 from tests.ingest.ingest_support import REAL_CSV, parse_all
+from workers import payload
+from workers.payload import PayloadError, decode, encode
 
 ROOT = "/telemetry-test"
 VALUES = [

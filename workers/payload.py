@@ -3,21 +3,40 @@
     {"v": 1, "root": etcd root, "job": id, "seq": n, "names": [metric names],
      "gpus": [{"f": facts, "t": int64[], "m": int32[] (index into names), "x": float64[]}]}
 
-The root travels with the chunk so a worker writes where the uploader decided.
+The root travels with the chunk so a worker writes where the uploader decided. The format
+belongs to the workers: ingest encodes with `encode` and enqueues by task name.
 """
 
 from __future__ import annotations
 
+from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from apps.ingest.chunking import Chunk
 from store.codec import Samples
 from store.write import GpuBatch
 
 VERSION = 1
+
+
+class GpuColumns(Protocol):
+    """One GPU's part of a chunk as ingest holds it (apps.ingest.chunking.GpuBuffer)."""
+
+    facts: dict
+    ts: array
+    metric: array
+    value: array
+
+
+class ChunkColumns(Protocol):
+    """A chunk as ingest cuts it (apps.ingest.chunking.Chunk)."""
+
+    seq: int
+    names: list[str]
+    gpus: Sequence[GpuColumns]
 
 
 class PayloadError(ValueError):
@@ -32,7 +51,7 @@ class DecodedChunk:
     batches: list[GpuBatch]
 
 
-def encode(chunk: Chunk, root: str, job_id: str) -> dict[str, Any]:
+def encode(chunk: ChunkColumns, root: str, job_id: str) -> dict[str, Any]:
     return {
         "v": VERSION,
         "root": root,

@@ -1,0 +1,279 @@
+"""The ingest job: one lifecycle for every way rows come in.
+
+The upload and the `ingest` command (service.ingest, a whole file in one send), the `stream`
+command (a batch per send) and the `scrape` command (a scrape round per send) all feed a `Job`.
+Its document `{root}/jobs/{id}` (store/jobs.py) is written at two moments only:
+
+- before the job's first chunk is enqueued (state "parsing", shown as running), so no chunk
+  is ever queued for a job etcd does not know; a job that enqueues nothing is never written;
+- when it ends: "parsed" (done once every chunk is stored) by `close`, or "failed" with the
+  counts so far when a send raised after the document was written (best effort: etcd may be
+  why it failed; the chunks already enqueued are still stored).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from celery import current_app
+from django.conf import settings
+from kombu.exceptions import OperationalError
+
+from apps.ingest.chunking import Chunk, Chunker
+from apps.ingest.parsing import Row, RowError, RowFacts
+from store import default_keys
+from store.errors import Answer, StoreError
+from store.jobs import new_job_id, save_job
+from store.keys import check_segment
+from workers import payload
+
+PERSIST_TASK = "workers.persist_chunk"
+
+
+class Tally(Protocol):
+    """Rows read, accepted and rejected so far, with the first errors (a Parser is one)."""
+
+    rows_read: int
+    accepted: int
+    rejected: int
+    errors: list[RowError]
+
+
+@dataclass
+class Counts:
+    rows_read: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    errors: list[RowError] = field(default_factory=list)
+
+
+class BrokerUnavailable(OperationalError):
+    """The task broker refused a chunk (still a kombu OperationalError for its callers)."""
+
+    answer = Answer(503, "UNAVAILABLE", retry_after=5)
+
+
+def enqueue(chunk: Chunk, root: str, job_id: str) -> None:
+    """One chunk task, by name: ingest never imports the tasks (pyproject's import contracts).
+
+    Raises BrokerUnavailable."""
+    try:
+        current_app.send_task(
+            PERSIST_TASK, args=[payload.encode(chunk, root, job_id)], serializer="msgpack"
+        )
+    except OperationalError as exc:
+        raise BrokerUnavailable(f"the task broker is unavailable: {exc}") from exc
+
+
+class Job:
+    """One ingest job: its document, its chunker, and when the document is saved.
+
+    `send` cuts its rows into chunks and enqueues every one of them before it
+    returns: a send is never held back to fill a chunk with the next one.
+    A `send` that raises closes the job: it is saved as failed (best effort) when
+    it was saved already, and the error is raised again. Chunk numbers of a job
+    cannot be reused, so the caller sends the rest to a new Job (JobSeries
+    does). `chunks_expected` counts the chunks actually enqueued. Not thread-safe.
+    """
+
+    def __init__(self, *, source: str, cluster: str | None, fmt: str) -> None:
+        self.cluster = check_segment(cluster or settings.TELEMETRY_CLUSTER, "cluster")
+        self.job: dict[str, Any] = {
+            "id": new_job_id(),
+            "source": source[:500],
+            "cluster": self.cluster,
+            "format": fmt,
+            "state": "parsing",
+            "created_at": int(time.time() * 1000),
+        }
+        self.closed = False
+        self._keys = default_keys()
+        self._started = time.monotonic()
+        self._saved = False
+        self._enqueued = 0
+        self._totals = Counts()
+        self._current: Tally | None = None  # the running send's tally, when it keeps one
+        self._facts: RowFacts = lambda row: {}
+        self._chunker = Chunker(
+            emit=self._emit,
+            facts=lambda row: self._facts(row),
+            chunk_rows=settings.INGEST_CHUNK_ROWS,
+            buffer_rows=settings.INGEST_BUFFER_ROWS,
+        )
+
+    @property
+    def id(self) -> str:
+        return self.job["id"]
+
+    @property
+    def saved(self) -> bool:
+        return self._saved
+
+    def send(
+        self,
+        rows: Iterable[Row],
+        facts: RowFacts,
+        *,
+        rejected: int = 0,
+        errors: Iterable[RowError] = (),
+        accepted: int | None = None,
+        tally: Tally | None = None,
+    ) -> int:
+        """Enqueue `rows` (facts of a GPU come from `facts(row)` of its first row in a
+        chunk) and count `rejected` more rows read; returns the samples enqueued.
+
+        `accepted` is how many input rows `rows` stands for when that is not one
+        per Row (a scrape groups a GPU's sample lines into one Row). With `tally`
+        (the parser that yields `rows`), the counts are read from it instead, also
+        while the send runs: a document saved mid-send shows the counts so far."""
+        if self.closed:
+            raise RuntimeError(f"job {self.id} is closed")
+        self._facts = facts
+        self._current = tally
+        before = self._chunker.samples
+        count = 0
+        try:
+            for row in rows:
+                self._chunker.add(row)
+                count += 1
+            self._chunker.finish()
+        except Exception as exc:
+            self.closed = True
+            if self._saved:
+                self._update("failed", error=str(exc))
+                with contextlib.suppress(StoreError):
+                    save_job(self._keys, self.job)
+            raise
+        if tally is None:
+            accepted = count if accepted is None else accepted
+            tally = Counts(accepted + rejected, accepted, rejected, list(errors))
+        self._current = None
+        self._add(tally)
+        return self._chunker.samples - before
+
+    def close(self) -> dict[str, Any] | None:
+        """Save the final document; None when the job never enqueued a chunk (not written)."""
+        if self.closed:
+            return self.job if self._saved else None
+        self.closed = True
+        if not self._saved:
+            return None
+        self._update("parsed")
+        save_job(self._keys, self.job)
+        return self.job
+
+    def summary(self) -> dict[str, Any]:
+        """The document as it stands (state "parsed"), saved or not: what a refusal reports."""
+        self._update("parsed")
+        return self.job
+
+    def _add(self, tally: Tally) -> None:
+        self._totals.rows_read += tally.rows_read
+        self._totals.accepted += tally.accepted
+        self._totals.rejected += tally.rejected
+        room = settings.INGEST_MAX_ERRORS - len(self._totals.errors)
+        self._totals.errors.extend(list(tally.errors)[: max(room, 0)])
+
+    def _emit(self, chunk: Chunk) -> None:
+        if not self._saved:
+            self._update("parsing")
+            save_job(self._keys, self.job)
+            self._saved = True
+        enqueue(chunk, self._keys.root, self.id)
+        self._enqueued += 1
+
+    def _update(self, state: str, error: str = "") -> None:
+        totals, current = self._totals, self._current or Counts()
+        errors = (totals.errors + list(current.errors))[: settings.INGEST_MAX_ERRORS]
+        self.job.update(
+            state=state,
+            error=error,
+            rows_read=totals.rows_read + current.rows_read,
+            rows_accepted=totals.accepted + current.accepted,
+            rows_rejected=totals.rejected + current.rejected,
+            samples=self._chunker.samples,
+            errors=[asdict(e) for e in errors],
+            chunks_expected=self._enqueued,
+            parse_seconds=round(time.monotonic() - self._started, 3),
+        )
+
+
+class JobSeries:
+    """Rows sent as a series of jobs, a new one every `span` seconds (0: one job per send).
+
+    The stream and scrape commands run for days: one job per batch would leave a
+    job document per second in etcd (each kept for JOB_RETENTION), one job for
+    the whole run would never be done. A job opened at t takes the sends until
+    t + span; the first send after that, or `tick`, closes it. Thread-safe: the
+    scraper's endpoint threads share one series (sends are serialized).
+    """
+
+    def __init__(
+        self,
+        *,
+        source: str,
+        cluster: str | None,
+        fmt: str,
+        span: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cluster = check_segment(cluster or settings.TELEMETRY_CLUSTER, "cluster")
+        self.source = source
+        self.fmt = fmt
+        self.span = span
+        self.jobs_closed = 0
+        self.jobs_failed = 0
+        self.last_job_id = ""
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._job: Job | None = None
+        self._opened = 0.0
+
+    def send(
+        self,
+        rows: Iterable[Row],
+        facts: RowFacts,
+        *,
+        rejected: int = 0,
+        errors: Iterable[RowError] = (),
+        accepted: int | None = None,
+    ) -> int:
+        """Job.send on the current job; a failed send leaves the next send a new job."""
+        with self._lock:
+            if self._job is not None and self._clock() - self._opened >= self.span:
+                self._close_current()
+            if self._job is None:
+                self._job = Job(source=self.source, cluster=self.cluster, fmt=self.fmt)
+                self._opened = self._clock()
+            job = self._job
+            try:
+                samples = job.send(rows, facts, rejected=rejected, errors=errors, accepted=accepted)
+            except Exception:
+                self._job = None
+                self.jobs_failed += 1
+                raise
+            if job.saved:
+                self.last_job_id = job.job["id"]
+            if self.span <= 0:
+                self._close_current()
+            return samples
+
+    def tick(self) -> None:
+        """Close the current job when its span is over, even without a new send."""
+        with self._lock:
+            if self._job is not None and self._clock() - self._opened >= self.span:
+                self._close_current()
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_current()
+
+    def _close_current(self) -> None:
+        job, self._job = self._job, None
+        if job is not None and job.close() is not None:
+            self.jobs_closed += 1

@@ -1,0 +1,277 @@
+"""The HTTP guard: what a request may send is decided from its headers, before its body is read.
+
+Django's ASGI handler reads (and spools to disk) a whole request body before any
+middleware or view runs, so a check in a view comes after the cost is paid. This
+ASGI middleware sits in front of it and, per route and method (`policy_for`):
+
+* refuses a body on routes that take none (413), and a declared Content-Length
+  over the route's limit (413), without reading a byte;
+* on routes that need a caller when they get a body (the upload: TELEMETRY_WRITE_AUTH;
+  GraphQL: TELEMETRY_READ_AUTH), checks the token or session from the headers and
+  answers 401 before reading;
+* counts the body as it arrives (chunked bodies have no Content-Length) and cuts it
+  at the limit (413), and cuts a body that arrives slower than the budget (408):
+  HTTP_BODY_GRACE plus one second per HTTP_BODY_MIN_RATE bytes received.
+
+A cut is a fake `http.disconnect` given to Django's body reader, which then drops its
+spool file and returns without answering; the guard answers instead, with
+`Connection: close` so the server stops reading the rest. Reading happens on the
+event loop (no thread is held while a slow client sends), and a spool on disk is
+written from a thread (`GuardedASGIHandler`), so a large body does not stall others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from http.cookies import SimpleCookie
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.core.exceptions import RequestAborted
+from django.core.handlers.asgi import ASGIHandler
+from django.urls import Resolver404, resolve
+
+from apps.accounts.auth import user_for_session, user_for_token
+from observability.metrics import HTTP_REFUSED
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+App = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+NEED_TOKEN = "authentication required: send 'Authorization: Bearer <token>'"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What one route and method accepts as a body, and who must be asking when one comes."""
+
+    limit: int  # bytes; 0: no body at all
+    limit_name: str  # the setting that holds `limit`, named in refusals
+    access: str = ""  # "write" or "read": the caller is checked before the body is read
+    graphql: bool = False  # refusals in GraphQL's {"errors": [...]} shape
+
+
+NO_BODY = Policy(0, "")
+
+
+def policy_for(method: str, path: str) -> Policy:
+    """The body policy of `method path`: only the upload, GraphQL and admin forms take one."""
+    if method not in BODY_METHODS:
+        return NO_BODY
+    try:
+        match = resolve(path)
+    except Resolver404:
+        return NO_BODY
+    if match.url_name == "csv-upload":
+        return Policy(settings.INGEST_MAX_UPLOAD_BYTES, "INGEST_MAX_UPLOAD_BYTES", "write")
+    form = Policy(settings.DATA_UPLOAD_MAX_MEMORY_SIZE, "DATA_UPLOAD_MAX_MEMORY_SIZE")
+    if match.url_name == "graphql":
+        return Policy(form.limit, form.limit_name, "read", graphql=True)
+    if "admin" in match.namespaces:
+        return form
+    return NO_BODY
+
+
+@dataclass(frozen=True)
+class Refusal:
+    status: int
+    reason: str  # metric label
+    message: str
+    challenge: bool = False  # add WWW-Authenticate
+
+
+class BodyGuard:
+    """ASGI middleware enforcing `policy_for` on every HTTP request (see the module doc)."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        policy = policy_for(scope["method"], scope["path"])
+        headers = _headers(scope)
+        refusal = _size_refusal(policy, headers)
+        if refusal is None and policy.access and _has_body(headers):
+            refusal = await _caller_refusal(policy.access, headers)
+        if refusal is not None:
+            await _answer(send, refusal, policy)
+            return
+        body = _MeteredBody(receive, policy)
+        started = False
+
+        async def watched_send(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        await self.app(scope, body, watched_send)
+        if body.refusal is not None and not started:
+            await _answer(send, body.refusal, policy)
+
+
+def _headers(scope: Scope) -> dict[bytes, bytes]:
+    """Header name -> value (the last one of a repeated name; the names that matter are single)."""
+    return {name.lower(): value for name, value in scope.get("headers", ())}
+
+
+def _has_body(headers: dict[bytes, bytes]) -> bool:
+    return b"transfer-encoding" in headers or headers.get(b"content-length", b"0").strip() != b"0"
+
+
+def _size_refusal(policy: Policy, headers: dict[bytes, bytes]) -> Refusal | None:
+    if not _has_body(headers):
+        return None
+    if policy.limit == 0:
+        return Refusal(413, "body_not_allowed", "this route and method take no request body")
+    declared = headers.get(b"content-length")
+    if declared is None:
+        return None  # chunked: counted as it arrives
+    try:
+        length = int(declared)
+    except ValueError:
+        return Refusal(400, "bad_length", "Content-Length is not a number")
+    if length > policy.limit:
+        return _too_large(policy)
+    return None
+
+
+def _too_large(policy: Policy) -> Refusal:
+    return Refusal(
+        413,
+        "too_large",
+        f"the request body is larger than the limit of {policy.limit} bytes ({policy.limit_name})",
+    )
+
+
+async def _caller_refusal(access: str, headers: dict[bytes, bytes]) -> Refusal | None:
+    """None when the caller may `access` (the REST rule, decided from the headers)."""
+    required = settings.TELEMETRY_WRITE_AUTH if access == "write" else settings.TELEMETRY_READ_AUTH
+    if not required:
+        return None
+    scheme, _, key = headers.get(b"authorization", b"").decode("latin-1").strip().partition(" ")
+    key = key.strip()
+    if scheme.lower() in ("bearer", "token") and key and " " not in key:
+        if await database_sync_to_async(user_for_token)(key) is None:
+            return Refusal(401, "unauthenticated", "Invalid token.", challenge=True)
+        return None
+    session = _cookie(headers, settings.SESSION_COOKIE_NAME)
+    if session and await database_sync_to_async(user_for_session)(session) is not None:
+        return None  # CSRF and the rest are checked by the view, on a bounded body
+    return Refusal(401, "unauthenticated", NEED_TOKEN, challenge=True)
+
+
+def _cookie(headers: dict[bytes, bytes], name: str) -> str:
+    jar: SimpleCookie = SimpleCookie()
+    try:
+        jar.load(headers.get(b"cookie", b"").decode("latin-1"))
+    except Exception:  # a malformed cookie header: no session, as Django would treat it
+        return ""
+    morsel = jar.get(name)
+    return morsel.value if morsel is not None else ""
+
+
+class _MeteredBody:
+    """`receive` for the wrapped app: counts body bytes and enforces size and pace.
+
+    On a breach it records the refusal and returns `http.disconnect`, which makes
+    Django's body reader drop what it spooled and return without answering.
+    """
+
+    def __init__(self, receive: Receive, policy: Policy) -> None:
+        self.receive, self.policy = receive, policy
+        self.received = 0
+        self.started = time.monotonic()
+        self.done = False
+        self.refusal: Refusal | None = None
+
+    async def __call__(self) -> Message:
+        if self.done or self.refusal is not None:
+            return await self.receive()  # after the body: the app waits for the disconnect
+        deadline = (
+            self.started + settings.HTTP_BODY_GRACE + self.received / settings.HTTP_BODY_MIN_RATE
+        )
+        try:
+            message = await asyncio.wait_for(self.receive(), max(deadline - time.monotonic(), 0))
+        except TimeoutError:
+            return self._cut(
+                Refusal(
+                    408,
+                    "too_slow",
+                    f"the request body arrived too slowly: {self.received} bytes in "
+                    f"{time.monotonic() - self.started:.1f} s; send at least "
+                    f"{settings.HTTP_BODY_MIN_RATE} bytes per second (HTTP_BODY_MIN_RATE) "
+                    f"after the first {settings.HTTP_BODY_GRACE:g} s (HTTP_BODY_GRACE)",
+                )
+            )
+        if message["type"] != "http.request":
+            return message
+        self.received += len(message.get("body", b""))
+        if self.received > self.policy.limit:
+            return self._cut(_too_large(self.policy))
+        if not message.get("more_body", False):
+            self.done = True
+        return message
+
+    def _cut(self, refusal: Refusal) -> Message:
+        self.refusal = refusal
+        return {"type": "http.disconnect"}
+
+
+async def _answer(send: Send, refusal: Refusal, policy: Policy) -> None:
+    HTTP_REFUSED.labels(refusal.reason).inc()
+    if policy.graphql:
+        payload: dict[str, Any] = {"errors": [{"message": refusal.message}]}
+    else:
+        payload = {"detail": refusal.message}
+    body = json.dumps(payload).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),  # the rest of the body is never read
+    ]
+    if refusal.challenge:
+        headers.append((b"www-authenticate", b'Bearer realm="telemetry"'))
+    await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class GuardedASGIHandler(ASGIHandler):
+    """Django's handler, spooling bodies into FILE_UPLOAD_TEMP_DIR and off the event loop.
+
+    Django's own reader spools into the system temporary directory and writes to
+    disk on the event loop, where a large upload stalls every other request.
+    """
+
+    async def read_body(self, receive: Receive) -> Any:
+        limit = settings.FILE_UPLOAD_MAX_MEMORY_SIZE
+        spool = tempfile.SpooledTemporaryFile(
+            max_size=limit,
+            mode="w+b",
+            dir=settings.FILE_UPLOAD_TEMP_DIR,
+        )
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                spool.close()
+                raise RequestAborted()
+            chunk = message.get("body", b"")
+            to_disk = getattr(spool, "_rolled", False) or spool.tell() + len(chunk) > limit
+            if chunk and to_disk:
+                await asyncio.to_thread(spool.write, chunk)
+            elif chunk:
+                spool.write(chunk)
+            if not message.get("more_body", False):
+                break
+        spool.seek(0)
+        return spool
