@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import requests
@@ -12,6 +13,8 @@ import yaml
 from django.core.management import call_command
 
 from tests.api.api_support import generated
+from tests.conftest import service_env
+from tools import processes
 
 SCHEMA = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
 SCHEMATHESIS_CONFIG = Path(__file__).with_name("schemathesis.toml")
@@ -140,3 +143,55 @@ def test_the_served_schema_follows_the_access_settings_and_honours_format_json(c
     assert {} in security_of(schema, "/api/v1/csv/upload", "post")
     assert "401" in schema["paths"]["/api/v1/gpus"]["get"]["responses"]
     assert client.get("/api/schema/").content.startswith(b"openapi:")
+
+
+def token_of_new_user(env: dict[str, str]) -> str:
+    """A fresh superuser in the children's database, and its API token."""
+    name = f"st-{uuid.uuid4().hex[:8]}"
+
+    def manage(*args: str, **extra: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout.strip()
+
+    manage(
+        "createsuperuser",
+        "--noinput",
+        "--username",
+        name,
+        "--email",
+        f"{name}@localhost",
+        DJANGO_SUPERUSER_PASSWORD=uuid.uuid4().hex,
+    )
+    return manage("api_token", name)
+
+
+def test_schemathesis_every_check_passes_with_reads_and_writes_closed(
+    worker, etcd, redis_server, tmp_path
+):
+    env = service_env(
+        etcd.url,
+        redis_server.url,
+        ETCD_PREFIX=f"/st-closed-{uuid.uuid4().hex[:8]}",
+        TELEMETRY_READ_AUTH="true",
+        TELEMETRY_WRITE_AUTH="true",
+    )
+    token = token_of_new_user(env)
+    gateway = processes.start_gateway(tmp_path / "gateway.log", env)
+    base = f"http://127.0.0.1:{gateway.port}"
+    try:
+        schema = requests.get(f"{base}/api/schema/?format=json", timeout=30).json()
+        assert {} not in security_of(schema, "/api/v1/gpus", "get")
+        assert requests.get(f"{base}/api/v1/gpus", timeout=30).status_code == 401
+        done = schemathesis_run(base, "--header", f"Authorization: Bearer {token}")
+        report = done.stdout[-12000:] + done.stderr[-3000:]
+        assert done.returncode == 0, report
+        assert " passed" in done.stdout, report
+    finally:
+        gateway.stop()
