@@ -68,6 +68,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # outermost: it swaps a streamed body for an async one last (telemetry_site/streaming.py)
+    "telemetry_site.streaming.AsyncStreaming",
     "observability.middleware.RequestMetricsMiddleware",
     "apps.api.errors.ApiJsonErrors",
     "django.middleware.security.SecurityMiddleware",

@@ -10,6 +10,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from kombu.exceptions import OperationalError as KombuOperationalError
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from apps.ingest import service
 from apps.ingest.formats import HeaderError
@@ -35,6 +36,12 @@ class Command(BaseCommand):
         parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     def handle(self, *args: Any, **opts: Any) -> None:
+        # Log lines go through tqdm.write while a bar is shown: above the bar, never
+        # through it (which would leave a half-drawn bar behind on every line).
+        with logging_redirect_tqdm():
+            self._all(opts)
+
+    def _all(self, opts: dict[str, Any]) -> None:
         refused: list[str] = []
         for name in opts["files"]:
             try:
