@@ -1,6 +1,8 @@
 from django.conf import settings
 from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import include, path, re_path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularSwaggerView
 
 from apps.api import errors
@@ -21,6 +23,8 @@ urlpatterns = [
     path("metrics", metrics_view, name="metrics"),
     path("ready", ready_view, {"checks": {"etcd": kv.check, "broker": check_broker}}, name="ready"),
     path("admin/", admin.site.urls),
+    # browsers ask every page's origin for /favicon.ico (admin, Swagger UI): never a 404
+    path("favicon.ico", RedirectView.as_view(url=static("gpus/favicon.svg"), permanent=True)),
     path("", dashboard.fleet, name="dashboard"),
     path("gpus/<str:uuid>/", dashboard.gpu_page, name="dashboard-gpu"),
 ]

@@ -11,6 +11,7 @@ test and the README cannot drift apart; the only rewrite is the gateway's port.
 
 from __future__ import annotations
 
+import html
 import os
 import re
 import secrets
@@ -21,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from tools import processes, services
 from tools.run import write_env_file
@@ -60,9 +62,12 @@ def manage(checkout: Path, env: dict[str, str], *args: str) -> str:
     return done.stdout
 
 
-@pytest.fixture
-def second_terminal(worker, etcd, redis_server, tmp_path: Path) -> Iterator[dict]:
+@pytest.fixture(scope="module")
+def second_terminal(
+    worker, etcd, redis_server, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict]:
     """A checkout with a running stack; yields where and how to run the README's blocks."""
+    tmp_path = tmp_path_factory.mktemp("second-terminal")
     checkout = tmp_path / "checkout"
     (checkout / "var").mkdir(parents=True)
     for name in (".venv", "manage.py", "samples"):
@@ -145,3 +150,17 @@ def test_every_readme_usage_block_works_in_a_second_terminal(second_terminal):
     assert '"state"' in joined and '"created_at"' in joined
     assert "demo-node-01" in joined and "DCGM_FI_DEV_GPU_UTIL" in joined
     assert "Traceback" not in second_terminal["gateway"].log_tail()
+
+
+def test_the_dashboards_shell_hints_work_as_shown(second_terminal):
+    page = requests.get(f"http://127.0.0.1:{second_terminal['port']}/", timeout=30)
+    hints = [
+        html.unescape(code) for code in re.findall(r'<code class="shell">(.*?)</code>', page.text)
+    ]
+    assert len(hints) == 2 and "Authorization: Bearer" in hints[0], hints
+    sample = (REPO / "samples" / "dcgm_sample.csv").read_text().splitlines()[:200]
+    (second_terminal["checkout"] / "metrics.csv").write_text("\n".join(sample) + "\n")
+    uploaded = run_block(hints[0], second_terminal)
+    assert '"rows_accepted":199' in uploaded.replace(" ", ""), uploaded
+    ingested = run_block(hints[1], second_terminal)
+    assert re.search(r"job \S+: done", ingested), ingested
