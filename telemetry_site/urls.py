@@ -12,6 +12,9 @@ from apps.read.graphql_view import TelemetryGraphQLView
 from observability.health import check_broker, health_view, metrics_view, ready_view
 from store import kv
 
+# The admin's GPU and job tables need the page's width at 1280 px more than the app list.
+admin.site.enable_nav_sidebar = False
+
 urlpatterns = [
     path("api/v1/", include("apps.ingest.urls")),
     path("api/v1/", include("apps.read.urls")),
