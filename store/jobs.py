@@ -54,16 +54,18 @@ def list_jobs(keys: Keys, limit: int = 50, offset: int = 0) -> list[dict[str, An
     prefix = keys.jobs_prefix()
     names = sorted(
         (info.key for info in kv.keys_in_range(prefix, kv.prefix_end(prefix))), reverse=True
-    )[offset : offset + limit]
-    found = kv.get_many(names)
-    jobs = []
-    for name in names:
-        try:
-            job = json.loads(found[name].value)
-        except (KeyError, ValueError):
-            continue
-        if isinstance(job, dict) and "id" in job:
-            jobs.append(_with_progress(keys, job))
+    )[offset:]
+    jobs: list[dict[str, Any]] = []
+    while names and len(jobs) < limit:  # a skipped document makes room for the next one
+        batch, names = names[: limit - len(jobs)], names[limit - len(jobs) :]
+        found = kv.get_many(batch)
+        for name in batch:
+            try:
+                job = json.loads(found[name].value)
+            except (KeyError, ValueError):
+                continue
+            if isinstance(job, dict) and "id" in job:
+                jobs.append(_with_progress(keys, job))
     return jobs
 
 
