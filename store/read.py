@@ -7,15 +7,20 @@ until they have a page.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import numpy as np
 
 from store import kv
+from store.cache import shared as shared_cache
 from store.codec import Samples, decode_block, merge
 from store.keys import Keys, window_span
+from store.order import block_order
 from store.rollup import Buckets, aggregate, concat, decode_rollup, rebucket, select
 from store.tiers import Tier
+
+T = TypeVar("T")
 
 
 def _by_window(infos: list[kv.KeyInfo], window_ms: int, start: int, end: int) -> dict[int, list]:
@@ -27,10 +32,37 @@ def _by_window(infos: list[kv.KeyInfo], window_ms: int, start: int, end: int) ->
     return out
 
 
+# Windows whose missing blocks are fetched together (one transaction per 120 keys):
+# few round trips for a long query, memory still bounded by this many windows.
+_WINDOWS_PER_FETCH = 24
+
+
+def _decoded(key: str, data: bytes, decode: Callable[[bytes], T], group: str | None = None) -> T:
+    """Decode through the shared cache: a block key names its content forever."""
+    cache = shared_cache()
+    hit = cache.get(key)
+    if hit is None:
+        hit = decode(data)
+        cache.put(key, hit, group)
+    return hit
+
+
+def _merge_ordered(parts: list[tuple[tuple[int, int, int], Samples]]) -> Samples:
+    """Merge blocks given as (block_order, samples): the newest upload wins (store/order.py,
+    the one rule that compaction follows too)."""
+    if len(parts) == 1:
+        return parts[0][1]  # a decoded block is already canonical: skip the re-sort
+    return merge([s for _, s in sorted(parts, key=lambda p: p[0])])
+
+
 def _merged(items: list[kv.Item]) -> Samples:
-    """Merge blocks; the most recently written block wins."""
-    ordered = sorted(items, key=lambda it: it.mod_revision)
-    return merge([decode_block(it.value) for it in ordered])
+    """Merge blocks; the newest upload wins (store/order.py)."""
+    return _merge_ordered(
+        [
+            (block_order(it.key, it.mod_revision), _decoded(it.key, it.value, decode_block))
+            for it in items
+        ]
+    )
 
 
 def _span_items(prefix: str, first: int, last: int) -> list[kv.Item]:
@@ -43,8 +75,50 @@ def _span_items(prefix: str, first: int, last: int) -> list[kv.Item]:
 
 
 def _clip(s: Samples, start: int, end: int) -> Samples:
-    sel = (s.ts >= start) & (s.ts <= end)
-    return s if sel.all() else Samples(s.ts[sel], s.metric[sel], s.value[sel], s.names)
+    if not len(s) or (s.ts[0] >= start and s.ts[-1] <= end):
+        return s  # rows are sorted by time: the ends decide
+    lo = int(np.searchsorted(s.ts, start, side="left"))
+    hi = int(np.searchsorted(s.ts, end, side="right"))
+    return Samples(s.ts[lo:hi], s.metric[lo:hi], s.value[lo:hi], s.names)
+
+
+def _fetch_missing(infos: list[kv.KeyInfo]) -> dict[str, kv.Item]:
+    """Values of the planned blocks that the cache does not hold (one read per 120 keys)."""
+    cache = shared_cache()
+    missing = [i.key for i in infos if i.key not in cache]
+    return kv.get_many(missing) if missing else {}
+
+
+def _window(
+    prefix: str, w: int, window_ms: int, infos: list[kv.KeyInfo], fetched: dict[str, kv.Item]
+) -> Samples:
+    """One window's blocks merged: from the cache and `fetched`, else one consistent range read.
+
+    A planned key that is neither cached nor fetched was merged away by a
+    compaction after the plan: the window is then read again by range.
+    """
+    cache = shared_cache()
+    group = f"{prefix}{w}"
+    cache.settle(group, {i.key for i in infos})  # blocks a compaction merged away
+    parts = []
+    for info in infos:
+        hit = cache.get(info.key)
+        if hit is None:
+            item = fetched.get(info.key)
+            if item is None:
+                items = _span_items(prefix, w * window_ms, (w + 1) * window_ms - 1)
+                cache.settle(group, {i.key for i in items})
+                decoded = [
+                    (
+                        block_order(i.key, i.mod_revision),
+                        _decoded(i.key, i.value, decode_block, group),
+                    )
+                    for i in items
+                ]
+                return _merge_ordered(decoded)
+            hit = _decoded(item.key, item.value, decode_block, group)
+        parts.append((block_order(info.key, info.mod_revision), hit))
+    return _merge_ordered(parts)
 
 
 def iter_raw(
@@ -52,17 +126,21 @@ def iter_raw(
 ) -> Iterator[Samples]:
     """Raw samples in [start, end], one merged window at a time, in time order.
 
-    One keys-only range read to plan, then the blocks of each window as it is
-    consumed (each sorted by (ts, metric name); windows ascending or descending).
+    One keys-only range read to plan; then the blocks the cache does not hold,
+    fetched a group of windows at a time (each window sorted by (ts, metric
+    name); windows ascending or descending).
     """
     infos = kv.keys_in_range(*keys.block_range(uuid, start, end, window_ms))
     windows = _by_window(infos, window_ms, start, end)
     prefix = keys.blocks_prefix(uuid)
-    for w in sorted(windows, reverse=descending):
-        items = _span_items(prefix, w * window_ms, (w + 1) * window_ms - 1)
-        samples = _clip(_merged(items), start, end)
-        if len(samples):
-            yield samples
+    order = sorted(windows, reverse=descending)
+    for g in range(0, len(order), _WINDOWS_PER_FETCH):
+        group = order[g : g + _WINDOWS_PER_FETCH]
+        fetched = _fetch_missing([i for w in group for i in windows[w]])
+        for w in group:
+            samples = _clip(_window(prefix, w, window_ms, windows[w], fetched), start, end)
+            if len(samples):
+                yield samples
 
 
 def read_samples(keys: Keys, uuid: str, start: int, end: int, window_ms: int) -> Samples:
@@ -95,9 +173,9 @@ def read_buckets(
         newest_raw = max((i.mod_revision for i in raw_by_tw.get(tw, [])), default=0)
         rolled = roll_by_tw.get(tw, [])
         if rolled and min(r.mod_revision for r in rolled) > newest_raw:
-            parts += [decode_rollup(r.value) for r in rolled]
+            parts += [_decoded(r.key, r.value, decode_rollup) for r in rolled]
         else:
-            old = [decode_rollup(r.value) for r in rolled]
+            old = [_decoded(r.key, r.value, decode_rollup) for r in rolled]
             first_tw = tw * tier.window_ms
             items = _span_items(keys.blocks_prefix(uuid), first_tw, first_tw + tier.window_ms - 1)
             parts.append(refreshed(old, items, raw.window_ms, tier.resolution_ms))

@@ -1,9 +1,12 @@
 """The Celery payload of a chunk: columnar and compact (msgpack with raw little-endian arrays).
 
-    {"v": 1, "root": etcd root, "job": id, "seq": n, "names": [metric names],
-     "gpus": [{"f": facts, "t": int64[], "m": int32[] (index into names), "x": float64[]}]}
+    {"v": 1, "root": etcd root, "job": id, "seq": n, "u": upload sequence,
+     "names": [metric names],
+     "gpus": [{"f": facts, "t": int64[], "m": int32[] (index into names), "x": float64[],
+               "w": [[start_ms, end_ms, {workload labels}], ...] (optional)}]}
 
-The root travels with the chunk so a worker writes where the uploader decided. The format
+The root travels with the chunk so a worker writes where the uploader decided; the
+upload sequence orders overlapping uploads (store/order.py; absent: 0). The format
 belongs to the workers: ingest encodes with `encode` and enqueues by task name.
 """
 
@@ -29,6 +32,7 @@ class GpuColumns(Protocol):
     ts: array
     metric: array
     value: array
+    periods: list
 
 
 class ChunkColumns(Protocol):
@@ -49,14 +53,16 @@ class DecodedChunk:
     job: str
     seq: int
     batches: list[GpuBatch]
+    upload: int = 0
 
 
-def encode(chunk: ChunkColumns, root: str, job_id: str) -> dict[str, Any]:
+def encode(chunk: ChunkColumns, root: str, job_id: str, upload: int = 0) -> dict[str, Any]:
     return {
         "v": VERSION,
         "root": root,
         "job": job_id,
         "seq": chunk.seq,
+        "u": upload,
         "names": chunk.names,
         "gpus": [
             {
@@ -66,6 +72,7 @@ def encode(chunk: ChunkColumns, root: str, job_id: str) -> dict[str, Any]:
                 .astype("<i4")
                 .tobytes(),
                 "x": np.frombuffer(g.value, dtype=np.float64).astype("<f8").tobytes(),
+                "w": g.periods,
             }
             for g in chunk.gpus
         ],
@@ -86,8 +93,12 @@ def decode(payload: dict[str, Any]) -> DecodedChunk:
             value = np.frombuffer(g["x"], dtype="<f8").astype(np.float64)
             if not len(ts) == len(metric) == len(value):
                 raise PayloadError("chunk columns differ in length")
-            batches.append(GpuBatch(g["f"], Samples(ts, metric, value, names)))
-        return DecodedChunk(payload["root"], payload["job"], int(payload["seq"]), batches)
+            periods = tuple((int(s), int(e), dict(lb)) for s, e, lb in g.get("w", ()))
+            batches.append(GpuBatch(g["f"], Samples(ts, metric, value, names), periods))
+        upload = int(payload.get("u", 0))
+        if upload < 0:
+            raise PayloadError(f"negative upload sequence {upload}")
+        return DecodedChunk(payload["root"], payload["job"], int(payload["seq"]), batches, upload)
     except PayloadError:
         raise
     except (KeyError, TypeError, ValueError) as exc:

@@ -13,8 +13,15 @@ from __future__ import annotations
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+import numpy as np
+
+from apps.ingest import workloads
 from apps.ingest.parsing import Row, RowFacts
+
+if TYPE_CHECKING:
+    from apps.ingest.columnar import ColumnBatch
 
 
 @dataclass
@@ -23,14 +30,15 @@ class GpuBuffer:
     ts: array = field(default_factory=lambda: array("q"))
     metric: array = field(default_factory=lambda: array("l"))
     value: array = field(default_factory=lambda: array("d"))
+    periods: list = field(default_factory=list)  # workload periods (apps/ingest/workloads.py)
 
     def __len__(self) -> int:
         return len(self.ts)
 
     def part(self, start: int, stop: int) -> GpuBuffer:
-        return GpuBuffer(
-            self.facts, self.ts[start:stop], self.metric[start:stop], self.value[start:stop]
-        )
+        ts = self.ts[start:stop]
+        periods = workloads.within(self.periods, min(ts), max(ts)) if ts else []
+        return GpuBuffer(self.facts, ts, self.metric[start:stop], self.value[start:stop], periods)
 
 
 @dataclass
@@ -55,9 +63,11 @@ class Chunker:
         facts: RowFacts,
         chunk_rows: int,
         buffer_rows: int,
+        workload: workloads.RowWorkload = workloads.no_workload,
     ) -> None:
         self._emit = emit
         self._facts = facts
+        self._workload = workload
         self._chunk_rows = chunk_rows
         self._buffer_rows = max(buffer_rows, chunk_rows)
         self._names: list[str] = []
@@ -67,12 +77,19 @@ class Chunker:
         self.chunks = 0
         self.samples = 0
 
-    def add(self, row: Row) -> None:
+    def add(self, row: Row | ColumnBatch) -> None:
+        """One row, or a ColumnBatch of rows (what the columnar parser yields)."""
+        if not isinstance(row, Row):
+            self.add_batch(row)
+            return
+        if not row.values:
+            return  # a row of DCGM blanks only: nothing to store, no facts to take
         if self._held and self._held + len(row.values) > self._buffer_rows:
             self._flush()
         buf = self._gpus.get(row.uuid)
         if buf is None:
             buf = self._gpus[row.uuid] = GpuBuffer(self._facts(row))
+        workloads.note(buf.periods, row.ts, self._workload(row))
         for name, value in row.values:
             ix = self._name_ix.get(name)
             if ix is None:
@@ -82,6 +99,50 @@ class Chunker:
             buf.metric.append(ix)
             buf.value.append(value)
         self._held += len(row.values)
+
+    def add_batch(self, batch: ColumnBatch) -> None:
+        """Every sample of `batch`, each GPU's in batch order; facts from its facts row."""
+        if self._held and self._held + len(batch) > self._buffer_rows:
+            self._flush()
+        lookup = np.array([self._name(name) for name in batch.names], dtype=np.int64)
+        order = np.argsort(batch.gpu, kind="stable")
+        codes = batch.gpu[order]
+        cuts = np.flatnonzero(np.diff(codes)) + 1
+        for start, stop in zip([0, *cuts.tolist()], [*cuts.tolist(), len(codes)], strict=True):
+            code = int(codes[start])
+            uuid = batch.uuids[code]
+            buf = self._gpus.get(uuid)
+            if buf is None:
+                buf = self._gpus[uuid] = GpuBuffer(self._facts(batch.facts_rows[code]))
+            picked = order[start:stop]
+            self._note_workloads(buf, batch, picked)
+            buf.ts.frombytes(batch.ts[picked].astype(np.int64).tobytes())
+            metric = lookup[batch.metric[picked]].astype(np.dtype(f"i{buf.metric.itemsize}"))
+            buf.metric.frombytes(metric.tobytes())
+            buf.value.frombytes(batch.value[picked].astype(np.float64).tobytes())
+        self._held += len(batch)
+        if self._held >= self._buffer_rows:
+            self._flush()
+
+    @staticmethod
+    def _note_workloads(buf: GpuBuffer, batch: ColumnBatch, picked: np.ndarray) -> None:
+        """The workload periods of a GPU's samples, a run of equal workloads at a time
+        (the same periods as noting each row)."""
+        work, ts = batch.work[picked], batch.ts[picked]
+        cuts = np.flatnonzero(np.diff(work)) + 1
+        for start, stop in zip([0, *cuts.tolist()], [*cuts.tolist(), len(work)], strict=True):
+            labels = batch.workloads[int(work[start])]
+            run = ts[start:stop]
+            workloads.note(buf.periods, int(run[0]), labels)
+            workloads.note(buf.periods, int(run.min()), labels)
+            workloads.note(buf.periods, int(run.max()), labels)
+
+    def _name(self, name: str) -> int:
+        ix = self._name_ix.get(name)
+        if ix is None:
+            ix = self._name_ix[name] = len(self._names)
+            self._names.append(name)
+        return ix
 
     def finish(self) -> None:
         self._flush()

@@ -2,10 +2,15 @@
 
 The upload and the `ingest` command (service.ingest, a whole file in one send), the `stream`
 command (a batch per send) and the `scrape` command (a scrape round per send) all feed a `Job`.
-Its document `{root}/jobs/{id}` (store/jobs.py) is written at two moments only:
+Its document `{root}/jobs/{id}` (store/jobs.py) is written:
 
 - before the job's first chunk is enqueued (state "parsing", shown as running), so no chunk
-  is ever queued for a job etcd does not know; a job that enqueues nothing is never written;
+  is ever queued for a job etcd does not know; a job that enqueues nothing is never written.
+  The job takes its upload sequence then (store/jobs.py::new_upload_seq), and every chunk
+  carries it: the newest upload of a sample wins (store/order.py);
+- while it is parsed, at least every INGEST_JOB_HEARTBEAT as rows come in (`updated_at`
+  and the counts so far), so a job whose process died is shown failed after
+  INGEST_JOB_STALE with the counts it reached;
 - when it ends: "parsed" (done once every chunk is stored) by `close`, or "failed" with the
   counts so far when a send raised after the document was written (best effort: etcd may be
   why it failed; the chunks already enqueued are still stored).
@@ -26,21 +31,24 @@ from kombu.exceptions import OperationalError
 
 from apps.ingest.chunking import Chunk, Chunker
 from apps.ingest.parsing import Row, RowError, RowFacts
+from apps.ingest.workloads import RowWorkload, no_workload
 from store import default_keys
 from store.errors import Answer, StoreError
-from store.jobs import new_job_id, save_job
-from store.keys import check_segment
+from store.jobs import new_job_id, new_upload_seq, save_job
+from store.keys import Keys, check_segment
 from workers import payload
 
 PERSIST_TASK = "workers.persist_chunk"
 
 
 class Tally(Protocol):
-    """Rows read, accepted and rejected so far, with the first errors (a Parser is one)."""
+    """Rows read, accepted and rejected so far, with the first errors (a Parser is one);
+    `blank`: DCGM blank values read as "no value" (not stored)."""
 
     rows_read: int
     accepted: int
     rejected: int
+    blank: int
     errors: list[RowError]
 
 
@@ -49,6 +57,7 @@ class Counts:
     rows_read: int = 0
     accepted: int = 0
     rejected: int = 0
+    blank: int = 0
     errors: list[RowError] = field(default_factory=list)
 
 
@@ -58,14 +67,13 @@ class BrokerUnavailable(OperationalError):
     answer = Answer(503, "UNAVAILABLE", retry_after=5)
 
 
-def enqueue(chunk: Chunk, root: str, job_id: str) -> None:
+def enqueue(chunk: Chunk, root: str, job_id: str, upload: int = 0) -> None:
     """One chunk task, by name: ingest never imports the tasks (pyproject's import contracts).
 
     Raises BrokerUnavailable."""
     try:
-        current_app.send_task(
-            PERSIST_TASK, args=[payload.encode(chunk, root, job_id)], serializer="msgpack"
-        )
+        body = payload.encode(chunk, root, job_id, upload)
+        current_app.send_task(PERSIST_TASK, args=[body], serializer="msgpack")
     except OperationalError as exc:
         raise BrokerUnavailable(f"the task broker is unavailable: {exc}") from exc
 
@@ -81,10 +89,24 @@ class Job:
     does). `chunks_expected` counts the chunks actually enqueued. Not thread-safe.
     """
 
-    def __init__(self, *, source: str, cluster: str | None, fmt: str) -> None:
+    def __init__(
+        self,
+        *,
+        source: str,
+        cluster: str | None,
+        fmt: str,
+        on_chunk: Callable[[Chunk], None] | None = None,
+        resume: tuple[str, str, int] | None = None,
+    ) -> None:
+        """`on_chunk` sees each chunk before it is enqueued (the upload's retention tally).
+
+        `resume` (job id, etcd root, upload sequence): continue a job whose document the
+        upload already saved (`save_queued`; a large upload parsed in a worker, whose
+        ETCD_PREFIX may not be the root the upload chose)."""
         self.cluster = check_segment(cluster or settings.TELEMETRY_CLUSTER, "cluster")
+        self._on_chunk = on_chunk
         self.job: dict[str, Any] = {
-            "id": new_job_id(),
+            "id": resume[0] if resume else new_job_id(),
             "source": source[:500],
             "cluster": self.cluster,
             "format": fmt,
@@ -92,16 +114,21 @@ class Job:
             "created_at": int(time.time() * 1000),
         }
         self.closed = False
-        self._keys = default_keys()
+        self._keys = Keys(resume[1]) if resume else default_keys()
         self._started = time.monotonic()
-        self._saved = False
+        self._saved = resume is not None
+        if resume:
+            self.job["upload_seq"] = resume[2]
+        self._last_save = 0.0
         self._enqueued = 0
         self._totals = Counts()
         self._current: Tally | None = None  # the running send's tally, when it keeps one
         self._facts: RowFacts = lambda row: {}
+        self._workload: RowWorkload = no_workload
         self._chunker = Chunker(
             emit=self._emit,
             facts=lambda row: self._facts(row),
+            workload=lambda row: self._workload(row),
             chunk_rows=settings.INGEST_CHUNK_ROWS,
             buffer_rows=settings.INGEST_BUFFER_ROWS,
         )
@@ -123,6 +150,7 @@ class Job:
         errors: Iterable[RowError] = (),
         accepted: int | None = None,
         tally: Tally | None = None,
+        workload: RowWorkload = no_workload,
     ) -> int:
         """Enqueue `rows` (facts of a GPU come from `facts(row)` of its first row in a
         chunk) and count `rejected` more rows read; returns the samples enqueued.
@@ -130,10 +158,12 @@ class Job:
         `accepted` is how many input rows `rows` stands for when that is not one
         per Row (a scrape groups a GPU's sample lines into one Row). With `tally`
         (the parser that yields `rows`), the counts are read from it instead, also
-        while the send runs: a document saved mid-send shows the counts so far."""
+        while the send runs: a document saved mid-send shows the counts so far.
+        `workload(row)` gives a row's pod/namespace/container (apps/ingest/workloads.py)."""
         if self.closed:
             raise RuntimeError(f"job {self.id} is closed")
         self._facts = facts
+        self._workload = workload
         self._current = tally
         before = self._chunker.samples
         count = 0
@@ -151,7 +181,7 @@ class Job:
             raise
         if tally is None:
             accepted = count if accepted is None else accepted
-            tally = Counts(accepted + rejected, accepted, rejected, list(errors))
+            tally = Counts(accepted + rejected, accepted, rejected, errors=list(errors))
         self._current = None
         self._add(tally)
         return self._chunker.samples - before
@@ -176,16 +206,40 @@ class Job:
         self._totals.rows_read += tally.rows_read
         self._totals.accepted += tally.accepted
         self._totals.rejected += tally.rejected
+        self._totals.blank += tally.blank
         room = settings.INGEST_MAX_ERRORS - len(self._totals.errors)
         self._totals.errors.extend(list(tally.errors)[: max(room, 0)])
 
+    def alive(self) -> None:
+        """Save the document with the counts so far when INGEST_JOB_HEARTBEAT has passed
+        since the last save (only once it was saved): a job whose process dies shows them."""
+        if self._saved and time.monotonic() - self._last_save >= settings.INGEST_JOB_HEARTBEAT:
+            self._save("parsing")
+
+    def _save(self, state: str) -> None:
+        self._update(state)
+        save_job(self._keys, self.job)
+        self._last_save = time.monotonic()
+
+    def save_queued(self) -> tuple[str, str, int]:
+        """Save the document now (state "parsing", no counts yet), with its upload
+        sequence: a large upload's job, answered before a worker parses it. Returns what
+        that worker's Job resumes from."""
+        self.job["upload_seq"] = new_upload_seq(self._keys, self.cluster)
+        self._save("parsing")
+        self._saved = True
+        return self.id, self._keys.root, self.job["upload_seq"]
+
     def _emit(self, chunk: Chunk) -> None:
+        if self._on_chunk is not None:
+            self._on_chunk(chunk)
         if not self._saved:
-            self._update("parsing")
-            save_job(self._keys, self.job)
+            self.job["upload_seq"] = new_upload_seq(self._keys, self.cluster)
+            self._save("parsing")
             self._saved = True
-        enqueue(chunk, self._keys.root, self.id)
+        enqueue(chunk, self._keys.root, self.id, self.job["upload_seq"])
         self._enqueued += 1
+        self.alive()
 
     def _update(self, state: str, error: str = "") -> None:
         totals, current = self._totals, self._current or Counts()
@@ -196,10 +250,12 @@ class Job:
             rows_read=totals.rows_read + current.rows_read,
             rows_accepted=totals.accepted + current.accepted,
             rows_rejected=totals.rejected + current.rejected,
+            blank=totals.blank + current.blank,
             samples=self._chunker.samples,
             errors=[asdict(e) for e in errors],
             chunks_expected=self._enqueued,
             parse_seconds=round(time.monotonic() - self._started, 3),
+            updated_at=int(time.time() * 1000),
         )
 
 
@@ -242,6 +298,7 @@ class JobSeries:
         rejected: int = 0,
         errors: Iterable[RowError] = (),
         accepted: int | None = None,
+        workload: RowWorkload = no_workload,
     ) -> int:
         """Job.send on the current job; a failed send leaves the next send a new job."""
         with self._lock:
@@ -252,7 +309,14 @@ class JobSeries:
                 self._opened = self._clock()
             job = self._job
             try:
-                samples = job.send(rows, facts, rejected=rejected, errors=errors, accepted=accepted)
+                samples = job.send(
+                    rows,
+                    facts,
+                    rejected=rejected,
+                    errors=errors,
+                    accepted=accepted,
+                    workload=workload,
+                )
             except Exception:
                 self._job = None
                 self.jobs_failed += 1

@@ -30,6 +30,9 @@ class JobSerializer(serializers.Serializer):
         help_text="running until every chunk is stored (done) or one can never be (failed)",
     )
     created_at = serializers.DateTimeField(help_text="RFC 3339, UTC")
+    updated_at = serializers.DateTimeField(
+        required=False, help_text="last save of the document while parsing (RFC 3339, UTC)"
+    )
     error = serializers.CharField(required=False, help_text="why the job failed, else empty")
     rows_read = serializers.IntegerField(required=False)
     rows_accepted = serializers.IntegerField(required=False)

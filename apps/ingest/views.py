@@ -21,10 +21,12 @@ from rest_framework.views import APIView
 
 from apps.api.openapi import SEGMENT
 from apps.api.pagination import StrictLimitOffsetPagination
-from apps.ingest import service
+from apps.ingest import remote_write, service
 from apps.ingest.serializers import AcceptedJobSerializer, JobSerializer
+from apps.ingest.streaming import now_ms
 from store import default_keys
 from store.jobs import count_jobs, list_jobs, load_job
+from timeparse.timestamps import format_timestamp
 
 RAW_TYPES = (
     "text/csv",
@@ -104,6 +106,9 @@ class UploadView(APIView):
         if too_big:
             return too_big
         if request.content_type.startswith("multipart/form-data"):
+            several = _several_files(request)
+            if several:
+                return several
             upload = request.FILES.get("file")
             if upload is None:
                 return Response(
@@ -111,9 +116,11 @@ class UploadView(APIView):
                 )
             raw, source = upload, upload.name or "upload"
             cluster = request.data.get("cluster") or request.query_params.get("cluster")
+            size = upload.size
         elif request.content_type.split(";")[0].strip() in RAW_TYPES:
             raw, source = request._request, "request body"
             cluster = request.query_params.get("cluster")
+            size = _declared_size(request)
         else:
             return Response(
                 {
@@ -122,14 +129,38 @@ class UploadView(APIView):
                 },
                 status=415,
             )
-        return _ingest(request, raw, source, cluster)
+        return _ingest(request, raw, source, cluster, size)
+
+
+def _declared_size(request: Request) -> int | None:
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or "")
+    except ValueError:
+        return None
+
+
+def _several_files(request: Request) -> Response | None:
+    """400 when the request holds more than one file: each file is one upload (one job).
+
+    Keeping one and dropping the others silently is what this refuses.
+    """
+    names = [f.name for field in request.FILES for f in request.FILES.getlist(field)]
+    if len(names) <= 1:
+        return None
+    shown = ", ".join(repr(n) for n in names[:5]) + (", ..." if len(names) > 5 else "")
+    return Response(
+        {
+            "file": [
+                f"one file per upload: this request holds {len(names)} files ({shown}); "
+                "send each in its own request"
+            ]
+        },
+        status=400,
+    )
 
 
 def _too_big(request: Request) -> Response | None:
-    try:
-        length = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        length = 0
+    length = _declared_size(request) or 0
     if length > settings.INGEST_MAX_UPLOAD_BYTES:
         return Response(
             {
@@ -141,12 +172,21 @@ def _too_big(request: Request) -> Response | None:
     return None
 
 
-def _ingest(request: Request, raw: Any, source: str, cluster: str | None) -> Response:
-    # refusals (bad file, too large, broker or etcd down) are answered by apps/read/errors.py
-    job = service.ingest(raw, source=source, cluster=cluster)
+def _ingest(
+    request: Request, raw: Any, source: str, cluster: str | None, size: int | None
+) -> Response:
+    # refusals (bad file, too large, broker or etcd down) are answered by apps/read/errors.py;
+    # a large upload is answered once received and its header checked (docs/INGEST.md)
+    if service.is_large(size):
+        job = service.accept(raw, source=source, cluster=cluster)
+    else:
+        job = service.ingest(raw, source=source, cluster=cluster)
     url = reverse("ingest-job", args=[job["id"]])
-    body = {**load_job(default_keys(), job["id"]), "url": request.build_absolute_uri(url)}
+    body = {**shown(load_job(default_keys(), job["id"])), "url": request.build_absolute_uri(url)}
     return Response(body, status=202, headers={"Location": url})
+
+
+TIMES = ("created_at", "updated_at")
 
 
 class JobView(APIView):
@@ -161,7 +201,7 @@ class JobView(APIView):
         responses=JobSerializer,
     )
     def get(self, request: Request, job_id: str) -> Response:
-        return Response(load_job(default_keys(), job_id))
+        return Response(shown(load_job(default_keys(), job_id)))
 
 
 class JobListView(APIView):
@@ -181,4 +221,48 @@ class JobListView(APIView):
 
 def _jobs_page(limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
     keys = default_keys()
-    return count_jobs(keys), list_jobs(keys, limit, offset)
+    return count_jobs(keys), [shown(job) for job in list_jobs(keys, limit, offset)]
+
+
+def shown(job: dict[str, Any]) -> dict[str, Any]:
+    """The job as the API shows it: its times in RFC 3339, like every time of the API.
+
+    The document keeps epoch milliseconds (retention and staleness compare them).
+    """
+    times = {k: format_timestamp(v) for k in TIMES if isinstance(v := job.get(k), int)}
+    return {**job, **times}
+
+
+class ProtobufParser(BaseParser):
+    """Declares remote write bodies; the view reads them itself (bounded)."""
+
+    media_type = "application/x-protobuf"
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        return stream
+
+
+class RemoteWriteView(APIView):
+    """POST /prometheus/api/v1/write: Prometheus remote write 1.0 (docs/PROMETHEUS.md).
+
+    Answers 204 when stored (or ignored by the rule), 400 for a body it cannot
+    read, 401 without a token, 503 when the pipeline is down (Prometheus retries).
+    Not throttled: the guard bounds each body and Prometheus paces its own sends.
+    """
+
+    schema = None
+    throttle_classes: list = []
+    parser_classes = [ProtobufParser]
+
+    def post(self, request: Request) -> Response:
+        limit = settings.REMOTE_WRITE_MAX_BYTES
+        body = request._request.read(limit + 1)
+        if len(body) > limit:
+            return Response(
+                {"detail": f"the body is larger than the limit of {limit} bytes"}, status=413
+            )
+        try:
+            remote_write.receive(body, request.query_params.get("cluster"), now_ms())
+        except remote_write.RemoteWriteError as exc:
+            return Response({"detail": str(exc)}, status=400)
+        return Response(status=204)

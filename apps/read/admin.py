@@ -25,6 +25,7 @@ from store import default_keys
 from store.errors import NotFound, StoreError
 from store.jobs import list_jobs
 from store.write import latest_values
+from timeparse.timestamps import format_timestamp
 
 JOBS_SHOWN = 100
 
@@ -198,4 +199,5 @@ class IngestJobAdmin(ReadOnlyAdmin):
 
 
 def _with_created(job: dict[str, Any]) -> dict[str, Any]:
-    return job | {"created": job.get("created_at") or ""}  # RFC 3339 from store.jobs
+    created = job.get("created_at")
+    return job | {"created": format_timestamp(created) if isinstance(created, int) else ""}

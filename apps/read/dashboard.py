@@ -130,9 +130,10 @@ def fleet(request: HttpRequest) -> HttpResponse:
     cluster = request.GET.get("cluster") or None
     context: dict[str, Any] = {"cluster": cluster, "error": "", "all_clusters": []}
     try:
-        context["all_clusters"] = [c["name"] for c in queries.list_clusters()]
+        everything = queries.fleet()  # one etcd round trip for the whole page
+        context["all_clusters"] = [c["name"] for c in queries.list_clusters(of=everything)]
         known = cluster is None or cluster in context["all_clusters"]
-        gpus = queries.list_gpus(cluster=cluster) if known else []
+        gpus = queries.list_gpus(cluster=cluster, of=everything) if known else []
     except StoreError as exc:
         context["error"] = f"etcd did not answer: {exc}"
         return render(request, "gpus/fleet.html", context, status=_status(exc))
@@ -175,6 +176,7 @@ def gpu_page(request: HttpRequest, uuid: str) -> HttpResponse:
         "chosen": chosen,
     }
     context = {"gpu": gpu, "metrics": metrics, "chosen": chosen, "config": config}
+    context["workloads"] = queries.workloads(gpu["uuid"])
     context["windows"] = WINDOWS
     context["window"] = default_window(gpu)
     return render(request, "gpus/gpu.html", context)

@@ -7,25 +7,32 @@ from __future__ import annotations
 
 import base64
 import binascii
-import itertools
 import json
-from collections import Counter, defaultdict
-from collections.abc import Iterator
+import sys
+import threading
+from collections import Counter, OrderedDict, defaultdict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from django.conf import settings
 
-from store import default_keys, window_ms
+from apps.read import columns as col
+from store import default_keys, shards, window_ms
+from store.codec import Samples
 from store.errors import NotFound
+from store.fleet import Fleet, read_fleet
 from store.keys import MAX_TS, Keys, check_segment
 from store.read import iter_raw, read_buckets
-from store.registry import get_record, list_records
+from store.registry import get_record, gpu_shard, instances_of, located_of
 from store.tiers import for_step as tier_for_step
 from store.tiers import tiers
+from store.workloads import in_window, read_workloads
 from store.write import latest_values
 from timeparse.timestamps import format_timestamp
+
+T = TypeVar("T")
 
 
 def gpu_view(record: dict[str, Any], latest: dict[str, list] | None) -> dict[str, Any]:
@@ -43,6 +50,12 @@ def gpu_view(record: dict[str, Any], latest: dict[str, list] | None) -> dict[str
         "labels": record.get("labels", {}),
         "first_seen": format_timestamp(record["first_seen"]),
         "last_seen": format_timestamp(last_seen) if last_seen is not None else None,
+        "parent": record.get("parent"),
+        "placements": [
+            {"cluster": p["cluster"], "host": p["host"], "since": format_timestamp(p["since"])}
+            for p in record.get("placements")
+            or [{**located_of(record), "since": record["first_seen"]}]
+        ],
         "latest": {
             name: {"timestamp": format_timestamp(ts), "value": value}
             for name, (ts, value) in sorted(latest.items())
@@ -50,55 +63,126 @@ def gpu_view(record: dict[str, Any], latest: dict[str, list] | None) -> dict[str
     }
 
 
-def list_gpus(
-    cluster: str | None = None, host: str | None = None, model: str | None = None
-) -> list[dict]:
-    """GPUs sorted by cluster, host, uuid; two range reads whatever the count."""
-    keys = default_keys()
+def fleet(cluster: str | None = None, host: str | None = None, latest: bool = True) -> Fleet:
+    """The records (and latest values) the fleet views are built from: one etcd round trip.
+
+    `version` changes whenever any of it does: the HTTP ETag of those views.
+    Raises InvalidSegment for a cluster or host no key could hold (also a host that
+    only filters here, without a cluster).
+    """
     if host:
-        check_segment(host, "host")  # refused as in a key, also when only filtered here
-    records = list_records(keys, cluster, host if cluster else None)
-    if host and not cluster:
-        records = [r for r in records if r["host"] == host]
-    if model:
-        records = [r for r in records if r.get("model") == model]
-    latest = latest_values(keys) if records else {}
-    return [gpu_view(r, latest.get(r["uuid"])) for r in records]
+        check_segment(host, "host")
+    return read_fleet(default_keys(), cluster, host if cluster else None, latest)
 
 
-def host_gpus(hostname: str, cluster: str | None = None) -> list[dict]:
+class _Built:
+    """Fleet views already built, by what they were built from (the fleet's version)."""
+
+    def __init__(self, size: int = 64) -> None:
+        self._size = size
+        self._lock = threading.Lock()
+        self._views: OrderedDict[tuple, list[dict]] = OrderedDict()
+
+    def get(self, key: tuple, build: Callable[[], list[dict]]) -> list[dict]:
+        with self._lock:
+            views = self._views.get(key)
+        if views is None:
+            views = build()
+            with self._lock:
+                self._views[key] = views
+                while len(self._views) > self._size:
+                    self._views.popitem(last=False)
+        return views
+
+
+_built = _Built()
+
+
+def list_gpus(
+    cluster: str | None = None,
+    host: str | None = None,
+    model: str | None = None,
+    of: Fleet | None = None,
+) -> list[dict]:
+    """GPUs sorted by cluster, host, uuid, with latest values; one etcd round trip
+    (none when `of` is given), and no work at all when that fleet was seen before."""
+    of = of or fleet(cluster, host)
+
+    def build() -> list[dict]:
+        records = of.records
+        if cluster:  # `of` may hold the whole fleet
+            records = [r for r in records if r["cluster"] == cluster]
+        if host:
+            records = [r for r in records if r["host"] == host]
+        if model:
+            records = [r for r in records if r.get("model") == model]
+        return [gpu_view(r, of.latest.get(r["uuid"])) for r in records]
+
+    return _built.get(("gpus", default_keys().root, of.version, cluster, host, model), build)
+
+
+def host_gpus(hostname: str, cluster: str | None = None, of: Fleet | None = None) -> list[dict]:
     """The GPUs of one host; raises NotFound when it has none (as an unknown GPU does).
 
     A host exists only through its GPUs' records: no GPU, no host.
     """
-    gpus = list_gpus(cluster=cluster, host=hostname)
+    gpus = list_gpus(cluster=cluster, host=hostname, of=of)
     if not gpus:
         where = f" in cluster {cluster!r}" if cluster else ""
         raise NotFound(f"no host {hostname!r}{where}")
     return gpus
 
 
-def get_gpu(uuid: str) -> dict[str, Any]:
-    """One GPU; raises store.errors.NotFound."""
+def get_gpu(uuid: str, instances: bool = True) -> dict[str, Any]:
+    """One GPU, with the uuids of its MIG instances unless `instances` is False (one read
+    less, for GraphQL, which reads them only when asked); raises store.errors.NotFound."""
     keys = default_keys()
-    record = get_record(keys, uuid)
-    return gpu_view(record, latest_values(keys, [uuid]).get(uuid))
+    with shards.use(gpu_shard(keys, uuid)):
+        record = get_record(keys, uuid)
+        view = gpu_view(record, latest_values(keys, [uuid]).get(uuid))
+        if instances:
+            view["instances"] = instances_of(keys, uuid)
+    return view
 
 
-def list_hosts(cluster: str | None = None) -> list[dict]:
-    counts: Counter[tuple[str, str]] = Counter()
-    for r in list_records(default_keys(), cluster):
-        counts[(r["cluster"], r["host"])] += 1
+def gpu_instances(uuid: str) -> list[str]:
+    """The uuids of GPU `uuid`'s MIG instances (empty for other GPUs)."""
+    keys = default_keys()
+    with shards.use(gpu_shard(keys, uuid)):
+        return instances_of(keys, uuid)
+
+
+def list_hosts(cluster: str | None = None, of: Fleet | None = None) -> list[dict]:
+    of = of or fleet(cluster, latest=False)
+    counts: Counter[tuple[str, str]] = Counter((r["cluster"], r["host"]) for r in of.records)
     return [{"hostname": h, "cluster": c, "gpu_count": n} for (c, h), n in sorted(counts.items())]
 
 
-def list_clusters() -> list[dict]:
+def list_clusters(of: Fleet | None = None) -> list[dict]:
+    of = of or fleet(latest=False)
     hosts: dict[str, set[str]] = defaultdict(set)
     gpus: Counter[str] = Counter()
-    for r in list_records(default_keys()):
+    for r in of.records:
         hosts[r["cluster"]].add(r["host"])
         gpus[r["cluster"]] += 1
     return [{"name": c, "host_count": len(hosts[c]), "gpu_count": gpus[c]} for c in sorted(gpus)]
+
+
+def workloads(uuid: str, start: int = 0, end: int = MAX_TS) -> list[dict[str, Any]]:
+    """The workloads (pod, namespace, container) that ran on the GPU within [start, end],
+    each with the first and last sample time seen with it; idle periods left out."""
+    periods = read_workloads(default_keys(), [uuid]).get(uuid, [])
+    return [
+        {
+            "pod": labels.get("pod", ""),
+            "namespace": labels.get("namespace", ""),
+            "container": labels.get("container", ""),
+            "start": format_timestamp(s),
+            "end": format_timestamp(e),
+        }
+        for s, e, labels in in_window(periods, start, end)
+        if labels
+    ]
 
 
 # Telemetry -----------------------------------------------------------------------------
@@ -113,7 +197,7 @@ class TelemetryQuery:
     end: int = MAX_TS
     metrics: tuple[str, ...] = ()
     descending: bool = False
-    limit: int = 1000
+    limit: int | None = 1000  # None: as many as TELEMETRY_MAX_RESPONSE_BYTES allows
     after: tuple[int, str] | None = None  # (ts, metric) of the last row already returned
     step_ms: int | None = None  # downsample into buckets of this size
     agg: str = "avg"  # avg, min, max, last, sum or count of each bucket
@@ -135,16 +219,77 @@ def decode_cursor(text: str) -> tuple[int, str]:
     return ts, metric
 
 
-def telemetry_page(q: TelemetryQuery) -> dict[str, Any]:
-    """The GPU and one page of its samples: {"gpu", "results", "next_cursor"}.
+class TooManyPoints(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Page:
+    """One answer's worth of samples, as columns in answer order."""
+
+    gpu: dict[str, Any]
+    samples: Samples
+    next_cursor: str | None
+
+
+def read_page(q: TelemetryQuery, columns: bool = False) -> Page:
+    """The GPU and one page of its samples, at most `q.limit` of them (None: no count
+    limit) and at most TELEMETRY_MAX_RESPONSE_BYTES once encoded (rows shape, or the
+    columns shape when `columns`; a columns page ends at a whole timestamp when it can).
 
     Raises NotFound for an unknown GPU, TooManyPoints for a step query whose
     window holds more buckets than TELEMETRY_MAX_BUCKETS.
     """
     keys = default_keys()
+    with shards.use(gpu_shard(keys, q.uuid)):  # the shard of the GPU's cluster
+        return _read_page(keys, q, columns)
+
+
+def _read_page(keys: Keys, q: TelemetryQuery, columns: bool) -> Page:
     record = get_record(keys, q.uuid)
     latest = latest_values(keys, [q.uuid]).get(q.uuid)
-    return {"gpu": gpu_view(record, latest), **_page(iter_rows(keys, q, record, latest), q.limit)}
+    bound = col.column_bytes_bound if columns else col.row_bytes_bound
+    budget = int(settings.TELEMETRY_MAX_RESPONSE_BYTES) - 4096  # the GPU and the envelope
+    limit = q.limit if q.limit is not None else sys.maxsize
+    taken: list[Samples] = []
+    count = spent = 0
+    more = False
+    for chunk in iter_columns(keys, q, record, latest):
+        if count >= limit or spent >= budget:
+            more = True
+            break
+        part = col.take(chunk, limit - count)
+        sizes = np.cumsum(bound(part))
+        n = int(np.searchsorted(sizes, budget - spent, side="right")) or (0 if count else 1)
+        if columns and n < len(chunk):
+            n = _whole_times(chunk, n) or n
+        if n:
+            taken.append(col.take(part, n))
+            count, spent = count + n, spent + int(sizes[n - 1])
+        if n < len(chunk):
+            more = True
+            break
+    samples = col.concat(taken) if taken else col.concat([])
+    cursor = None
+    if more and len(samples):
+        cursor = encode_cursor(int(samples.ts[-1]), samples.names[int(samples.metric[-1])])
+    return Page(gpu_view(record, latest), samples, cursor)
+
+
+def _whole_times(s: Samples, n: int) -> int:
+    """The largest m <= n whose first m rows end where the timestamp changes (0: none)."""
+    changes = np.flatnonzero(s.ts[: n + 1] != s.ts[n])
+    return int(changes[-1]) + 1 if len(changes) else 0
+
+
+def telemetry_page(q: TelemetryQuery) -> dict[str, Any]:
+    """The GPU and one page of its samples as row dicts: {"gpu", "results", "next_cursor"}."""
+    page = read_page(q)
+    return {
+        "gpu": page.gpu,
+        "results": col.rows_dicts(page.samples),
+        "next_cursor": page.next_cursor,
+    }
 
 
 def telemetry(q: TelemetryQuery) -> dict[str, Any]:
@@ -153,28 +298,11 @@ def telemetry(q: TelemetryQuery) -> dict[str, Any]:
     return {"results": page["results"], "next_cursor": page["next_cursor"]}
 
 
-def _page(rows: Iterator[tuple[int, str, float]], limit: int) -> dict[str, Any]:
-    taken = list(itertools.islice(rows, limit + 1))
-    more = len(taken) > limit
-    taken = taken[:limit]
-    return {
-        "results": [
-            {"timestamp": format_timestamp(t), "metric_name": m, "value": v} for t, m, v in taken
-        ],
-        "next_cursor": encode_cursor(taken[-1][0], taken[-1][1]) if more else None,
-    }
-
-
-class TooManyPoints(ValueError):
-    pass
-
-
-def iter_rows(
+def iter_columns(
     keys: Keys, q: TelemetryQuery, record: dict[str, Any], latest: dict[str, list] | None
-) -> Iterator[tuple[int, str, float]]:
-    """(ts, metric, value) in (time, metric) order (or reversed), filtered, after the cursor.
-
-    Memory is bounded by one block window (raw) or by the bucket count (step).
+) -> Iterator[Samples]:
+    """Non-empty column chunks in answer order ((time, metric) or reversed), filtered,
+    beyond the cursor. Memory is bounded by one block window (raw) or the bucket count.
     """
     start, end = q.start, q.end
     if q.after is not None:
@@ -182,87 +310,81 @@ def iter_rows(
             (start, min(end, q.after[0])) if q.descending else (max(start, q.after[0]), end)
         )
     wanted = frozenset(q.metrics)
-    source = (
-        _bucket_rows(keys, q, record, latest, start, end)
-        if q.step_ms
-        else _raw_rows(keys, q, start, end)
-    )
-    for row in source:
-        if wanted and row[1] not in wanted:
-            continue
-        if q.after is not None and not _beyond((row[0], row[1]), q.after, q.descending):
-            continue
-        yield row
+    if q.step_ms:
+        source = iter([_buckets(keys, q, record, latest, start, end)])
+    else:
+        source = iter_raw(keys, q.uuid, start, end, window_ms(), q.descending)
+    for chunk in source:
+        chunk = col.only_metrics(chunk, wanted)
+        if q.descending and not q.step_ms:
+            chunk = col.reverse(chunk)
+        if q.after is not None:
+            chunk = col.after(chunk, q.after, q.descending)
+        if len(chunk):
+            yield chunk
 
 
-def _raw_rows(
-    keys: Keys, q: TelemetryQuery, start: int, end: int
-) -> Iterator[tuple[int, str, float]]:
-    for samples in iter_raw(keys, q.uuid, start, end, window_ms(), q.descending):
-        rows = list(samples.rows())  # sorted by (ts, metric name): the codec's contract
-        yield from reversed(rows) if q.descending else rows
-
-
-def _bucket_rows(
+def _buckets(
     keys: Keys,
     q: TelemetryQuery,
     record: dict[str, Any],
     latest: dict[str, list] | None,
     start: int,
     end: int,
-) -> Iterator[tuple[int, str, float]]:
+) -> Samples:
+    """The window's buckets as columns sorted by (bucket, metric name), or reversed."""
     step = int(q.step_ms or 0)
     newest = max((ts for ts, _ in (latest or {}).values()), default=record["first_seen"])
     start, end = max(start, record["first_seen"]), min(end, newest)
     if end < start:
-        return
+        return col.concat([])
     buckets = (end - start) // step + 1
     if buckets > settings.TELEMETRY_MAX_BUCKETS:
         raise TooManyPoints(
             f"step {step // 1000}s over this window gives {buckets} buckets per metric; at most "
             f"{settings.TELEMETRY_MAX_BUCKETS}: use a larger step or a smaller window"
         )
-    all_tiers = tiers()
-    b = read_buckets(keys, q.uuid, start, end, step, all_tiers[0], tier_for_step(step))
-    names = np.array(b.names, dtype=object)[b.metric] if len(b) else np.array([], dtype=object)
-    order = np.lexsort((names.astype(str), b.ts)) if len(b) else np.array([], dtype=int)
+    b = read_buckets(keys, q.uuid, start, end, step, tiers()[0], tier_for_step(step))
+    names = sorted(b.names)
+    rank = np.array([names.index(n) for n in b.names], dtype=np.int32)
+    metric = rank[b.metric] if len(b) else np.zeros(0, np.int32)
+    order = np.lexsort((metric, b.ts))
     if q.descending:
         order = order[::-1]
-    values = b.value(q.agg)
-    for i in order.tolist():
-        yield int(b.ts[i]), str(names[i]), float(values[i])
+    return Samples(b.ts[order], metric[order], b.value(q.agg)[order], tuple(names))
 
 
-def _beyond(row: tuple[int, str], after: tuple[int, str], descending: bool) -> bool:
-    return row < after if descending else row > after
-
-
-def telemetry_csv(q: TelemetryQuery, wide: bool = False) -> Iterator[str]:
-    """The whole window of `q` as CSV lines (header first), ignoring its limit.
+def telemetry_csv(q: TelemetryQuery, wide: bool = False) -> Iterator[bytes]:
+    """The whole window of `q` as CSV, header first, then a piece per block window.
 
     Long: timestamp,metric_name,value. Wide: timestamp and a column per metric
     (the metrics asked for, else every metric the GPU has reported), empty where
-    a metric has no value at that time. Raises NotFound / TooManyPoints on the
-    first line.
+    a metric has no value at that time. Ignores `limit`. Raises NotFound /
+    TooManyPoints on the first piece.
     """
     keys = default_keys()
-    record = get_record(keys, q.uuid)
-    latest = latest_values(keys, [q.uuid]).get(q.uuid) or {}
-    rows = iter_rows(keys, q, record, latest)
+    shard = gpu_shard(keys, q.uuid)
+    with shards.use(shard):
+        record = get_record(keys, q.uuid)
+        latest = latest_values(keys, [q.uuid]).get(q.uuid) or {}
+    chunks = _in_shard(shard, iter_columns(keys, q, record, latest))
     if not wide:
-        yield "timestamp,metric_name,value\r\n"
-        for ts, metric, value in rows:
-            yield f"{format_timestamp(ts)},{_csv_cell(metric)},{value!r}\r\n"
+        yield b"timestamp,metric_name,value\r\n"
+        for chunk in chunks:
+            yield col.csv_long(chunk)
         return
     columns = list(q.metrics) or sorted(latest)
-    yield ",".join(["timestamp", *(_csv_cell(c) for c in columns)]) + "\r\n"
-    for ts, group in itertools.groupby(rows, key=lambda r: r[0]):
-        values = {m: v for _, m, v in group}
-        cells = [repr(values[c]) if c in values else "" for c in columns]
-        yield ",".join([format_timestamp(ts), *cells]) + "\r\n"
+    yield (",".join(["timestamp", *(col.csv_cell(c) for c in columns)]) + "\r\n").encode()
+    for chunk in chunks:
+        yield col.csv_wide(chunk, columns)
 
 
-def _csv_cell(text: str) -> str:
-    if any(ch in text for ch in ',"\r\n'):
-        return '"' + text.replace('"', '""') + '"'
-    return text
+def _in_shard(shard: str, items: Iterator[T]) -> Iterator[T]:
+    """`items`, each step run in `shard` (a streamed response may resume in another thread)."""
+    while True:
+        with shards.use(shard):
+            try:
+                item = next(items)
+            except StopIteration:
+                return
+        yield item

@@ -36,6 +36,34 @@ class TimeField(serializers.Field):
         return value
 
 
+@extend_schema_field(
+    {"oneOf": [{"type": "integer", "minimum": 1}, {"type": "string", "enum": ["all"]}]}
+)
+class LimitField(serializers.Field):
+    """A sample count from 1 to TELEMETRY_MAX_LIMIT, or `all` (None): bounded by bytes only."""
+
+    default_error_messages = {
+        "invalid": "a whole number from 1, or `all`",
+        "max": "at most {limit}; follow `next` for more, or ask for `all`",
+    }
+
+    def to_internal_value(self, data: object) -> int | None:
+        if str(data).strip().lower() == "all":
+            return None
+        try:
+            value = int(str(data).strip())
+        except ValueError:
+            self.fail("invalid")
+        if value < 1:
+            self.fail("invalid")
+        if value > settings.TELEMETRY_MAX_LIMIT:
+            self.fail("max", limit=settings.TELEMETRY_MAX_LIMIT)
+        return value
+
+    def to_representation(self, value: int | None) -> int | str:
+        return "all" if value is None else value
+
+
 class GpuListParams(serializers.Serializer):
     cluster = serializers.CharField(required=False, max_length=200)
     host = serializers.CharField(required=False, max_length=200)
@@ -51,10 +79,11 @@ class TelemetryParams(serializers.Serializer):
         help_text="repeat or comma-separate to keep only these metrics",
     )
     order = serializers.ChoiceField(choices=["asc", "desc"], default="asc")
-    limit = serializers.IntegerField(
+    limit = LimitField(
         required=False,
-        min_value=1,
-        help_text="at most TELEMETRY_MAX_LIMIT; default TELEMETRY_DEFAULT_LIMIT",
+        help_text="samples per page, at most TELEMETRY_MAX_LIMIT (default "
+        "TELEMETRY_DEFAULT_LIMIT; `columns`: all), or `all`: as many as "
+        "TELEMETRY_MAX_RESPONSE_BYTES allows",
     )
     cursor = serializers.CharField(
         required=False, max_length=2000, help_text="the `next` of the previous page"
@@ -66,9 +95,10 @@ class TelemetryParams(serializers.Serializer):
         choices=list(AGGREGATES), default="avg", help_text="aggregate of each bucket (with step)"
     )
     format = serializers.ChoiceField(
-        choices=["json", "csv", "wide"],
+        choices=["json", "columns", "csv", "wide"],
         default="json",
-        help_text="json pages; csv: the whole window as CSV; wide: CSV with a column per metric",
+        help_text="json pages of rows; columns: a timestamps array and one value array per "
+        "metric; csv: the whole window as CSV; wide: CSV with a column per metric",
     )
 
     def validate_step(self, value: str) -> int:
@@ -79,13 +109,6 @@ class TelemetryParams(serializers.Serializer):
         if ms < 1000:
             raise serializers.ValidationError("step must be at least 1s")
         return ms
-
-    def validate_limit(self, value: int) -> int:
-        if value > settings.TELEMETRY_MAX_LIMIT:
-            raise serializers.ValidationError(
-                f"at most {settings.TELEMETRY_MAX_LIMIT}; follow `next` for more"
-            )
-        return value
 
     def validate_cursor(self, value: str) -> tuple[int, str]:
         try:
@@ -104,13 +127,14 @@ class TelemetryParams(serializers.Serializer):
     def query(self, uuid: str) -> TelemetryQuery:
         """The validated parameters as a query of `uuid`'s samples."""
         data = self.validated_data
+        default_limit = None if data["format"] == "columns" else settings.TELEMETRY_DEFAULT_LIMIT
         return TelemetryQuery(
             uuid=uuid,
             start=data.get("start_time", 0),
             end=data.get("end_time", MAX_TS),
             metrics=tuple(data.get("metric", ())),
             descending=data["order"] == "desc",
-            limit=data.get("limit", settings.TELEMETRY_DEFAULT_LIMIT),
+            limit=data.get("limit", default_limit),
             after=data.get("cursor"),
             step_ms=data.get("step"),
             agg=data["agg"],
@@ -120,6 +144,12 @@ class TelemetryParams(serializers.Serializer):
 class LatestValueSerializer(serializers.Serializer):
     timestamp = serializers.CharField()
     value = serializers.FloatField()
+
+
+class PlacementSerializer(serializers.Serializer):
+    cluster = serializers.CharField()
+    host = serializers.CharField()
+    since = serializers.CharField(help_text="sample time from which the GPU was seen there")
 
 
 class GpuSerializer(serializers.Serializer):
@@ -134,6 +164,17 @@ class GpuSerializer(serializers.Serializer):
     first_seen = serializers.CharField()
     last_seen = serializers.CharField(allow_null=True)
     latest = serializers.DictField(child=LatestValueSerializer())
+    parent = serializers.CharField(
+        allow_null=True, help_text="for a MIG instance: the uuid of its GPU"
+    )
+    placements = PlacementSerializer(
+        many=True, help_text="where the GPU was seen, oldest first (by sample time)"
+    )
+    instances = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="uuids of the GPU's MIG instances (one GPU's answer only)",
+    )
 
 
 class HostSerializer(serializers.Serializer):
@@ -154,12 +195,39 @@ class SampleSerializer(serializers.Serializer):
     value = serializers.FloatField()
 
 
+class WorkloadSerializer(serializers.Serializer):
+    pod = serializers.CharField()
+    namespace = serializers.CharField()
+    container = serializers.CharField()
+    start = serializers.CharField(help_text="first sample seen with this workload (RFC 3339)")
+    end = serializers.CharField(help_text="last sample seen with this workload (RFC 3339)")
+
+
 class TelemetrySerializer(serializers.Serializer):
     gpu = GpuSerializer()
+    workloads = WorkloadSerializer(many=True, help_text="workloads that ran in the window")
     start_time = serializers.CharField(allow_null=True)
     end_time = serializers.CharField(allow_null=True)
     next = serializers.CharField(allow_null=True)
     results = SampleSerializer(many=True)
+
+
+class TelemetryColumnsSerializer(serializers.Serializer):
+    """`format=columns`: the samples as a table, for charts and programs."""
+
+    gpu = GpuSerializer()
+    workloads = WorkloadSerializer(many=True, help_text="workloads that ran in the window")
+    start_time = serializers.CharField(allow_null=True)
+    end_time = serializers.CharField(allow_null=True)
+    next = serializers.CharField(allow_null=True)
+    timestamps = serializers.ListField(
+        child=serializers.IntegerField(),
+        help_text="distinct sample times, epoch milliseconds UTC, in the asked order",
+    )
+    series = serializers.DictField(
+        child=serializers.ListField(child=serializers.FloatField(allow_null=True)),
+        help_text="per metric, its value at each of `timestamps` (null where it has none)",
+    )
 
 
 class LatestSerializer(serializers.Serializer):

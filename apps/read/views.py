@@ -3,35 +3,55 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from typing import Any
 
-from django.http import StreamingHttpResponse
-from drf_spectacular.utils import OpenApiParameter, OpenApiTypes, extend_schema
+import orjson
+from django.http import HttpResponse, HttpResponseNotModified, StreamingHttpResponse
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiTypes,
+    PolymorphicProxySerializer,
+    extend_schema,
+)
+from rest_framework.renderers import BrowsableAPIRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.api.openapi import FILTER, SEGMENT
 from apps.api.pagination import StrictLimitOffsetPagination
+from apps.read import columns as col
 from apps.read import queries
+from apps.read.render import FastJSONRenderer
 from apps.read.serializers import (
     ClusterSerializer,
     GpuListParams,
     GpuSerializer,
     HostSerializer,
     LatestSerializer,
+    TelemetryColumnsSerializer,
     TelemetryParams,
     TelemetrySerializer,
 )
+from store.fleet import Fleet
 from timeparse.timestamps import format_timestamp
 
 
 class _ReadView(APIView):
     throttle_scope = "reads"
+    renderer_classes = [FastJSONRenderer, BrowsableAPIRenderer]
 
 
 class _PagedListView(_ReadView):
-    # Answers DRF's page shape {count, next, previous, results}.
+    """A fleet list answering DRF's page shape {count, next, previous, results}.
+
+    The answer carries an ETag: send it back in If-None-Match to get 304 Not
+    Modified while nothing it shows has changed.
+    """
+
+    # The ETag is the fleet's version (store/fleet.py): a 304 costs the etcd read
+    # and nothing else, no view built and nothing encoded.
 
     pagination_class = StrictLimitOffsetPagination
 
@@ -39,6 +59,24 @@ class _PagedListView(_ReadView):
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(items, request, view=self)
         return paginator.get_paginated_response(page)
+
+    def answer(
+        self, request: Request, fleet: Fleet, build: Callable[[], list[dict]]
+    ) -> Response | HttpResponseNotModified:
+        etag = f'W/"{fleet.version}"'
+        if _matches(request.headers.get("If-None-Match", ""), fleet.version):
+            response: Response | HttpResponseNotModified = HttpResponseNotModified()
+        else:
+            response = self.paged(request, build())
+        response["ETag"] = etag
+        response["Cache-Control"] = "no-cache"  # may be kept, but ask again every time
+        return response
+
+
+def _matches(header: str, version: str) -> bool:
+    """If-None-Match holds this version (weak comparison, as RFC 9110 asks for it) or `*`."""
+    tags = [t.strip().removeprefix("W/").strip('"') for t in header.split(",")]
+    return version in tags or "*" in tags
 
 
 UUID = OpenApiParameter(
@@ -61,10 +99,12 @@ class GpuListView(_PagedListView):
         parameters=[GpuListParams, CLUSTER, HOST, MODEL],
         responses=GpuSerializer(many=True),
     )
-    def get(self, request: Request) -> Response:
+    def get(self, request: Request) -> Response | HttpResponseNotModified:
         params = GpuListParams(data=request.query_params)
         params.is_valid(raise_exception=True)
-        return self.paged(request, queries.list_gpus(**params.validated_data))
+        filters = params.validated_data
+        fleet = queries.fleet(filters.get("cluster"), filters.get("host"))
+        return self.answer(request, fleet, lambda: queries.list_gpus(**filters, of=fleet))
 
 
 class GpuDetailView(_ReadView):
@@ -94,45 +134,56 @@ class GpuTelemetryView(_ReadView):
     @extend_schema(
         summary="A GPU's samples in a window",
         description="Samples ordered by time (bounds inclusive), in pages that `next` "
-        "links; with `step`, one aggregate per metric and bucket; with `format=csv` or "
-        "`wide`, the whole window as CSV. docs/API.md has the details.",
+        "links; with `step`, one aggregate per metric and bucket; with `format=columns`, "
+        "one array per column; with `format=csv` or `wide`, the whole window as CSV. "
+        "docs/API.md has the details.",
         parameters=[UUID, TelemetryParams],
         responses={
-            (200, "application/json"): TelemetrySerializer,
+            (200, "application/json"): PolymorphicProxySerializer(
+                component_name="TelemetryAnswer",
+                serializers=[TelemetrySerializer, TelemetryColumnsSerializer],
+                resource_type_field_name=None,
+            ),
             (200, "text/csv"): OpenApiTypes.STR,
         },
     )
-    def get(self, request: Request, uuid: str) -> Response | StreamingHttpResponse:
+    def get(self, request: Request, uuid: str) -> Response | HttpResponse:
         params = TelemetryParams(data=_with_metric_list(request))
         params.is_valid(raise_exception=True)
         data = params.validated_data
-        if data["format"] != "json":
+        if data["format"] in ("csv", "wide"):
             return _csv_response(uuid, params.query(uuid), data["format"])
+        columns = data["format"] == "columns"
+        query = params.query(uuid)
         try:
-            page = queries.telemetry_page(params.query(uuid))
+            page = queries.read_page(query, columns=columns)
         except queries.TooManyPoints as exc:
             return Response({"step": [str(exc)]}, status=400)
-        return Response(
-            {
-                "gpu": page["gpu"],
-                "start_time": _fmt(data.get("start_time")),
-                "end_time": _fmt(data.get("end_time")),
-                "next": _next_url(request, page["next_cursor"]),
-                "results": page["results"],
-            }
+        head = {
+            "gpu": page.gpu,
+            "start_time": _fmt(data.get("start_time")),
+            "end_time": _fmt(data.get("end_time")),
+            "next": _next_url(request, page.next_cursor),
+            "workloads": queries.workloads(uuid, query.start, query.end),
+        }
+        body = (
+            col.columns_json(page.samples, head)
+            if columns
+            else orjson.dumps(head)[:-1] + b',"results":' + col.rows_json(page.samples) + b"}"
         )
+        return HttpResponse(body, content_type="application/json")
 
 
 def _csv_response(
     uuid: str, query: queries.TelemetryQuery, layout: str
 ) -> Response | StreamingHttpResponse:
-    """The whole window as CSV, streamed: long (a row per sample) or wide (a row per time)."""
+    """The whole window as CSV, streamed a block window at a time: long or wide."""
     try:
-        lines = queries.telemetry_csv(query, wide=layout == "wide")
-        first = next(lines)  # raises NotFound / TooManyPoints before the response starts
+        pieces = queries.telemetry_csv(query, wide=layout == "wide")
+        first = next(pieces)  # raises NotFound / TooManyPoints before the response starts
     except queries.TooManyPoints as exc:
         return Response({"step": [str(exc)]}, status=400)
-    response = StreamingHttpResponse(itertools.chain([first], lines), content_type="text/csv")
+    response = StreamingHttpResponse(itertools.chain([first], pieces), content_type="text/csv")
     response["Content-Disposition"] = f'attachment; filename="{_safe_name(uuid)}-{layout}.csv"'
     return response
 
@@ -168,8 +219,10 @@ class HostListView(_PagedListView):
         parameters=[CLUSTER],
         responses=HostSerializer(many=True),
     )
-    def get(self, request: Request) -> Response:
-        return self.paged(request, queries.list_hosts(request.query_params.get("cluster") or None))
+    def get(self, request: Request) -> Response | HttpResponseNotModified:
+        cluster = request.query_params.get("cluster") or None
+        fleet = queries.fleet(cluster, latest=False)
+        return self.answer(request, fleet, lambda: queries.list_hosts(cluster, of=fleet))
 
 
 class HostGpuListView(_PagedListView):
@@ -183,9 +236,10 @@ class HostGpuListView(_PagedListView):
         ],
         responses=GpuSerializer(many=True),
     )
-    def get(self, request: Request, hostname: str) -> Response:
+    def get(self, request: Request, hostname: str) -> Response | HttpResponseNotModified:
         cluster = request.query_params.get("cluster") or None
-        return self.paged(request, queries.host_gpus(hostname, cluster))
+        fleet = queries.fleet(cluster, hostname)
+        return self.answer(request, fleet, lambda: queries.host_gpus(hostname, cluster, of=fleet))
 
 
 class ClusterListView(_PagedListView):
@@ -194,5 +248,6 @@ class ClusterListView(_PagedListView):
         description="Clusters with their host and GPU counts.",
         responses=ClusterSerializer(many=True),
     )
-    def get(self, request: Request) -> Response:
-        return self.paged(request, queries.list_clusters())
+    def get(self, request: Request) -> Response | HttpResponseNotModified:
+        fleet = queries.fleet(latest=False)
+        return self.answer(request, fleet, lambda: queries.list_clusters(of=fleet))

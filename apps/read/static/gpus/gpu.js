@@ -10,7 +10,6 @@
   var windowEl = document.getElementById("window");
   if (!chartsEl) return;
 
-  var PAGE = 10000;          // samples per request (TELEMETRY_MAX_LIMIT's default)
   var MAX_SAMPLES = 200000;  // stop paging past this; the status line says so
   var WINDOWS = { "5m": 300, "15m": 900, "1h": 3600, "6h": 21600, "24h": 86400, "7d": 604800, all: null };
   var COLOURS = ["#1f5fbf", "#d1495b", "#2a9d62", "#8e5ad6", "#e08a00", "#00838f", "#6d4c41", "#c2185b", "#546e7a", "#7cb342"];
@@ -121,6 +120,8 @@
       (capped ? "; stopped at " + MAX_SAMPLES + " samples: choose a shorter window for all of them" : "");
   }
 
+  // format=columns: {timestamps: [ms...], series: {metric: [value|null...]}}; one response
+  // holds the whole window unless it passes the server's byte limit (then `next`).
   function fetchAll(url, gen, total) {
     return fetch(url, { headers: { Accept: "application/json" } })
       .then(function (r) {
@@ -131,11 +132,15 @@
       })
       .then(function (body) {
         if (gen !== generation) return null;
-        body.results.forEach(function (row) {
-          var s = series[row.metric_name];
-          if (s) insert(s, Date.parse(row.timestamp) / 1000, row.value);
+        Object.keys(body.series).forEach(function (metric) {
+          var s = series[metric], values = body.series[metric];
+          if (!s) return;
+          for (var i = 0; i < values.length; i++) {
+            if (values[i] === null) continue;
+            insert(s, body.timestamps[i] / 1000, values[i]);
+            total++;
+          }
         });
-        total += body.results.length;
         if (body.next && total < MAX_SAMPLES) return fetchAll(body.next, gen, total);
         return { total: total, capped: Boolean(body.next) };
       });
@@ -153,7 +158,7 @@
       return;
     }
     metrics.forEach(function (m) { series[m] = { xs: [], ys: [] }; });
-    var params = new URLSearchParams({ metric: metrics.join(","), limit: String(PAGE) });
+    var params = new URLSearchParams({ metric: metrics.join(","), format: "columns" });
     var w = windowSeconds();
     if (w !== null) params.set("start_time", iso(newest - w));
     statusEl.textContent = "Loading…";

@@ -1,0 +1,97 @@
+"""The fleet: every GPU record and every GPU's latest values, two range reads at any size.
+
+Fleet views (GPU list, hosts, clusters) poll this every few seconds. `version` is
+a digest of every key read and its mod revision, so it changes whenever a record
+or a latest value is written, created or deleted, and callers can answer "not
+modified" (or reuse what they built) without looking further. Parsed documents
+are kept by (key, mod revision), so an unchanged GPU is never parsed twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from store import kv, shards
+from store.keys import Keys
+
+# Parsed documents are kept by (key, mod revision): a changed key has a new revision.
+_PARSED_MAX = 100_000
+
+
+@dataclass(frozen=True)
+class Fleet:
+    records: list[dict[str, Any]]  # sorted by key: cluster, host, uuid
+    latest: dict[str, dict[str, list]]  # uuid -> {metric: [ts, value]}
+    version: str
+
+
+class _Parsed:
+    """JSON documents already parsed, by (key, mod revision); bounded, thread-safe."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._lock = threading.Lock()
+        self._docs: OrderedDict[tuple[str, int], Any] = OrderedDict()
+
+    def __call__(self, item: kv.Item) -> Any:
+        slot = (item.key, item.mod_revision)
+        with self._lock:
+            doc = self._docs.get(slot)
+        if doc is None:
+            doc = json.loads(item.value)
+            with self._lock:
+                self._docs[slot] = doc
+                if len(self._docs) > self._size:
+                    self._docs.popitem(last=False)
+        return doc
+
+
+_parsed = _Parsed(_PARSED_MAX)
+
+
+def _latest(item: kv.Item) -> dict[str, list]:
+    """A latest-values document as {metric: [ts, value]}: the upload order each value
+    carries (store/write.py, for the merge) is left out."""
+    return {metric: entry[:2] for metric, entry in _parsed(item).items()}
+
+
+def read_fleet(
+    keys: Keys, cluster: str | None = None, host: str | None = None, latest: bool = True
+) -> Fleet:
+    """Records (of one cluster, or one host of it) and, with `latest`, every GPU's latest
+    values. Without `latest` the version follows the records only.
+
+    The documents returned are shared between callers: treat them as read-only.
+    With etcd shards, one cluster is read from its shard (StoreUnavailable naming
+    it when down), the whole fleet from every shard at once (store/shards.py: the
+    shards that do not answer are left out, the answer is marked partial, and the
+    version names the shards that answered, so a partial answer never matches a
+    complete one's version).
+    """
+
+    def read() -> tuple[list[kv.Item], list[kv.Item]]:
+        records = kv.get_prefix(keys.records_prefix(cluster, host))
+        return records, kv.get_prefix(keys.latest_prefix()) if latest else []
+
+    if cluster is not None and not shards.pinned():
+        with shards.in_cluster(cluster) as shard:
+            parts = {shard: read()}
+    else:
+        parts = shards.fan_out(read)
+    records = sorted((i for r, _ in parts.values() for i in r), key=lambda i: i.key)
+    latest_items = [i for _, items in parts.values() for i in items]
+    digest = hashlib.blake2b(digest_size=12)
+    if len(shards.names()) > 1:
+        digest.update(f"shards {','.join(sorted(parts))}\n".encode())
+    for item in (*records, *latest_items):
+        digest.update(f"{item.key}\0{item.mod_revision}\n".encode())
+    return Fleet(
+        records=[_parsed(item) for item in records],
+        latest={item.key.rsplit("/", 1)[-1]: _latest(item) for item in latest_items},
+        version=digest.hexdigest(),
+    )
