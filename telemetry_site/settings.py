@@ -169,7 +169,13 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "GPU telemetry API",
-    "DESCRIPTION": "DCGM telemetry ingest and query.",
+    "DESCRIPTION": (
+        "NVIDIA DCGM telemetry: upload CSV exports, list GPUs, hosts and clusters, read a "
+        "GPU's samples over a time window (JSON pages, columns or CSV). Reads are open "
+        "unless TELEMETRY_READ_AUTH is on; uploads need `Authorization: Bearer <token>` "
+        'unless TELEMETRY_WRITE_AUTH is off. Every error is JSON: `{"detail": ...}` or one '
+        "entry per bad parameter. Times are RFC 3339 in UTC. More in docs/API.md."
+    ),
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",

@@ -37,7 +37,14 @@ class JobSerializer(serializers.Serializer):
     rows_read = serializers.IntegerField(required=False)
     rows_accepted = serializers.IntegerField(required=False)
     rows_rejected = serializers.IntegerField(required=False)
+    blank = serializers.IntegerField(
+        required=False, help_text="DCGM's blank readings among the accepted rows (not stored)"
+    )
     samples = serializers.IntegerField(required=False, help_text="values enqueued for storing")
+    upload_seq = serializers.IntegerField(
+        required=False,
+        help_text="orders uploads: where two give the same sample, the later one wins",
+    )
     errors = RowErrorSerializer(
         many=True, required=False, help_text="the first rejected rows (INGEST_MAX_ERRORS)"
     )
