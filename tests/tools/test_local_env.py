@@ -84,3 +84,14 @@ def test_a_busy_store_port_is_reported_and_nothing_starts(variable, hint):
     assert f"127.0.0.1:{port} ({variable}) is already in use" in message
     assert f"set {variable} to a free port" in message and hint in message
     assert started == []
+
+
+def test_celery_takes_its_broker_from_the_file(tmp_path):
+    path = tmp_path / "local.env"
+    run.write_env_file({"DJANGO_DEBUG": "true", "REDIS_URL": "redis://127.0.0.1:1/7"}, path)
+    code = "from telemetry_site.celery import app; print(app.conf.broker_url)"
+    env = {"PATH": os.environ["PATH"], "TELEMETRY_ENV_FILE": str(path), "PYTHONPATH": str(REPO)}
+    shown = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=REPO
+    )
+    assert shown.stdout.strip() == "redis://127.0.0.1:1/7", shown.stderr[-2000:]
