@@ -103,6 +103,12 @@ def collecting() -> Iterator[Partial]:
         _partial.reset(token)
 
 
+def missing() -> list[str]:
+    """The shards this request's fan-outs left out so far (sorted; empty outside one)."""
+    holder = _partial.get()
+    return sorted(holder.missing) if holder is not None else []
+
+
 def fan_out(work: Callable[[], T]) -> dict[str, T]:
     """`work()` in every shard, concurrently; {shard: result} of the shards that answered.
 

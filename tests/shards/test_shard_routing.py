@@ -98,6 +98,9 @@ def test_a_stopped_shard_answers_503_by_name_and_the_others_keep_serving(fleet: 
     assert {g["uuid"] for g in fleet_answer.json()["results"]} == uuids_of(data_a)
     clusters = api.get("/api/v1/clusters")
     assert clusters[PARTIAL_HEADER] == "prod-b"
+    page = api.get("/")
+    assert page.status_code == 200 and page[PARTIAL_HEADER] == "prod-b"
+    assert 'id="partial-fleet"' in page.content.decode() and "prod-b" in page.content.decode()
     assert [c["name"] for c in clusters.json()["results"]] == ["prod-a"]
     ready = api.get("/ready")
     etcd = ready.json()["checks"]["etcd"]
