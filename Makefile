@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format install system-deps clean bench-ingest bench-live bench-storage bench-capacity openapi
+.PHONY: run test lint format install system-deps clean bench-ingest bench-live bench-storage bench-capacity bench-abuse bench-read bench-promql openapi
 
 run: install
 	$(PY) -m tools.run
@@ -77,3 +77,7 @@ bench-ingest: install
 # Live feed latency with 1 and 100 WebSocket clients (docs/PERFORMANCE.md).
 bench-live: install
 	$(PY) -m bench.live
+
+# Hostile clients against a live gateway while a good client reads (docs/SECURITY.md).
+bench-abuse: install
+	$(PY) -m bench.abuse

@@ -27,6 +27,7 @@ from store.registry import (
     pending,
     plan_registration,
 )
+from store.workloads import update_workloads
 
 _MAX_CAS_ATTEMPTS = 16
 _ONE_TXN_ATTEMPTS = 3
@@ -38,6 +39,7 @@ class GpuBatch:
 
     facts: dict
     samples: Samples
+    workloads: tuple = ()  # workload periods (start_ms, end_ms, labels), store/workloads.py
 
     @property
     def uuid(self) -> str:
@@ -66,6 +68,8 @@ def write_chunk(
     the marker last), each step idempotent.
     """
     batches = [b for b in batches if len(b.samples)]
+    # periods first: idempotent, so a crash before the blocks only repeats them
+    update_workloads(keys, {b.uuid: list(b.workloads) for b in batches if b.workloads})
     total = sum(len(b.samples) for b in batches)
     blocks = [item for batch in batches for item in _blocks(keys, batch, window_ms)]
     marker = (keys.chunk(job_id, seq), _encode({"samples": total, "blocks": len(blocks)}))

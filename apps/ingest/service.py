@@ -14,6 +14,7 @@ from django.conf import settings
 
 from apps.ingest.jobs import Job
 from apps.ingest.parsing import Parser, Row, RowError, RowFacts, TooLarge, open_text
+from apps.ingest.workloads import csv_workload
 from observability.logs import job_context
 from observability.metrics import ROWS
 from store.errors import Answer
@@ -98,7 +99,12 @@ def ingest(
     with job_context(job.id):
         log.info("ingest of %s into cluster %s started (%s format)", source, cluster, parser.format)
         try:
-            job.send(_rows(parser), lambda row: parser.facts(row, cluster), tally=parser)
+            job.send(
+                _rows(parser),
+                lambda row: parser.facts(row, cluster),
+                tally=parser,
+                workload=csv_workload(parser.layout),
+            )
         except Exception as exc:
             log.warning("ingest of %s stopped: %s", source, exc)
             raise

@@ -27,6 +27,7 @@ from store.read import iter_raw, read_buckets
 from store.registry import get_record, gpu_shard
 from store.tiers import for_step as tier_for_step
 from store.tiers import tiers
+from store.workloads import in_window, read_workloads
 from store.write import latest_values
 from timeparse.timestamps import format_timestamp
 
@@ -131,6 +132,23 @@ def list_clusters(of: Fleet | None = None) -> list[dict]:
         hosts[r["cluster"]].add(r["host"])
         gpus[r["cluster"]] += 1
     return [{"name": c, "host_count": len(hosts[c]), "gpu_count": gpus[c]} for c in sorted(gpus)]
+
+
+def workloads(uuid: str, start: int = 0, end: int = MAX_TS) -> list[dict[str, Any]]:
+    """The workloads (pod, namespace, container) that ran on the GPU within [start, end],
+    each with the first and last sample time seen with it; idle periods left out."""
+    periods = read_workloads(default_keys(), [uuid]).get(uuid, [])
+    return [
+        {
+            "pod": labels.get("pod", ""),
+            "namespace": labels.get("namespace", ""),
+            "container": labels.get("container", ""),
+            "start": format_timestamp(s),
+            "end": format_timestamp(e),
+        }
+        for s, e, labels in in_window(periods, start, end)
+        if labels
+    ]
 
 
 # Telemetry -----------------------------------------------------------------------------
