@@ -113,7 +113,8 @@ def fan_out(work: Callable[[], T]) -> dict[str, T]:
     """`work()` in every shard, concurrently; {shard: result} of the shards that answered.
 
     A shard that does not answer is recorded in the current `Partial` collector
-    and left out. When no shard answers, the first error is raised.
+    and left out. When no shard answers, the first error is raised. Inside `use()`
+    only that shard is read (compaction and per-shard upkeep stay in their shard).
     """
     shards = names()
     if pinned():
