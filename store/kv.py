@@ -95,6 +95,13 @@ def put(key: str, value: bytes) -> None:
         client.get().put(key, value)
 
 
+def put_revision(key: str, value: bytes) -> int:
+    """Put and return the store revision of that write: unique and increasing."""
+    with translated("put"):
+        response = client.get().put(key, value)
+    return int(response.header.revision)
+
+
 def delete_prefix(prefix: str) -> None:
     with translated("delete_prefix"):
         client.get().delete_prefix(prefix)

@@ -24,7 +24,7 @@ from store.codec import Samples
 from store.fleet import Fleet, read_fleet
 from store.keys import MAX_TS, Keys
 from store.read import iter_raw, read_buckets
-from store.registry import get_record, gpu_shard
+from store.registry import get_record, gpu_shard, instances_of, located_of
 from store.tiers import for_step as tier_for_step
 from store.tiers import tiers
 from store.workloads import in_window, read_workloads
@@ -49,6 +49,12 @@ def gpu_view(record: dict[str, Any], latest: dict[str, list] | None) -> dict[str
         "labels": record.get("labels", {}),
         "first_seen": format_timestamp(record["first_seen"]),
         "last_seen": format_timestamp(last_seen) if last_seen is not None else None,
+        "parent": record.get("parent"),
+        "placements": [
+            {"cluster": p["cluster"], "host": p["host"], "since": format_timestamp(p["since"])}
+            for p in record.get("placements")
+            or [{**located_of(record), "since": record["first_seen"]}]
+        ],
         "latest": {
             name: {"timestamp": format_timestamp(ts), "value": value}
             for name, (ts, value) in sorted(latest.items())
@@ -110,12 +116,23 @@ def list_gpus(
     return _built.get(("gpus", default_keys().root, of.version, cluster, host, model), build)
 
 
-def get_gpu(uuid: str) -> dict[str, Any]:
-    """One GPU; raises store.errors.NotFound."""
+def get_gpu(uuid: str, instances: bool = True) -> dict[str, Any]:
+    """One GPU, with the uuids of its MIG instances unless `instances` is False (one read
+    less, for GraphQL, which reads them only when asked); raises store.errors.NotFound."""
     keys = default_keys()
     with shards.use(gpu_shard(keys, uuid)):
         record = get_record(keys, uuid)
-        return gpu_view(record, latest_values(keys, [uuid]).get(uuid))
+        view = gpu_view(record, latest_values(keys, [uuid]).get(uuid))
+        if instances:
+            view["instances"] = instances_of(keys, uuid)
+    return view
+
+
+def gpu_instances(uuid: str) -> list[str]:
+    """The uuids of GPU `uuid`'s MIG instances (empty for other GPUs)."""
+    keys = default_keys()
+    with shards.use(gpu_shard(keys, uuid)):
+        return instances_of(keys, uuid)
 
 
 def list_hosts(cluster: str | None = None, of: Fleet | None = None) -> list[dict]:
