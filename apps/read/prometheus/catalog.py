@@ -14,6 +14,7 @@ Prometheus would have stored them.
 from __future__ import annotations
 
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,13 +23,13 @@ from apps.read.prometheus.engine import Series
 from apps.read.prometheus.matching import Matcher, matches_all
 from apps.read.prometheus.values import NAME
 from store import default_keys, window_ms
-from store.codec import Samples
 from store.keys import MAX_TS, Keys
-from store.read import read_samples
+from store.read import read_series
 from store.registry import list_records
 from store.workloads import WORKLOAD_LABELS, Period, read_workloads
 from store.write import latest_values
 
+_THREADS = 8  # parallel GPU reads of one query
 _OWN = frozenset({NAME, "cluster", *WORKLOAD_LABELS})
 
 
@@ -77,7 +78,7 @@ class StoreSource:
     def __init__(self, keys: Keys | None = None) -> None:
         self.keys = keys or default_keys()
         self._entries: list[Entry] | None = None
-        self._samples: dict[str, tuple[int, int, Samples]] = {}
+        self._series: dict[tuple[str, str, int, int], tuple[np.ndarray, np.ndarray]] = {}
 
     def entries(self) -> list[Entry]:
         if self._entries is None:
@@ -112,24 +113,38 @@ class StoreSource:
         by_gpu: dict[str, list[Entry]] = defaultdict(list)
         for entry in found:
             by_gpu[entry.uuid].append(entry)
+        wanted = {u: sorted({e.metric for e in entries}) for u, entries in by_gpu.items()}
+        series = self._read(wanted, start, end)
         out = []
         for uuid, entries in by_gpu.items():
-            samples = self._read(uuid, start, end)
             for entry in entries:
-                ts, values = _series_of(samples, entry, start, end)
+                ts, values = _within(*series[uuid][entry.metric], entry.spans)
                 if len(ts):
                     out.append((entry.labels, ts, values))
         return out
 
-    def _read(self, uuid: str, start: int, end: int) -> Samples:
-        cached = self._samples.get(uuid)
-        if cached is not None and cached[0] <= start and cached[1] >= end:
-            return cached[2]
-        if cached is not None:
-            start, end = min(start, cached[0]), max(end, cached[1])
-        samples = read_samples(self.keys, uuid, max(start, 0), min(end, MAX_TS), window_ms())
-        self._samples[uuid] = (start, end, samples)
-        return samples
+    def _read(
+        self, wanted: dict[str, list[str]], start: int, end: int
+    ) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
+        """Each GPU's wanted metrics in [start, end]; GPUs read in parallel (etcd round
+        trips and zstd release the GIL), and each (GPU, metric, span) once per query."""
+        todo = {
+            u: ms
+            for u, ms in wanted.items()
+            if any((u, m, start, end) not in self._series for m in ms)
+        }
+        if todo:
+            window = window_ms()
+
+            def read(uuid: str, metrics: list[str]) -> dict:
+                return read_series(self.keys, uuid, start, end, window, metrics)
+
+            with ThreadPoolExecutor(max_workers=min(_THREADS, len(todo))) as pool:
+                results = dict(zip(todo, pool.map(read, todo, todo.values()), strict=True))
+            for u, got in results.items():
+                for m, pair in got.items():
+                    self._series[(u, m, start, end)] = pair
+        return {u: {m: self._series[(u, m, start, end)] for m in ms} for u, ms in wanted.items()}
 
 
 def with_idle(periods: list[Period]) -> list[tuple[dict[str, str], list[tuple[int, int]]]]:
@@ -156,13 +171,11 @@ def _cut(spans: list[tuple[int, int]], first: int, last: int) -> tuple[tuple[int
     return tuple((max(s, first), min(e, last)) for s, e in spans if max(s, first) <= min(e, last))
 
 
-def _series_of(
-    samples: Samples, entry: Entry, start: int, end: int
-) -> tuple[np.ndarray, np.ndarray]:
-    if entry.metric not in samples.names:
-        return np.zeros(0, np.int64), np.zeros(0)
-    inside = np.zeros(len(samples.ts), dtype=bool)
-    for lo, hi in entry.spans:
-        inside |= (samples.ts >= max(lo, start)) & (samples.ts <= min(hi, end))
-    sel = inside & (samples.metric == samples.names.index(entry.metric))
-    return samples.ts[sel], samples.value[sel]
+def _within(ts: np.ndarray, values: np.ndarray, spans: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """The samples inside the series' spans (its workload periods)."""
+    if not len(ts) or (len(spans) == 1 and spans[0][0] <= ts[0] and spans[0][1] >= ts[-1]):
+        return ts, values
+    inside = np.zeros(len(ts), dtype=bool)
+    for lo, hi in spans:
+        inside |= (ts >= lo) & (ts <= hi)
+    return ts[inside], values[inside]
