@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format install system-deps clean bench-ingest bench-live bench-storage openapi
+.PHONY: run test lint format install system-deps clean bench-ingest bench-live bench-storage bench-promql openapi
 
 run: install
 	$(PY) -m tools.run
@@ -67,6 +67,10 @@ openapi: install
 # Ingest throughput end to end against the naive baseline (docs/PERFORMANCE.md).
 bench-ingest: install
 	$(PY) -m bench.ingest
+
+# PromQL latency against a real Prometheus over the same samples (docs/PROMETHEUS.md).
+bench-promql: install
+	$(PY) -m bench.promql
 
 # Live feed latency with 1 and 100 WebSocket clients (docs/PERFORMANCE.md).
 bench-live: install

@@ -41,6 +41,7 @@ class Entry:
     uuid: str
     metric: str
     spans: tuple[tuple[int, int], ...]  # [first, last] ms ranges this series holds
+    newest: tuple[int, float]  # the GPU's latest sample of this metric (latest/{uuid})
 
     @property
     def start(self) -> int:
@@ -93,12 +94,13 @@ class StoreSource:
         for record in records:
             uuid = record["uuid"]
             periods = with_idle(workloads.get(uuid) or [])
-            for metric, (last_ts, _) in sorted((latest.get(uuid) or {}).items()):
+            for metric, (last_ts, last_value) in sorted((latest.get(uuid) or {}).items()):
                 base = dcgm_labels(record, metric)
                 for extra, spans in periods:
                     cut = _cut(spans, int(record["first_seen"]), int(last_ts))
                     if cut:
-                        out.append(Entry({**base, **extra}, uuid, metric, cut))
+                        newest = (int(last_ts), float(last_value))
+                        out.append(Entry({**base, **extra}, uuid, metric, cut, newest))
         return out
 
     def matching(self, matchers: list[Matcher], start: int = 0, end: int = MAX_TS) -> list[Entry]:
@@ -108,8 +110,22 @@ class StoreSource:
             if e.end >= start and e.start <= end and matches_all(matchers, e.labels)
         ]
 
-    def select(self, matchers: list[Matcher], start: int, end: int) -> list[Series]:
+    def select(
+        self, matchers: list[Matcher], start: int, end: int, newest_only: bool = False
+    ) -> list[Series]:
+        """Matching series with their samples in [start, end].
+
+        `newest_only`: the caller needs only each series' newest sample in the span
+        (an instant lookup); when that is the GPU's latest sample, the latest key
+        already read gives it and no block is read (the dashboard's usual query).
+        """
         found = self.matching(matchers, start, end)
+        if newest_only:
+            out, found = _from_latest(found, start, end)
+            return out + self.select_entries(found, start, end)
+        return self.select_entries(found, start, end)
+
+    def select_entries(self, found: list[Entry], start: int, end: int) -> list[Series]:
         by_gpu: dict[str, list[Entry]] = defaultdict(list)
         for entry in found:
             by_gpu[entry.uuid].append(entry)
@@ -169,6 +185,21 @@ def with_idle(periods: list[Period]) -> list[tuple[dict[str, str], list[tuple[in
 
 def _cut(spans: list[tuple[int, int]], first: int, last: int) -> tuple[tuple[int, int], ...]:
     return tuple((max(s, first), min(e, last)) for s, e in spans if max(s, first) <= min(e, last))
+
+
+def _from_latest(found: list[Entry], start: int, end: int) -> tuple[list[Series], list[Entry]]:
+    """Series answered by their latest sample, and the entries that need blocks."""
+    out: list[Series] = []
+    rest: list[Entry] = []
+    for e in found:
+        ts, value = e.newest
+        if ts < start:
+            continue  # the GPU's newest sample is older than the span: nothing in it
+        if ts <= end and any(lo <= ts <= hi for lo, hi in e.spans):
+            out.append((e.labels, np.array([ts], np.int64), np.array([value])))
+        else:  # newer samples than asked for, or another period holds the latest
+            rest.append(e)
+    return out, rest
 
 
 def _within(ts: np.ndarray, values: np.ndarray, spans: tuple) -> tuple[np.ndarray, np.ndarray]:
