@@ -13,7 +13,10 @@ Prometheus would have stored them.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -30,6 +33,9 @@ from store.workloads import WORKLOAD_LABELS, Period, read_workloads
 from store.write import latest_values
 
 _THREADS = 8  # parallel GPU reads of one query
+# How long a process reuses the series catalog; a GPU or metric that appears is seen
+# after at most this long, and instant queries "now" may lag as much behind the latest.
+CATALOG_TTL_S = 1.0
 _OWN = frozenset({NAME, "cluster", *WORKLOAD_LABELS})
 
 
@@ -42,6 +48,7 @@ class Entry:
     metric: str
     spans: tuple[tuple[int, int], ...]  # [first, last] ms ranges this series holds
     newest: tuple[int, float]  # the GPU's latest sample of this metric (latest/{uuid})
+    reads: tuple[tuple[int, int], ...]  # spans whose samples are read (current one open)
 
     @property
     def start(self) -> int:
@@ -73,6 +80,35 @@ def dcgm_labels(record: dict, metric: str) -> dict[str, str]:
     return {k: v for k, v in labels.items() if v != ""}  # Prometheus has no empty labels
 
 
+class _Catalog:
+    """Per-process entries of each root, kept CATALOG_TTL_S: a dashboard refreshing many
+    panels reads records, latest values and workloads once, not once per panel."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: dict[str, tuple[float, list[Entry]]] = {}
+
+    def get(self, root: str, build: Callable[[], list[Entry]]) -> list[Entry]:
+        now = time.monotonic()
+        with self._lock:
+            held = self._held.get(root)
+        if held is not None and held[0] > now:
+            return held[1]
+        entries = build()
+        with self._lock:
+            if len(self._held) > 64:  # roots come and go in tests; keep this small
+                self._held.clear()
+            self._held[root] = (now + CATALOG_TTL_S, entries)
+        return entries
+
+    def clear(self) -> None:
+        with self._lock:
+            self._held.clear()
+
+
+_CATALOG = _Catalog()
+
+
 class StoreSource:
     """Series of one etcd root; records, latest values and samples read once per query."""
 
@@ -83,7 +119,7 @@ class StoreSource:
 
     def entries(self) -> list[Entry]:
         if self._entries is None:
-            self._entries = self._build()
+            self._entries = _CATALOG.get(self.keys.root, self._build)
         return self._entries
 
     def _build(self) -> list[Entry]:
@@ -100,7 +136,11 @@ class StoreSource:
                     cut = _cut(spans, int(record["first_seen"]), int(last_ts))
                     if cut:
                         newest = (int(last_ts), float(last_value))
-                        out.append(Entry({**base, **extra}, uuid, metric, cut, newest))
+                        # the current period stays open: samples newer than the
+                        # catalog (cached for CATALOG_TTL_S) still belong to it
+                        current = cut[-1][1] == int(last_ts)
+                        reads = (*cut[:-1], (cut[-1][0], MAX_TS)) if current else cut
+                        out.append(Entry({**base, **extra}, uuid, metric, cut, newest, reads))
         return out
 
     def matching(self, matchers: list[Matcher], start: int = 0, end: int = MAX_TS) -> list[Entry]:
@@ -134,7 +174,7 @@ class StoreSource:
         out = []
         for uuid, entries in by_gpu.items():
             for entry in entries:
-                ts, values = _within(*series[uuid][entry.metric], entry.spans)
+                ts, values = _within(*series[uuid][entry.metric], entry.reads)
                 if len(ts):
                     out.append((entry.labels, ts, values))
         return out
