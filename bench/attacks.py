@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,6 +49,49 @@ class ProcessMeter:
             written=int(io["wchar"]),
             threads=int(status["Threads"]),
         )
+
+    def spooled(self, directory: str) -> int:
+        """Bytes in the files this process holds open under `directory` (deleted ones too).
+
+        Request bodies are spooled to anonymous files (O_TMPFILE): invisible in the
+        folder, visible through /proc/PID/fd while the request lives.
+        """
+        total = 0
+        fds = f"/proc/{self.pid}/fd"
+        try:
+            names = os.listdir(fds)
+        except OSError:
+            return 0
+        for name in names:
+            try:
+                if os.readlink(f"{fds}/{name}").startswith(directory):
+                    total += os.stat(f"{fds}/{name}").st_size
+            except OSError:
+                continue  # closed meanwhile
+        return total
+
+
+class SpoolWatch:
+    """The peak of `ProcessMeter.spooled` while it runs (sampled every few milliseconds)."""
+
+    def __init__(self, meter: ProcessMeter, directory: str, every: float = 0.003) -> None:
+        self.meter, self.directory, self.every = meter, directory, every
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> SpoolWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.meter.spooled(self.directory))
+            time.sleep(self.every)
 
 
 def _keyed(path: str, sep: str) -> dict[str, str]:

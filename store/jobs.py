@@ -12,8 +12,10 @@ import secrets
 import time
 from typing import Any
 
-from store import kv
-from store.errors import NotFound
+from django.conf import settings
+
+from store import kv, shards
+from store.errors import NotFound, StoreUnavailable
 from store.keys import Keys
 
 
@@ -22,8 +24,38 @@ def new_job_id() -> str:
     return f"{int(time.time() * 1000):013d}-{secrets.token_hex(4)}"
 
 
+def new_upload_seq(keys: Keys, cluster: str) -> int:
+    """A number greater than every earlier upload's into the same shard (the etcd revision
+    of a put in the shard of `cluster`, where the job's chunks are stored).
+
+    Taken once per job, before its first chunk is queued; every chunk carries it
+    and the newest upload of a sample wins (store/order.py).
+    """
+    with shards.in_cluster(cluster):
+        return kv.put_revision(keys.upload_counter(), b"")
+
+
 def save_job(keys: Keys, job: dict[str, Any]) -> None:
-    kv.put(keys.job(job["id"]), json.dumps(job, separators=(",", ":")).encode())
+    """Write the job document in the shard of its cluster (where its chunks go)."""
+    with shards.in_cluster(str(job.get("cluster", ""))):
+        kv.put(keys.job(job["id"]), json.dumps(job, separators=(",", ":")).encode())
+
+
+def job_shard(keys: Keys, job_id: str) -> str:
+    """The shard holding a job; raises NotFound, or StoreUnavailable when it may be in one
+    that does not answer."""
+    with shards.collecting() as partial:
+        found = [
+            s
+            for s, yes in shards.fan_out(lambda: kv.get(keys.job(job_id)) is not None).items()
+            if yes
+        ]
+    if found:
+        return found[0]
+    if partial.missing:
+        names = ", ".join(sorted(partial.missing))
+        raise StoreUnavailable(f"etcd shard {names} is unavailable: job {job_id!r} may be there")
+    raise NotFound(f"no ingest job {job_id!r}")
 
 
 def load_job(keys: Keys, job_id: str) -> dict[str, Any]:
@@ -31,6 +63,11 @@ def load_job(keys: Keys, job_id: str) -> dict[str, Any]:
 
     Raises NotFound, StoreUnavailable.
     """
+    with shards.use(job_shard(keys, job_id)):
+        return _load_job(keys, job_id)
+
+
+def _load_job(keys: Keys, job_id: str) -> dict[str, Any]:
     item = kv.get(keys.job(job_id))
     if item is None:
         raise NotFound(f"no ingest job {job_id!r}")
@@ -49,9 +86,14 @@ def list_jobs(keys: Keys, limit: int = 50) -> list[dict[str, Any]]:
     document, then the counts of each job shown. Raises StoreUnavailable. Documents
     that are not valid JSON are skipped rather than hiding every other job.
     """
-    items = sorted(kv.get_prefix(keys.jobs_prefix()), key=lambda item: item.key, reverse=True)
+    found = shards.fan_out(lambda: kv.get_prefix(keys.jobs_prefix()))
+    items = sorted(
+        ((shard, item) for shard, part in found.items() for item in part),
+        key=lambda pair: pair[1].key,
+        reverse=True,
+    )
     jobs = []
-    for item in items:
+    for shard, item in items:
         if len(jobs) >= limit:
             break
         try:
@@ -59,7 +101,8 @@ def list_jobs(keys: Keys, limit: int = 50) -> list[dict[str, Any]]:
         except ValueError:
             continue
         if isinstance(job, dict) and "id" in job:
-            jobs.append(_with_progress(keys, job))
+            with shards.use(shard):
+                jobs.append(_with_progress(keys, job))
     return jobs
 
 
@@ -67,8 +110,41 @@ def _with_progress(keys: Keys, job: dict[str, Any]) -> dict[str, Any]:
     job_id = str(job["id"])
     job["chunks_done"] = kv.count_prefix(keys.chunks_prefix(job_id))
     job["chunks_failed"] = kv.count_prefix(keys.failures_prefix(job_id))
+    stale_ms = int(settings.INGEST_JOB_STALE * 1000)
+    if is_stale(job, int(time.time() * 1000), stale_ms):
+        job["state"] = "failed"
+        job["error"] = _stale_error(job, stale_ms)
     job["state"] = public_state(job)
     return job
+
+
+def is_stale(job: dict[str, Any], now_ms: int, stale_ms: int) -> bool:
+    """Still "parsing" and its document not saved for `stale_ms`: its process died.
+
+    A parsing process saves the document at least every INGEST_JOB_HEARTBEAT
+    while rows come in (apps/ingest/jobs.py), so silence this long means it is gone.
+
+    >>> is_stale({"state": "parsing", "updated_at": 1_000}, 700_000, 600_000)
+    True
+    >>> is_stale({"state": "parsing", "updated_at": 1_000}, 500_000, 600_000)
+    False
+    >>> is_stale({"state": "parsed", "updated_at": 1_000}, 700_000, 600_000)
+    False
+    """
+    if job.get("state") != "parsing":
+        return False
+    seen = job.get("updated_at", job.get("created_at"))
+    return seen is not None and now_ms - int(seen) > stale_ms
+
+
+def _stale_error(job: dict[str, Any], stale_ms: int) -> str:
+    seen = int(job.get("updated_at", job.get("created_at", 0))) // 1000
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seen))
+    return (
+        f"the process parsing this upload stopped reporting at {stamp} (nothing saved for "
+        f"INGEST_JOB_STALE={stale_ms / 1000:g}s): it died. The counts are those it reached; "
+        "the chunks it queued are still stored. Upload the file again to complete it"
+    )
 
 
 def public_state(job: dict[str, Any]) -> str:
@@ -91,4 +167,9 @@ def public_state(job: dict[str, Any]) -> str:
 
 def mark_chunk_failed(keys: Keys, job_id: str, seq: int, error: str) -> None:
     """Record that a chunk can never be stored (a bug or a corrupt payload, not an outage)."""
-    kv.put(keys.failure(job_id, seq), json.dumps({"seq": seq, "error": error[:500]}).encode())
+    try:
+        shard = job_shard(keys, job_id)
+    except NotFound:
+        shard = shards.current()
+    with shards.use(shard):
+        kv.put(keys.failure(job_id, seq), json.dumps({"seq": seq, "error": error[:500]}).encode())

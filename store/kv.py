@@ -14,7 +14,7 @@ from pyetcd import exceptions as etcd_exc
 from pyetcd import utils as etcd_utils
 
 from observability.metrics import ETCD_ERRORS, ETCD_SECONDS
-from store import client
+from store import client, shards
 from store.errors import Conflict, StoreUnavailable
 
 R = TypeVar("R")
@@ -40,15 +40,21 @@ def translated(op: str = "other") -> Iterator[None]:
         yield
     except _UNAVAILABLE as exc:
         ETCD_ERRORS.labels(op).inc()
-        raise StoreUnavailable(f"etcd is unavailable: {type(exc).__name__} {exc}".strip()) from exc
+        reason = f"{type(exc).__name__} {exc}".strip()
+        raise StoreUnavailable(f"{_which()} is unavailable: {reason}") from exc
     except ValueError as exc:
         # pyetcd raises ValueError('Trying to use a failed node') while an endpoint rests.
         if "failed node" in str(exc):
             ETCD_ERRORS.labels(op).inc()
-            raise StoreUnavailable("etcd is unavailable: every endpoint failed") from exc
+            raise StoreUnavailable(f"{_which()} is unavailable: every endpoint failed") from exc
         raise
     finally:
         ETCD_SECONDS.labels(op).observe(time.perf_counter() - started)
+
+
+def _which() -> str:
+    """How errors name the etcd: `etcd`, or `etcd shard 'prod-b'` once shards exist."""
+    return "etcd" if len(shards.names()) == 1 else f"etcd shard {shards.current()!r}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +95,13 @@ def put(key: str, value: bytes) -> None:
         client.get().put(key, value)
 
 
+def put_revision(key: str, value: bytes) -> int:
+    """Put and return the store revision of that write: unique and increasing."""
+    with translated("put"):
+        response = client.get().put(key, value)
+    return int(response.header.revision)
+
+
 def delete_prefix(prefix: str) -> None:
     with translated("delete_prefix"):
         client.get().delete_prefix(prefix)
@@ -101,7 +114,26 @@ def status() -> dict[str, Any]:
 
 
 def check() -> dict[str, Any]:
-    """The readiness check of etcd (observability.health.ready_view): never raises."""
+    """The readiness check of etcd (observability.health.ready_view): never raises.
+
+    With shards, every shard is checked: `shards` holds each one's answer, and
+    the check is ok only when all are (the error names the ones that are not).
+    """
+    names = shards.names()
+    if len(names) == 1:
+        return _check_here()
+    results = {}
+    for name in names:
+        with shards.use(name):
+            results[name] = _check_here()
+    down = [n for n, r in results.items() if not r["ok"]]
+    out: dict[str, Any] = {"ok": not down, "shards": results}
+    if down:
+        out["error"] = "; ".join(results[n]["error"] for n in down)
+    return out
+
+
+def _check_here() -> dict[str, Any]:
     try:
         return {"ok": True, "version": status()["version"]}
     except StoreUnavailable as exc:

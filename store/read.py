@@ -16,6 +16,7 @@ from store import kv
 from store.cache import shared as shared_cache
 from store.codec import Samples, decode_block, merge
 from store.keys import Keys, window_span
+from store.order import block_order
 from store.rollup import Buckets, aggregate, concat, decode_rollup, rebucket, select
 from store.tiers import Tier
 
@@ -46,17 +47,21 @@ def _decoded(key: str, data: bytes, decode: Callable[[bytes], T], group: str | N
     return hit
 
 
-def _merge_ordered(parts: list[tuple[int, Samples]]) -> Samples:
-    """Merge blocks given as (mod_revision, samples); the most recently written wins."""
+def _merge_ordered(parts: list[tuple[tuple[int, int, int], Samples]]) -> Samples:
+    """Merge blocks given as (block_order, samples): the newest upload wins (store/order.py,
+    the one rule that compaction follows too)."""
     if len(parts) == 1:
         return parts[0][1]  # a decoded block is already canonical: skip the re-sort
     return merge([s for _, s in sorted(parts, key=lambda p: p[0])])
 
 
 def _merged(items: list[kv.Item]) -> Samples:
-    """Merge blocks; the most recently written block wins."""
+    """Merge blocks; the newest upload wins (store/order.py)."""
     return _merge_ordered(
-        [(it.mod_revision, _decoded(it.key, it.value, decode_block)) for it in items]
+        [
+            (block_order(it.key, it.mod_revision), _decoded(it.key, it.value, decode_block))
+            for it in items
+        ]
     )
 
 
@@ -104,11 +109,15 @@ def _window(
                 items = _span_items(prefix, w * window_ms, (w + 1) * window_ms - 1)
                 cache.settle(group, {i.key for i in items})
                 decoded = [
-                    (i.mod_revision, _decoded(i.key, i.value, decode_block, group)) for i in items
+                    (
+                        block_order(i.key, i.mod_revision),
+                        _decoded(i.key, i.value, decode_block, group),
+                    )
+                    for i in items
                 ]
                 return _merge_ordered(decoded)
             hit = _decoded(item.key, item.value, decode_block, group)
-        parts.append((info.mod_revision, hit))
+        parts.append((block_order(info.key, info.mod_revision), hit))
     return _merge_ordered(parts)
 
 

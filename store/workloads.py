@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from store import kv
+from store import kv, shards
 from store.errors import Conflict
 from store.keys import Keys
 
@@ -90,11 +90,17 @@ def update_workloads(keys: Keys, periods: dict[str, list[Period]]) -> None:
 
 
 def read_workloads(keys: Keys, uuids: Sequence[str] | None = None) -> dict[str, list[Period]]:
-    """{uuid: periods}: every GPU's (one range read) or the given ones'."""
-    if uuids is None:
-        items = kv.get_prefix(keys.workloads_prefix())
-    else:
-        items = list(kv.get_many([keys.workloads(u) for u in uuids]).values())
+    """{uuid: periods}: every GPU's (one range read) or the given ones'.
+
+    In the current shard inside `shards.use()`, else in every shard at once.
+    """
+
+    def read() -> list[kv.Item]:
+        if uuids is None:
+            return kv.get_prefix(keys.workloads_prefix())
+        return list(kv.get_many([keys.workloads(u) for u in uuids]).values())
+
+    items = [i for part in shards.fan_out(read).values() for i in part]
     return {item.key.rsplit("/", 1)[-1]: _decode(item) for item in items}
 
 

@@ -6,9 +6,9 @@ ASGI middleware sits in front of it and, per route and method (`policy_for`):
 
 * refuses a body on routes that take none (413), and a declared Content-Length
   over the route's limit (413), without reading a byte;
-* on routes that need a caller when they get a body (the upload: TELEMETRY_WRITE_AUTH;
-  GraphQL: TELEMETRY_READ_AUTH), checks the token or session from the headers and
-  answers 401 before reading;
+* on routes that need a caller when they get a body (the upload and Prometheus remote
+  write: TELEMETRY_WRITE_AUTH; GraphQL and Prometheus queries: TELEMETRY_READ_AUTH),
+  checks the token or session from the headers and answers 401 before reading;
 * counts the body as it arrives (chunked bodies have no Content-Length) and cuts it
   at the limit (413), and cuts a body that arrives slower than the budget (408):
   HTTP_BODY_GRACE plus one second per HTTP_BODY_MIN_RATE bytes received.
@@ -62,27 +62,33 @@ class Policy:
 
 NO_BODY = Policy(0, "")
 
+# Routes that take a body (by URL name): the setting holding the limit, who may send one,
+# and the refusal's shape. Everything else takes none (tests/security checks that every
+# view with a POST, PUT or PATCH handler is listed here or under the admin).
+BODY_ROUTES: dict[str, tuple[str, str, bool]] = {
+    "csv-upload": ("INGEST_MAX_UPLOAD_BYTES", "write", False),
+    "prom-remote-write": ("REMOTE_WRITE_MAX_BYTES", "write", False),
+    "graphql": ("DATA_UPLOAD_MAX_MEMORY_SIZE", "read", True),
+}
+FORM_LIMIT = "DATA_UPLOAD_MAX_MEMORY_SIZE"
+
 
 def policy_for(method: str, path: str) -> Policy:
-    """The body policy of `method path`: only the upload, remote write, PromQL forms,
-    GraphQL and admin forms take one."""
+    """The body policy of `method path` (BODY_ROUTES, Prometheus queries, admin forms)."""
     if method not in BODY_METHODS:
         return NO_BODY
     try:
         match = resolve(path)
     except Resolver404:
         return NO_BODY
-    if match.url_name == "csv-upload":
-        return Policy(settings.INGEST_MAX_UPLOAD_BYTES, "INGEST_MAX_UPLOAD_BYTES", "write")
-    form = Policy(settings.DATA_UPLOAD_MAX_MEMORY_SIZE, "DATA_UPLOAD_MAX_MEMORY_SIZE")
-    if match.url_name == "graphql":
-        return Policy(form.limit, form.limit_name, "read", graphql=True)
-    if match.url_name == "prom-remote-write":
-        return Policy(settings.REMOTE_WRITE_MAX_BYTES, "REMOTE_WRITE_MAX_BYTES", "write")
-    if match.url_name.startswith("prom-"):  # Grafana posts its PromQL as a form
-        return Policy(form.limit, form.limit_name, "read")
+    name = match.url_name or ""
+    if name in BODY_ROUTES:
+        setting, access, graphql = BODY_ROUTES[name]
+        return Policy(getattr(settings, setting), setting, access, graphql)
+    if name.startswith("prom-"):  # Grafana posts its queries as forms
+        return Policy(getattr(settings, FORM_LIMIT), FORM_LIMIT, "read")
     if "admin" in match.namespaces:
-        return form
+        return Policy(getattr(settings, FORM_LIMIT), FORM_LIMIT)
     return NO_BODY
 
 

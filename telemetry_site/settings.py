@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import dj_database_url
@@ -15,6 +17,7 @@ from telemetry_site.env import (
     env_list,
     env_rate,
     env_secret,
+    env_shards,
     env_str,
     env_tiers,
     with_password,
@@ -71,6 +74,7 @@ MIDDLEWARE = [
     "observability.middleware.RequestMetricsMiddleware",
     # Before everything that makes or reads a body: it encodes the final response.
     "telemetry_site.compression.CompressionMiddleware",
+    "apps.read.middleware.PartialShardsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -106,6 +110,11 @@ DATABASES = {
         env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'var' / 'db.sqlite3'}")
     )
 }
+# The password apart from the URL (DATABASE_PASSWORD or DATABASE_PASSWORD_FILE), so that
+# the URL can live in plain configuration and the password in a mounted secret.
+DATABASE_PASSWORD = env_secret("DATABASE_PASSWORD")
+if DATABASE_PASSWORD:
+    DATABASES["default"]["PASSWORD"] = DATABASE_PASSWORD
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en-us"
@@ -178,6 +187,9 @@ LOGIN_URL = "admin:login"
 
 # --- etcd store ----------------------------------------------------------------
 ETCD_ENDPOINTS = env_list("ETCD_ENDPOINTS", ["127.0.0.1:2379"])
+# More etcd clusters, one per GPU cluster that needs its own (store/shards.py); every
+# other cluster lives in ETCD_ENDPOINTS, the `default` shard.
+ETCD_SHARDS = env_shards("ETCD_SHARDS")
 ETCD_PREFIX = env_str("ETCD_PREFIX", "/telemetry")
 ETCD_TIMEOUT = env_duration("ETCD_TIMEOUT", 5.0)
 ETCD_USER = env_str("ETCD_USER", "")
@@ -247,17 +259,28 @@ INGEST_MAX_METRICS_PER_GPU = env_int("INGEST_MAX_METRICS_PER_GPU", 1000, minimum
 INGEST_MAX_GZIP_RATIO = env_int("INGEST_MAX_GZIP_RATIO", 100, minimum=1)
 INGEST_MAX_PARSE_SECONDS = env_duration("INGEST_MAX_PARSE_SECONDS", 600.0)
 INGEST_MAX_FUTURE = env_duration("INGEST_MAX_FUTURE", 300.0)
+INGEST_ASYNC_BYTES = env_int("INGEST_ASYNC_BYTES", 64 * 1024**2, minimum=0)
+INGEST_SPOOL_DIR = env_str(
+    "INGEST_SPOOL_DIR", os.path.join(tempfile.gettempdir(), "telemetry-uploads")
+)
+INGEST_PARSER = env_str("INGEST_PARSER", "columnar")
+if INGEST_PARSER not in ("columnar", "rows"):
+    raise ImproperlyConfigured(f"INGEST_PARSER={INGEST_PARSER!r}: expected columnar or rows")
 BLOCK_WINDOW_SECONDS = env_int("BLOCK_WINDOW_SECONDS", 3600, minimum=60)
 # Storage tiers, one block: "name:resolution:retention,...". `raw` keeps every sample;
 # the others keep per-bucket min/max/sum/count/last at their resolution. Retention is
-# counted back from the newest sample in the store (as Prometheus does from its head),
-# so loading an old file does not delete it at once.
-STORAGE_TIERS = env_tiers("STORAGE_TIERS", "raw:0:7d,1m:60s:30d,5m:5m:365d")
+# counted back from each GPU's own newest sample (docs/STORAGE.md, "Time policy"), so
+# loading an old file keeps it and one far-future sample cannot age other GPUs' data.
+STORAGE_TIERS = env_tiers("STORAGE_TIERS", "raw:0:2d,5m:5m:7d,1h:1h:30d")
 # Each run rewrites the rollup blocks of touched windows: every revision stays in etcd's
 # history until auto-compaction, so hourly keeps that history small (docs/CAPACITY.md).
 COMPACTION_INTERVAL = env_duration("COMPACTION_INTERVAL", 3600.0)
 ETCD_DEFRAG_INTERVAL = env_duration("ETCD_DEFRAG_INTERVAL", 86400.0)
 JOB_RETENTION = env_duration("JOB_RETENTION", 7 * 86400.0)
+# A job being parsed saves its counts at least this often; one whose document was not
+# saved for INGEST_JOB_STALE (its parsing process died) is shown as failed.
+INGEST_JOB_HEARTBEAT = env_duration("INGEST_JOB_HEARTBEAT", 30.0)
+INGEST_JOB_STALE = env_duration("INGEST_JOB_STALE", 600.0)
 CELERY_BEAT_SCHEDULE = {
     "compact-storage": {"task": "workers.compact", "schedule": COMPACTION_INTERVAL},
 }

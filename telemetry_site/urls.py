@@ -8,6 +8,7 @@ from apps.read import dashboard
 from apps.read.graphql_view import TelemetryGraphQLView
 from observability.health import check_broker, health_view, metrics_view, ready_view
 from store import kv
+from store.upkeep import upkeep_metric_lines
 
 urlpatterns = [
     path("api/v1/", include("apps.ingest.urls")),
@@ -18,7 +19,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("swagger/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger"),
     path("health", health_view, name="health"),
-    path("metrics", metrics_view, name="metrics"),
+    path("metrics", metrics_view, {"more": [upkeep_metric_lines]}, name="metrics"),
     path("ready", ready_view, {"checks": {"etcd": kv.check, "broker": check_broker}}, name="ready"),
     path("admin/", admin.site.urls),
     path("", dashboard.fleet, name="dashboard"),

@@ -52,6 +52,9 @@ class UploadView(APIView):
         if too_big:
             return too_big
         if request.content_type.startswith("multipart/form-data"):
+            several = _several_files(request)
+            if several:
+                return several
             upload = request.FILES.get("file")
             if upload is None:
                 return Response(
@@ -59,9 +62,11 @@ class UploadView(APIView):
                 )
             raw, source = upload, upload.name or "upload"
             cluster = request.data.get("cluster") or request.query_params.get("cluster")
+            size = upload.size
         elif request.content_type.split(";")[0].strip() in RAW_TYPES:
             raw, source = request._request, "request body"
             cluster = request.query_params.get("cluster")
+            size = _declared_size(request)
         else:
             return Response(
                 {
@@ -70,14 +75,38 @@ class UploadView(APIView):
                 },
                 status=415,
             )
-        return _ingest(request, raw, source, cluster)
+        return _ingest(request, raw, source, cluster, size)
+
+
+def _declared_size(request: Request) -> int | None:
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or "")
+    except ValueError:
+        return None
+
+
+def _several_files(request: Request) -> Response | None:
+    """400 when the request holds more than one file: each file is one upload (one job).
+
+    Keeping one and dropping the others silently is what this refuses.
+    """
+    names = [f.name for field in request.FILES for f in request.FILES.getlist(field)]
+    if len(names) <= 1:
+        return None
+    shown = ", ".join(repr(n) for n in names[:5]) + (", ..." if len(names) > 5 else "")
+    return Response(
+        {
+            "file": [
+                f"one file per upload: this request holds {len(names)} files ({shown}); "
+                "send each in its own request"
+            ]
+        },
+        status=400,
+    )
 
 
 def _too_big(request: Request) -> Response | None:
-    try:
-        length = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        length = 0
+    length = _declared_size(request) or 0
     if length > settings.INGEST_MAX_UPLOAD_BYTES:
         return Response(
             {
@@ -89,9 +118,15 @@ def _too_big(request: Request) -> Response | None:
     return None
 
 
-def _ingest(request: Request, raw: Any, source: str, cluster: str | None) -> Response:
-    # refusals (bad file, too large, broker or etcd down) are answered by apps/read/errors.py
-    job = service.ingest(raw, source=source, cluster=cluster)
+def _ingest(
+    request: Request, raw: Any, source: str, cluster: str | None, size: int | None
+) -> Response:
+    # refusals (bad file, too large, broker or etcd down) are answered by apps/read/errors.py;
+    # a large upload is answered once received and its header checked (docs/INGEST.md)
+    if service.is_large(size):
+        job = service.accept(raw, source=source, cluster=cluster)
+    else:
+        job = service.ingest(raw, source=source, cluster=cluster)
     url = reverse("ingest-job", args=[job["id"]])
     body = {**load_job(default_keys(), job["id"]), "url": request.build_absolute_uri(url)}
     return Response(body, status=202, headers={"Location": url})

@@ -13,23 +13,25 @@ import threading
 from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from django.conf import settings
 
 from apps.read import columns as col
-from store import default_keys, window_ms
+from store import default_keys, shards, window_ms
 from store.codec import Samples
 from store.fleet import Fleet, read_fleet
 from store.keys import MAX_TS, Keys
 from store.read import iter_raw, read_buckets
-from store.registry import get_record
+from store.registry import get_record, gpu_shard, instances_of, located_of
 from store.tiers import for_step as tier_for_step
 from store.tiers import tiers
 from store.workloads import in_window, read_workloads
 from store.write import latest_values
 from timeparse.timestamps import format_timestamp
+
+T = TypeVar("T")
 
 
 def gpu_view(record: dict[str, Any], latest: dict[str, list] | None) -> dict[str, Any]:
@@ -47,6 +49,12 @@ def gpu_view(record: dict[str, Any], latest: dict[str, list] | None) -> dict[str
         "labels": record.get("labels", {}),
         "first_seen": format_timestamp(record["first_seen"]),
         "last_seen": format_timestamp(last_seen) if last_seen is not None else None,
+        "parent": record.get("parent"),
+        "placements": [
+            {"cluster": p["cluster"], "host": p["host"], "since": format_timestamp(p["since"])}
+            for p in record.get("placements")
+            or [{**located_of(record), "since": record["first_seen"]}]
+        ],
         "latest": {
             name: {"timestamp": format_timestamp(ts), "value": value}
             for name, (ts, value) in sorted(latest.items())
@@ -108,11 +116,23 @@ def list_gpus(
     return _built.get(("gpus", default_keys().root, of.version, cluster, host, model), build)
 
 
-def get_gpu(uuid: str) -> dict[str, Any]:
-    """One GPU; raises store.errors.NotFound."""
+def get_gpu(uuid: str, instances: bool = True) -> dict[str, Any]:
+    """One GPU, with the uuids of its MIG instances unless `instances` is False (one read
+    less, for GraphQL, which reads them only when asked); raises store.errors.NotFound."""
     keys = default_keys()
-    record = get_record(keys, uuid)
-    return gpu_view(record, latest_values(keys, [uuid]).get(uuid))
+    with shards.use(gpu_shard(keys, uuid)):
+        record = get_record(keys, uuid)
+        view = gpu_view(record, latest_values(keys, [uuid]).get(uuid))
+        if instances:
+            view["instances"] = instances_of(keys, uuid)
+    return view
+
+
+def gpu_instances(uuid: str) -> list[str]:
+    """The uuids of GPU `uuid`'s MIG instances (empty for other GPUs)."""
+    keys = default_keys()
+    with shards.use(gpu_shard(keys, uuid)):
+        return instances_of(keys, uuid)
 
 
 def list_hosts(cluster: str | None = None, of: Fleet | None = None) -> list[dict]:
@@ -204,6 +224,11 @@ def read_page(q: TelemetryQuery, columns: bool = False) -> Page:
     window holds more buckets than TELEMETRY_MAX_BUCKETS.
     """
     keys = default_keys()
+    with shards.use(gpu_shard(keys, q.uuid)):  # the shard of the GPU's cluster
+        return _read_page(keys, q, columns)
+
+
+def _read_page(keys: Keys, q: TelemetryQuery, columns: bool) -> Page:
     record = get_record(keys, q.uuid)
     latest = latest_values(keys, [q.uuid]).get(q.uuid)
     bound = col.column_bytes_bound if columns else col.row_bytes_bound
@@ -321,9 +346,11 @@ def telemetry_csv(q: TelemetryQuery, wide: bool = False) -> Iterator[bytes]:
     TooManyPoints on the first piece.
     """
     keys = default_keys()
-    record = get_record(keys, q.uuid)
-    latest = latest_values(keys, [q.uuid]).get(q.uuid) or {}
-    chunks = iter_columns(keys, q, record, latest)
+    shard = gpu_shard(keys, q.uuid)
+    with shards.use(shard):
+        record = get_record(keys, q.uuid)
+        latest = latest_values(keys, [q.uuid]).get(q.uuid) or {}
+    chunks = _in_shard(shard, iter_columns(keys, q, record, latest))
     if not wide:
         yield b"timestamp,metric_name,value\r\n"
         for chunk in chunks:
@@ -333,3 +360,14 @@ def telemetry_csv(q: TelemetryQuery, wide: bool = False) -> Iterator[bytes]:
     yield (",".join(["timestamp", *(col.csv_cell(c) for c in columns)]) + "\r\n").encode()
     for chunk in chunks:
         yield col.csv_wide(chunk, columns)
+
+
+def _in_shard(shard: str, items: Iterator[T]) -> Iterator[T]:
+    """`items`, each step run in `shard` (a streamed response may resume in another thread)."""
+    while True:
+        with shards.use(shard):
+            try:
+                item = next(items)
+            except StopIteration:
+                return
+        yield item

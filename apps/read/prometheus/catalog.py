@@ -25,10 +25,10 @@ import numpy as np
 from apps.read.prometheus.engine import Series
 from apps.read.prometheus.matching import Matcher, matches_all
 from apps.read.prometheus.values import NAME
-from store import default_keys, window_ms
+from store import default_keys, shards, window_ms
 from store.keys import MAX_TS, Keys
 from store.read import read_series
-from store.registry import list_records
+from store.registry import gpu_shard, list_records
 from store.workloads import WORKLOAD_LABELS, Period, read_workloads
 from store.write import latest_values
 
@@ -193,7 +193,8 @@ class StoreSource:
             window = window_ms()
 
             def read(uuid: str, metrics: list[str]) -> dict:
-                return read_series(self.keys, uuid, start, end, window, metrics)
+                with shards.use(gpu_shard(self.keys, uuid)):  # the GPU's etcd shard
+                    return read_series(self.keys, uuid, start, end, window, metrics)
 
             with ThreadPoolExecutor(max_workers=min(_THREADS, len(todo))) as pool:
                 results = dict(zip(todo, pool.map(read, todo, todo.values()), strict=True))
