@@ -75,6 +75,10 @@ openapi: install
 bench-ingest: install
 	$(PY) -m bench.ingest
 
+# PromQL latency against a real Prometheus over the same samples (docs/PROMETHEUS.md).
+bench-promql: install
+	$(PY) -m bench.promql
+
 # Live feed latency with 1 and 100 WebSocket clients (docs/PERFORMANCE.md).
 bench-live: install
 	$(PY) -m bench.live
