@@ -25,7 +25,7 @@ from store.errors import NotFound
 from store.fleet import Fleet, read_fleet
 from store.keys import MAX_TS, Keys, check_segment
 from store.read import iter_raw, read_buckets
-from store.registry import get_record, gpu_shard, instances_of, located_of
+from store.registry import all_instances, get_record, gpu_shard, instances_of, located_of
 from store.tiers import for_step as tier_for_step
 from store.tiers import tiers
 from store.workloads import in_window, read_workloads
@@ -145,11 +145,14 @@ def get_gpu(uuid: str, instances: bool = True) -> dict[str, Any]:
     return view
 
 
-def gpu_instances(uuid: str) -> list[str]:
-    """The uuids of GPU `uuid`'s MIG instances (empty for other GPUs)."""
+def fleet_instances() -> dict[str, list[str]]:
+    """{parent uuid: [MIG instance uuids]} of the whole fleet: one keys-only read per shard."""
     keys = default_keys()
-    with shards.use(gpu_shard(keys, uuid)):
-        return instances_of(keys, uuid)
+    merged: dict[str, list[str]] = {}
+    for part in shards.fan_out(lambda: all_instances(keys)).values():
+        for parent, uuids in part.items():
+            merged.setdefault(parent, []).extend(uuids)
+    return {parent: sorted(uuids) for parent, uuids in merged.items()}
 
 
 def list_hosts(cluster: str | None = None, of: Fleet | None = None) -> list[dict]:
