@@ -93,10 +93,7 @@ class Horizon:
     def check(self, uuid: str, ts: int, where: _Lines) -> str | None:
         """None when the row is kept; else why it is refused. `where.line` is read only
         when needed (a refusal, a GPU's first row in a raw window)."""
-        state = self._state.get(uuid)
-        if state is None:
-            newest = min(self._stored_newest(uuid), self.now_ms)
-            state = self._state[uuid] = [newest, newest - self._longest, -1]
+        state = self._state.get(uuid) or self._first_state(uuid)
         if ts > state[0]:
             state[0], state[1] = ts, ts - self._longest
         if ts < state[1]:
@@ -116,10 +113,7 @@ class Horizon:
         """`check` for one GPU's rows at once, in file order (a columnar batch): the mask
         of rows refused, and (line, reason) of each. The same answers as `check` row by
         row: a GPU's newest sample is the running maximum of its times."""
-        state = self._state.get(uuid)
-        if state is None:
-            newest = self._stored_newest(uuid)
-            state = self._state[uuid] = [newest, newest - self._longest, -1]
+        state = self._state.get(uuid) or self._first_state(uuid)
         running = np.maximum.accumulate(np.maximum(ts, state[0]))
         refused = ts < running - self._longest
         reasons = [
@@ -138,6 +132,12 @@ class Horizon:
         state[1] = state[0] - self._longest
         self.settled.pop(uuid, None)  # the next single row is checked in full
         return refused, reasons
+
+    def _first_state(self, uuid: str) -> list[int]:
+        """A GPU's state from its stored newest sample, counted at most as now."""
+        newest = min(self._stored_newest(uuid), self.now_ms)
+        state = self._state[uuid] = [newest, newest - self._longest, -1]
+        return state
 
     def _too_old(self, ts: int, newest: int) -> str:
         return (

@@ -126,8 +126,11 @@ class Keys:
     def locator(self, uuid: str) -> str:
         return f"{self.root}/gpus/{check_segment(uuid, 'uuid')}"
 
+    def all_instances(self) -> str:
+        return f"{self.root}/instances/"
+
     def instances_prefix(self, parent: str) -> str:
-        return f"{self.root}/instances/{check_segment(parent, 'uuid')}/"
+        return f"{self.all_instances()}{check_segment(parent, 'uuid')}/"
 
     def instance(self, parent: str, uuid: str) -> str:
         """Marks `uuid` as a MIG instance of GPU `parent` (empty value)."""

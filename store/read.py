@@ -7,7 +7,7 @@ until they have a page.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
 import numpy as np
@@ -198,3 +198,28 @@ def refreshed(
 
 def _trim(b: Buckets, first: int, end: int) -> Buckets:
     return select(b, (b.ts >= first) & (b.ts <= end))
+
+
+def read_series(
+    keys: Keys, uuid: str, start: int, end: int, window_ms: int, metrics: Sequence[str]
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{metric: (ts, values)} of the wanted metrics in [start, end], sorted by time.
+
+    Window by window as `iter_raw` reads them (the block cache, one consistent
+    read per window); windows are disjoint in time, so a metric's series is the
+    concatenation of its parts, with no re-sort. Memory follows [start, end].
+    """
+    parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {m: [] for m in metrics}
+    for samples in iter_raw(keys, uuid, start, end, window_ms):
+        for metric in metrics:
+            if metric in samples.names:
+                sel = samples.metric == samples.names.index(metric)
+                parts[metric].append((samples.ts[sel], samples.value[sel]))
+    return {
+        m: (
+            (np.concatenate([p[0] for p in got]), np.concatenate([p[1] for p in got]))
+            if got
+            else (np.zeros(0, np.int64), np.zeros(0))
+        )
+        for m, got in parts.items()
+    }

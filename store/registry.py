@@ -307,6 +307,16 @@ def instances_of(keys: Keys, uuid: str) -> list[str]:
     return [info.key[len(prefix) :] for info in kv.keys_in_range(prefix, end)]
 
 
+def all_instances(keys: Keys) -> dict[str, list[str]]:
+    """{parent uuid: [instance uuids]} of every MIG instance: one keys-only range read."""
+    prefix = keys.all_instances()
+    out: dict[str, list[str]] = {}
+    for info in kv.keys_in_range(prefix, kv.prefix_end(prefix)):
+        parent, _, uuid = info.key[len(prefix) :].partition("/")
+        out.setdefault(parent, []).append(uuid)
+    return out
+
+
 def get_record(keys: Keys, uuid: str) -> dict[str, Any]:
     """One GPU's record via its locator, in the current shard; raises NotFound."""
     located = _decode(kv.get(keys.locator(uuid)))

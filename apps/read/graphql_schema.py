@@ -198,9 +198,14 @@ class GPU(graphene.ObjectType):
 
     @staticmethod
     def resolve_instances(gpu: dict, info: Any) -> list[str]:
+        """Read once per request for a list of GPUs (no read per GPU)."""
         if "instances" in gpu:
             return gpu["instances"]
-        return queries.gpu_instances(gpu["uuid"])
+        fleet = getattr(info.context, "_mig_instances", None)
+        if fleet is None:
+            fleet = queries.fleet_instances()
+            info.context._mig_instances = fleet
+        return fleet.get(gpu["uuid"], [])
 
     @staticmethod
     def resolve_latest(gpu: dict, info: Any, metrics: list[str] | None = None) -> list[dict]:

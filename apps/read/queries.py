@@ -21,10 +21,11 @@ from django.conf import settings
 from apps.read import columns as col
 from store import default_keys, shards, window_ms
 from store.codec import Samples
+from store.errors import NotFound
 from store.fleet import Fleet, read_fleet
-from store.keys import MAX_TS, Keys
+from store.keys import MAX_TS, Keys, check_segment
 from store.read import iter_raw, read_buckets
-from store.registry import get_record, gpu_shard, instances_of, located_of
+from store.registry import all_instances, get_record, gpu_shard, instances_of, located_of
 from store.tiers import for_step as tier_for_step
 from store.tiers import tiers
 from store.workloads import in_window, read_workloads
@@ -66,7 +67,11 @@ def fleet(cluster: str | None = None, host: str | None = None, latest: bool = Tr
     """The records (and latest values) the fleet views are built from: one etcd round trip.
 
     `version` changes whenever any of it does: the HTTP ETag of those views.
+    Raises InvalidSegment for a cluster or host no key could hold (also a host that
+    only filters here, without a cluster).
     """
+    if host:
+        check_segment(host, "host")
     return read_fleet(default_keys(), cluster, host if cluster else None, latest)
 
 
@@ -116,6 +121,18 @@ def list_gpus(
     return _built.get(("gpus", default_keys().root, of.version, cluster, host, model), build)
 
 
+def host_gpus(hostname: str, cluster: str | None = None, of: Fleet | None = None) -> list[dict]:
+    """The GPUs of one host; raises NotFound when it has none (as an unknown GPU does).
+
+    A host exists only through its GPUs' records: no GPU, no host.
+    """
+    gpus = list_gpus(cluster=cluster, host=hostname, of=of)
+    if not gpus:
+        where = f" in cluster {cluster!r}" if cluster else ""
+        raise NotFound(f"no host {hostname!r}{where}")
+    return gpus
+
+
 def get_gpu(uuid: str, instances: bool = True) -> dict[str, Any]:
     """One GPU, with the uuids of its MIG instances unless `instances` is False (one read
     less, for GraphQL, which reads them only when asked); raises store.errors.NotFound."""
@@ -128,11 +145,14 @@ def get_gpu(uuid: str, instances: bool = True) -> dict[str, Any]:
     return view
 
 
-def gpu_instances(uuid: str) -> list[str]:
-    """The uuids of GPU `uuid`'s MIG instances (empty for other GPUs)."""
+def fleet_instances() -> dict[str, list[str]]:
+    """{parent uuid: [MIG instance uuids]} of the whole fleet: one keys-only read per shard."""
     keys = default_keys()
-    with shards.use(gpu_shard(keys, uuid)):
-        return instances_of(keys, uuid)
+    merged: dict[str, list[str]] = {}
+    for part in shards.fan_out(lambda: all_instances(keys)).values():
+        for parent, uuids in part.items():
+            merged.setdefault(parent, []).extend(uuids)
+    return {parent: sorted(uuids) for parent, uuids in merged.items()}
 
 
 def list_hosts(cluster: str | None = None, of: Fleet | None = None) -> list[dict]:

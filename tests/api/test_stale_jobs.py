@@ -30,6 +30,9 @@ def test_a_job_whose_ingest_process_was_killed_ends_failed(pipeline, etcd, redis
         INGEST_CHUNK_ROWS="50",
         INGEST_BUFFER_ROWS="50",
         INGEST_JOB_HEARTBEAT="50ms",
+        # the row parser reads as the bytes come (the columnar one waits for 8 MiB blocks);
+        # the heartbeat is the Job's, the same for both
+        INGEST_PARSER="rows",
     )
     argv = [sys.executable, "manage.py", "ingest", "-", "--no-progress"]
     proc = subprocess.Popen(argv, cwd=REPO, env=env, stdin=subprocess.PIPE)

@@ -79,9 +79,10 @@ def test_compact_command_and_metrics_report_the_failure(etcd_root, settings):
     write(keys, 0, "GPU-1", [1.0])
     corrupt_block(keys, "GPU-1")
     close_windows(keys)
-    out = io.StringIO()
-    call_command("compact", stdout=out)
+    out, err = io.StringIO(), io.StringIO()
+    call_command("compact", stdout=out, stderr=err)
     report = json.loads(out.getvalue())
+    assert f"{len(report['failures'])} GPU upkeep step(s) failed" in err.getvalue()
     assert [f["step"] for f in report["failures"]] == [
         "merge",
         *[f"rollup-{t.name}" for t in tiers()[1:]],
