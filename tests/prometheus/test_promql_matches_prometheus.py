@@ -3,7 +3,7 @@
 Every query of NVIDIA's DCGM dashboard (grafana/dcgm-exporter-dashboard.json in
 NVIDIA/dcgm-exporter, variables filled in as Grafana does for a multi-value
 selection), then each selector form, range function, aggregation and operator;
-each as instant queries at three times (one inside a GPU's gap, one at a workload
+each as instant queries at four times (one inside a GPU's gap, one at a workload
 change) and as range queries at two steps. Series, labels and values must agree
 (relative tolerance 1e-9).
 """
