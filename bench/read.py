@@ -88,8 +88,14 @@ class Client:
 
     def get(self, path: str, params: dict | None = None, headers: dict | None = None):
         url = path + ("?" + urllib.parse.urlencode(params, doseq=True) if params else "")
-        self.conn.request("GET", url, headers=headers or {})
-        resp = self.conn.getresponse()
+        try:
+            self.conn.request("GET", url, headers=headers or {})
+            resp = self.conn.getresponse()
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            # the server closed an idle kept-alive connection (uvicorn after 5 s): reconnect
+            self.conn.close()
+            self.conn.request("GET", url, headers=headers or {})
+            resp = self.conn.getresponse()
         body = resp.read()
         if resp.status not in (200, 304):
             raise AssertionError(f"GET {url}: {resp.status} {body[:300]!r}")
@@ -318,14 +324,15 @@ def _zstd_rows(c: Client, path: str, params: dict) -> int:
 _PROFILE_CHILD = """
 import cProfile, io, json, pstats, sys
 import django
+import orjson
 django.setup()
 from django.test import Client
 url, params, top = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
 client = Client()
 def day():
-    body = client.get(url, params).json()
+    body = orjson.loads(client.get(url, params).content)
     while body["next"]:
-        body = client.get(body["next"]).json()
+        body = orjson.loads(client.get(body["next"]).content)
 day()  # warm-up
 prof = cProfile.Profile()
 prof.enable()

@@ -6,15 +6,19 @@ until they have a page.
 
 from __future__ import annotations
 
+import json
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 
 from store import kv
 from store.cache import shared as shared_cache
 from store.codec import Samples, decode_block, merge
+from store.errors import NotFound
 from store.keys import Keys, window_span
 from store.rollup import Buckets, aggregate, concat, decode_rollup, rebucket, select
 from store.tiers import Tier
@@ -113,14 +117,24 @@ def _window(
 
 
 def iter_raw(
-    keys: Keys, uuid: str, start: int, end: int, window_ms: int, descending: bool = False
+    keys: Keys,
+    uuid: str,
+    start: int,
+    end: int,
+    window_ms: int,
+    descending: bool = False,
+    blocks: list[kv.Item] | None = None,
 ) -> Iterator[Samples]:
     """Raw samples in [start, end], one merged window at a time, in time order.
 
     One keys-only range read to plan; then the blocks the cache does not hold,
     fetched a group of windows at a time (each window sorted by (ts, metric
-    name); windows ascending or descending).
+    name); windows ascending or descending). `blocks`: every block of the range,
+    already read (see `open_gpu`): nothing more is read.
     """
+    if blocks is not None:
+        yield from _iter_read(blocks, window_ms, start, end, descending)
+        return
     infos = kv.keys_in_range(*keys.block_range(uuid, start, end, window_ms))
     windows = _by_window(infos, window_ms, start, end)
     prefix = keys.blocks_prefix(uuid)
@@ -132,6 +146,91 @@ def iter_raw(
             samples = _clip(_window(prefix, w, window_ms, windows[w], fetched), start, end)
             if len(samples):
                 yield samples
+
+
+def _iter_read(
+    blocks: list[kv.Item], window_ms: int, start: int, end: int, descending: bool
+) -> Iterator[Samples]:
+    by_window: dict[int, list[kv.Item]] = defaultdict(list)
+    for item in blocks:
+        name = Keys.parse_block(item.key)
+        if name.t_last >= start and name.t_first <= end:
+            by_window[name.t_first // window_ms].append(item)
+    for w in sorted(by_window, reverse=descending):
+        items = by_window[w]
+        prefix = items[0].key.rsplit("/", 1)[0] + "/"
+        shared_cache().settle(f"{prefix}{w}", {i.key for i in items})
+        decoded = [
+            (i.mod_revision, _decoded(i.key, i.value, decode_block, f"{prefix}{w}")) for i in items
+        ]
+        samples = _clip(_merge_ordered(decoded), start, end)
+        if len(samples):
+            yield samples
+
+
+@dataclass(frozen=True)
+class GpuWindow:
+    """What a telemetry read of one GPU starts from, read at one revision."""
+
+    record: dict[str, Any]
+    latest: dict[str, list] | None  # metric -> [ts, value]
+    blocks: list[kv.Item] | None  # every raw block of the window, when it was small enough
+
+
+class _Records:
+    """GPU records by (root, uuid), valid while the locator keeps its mod revision.
+
+    A record is only ever written in the same transaction as its locator
+    (store/registry.py), so an unchanged locator revision means an unchanged record.
+    """
+
+    def __init__(self, size: int = 100_000) -> None:
+        self._size = size
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
+
+    def get(self, root: str, uuid: str, revision: int) -> dict[str, Any] | None:
+        with self._lock:
+            entry = self._entries.get((root, uuid))
+        return entry[1] if entry is not None and entry[0] == revision else None
+
+    def put(self, root: str, uuid: str, revision: int, record: dict[str, Any]) -> None:
+        with self._lock:
+            if len(self._entries) >= self._size:
+                self._entries.clear()  # rare: a bound, not a policy
+            self._entries[(root, uuid)] = (revision, record)
+
+
+_records = _Records()
+
+
+def open_gpu(
+    keys: Keys, uuid: str, start: int, end: int, window_ms: int, with_blocks: bool
+) -> GpuWindow:
+    """The GPU's record and latest values and, when `with_blocks` and the window spans at
+    most _WINDOWS_PER_FETCH blocks, its blocks: one round trip in the usual case.
+
+    Raises NotFound for an unknown GPU.
+    """
+    locator_key, latest_key = keys.locator(uuid), keys.latest(uuid)
+    small = with_blocks and (end - start) // window_ms < _WINDOWS_PER_FETCH
+    ranges = [keys.block_range(uuid, start, end, window_ms)] if small else []
+    found, ranged = kv.get_together([locator_key, latest_key], ranges)
+    locator = found.get(locator_key)
+    if locator is None:
+        raise NotFound(f"no GPU with uuid {uuid!r}")
+    record = _records.get(keys.root, uuid, locator.mod_revision)
+    if record is None:
+        located = json.loads(locator.value)
+        item = kv.get(keys.record(located["cluster"], located["host"], uuid))
+        if item is None:
+            raise NotFound(f"no GPU with uuid {uuid!r}")
+        record = json.loads(item.value)
+        _records.put(keys.root, uuid, locator.mod_revision, record)
+    latest = found.get(latest_key)
+    return GpuWindow(
+        record, json.loads(latest.value) if latest else None, ranged[0] if small else None
+    )
 
 
 def read_samples(keys: Keys, uuid: str, start: int, end: int, window_ms: int) -> Samples:

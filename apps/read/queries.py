@@ -23,7 +23,7 @@ from store import default_keys, window_ms
 from store.codec import Samples
 from store.fleet import Fleet, read_fleet
 from store.keys import MAX_TS, Keys
-from store.read import iter_raw, read_buckets
+from store.read import GpuWindow, iter_raw, open_gpu, read_buckets
 from store.registry import get_record
 from store.tiers import for_step as tier_for_step
 from store.tiers import tiers
@@ -186,15 +186,15 @@ def read_page(q: TelemetryQuery, columns: bool = False) -> Page:
     window holds more buckets than TELEMETRY_MAX_BUCKETS.
     """
     keys = default_keys()
-    record = get_record(keys, q.uuid)
-    latest = latest_values(keys, [q.uuid]).get(q.uuid)
+    opened = _open(keys, q)
+    record, latest = opened.record, opened.latest
     bound = col.column_bytes_bound if columns else col.row_bytes_bound
     budget = int(settings.TELEMETRY_MAX_RESPONSE_BYTES) - 4096  # the GPU and the envelope
     limit = q.limit if q.limit is not None else sys.maxsize
     taken: list[Samples] = []
     count = spent = 0
     more = False
-    for chunk in iter_columns(keys, q, record, latest):
+    for chunk in iter_columns(keys, q, record, latest, opened.blocks):
         if count >= limit or spent >= budget:
             more = True
             break
@@ -238,22 +238,36 @@ def telemetry(q: TelemetryQuery) -> dict[str, Any]:
     return {"results": page["results"], "next_cursor": page["next_cursor"]}
 
 
+def _window(q: TelemetryQuery) -> tuple[int, int]:
+    """The query's time bounds, narrowed by its cursor."""
+    if q.after is None:
+        return q.start, q.end
+    return (q.start, min(q.end, q.after[0])) if q.descending else (max(q.start, q.after[0]), q.end)
+
+
+def _open(keys: Keys, q: TelemetryQuery) -> GpuWindow:
+    """Record, latest values and (raw queries of up to a day) the blocks: one round trip."""
+    start, end = _window(q)
+    return open_gpu(keys, q.uuid, start, end, window_ms(), with_blocks=not q.step_ms)
+
+
 def iter_columns(
-    keys: Keys, q: TelemetryQuery, record: dict[str, Any], latest: dict[str, list] | None
+    keys: Keys,
+    q: TelemetryQuery,
+    record: dict[str, Any],
+    latest: dict[str, list] | None,
+    blocks: list | None = None,
 ) -> Iterator[Samples]:
     """Non-empty column chunks in answer order ((time, metric) or reversed), filtered,
     beyond the cursor. Memory is bounded by one block window (raw) or the bucket count.
+    `blocks`: the raw blocks of the window when already read (`open_gpu`).
     """
-    start, end = q.start, q.end
-    if q.after is not None:
-        start, end = (
-            (start, min(end, q.after[0])) if q.descending else (max(start, q.after[0]), end)
-        )
+    start, end = _window(q)
     wanted = frozenset(q.metrics)
     if q.step_ms:
         source = iter([_buckets(keys, q, record, latest, start, end)])
     else:
-        source = iter_raw(keys, q.uuid, start, end, window_ms(), q.descending)
+        source = iter_raw(keys, q.uuid, start, end, window_ms(), q.descending, blocks)
     for chunk in source:
         chunk = col.only_metrics(chunk, wanted)
         if q.descending and not q.step_ms:
@@ -303,9 +317,9 @@ def telemetry_csv(q: TelemetryQuery, wide: bool = False) -> Iterator[bytes]:
     TooManyPoints on the first piece.
     """
     keys = default_keys()
-    record = get_record(keys, q.uuid)
-    latest = latest_values(keys, [q.uuid]).get(q.uuid) or {}
-    chunks = iter_columns(keys, q, record, latest)
+    opened = _open(keys, q)
+    latest = opened.latest or {}
+    chunks = iter_columns(keys, q, opened.record, latest, opened.blocks)
     if not wide:
         yield b"timestamp,metric_name,value\r\n"
         for chunk in chunks:
