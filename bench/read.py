@@ -291,6 +291,13 @@ def queries(uuid: str, uuids: int, hours: float) -> list[Query]:
             before=lambda c: ours_fleet(c.get("/api/v1/gpus", {"limit": 1000})[2]),
         ),
         Query("same, polling with `If-None-Match` (304)", fleet_304, None, key="fleet"),
+        Query(
+            "floor: `GET /health` vs `/-/healthy` (no store read)",
+            lambda c: int(c.get("/health")[0] == 200),
+            lambda c: int(c.get("/-/healthy")[0] == 200),
+            key="floor",
+            before=lambda c: int(c.get("/health")[0] == 200),
+        ),
     ]
 
 
