@@ -174,7 +174,7 @@ class GpuWindow:
 
     record: dict[str, Any]
     latest: dict[str, list] | None  # metric -> [ts, value]
-    blocks: list[kv.Item] | None  # every raw block of the window, when it was small enough
+    ranged: list[list[kv.Item]]  # what was read along (raw_ranges, bucket_ranges)
 
 
 class _Records:
@@ -204,17 +204,13 @@ class _Records:
 _records = _Records()
 
 
-def open_gpu(
-    keys: Keys, uuid: str, start: int, end: int, window_ms: int, with_blocks: bool
-) -> GpuWindow:
-    """The GPU's record and latest values and, when `with_blocks` and the window spans at
-    most _WINDOWS_PER_FETCH blocks, its blocks: one round trip in the usual case.
+def open_gpu(keys: Keys, uuid: str, ranges: list[tuple[str, str]]) -> GpuWindow:
+    """The GPU's record and latest values, and every key/value in `ranges` (blocks the
+    caller knows it needs), read at one revision: one round trip in the usual case.
 
     Raises NotFound for an unknown GPU.
     """
     locator_key, latest_key = keys.locator(uuid), keys.latest(uuid)
-    small = with_blocks and (end - start) // window_ms < _WINDOWS_PER_FETCH
-    ranges = [keys.block_range(uuid, start, end, window_ms)] if small else []
     found, ranged = kv.get_together([locator_key, latest_key], ranges)
     locator = found.get(locator_key)
     if locator is None:
@@ -228,9 +224,33 @@ def open_gpu(
         record = json.loads(item.value)
         _records.put(keys.root, uuid, locator.mod_revision, record)
     latest = found.get(latest_key)
-    return GpuWindow(
-        record, json.loads(latest.value) if latest else None, ranged[0] if small else None
-    )
+    return GpuWindow(record, json.loads(latest.value) if latest else None, ranged)
+
+
+def raw_ranges(keys: Keys, uuid: str, start: int, end: int, window_ms: int) -> list:
+    """What `open_gpu` should read along for a raw query: its blocks, when they are a day's
+    worth or less (longer windows are read a day at a time, through the cache)."""
+    if (end - start) // window_ms >= _WINDOWS_PER_FETCH:
+        return []
+    return [keys.block_range(uuid, start, end, window_ms)]
+
+
+def bucket_ranges(
+    keys: Keys, uuid: str, start: int, end: int, step_ms: int, raw: Tier, tier: Tier | None
+) -> list:
+    """What `open_gpu` should read along for `read_buckets` of a window of a day or less:
+    the raw blocks and, with a tier, its rollup blocks (else nothing)."""
+    first, last = _bucket_span(start, end, step_ms)
+    if (last - first) // raw.window_ms >= _WINDOWS_PER_FETCH:
+        return []
+    ranges = [keys.block_range(uuid, first, last, raw.window_ms)]
+    if tier is not None:
+        ranges.append(keys.rollup_range(tier.name, uuid, first, last, tier.window_ms))
+    return ranges
+
+
+def _bucket_span(start: int, end: int, step_ms: int) -> tuple[int, int]:
+    return (start // step_ms) * step_ms, (end // step_ms) * step_ms + step_ms - 1
 
 
 def read_samples(keys: Keys, uuid: str, start: int, end: int, window_ms: int) -> Samples:
@@ -239,22 +259,36 @@ def read_samples(keys: Keys, uuid: str, start: int, end: int, window_ms: int) ->
 
 
 def read_buckets(
-    keys: Keys, uuid: str, start: int, end: int, step_ms: int, raw: Tier, tier: Tier | None
+    keys: Keys,
+    uuid: str,
+    start: int,
+    end: int,
+    step_ms: int,
+    raw: Tier,
+    tier: Tier | None,
+    prefetched: list[list[kv.Item]] | None = None,
 ) -> Buckets:
     """Whole `step_ms` buckets starting in [floor(start), end], sorted by (metric, bucket).
 
     With a rollup `tier`, each of its windows is read from its rollup block when
     that block is newer than every raw block of the window (up to date), and
     computed from raw blocks otherwise (fresh data not yet rolled up).
+    `prefetched`: what `bucket_ranges` named for a window holding this one, already
+    read (then only stale rollup windows are read again).
     """
-    first = (start // step_ms) * step_ms
-    last = (end // step_ms) * step_ms + step_ms - 1
+    first, last = _bucket_span(start, end, step_ms)
+    raw_items = prefetched[0] if prefetched else None
     if tier is None:
-        parts = [aggregate(s, step_ms) for s in iter_raw(keys, uuid, first, last, raw.window_ms)]
+        windows = iter_raw(keys, uuid, first, last, raw.window_ms, blocks=raw_items)
+        parts = [aggregate(s, step_ms) for s in windows]
         return _trim(rebucket(concat(parts), step_ms), first, end)
-    raw_infos = kv.keys_in_range(*keys.block_range(uuid, first, last, raw.window_ms))
+    if prefetched:
+        raw_infos = [kv.KeyInfo(i.key, i.mod_revision) for i in prefetched[0]]
+        rollups = prefetched[1]
+    else:
+        raw_infos = kv.keys_in_range(*keys.block_range(uuid, first, last, raw.window_ms))
+        rollups = kv.get_range(*keys.rollup_range(tier.name, uuid, first, last, tier.window_ms))
     raw_by_tw = _by_window(raw_infos, tier.window_ms, first, last)
-    rollups = kv.get_range(*keys.rollup_range(tier.name, uuid, first, last, tier.window_ms))
     roll_by_tw: dict[int, list[kv.Item]] = defaultdict(list)
     for item in rollups:
         roll_by_tw[Keys.parse_block(item.key).t_first // tier.window_ms].append(item)

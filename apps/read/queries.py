@@ -23,7 +23,14 @@ from store import default_keys, window_ms
 from store.codec import Samples
 from store.fleet import Fleet, read_fleet
 from store.keys import MAX_TS, Keys
-from store.read import GpuWindow, iter_raw, open_gpu, read_buckets
+from store.read import (
+    GpuWindow,
+    bucket_ranges,
+    iter_raw,
+    open_gpu,
+    raw_ranges,
+    read_buckets,
+)
 from store.registry import get_record
 from store.tiers import for_step as tier_for_step
 from store.tiers import tiers
@@ -194,7 +201,7 @@ def read_page(q: TelemetryQuery, columns: bool = False) -> Page:
     taken: list[Samples] = []
     count = spent = 0
     more = False
-    for chunk in iter_columns(keys, q, record, latest, opened.blocks):
+    for chunk in iter_columns(keys, q, record, latest, opened.ranged):
         if count >= limit or spent >= budget:
             more = True
             break
@@ -246,9 +253,15 @@ def _window(q: TelemetryQuery) -> tuple[int, int]:
 
 
 def _open(keys: Keys, q: TelemetryQuery) -> GpuWindow:
-    """Record, latest values and (raw queries of up to a day) the blocks: one round trip."""
+    """Record, latest values and (windows of up to a day) the blocks: one round trip."""
     start, end = _window(q)
-    return open_gpu(keys, q.uuid, start, end, window_ms(), with_blocks=not q.step_ms)
+    if q.step_ms:
+        ranges = bucket_ranges(
+            keys, q.uuid, start, end, q.step_ms, tiers()[0], tier_for_step(q.step_ms)
+        )
+    else:
+        ranges = raw_ranges(keys, q.uuid, start, end, window_ms())
+    return open_gpu(keys, q.uuid, ranges)
 
 
 def iter_columns(
@@ -256,17 +269,18 @@ def iter_columns(
     q: TelemetryQuery,
     record: dict[str, Any],
     latest: dict[str, list] | None,
-    blocks: list | None = None,
+    ranged: list | None = None,
 ) -> Iterator[Samples]:
     """Non-empty column chunks in answer order ((time, metric) or reversed), filtered,
     beyond the cursor. Memory is bounded by one block window (raw) or the bucket count.
-    `blocks`: the raw blocks of the window when already read (`open_gpu`).
+    `ranged`: what `_open` read along (`open_gpu`), if anything.
     """
     start, end = _window(q)
     wanted = frozenset(q.metrics)
     if q.step_ms:
-        source = iter([_buckets(keys, q, record, latest, start, end)])
+        source = iter([_buckets(keys, q, record, latest, start, end, ranged or None)])
     else:
+        blocks = ranged[0] if ranged else None
         source = iter_raw(keys, q.uuid, start, end, window_ms(), q.descending, blocks)
     for chunk in source:
         chunk = col.only_metrics(chunk, wanted)
@@ -285,6 +299,7 @@ def _buckets(
     latest: dict[str, list] | None,
     start: int,
     end: int,
+    prefetched: list | None = None,
 ) -> Samples:
     """The window's buckets as columns sorted by (bucket, metric name), or reversed."""
     step = int(q.step_ms or 0)
@@ -298,7 +313,7 @@ def _buckets(
             f"step {step // 1000}s over this window gives {buckets} buckets per metric; at most "
             f"{settings.TELEMETRY_MAX_BUCKETS}: use a larger step or a smaller window"
         )
-    b = read_buckets(keys, q.uuid, start, end, step, tiers()[0], tier_for_step(step))
+    b = read_buckets(keys, q.uuid, start, end, step, tiers()[0], tier_for_step(step), prefetched)
     names = sorted(b.names)
     rank = np.array([names.index(n) for n in b.names], dtype=np.int32)
     metric = rank[b.metric] if len(b) else np.zeros(0, np.int32)
@@ -319,7 +334,7 @@ def telemetry_csv(q: TelemetryQuery, wide: bool = False) -> Iterator[bytes]:
     keys = default_keys()
     opened = _open(keys, q)
     latest = opened.latest or {}
-    chunks = iter_columns(keys, q, opened.record, latest, opened.blocks)
+    chunks = iter_columns(keys, q, opened.record, latest, opened.ranged)
     if not wide:
         yield b"timestamp,metric_name,value\r\n"
         for chunk in chunks:
