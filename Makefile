@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format install system-deps clean bench-ingest bench-live bench-storage openapi
+.PHONY: run test lint format install system-deps clean bench-ingest bench-live bench-storage bench-capacity bench-abuse bench-read bench-promql openapi
 
 run: install
 	$(PY) -m tools.run
@@ -29,7 +29,8 @@ format: install
 install: system-deps $(STAMP)
 
 # Debian's etcd-server and redis-server (and haproxy, shellcheck to check deploy/; chromium
-# for the dashboard's browser test; prometheus + promtool as the oracle and baseline), only
+# for the dashboard's browser test; prometheus + promtool as the oracle and baseline;
+# postgresql, whose initdb/postgres the tests start on a free port), only
 # when their binaries are missing.
 system-deps:
 	@missing=""; \
@@ -39,6 +40,7 @@ system-deps:
 	command -v shellcheck >/dev/null 2>&1 || missing="$$missing shellcheck"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing"; \
 		SUDO=""; [ "$$(id -u)" -ne 0 ] && SUDO="sudo"; \
@@ -56,6 +58,10 @@ $(STAMP): pyproject.toml
 bench-storage: install
 	$(PY) -m bench.storage
 
+# GPUs per 8 GiB etcd with 30 days: these defaults vs today's, 1,000 GPUs x 1 day (docs/CAPACITY.md).
+bench-capacity: install
+	$(PY) -m bench.capacity
+
 clean:
 	rm -rf var .pytest_cache .ruff_cache
 
@@ -71,3 +77,7 @@ bench-ingest: install
 # Live feed latency with 1 and 100 WebSocket clients (docs/PERFORMANCE.md).
 bench-live: install
 	$(PY) -m bench.live
+
+# Hostile clients against a live gateway while a good client reads (docs/SECURITY.md).
+bench-abuse: install
+	$(PY) -m bench.abuse

@@ -7,9 +7,11 @@ cost is read from /proc of the gateway process (`ProcessMeter`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,6 +49,49 @@ class ProcessMeter:
             written=int(io["wchar"]),
             threads=int(status["Threads"]),
         )
+
+    def spooled(self, directory: str) -> int:
+        """Bytes in the files this process holds open under `directory` (deleted ones too).
+
+        Request bodies are spooled to anonymous files (O_TMPFILE): invisible in the
+        folder, visible through /proc/PID/fd while the request lives.
+        """
+        total = 0
+        fds = f"/proc/{self.pid}/fd"
+        try:
+            names = os.listdir(fds)
+        except OSError:
+            return 0
+        for name in names:
+            try:
+                if os.readlink(f"{fds}/{name}").startswith(directory):
+                    total += os.stat(f"{fds}/{name}").st_size
+            except OSError:
+                continue  # closed meanwhile
+        return total
+
+
+class SpoolWatch:
+    """The peak of `ProcessMeter.spooled` while it runs (sampled every few milliseconds)."""
+
+    def __init__(self, meter: ProcessMeter, directory: str, every: float = 0.003) -> None:
+        self.meter, self.directory, self.every = meter, directory, every
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> SpoolWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.meter.spooled(self.directory))
+            time.sleep(self.every)
 
 
 def _keyed(path: str, sep: str) -> dict[str, str]:
@@ -215,7 +260,7 @@ def graphql(base: str, query: str, variables: dict | None = None, timeout: float
             headers={"Content-Type": "application/json"},
             timeout=timeout,
         )
-        out.answers.append((response.status_code, len(response.content), response.text[:300]))
+        out.answers.append((response.status_code, len(response.content), response.text[:100_000]))
     except requests.Timeout:
         out.answers.append((0, 0, "timed out"))
     out.seconds = time.monotonic() - started
@@ -254,17 +299,20 @@ def subscribe_frame(start: int, count: int, prefix: str = "GPU-flood-") -> str:
 
 def ws_abrupt(port: int, frames: list[str], wait: float = 10.0) -> Outcome:
     """Send frames (reading each answer), then drop the TCP connection without a close frame."""
+    from websockets.exceptions import ConnectionClosed
     from websockets.sync.client import connect
 
     out = Outcome()
     started = time.monotonic()
-    ws = connect(f"ws://127.0.0.1:{port}/ws/telemetry/", max_size=None, open_timeout=10)
-    for frame in frames:
-        ws.send(frame)
-        out.sent += len(frame)
-        out.answers.append(ws.recv(timeout=wait))
-    ws.socket.shutdown(socket.SHUT_RDWR)  # no close frame: as a crashed client or a cut cable
-    ws.socket.close()
+    with (
+        contextlib.suppress(ConnectionClosed, OSError),
+        connect(f"ws://127.0.0.1:{port}/ws/telemetry/", max_size=None, open_timeout=10) as ws,
+    ):
+        for frame in frames:
+            ws.send(frame)
+            out.sent += len(frame)
+            out.answers.append(ws.recv(timeout=wait))
+        ws.socket.shutdown(socket.SHUT_RDWR)  # no close frame: a crashed client, a cut cable
     out.seconds = time.monotonic() - started
     return out
 

@@ -1,7 +1,8 @@
-"""One etcd client per process, created on first use.
+"""One etcd client per shard and process, created on first use.
 
-gRPC channels do not survive fork while in use, so the client is never made at
-import time; a process that finds a client made by its parent (pid differs)
+The client of the current shard (store/shards.py) is returned; the `default`
+shard is ETCD_ENDPOINTS. gRPC channels do not survive fork while in use, so a
+client is never made at import time; a process that finds a client made by its parent (pid differs)
 drops it and makes its own. Celery children also call `reset()` from
 `worker_process_init`.
 """
@@ -18,6 +19,7 @@ import pyetcd
 from django.conf import settings
 from pyetcd import exceptions as etcd_exc
 
+from store import shards
 from store.errors import StoreUnavailable
 
 # etcd answers up to the request limit; ranges of many blocks can be larger than
@@ -82,21 +84,21 @@ for _name in (
     setattr(_Client, _name, _once_more_elsewhere(_name))
 
 _lock = threading.Lock()
-_client: pyetcd.MultiEndpointEtcd3Client | None = None
+_clients: dict[str, pyetcd.MultiEndpointEtcd3Client] = {}
 _pid: int | None = None
 
 
-def _endpoints() -> list[pyetcd.Endpoint]:
+def _endpoints(shard: str) -> list[pyetcd.Endpoint]:
     creds = None
     if settings.ETCD_CA_CERT:
         creds = pyetcd.MultiEndpointEtcd3Client.get_secure_creds(
             settings.ETCD_CA_CERT, settings.ETCD_KEY or None, settings.ETCD_CERT or None
         )
     endpoints = []
-    for item in settings.ETCD_ENDPOINTS:
+    for item in shards.endpoints(shard):
         host, _, port = item.removeprefix("http://").removeprefix("https://").rpartition(":")
         if not host or not port.isdigit():
-            raise StoreUnavailable(f"ETCD_ENDPOINTS entry {item!r} is not host:port")
+            raise StoreUnavailable(f"etcd shard {shard!r}: endpoint {item!r} is not host:port")
         endpoints.append(
             pyetcd.Endpoint(
                 host,
@@ -110,12 +112,12 @@ def _endpoints() -> list[pyetcd.Endpoint]:
     return endpoints
 
 
-def _connect() -> pyetcd.MultiEndpointEtcd3Client:
+def _connect(shard: str) -> pyetcd.MultiEndpointEtcd3Client:
     from store.kv import translated
 
     with translated("connect"):
         return _Client(
-            endpoints=_endpoints(),
+            endpoints=_endpoints(shard),
             timeout=settings.ETCD_TIMEOUT,
             user=settings.ETCD_USER or None,
             password=settings.ETCD_PASSWORD or None,
@@ -124,27 +126,33 @@ def _connect() -> pyetcd.MultiEndpointEtcd3Client:
 
 
 def get() -> pyetcd.MultiEndpointEtcd3Client:
-    """This process's client; thread-safe (gRPC channels are)."""
-    global _client, _pid
+    """This process's client of the current shard; thread-safe (gRPC channels are)."""
+    global _pid
+    shard = shards.current()
     pid = os.getpid()
-    if _client is not None and _pid == pid:
-        return _client
+    client = _clients.get(shard)
+    if client is not None and _pid == pid:
+        return client
     with _lock:
-        if _client is None or _pid != pid:
-            _client = _connect()
+        if _pid != pid:
+            _clients.clear()  # made by the parent before fork: never used, never closed here
             _pid = pid
-        return _client
+        if shard not in _clients:
+            _clients[shard] = _connect(shard)
+        return _clients[shard]
 
 
 def reset() -> None:
-    """Forget the client (after fork, or when settings change in tests).
+    """Forget every client (after fork, or when settings change in tests).
 
     An inherited client is dropped without closing: closing a channel that the
     parent still uses can hang in the child.
     """
-    global _client, _pid
+    global _pid
     with _lock:
-        if _client is not None and _pid == os.getpid():
-            _client.close()
-        _client = None
+        if _pid == os.getpid():
+            for client in _clients.values():
+                client.close()
+        _clients.clear()
         _pid = None
+    shards.forget()

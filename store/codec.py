@@ -1,13 +1,15 @@
 """Block codec: one GPU's samples <-> a compact, deterministic byte string.
 
-The byte layout is specified in docs/STORAGE.md ("Block format (version 1)");
+The byte layout is specified in docs/STORAGE.md ("Block format (version 2)");
 keep the two in sync. In short::
 
     b"GTB" + version byte + zstd frame(body)
 
 where the body is columnar: one shared timestamp column (delta-encoded), then
 one section per metric (sorted by name) holding an optional presence bitmap and
-the metric's values as raw little-endian float64.
+the metric's values, in the smallest of three encodings: one constant, scaled
+integers (delta, zigzag, narrowest width, byte planes) or raw float64. Version 1
+blocks (float64 only) are still decoded.
 
 Terminology used below: a Samples value is *canonical* when its names are
 sorted and unique and all used, and its rows are sorted by (ts, metric name)
@@ -17,6 +19,7 @@ return canonical Samples.
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -36,7 +39,9 @@ __all__ = [
     "samples_from_rows",
 ]
 
-BLOCK_VERSION = 1
+BLOCK_VERSION = 2
+# Versions decode_block reads: 1 (every column float64) and 2 (per-column encodings).
+READABLE_VERSIONS = (1, 2)
 MAGIC = b"GTB"
 # Decoding refuses bodies larger than this so a tiny crafted block cannot make
 # us allocate gigabytes (a "zip bomb"); encoding refuses them too, so every
@@ -47,6 +52,14 @@ MAX_BODY_SIZE = 64 * 1024 * 1024
 ZSTD_LEVEL = 3
 
 _FLAG_SPARSE = 0x01  # metric section carries a presence bitmap
+# Version 2: bits 1-2 of the flags name the value encoding.
+_ENC_SHIFT = 1
+_ENC_FLOAT, _ENC_CONST, _ENC_SCALED = 0, 1, 2
+# Scaled integers: value == int / 10**decimals exactly, for decimals up to this
+# (DCGM sends integers and 3-decimal watts), and ints within float64's exact range.
+MAX_DECIMALS = 6
+_MAX_EXACT_INT = 2**53
+_SCALED_WIDTHS = (1, 2, 4)  # wider deltas are stored as float64
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _I64 = struct.Struct("<q")
@@ -220,8 +233,19 @@ def merge(parts: Sequence[Samples]) -> Samples:
 # --------------------------------------------------------------------- encoding
 
 
+def block_digest(data: bytes) -> str:
+    """The digest that ends a block's key: 16 hex digits of BLAKE2b of the encoded bytes.
+
+    The key is a function of the content, so a retried chunk rewrites the same key.
+
+    >>> block_digest(b"block bytes")
+    'ebfb3001412ad093'
+    """
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
+
+
 def encode_block(samples: Samples) -> bytes:
-    """Encode `samples` as a version-1 block.
+    """Encode `samples` as a version-2 block (docs/STORAGE.md).
 
     Dedupes first (last occurrence wins), so the output depends only on the
     canonical form: the same samples in any input order give identical bytes
@@ -270,25 +294,57 @@ def _encode_metric(name: str, slots: np.ndarray, values: np.ndarray, n_stamps: i
     raw_name = name.encode("utf-8")
     if len(raw_name) > 0xFFFF:
         raise ValueError(f"metric name too long ({len(raw_name)} UTF-8 bytes, max 65535)")
+    encoding, packed = _pack_values(values)
+    flags = encoding << _ENC_SHIFT
     out = [_U16.pack(len(raw_name)), raw_name]
     if len(slots) == n_stamps:
-        out.append(bytes([0]))  # dense: present at every timestamp, no bitmap needed
+        out.append(bytes([flags]))  # dense: present at every timestamp, no bitmap needed
     else:
         present = np.zeros(n_stamps, dtype=bool)
         present[slots] = True
-        out += [bytes([_FLAG_SPARSE]), np.packbits(present, bitorder="little").tobytes()]
-    out.append(_pack_values(values))
+        out += [bytes([flags | _FLAG_SPARSE]), np.packbits(present, bitorder="little").tobytes()]
+    out.append(packed)
     return out
 
 
-def _pack_values(values: np.ndarray) -> bytes:
-    """Values as raw little-endian float64: lossless by construction.
+def _pack_values(values: np.ndarray) -> tuple[int, bytes]:
+    """(encoding, bytes) of one column; lossless, bit-exact, chosen by fixed rules.
 
-    No XOR/byte-shuffle pre-transform on purpose: measured on DCGM-like data,
-    Gorilla-style XOR plus shuffle made zstd level 3 output 3-43 % LARGER
-    (it breaks zstd's matching of repeated 8-byte values). See docs/STORAGE.md.
+    A constant column is one float64. A column of decimals (DCGM's integers,
+    watts with 3 decimals) is stored as integers scaled by 10**d, as zigzagged
+    deltas in the narrowest width, byte plane by byte plane so that zstd sees
+    runs of equal high bytes. Anything else stays raw float64 (no XOR transform:
+    measured larger, see docs/STORAGE.md).
     """
-    return values.astype("<f8").tobytes()
+    bits = values.astype("<f8").view("<u8")
+    if (bits == bits[0]).all():
+        return _ENC_CONST, bits[:1].tobytes()
+    scaled = _scaled(values, bits)
+    if scaled is None:
+        return _ENC_FLOAT, bits.tobytes()
+    decimals, zigzag, width = scaled
+    planes = zigzag.astype(_DELTA_DTYPES[width]).view(np.uint8).reshape(-1, width).T
+    return _ENC_SCALED, bytes([decimals, width]) + planes.tobytes()
+
+
+def _scaled(values: np.ndarray, bits: np.ndarray) -> tuple[int, np.ndarray, int] | None:
+    """(decimals, zigzag deltas, width) for the smallest exact decimals, or None."""
+    for decimals in range(MAX_DECIMALS + 1):
+        scale = 10.0**decimals
+        with np.errstate(over="ignore", invalid="ignore"):
+            rounded = np.round(values * scale)
+        if not (np.abs(rounded) < _MAX_EXACT_INT).all():
+            return None
+        ints = rounded.astype(np.int64)
+        # the decoder computes ints / scale: accept only when that gives the same bits
+        if not np.array_equal((ints.astype(np.float64) / scale).view("<u8"), bits):
+            continue
+        deltas = np.diff(ints, prepend=np.int64(0))
+        zigzag = ((deltas << 1) ^ (deltas >> 63)).view(np.uint64)
+        top = int(zigzag.max())
+        width = next((w for w in _SCALED_WIDTHS if top < 1 << (8 * w)), None)
+        return None if width is None else (decimals, zigzag, width)
+    return None
 
 
 # --------------------------------------------------------------------- decoding
@@ -301,7 +357,7 @@ def decode_block(data: bytes) -> Samples:
     Raises BlockFormatError on wrong magic or version, a declared body size
     above MAX_BODY_SIZE, or any corrupt, truncated or trailing data.
     """
-    body = _decompress_body(bytes(data))
+    version, body = _decompress_body(bytes(data))
     reader = _Reader(body)
     try:
         stamps = _decode_timestamps(reader)
@@ -309,7 +365,7 @@ def decode_block(data: bytes) -> Samples:
         names: list[str] = []
         ts_parts, metric_parts, value_parts = [], [], []
         for m in range(n_metrics):
-            name, slots, values = _decode_metric(reader, len(stamps))
+            name, slots, values = _decode_metric(reader, len(stamps), version)
             if names and name <= names[-1]:
                 raise BlockFormatError("metric names not strictly sorted")
             names.append(name)
@@ -332,11 +388,11 @@ def decode_block(data: bytes) -> Samples:
     )
 
 
-def _decompress_body(data: bytes) -> bytes:
-    """Check the 4-byte header and inflate the zstd frame, bounding its size first."""
+def _decompress_body(data: bytes) -> tuple[int, bytes]:
+    """(version, body): check the 4-byte header and inflate the frame, bounding its size first."""
     if len(data) < 4 or data[:3] != MAGIC:
         raise BlockFormatError("not a block: bad magic")
-    if data[3] != BLOCK_VERSION:
+    if data[3] not in READABLE_VERSIONS:
         raise BlockFormatError(f"unsupported block version {data[3]}")
     frame = data[4:]
     try:
@@ -355,7 +411,7 @@ def _decompress_body(data: bytes) -> bytes:
         raise BlockFormatError(f"corrupt block: {exc}") from None
     if len(body) != size:
         raise BlockFormatError("decompressed size does not match the declared size")
-    return body
+    return data[3], body
 
 
 class _Reader:
@@ -416,11 +472,15 @@ def _decode_timestamps(reader: _Reader) -> np.ndarray:
     return out
 
 
-def _decode_metric(reader: _Reader, n_stamps: int) -> tuple[str, np.ndarray, np.ndarray]:
+def _decode_metric(
+    reader: _Reader, n_stamps: int, version: int
+) -> tuple[str, np.ndarray, np.ndarray]:
     """Read one metric section; returns (name, timestamp slots, values)."""
     name = bytes(reader.take(reader.u16())).decode("utf-8")
     flags = reader.u8()
-    if flags & ~_FLAG_SPARSE:
+    known = _FLAG_SPARSE if version == 1 else _FLAG_SPARSE | (0b11 << _ENC_SHIFT)
+    encoding = (flags >> _ENC_SHIFT) & 0b11
+    if flags & ~known or encoding > _ENC_SCALED:
         raise BlockFormatError(f"unknown metric flags {flags:#x}")
     if flags & _FLAG_SPARSE:
         packed = reader.array(np.uint8, (n_stamps + 7) // 8)
@@ -432,7 +492,25 @@ def _decode_metric(reader: _Reader, n_stamps: int) -> tuple[str, np.ndarray, np.
         slots = np.arange(n_stamps)
     if len(slots) == 0:
         raise BlockFormatError(f"metric {name!r} has no values")
-    values = reader.array("<f8", len(slots)).astype(np.float64)  # copy: writable, native order
+    values = _unpack_values(reader, encoding, len(slots), name)
     if not np.isfinite(values).all():
         raise BlockFormatError(f"metric {name!r} has non-finite values")
     return name, slots, values
+
+
+def _unpack_values(reader: _Reader, encoding: int, k: int, name: str) -> np.ndarray:
+    """The k values of one section, as a new writable native float64 array."""
+    if encoding == _ENC_FLOAT:
+        return reader.array("<f8", k).astype(np.float64)
+    if encoding == _ENC_CONST:
+        return np.full(k, reader.array("<f8", 1)[0], dtype=np.float64)
+    decimals, width = reader.u8(), reader.u8()
+    if decimals > MAX_DECIMALS or width not in _SCALED_WIDTHS:
+        raise BlockFormatError(f"metric {name!r}: bad scaled encoding ({decimals}, {width})")
+    planes = reader.array(np.uint8, k * width).reshape(width, k)
+    zigzag = np.ascontiguousarray(planes.T).view(_DELTA_DTYPES[width]).ravel().astype(np.int64)
+    deltas = (zigzag >> 1) ^ -(zigzag & 1)
+    ints = np.cumsum(deltas)
+    if (np.abs(ints) >= _MAX_EXACT_INT).any():
+        raise BlockFormatError(f"metric {name!r}: scaled integers out of range")
+    return ints.astype(np.float64) / 10.0**decimals

@@ -5,7 +5,9 @@ One run (under a lease lock, so never two at once):
 1. finds the raw blocks written since the last run (`min_mod_revision` range read
    of keys only, from the cursor),
 2. merges each touched raw window's blocks into one,
-3. rebuilds the rollup block of each touched rollup window, per tier,
+3. per rollup tier, writes the rollup block of each window that is closed
+   (store/closing.py) and was touched or closed since the last run; open
+   windows are left to reads, so a run never rewrites a growing rollup block,
 4. deletes what is older than each tier keeps, counted back from the newest
    sample in the store,
 5. moves the cursor to the revision read at the start, unless a step lost a
@@ -18,13 +20,12 @@ overtaken by older data: the step simply fails and is retried next run.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
 
-from store import kv
-from store.codec import decode_block, encode_block, merge
+from store import closing, kv
+from store.codec import block_digest, decode_block, encode_block, merge
 from store.keys import Keys, window_span
 from store.read import refreshed
 from store.rollup import decode_rollup, encode_rollup
@@ -48,10 +49,6 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
 
-def _digest(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=8).hexdigest()
-
-
 def compact(keys: Keys, tiers: list[Tier], retention: bool = True) -> Report:
     """One compaction run; returns what it did. Safe to run while ingest goes on."""
     report = Report()
@@ -72,11 +69,20 @@ def compact(keys: Keys, tiers: list[Tier], retention: bool = True) -> Report:
         for uuid, w in sorted(windows):
             held.refresh()
             _merge_raw_window(keys, uuid, w * raw.window_ms, raw.window_ms, report)
+        latest = latest_values(keys) if rollup_tiers else {}
+        newest = max((ts for v in latest.values() for ts, _ in v.values()), default=0)
         for tier in rollup_tiers:
+            until = closing.closed_until(tier, raw, newest)
+            since = closing.rolled_until(keys, tier)
             touched = {(u, (w * raw.window_ms) // tier.window_ms) for u, w in windows}
+            touched = {(u, tw) for u, tw in touched if closing.is_closed(tier, tw, until)}
+            touched |= closing.newly_closed(keys, tier, sorted(latest), since, until)
             for uuid, tw in sorted(touched):
                 held.refresh()
                 _rebuild_rollup(keys, tier, raw, uuid, tw * tier.window_ms, report)
+            # a lost race leaves its raw keys dirty (cursor kept): the next run redoes it
+            if until > since:
+                closing.save_rolled_until(keys, tier, until)
         if retention:
             apply_retention(keys, tiers, report)
         report.cursor = start_rev if not report.conflicts else cursor
@@ -100,7 +106,7 @@ def _merge_raw_window(keys: Keys, uuid: str, first: int, window: int, report: Re
     if len(data) > kv.MAX_TXN_BYTES:
         report.notes.append(f"{uuid}: window at {first} too large to merge; left as is")
         return
-    key = keys.block(uuid, int(merged.ts.min()), int(merged.ts.max()), _digest(data))
+    key = keys.block(uuid, int(merged.ts.min()), int(merged.ts.max()), block_digest(data))
     ops = [kv.op_delete(it.key) for it in group if it.key != key] + [kv.op_put(key, data)]
     if not kv.txn([kv.cmp_range_unchanged(start, end, rev)], ops):
         report.conflicts += 1
@@ -125,7 +131,9 @@ def _rebuild_rollup(
     if not len(buckets):
         return
     data = encode_rollup(buckets)
-    key = keys.rollup(tier.name, uuid, int(buckets.ts.min()), int(buckets.ts.max()), _digest(data))
+    key = keys.rollup(
+        tier.name, uuid, int(buckets.ts.min()), int(buckets.ts.max()), block_digest(data)
+    )
     newest_raw = max((it.mod_revision for it in raw_items), default=0)
     if [it.key for it in old_items] == [key] and old_items[0].mod_revision > newest_raw:
         return  # same content, and readers see it as up to date (newer than its raw blocks)

@@ -52,7 +52,7 @@ class InvalidSegment(StoreError, ValueError):
 class Conflict(StoreError):
     """An optimistic update lost its race too many times."""
 
-    answer = Answer(409, "CONFLICT", retry_after=1)
+    answer = Answer(409, "CONFLICT")
 
 
 def answer_for(exc: BaseException) -> Answer | None:

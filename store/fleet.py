@@ -16,7 +16,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from store import kv
+from store import kv, shards
 from store.keys import Keys
 
 # Parsed documents are kept by (key, mod revision): a changed key has a new revision.
@@ -61,10 +61,27 @@ def read_fleet(
     values. Without `latest` the version follows the records only.
 
     The documents returned are shared between callers: treat them as read-only.
+    With etcd shards, one cluster is read from its shard (StoreUnavailable naming
+    it when down), the whole fleet from every shard at once (store/shards.py: the
+    shards that do not answer are left out, the answer is marked partial, and the
+    version names the shards that answered, so a partial answer never matches a
+    complete one's version).
     """
-    records = kv.get_prefix(keys.records_prefix(cluster, host))
-    latest_items = kv.get_prefix(keys.latest_prefix()) if latest else []
+
+    def read() -> tuple[list[kv.Item], list[kv.Item]]:
+        records = kv.get_prefix(keys.records_prefix(cluster, host))
+        return records, kv.get_prefix(keys.latest_prefix()) if latest else []
+
+    if cluster is not None and not shards.pinned():
+        with shards.in_cluster(cluster) as shard:
+            parts = {shard: read()}
+    else:
+        parts = shards.fan_out(read)
+    records = sorted((i for r, _ in parts.values() for i in r), key=lambda i: i.key)
+    latest_items = [i for _, items in parts.values() for i in items]
     digest = hashlib.blake2b(digest_size=12)
+    if len(shards.names()) > 1:
+        digest.update(f"shards {','.join(sorted(parts))}\n".encode())
     for item in (*records, *latest_items):
         digest.update(f"{item.key}\0{item.mod_revision}\n".encode())
     return Fleet(

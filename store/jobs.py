@@ -12,8 +12,8 @@ import secrets
 import time
 from typing import Any
 
-from store import kv
-from store.errors import NotFound
+from store import kv, shards
+from store.errors import NotFound, StoreUnavailable
 from store.keys import Keys
 
 
@@ -23,7 +23,26 @@ def new_job_id() -> str:
 
 
 def save_job(keys: Keys, job: dict[str, Any]) -> None:
-    kv.put(keys.job(job["id"]), json.dumps(job, separators=(",", ":")).encode())
+    """Write the job document in the shard of its cluster (where its chunks go)."""
+    with shards.in_cluster(str(job.get("cluster", ""))):
+        kv.put(keys.job(job["id"]), json.dumps(job, separators=(",", ":")).encode())
+
+
+def job_shard(keys: Keys, job_id: str) -> str:
+    """The shard holding a job; raises NotFound, or StoreUnavailable when it may be in one
+    that does not answer."""
+    with shards.collecting() as partial:
+        found = [
+            s
+            for s, yes in shards.fan_out(lambda: kv.get(keys.job(job_id)) is not None).items()
+            if yes
+        ]
+    if found:
+        return found[0]
+    if partial.missing:
+        names = ", ".join(sorted(partial.missing))
+        raise StoreUnavailable(f"etcd shard {names} is unavailable: job {job_id!r} may be there")
+    raise NotFound(f"no ingest job {job_id!r}")
 
 
 def load_job(keys: Keys, job_id: str) -> dict[str, Any]:
@@ -31,6 +50,11 @@ def load_job(keys: Keys, job_id: str) -> dict[str, Any]:
 
     Raises NotFound, StoreUnavailable.
     """
+    with shards.use(job_shard(keys, job_id)):
+        return _load_job(keys, job_id)
+
+
+def _load_job(keys: Keys, job_id: str) -> dict[str, Any]:
     item = kv.get(keys.job(job_id))
     if item is None:
         raise NotFound(f"no ingest job {job_id!r}")
@@ -49,9 +73,14 @@ def list_jobs(keys: Keys, limit: int = 50) -> list[dict[str, Any]]:
     document, then the counts of each job shown. Raises StoreUnavailable. Documents
     that are not valid JSON are skipped rather than hiding every other job.
     """
-    items = sorted(kv.get_prefix(keys.jobs_prefix()), key=lambda item: item.key, reverse=True)
+    found = shards.fan_out(lambda: kv.get_prefix(keys.jobs_prefix()))
+    items = sorted(
+        ((shard, item) for shard, part in found.items() for item in part),
+        key=lambda pair: pair[1].key,
+        reverse=True,
+    )
     jobs = []
-    for item in items:
+    for shard, item in items:
         if len(jobs) >= limit:
             break
         try:
@@ -59,7 +88,8 @@ def list_jobs(keys: Keys, limit: int = 50) -> list[dict[str, Any]]:
         except ValueError:
             continue
         if isinstance(job, dict) and "id" in job:
-            jobs.append(_with_progress(keys, job))
+            with shards.use(shard):
+                jobs.append(_with_progress(keys, job))
     return jobs
 
 
@@ -91,4 +121,9 @@ def public_state(job: dict[str, Any]) -> str:
 
 def mark_chunk_failed(keys: Keys, job_id: str, seq: int, error: str) -> None:
     """Record that a chunk can never be stored (a bug or a corrupt payload, not an outage)."""
-    kv.put(keys.failure(job_id, seq), json.dumps({"seq": seq, "error": error[:500]}).encode())
+    try:
+        shard = job_shard(keys, job_id)
+    except NotFound:
+        shard = shards.current()
+    with shards.use(shard):
+        kv.put(keys.failure(job_id, seq), json.dumps({"seq": seq, "error": error[:500]}).encode())

@@ -11,7 +11,9 @@ Layout under the root (default `/telemetry`), documented in docs/STORAGE.md:
     {root}/chunk-failures/{job}/{seq:06d}                 chunk that can never be stored (JSON)
     {root}/rollups/{tier}/{uuid}/{t_first:013d}-{t_last:013d}-{digest}   rollup block
     {root}/compaction/cursor, {root}/compaction/lock      compaction state
+    {root}/compaction/rolled/{tier}                       closed rollup windows done up to
     {root}/compaction/defragmented_at                     time of the last defragmentation
+    {root}/workloads/{uuid}                               workload periods of a GPU (JSON)
 
 Times in block keys are zero-padded epoch milliseconds, so byte order is time
 order and one range read finds the blocks of a window:
@@ -147,11 +149,22 @@ class Keys:
     ) -> tuple[str, str]:
         return _span(self.rollups_prefix(tier, uuid), start, end, window_ms)
 
+    # Workload attribution ----------------------------------------------------------
+    def workloads_prefix(self) -> str:
+        return f"{self.root}/workloads/"
+
+    def workloads(self, uuid: str) -> str:
+        return self.workloads_prefix() + check_segment(uuid, "uuid")
+
     def compaction_cursor(self) -> str:
         return f"{self.root}/compaction/cursor"
 
     def compaction_lock(self) -> str:
         return f"{self.root}/compaction/lock"
+
+    def rolled_marker(self, tier: str) -> str:
+        """Up to where closed windows of a rollup tier were rolled up (store/closing.py)."""
+        return f"{self.root}/compaction/rolled/{check_segment(tier, 'tier')}"
 
     def defragmented_at(self) -> str:
         return f"{self.root}/compaction/defragmented_at"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import pyetcd
@@ -14,8 +14,10 @@ from pyetcd import exceptions as etcd_exc
 from pyetcd import utils as etcd_utils
 
 from observability.metrics import ETCD_ERRORS, ETCD_SECONDS
-from store import client
-from store.errors import StoreUnavailable
+from store import client, shards
+from store.errors import Conflict, StoreUnavailable
+
+R = TypeVar("R")
 
 # etcd's own limits (--max-txn-ops 128, --max-request-bytes 1.5 MiB): stay below.
 MAX_TXN_OPS = 120
@@ -38,15 +40,21 @@ def translated(op: str = "other") -> Iterator[None]:
         yield
     except _UNAVAILABLE as exc:
         ETCD_ERRORS.labels(op).inc()
-        raise StoreUnavailable(f"etcd is unavailable: {type(exc).__name__} {exc}".strip()) from exc
+        reason = f"{type(exc).__name__} {exc}".strip()
+        raise StoreUnavailable(f"{_which()} is unavailable: {reason}") from exc
     except ValueError as exc:
         # pyetcd raises ValueError('Trying to use a failed node') while an endpoint rests.
         if "failed node" in str(exc):
             ETCD_ERRORS.labels(op).inc()
-            raise StoreUnavailable("etcd is unavailable: every endpoint failed") from exc
+            raise StoreUnavailable(f"{_which()} is unavailable: every endpoint failed") from exc
         raise
     finally:
         ETCD_SECONDS.labels(op).observe(time.perf_counter() - started)
+
+
+def _which() -> str:
+    """How errors name the etcd: `etcd`, or `etcd shard 'prod-b'` once shards exist."""
+    return "etcd" if len(shards.names()) == 1 else f"etcd shard {shards.current()!r}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +122,26 @@ def status() -> dict[str, Any]:
 
 
 def check() -> dict[str, Any]:
-    """The readiness check of etcd (observability.health.ready_view): never raises."""
+    """The readiness check of etcd (observability.health.ready_view): never raises.
+
+    With shards, every shard is checked: `shards` holds each one's answer, and
+    the check is ok only when all are (the error names the ones that are not).
+    """
+    names = shards.names()
+    if len(names) == 1:
+        return _check_here()
+    results = {}
+    for name in names:
+        with shards.use(name):
+            results[name] = _check_here()
+    down = [n for n, r in results.items() if not r["ok"]]
+    out: dict[str, Any] = {"ok": not down, "shards": results}
+    if down:
+        out["error"] = "; ".join(results[n]["error"] for n in down)
+    return out
+
+
+def _check_here() -> dict[str, Any]:
     try:
         return {"ok": True, "version": status()["version"]}
     except StoreUnavailable as exc:
@@ -152,6 +179,31 @@ def txn(compare: Sequence[Any], success: Sequence[Any], failure: Sequence[Any] =
     with translated("txn"):
         ok, _ = client.get().transaction(list(compare), list(success), list(failure))
     return bool(ok)
+
+
+def guaranteed_update(
+    attempt: Callable[[], R | None], *, attempts: int, conflict: Callable[[], str]
+) -> R:
+    """Optimistic read-modify-write, as Kubernetes' GuaranteedUpdate: the one retry loop.
+
+    `attempt` reads what it needs, then writes in a transaction that compares the
+    revisions it read; it returns its result, or None when a compare failed (another
+    writer got there first). A lost attempt is run again, reading afresh, at most
+    `attempts` times in all; then Conflict with the message `conflict()` gives.
+
+    >>> tries = iter([None, None, "written"])
+    >>> guaranteed_update(lambda: next(tries), attempts=3, conflict=lambda: "lost")
+    'written'
+    >>> guaranteed_update(lambda: None, attempts=2, conflict=lambda: "lost twice")
+    Traceback (most recent call last):
+    ...
+    store.errors.Conflict: lost twice
+    """
+    for _ in range(attempts):
+        result = attempt()
+        if result is not None:
+            return result
+    raise Conflict(conflict())
 
 
 def get_many(keys: Sequence[str]) -> dict[str, Item]:

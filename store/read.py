@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from store import kv
+from store import kv, shards
 from store.cache import shared as shared_cache
 from store.codec import Samples, decode_block, merge
 from store.errors import NotFound
@@ -178,7 +178,7 @@ class GpuWindow:
 
 
 class _Records:
-    """GPU records by (root, uuid), valid while the locator keeps its mod revision.
+    """GPU records by (shard, root, uuid), valid while the locator keeps its mod revision.
 
     A record is only ever written in the same transaction as its locator
     (store/registry.py), so an unchanged locator revision means an unchanged record.
@@ -187,18 +187,18 @@ class _Records:
     def __init__(self, size: int = 100_000) -> None:
         self._size = size
         self._lock = threading.Lock()
-        self._entries: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
+        self._entries: dict[tuple[str, str, str], tuple[int, dict[str, Any]]] = {}
 
     def get(self, root: str, uuid: str, revision: int) -> dict[str, Any] | None:
         with self._lock:
-            entry = self._entries.get((root, uuid))
+            entry = self._entries.get((shards.current(), root, uuid))
         return entry[1] if entry is not None and entry[0] == revision else None
 
     def put(self, root: str, uuid: str, revision: int, record: dict[str, Any]) -> None:
         with self._lock:
             if len(self._entries) >= self._size:
                 self._entries.clear()  # rare: a bound, not a policy
-            self._entries[(root, uuid)] = (revision, record)
+            self._entries[(shards.current(), root, uuid)] = (revision, record)
 
 
 _records = _Records()

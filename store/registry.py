@@ -9,8 +9,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from store import kv
-from store.errors import Conflict, NotFound
+from store import kv, shards
+from store.errors import NotFound
 from store.keys import Keys
 
 # Facts that identify where a GPU is and what it is; a change to any rewrites the record.
@@ -81,9 +81,9 @@ def ensure_registered(keys: Keys, regs: Iterable[Registration]) -> list[dict[str
     """
     todo = pending(keys, regs)
     written: list[dict[str, Any]] = []
-    for _ in range(_MAX_ATTEMPTS):
-        if not todo:
-            return written
+
+    def attempt() -> list[dict[str, Any]] | None:
+        nonlocal todo
         lost = []
         for reg, outcome in zip(todo, _register_batch(keys, todo), strict=True):
             if outcome is False:
@@ -91,7 +91,15 @@ def ensure_registered(keys: Keys, regs: Iterable[Registration]) -> list[dict[str
             elif outcome is not None:
                 written.append(outcome)
         todo = lost
-    raise Conflict(f"could not register {len(todo)} GPU(s) after {_MAX_ATTEMPTS} attempts")
+        return None if lost else written
+
+    if not todo:
+        return written
+    return kv.guaranteed_update(
+        attempt,
+        attempts=_MAX_ATTEMPTS,
+        conflict=lambda: f"could not register {len(todo)} GPU(s) after {_MAX_ATTEMPTS} attempts",
+    )
 
 
 def _register_batch(keys: Keys, regs: Sequence[Registration]) -> list[dict | bool | None]:
@@ -180,12 +188,34 @@ def _encode(obj: Any) -> bytes:
 
 
 def list_records(keys: Keys, cluster: str | None = None, host: str | None = None) -> list[dict]:
-    """GPU records sorted by key (cluster, host, uuid); one range read."""
-    return [json.loads(item.value) for item in kv.get_prefix(keys.records_prefix(cluster, host))]
+    """GPU records sorted by key (cluster, host, uuid); one range read per shard.
+
+    A cluster's records come from its shard (StoreUnavailable naming it when it
+    is down); the whole fleet from every shard at once (store/shards.py: the
+    shards that do not answer are left out and the answer is marked partial).
+    """
+    prefix = keys.records_prefix(cluster, host)
+
+    def read() -> list[kv.Item]:
+        return kv.get_prefix(prefix)
+
+    if cluster is not None and not shards.pinned():
+        with shards.in_cluster(cluster):
+            items = read()
+    else:
+        items = sorted(
+            (i for part in shards.fan_out(read).values() for i in part), key=lambda i: i.key
+        )
+    return [json.loads(item.value) for item in items]
+
+
+def gpu_shard(keys: Keys, uuid: str) -> str:
+    """The shard that holds the GPU (its locator); raises NotFound or StoreUnavailable."""
+    return shards.of_gpu(uuid, lambda: kv.get(keys.locator(uuid)) is not None)
 
 
 def get_record(keys: Keys, uuid: str) -> dict[str, Any]:
-    """One GPU's record via its locator; raises NotFound."""
+    """One GPU's record via its locator, in the current shard; raises NotFound."""
     located = _decode(kv.get(keys.locator(uuid)))
     if located is None:
         raise NotFound(f"no GPU with uuid {uuid!r}")

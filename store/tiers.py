@@ -6,7 +6,10 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-# A rollup block holds this many buckets: a day of 1-minute buckets, 5 days of 5-minute ones.
+# A rollup block covers at most this long (a day of 1-minute buckets, 96 of 15-minute
+# ones) and never less than one bucket. It is written once, when its window is closed
+# (store/closing.py), so the raw tier must keep a window's samples until then.
+ROLLUP_WINDOW_MS = 24 * 3600 * 1000
 BUCKETS_PER_BLOCK = 1440
 
 
@@ -28,7 +31,11 @@ def tiers() -> list[Tier]:
     out = []
     for spec in settings.STORAGE_TIERS:
         resolution = int(float(spec["resolution"]) * 1000)
-        window = raw_window if resolution == 0 else max(raw_window, resolution * BUCKETS_PER_BLOCK)
+        window = (
+            raw_window
+            if resolution == 0
+            else max(raw_window, resolution, min(resolution * BUCKETS_PER_BLOCK, ROLLUP_WINDOW_MS))
+        )
         # rollup windows are whole raw windows, so a rollup never straddles one
         window = -(-window // raw_window) * raw_window
         out.append(

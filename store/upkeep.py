@@ -8,16 +8,34 @@ from typing import Any
 
 from django.conf import settings
 
-from store import default_keys, kv
+from store import default_keys, kv, shards
 from store.compaction import compact, expire_jobs
+from store.errors import StoreUnavailable
 from store.tiers import tiers
 
 
 def run_upkeep(retention: bool = True, defrag: bool | None = None) -> dict[str, Any]:
     """Compact, roll up, apply retention, expire old jobs, and defragment when due.
 
-    `defrag=None` defragments when ETCD_DEFRAG_INTERVAL has passed since the last one.
+    In every etcd shard, one after the other; with shards, the report has one entry
+    per shard under "shards", and a shard that does not answer is reported there
+    (its error) without stopping the others. `defrag=None` defragments when
+    ETCD_DEFRAG_INTERVAL has passed since the last one.
     """
+    names = shards.names()
+    if len(names) == 1:
+        return _upkeep_here(retention, defrag)
+    out: dict[str, Any] = {"shards": {}}
+    for name in names:
+        try:
+            with shards.use(name):
+                out["shards"][name] = _upkeep_here(retention, defrag)
+        except StoreUnavailable as exc:
+            out["shards"][name] = {"error": str(exc)}
+    return out
+
+
+def _upkeep_here(retention: bool, defrag: bool | None) -> dict[str, Any]:
     keys = default_keys()
     report = compact(keys, tiers(), retention=retention)
     out: dict[str, Any] = asdict(report)

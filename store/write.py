@@ -9,15 +9,14 @@ latest values only move forward in time.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from store import kv
-from store.codec import Samples, encode_block
+from store import kv, shards
+from store.codec import Samples, block_digest, encode_block
 from store.errors import Conflict
 from store.keys import Keys
 from store.registry import (
@@ -28,6 +27,7 @@ from store.registry import (
     pending,
     plan_registration,
 )
+from store.workloads import update_workloads
 
 _MAX_CAS_ATTEMPTS = 16
 _ONE_TXN_ATTEMPTS = 3
@@ -39,6 +39,7 @@ class GpuBatch:
 
     facts: dict
     samples: Samples
+    workloads: tuple = ()  # workload periods (start_ms, end_ms, labels), store/workloads.py
 
     @property
     def uuid(self) -> str:
@@ -67,17 +68,23 @@ def write_chunk(
     the marker last), each step idempotent.
     """
     batches = [b for b in batches if len(b.samples)]
+    # periods first: idempotent, so a crash before the blocks only repeats them
+    update_workloads(keys, {b.uuid: list(b.workloads) for b in batches if b.workloads})
     total = sum(len(b.samples) for b in batches)
     blocks = [item for batch in batches for item in _blocks(keys, batch, window_ms)]
     marker = (keys.chunk(job_id, seq), _encode({"samples": total, "blocks": len(blocks)}))
     regs = [Registration(b.facts, int(b.samples.ts.min())) for b in batches]
     newest = {b.uuid: _newest_per_metric(b.samples) for b in batches}
-    for _ in range(_ONE_TXN_ATTEMPTS):
-        outcome = _write_in_one_txn(keys, regs, newest, blocks, marker)
-        if outcome is not None:
-            done, records = outcome
-            blocks_written = 0 if done else len(blocks)
-            return ChunkResult(total, blocks_written, len(records), done, tuple(records))
+    try:
+        done, records = kv.guaranteed_update(
+            lambda: _write_in_one_txn(keys, regs, newest, blocks, marker),
+            attempts=_ONE_TXN_ATTEMPTS,
+            conflict=lambda: "the chunk did not fit one transaction or kept losing races",
+        )
+        blocks_written = 0 if done else len(blocks)
+        return ChunkResult(total, blocks_written, len(records), done, tuple(records))
+    except Conflict:
+        pass  # the step-by-step path below
     if kv.get(marker[0]) is not None:
         return ChunkResult(total, 0, 0, already_done=True)
     records = ensure_registered(keys, regs)
@@ -136,8 +143,7 @@ def _blocks(keys: Keys, batch: GpuBatch, window_ms: int) -> list[tuple[str, byte
         sel = windows == w
         part = Samples(s.ts[sel], s.metric[sel], s.value[sel], s.names)
         data = encode_block(part)
-        digest = hashlib.blake2b(data, digest_size=8).hexdigest()
-        key = keys.block(batch.uuid, int(part.ts.min()), int(part.ts.max()), digest)
+        key = keys.block(batch.uuid, int(part.ts.min()), int(part.ts.max()), block_digest(data))
         out.append((key, data))
     return out
 
@@ -173,9 +179,9 @@ def update_latest(keys: Keys, newest: dict[str, dict[str, list]]) -> None:
     an older or equal timestamp.
     """
     todo = dict(newest)
-    for _ in range(_MAX_CAS_ATTEMPTS):
-        if not todo:
-            return
+
+    def attempt() -> bool | None:
+        nonlocal todo
         lost: dict[str, dict[str, list]] = {}
         uuids = list(todo)
         for i in range(0, len(uuids), kv.MAX_TXN_OPS):
@@ -183,7 +189,14 @@ def update_latest(keys: Keys, newest: dict[str, dict[str, list]]) -> None:
             if not _cas_latest(keys, part):
                 lost.update(part)
         todo = lost
-    raise Conflict(f"latest values of {len(todo)} GPU(s) kept changing; giving up")
+        return None if lost else True
+
+    if todo:
+        kv.guaranteed_update(
+            attempt,
+            attempts=_MAX_CAS_ATTEMPTS,
+            conflict=lambda: f"latest values of {len(todo)} GPU(s) kept changing; giving up",
+        )
 
 
 def _latest_write(key: str, values: dict[str, list], item: kv.Item | None) -> tuple | None:
@@ -208,9 +221,15 @@ def _cas_latest(keys: Keys, newest: dict[str, dict[str, list]]) -> bool:
 
 
 def latest_values(keys: Keys, uuids: Sequence[str] | None = None) -> dict[str, dict[str, list]]:
-    """{uuid: {metric: [ts, value]}}: all GPUs (one range read) or the given ones."""
-    if uuids is None:
-        items = kv.get_prefix(keys.latest_prefix())
-    else:
-        items = list(kv.get_many([keys.latest(u) for u in uuids]).values())
+    """{uuid: {metric: [ts, value]}}: all GPUs (one range read) or the given ones.
+
+    In the current shard inside `shards.use()`, else in every shard at once.
+    """
+
+    def read() -> list[kv.Item]:
+        if uuids is None:
+            return kv.get_prefix(keys.latest_prefix())
+        return list(kv.get_many([keys.latest(u) for u in uuids]).values())
+
+    items = [i for part in shards.fan_out(read).values() for i in part]
     return {item.key.rsplit("/", 1)[-1]: json.loads(item.value) for item in items}

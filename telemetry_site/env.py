@@ -110,7 +110,17 @@ def env_tiers(name: str, default: str) -> list[dict[str, float | str]]:
                 f"{name}: tier {coarser['name']} must be coarser than "
                 f"and a multiple of {finer['name']}"
             )
+    # Rollups of a day are written once the day is over, from its raw samples
+    # (store/closing.py): raw must outlive a day plus the closing grace.
+    if len(tiers) > 1 and float(tiers[0]["retention"]) < _MIN_RAW_WITH_ROLLUPS_S:
+        raise ImproperlyConfigured(
+            f"{name}: raw retention must be at least 26h when rollup tiers exist "
+            "(a rollup day is computed from raw samples once it is over)"
+        )
     return tiers
+
+
+_MIN_RAW_WITH_ROLLUPS_S = 26 * 3600.0
 
 
 _RATE = re.compile(r"^\d+/(s|sec|second|m|min|minute|h|hour|d|day)$")
@@ -138,3 +148,34 @@ def with_password(url: str, password: str) -> str:
     if parts.port:
         netloc += f":{parts.port}"
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+_SHARD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_ENDPOINT = re.compile(r"^(https?://)?[^\s/:,;]+:\d{1,5}$")
+
+
+def env_shards(name: str) -> dict[str, list[str]]:
+    """etcd shards from `name=endpoint,endpoint;name=...` (empty when unset).
+
+    A shard's name is the GPU cluster whose data it holds; `default` is
+    reserved (it is ETCD_ENDPOINTS). Names and endpoints are checked here so a
+    typo stops the process instead of sending a cluster to the default shard.
+    """
+    raw = os.environ.get(name, "").strip()
+    shards: dict[str, list[str]] = {}
+    for item in filter(None, (part.strip() for part in raw.split(";"))):
+        shard, sep, urls = item.partition("=")
+        shard = shard.strip()
+        endpoints = [u.strip() for u in urls.split(",") if u.strip()]
+        if not sep or not _SHARD_NAME.match(shard) or shard == "default":
+            raise ImproperlyConfigured(
+                f"{name}: {item!r} must be NAME=host:port,... with NAME a cluster name "
+                "other than 'default' (example: prod-a=http://etcd-a:2379;prod-b=etcd-b:2379)"
+            )
+        bad = [u for u in endpoints if not _ENDPOINT.match(u)]
+        if not endpoints or bad:
+            raise ImproperlyConfigured(f"{name}: shard {shard!r} needs host:port endpoints")
+        if shard in shards:
+            raise ImproperlyConfigured(f"{name}: shard {shard!r} is named twice")
+        shards[shard] = endpoints
+    return shards

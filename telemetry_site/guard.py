@@ -64,7 +64,8 @@ NO_BODY = Policy(0, "")
 
 
 def policy_for(method: str, path: str) -> Policy:
-    """The body policy of `method path`: only the upload, GraphQL and admin forms take one."""
+    """The body policy of `method path`: only the upload, remote write, PromQL forms,
+    GraphQL and admin forms take one."""
     if method not in BODY_METHODS:
         return NO_BODY
     try:
@@ -76,6 +77,10 @@ def policy_for(method: str, path: str) -> Policy:
     form = Policy(settings.DATA_UPLOAD_MAX_MEMORY_SIZE, "DATA_UPLOAD_MAX_MEMORY_SIZE")
     if match.url_name == "graphql":
         return Policy(form.limit, form.limit_name, "read", graphql=True)
+    if match.url_name == "prom-remote-write":
+        return Policy(settings.REMOTE_WRITE_MAX_BYTES, "REMOTE_WRITE_MAX_BYTES", "write")
+    if match.url_name.startswith("prom-"):  # Grafana posts its PromQL as a form
+        return Policy(form.limit, form.limit_name, "read")
     if "admin" in match.namespaces:
         return form
     return NO_BODY
@@ -255,7 +260,7 @@ class GuardedASGIHandler(ASGIHandler):
 
     async def read_body(self, receive: Receive) -> Any:
         limit = settings.FILE_UPLOAD_MAX_MEMORY_SIZE
-        spool = tempfile.SpooledTemporaryFile(
+        spool = tempfile.SpooledTemporaryFile(  # noqa: SIM115  (returned open: Django closes it)
             max_size=limit,
             mode="w+b",
             dir=settings.FILE_UPLOAD_TEMP_DIR,

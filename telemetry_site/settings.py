@@ -15,6 +15,7 @@ from telemetry_site.env import (
     env_list,
     env_rate,
     env_secret,
+    env_shards,
     env_str,
     env_tiers,
     with_password,
@@ -71,6 +72,7 @@ MIDDLEWARE = [
     "observability.middleware.RequestMetricsMiddleware",
     # Before everything that makes or reads a body: it encodes the final response.
     "telemetry_site.compression.CompressionMiddleware",
+    "apps.read.middleware.PartialShardsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -106,6 +108,11 @@ DATABASES = {
         env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'var' / 'db.sqlite3'}")
     )
 }
+# The password apart from the URL (DATABASE_PASSWORD or DATABASE_PASSWORD_FILE), so that
+# the URL can live in plain configuration and the password in a mounted secret.
+DATABASE_PASSWORD = env_secret("DATABASE_PASSWORD")
+if DATABASE_PASSWORD:
+    DATABASES["default"]["PASSWORD"] = DATABASE_PASSWORD
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en-us"
@@ -178,6 +185,9 @@ LOGIN_URL = "admin:login"
 
 # --- etcd store ----------------------------------------------------------------
 ETCD_ENDPOINTS = env_list("ETCD_ENDPOINTS", ["127.0.0.1:2379"])
+# More etcd clusters, one per GPU cluster that needs its own (store/shards.py); every
+# other cluster lives in ETCD_ENDPOINTS, the `default` shard.
+ETCD_SHARDS = env_shards("ETCD_SHARDS")
 ETCD_PREFIX = env_str("ETCD_PREFIX", "/telemetry")
 ETCD_TIMEOUT = env_duration("ETCD_TIMEOUT", 5.0)
 ETCD_USER = env_str("ETCD_USER", "")
@@ -229,7 +239,8 @@ CHANNEL_LAYERS = {
     }
 }
 LIVE_CLIENT_BUFFER = env_int("LIVE_CLIENT_BUFFER", 256, minimum=1)
-LIVE_MAX_SUBSCRIPTIONS = env_int("LIVE_MAX_SUBSCRIPTIONS", 1000, minimum=1)
+LIVE_MAX_SUBSCRIPTIONS = env_int("LIVE_MAX_SUBSCRIPTIONS", 1000, minimum=1)  # per connection
+LIVE_MAX_FRAME_BYTES = env_int("LIVE_MAX_FRAME_BYTES", 64 * 1024, minimum=1024)
 
 # --- Pipeline ----------------------------------------------------------------
 TELEMETRY_CLUSTER = env_str("TELEMETRY_CLUSTER", "default")
@@ -237,16 +248,21 @@ INGEST_CHUNK_ROWS = env_int("INGEST_CHUNK_ROWS", 5000, minimum=1)
 INGEST_BUFFER_ROWS = env_int("INGEST_BUFFER_ROWS", 100_000, minimum=1)
 INGEST_MAX_ERRORS = env_int("INGEST_MAX_ERRORS", 20, minimum=0)
 INGEST_MAX_UPLOAD_BYTES = env_int("INGEST_MAX_UPLOAD_BYTES", 1024**3, minimum=1)
+# Prometheus remote write: the largest request body, compressed or decompressed.
+REMOTE_WRITE_MAX_BYTES = env_int("REMOTE_WRITE_MAX_BYTES", 64 * 1024**2, minimum=1)
 INGEST_MAX_DECOMPRESSED_BYTES = env_int("INGEST_MAX_DECOMPRESSED_BYTES", 8 * 1024**3, minimum=1)
 INGEST_MAX_ROWS = env_int("INGEST_MAX_ROWS", 100_000_000, minimum=1)
 INGEST_MAX_LINE_CHARS = env_int("INGEST_MAX_LINE_CHARS", 256 * 1024, minimum=64)
 INGEST_MAX_METRICS_PER_GPU = env_int("INGEST_MAX_METRICS_PER_GPU", 1000, minimum=1)
+INGEST_MAX_GZIP_RATIO = env_int("INGEST_MAX_GZIP_RATIO", 100, minimum=1)
+INGEST_MAX_PARSE_SECONDS = env_duration("INGEST_MAX_PARSE_SECONDS", 600.0)
+INGEST_MAX_FUTURE = env_duration("INGEST_MAX_FUTURE", 300.0)
 BLOCK_WINDOW_SECONDS = env_int("BLOCK_WINDOW_SECONDS", 3600, minimum=60)
 # Storage tiers, one block: "name:resolution:retention,...". `raw` keeps every sample;
 # the others keep per-bucket min/max/sum/count/last at their resolution. Retention is
 # counted back from the newest sample in the store (as Prometheus does from its head),
 # so loading an old file does not delete it at once.
-STORAGE_TIERS = env_tiers("STORAGE_TIERS", "raw:0:7d,1m:60s:30d,5m:5m:365d")
+STORAGE_TIERS = env_tiers("STORAGE_TIERS", "raw:0:2d,5m:5m:7d,1h:1h:30d")
 # Each run rewrites the rollup blocks of touched windows: every revision stays in etcd's
 # history until auto-compaction, so hourly keeps that history small (docs/CAPACITY.md).
 COMPACTION_INTERVAL = env_duration("COMPACTION_INTERVAL", 3600.0)

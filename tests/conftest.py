@@ -7,6 +7,7 @@ where the test's gateway code decided.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import uuid
@@ -24,16 +25,13 @@ REAL_CSV = REPO.parent / "shared" / "peers-data" / "dcgm_metrics_20250718_134233
 
 def service_env(etcd_url: str, broker_url: str, **extra: str) -> dict[str, str]:
     """Environment for a child process (worker, server) of the test session."""
-    return services.child_env(
-        etcd_url,
-        broker_url,
-        REPO,
-        DJANGO_SECRET_KEY=django_settings.SECRET_KEY,
-        DJANGO_DEBUG="false",
-        DJANGO_ALLOWED_HOSTS="*",
-        DATABASE_URL=f"sqlite:///{REPO / 'var' / 'test-children.sqlite3'}",
-        **extra,
-    )
+    base = {
+        "DJANGO_SECRET_KEY": django_settings.SECRET_KEY,
+        "DJANGO_DEBUG": "false",
+        "DJANGO_ALLOWED_HOSTS": "*",
+        "DATABASE_URL": f"sqlite:///{REPO / 'var' / 'test-children.sqlite3'}",
+    }
+    return services.child_env(etcd_url, broker_url, REPO, **{**base, **extra})
 
 
 def migrate_children_db(etcd_url: str, broker_url: str) -> None:
@@ -70,6 +68,21 @@ def etcd(service_dir: Path) -> Iterator[services.Service]:
     services.ensure_binaries()
     with services.start_etcd(service_dir / "etcd") as svc:
         yield svc
+
+
+@pytest.fixture(scope="session")
+def postgres(service_dir: Path) -> Iterator[services.Service]:
+    """A real PostgreSQL on a free port; `.url` is a DATABASE_URL (database `telemetry`)."""
+    from tools import postgres as pg
+
+    if pg.bin_dir() is None:
+        pytest.skip(f"PostgreSQL is not installed ({pg.APT_HINT}; `make install` adds it)")
+    server = pg.start_postgres(service_dir / "postgres")
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server.data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

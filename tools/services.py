@@ -291,6 +291,7 @@ def _spawn(
     port: int,
     url: str,
     env: dict[str, str] | None,
+    popen_kwargs: dict | None = None,
 ) -> Service:
     """Launch ``argv`` in a new session with output appended to ``log_path``."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -305,7 +306,9 @@ def _spawn(
                 stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,
+                # runs after a `user=` switch, so the death signal survives it
                 preexec_fn=_die_with_parent,
+                **(popen_kwargs or {}),
             )
         except FileNotFoundError as exc:
             raise RuntimeError(f"{name}: {argv[0]} not found; install with: {APT_HINT}") from exc
@@ -452,6 +455,26 @@ __all__ = [
     "start_redis",
     "wait_for_port",
 ]
+
+
+def spawn_as(
+    name: str, argv: list[str], *, data_dir: Path, log_path: Path, port: int, popen_kwargs: dict
+) -> Service:
+    """Launch a service process with extra Popen arguments (``user=``, ``group=``).
+
+    Same contract as the services here (own session, dies with this process); the
+    caller waits for readiness. ``url`` is left empty for the caller to fill in.
+    """
+    return _spawn(
+        name,
+        argv,
+        data_dir=data_dir,
+        log_path=log_path,
+        port=port,
+        url="",
+        env=None,
+        popen_kwargs=popen_kwargs,
+    )
 
 
 def start_command(

@@ -1,7 +1,8 @@
 """The Celery payload of a chunk: columnar and compact (msgpack with raw little-endian arrays).
 
     {"v": 1, "root": etcd root, "job": id, "seq": n, "names": [metric names],
-     "gpus": [{"f": facts, "t": int64[], "m": int32[] (index into names), "x": float64[]}]}
+     "gpus": [{"f": facts, "t": int64[], "m": int32[] (index into names), "x": float64[],
+               "w": [[start_ms, end_ms, {workload labels}], ...] (optional)}]}
 
 The root travels with the chunk so a worker writes where the uploader decided. The format
 belongs to the workers: ingest encodes with `encode` and enqueues by task name.
@@ -29,6 +30,7 @@ class GpuColumns(Protocol):
     ts: array
     metric: array
     value: array
+    periods: list
 
 
 class ChunkColumns(Protocol):
@@ -66,6 +68,7 @@ def encode(chunk: ChunkColumns, root: str, job_id: str) -> dict[str, Any]:
                 .astype("<i4")
                 .tobytes(),
                 "x": np.frombuffer(g.value, dtype=np.float64).astype("<f8").tobytes(),
+                "w": g.periods,
             }
             for g in chunk.gpus
         ],
@@ -86,7 +89,8 @@ def decode(payload: dict[str, Any]) -> DecodedChunk:
             value = np.frombuffer(g["x"], dtype="<f8").astype(np.float64)
             if not len(ts) == len(metric) == len(value):
                 raise PayloadError("chunk columns differ in length")
-            batches.append(GpuBatch(g["f"], Samples(ts, metric, value, names)))
+            periods = tuple((int(s), int(e), dict(lb)) for s, e, lb in g.get("w", ()))
+            batches.append(GpuBatch(g["f"], Samples(ts, metric, value, names), periods))
         return DecodedChunk(payload["root"], payload["job"], int(payload["seq"]), batches)
     except PayloadError:
         raise

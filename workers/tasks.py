@@ -9,7 +9,7 @@ from celery import shared_task
 
 from observability.logs import job_context
 from observability.metrics import CHUNK_SECONDS, CHUNKS, SAMPLES_STORED
-from store import window_ms
+from store import shards, window_ms
 from store.errors import Conflict, StoreUnavailable
 from store.events import chunk_stored
 from store.jobs import mark_chunk_failed
@@ -46,9 +46,12 @@ def _persist(chunk: dict) -> dict:
     started = time.perf_counter()
     try:
         decoded = payload.decode(chunk)
-        result = write_chunk(
-            Keys(decoded.root), decoded.job, decoded.seq, decoded.batches, window_ms()
-        )
+        # a chunk holds GPUs of its job's cluster: it goes to that cluster's shard
+        cluster = str(decoded.batches[0].facts.get("cluster", "")) if decoded.batches else ""
+        with shards.in_cluster(cluster):
+            result = write_chunk(
+                Keys(decoded.root), decoded.job, decoded.seq, decoded.batches, window_ms()
+            )
     except (StoreUnavailable, Conflict):
         CHUNKS.labels("retried").inc()
         raise  # autoretry: the chunk is written once etcd answers again

@@ -14,6 +14,7 @@ from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from apps.ingest import workloads
 from apps.ingest.parsing import Row, RowFacts
 
 
@@ -23,14 +24,15 @@ class GpuBuffer:
     ts: array = field(default_factory=lambda: array("q"))
     metric: array = field(default_factory=lambda: array("l"))
     value: array = field(default_factory=lambda: array("d"))
+    periods: list = field(default_factory=list)  # workload periods (apps/ingest/workloads.py)
 
     def __len__(self) -> int:
         return len(self.ts)
 
     def part(self, start: int, stop: int) -> GpuBuffer:
-        return GpuBuffer(
-            self.facts, self.ts[start:stop], self.metric[start:stop], self.value[start:stop]
-        )
+        ts = self.ts[start:stop]
+        periods = workloads.within(self.periods, min(ts), max(ts)) if ts else []
+        return GpuBuffer(self.facts, ts, self.metric[start:stop], self.value[start:stop], periods)
 
 
 @dataclass
@@ -55,9 +57,11 @@ class Chunker:
         facts: RowFacts,
         chunk_rows: int,
         buffer_rows: int,
+        workload: workloads.RowWorkload = workloads.no_workload,
     ) -> None:
         self._emit = emit
         self._facts = facts
+        self._workload = workload
         self._chunk_rows = chunk_rows
         self._buffer_rows = max(buffer_rows, chunk_rows)
         self._names: list[str] = []
@@ -68,11 +72,14 @@ class Chunker:
         self.samples = 0
 
     def add(self, row: Row) -> None:
+        if not row.values:
+            return  # a row of DCGM blanks only: nothing to store, no facts to take
         if self._held and self._held + len(row.values) > self._buffer_rows:
             self._flush()
         buf = self._gpus.get(row.uuid)
         if buf is None:
             buf = self._gpus[row.uuid] = GpuBuffer(self._facts(row))
+        workloads.note(buf.periods, row.ts, self._workload(row))
         for name, value in row.values:
             ix = self._name_ix.get(name)
             if ix is None:

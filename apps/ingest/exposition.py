@@ -30,11 +30,16 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from apps.ingest.formats import gpu_uuid
 from apps.ingest.parsing import Row, RowError
 from store.errors import InvalidSegment
 from store.keys import MAX_TS, check_segment
+from store.workloads import WORKLOAD_LABELS, workload_of
+
+__all__ = ["Exposition", "LineError", "Sample", "gpu_uuid", "parse_exposition", "parse_sample"]
 
 TYPES = frozenset(
     {"counter", "gauge", "histogram", "summary", "untyped"}
@@ -79,6 +84,7 @@ class Exposition:
     errors: list[RowError] = field(default_factory=list)
     help: dict[str, str] = field(default_factory=dict)
     types: dict[str, str] = field(default_factory=dict)
+    workloads: dict[tuple[str, int], dict] = field(default_factory=dict)  # (uuid, ts) -> labels
 
     @property
     def rejected(self) -> int:
@@ -87,9 +93,16 @@ class Exposition:
     def facts_of(self, row: Row) -> dict:
         return self.facts[row.uuid]
 
+    def workload_of(self, row: Row) -> dict:
+        """pod/namespace/container of the row's samples (apps/ingest/workloads.py)."""
+        return self.workloads.get((row.uuid, row.ts), {})
 
-def parse_labels(body: str) -> dict[str, str]:
-    """`a="x",b="y"` (the inside of the braces; a trailing comma is allowed) to a dict."""
+
+def parse_label_set(body: str) -> dict[str, str]:
+    """`a="x",b="y"` (the inside of the braces; a trailing comma is allowed) to a dict.
+
+    Strict, as the exposition format is: LineError on anything else (the CSV's lenient
+    reader of `labels_raw` is apps/ingest/parsing.py::parse_labels_raw)."""
     labels: dict[str, str] = {}
     pos, end = 0, len(body)
     while pos < end:
@@ -130,11 +143,11 @@ def parse_sample(line: str, seen: dict[str, dict[str, str]] | None = None) -> Sa
     if not body:
         labels = {}
     elif seen is None:
-        labels = parse_labels(body)
+        labels = parse_label_set(body)
     else:
         labels = seen.get(body)  # type: ignore[assignment]
         if labels is None:
-            labels = seen[body] = parse_labels(body)
+            labels = seen[body] = parse_label_set(body)
     text = match["value"]
     if not _NUMBER.fullmatch(text):
         raise LineError(f"value {text[:40]!r} is not a number")
@@ -175,6 +188,7 @@ class _Builder:
         row = self.rows.get((uuid, ts))
         if row is None:
             row = self.rows[(uuid, ts)] = Row(uuid, host, ts, [], [])
+            self.out.workloads[(uuid, ts)] = workload_of(labels)
         row.values.append((sample.name, sample.value))
         self.out.samples += 1
 
@@ -186,7 +200,8 @@ class _Builder:
             )
         except InvalidSegment as exc:
             raise LineError(str(exc)) from None
-        kept = dict(labels)
+        # workload labels change while the GPU stays: they make periods, not facts
+        kept = {k: v for k, v in labels.items() if k not in WORKLOAD_LABELS}
         if self.instance:
             kept.setdefault("instance", self.instance)
         index_text = labels.get("gpu", "")
@@ -205,13 +220,6 @@ class _Builder:
 
 class _NonFinite(LineError):
     pass
-
-
-def gpu_uuid(uuid: str, gpu_instance: str) -> str:
-    """The record uuid of a sample: the GPU's, or for a MIG instance `MIG-<parent>-<GI id>`."""
-    if not gpu_instance or uuid.startswith("MIG-"):
-        return uuid
-    return f"MIG-{uuid}-{gpu_instance}"
 
 
 def parse_exposition(
@@ -252,6 +260,28 @@ def parse_exposition(
         except LineError as exc:
             out.bad_lines += 1
             _error(out, number, prefix + str(exc), max_errors)
+    out.rows = list(builder.rows.values())
+    return out
+
+
+def from_samples(
+    samples: Iterable[Sample], *, cluster: str, scraped_at: int, max_errors: int = 20
+) -> Exposition:
+    """Samples parsed elsewhere (remote write) to rows and facts, by the rules above.
+
+    Errors are numbered by the sample's position (1-based) instead of a line.
+    """
+    out = Exposition()
+    builder = _Builder(out, cluster, "", "")
+    for number, sample in enumerate(samples, start=1):
+        try:
+            builder.add(sample, scraped_at)
+        except _NonFinite as exc:
+            out.nonfinite += 1
+            _error(out, number, str(exc), max_errors)
+        except LineError as exc:
+            out.bad_lines += 1
+            _error(out, number, str(exc), max_errors)
     out.rows = list(builder.rows.values())
     return out
 

@@ -26,6 +26,7 @@ from kombu.exceptions import OperationalError
 
 from apps.ingest.chunking import Chunk, Chunker
 from apps.ingest.parsing import Row, RowError, RowFacts
+from apps.ingest.workloads import RowWorkload, no_workload
 from store import default_keys
 from store.errors import Answer, StoreError
 from store.jobs import new_job_id, save_job
@@ -36,11 +37,13 @@ PERSIST_TASK = "workers.persist_chunk"
 
 
 class Tally(Protocol):
-    """Rows read, accepted and rejected so far, with the first errors (a Parser is one)."""
+    """Rows read, accepted and rejected so far, with the first errors (a Parser is one);
+    `blank`: DCGM blank values read as "no value" (not stored)."""
 
     rows_read: int
     accepted: int
     rejected: int
+    blank: int
     errors: list[RowError]
 
 
@@ -49,6 +52,7 @@ class Counts:
     rows_read: int = 0
     accepted: int = 0
     rejected: int = 0
+    blank: int = 0
     errors: list[RowError] = field(default_factory=list)
 
 
@@ -99,9 +103,11 @@ class Job:
         self._totals = Counts()
         self._current: Tally | None = None  # the running send's tally, when it keeps one
         self._facts: RowFacts = lambda row: {}
+        self._workload: RowWorkload = no_workload
         self._chunker = Chunker(
             emit=self._emit,
             facts=lambda row: self._facts(row),
+            workload=lambda row: self._workload(row),
             chunk_rows=settings.INGEST_CHUNK_ROWS,
             buffer_rows=settings.INGEST_BUFFER_ROWS,
         )
@@ -123,6 +129,7 @@ class Job:
         errors: Iterable[RowError] = (),
         accepted: int | None = None,
         tally: Tally | None = None,
+        workload: RowWorkload = no_workload,
     ) -> int:
         """Enqueue `rows` (facts of a GPU come from `facts(row)` of its first row in a
         chunk) and count `rejected` more rows read; returns the samples enqueued.
@@ -130,10 +137,12 @@ class Job:
         `accepted` is how many input rows `rows` stands for when that is not one
         per Row (a scrape groups a GPU's sample lines into one Row). With `tally`
         (the parser that yields `rows`), the counts are read from it instead, also
-        while the send runs: a document saved mid-send shows the counts so far."""
+        while the send runs: a document saved mid-send shows the counts so far.
+        `workload(row)` gives a row's pod/namespace/container (apps/ingest/workloads.py)."""
         if self.closed:
             raise RuntimeError(f"job {self.id} is closed")
         self._facts = facts
+        self._workload = workload
         self._current = tally
         before = self._chunker.samples
         count = 0
@@ -151,7 +160,7 @@ class Job:
             raise
         if tally is None:
             accepted = count if accepted is None else accepted
-            tally = Counts(accepted + rejected, accepted, rejected, list(errors))
+            tally = Counts(accepted + rejected, accepted, rejected, errors=list(errors))
         self._current = None
         self._add(tally)
         return self._chunker.samples - before
@@ -176,6 +185,7 @@ class Job:
         self._totals.rows_read += tally.rows_read
         self._totals.accepted += tally.accepted
         self._totals.rejected += tally.rejected
+        self._totals.blank += tally.blank
         room = settings.INGEST_MAX_ERRORS - len(self._totals.errors)
         self._totals.errors.extend(list(tally.errors)[: max(room, 0)])
 
@@ -196,6 +206,7 @@ class Job:
             rows_read=totals.rows_read + current.rows_read,
             rows_accepted=totals.accepted + current.accepted,
             rows_rejected=totals.rejected + current.rejected,
+            blank=totals.blank + current.blank,
             samples=self._chunker.samples,
             errors=[asdict(e) for e in errors],
             chunks_expected=self._enqueued,
@@ -242,6 +253,7 @@ class JobSeries:
         rejected: int = 0,
         errors: Iterable[RowError] = (),
         accepted: int | None = None,
+        workload: RowWorkload = no_workload,
     ) -> int:
         """Job.send on the current job; a failed send leaves the next send a new job."""
         with self._lock:
@@ -252,7 +264,14 @@ class JobSeries:
                 self._opened = self._clock()
             job = self._job
             try:
-                samples = job.send(rows, facts, rejected=rejected, errors=errors, accepted=accepted)
+                samples = job.send(
+                    rows,
+                    facts,
+                    rejected=rejected,
+                    errors=errors,
+                    accepted=accepted,
+                    workload=workload,
+                )
             except Exception:
                 self._job = None
                 self.jobs_failed += 1

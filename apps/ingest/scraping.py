@@ -225,6 +225,7 @@ class Scraper:
             rejected=parsed.rejected,
             errors=parsed.errors,
             accepted=parsed.samples,  # a row of the job is a sample line
+            workload=parsed.workload_of,
         )
         self.progress.count(rows=parsed.samples)
         if parsed.rejected:

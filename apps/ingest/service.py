@@ -14,6 +14,7 @@ from django.conf import settings
 
 from apps.ingest.jobs import Job
 from apps.ingest.parsing import Parser, Row, RowError, RowFacts, TooLarge, open_text
+from apps.ingest.workloads import csv_workload
 from observability.logs import job_context
 from observability.metrics import ROWS
 from store.errors import Answer
@@ -74,7 +75,7 @@ def ingest(
 
     Raises HeaderError, NoRows, NothingAccepted, InvalidSegment (bad cluster
     name): nothing was written or enqueued. Raises UploadTooLarge,
-    StoreUnavailable, or the broker's error at any point. The whole file is one
+    StoreUnavailable or BrokerUnavailable at any point. The whole file is one
     send of a `Job`, so its document is written as jobs.py says: before the first
     chunk is enqueued (with etcd down the upload fails before anything is
     enqueued) and when parsing ends, or as failed with the counts so far.
@@ -82,16 +83,28 @@ def ingest(
     cluster = check_segment(cluster or settings.TELEMETRY_CLUSTER, "cluster")
     reader = _LimitedReader(raw, settings.INGEST_MAX_UPLOAD_BYTES, progress)
     parser = Parser(
-        open_text(reader, settings.INGEST_MAX_DECOMPRESSED_BYTES),  # type: ignore[arg-type]
+        open_text(
+            reader,  # type: ignore[arg-type]
+            settings.INGEST_MAX_DECOMPRESSED_BYTES,
+            settings.INGEST_MAX_GZIP_RATIO,
+        ),
         max_errors=settings.INGEST_MAX_ERRORS,
         max_line=settings.INGEST_MAX_LINE_CHARS,
         max_metrics_per_gpu=settings.INGEST_MAX_METRICS_PER_GPU,
+        max_lines=settings.INGEST_MAX_ROWS,
+        max_cpu_seconds=settings.INGEST_MAX_PARSE_SECONDS,
+        max_future=settings.INGEST_MAX_FUTURE,
     )
     job = Job(source=source, cluster=cluster, fmt=parser.format)
     with job_context(job.id):
         log.info("ingest of %s into cluster %s started (%s format)", source, cluster, parser.format)
         try:
-            job.send(_rows(parser), lambda row: parser.facts(row, cluster), tally=parser)
+            job.send(
+                _rows(parser),
+                lambda row: parser.facts(row, cluster),
+                tally=parser,
+                workload=csv_workload(parser.layout),
+            )
         except Exception as exc:
             log.warning("ingest of %s stopped: %s", source, exc)
             raise
@@ -110,18 +123,16 @@ def ingest(
             raise NoRows("the file has a header but no data rows")
         if parser.accepted == 0:
             raise NothingAccepted(summary)
-        return job.close() or summary  # accepted rows always made a chunk: close saved it
+        document = job.close()
+    # an accepted row always holds a sample (a row without a metric value is rejected), so a
+    # chunk was enqueued and close() saved the document
+    assert document is not None
+    return document
 
 
 def _rows(parser: Parser) -> Iterator[Row]:
-    max_rows = settings.INGEST_MAX_ROWS
-    for row in parser:
-        if parser.rows_read > max_rows:
-            raise TooLarge(
-                f"the file has more than {max_rows} rows (INGEST_MAX_ROWS); "
-                "split it, the rows before the limit are kept"
-            )
-        yield row
+    """The parser's rows; it raises TooLarge itself past its line and CPU limits."""
+    yield from parser
 
 
 def ingest_rows(
@@ -137,7 +148,7 @@ def ingest_rows(
     """`ingest` for rows parsed elsewhere: one job, saved; returns its document.
 
     Raises NothingAccepted (nothing written) when `rows` is empty, InvalidSegment
-    on a bad cluster name, StoreUnavailable or the broker's error otherwise.
+    on a bad cluster name, StoreUnavailable or BrokerUnavailable otherwise.
     """
     job = Job(source=source, cluster=cluster, fmt=fmt)
     job.send(rows, facts, rejected=rejected, errors=errors)

@@ -19,6 +19,7 @@ import signal
 import threading
 import time
 import zlib
+from argparse import ArgumentParser
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -38,6 +39,20 @@ def duration_option(text: str) -> float:
         return parse_duration(text)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
+
+
+def add_source_arguments(parser: ArgumentParser, *, doing: str, unit: str) -> None:
+    """The options every live source command takes: cluster, job span, status output."""
+    parser.add_argument("--cluster", default=None, help="cluster name (default TELEMETRY_CLUSTER)")
+    parser.add_argument(
+        "--job-span",
+        default="1m",
+        help=f"one ingest job per this much time of {doing}; 0: one job per {unit}",
+    )
+    parser.add_argument(
+        "--no-progress", action="store_true", help="plain status lines, no live status"
+    )
+    parser.add_argument("--status-every", default="10s", help="time between plain status lines")
 
 
 class NoRowsInShard(ValueError):

@@ -12,7 +12,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.ingest import service
+from apps.ingest import remote_write, service
+from apps.ingest.streaming import now_ms
 from store import default_keys
 from store.jobs import load_job
 
@@ -102,3 +103,38 @@ class JobView(APIView):
     @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request: Request, job_id: str) -> Response:
         return Response(load_job(default_keys(), job_id))
+
+
+class ProtobufParser(BaseParser):
+    """Declares remote write bodies; the view reads them itself (bounded)."""
+
+    media_type = "application/x-protobuf"
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        return stream
+
+
+class RemoteWriteView(APIView):
+    """POST /prometheus/api/v1/write: Prometheus remote write 1.0 (docs/PROMETHEUS.md).
+
+    Answers 204 when stored (or ignored by the rule), 400 for a body it cannot
+    read, 401 without a token, 503 when the pipeline is down (Prometheus retries).
+    Not throttled: the guard bounds each body and Prometheus paces its own sends.
+    """
+
+    schema = None
+    throttle_classes: list = []
+    parser_classes = [ProtobufParser]
+
+    def post(self, request: Request) -> Response:
+        limit = settings.REMOTE_WRITE_MAX_BYTES
+        body = request._request.read(limit + 1)
+        if len(body) > limit:
+            return Response(
+                {"detail": f"the body is larger than the limit of {limit} bytes"}, status=413
+            )
+        try:
+            remote_write.receive(body, request.query_params.get("cluster"), now_ms())
+        except remote_write.RemoteWriteError as exc:
+            return Response({"detail": str(exc)}, status=400)
+        return Response(status=204)

@@ -176,6 +176,7 @@ def gpu_page(request: HttpRequest, uuid: str) -> HttpResponse:
         "chosen": chosen,
     }
     context = {"gpu": gpu, "metrics": metrics, "chosen": chosen, "config": config}
+    context["workloads"] = queries.workloads(gpu["uuid"])
     context["windows"] = WINDOWS
     context["window"] = default_window(gpu)
     return render(request, "gpus/gpu.html", context)

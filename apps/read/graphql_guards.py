@@ -1,23 +1,33 @@
-"""Limits a GraphQL request must pass before any resolver runs: depth, cost and page sizes.
+"""Limits a GraphQL request must pass before any resolver runs: size, depth, cost and page sizes.
 
-One validation rule walks each operation once, following fragments, and reports:
+Checked in this order, each bounded by what came before:
 
-* depth: the number of fields on the longest path, leaves included
-  (`{ gpus { edges { node { uuid } } } }` has depth 4). Introspection (`__schema`,
-  `__type`) has its own, larger limit: the standard introspection query of GraphiQL
-  nests `ofType` about ten times.
-* `first` of a connection (see `Page`): below 1 or above its maximum is refused, naming
-  the setting that holds the maximum.
-* cost: an estimate of the objects an answer can hold. A connection costs `first`
-  (its default when absent) times one plus the cost of what each node asks for; any
-  other list of objects counts as `LIST_GUESS` items; a single object costs 1; scalars
-  and the connection plumbing (`edges`, `node`, `pageInfo`) cost nothing themselves.
-  So `first` multiplies the cost of everything nested in it:
-  `gpus(first: 1000) { ... telemetry(first: 10000) { ... } }` costs about ten million.
+* document size (`check_document`, before parsing): at most `max_document_chars`
+  characters (graphql-core's parser itself refuses nesting deeper than it can recurse);
+* aliases and fragment spreads (`shape_rule`): counted once per node of the document,
+  at most `max_aliases` and `max_spreads`;
+* depth and cost (`guard_rule`), one walk per operation in which every fragment is
+  costed once and remembered, so the walk is linear in the document (a chain of
+  fragments that each spread the next twice costs n steps, not 2^n):
 
-Variables are known here (the rule is built per request), so `first: $n` counts as its
-value. Invalid documents are walked too (the rules run side by side): unknown fields and
-fragments are skipped, fragment cycles are cut, the standard rules report them.
+  - depth: the number of fields on the longest path, leaves included
+    (`{ gpus { edges { node { uuid } } } }` has depth 4). Introspection (`__schema`,
+    `__type`) has its own, larger limit: GraphiQL's introspection query nests `ofType`
+    about ten times.
+  - `first` of a connection (see `Page`): below 1 or above its maximum is refused,
+    naming the setting that holds the maximum.
+  - cost: an estimate of the objects an answer can hold. A connection costs `first`
+    (its default when absent) times one plus the cost of what each node asks for; any
+    other list of objects counts as `LIST_GUESS` items; a single object costs 1; scalars
+    and the connection plumbing (`edges`, `node`, `pageInfo`) cost nothing themselves.
+    `gpus(first: 1000) { ... telemetry(first: 10000) { ... } }` costs about ten million.
+
+Arguments are costed as execution will see them: variables are coerced by graphql-core
+(`get_variable_values`) and arguments by `get_argument_values`, so `first: $n` with
+`{"n": 10000.0}` counts as 10000, exactly what the resolver gets. Variables that do not
+coerce are left to execution, which refuses them before any resolver runs. Invalid
+documents are walked too (the rules run side by side): unknown fields and fragments are
+skipped, fragment cycles are cut, the standard rules report them.
 """
 
 from __future__ import annotations
@@ -38,12 +48,11 @@ from graphql import (
     SelectionSetNode,
     ValidationContext,
     ValidationRule,
-    VariableNode,
     get_named_type,
     is_composite_type,
     type_from_ast,
-    value_from_ast_untyped,
 )
+from graphql.execution.values import get_argument_values, get_variable_values
 from graphql.type.introspection import SchemaMetaFieldDef, TypeMetaFieldDef
 
 LIST_GUESS = 10
@@ -65,6 +74,9 @@ class Limits:
     max_introspection_depth: int
     max_cost: int
     pages: Mapping[str, Page]  # by "Type.field", e.g. "GPU.telemetry"
+    max_document_chars: int = 20_000
+    max_aliases: int = 30
+    max_spreads: int = 100
 
 
 def check_first(value: Any, page: Page) -> int:
@@ -78,6 +90,45 @@ def check_first(value: Any, page: Page) -> int:
     return value
 
 
+def check_document(query: Any, limits: Limits) -> GraphQLError | None:
+    """An error when the document is too long to parse; None otherwise."""
+    if isinstance(query, str) and len(query) > limits.max_document_chars:
+        return GraphQLError(
+            f"the document is {len(query)} characters long; at most {limits.max_document_chars}",
+            extensions={"code": "DOCUMENT_TOO_LARGE", "limit": limits.max_document_chars},
+        )
+    return None
+
+
+def shape_rule(limits: Limits) -> type[ValidationRule]:
+    """A validation rule counting aliases and fragment spreads, each node once."""
+
+    class ShapeGuard(ValidationRule):
+        aliases = spreads = 0
+
+        def enter_field(self, node: FieldNode, *_: Any) -> None:
+            if node.alias is not None:
+                self.aliases += 1
+                if self.aliases == limits.max_aliases + 1:
+                    self.refuse(node, "aliases", limits.max_aliases, "TOO_MANY_ALIASES")
+
+        def enter_fragment_spread(self, node: FragmentSpreadNode, *_: Any) -> None:
+            self.spreads += 1
+            if self.spreads == limits.max_spreads + 1:
+                self.refuse(node, "fragment spreads", limits.max_spreads, "TOO_MANY_SPREADS")
+
+        def refuse(self, node: Any, what: str, limit: int, code: str) -> None:
+            self.report_error(
+                GraphQLError(
+                    f"the document has more than {limit} {what}",
+                    node,
+                    extensions={"code": code, "limit": limit},
+                )
+            )
+
+    return ShapeGuard
+
+
 def guard_rule(limits: Limits, variables: Mapping[str, Any] | None) -> type[ValidationRule]:
     """A graphql-core validation rule enforcing `limits`, with this request's variables."""
 
@@ -86,6 +137,28 @@ def guard_rule(limits: Limits, variables: Mapping[str, Any] | None) -> type[Vali
             _Walk(self.context, limits, node, variables or {}).run()
 
     return QueryGuard
+
+
+@dataclass(frozen=True)
+class _Size:
+    """What a selection set asks for: cost, and its longest field paths with their last field.
+
+    `height` counts paths outside introspection, `meta_height` those through `__schema`
+    or `__type` (checked against the larger introspection limit).
+    """
+
+    cost: int = 0
+    height: int = 0
+    deepest: FieldNode | None = None
+    meta_height: int = 0
+    meta_deepest: FieldNode | None = None
+
+    def __add__(self, other: _Size) -> _Size:
+        high = self if self.height >= other.height else other
+        meta = self if self.meta_height >= other.meta_height else other
+        return _Size(
+            self.cost + other.cost, high.height, high.deepest, meta.meta_height, meta.meta_deepest
+        )
 
 
 class _Walk:
@@ -97,105 +170,113 @@ class _Walk:
         variables: Mapping[str, Any],
     ) -> None:
         self.context, self.limits, self.operation = context, limits, operation
-        self.variables = dict(variables)
-        for definition in operation.variable_definitions or ():
-            name = definition.variable.name.value
-            if name not in self.variables and definition.default_value is not None:
-                self.variables[name] = value_from_ast_untyped(definition.default_value)
-        self.deepest: tuple[int, int, FieldNode] | None = None  # (depth, limit, field)
+        # name -> size, per operation (a fragment's `first: $n` depends on its variables);
+        # None while the fragment is being walked, so a cycle ends there
+        self.fragments: dict[str, _Size | None] = {}
+        coerced = get_variable_values(
+            context.schema, operation.variable_definitions or (), dict(variables)
+        )
+        # a list is coercion errors: execution reports them and runs nothing
+        self.variables: dict[str, Any] | None = None if isinstance(coerced, list) else coerced
 
     def run(self) -> None:
         root = self.context.schema.get_root_type(self.operation.operation)
         if root is None:
             return
-        cost = self.cost(root, self.operation.selection_set, 0, self.limits.max_depth, ())
+        size = self.selections(root, self.operation.selection_set)
         name = self.operation.name.value if self.operation.name else "the query"
-        if self.deepest is not None:
-            depth, limit, field = self.deepest
-            self.context.report_error(
-                GraphQLError(
-                    f"{name} nests fields {depth} deep at '{field.name.value}'; at most {limit}",
-                    field,
-                    extensions={"code": "QUERY_TOO_DEEP", "limit": limit},
+        for height, field, limit in (
+            (size.height, size.deepest, self.limits.max_depth),
+            (size.meta_height, size.meta_deepest, self.limits.max_introspection_depth),
+        ):
+            if height > limit and field is not None:
+                self.context.report_error(
+                    GraphQLError(
+                        f"{name} nests fields {height} deep at '{field.name.value}'; "
+                        f"at most {limit}",
+                        field,
+                        extensions={"code": "QUERY_TOO_DEEP", "limit": limit},
+                    )
                 )
-            )
-        if cost > self.limits.max_cost:
+        if size.cost > self.limits.max_cost:
             self.context.report_error(
                 GraphQLError(
-                    f"{name} could return about {cost} objects; the cost limit is "
+                    f"{name} could return about {size.cost} objects; the cost limit is "
                     f"{self.limits.max_cost}: each `first` multiplies the cost of the fields "
                     "inside it, so ask for fewer items per page or fewer nested fields",
                     self.operation,
                     extensions={
                         "code": "QUERY_TOO_COSTLY",
-                        "cost": cost,
+                        "cost": size.cost,
                         "limit": self.limits.max_cost,
                     },
                 )
             )
 
-    def cost(
-        self,
-        parent: Any,
-        selections: SelectionSetNode,
-        depth: int,
-        limit: int,
-        fragments: tuple[str, ...],
-    ) -> int:
-        total = 0
+    def selections(self, parent: Any, selections: SelectionSetNode) -> _Size:
+        total = _Size()
         for node in selections.selections:
             if isinstance(node, FieldNode):
-                total += self.field_cost(parent, node, depth + 1, limit, fragments)
+                total += self.field(parent, node)
             elif isinstance(node, InlineFragmentNode):
                 inner = parent
                 if node.type_condition is not None:
                     inner = type_from_ast(self.context.schema, node.type_condition) or parent
-                total += self.cost(inner, node.selection_set, depth, limit, fragments)
+                total += self.selections(inner, node.selection_set)
             elif isinstance(node, FragmentSpreadNode):
-                name = node.name.value
-                fragment = self.context.get_fragment(name)
-                if fragment is None or name in fragments:
-                    continue  # unknown or cyclic: the standard rules report it
-                inner = type_from_ast(self.context.schema, fragment.type_condition) or parent
-                total += self.cost(inner, fragment.selection_set, depth, limit, (*fragments, name))
+                total += self.fragment(node.name.value, parent)
         return total
 
-    def field_cost(
-        self, parent: Any, node: FieldNode, depth: int, limit: int, fragments: tuple[str, ...]
-    ) -> int:
+    def fragment(self, name: str, parent: Any) -> _Size:
+        """A named fragment's size, walked once per request and remembered."""
+        if name in self.fragments:
+            return self.fragments[name] or _Size()  # None: a cycle, reported by the standard rule
+        definition = self.context.get_fragment(name)
+        if definition is None:
+            return _Size()  # unknown: the standard rules report it
+        self.fragments[name] = None
+        inner = type_from_ast(self.context.schema, definition.type_condition) or parent
+        size = self.fragments[name] = self.selections(inner, definition.selection_set)
+        return size
+
+    def field(self, parent: Any, node: FieldNode) -> _Size:
         name = node.name.value
-        if name in _META_FIELDS:
-            definition = _META_FIELDS[name]
-            limit = self.limits.max_introspection_depth
-        else:
-            fields = getattr(parent, "fields", None) or {}
-            definition = fields.get(name)
-        if depth > limit and (self.deepest is None or depth > self.deepest[0]):
-            self.deepest = (depth, limit, node)
-        if definition is None or node.selection_set is None:
-            return 0
-        named = get_named_type(definition.type)
-        if not is_composite_type(named):
-            return 0
-        inner = self.cost(named, node.selection_set, depth, limit, fragments)
-        page = self.limits.pages.get(f"{getattr(parent, 'name', '')}.{name}")
+        meta = name in _META_FIELDS
+        fields = getattr(parent, "fields", None) or {}
+        definition = _META_FIELDS[name] if meta else fields.get(name)
+        child = _Size()
+        cost = 0
+        if definition is not None and node.selection_set is not None:
+            named = get_named_type(definition.type)
+            if is_composite_type(named):
+                child = self.selections(named, node.selection_set)
+                cost = self.cost(parent, node, definition, child.cost)
+        if meta:
+            high = max(child.height, child.meta_height)
+            deepest = child.deepest if child.height >= child.meta_height else child.meta_deepest
+            return _Size(cost, 0, None, 1 + high, deepest or node)
+        meta_height = 1 + child.meta_height if child.meta_height else 0
+        return _Size(cost, 1 + child.height, child.deepest or node, meta_height, child.meta_deepest)
+
+    def cost(self, parent: Any, node: FieldNode, definition: Any, inner: int) -> int:
+        page = self.limits.pages.get(f"{getattr(parent, 'name', '')}.{node.name.value}")
         if page is not None:
-            return self.page_size(node, page) * (1 + inner)
+            return self.page_size(node, definition, page) * (1 + inner)
         if _is_plumbing(parent):
             return inner
         if _is_list(definition.type):
             return LIST_GUESS * (1 + inner)
         return 1 + inner
 
-    def page_size(self, node: FieldNode, page: Page) -> int:
-        argument = next((a for a in node.arguments or () if a.name.value == "first"), None)
-        value = None
-        if argument is not None and isinstance(argument.value, VariableNode):
-            value = self.variables.get(argument.value.name.value)
-        elif argument is not None:
-            value = value_from_ast_untyped(argument.value)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-            return page.default  # not an Int: the standard rules or coercion refuse it
+    def page_size(self, node: FieldNode, definition: Any, page: Page) -> int:
+        """`first` as the resolver will get it; refused here when out of range."""
+        if self.variables is None:
+            return page.default  # execution refuses the variables
+        try:
+            value = get_argument_values(definition, node, self.variables).get("first")
+        except GraphQLError:
+            return page.default  # not coercible: the standard rules or execution refuse it
+        argument = next((a for a in node.arguments or () if a.name.value == "first"), node)
         try:
             return check_first(value, page)
         except ValueError as exc:

@@ -123,6 +123,14 @@ class TelemetryConnection(relay.Connection):
         strict_types = True
 
 
+class Workload(graphene.ObjectType):
+    pod = graphene.String(required=True)
+    namespace = graphene.String(required=True)
+    container = graphene.String(required=True)
+    start = graphene.String(required=True, description="first sample seen with it (RFC 3339)")
+    end = graphene.String(required=True, description="last sample seen with it (RFC 3339)")
+
+
 class GPU(graphene.ObjectType):
     uuid = graphene.String(required=True)
     gpu_index = graphene.Int()
@@ -152,6 +160,22 @@ class GPU(graphene.ObjectType):
         first=graphene.Int(description="samples per page; at most TELEMETRY_MAX_LIMIT"),
         after=graphene.String(description="pageInfo.endCursor of the previous page"),
     )
+
+    workloads = graphene.List(
+        graphene.NonNull(Workload),
+        required=True,
+        start=graphene.String(description="inclusive; RFC 3339 or epoch seconds"),
+        end=graphene.String(description="inclusive; RFC 3339 or epoch seconds"),
+        description="the workloads (pod, namespace, container) that ran in the window",
+    )
+
+    @staticmethod
+    def resolve_workloads(gpu: dict, info: Any, **args: Any) -> list[dict]:
+        given = {"start_time": args.get("start"), "end_time": args.get("end")}
+        params = TelemetryParams(data={k: v for k, v in given.items() if v is not None})
+        _checked(params)
+        query = params.query(gpu["uuid"])
+        return queries.workloads(gpu["uuid"], query.start, query.end)
 
     @staticmethod
     def resolve_latest(gpu: dict, info: Any, metrics: list[str] | None = None) -> list[dict]:

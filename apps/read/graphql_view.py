@@ -1,7 +1,9 @@
 """`/graphql`: graphene-django's view with the query guards, the REST read rule and local GraphiQL.
 
-* Guards (apps.read.graphql_guards) run as a validation rule, with this request's
-  variables, before any resolver reads etcd; refusals are 400 with `errors`.
+* Guards (apps.read.graphql_guards): the document's size before it is parsed, then
+  validation rules (aliases, fragment spreads, depth, cost on the coerced variables)
+  before any resolver reads etcd; refusals are 400 with `errors`. The body itself is
+  bounded by the HTTP guard (telemetry_site/guard.py) before it is read.
 * Access is the REST API's read rule: DRF's authenticators (token, session), then
   `may_read`, then the `reads` throttle scope. A GraphQL POST is a read: it has no
   mutation. CSRF-exempt like the REST views; a session-authenticated POST still needs
@@ -15,18 +17,19 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
-from graphene_django.views import GraphQLView
-from graphql import GraphQLError
+from graphene_django.views import GraphQLView, HttpError
+from graphql import ExecutionResult, GraphQLError
 from graphql.validation import specified_rules
 from rest_framework import exceptions
 from rest_framework.views import APIView
 
 from apps.accounts.auth import may_read
-from apps.read.graphql_guards import Limits, guard_rule
+from apps.read.graphql_guards import Limits, check_document, guard_rule, shape_rule
 from apps.read.graphql_schema import page_limits
 from store.errors import Answer, answer_for
 
@@ -97,6 +100,23 @@ class TelemetryGraphQLView(GraphQLView):
             return _refusal(exc, rule.get_authenticate_header(drf_request))
         return None
 
+    def parse_body(self, request: HttpRequest) -> Any:
+        if self.get_content_type(request) == "application/json":
+            body = _json(request.body, "the POST body")
+            if not isinstance(body, dict):
+                raise HttpError(
+                    HttpResponseBadRequest("The received data is not a valid JSON query.")
+                )
+            return body
+        return super().parse_body(request)
+
+    @staticmethod
+    def get_graphql_params(request: HttpRequest, data: Any) -> Any:
+        raw = request.GET.get("variables") or data.get("variables")
+        if isinstance(raw, str | bytes) and raw:
+            _json(raw, "variables")  # graphene's json.loads below recurses without a bound
+        return GraphQLView.get_graphql_params(request, data)
+
     def execute_graphql_request(
         self,
         request: HttpRequest,
@@ -106,8 +126,12 @@ class TelemetryGraphQLView(GraphQLView):
         operation_name: Any,
         show_graphiql: bool = False,
     ) -> Any:
+        limits = self.limits()
+        too_large = check_document(query, limits)
+        if too_large is not None:
+            return ExecutionResult(errors=[too_large])
         given = variables if isinstance(variables, dict) else {}
-        self.validation_rules = [*specified_rules, guard_rule(self.limits(), given)]
+        self.validation_rules = [*specified_rules, shape_rule(limits), guard_rule(limits, given)]
         result = super().execute_graphql_request(
             request, data, query, variables, operation_name, show_graphiql
         )
@@ -130,6 +154,31 @@ class TelemetryGraphQLView(GraphQLView):
         if answer is not None:
             formatted.setdefault("extensions", {})["code"] = answer.code
         return formatted
+
+
+MAX_JSON_DEPTH = 32
+
+
+def _json(raw: str | bytes, what: str) -> Any:
+    """JSON `raw`, nested at most MAX_JSON_DEPTH deep; HttpError (400) naming `what` otherwise."""
+    try:
+        value = orjson.loads(raw)  # refuses nesting past 1024 levels; json.loads would recurse
+    except orjson.JSONDecodeError as exc:
+        raise HttpError(HttpResponseBadRequest(f"{what} is not valid JSON: {exc}")) from None
+    level, depth = [value], 0
+    while level:
+        depth += 1
+        if depth > MAX_JSON_DEPTH:
+            raise HttpError(
+                HttpResponseBadRequest(f"{what} nests JSON deeper than {MAX_JSON_DEPTH} levels")
+            )
+        level = [
+            child
+            for item in level
+            if isinstance(item, dict | list)
+            for child in (item.values() if isinstance(item, dict) else item)
+        ]
+    return value
 
 
 def _refusal(exc: exceptions.APIException, challenge: str | None) -> JsonResponse:

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from django.conf import settings
 
 from store.codec import dedupe
@@ -162,6 +163,36 @@ class CommandError(ValueError):
     """A client command that cannot be carried out; the message goes back to the client."""
 
 
+MAX_ID_CHARS = 100
+
+
+def parse_command(raw: str | bytes) -> Any:
+    """A client frame as JSON; CommandError (never RecursionError or MemoryError) otherwise.
+
+    Frames over LIVE_MAX_FRAME_BYTES are refused unread; orjson refuses nesting past
+    1024 levels with a plain decode error, where json.loads recurses until Python's
+    stack limit and raises RecursionError.
+    """
+    if len(raw) > settings.LIVE_MAX_FRAME_BYTES:
+        raise CommandError(
+            f"a command is at most {settings.LIVE_MAX_FRAME_BYTES} bytes (LIVE_MAX_FRAME_BYTES)"
+        )
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise CommandError(f"not valid JSON: {exc}") from None
+
+
+def command_id(command: Any) -> str | int | None:
+    """The `id` a client gave a command, checked before it is echoed back."""
+    value = command.get("id") if isinstance(command, dict) else None
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    if isinstance(value, str) and len(value) <= MAX_ID_CHARS:
+        return value
+    raise CommandError(f"'id' must be a number or a string of at most {MAX_ID_CHARS} characters")
+
+
 @dataclass
 class Subscriptions:
     """One client's targets, each with a metric filter (None: every metric)."""
@@ -188,7 +219,15 @@ class Subscriptions:
         return action, [], self._remove(targets)
 
     def _add(self, targets: list[tuple[str, str]], metrics: frozenset[str] | None) -> list[str]:
-        join = [group_name(*t) for t in targets if t not in self.targets]
+        new = {t for t in targets if t not in self.targets}
+        cap = settings.LIVE_MAX_SUBSCRIPTIONS
+        if len(self.targets) + len(new) > cap:
+            raise CommandError(
+                f"a connection holds at most {cap} subscriptions (LIVE_MAX_SUBSCRIPTIONS); "
+                f"this one holds {len(self.targets)} and the command adds {len(new)}: "
+                "unsubscribe first"
+            )
+        join = [group_name(*t) for t in new]
         for t in targets:
             self.targets[t] = metrics
         return join
@@ -198,6 +237,13 @@ class Subscriptions:
         for t in targets:
             self.targets.pop(t, None)
         return leave
+
+    def counts(self) -> dict[str, int]:
+        """Subscriptions per kind: what an acknowledgement says (bounded, unlike the list)."""
+        out = {f"{k}s": 0 for k in KINDS}
+        for kind, _ in self.targets:
+            out[f"{kind}s"] += 1
+        return out
 
     def describe(self) -> dict[str, list[dict[str, Any]]]:
         out: dict[str, list[dict[str, Any]]] = {f"{k}s": [] for k in KINDS}
@@ -260,9 +306,7 @@ def _targets(command: dict[str, Any]) -> list[tuple[str, str]]:
     targets = [(kind, v) for kind in KINDS for v in _names(command, f"{kind}s")]
     if not targets:
         raise CommandError("name at least one of 'gpus', 'hosts' or 'clusters'")
-    if len(targets) > settings.LIVE_MAX_SUBSCRIPTIONS:
-        raise CommandError(f"at most {settings.LIVE_MAX_SUBSCRIPTIONS} targets per command")
-    return targets
+    return targets  # how many a connection may hold: Subscriptions._add
 
 
 def _metrics(command: dict[str, Any]) -> frozenset[str] | None:

@@ -13,13 +13,13 @@ import threading
 from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from django.conf import settings
 
 from apps.read import columns as col
-from store import default_keys, window_ms
+from store import default_keys, shards, window_ms
 from store.codec import Samples
 from store.fleet import Fleet, read_fleet
 from store.keys import MAX_TS, Keys
@@ -31,11 +31,14 @@ from store.read import (
     raw_ranges,
     read_buckets,
 )
-from store.registry import get_record
+from store.registry import get_record, gpu_shard
 from store.tiers import for_step as tier_for_step
 from store.tiers import tiers
+from store.workloads import in_window, read_workloads
 from store.write import latest_values
 from timeparse.timestamps import format_timestamp
+
+T = TypeVar("T")
 
 
 def gpu_view(record: dict[str, Any], latest: dict[str, list] | None) -> dict[str, Any]:
@@ -117,8 +120,9 @@ def list_gpus(
 def get_gpu(uuid: str) -> dict[str, Any]:
     """One GPU; raises store.errors.NotFound."""
     keys = default_keys()
-    record = get_record(keys, uuid)
-    return gpu_view(record, latest_values(keys, [uuid]).get(uuid))
+    with shards.use(gpu_shard(keys, uuid)):
+        record = get_record(keys, uuid)
+        return gpu_view(record, latest_values(keys, [uuid]).get(uuid))
 
 
 def list_hosts(cluster: str | None = None, of: Fleet | None = None) -> list[dict]:
@@ -135,6 +139,23 @@ def list_clusters(of: Fleet | None = None) -> list[dict]:
         hosts[r["cluster"]].add(r["host"])
         gpus[r["cluster"]] += 1
     return [{"name": c, "host_count": len(hosts[c]), "gpu_count": gpus[c]} for c in sorted(gpus)]
+
+
+def workloads(uuid: str, start: int = 0, end: int = MAX_TS) -> list[dict[str, Any]]:
+    """The workloads (pod, namespace, container) that ran on the GPU within [start, end],
+    each with the first and last sample time seen with it; idle periods left out."""
+    periods = read_workloads(default_keys(), [uuid]).get(uuid, [])
+    return [
+        {
+            "pod": labels.get("pod", ""),
+            "namespace": labels.get("namespace", ""),
+            "container": labels.get("container", ""),
+            "start": format_timestamp(s),
+            "end": format_timestamp(e),
+        }
+        for s, e, labels in in_window(periods, start, end)
+        if labels
+    ]
 
 
 # Telemetry -----------------------------------------------------------------------------
@@ -193,6 +214,11 @@ def read_page(q: TelemetryQuery, columns: bool = False) -> Page:
     window holds more buckets than TELEMETRY_MAX_BUCKETS.
     """
     keys = default_keys()
+    with shards.use(gpu_shard(keys, q.uuid)):  # the shard of the GPU's cluster
+        return _read_page(keys, q, columns)
+
+
+def _read_page(keys: Keys, q: TelemetryQuery, columns: bool) -> Page:
     opened = _open(keys, q)
     record, latest = opened.record, opened.latest
     bound = col.column_bytes_bound if columns else col.row_bytes_bound
@@ -332,9 +358,11 @@ def telemetry_csv(q: TelemetryQuery, wide: bool = False) -> Iterator[bytes]:
     TooManyPoints on the first piece.
     """
     keys = default_keys()
-    opened = _open(keys, q)
+    shard = gpu_shard(keys, q.uuid)
+    with shards.use(shard):
+        opened = _open(keys, q)
     latest = opened.latest or {}
-    chunks = iter_columns(keys, q, opened.record, latest, opened.ranged)
+    chunks = _in_shard(shard, iter_columns(keys, q, opened.record, latest, opened.ranged))
     if not wide:
         yield b"timestamp,metric_name,value\r\n"
         for chunk in chunks:
@@ -344,3 +372,14 @@ def telemetry_csv(q: TelemetryQuery, wide: bool = False) -> Iterator[bytes]:
     yield (",".join(["timestamp", *(col.csv_cell(c) for c in columns)]) + "\r\n").encode()
     for chunk in chunks:
         yield col.csv_wide(chunk, columns)
+
+
+def _in_shard(shard: str, items: Iterator[T]) -> Iterator[T]:
+    """`items`, each step run in `shard` (a streamed response may resume in another thread)."""
+    while True:
+        with shards.use(shard):
+            try:
+                item = next(items)
+            except StopIteration:
+                return
+        yield item

@@ -178,8 +178,17 @@ class SampleSerializer(serializers.Serializer):
     value = serializers.FloatField()
 
 
+class WorkloadSerializer(serializers.Serializer):
+    pod = serializers.CharField()
+    namespace = serializers.CharField()
+    container = serializers.CharField()
+    start = serializers.CharField(help_text="first sample seen with this workload (RFC 3339)")
+    end = serializers.CharField(help_text="last sample seen with this workload (RFC 3339)")
+
+
 class TelemetrySerializer(serializers.Serializer):
     gpu = GpuSerializer()
+    workloads = WorkloadSerializer(many=True, help_text="workloads that ran in the window")
     start_time = serializers.CharField(allow_null=True)
     end_time = serializers.CharField(allow_null=True)
     next = serializers.CharField(allow_null=True)
@@ -190,6 +199,7 @@ class TelemetryColumnsSerializer(serializers.Serializer):
     """`format=columns`: the samples as a table, for charts and programs."""
 
     gpu = GpuSerializer()
+    workloads = WorkloadSerializer(many=True, help_text="workloads that ran in the window")
     start_time = serializers.CharField(allow_null=True)
     end_time = serializers.CharField(allow_null=True)
     next = serializers.CharField(allow_null=True)

@@ -114,8 +114,9 @@ class GpuTelemetryView(_ReadView):
         if data["format"] in ("csv", "wide"):
             return _csv_response(uuid, params.query(uuid), data["format"])
         columns = data["format"] == "columns"
+        query = params.query(uuid)
         try:
-            page = queries.read_page(params.query(uuid), columns=columns)
+            page = queries.read_page(query, columns=columns)
         except queries.TooManyPoints as exc:
             return Response({"step": [str(exc)]}, status=400)
         head = {
@@ -123,6 +124,7 @@ class GpuTelemetryView(_ReadView):
             "start_time": _fmt(data.get("start_time")),
             "end_time": _fmt(data.get("end_time")),
             "next": _next_url(request, page.next_cursor),
+            "workloads": queries.workloads(uuid, query.start, query.end),
         }
         body = (
             col.columns_json(page.samples, head)

@@ -21,7 +21,8 @@ HAPROXY = DEPLOY / "haproxy.cfg"
 ENTRYPOINT = DEPLOY / "entrypoint.sh"
 
 ETCD = ("etcd1", "etcd2", "etcd3")
-APP_SERVICES = ("migrate", "gateway1", "gateway2", "worker", "beat", "streamer")
+STREAMERS = ("streamer-0", "streamer-1")
+APP_SERVICES = ("migrate", "gateway1", "gateway2", "worker", "beat", *STREAMERS)
 SECRETISH = re.compile(r"SECRET|PASSW|TOKEN|API_?KEY|PRIVATE|CREDENTIAL", re.IGNORECASE)
 URL_WITH_PASSWORD = re.compile(r"://[^/@\s]*:[^/@\s]+@")
 
@@ -55,7 +56,24 @@ def test_every_part_is_there(services: dict[str, dict[str, Any]]) -> None:
     assert services["worker"].get("deploy", {}).get("replicas", 1) >= 2, "two workers"
     assert services["migrate"]["command"] == ["migrate"]
     assert services["migrate"].get("restart") == "no", "migrate is a one-shot"
-    assert services["streamer"]["command"] == ["stream", "--file", "/data/sample.csv"]
+    for i, name in enumerate(STREAMERS):
+        shard = f"{i}/{len(STREAMERS)}"
+        command = ["stream", "--file", "/data/sample.csv", "--shard", shard]
+        assert services[name]["command"] == command, "each row once: one shard per streamer"
+
+
+def test_every_app_service_shares_one_postgresql(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    db = services["postgres"]
+    assert db["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"
+    assert "postgres_password" in db["secrets"] and "postgres-data" in compose["volumes"]
+    for name in APP_SERVICES:
+        env = services[name]["environment"]
+        assert env["DATABASE_URL"] == "postgres://telemetry@postgres:5432/telemetry", name
+        assert env["DATABASE_PASSWORD_FILE"] == "/run/secrets/postgres_password", name
+        assert "postgres_password" in services[name]["secrets"], name
+        assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy", name
 
 
 def test_app_services_share_one_image(services: dict[str, dict[str, Any]]) -> None:
@@ -85,14 +103,14 @@ def test_healthcheck_on_every_long_running_service(services: dict[str, dict[str,
 
 def test_app_healthchecks_use_their_role(services: dict[str, dict[str, Any]]) -> None:
     expected = {"gateway1": "gateway", "gateway2": "gateway", "worker": "worker"}
-    expected |= {"beat": "beat", "streamer": "stream"}
+    expected |= {"beat": "beat", **{name: "stream" for name in STREAMERS}}
     for name, role in expected.items():
         test = services[name]["healthcheck"]["test"]
         assert test[1:] == ["/app/deploy/entrypoint.sh", "healthcheck", role], name
 
 
 def test_startup_order(services: dict[str, dict[str, Any]]) -> None:
-    for name in ("gateway1", "gateway2", "worker", "beat", "streamer"):
+    for name in ("gateway1", "gateway2", "worker", "beat", *STREAMERS):
         deps = services[name]["depends_on"]
         assert deps["migrate"]["condition"] == "service_completed_successfully", name
         assert deps["redis"]["condition"] == "service_healthy", name

@@ -26,8 +26,11 @@ OVERLAYS = ("dev", "prod", "keda")
 NAMESPACES = {"dev": "gpu-telemetry-dev", "prod": "gpu-telemetry", "keda": "gpu-telemetry"}
 K8S_VERSION = "1.30"
 PART_OF = ("app.kubernetes.io/part-of", "gpu-telemetry")
-# DESIGN.md §7: streamer 1-10, collector 1-10, gateway 2-5
-SCALING = {"gateway": (2, 5), "collector": (1, 10), "streamer": (1, 10)}
+# DESIGN.md §7: collector 1-10, gateway 2-5. The streamer is not autoscaled: its replicas
+# split the file between them (`--shard i/n`), so n changes only with the manifest.
+SCALING = {"gateway": (2, 5), "collector": (1, 10)}
+APPS = {"gateway": "Deployment", "collector": "Deployment", "streamer": "StatefulSet"}
+APPS["beat"] = "Deployment"
 WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob"}
 CRD_GROUPS = ("keda.sh/",)
 
@@ -262,16 +265,86 @@ def test_app_roles_and_image(objects: Objects) -> None:
         .split()
     )
     images = set()
-    for name in ("gateway", "collector", "streamer", "beat"):
-        for c in containers(one(objects, "Deployment", name)):
+    for name, kind in APPS.items():
+        for c in containers(one(objects, kind, name)):
             assert c["args"][0] in roles, f"{name}/{c['name']}"
             images.add(c["image"])
     assert len(images) == 1, "one image for every role"
     for workload in (o for o in objects if o["kind"] in WORKLOADS):
         for c in containers(workload):
             assert ":" in c["image"] and not c["image"].endswith(":latest"), c["image"]
-    streamer = one(objects, "Deployment", "streamer")
-    assert pod_spec(streamer)["containers"][0]["args"] == ["stream", "--file", "/data/sample.csv"]
+    streamer = one(objects, "StatefulSet", "streamer")
+    assert pod_spec(streamer)["containers"][0]["args"][:3] == [
+        "stream",
+        "--file",
+        "/data/sample.csv",
+    ]
+
+
+def streamer_shards(objects: Objects) -> int:
+    """n of the streamer StatefulSet, checked: pod i runs `--shard i/n`, n = replicas."""
+    streamer = one(objects, "StatefulSet", "streamer")
+    (container,) = pod_spec(streamer)["containers"]
+    assert container["args"][-2:] == ["--shard", "$(POD_INDEX)/$(STREAM_SHARDS)"]
+    env = {e["name"]: e for e in container["env"]}
+    index = env["POD_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"]
+    assert index == "metadata.labels['apps.kubernetes.io/pod-index']", "the pod's ordinal"
+    count = int(env["STREAM_SHARDS"]["value"])
+    assert streamer["spec"]["replicas"] == count, "replicas and STREAM_SHARDS must agree"
+    return count
+
+
+def test_streamer_replicas_split_the_file_between_them(objects: Objects) -> None:
+    assert streamer_shards(objects) >= 2
+    streamer = one(objects, "StatefulSet", "streamer")
+    assert streamer["spec"]["podManagementPolicy"] == "Parallel"
+    headless = one(objects, "Service", streamer["spec"]["serviceName"])
+    assert headless["spec"]["clusterIP"] == "None"
+    scaled = {h["spec"]["scaleTargetRef"]["name"] for h in find(objects, "HorizontalPodAutoscaler")}
+    scaled |= {o["spec"]["scaleTargetRef"]["name"] for o in find(objects, "ScaledObject")}
+    assert "streamer" not in scaled, "an autoscaler would change n without the shard numbers"
+
+
+def test_compose_runs_the_same_streamer_shards() -> None:
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl is not installed (it renders the overlays)")
+    compose = yaml.safe_load((REPO / "deploy" / "compose.yaml").read_text())["services"]
+    shards = sorted(
+        svc["command"][svc["command"].index("--shard") + 1]
+        for name, svc in compose.items()
+        if name.startswith("streamer")
+    )
+    for overlay in ("dev", "prod"):
+        n = streamer_shards(render(overlay))
+        assert shards == sorted(f"{i}/{n}" for i in range(n)), overlay
+
+
+def test_one_postgresql_for_every_app_pod(objects: Objects) -> None:
+    data = settings_configmap(objects)
+    assert (
+        data["DATABASE_URL"].startswith("postgres://") and "@postgres:5432/" in data["DATABASE_URL"]
+    )
+    secret_dir = str(Path(data["DATABASE_PASSWORD_FILE"]).parent)
+    for name, kind in APPS.items():
+        workload = one(objects, kind, name)
+        for c in containers(workload):
+            mounts = {m["mountPath"] for m in c["volumeMounts"] if m.get("readOnly")}
+            assert secret_dir in mounts, f"{name}/{c['name']} cannot read the password"
+        items = {
+            i["key"]
+            for v in pod_spec(workload)["volumes"]
+            if "secret" in v
+            for i in v["secret"].get("items", [])
+        }
+        assert "postgres-password" in items, name
+    postgres = one(objects, "StatefulSet", "postgres")
+    (container,) = pod_spec(postgres)["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["POSTGRES_PASSWORD_FILE"].endswith("/postgres-password")
+    assert (
+        env["POSTGRES_USER"] in data["DATABASE_URL"] and env["POSTGRES_DB"] in data["DATABASE_URL"]
+    )
+    assert one(objects, "Service", "postgres")["spec"]["ports"][0]["port"] == 5432
 
 
 # --- PDBs -----------------------------------------------------------------------------------
@@ -294,6 +367,7 @@ def test_pod_disruption_budgets(objects: Objects) -> None:
     assert covered["etcd"].get("minAvailable") == 2, "keeps etcd's quorum of 3"
     assert covered["gateway"].get("minAvailable") == 1
     assert "beat" not in covered and "redis" not in covered, "single replicas: would block drains"
+    assert "postgres" not in covered, "a single replica: would block drains"
 
 
 # --- etcd -----------------------------------------------------------------------------------
@@ -384,7 +458,7 @@ def test_redis_statefulset(objects: Objects) -> None:
 
 def test_network_policies_guard_etcd_and_redis(objects: Objects) -> None:
     policies = find(objects, "NetworkPolicy")
-    for sts_name, ports in (("etcd", {2379, 2380}), ("redis", {6379})):
+    for sts_name, ports in (("etcd", {2379, 2380}), ("redis", {6379}), ("postgres", {5432})):
         labels = one(objects, "StatefulSet", sts_name)["spec"]["template"]["metadata"]["labels"]
         guarding = [p for p in policies if matches(p["spec"]["podSelector"]["matchLabels"], labels)]
         assert guarding, f"no NetworkPolicy selects {sts_name}"
@@ -464,8 +538,8 @@ def _secret_refs(objects: Objects) -> dict[str, set[str]]:
 def test_secret_files_match_the_settings(objects: Objects) -> None:
     data = settings_configmap(objects)
     mounts = set()
-    for name in ("gateway", "collector", "streamer", "beat"):
-        for c in containers(one(objects, "Deployment", name)):
+    for name, kind in APPS.items():
+        for c in containers(one(objects, kind, name)):
             mounts |= {m["mountPath"] for m in c["volumeMounts"] if m.get("readOnly")}
     for key in ("DJANGO_SECRET_KEY_FILE", "REDIS_PASSWORD_FILE"):
         assert str(Path(data[key]).parent) in mounts, key
@@ -503,7 +577,7 @@ def test_prod_is_bigger_than_dev() -> None:
     for kind, name in [
         ("Deployment", "gateway"),
         ("Deployment", "collector"),
-        ("Deployment", "streamer"),
+        ("StatefulSet", "streamer"),
         ("StatefulSet", "etcd"),
         ("StatefulSet", "redis"),
     ]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from apps.ingest.parsing import parse_labels
+from apps.ingest.parsing import parse_labels_raw
 from tests.ingest.ingest_support import (
     HOST,
     LONG_HEADER,
@@ -87,7 +87,7 @@ def test_label_value_with_comma_and_equals_sign_stays_one_label():
 
 
 def test_parse_labels_unescapes_backslash_quote_and_newline_in_one_pass():
-    assert parse_labels(r'a="x\\y",b="q\"q",c="l1\nl2",d="end\\"') == {
+    assert parse_labels_raw(r'a="x\\y",b="q\"q",c="l1\nl2",d="end\\"') == {
         "a": "x\\y",
         "b": 'q"q',
         "c": "l1\nl2",
@@ -96,8 +96,8 @@ def test_parse_labels_unescapes_backslash_quote_and_newline_in_one_pass():
 
 
 def test_parse_labels_of_empty_or_garbage_text_is_empty():
-    assert parse_labels("") == {}
-    assert parse_labels("not labels at all") == {}
+    assert parse_labels_raw("") == {}
+    assert parse_labels_raw("not labels at all") == {}
 
 
 def test_model_falls_back_to_the_label_when_the_column_is_empty():

@@ -83,7 +83,10 @@ def test_subscriber_gets_exactly_its_gpu_samples(pipeline):
         await comm.send_json_to({"action": "subscribe", "gpus": [target], "id": 7})
         ack = await comm.receive_json_from(timeout=TIMEOUT)
         assert ack["type"] == "ack" and ack["id"] == 7
-        assert ack["subscriptions"]["gpus"] == [{"name": target, "metrics": None}]
+        assert ack["counts"] == {"gpus": 1, "hosts": 0, "clusters": 0}
+        await comm.send_json_to({"action": "list"})
+        listed = await comm.receive_json_from(timeout=TIMEOUT)
+        assert listed["subscriptions"]["gpus"] == [{"name": target, "metrics": None}]
         await sync_to_async(upload)(data)
         got = await collect(comm, len(expected[target]))
         assert got == {(target, *s) for s in expected[target]}
@@ -141,10 +144,10 @@ def test_malformed_commands_get_errors_and_the_connection_stays_open(live_servic
             assert reply["type"] == "error" and words in reply["error"], (bad, reply)
         await comm.send_json_to({"action": "subscribe", "clusters": ["c1"], "id": "x"})
         ack = await comm.receive_json_from(timeout=TIMEOUT)
-        assert ack["type"] == "ack" and ack["subscriptions"]["clusters"][0]["name"] == "c1"
+        assert ack["type"] == "ack" and ack["id"] == "x" and ack["counts"]["clusters"] == 1
         await comm.send_json_to({"action": "unsubscribe", "clusters": ["c1"]})
         ack = await comm.receive_json_from(timeout=TIMEOUT)
-        assert ack["subscriptions"]["clusters"] == []
+        assert ack["counts"]["clusters"] == 0 and "subscriptions" not in ack
         await comm.disconnect()
 
     asyncio.run(scenario())
@@ -154,9 +157,10 @@ def test_gpu_shortcut_route_subscribes_on_connect(live_services):
     async def scenario() -> None:
         comm = await connect("/ws/gpus/GPU-abc/")
         ack = await comm.receive_json_from(timeout=TIMEOUT)
-        assert ack["type"] == "ack" and ack["subscriptions"]["gpus"] == [
-            {"name": "GPU-abc", "metrics": None}
-        ]
+        assert ack["type"] == "ack" and ack["counts"]["gpus"] == 1
+        await comm.send_json_to({"action": "list"})
+        listed = await comm.receive_json_from(timeout=TIMEOUT)
+        assert listed["subscriptions"]["gpus"] == [{"name": "GPU-abc", "metrics": None}]
         await comm.disconnect()
 
     asyncio.run(scenario())

@@ -8,7 +8,7 @@ from apps.ingest.exposition import (
     LineError,
     gpu_uuid,
     parse_exposition,
-    parse_labels,
+    parse_label_set,
     parse_sample,
 )
 
@@ -96,7 +96,9 @@ def test_it_unescapes_quotes_backslashes_and_newlines_in_label_values():
     )
     result = parse(text)
     labels = result.facts[GPU]["labels"]
-    assert labels["pod"] == 'say "hi"'
+    # pod is a workload label: it makes the GPU's workload periods, not a fact of the record
+    assert "pod" not in labels
+    assert result.workload_of(result.rows[0])["pod"] == 'say "hi"'
     assert labels["path"] == "C:\\x"
     assert labels["note"] == "two\nlines"
     assert labels["brace"] == "{}="
@@ -241,8 +243,8 @@ def test_malformed_sample_lines_are_refused(line):
 
 
 def test_labels_parse_alone():
-    assert parse_labels('a="1", b="x\\"y"') == {"a": "1", "b": 'x"y'}
-    assert parse_labels("") == {}
+    assert parse_label_set('a="1", b="x\\"y"') == {"a": "1", "b": 'x"y'}
+    assert parse_label_set("") == {}
 
 
 def test_comments_and_openmetrics_eof_are_not_errors():
@@ -258,4 +260,4 @@ def test_only_newlines_end_lines():
     )
     result = parse(text)
     assert result.rejected == 0 and result.samples == 2
-    assert result.facts[GPU]["labels"]["pod"] == "a\u2028b"
+    assert result.workload_of(result.rows[0])["pod"] == "a\u2028b"

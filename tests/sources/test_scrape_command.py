@@ -21,7 +21,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from apps.ingest.management.commands.scrape import Command as ScrapeCommand
-from apps.ingest.parsing import parse_labels
+from apps.ingest.parsing import parse_labels_raw
 from tests.api.api_support import all_gpus, stored_samples
 from tests.helpers import wait_for
 from tests.sources.sources_support import Running
@@ -52,7 +52,7 @@ def exporter_text(real_csv: Path) -> tuple[str, dict[str, dict[str, float]], str
     by_metric: dict[str, list[str]] = {}
     podded = min(uuid for _, uuid in first)
     for (metric, uuid), row in sorted(first.items()):
-        labels = parse_labels(row["labels_raw"])
+        labels = parse_labels_raw(row["labels_raw"])
         for dropped in ("__name__", "instance", "job"):  # added by Prometheus, not the exporter
             labels.pop(dropped, None)
         if uuid == podded:

@@ -163,12 +163,65 @@ def test_downsampling_arithmetic():
 def test_rollup_stays_up_to_date_after_the_same_data_is_written_again(keys):
     rows = [(DAY0 + i * 10_000, "m", float(i)) for i in range(60)]
     write(keys, "a", 0, "GPU-1", rows)
+    write(keys, "a", 1, "GPU-1", [(DAY0 + 2 * DAY, "m", 0.0)])  # closes the first day
     compact(keys, TIERS, retention=False)
     write(keys, "b", 0, "GPU-1", rows)  # a re-upload: same block key, newer revision
     compact(keys, TIERS, retention=False)
     raw_rev = max(i.mod_revision for i in kv.get_prefix(keys.blocks_prefix("GPU-1")))
     rollups = kv.get_prefix(keys.rollups_prefix("1m", "GPU-1"))
     assert len(rollups) == 1 and rollups[0].mod_revision > raw_rev
+
+
+def rollup_items(keys: Keys, uuid: str) -> list[kv.Item]:
+    return kv.get_prefix(keys.rollups_prefix(ONE_MIN.name, uuid))
+
+
+def test_rollups_are_written_once_their_day_is_over_and_never_rewritten(keys):
+    day = [(DAY0 + i * 10_000, "util", float(i % 101)) for i in range(8640)]
+    for seq, hour in enumerate(range(0, 8640, 360)):  # live ingest: a chunk and a run per hour
+        write(keys, "live", seq, "GPU-1", day[hour : hour + 360])
+        compact(keys, TIERS, retention=False)
+        assert rollup_items(keys, "GPU-1") == [], "an open day was rolled up"
+    step = read_buckets(keys, "GPU-1", DAY0, DAY0 + DAY - 1, 3_600_000, RAW, ONE_MIN)
+    assert step.value("count").tolist() == [360.0] * 24  # the open day, computed from raw
+    # the next day's samples, past the grace of one raw window: the first day closes
+    write(keys, "live", 100, "GPU-1", [(DAY0 + DAY + HOUR + 10_000, "util", 5.0)])
+    report = compact(keys, TIERS, retention=False)
+    assert report.rollups_written == 1
+    [rolled] = rollup_items(keys, "GPU-1")
+    assert Keys.parse_block(rolled.key).t_first == DAY0
+    again = read_buckets(keys, "GPU-1", DAY0, DAY0 + DAY - 1, 3_600_000, RAW, ONE_MIN)
+    for agg in ("avg", "min", "max", "last", "count"):
+        assert again.value(agg).tolist() == step.value(agg).tolist(), agg
+    # more samples of the new day: the closed day's rollup is not written again
+    write(keys, "live", 101, "GPU-1", [(DAY0 + DAY + 2 * HOUR, "util", 6.0)])
+    assert compact(keys, TIERS, retention=False).rollups_written == 0
+    assert rollup_items(keys, "GPU-1") == [rolled]
+
+
+def test_late_samples_of_a_closed_day_rebuild_its_rollup(keys):
+    write(keys, "a", 0, "GPU-1", [(DAY0 + i * 60_000, "m", 1.0) for i in range(60)])
+    write(keys, "a", 1, "GPU-1", [(DAY0 + 3 * DAY, "m", 0.0)])
+    compact(keys, TIERS, retention=False)
+    [before] = rollup_items(keys, "GPU-1")
+    write(keys, "late", 0, "GPU-1", [(DAY0 + 2 * HOUR, "m", 9.0)])
+    assert compact(keys, TIERS, retention=False).rollups_written == 1
+    [after] = rollup_items(keys, "GPU-1")
+    assert after.key != before.key
+    b = read_buckets(keys, "GPU-1", DAY0, DAY0 + DAY - 1, DAY, RAW, ONE_MIN)
+    assert b.value("count").tolist() == [61.0] and b.value("max").tolist() == [9.0]
+
+
+def test_raw_retention_shorter_than_a_rollup_day_is_refused(monkeypatch):
+    from django.core.exceptions import ImproperlyConfigured
+
+    from telemetry_site.env import env_tiers
+
+    monkeypatch.setenv("STORAGE_TIERS", "raw:0:12h,5m:5m:30d")
+    with pytest.raises(ImproperlyConfigured, match="raw retention"):
+        env_tiers("STORAGE_TIERS", "raw:0:7d")
+    monkeypatch.setenv("STORAGE_TIERS", "raw:0:12h")
+    assert env_tiers("STORAGE_TIERS", "raw:0:7d")[0]["retention"] == 12 * 3600
 
 
 def test_expired_jobs_take_their_chunk_and_failure_markers_along(keys):

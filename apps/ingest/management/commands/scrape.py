@@ -19,7 +19,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 
 from apps.ingest.jobs import JobSeries
 from apps.ingest.scraping import Scraper, normalize_url
-from apps.ingest.streaming import Progress, stop_on_signals
+from apps.ingest.streaming import Progress, add_source_arguments, stop_on_signals
 from apps.ingest.streaming import duration_option as duration
 from store.errors import StoreError
 from store.keys import check_segment
@@ -49,20 +49,9 @@ class Command(BaseCommand):
             "--max-backoff", default="5m", help="longest wait before retrying a failing endpoint"
         )
         parser.add_argument(
-            "--cluster", default=None, help="cluster name (default TELEMETRY_CLUSTER)"
-        )
-        parser.add_argument(
             "--max-rounds", type=int, default=None, help="stop after this many rounds per endpoint"
         )
-        parser.add_argument(
-            "--job-span",
-            default="1m",
-            help="one ingest job per this much time of scraping; 0: one job per scrape",
-        )
-        parser.add_argument(
-            "--no-progress", action="store_true", help="plain status lines, no live status"
-        )
-        parser.add_argument("--status-every", default="10s", help="time between plain status lines")
+        add_source_arguments(parser, doing="scraping", unit="scrape")
 
     def handle(self, *args: Any, **opts: Any) -> None:
         try:

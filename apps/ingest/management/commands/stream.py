@@ -25,6 +25,7 @@ from apps.ingest.streaming import (
     Progress,
     Replay,
     Shard,
+    add_source_arguments,
     now_ms,
     repeats,
     stamp,
@@ -84,20 +85,9 @@ class Command(BaseCommand):
             "--shard", default="0/1", help="i/n: send only this process's share (by GPU uuid)"
         )
         parser.add_argument(
-            "--cluster", default=None, help="cluster name (default TELEMETRY_CLUSTER)"
-        )
-        parser.add_argument(
             "--max-batches", type=int, default=None, help="stop after this many batches"
         )
-        parser.add_argument(
-            "--job-span",
-            default="1m",
-            help="one ingest job per this much time of streaming; 0: one job per batch",
-        )
-        parser.add_argument(
-            "--no-progress", action="store_true", help="plain status lines, no live status"
-        )
-        parser.add_argument("--status-every", default="10s", help="time between plain status lines")
+        add_source_arguments(parser, doing="streaming", unit="batch")
 
     def handle(self, *args: Any, **opts: Any) -> None:
         path = Path(opts["file"] or settings.CSV_FILE)

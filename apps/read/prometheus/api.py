@@ -1,0 +1,311 @@
+"""The Prometheus HTTP API (v1) over the store: parameters in, Prometheus' JSON shapes out.
+
+Views hand over the request's parameters (query string and form body merged,
+as Prometheus does) and send back `(status, body)`. Errors have Prometheus'
+shape, `{"status": "error", "errorType": ..., "error": ...}`: `bad_data` (400)
+for a bad parameter or an unsupported query, `execution` (422) for a query
+that fails while evaluated.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import numpy as np
+import promql_parser
+
+from apps.read.prometheus.catalog import StoreSource
+from apps.read.prometheus.engine import Evaluator, parse
+from apps.read.prometheus.matching import parse_match
+from apps.read.prometheus.values import NAME, BadData, QueryError, Scalar, Text, Vector
+from apps.read.prometheus.windows import LOOKBACK_MS
+from store.keys import MAX_TS
+from timeparse.timestamps import parse_timestamp
+
+MAX_POINTS = 11_000  # Prometheus' limit of points per series in a range query
+BUILD_VERSION = "2.42.0"  # the Prometheus API level this adapter follows (Grafana reads it)
+_STATUS = {"bad_data": 400, "execution": 422}
+Params = Callable[[str], list[str]]  # name -> every value given
+
+
+def error(kind: str, message: str) -> tuple[int, dict]:
+    return _STATUS.get(kind, 400), {"status": "error", "errorType": kind, "error": message}
+
+
+def success(data: Any) -> tuple[int, dict]:
+    return 200, {"status": "success", "data": data}
+
+
+def handle(fn: Callable[[Params], Any], params: Params) -> tuple[int, dict]:
+    try:
+        return success(fn(params))
+    except QueryError as exc:
+        return error(exc.kind, str(exc))
+
+
+# Parameters ---------------------------------------------------------------------------
+def _one(params: Params, name: str) -> str | None:
+    values = params(name)
+    return values[-1] if values else None
+
+
+def parse_time(text: str, name: str) -> int:
+    """Epoch seconds (fraction allowed) or RFC 3339, to epoch ms."""
+    try:
+        seconds = Decimal(text)
+    except InvalidOperation:
+        seconds = None
+    try:
+        if seconds is not None:
+            if not seconds.is_finite() or not 0 <= seconds * 1000 <= MAX_TS:
+                raise ValueError("out of range")
+            return math.floor(seconds * 1000)
+        ms = parse_timestamp(text)
+        if ms > MAX_TS:
+            raise ValueError("out of range")
+        return ms
+    except ValueError:
+        raise BadData(
+            f'invalid parameter "{name}": cannot parse "{text}" to a valid timestamp'
+        ) from None
+
+
+def parse_step(text: str) -> int:
+    """Seconds (`15`, `0.5`) or a Prometheus duration (`15s`, `1m30s`) to ms."""
+    try:
+        seconds = float(text)
+        if not math.isfinite(seconds):
+            raise ValueError
+        return round(seconds * 1000)
+    except ValueError:
+        pass
+    try:
+        return round(promql_parser.parse_duration(text).total_seconds() * 1000)
+    except ValueError:
+        raise BadData(
+            f'invalid parameter "step": cannot parse "{text}" to a valid duration'
+        ) from None
+
+
+def _time(params: Params, name: str, default: int) -> int:
+    text = _one(params, name)
+    return default if text is None or text == "" else parse_time(text, name)
+
+
+def _query(params: Params) -> str:
+    text = _one(params, "query")
+    if text is None:
+        raise BadData('invalid parameter "query": missing')
+    return text
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
+
+
+# Formatting ---------------------------------------------------------------------------
+def format_value(x: float) -> str:
+    """A float as Prometheus writes it (Go's strconv 'f', -1: shortest, never an exponent)."""
+    if math.isnan(x):
+        return "NaN"
+    if math.isinf(x):
+        return "+Inf" if x > 0 else "-Inf"
+    text = repr(x)
+    if "e" in text or "E" in text:
+        return np.format_float_positional(x, unique=True, trim="-")
+    return text[:-2] if text.endswith(".0") else text
+
+
+def format_time(ms: int) -> int | float:
+    return ms // 1000 if ms % 1000 == 0 else ms / 1000
+
+
+def _sorted(vec: Vector) -> list[int]:
+    return sorted(range(len(vec.labels)), key=lambda i: sorted(vec.labels[i].items()))
+
+
+def instant_result(value: Any, at: int) -> dict:
+    if isinstance(value, Scalar):
+        return {
+            "resultType": "scalar",
+            "result": [format_time(at), format_value(float(value.v[0]))],
+        }
+    if isinstance(value, Text):
+        return {"resultType": "string", "result": [format_time(at), value.s]}
+    t = format_time(at)
+    return {
+        "resultType": "vector",
+        "result": [
+            {"metric": value.labels[i], "value": [t, format_value(float(value.v[i, 0]))]}
+            for i in _sorted(value)
+            if value.ok[i, 0]
+        ],
+    }
+
+
+def matrix_result(value: Any, steps: np.ndarray) -> dict:
+    if isinstance(value, Text):
+        raise BadData(
+            'invalid expression type "string" for range query, must be Scalar or instant Vector'
+        )
+    if isinstance(value, Scalar):
+        value = Vector([{}], value.v[None, :], np.ones((1, len(steps)), dtype=bool))
+    times = [format_time(int(t)) for t in steps]
+    result = []
+    for i in _sorted(value):
+        row, ok = value.v[i], value.ok[i]
+        points = [[times[j], format_value(float(row[j]))] for j in np.flatnonzero(ok).tolist()]
+        if points:
+            result.append({"metric": value.labels[i], "values": points})
+    return {"resultType": "matrix", "result": result}
+
+
+# Endpoints ------------------------------------------------------------------------------
+def query(params: Params) -> dict:
+    text = _query(params)
+    at = _time(params, "time", _now())
+    expr = parse(text)
+    if isinstance(expr, promql_parser.MatrixSelector):
+        return _raw_matrix(expr, at)
+    steps = np.array([at], dtype=np.int64)
+    return instant_result(Evaluator(StoreSource(), steps).eval(expr), at)
+
+
+def _raw_matrix(expr: Any, at: int) -> dict:
+    """An instant query for `x[5m]`: the raw samples of each series in the window."""
+    from apps.read.prometheus.matching import from_selector
+
+    vs = expr.vector_selector
+    if vs.at is not None:
+        raise BadData("the @ modifier is not supported")
+    end = at - round(vs.offset.total_seconds() * 1000) if vs.offset else at
+    start = end - round(expr.range.total_seconds() * 1000)
+    series = StoreSource().select(from_selector(vs), start, end)
+    result = [
+        {
+            "metric": labels,
+            "values": [
+                [format_time(int(t)), format_value(float(v))] for t, v in zip(ts, vals, strict=True)
+            ],
+        }
+        for labels, ts, vals in sorted(series, key=lambda s: sorted(s[0].items()))
+    ]
+    return {"resultType": "matrix", "result": result}
+
+
+def query_range(params: Params) -> dict:
+    text = _query(params)
+    start_text, end_text, step_text = (_one(params, n) for n in ("start", "end", "step"))
+    for name, value in (("start", start_text), ("end", end_text), ("step", step_text)):
+        if not value:
+            raise BadData(f'invalid parameter "{name}": missing')
+    start, end = parse_time(start_text, "start"), parse_time(end_text, "end")  # type: ignore[arg-type]
+    if end < start:
+        raise BadData('invalid parameter "end": end timestamp must not be before start time')
+    step = parse_step(step_text)  # type: ignore[arg-type]
+    if step <= 0:
+        raise BadData(
+            'invalid parameter "step": zero or negative query resolution step widths are not '
+            "accepted. Try a positive integer"
+        )
+    if (end - start) // step + 1 > MAX_POINTS:
+        raise BadData(
+            "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the "
+            "query resolution (?step=XX)"
+        )
+    steps = np.arange(start, end + 1, step, dtype=np.int64)
+    expr = parse(text)
+    if isinstance(expr, promql_parser.MatrixSelector):
+        raise BadData(
+            'invalid expression type "range vector" for range query, '
+            "must be Scalar or instant Vector"
+        )
+    return matrix_result(Evaluator(StoreSource(), steps).eval(expr), steps)
+
+
+def _matched(params: Params, required: bool) -> list[dict[str, str]]:
+    """Label sets of the series matching any `match[]` in [start, end] (all without match[])."""
+    start = _time(params, "start", 0)
+    end = _time(params, "end", MAX_TS)
+    selectors = [parse_match(m) for m in params("match[]")]
+    if required and not selectors:
+        raise BadData("no match[] parameter provided")
+    source = StoreSource()
+    if not selectors:
+        entries = source.matching([], start, end)
+    else:
+        entries = [e for sel in selectors for e in source.matching(sel, start, end)]
+    unique = {tuple(sorted(e.labels.items())): e.labels for e in entries}
+    return [unique[k] for k in sorted(unique)]
+
+
+def series(params: Params) -> list[dict[str, str]]:
+    return _matched(params, required=True)
+
+
+def labels(params: Params) -> list[str]:
+    return sorted({name for lb in _matched(params, required=False) for name in lb})
+
+
+def label_values(params: Params, name: str) -> list[str]:
+    if not _label_name_ok(name):
+        raise BadData(f'invalid label name: "{name}"')
+    return sorted({lb[name] for lb in _matched(params, required=False) if name in lb})
+
+
+def _label_name_ok(name: str) -> bool:
+    return (
+        bool(name)
+        and (name[0].isalpha() or name[0] == "_")
+        and name.replace("_", "a").isalnum()
+        and name.isascii()
+    )
+
+
+# DCGM fields dcgm-exporter declares as counters; every other field is a gauge.
+COUNTERS = frozenset(
+    {
+        "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION",
+        "DCGM_FI_DEV_PCIE_REPLAY_COUNTER",
+        "DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL",
+        "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL",
+        "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL",
+        "DCGM_FI_DEV_ECC_SBE_AGG_TOTAL",
+        "DCGM_FI_DEV_ECC_DBE_AGG_TOTAL",
+    }
+)
+
+
+def metadata(params: Params) -> dict[str, list[dict]]:
+    wanted = _one(params, "metric")
+    limit_text = _one(params, "limit")
+    names = sorted({lb[NAME] for lb in _matched(lambda n: [], required=False)})
+    if wanted:
+        names = [n for n in names if n == wanted]
+    if limit_text:
+        try:
+            limit = int(limit_text)
+        except ValueError:
+            raise BadData(f'invalid parameter "limit": {limit_text!r} is not a number') from None
+        names = names[:limit] if limit >= 0 else names
+    return {
+        n: [{"type": "counter" if n in COUNTERS else "gauge", "help": n, "unit": ""}] for n in names
+    }
+
+
+def buildinfo(params: Params) -> dict[str, str]:
+    return {
+        "version": BUILD_VERSION,
+        "revision": "gpu-telemetry",
+        "branch": "",
+        "buildUser": "",
+        "buildDate": "",
+        "goVersion": "",
+    }
+
+
+__all__ = ["LOOKBACK_MS", "handle", "query", "query_range"]

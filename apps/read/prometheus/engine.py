@@ -1,0 +1,429 @@
+"""PromQL evaluation: a parsed expression (promql-parser) over a series source, at all steps.
+
+What is evaluated (anything else is refused with a `bad_data` error naming it):
+vector selectors with `=`, `!=`, `=~`, `!~` and `offset`; the range functions of
+`windows.RANGE_FUNCTIONS`; a few element-wise functions (`abs`, `ceil`, ...) and
+`time()`; aggregations sum, avg, min, max, count, group, stddev, stdvar,
+topk, bottomk, quantile with `by`/`without`; arithmetic, comparison (with
+`bool`) and `and`/`or`/`unless` between scalars and vectors, vector matching
+one-to-one with `on`/`ignoring`; unary minus and parentheses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import promql_parser as pp
+
+from apps.read.prometheus import windows
+from apps.read.prometheus.matching import Matcher, from_selector
+from apps.read.prometheus.values import (
+    NAME,
+    BadData,
+    ExecutionError,
+    Scalar,
+    Text,
+    Vector,
+    label_key,
+    merged,
+    without_name,
+)
+
+Value = Scalar | Vector | Text
+Series = tuple[dict[str, str], np.ndarray, np.ndarray]  # labels, ts (ms, sorted), values
+
+
+class Source(Protocol):
+    def select(self, matchers: list[Matcher], start: int, end: int) -> list[Series]:
+        """Series matching every matcher, with their samples in [start, end]."""
+        ...
+
+
+_ELEMENTWISE: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "abs": np.abs,
+    "ceil": np.ceil,
+    "floor": np.floor,
+    "sqrt": np.sqrt,
+    "exp": np.exp,
+    "ln": np.log,
+    "log2": np.log2,
+    "log10": np.log10,
+}
+_ARITHMETIC: dict[str, Callable[[Any, Any], Any]] = {
+    "+": np.add,
+    "-": np.subtract,
+    "*": np.multiply,
+    "/": np.true_divide,
+    "%": np.fmod,  # Go's math.Mod: the sign of the dividend
+    "^": np.power,
+    "atan2": np.arctan2,
+}
+_COMPARISON: dict[str, Callable[[Any, Any], Any]] = {
+    "==": np.equal,
+    "!=": np.not_equal,
+    ">": np.greater,
+    "<": np.less,
+    ">=": np.greater_equal,
+    "<=": np.less_equal,
+}
+_SET_OPS = frozenset({"and", "or", "unless"})
+_AGGREGATIONS = frozenset(
+    {
+        "sum",
+        "avg",
+        "min",
+        "max",
+        "count",
+        "group",
+        "stddev",
+        "stdvar",
+        "topk",
+        "bottomk",
+        "quantile",
+    }
+)
+
+
+def parse(query: str) -> Any:
+    """The expression tree; BadData with the parser's message when it is not PromQL."""
+    if not query.strip():
+        raise BadData('invalid parameter "query": empty query')
+    try:
+        return pp.parse(query)
+    except ValueError as exc:
+        raise BadData(f'invalid parameter "query": {exc}') from None
+
+
+def _ms(delta: Any) -> int:
+    return 0 if delta is None else round(delta.total_seconds() * 1000)
+
+
+@dataclass
+class Evaluator:
+    source: Source
+    steps: np.ndarray  # int64 epoch ms, ascending
+
+    def eval(self, node: Any) -> Value:
+        kind = type(node).__name__
+        handler = getattr(self, f"_eval_{kind}", None)
+        if handler is None:
+            raise BadData(f"{_describe(node)} is not supported")
+        return handler(node)
+
+    # Leaves ------------------------------------------------------------------------------
+    def _eval_NumberLiteral(self, node: Any) -> Scalar:
+        return Scalar(np.full(len(self.steps), float(node.val)))
+
+    def _eval_StringLiteral(self, node: Any) -> Text:
+        return Text(node.val)
+
+    def _eval_ParenExpr(self, node: Any) -> Value:
+        return self.eval(node.expr)
+
+    def _eval_VectorSelector(self, node: Any) -> Vector:
+        at = self._times(node)
+        series = self.source.select(
+            from_selector(node), int(at[0]) - windows.LOOKBACK_MS, int(at[-1])
+        )
+        return self._vector([(labels, *windows.lookback(ts, v, at)) for labels, ts, v in series])
+
+    def _eval_MatrixSelector(self, node: Any) -> Vector:
+        raise BadData("a range vector is only allowed as the argument of a range function")
+
+    def _times(self, vs: Any) -> np.ndarray:
+        if vs.at is not None:
+            raise BadData("the @ modifier is not supported")
+        return self.steps - _ms(vs.offset)
+
+    def _vector(self, rows: list[tuple[dict, np.ndarray, np.ndarray]]) -> Vector:
+        if not rows:
+            return Vector.empty(len(self.steps))
+        return Vector(
+            [r[0] for r in rows], np.array([r[1] for r in rows]), np.array([r[2] for r in rows])
+        ).kept()
+
+    # Functions ---------------------------------------------------------------------------
+    def _eval_Call(self, node: Any) -> Value:
+        name = node.func.name
+        if name in windows.RANGE_FUNCTIONS:
+            return self._range_function(name, node.args)
+        if name in _ELEMENTWISE:
+            vec = self._as_vector(self.eval(node.args[0]), name)
+            with np.errstate(all="ignore"):
+                values = _ELEMENTWISE[name](vec.v)
+            return merged(Vector([without_name(lb) for lb in vec.labels], values, vec.ok))
+        if name == "time":
+            return Scalar(self.steps / 1000.0)
+        raise BadData(f"function {name}() is not supported")
+
+    def _range_function(self, name: str, args: list[Any]) -> Vector:
+        arg = args[0]
+        if not isinstance(arg, pp.MatrixSelector):
+            raise BadData(
+                f"{name}() needs a range selector such as x[5m] (subqueries are not supported)"
+            )
+        vs = arg.vector_selector
+        at = self._times(vs)
+        range_ms = _ms(arg.range)
+        series = self.source.select(from_selector(vs), int(at[0]) - range_ms, int(at[-1]))
+        keep_name = name == "last_over_time"  # acts like an offset: Prometheus keeps the name
+        rows = [
+            (
+                labels if keep_name else without_name(labels),
+                *windows.over_time(name, ts, v, at, range_ms),
+            )
+            for labels, ts, v in series
+        ]
+        return merged(self._vector(rows))
+
+    # Aggregations ------------------------------------------------------------------------
+    def _eval_AggregateExpr(self, node: Any) -> Vector:
+        op = str(node.op)
+        if op not in _AGGREGATIONS:
+            raise BadData(f"aggregation {op} is not supported")
+        vec = self._as_vector(self.eval(node.expr), op)
+        param = None
+        if op in ("topk", "bottomk", "quantile"):
+            got = self.eval(node.param)
+            if not isinstance(got, Scalar):
+                raise BadData(f"the parameter of {op} must be a scalar")
+            param = got.v
+        groups, out_labels = _groups(vec.labels, node.modifier)
+        if op in ("topk", "bottomk"):
+            return _top(vec, groups, param, op == "topk")
+        rows = []
+        for g, labels in enumerate(out_labels):
+            sel = groups == g
+            values, ok = _aggregate(op, vec.v[sel], vec.ok[sel], param)
+            rows.append((labels, values, ok))
+        return self._vector(rows)
+
+    # Operators ---------------------------------------------------------------------------
+    def _eval_UnaryExpr(self, node: Any) -> Value:
+        value = self.eval(node.expr)
+        if isinstance(value, Scalar):
+            return Scalar(-value.v)
+        vec = self._as_vector(value, "unary minus")
+        return merged(Vector([without_name(lb) for lb in vec.labels], -vec.v, vec.ok))
+
+    def _eval_BinaryExpr(self, node: Any) -> Value:
+        op = str(node.op)
+        mod = node.modifier
+        lhs, rhs = self.eval(node.lhs), self.eval(node.rhs)
+        if isinstance(lhs, Text) or isinstance(rhs, Text):
+            raise BadData(f"operator {op} does not take strings")
+        return_bool = bool(mod and mod.return_bool)
+        if op in _SET_OPS:
+            return _set_op(op, self._as_vector(lhs, op), self._as_vector(rhs, op), mod)
+        if op not in _ARITHMETIC and op not in _COMPARISON:
+            raise BadData(f"operator {op} is not supported")
+        if isinstance(lhs, Scalar) and isinstance(rhs, Scalar):
+            with np.errstate(all="ignore"):
+                if op in _COMPARISON:
+                    return Scalar(_COMPARISON[op](lhs.v, rhs.v).astype(float))
+                return Scalar(_ARITHMETIC[op](lhs.v, rhs.v))
+        if isinstance(lhs, Vector) and isinstance(rhs, Vector):
+            return _vector_binop(op, lhs, rhs, mod, return_bool)
+        return _scalar_binop(op, lhs, rhs, return_bool)
+
+    def _eval_SubqueryExpr(self, node: Any) -> Value:
+        raise BadData("subqueries are not supported")
+
+    @staticmethod
+    def _as_vector(value: Value, what: str) -> Vector:
+        if not isinstance(value, Vector):
+            raise BadData(f"{what} expects an instant vector, got {_type_name(value)}")
+        return value
+
+
+def _describe(node: Any) -> str:
+    return {"SubqueryExpr": "a subquery"}.get(type(node).__name__, type(node).__name__)
+
+
+def _type_name(value: Value) -> str:
+    return {Scalar: "scalar", Text: "string", Vector: "instant vector"}[type(value)]
+
+
+def _groups(labels: list[dict[str, str]], modifier: Any) -> tuple[np.ndarray, list[dict]]:
+    """Group index of each series and the labels of each group."""
+    index: dict[tuple, int] = {}
+    out: list[dict] = []
+    ids = np.zeros(len(labels), dtype=np.int64)
+    by = modifier is not None and modifier.type == pp.AggModifierType.By
+    names = set(modifier.labels) if modifier is not None else set()
+    for i, lb in enumerate(labels):
+        if modifier is None:
+            group: dict[str, str] = {}
+        elif by:
+            group = {k: v for k, v in lb.items() if k in names}
+        else:
+            group = {k: v for k, v in lb.items() if k not in names and k != NAME}
+        key = label_key(group)
+        if key not in index:
+            index[key] = len(out)
+            out.append(group)
+        ids[i] = index[key]
+    return ids, out
+
+
+def _aggregate(
+    op: str, v: np.ndarray, ok: np.ndarray, param: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    count = ok.sum(axis=0)
+    present = count > 0
+    with np.errstate(all="ignore"):
+        if op == "count":
+            return count.astype(float), present
+        if op == "group":
+            return np.ones(count.shape), present
+        if op == "min":
+            return np.where(ok, v, np.inf).min(axis=0), present
+        if op == "max":
+            return np.where(ok, v, -np.inf).max(axis=0), present
+        total = np.where(ok, v, 0.0).sum(axis=0)
+        if op == "sum":
+            return total, present
+        mean = total / count
+        if op == "avg":
+            return mean, present
+        if op in ("stddev", "stdvar"):
+            var = np.where(ok, (v - mean) ** 2, 0.0).sum(axis=0) / count
+            return (np.sqrt(var) if op == "stddev" else var), present
+        return _quantile(param, v, ok, count), present  # quantile
+
+
+def _quantile(q: np.ndarray, v: np.ndarray, ok: np.ndarray, count: np.ndarray) -> np.ndarray:
+    ordered = np.sort(np.where(ok, v, np.inf), axis=0)
+    rank = q * (count - 1)
+    lower = np.clip(np.floor(rank), 0, None).astype(np.int64)
+    upper = np.minimum(count - 1, lower + 1).clip(0)
+    weight = rank - np.floor(rank)
+    cols = np.arange(v.shape[1])
+    lower = np.minimum(lower, max(v.shape[0] - 1, 0))
+    result = ordered[lower, cols] * (1 - weight) + ordered[upper, cols] * weight
+    result = np.where(q < 0, -np.inf, np.where(q > 1, np.inf, result))
+    return result
+
+
+def _top(vec: Vector, groups: np.ndarray, k: np.ndarray, largest: bool) -> Vector:
+    """topk/bottomk: each group's k largest (smallest) series at each step, labels kept."""
+    keep = np.zeros_like(vec.ok)
+    kk = np.floor(k).astype(np.int64)
+    for g in np.unique(groups):
+        rows = np.flatnonzero(groups == g)
+        v = vec.v[rows]
+        key = np.where(vec.ok[rows], -v if largest else v, np.inf)
+        key = np.where(np.isnan(key) & vec.ok[rows], np.inf, key)  # NaN ranks last
+        rank = np.argsort(np.argsort(key, axis=0, kind="stable"), axis=0, kind="stable")
+        keep[rows] = (rank < kk) & vec.ok[rows]
+    return Vector(vec.labels, vec.v, keep).kept()
+
+
+def _scalar_binop(op: str, lhs: Value, rhs: Value, return_bool: bool) -> Vector:
+    swap = isinstance(lhs, Scalar)
+    vec: Vector = rhs if swap else lhs  # type: ignore[assignment]
+    scalar = (lhs if swap else rhs).v[None, :]  # type: ignore[union-attr]
+    a, b = (scalar, vec.v) if swap else (vec.v, scalar)
+    with np.errstate(all="ignore"):
+        if op in _ARITHMETIC:
+            labels = [without_name(lb) for lb in vec.labels]
+            return merged(Vector(labels, _ARITHMETIC[op](a, b), vec.ok))
+        hit = _COMPARISON[op](a, b)
+    if return_bool:
+        labels = [without_name(lb) for lb in vec.labels]
+        return merged(Vector(labels, hit.astype(float), vec.ok))
+    return Vector(vec.labels, vec.v, vec.ok & hit).kept()
+
+
+def _signature(labels: dict[str, str], mod: Any) -> tuple:
+    matching = mod.matching if mod is not None else None
+    if matching is None:
+        return label_key(without_name(labels))
+    names = set(matching.labels)
+    if matching.type == pp.LabelModifierType.Include:
+        return tuple(sorted((k, v) for k, v in labels.items() if k in names))
+    return tuple(sorted((k, v) for k, v in labels.items() if k not in names and k != NAME))
+
+
+def _by_signature(vec: Vector, mod: Any, side: str) -> dict[tuple, tuple[np.ndarray, np.ndarray]]:
+    """One (values, present) row per signature; overlapping duplicates are an error."""
+    rows: dict[tuple, list[int]] = {}
+    for i, lb in enumerate(vec.labels):
+        rows.setdefault(_signature(lb, mod), []).append(i)
+    out = {}
+    for sig, ix in rows.items():
+        ok = vec.ok[ix]
+        if (ok.sum(axis=0) > 1).any():
+            shown = "{" + ", ".join(f'{k}="{v}"' for k, v in sig) + "}"
+            raise ExecutionError(
+                f"found duplicate series for the match group {shown} on the {side} hand-side of "
+                "the operation; many-to-many matching not allowed: matching labels must be "
+                "unique on one side"
+            )
+        out[sig] = (np.where(ok, vec.v[ix], 0.0).sum(axis=0), ok.any(axis=0))
+    return out
+
+
+def _vector_binop(op: str, lhs: Vector, rhs: Vector, mod: Any, return_bool: bool) -> Vector:
+    if mod is not None and mod.card not in (pp.VectorMatchCardinality.OneToOne,):
+        raise BadData("group_left/group_right (many-to-one matching) is not supported")
+    right = _by_signature(rhs, mod, "right")
+    _by_signature(lhs, mod, "left")  # duplicates on the left are refused the same way
+    matching = mod.matching if mod is not None else None
+    labels, values, oks = [], [], []
+    for i, lb in enumerate(lhs.labels):
+        match = right.get(_signature(lb, mod))
+        if match is None:
+            continue
+        rv, rok = match
+        both = lhs.ok[i] & rok
+        with np.errstate(all="ignore"):
+            if op in _ARITHMETIC:
+                value, ok = _ARITHMETIC[op](lhs.v[i], rv), both
+            else:
+                hit = _COMPARISON[op](lhs.v[i], rv)
+                value, ok = (hit.astype(float), both) if return_bool else (lhs.v[i], both & hit)
+        labels.append(_result_labels(lb, op, matching, return_bool))
+        values.append(value)
+        oks.append(ok)
+    if not labels:
+        return Vector.empty(lhs.v.shape[1])
+    return merged(Vector(labels, np.array(values), np.array(oks)))
+
+
+def _result_labels(labels: dict[str, str], op: str, matching: Any, return_bool: bool) -> dict:
+    out = without_name(labels) if op in _ARITHMETIC or return_bool else dict(labels)
+    if matching is None:
+        return out
+    names = set(matching.labels)
+    if matching.type == pp.LabelModifierType.Include:
+        return {k: v for k, v in out.items() if k in names}
+    return {k: v for k, v in out.items() if k not in names}
+
+
+def _set_op(op: str, lhs: Vector, rhs: Vector, mod: Any) -> Vector:
+    present: dict[tuple, np.ndarray] = {}
+    for i, lb in enumerate(rhs.labels):
+        sig = _signature(lb, mod)
+        present[sig] = present.get(sig, False) | rhs.ok[i]
+    none = np.zeros(lhs.v.shape[1], dtype=bool)
+    if op in ("and", "unless"):
+        ok = np.array([present.get(_signature(lb, mod), none) for lb in lhs.labels]).reshape(
+            lhs.ok.shape
+        )
+        keep = lhs.ok & ok if op == "and" else lhs.ok & ~ok
+        return Vector(lhs.labels, lhs.v, keep).kept()
+    left: dict[tuple, np.ndarray] = {}
+    for i, lb in enumerate(lhs.labels):
+        sig = _signature(lb, mod)
+        left[sig] = left.get(sig, False) | lhs.ok[i]
+    r_ok = np.array(
+        [rhs.ok[i] & ~left.get(_signature(lb, mod), none) for i, lb in enumerate(rhs.labels)]
+    )
+    r_ok = r_ok.reshape(rhs.ok.shape)
+    return Vector(
+        lhs.labels + rhs.labels, np.concatenate([lhs.v, rhs.v]), np.concatenate([lhs.ok, r_ok])
+    ).kept()

@@ -1,0 +1,79 @@
+"""Label matchers (`=`, `!=`, `=~`, `!~`) as Prometheus applies them.
+
+A missing label matches as the empty string; regular expressions are anchored
+at both ends (`=~"a|b"` means the whole value is `a` or `b`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+
+import promql_parser
+
+from apps.read.prometheus.values import NAME, BadData
+
+_OPS = (
+    (promql_parser.MatchOp.Equal, "="),
+    (promql_parser.MatchOp.NotEqual, "!="),
+    (promql_parser.MatchOp.Re, "=~"),
+    (promql_parser.MatchOp.NotRe, "!~"),
+)
+
+
+def _op(op: promql_parser.MatchOp) -> str:
+    # the parser's enum values are not hashable: compare one by one
+    return next(text for kind, text in _OPS if op == kind)
+
+
+@dataclass(frozen=True)
+class Matcher:
+    name: str
+    op: str  # =, !=, =~, !~
+    value: str
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        got = labels.get(self.name, "")
+        if self.op == "=":
+            return got == self.value
+        if self.op == "!=":
+            return got != self.value
+        hit = _regex(self.value).fullmatch(got) is not None
+        return hit if self.op == "=~" else not hit
+
+
+@lru_cache(maxsize=1024)
+def _regex(text: str) -> re.Pattern[str]:
+    try:
+        return re.compile(text, re.DOTALL)
+    except re.error as exc:
+        raise BadData(f"invalid regular expression {text!r}: {exc}") from None
+
+
+def from_selector(vs: promql_parser.VectorSelector) -> list[Matcher]:
+    """The matchers of a parsed vector selector, the metric name included."""
+    if vs.matchers.or_matchers:
+        raise BadData("'or' inside a label selector is not supported")
+    out = [Matcher(NAME, "=", vs.name)] if vs.name else []
+    out += [Matcher(m.name, _op(m.op), m.value) for m in vs.matchers.matchers]
+    return out
+
+
+def parse_match(text: str) -> list[Matcher]:
+    """A `match[]` series selector (`up`, `{job="x"}`, ...); BadData when it is not one."""
+    try:
+        expr = promql_parser.parse(text)
+    except ValueError as exc:
+        raise BadData(f'invalid parameter "match[]": {exc}') from None
+    if not isinstance(expr, promql_parser.VectorSelector):
+        raise BadData(f'invalid parameter "match[]": {text!r} is not a series selector')
+    matchers = from_selector(expr)
+    if all(m.matches({}) for m in matchers):
+        raise BadData("match[] must contain at least one non-empty matcher")
+    return matchers
+
+
+def matches_all(matchers: Iterable[Matcher], labels: dict[str, str]) -> bool:
+    return all(m.matches(labels) for m in matchers)

@@ -1,0 +1,109 @@
+"""Workload attribution: which pod, namespace and container ran on a GPU, from when to when.
+
+One key per GPU, `{root}/workloads/{uuid}`, holds its periods as compact JSON:
+
+    [[start_ms, end_ms, {"pod": ..., "namespace": ..., "container": ...}], ...]
+
+sorted by start. A period spans the first to the last sample seen with those
+labels; samples without workload labels make periods too (empty labels), so the
+periods of a GPU account for every sample ingested since they were recorded.
+Merging is a union, so writing the same periods again (a retried chunk)
+changes nothing, and chunks may arrive in any order: the union is re-sorted,
+and a period joins the one before it when their labels are equal.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from store import kv, shards
+from store.errors import Conflict
+from store.keys import Keys
+
+WORKLOAD_LABELS = ("pod", "namespace", "container")
+Period = tuple[int, int, dict[str, str]]
+_MAX_CAS_ATTEMPTS = 16
+
+
+def workload_of(labels: dict[str, str]) -> dict[str, str]:
+    """The non-empty workload labels among `labels`."""
+    return {k: labels[k] for k in WORKLOAD_LABELS if labels.get(k)}
+
+
+def merge_periods(old: Sequence[Period], new: Sequence[Period]) -> list[Period]:
+    """Union of two period lists: sorted by start, a period joined to the one before it
+    when their labels are equal (no other workload's period starts between them)."""
+    out: list[Period] = []
+    for start, end, labels in sorted([*old, *new], key=lambda p: (p[0], p[1])):
+        if out and out[-1][2] == labels:
+            out[-1] = (out[-1][0], max(out[-1][1], end), labels)
+        else:
+            out.append((start, end, labels))
+    return out
+
+
+def _decode(item: kv.Item | None) -> list[Period]:
+    if item is None:
+        return []
+    return [(int(s), int(e), dict(lb)) for s, e, lb in json.loads(item.value)]
+
+
+def _encode(periods: list[Period]) -> bytes:
+    return json.dumps([[s, e, lb] for s, e, lb in periods], separators=(",", ":")).encode()
+
+
+def write_ops(
+    keys: Keys, periods: dict[str, list[Period]], current: dict[str, kv.Item]
+) -> tuple[list, list]:
+    """(compares, puts) merging `periods` ({uuid: [...]}) into what `current` holds."""
+    compare, ops = [], []
+    for uuid, new in periods.items():
+        key = keys.workloads(uuid)
+        item = current.get(key)
+        old = _decode(item)
+        merged = merge_periods(old, new)
+        if merged == old:
+            continue
+        compare.append(
+            kv.cmp_absent(key) if item is None else kv.cmp_mod_revision(key, item.mod_revision)
+        )
+        ops.append(kv.op_put(key, _encode(merged)))
+    return compare, ops
+
+
+def update_workloads(keys: Keys, periods: dict[str, list[Period]]) -> None:
+    """Merge each GPU's new periods into its key (compare-and-swap, retried)."""
+    todo = {u: p for u, p in periods.items() if p}
+    for _ in range(_MAX_CAS_ATTEMPTS):
+        if not todo:
+            return
+        uuids = list(todo)[: kv.MAX_TXN_OPS]
+        part = {u: todo[u] for u in uuids}
+        current = kv.get_many([keys.workloads(u) for u in part])
+        compare, ops = write_ops(keys, part, current)
+        if not ops or kv.txn(compare, ops):
+            for u in uuids:
+                del todo[u]
+    if todo:
+        raise Conflict(f"workload periods of {len(todo)} GPU(s) kept changing; giving up")
+
+
+def read_workloads(keys: Keys, uuids: Sequence[str] | None = None) -> dict[str, list[Period]]:
+    """{uuid: periods}: every GPU's (one range read) or the given ones'.
+
+    In the current shard inside `shards.use()`, else in every shard at once.
+    """
+
+    def read() -> list[kv.Item]:
+        if uuids is None:
+            return kv.get_prefix(keys.workloads_prefix())
+        return list(kv.get_many([keys.workloads(u) for u in uuids]).values())
+
+    items = [i for part in shards.fan_out(read).values() for i in part]
+    return {item.key.rsplit("/", 1)[-1]: _decode(item) for item in items}
+
+
+def in_window(periods: Sequence[Period], start: int, end: int) -> list[Period]:
+    """The periods overlapping [start, end]."""
+    return [p for p in periods if p[1] >= start and p[0] <= end]
