@@ -22,6 +22,7 @@ from store.errors import NotFound
 from store.keys import Keys, window_span
 from store.rollup import Buckets, aggregate, concat, decode_rollup, rebucket, select
 from store.tiers import Tier
+from store.workloads import Period, periods_of
 
 T = TypeVar("T")
 
@@ -175,6 +176,7 @@ class GpuWindow:
     record: dict[str, Any]
     latest: dict[str, list] | None  # metric -> [ts, value]
     ranged: list[list[kv.Item]]  # what was read along (raw_ranges, bucket_ranges)
+    workloads: list[Period]  # (start, end, labels) of every workload the GPU ran
 
 
 class _Records:
@@ -205,13 +207,18 @@ _records = _Records()
 
 
 def open_gpu(keys: Keys, uuid: str, ranges: list[tuple[str, str]]) -> GpuWindow:
-    """The GPU's record and latest values, and every key/value in `ranges` (blocks the
-    caller knows it needs), read at one revision: one round trip in the usual case.
+    """The GPU's record, latest values and workloads, and every key/value in `ranges`
+    (blocks the caller knows it needs), read at one revision: one round trip in the
+    usual case.
 
     Raises NotFound for an unknown GPU.
     """
-    locator_key, latest_key = keys.locator(uuid), keys.latest(uuid)
-    found, ranged = kv.get_together([locator_key, latest_key], ranges)
+    locator_key, latest_key, workloads_key = (
+        keys.locator(uuid),
+        keys.latest(uuid),
+        keys.workloads(uuid),
+    )
+    found, ranged = kv.get_together([locator_key, latest_key, workloads_key], ranges)
     locator = found.get(locator_key)
     if locator is None:
         raise NotFound(f"no GPU with uuid {uuid!r}")
@@ -224,7 +231,8 @@ def open_gpu(keys: Keys, uuid: str, ranges: list[tuple[str, str]]) -> GpuWindow:
         record = json.loads(item.value)
         _records.put(keys.root, uuid, locator.mod_revision, record)
     latest = found.get(latest_key)
-    return GpuWindow(record, json.loads(latest.value) if latest else None, ranged)
+    latest_values = json.loads(latest.value) if latest else None
+    return GpuWindow(record, latest_values, ranged, periods_of(found.get(workloads_key)))
 
 
 def raw_ranges(keys: Keys, uuid: str, start: int, end: int, window_ms: int) -> list:

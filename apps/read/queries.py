@@ -34,7 +34,7 @@ from store.read import (
 from store.registry import get_record, gpu_shard
 from store.tiers import for_step as tier_for_step
 from store.tiers import tiers
-from store.workloads import in_window, read_workloads
+from store.workloads import Period, in_window, read_workloads
 from store.write import latest_values
 from timeparse.timestamps import format_timestamp
 
@@ -144,7 +144,11 @@ def list_clusters(of: Fleet | None = None) -> list[dict]:
 def workloads(uuid: str, start: int = 0, end: int = MAX_TS) -> list[dict[str, Any]]:
     """The workloads (pod, namespace, container) that ran on the GPU within [start, end],
     each with the first and last sample time seen with it; idle periods left out."""
-    periods = read_workloads(default_keys(), [uuid]).get(uuid, [])
+    return workload_views(read_workloads(default_keys(), [uuid]).get(uuid, []), start, end)
+
+
+def workload_views(periods: list[Period], start: int, end: int) -> list[dict[str, Any]]:
+    """`workloads` of periods already read."""
     return [
         {
             "pod": labels.get("pod", ""),
@@ -203,6 +207,7 @@ class Page:
     gpu: dict[str, Any]
     samples: Samples
     next_cursor: str | None
+    workloads: list[Period]  # every workload period of the GPU (read with it)
 
 
 def read_page(q: TelemetryQuery, columns: bool = False) -> Page:
@@ -246,7 +251,7 @@ def _read_page(keys: Keys, q: TelemetryQuery, columns: bool) -> Page:
     cursor = None
     if more and len(samples):
         cursor = encode_cursor(int(samples.ts[-1]), samples.names[int(samples.metric[-1])])
-    return Page(gpu_view(record, latest), samples, cursor)
+    return Page(gpu_view(record, latest), samples, cursor, opened.workloads)
 
 
 def _whole_times(s: Samples, n: int) -> int:
