@@ -72,9 +72,13 @@ def fleet(cluster: str | None = None, host: str | None = None, latest: bool = Tr
 
 
 class _Built:
-    """Fleet views already built, by what they were built from (the fleet's version)."""
+    """Fleet views already built, by what they were built from (the fleet's version).
 
-    def __init__(self, size: int = 64) -> None:
+    Few entries: a view of a large fleet is megabytes, and while ingest runs every
+    version is soon replaced; what pays is the poller asking again before that.
+    """
+
+    def __init__(self, size: int = 16) -> None:
         self._size = size
         self._lock = threading.Lock()
         self._views: OrderedDict[tuple, list[dict]] = OrderedDict()
