@@ -90,6 +90,7 @@ class BlockCache:
                 self._drop(key)
                 self.evictions += 1
                 READ_CACHE.labels("replaced").inc()
+            READ_CACHE_SIZE.set(self.size)
 
     def _drop(self, key: str) -> None:
         entry = self._entries.pop(key, None)
