@@ -13,7 +13,8 @@
 3. Prometheus: the same samples as OpenMetrics text (labels as dcgm-exporter's),
    backfilled with `promtool tsdb create-blocks-from openmetrics` (24 h blocks), then
    a real `prometheus` over those blocks (tools/prometheus.py).
-4. Each query of the table: one warm-up, then --reps runs, each a full HTTP request
+4. Each query of the table: one warm-up per side, then --reps rounds (each side in turn
+   within a round, so load from elsewhere hits all alike), each a full HTTP request
    on a kept-alive connection, the whole body read and decoded (orjson for JSON,
    lines for CSV), same client on both sides; sample counts checked equal where
    both sides answer the same samples. Prints p50/p99 (p99 of 30 runs = the slowest)
@@ -102,18 +103,22 @@ class Client:
         return resp.status, resp.headers, body
 
 
-def timed(run: Callable[[], int], reps: int, desc: str) -> Timing:
-    """One warm-up, then `reps` runs; every run must count the same samples."""
-    expected = run()
-    ms = []
+def timed(runs: dict[str, Callable[[], int]], reps: int, desc: str) -> dict[str, Timing]:
+    """One warm-up of each, then `reps` rounds running each once in turn (so that a burst
+    of load elsewhere on the machine hits every side alike); each must count the same
+    samples every time."""
+    expected = {name: run() for name, run in runs.items()}
+    ms: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(reps):
-        t0 = time.perf_counter()
-        got = run()
-        ms.append((time.perf_counter() - t0) * 1000)
-        if got != expected:
-            raise AssertionError(f"{desc}: {got} samples, {expected} on the warm-up")
-    log(f"{desc}: p50 {statistics.median(ms):.1f} ms ({expected} samples)")
-    return Timing(ms, expected)
+        for name, run in runs.items():
+            t0 = time.perf_counter()
+            got = run()
+            ms[name].append((time.perf_counter() - t0) * 1000)
+            if got != expected[name]:
+                raise AssertionError(f"{name} {desc}: {got} samples, {expected[name]} first")
+    for name in runs:
+        log(f"{name}: {desc}: p50 {statistics.median(ms[name]):.1f} ms ({expected[name]})")
+    return {name: Timing(ms[name], expected[name]) for name in runs}
 
 
 # --- loading --------------------------------------------------------------------------
@@ -426,19 +431,20 @@ def measure(
 ) -> list:
     rows, shared = [], {}
     for q in qs:
-        ours = timed(lambda q=q: q.ours(cached), reps, f"ours: {q.name}")
-        nocache = timed(lambda q=q: q.ours(cold), reps, f"ours, no cache: {q.name}")
-        before = None
+        runs = {"ours": lambda q=q: q.ours(cached), "no cache": lambda q=q: q.ours(cold)}
         if old is not None and q.before is not None:
-            before = timed(lambda q=q: q.before(old), reps, f"before: {q.name}")
+            runs["before"] = lambda q=q: q.before(old)
         if q.prom is not None:
-            prom = timed(lambda q=q: q.prom(theirs), reps, f"prometheus: {q.name}")
-            shared[q.key] = prom
-            if q.same_samples and prom.samples != ours.samples:
-                raise AssertionError(f"{q.name}: ours {ours.samples}, prometheus {prom.samples}")
-        else:
-            prom = shared[q.key]
-        rows.append((q, ours, nocache, before, prom))
+            runs["prometheus"] = lambda q=q: q.prom(theirs)
+        got = timed(runs, reps, q.name)
+        if q.prom is not None:
+            shared[q.key] = got["prometheus"]
+            if q.same_samples and got["prometheus"].samples != got["ours"].samples:
+                raise AssertionError(
+                    f"{q.name}: ours {got['ours'].samples}, prometheus {got['prometheus'].samples}"
+                )
+        prom = shared[q.key]
+        rows.append((q, got["ours"], got["no cache"], got.get("before"), prom))
     return rows
 
 
