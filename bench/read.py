@@ -393,6 +393,7 @@ def run(args: argparse.Namespace) -> None:
             cached = Client(f"http://127.0.0.1:{st.start_gateway('gateway')}")
             st.env["READ_CACHE_BYTES"] = "0"
             cold = Client(f"http://127.0.0.1:{st.start_gateway('gateway-nocache')}")
+            del st.env["READ_CACHE_BYTES"]  # the profile and --before run as shipped
             old = (
                 Client(f"http://127.0.0.1:{before_gateway(st, args.before)}")
                 if args.before

@@ -310,22 +310,52 @@ def read_buckets(
             old = [_decoded(r.key, r.value, decode_rollup) for r in rolled]
             first_tw = tw * tier.window_ms
             items = _span_items(keys.blocks_prefix(uuid), first_tw, first_tw + tier.window_ms - 1)
-            parts.append(refreshed(old, items, raw.window_ms, tier.resolution_ms))
+            parts.append(refreshed(old, items, raw.window_ms, tier.resolution_ms, cached=True))
     return _trim(rebucket(concat(parts), step_ms), first, end)
 
 
 def refreshed(
-    old: list[Buckets], raw_items: list[kv.Item], raw_window_ms: int, resolution_ms: int
+    old: list[Buckets],
+    raw_items: list[kv.Item],
+    raw_window_ms: int,
+    resolution_ms: int,
+    cached: bool = False,
 ) -> Buckets:
     """Rollup buckets recomputed from the raw blocks there are, old ones kept elsewhere.
 
     Buckets in raw windows that still hold raw blocks come from raw; buckets whose
-    raw data is gone (retention) keep their rolled-up values.
+    raw data is gone (retention) keep their rolled-up values. `cached` (readers):
+    each raw window is aggregated on its own and, when one block holds it, its
+    buckets are kept in the block cache (compaction reads each block once: it
+    leaves the cache alone).
     """
-    fresh = aggregate(_merged(raw_items), resolution_ms) if raw_items else None
-    covered = sorted({Keys.parse_block(i.key).t_first // raw_window_ms for i in raw_items})
+    by_window: dict[int, list[kv.Item]] = defaultdict(list)
+    for item in raw_items:
+        by_window[Keys.parse_block(item.key).t_first // raw_window_ms].append(item)
+    if not raw_items:
+        fresh = []
+    elif cached and raw_window_ms % resolution_ms == 0:  # no bucket straddles two windows
+        fresh = [_window_buckets(by_window[w], resolution_ms) for w in sorted(by_window)]
+    else:
+        blocks = sorted(raw_items, key=lambda it: it.mod_revision)
+        fresh = [aggregate(merge([decode_block(it.value) for it in blocks]), resolution_ms)]
+    covered = sorted(by_window)
     kept = [select(b, ~np.isin(b.ts // raw_window_ms, covered)) for b in old]
-    return concat([*kept, *([fresh] if fresh is not None else [])])
+    return concat([*kept, *fresh])
+
+
+def _window_buckets(items: list[kv.Item], resolution_ms: int) -> Buckets:
+    """One raw window's buckets; those of a lone block are kept in the block cache under
+    its key (which names its content) and the resolution."""
+    if len(items) > 1:
+        return aggregate(_merged(items), resolution_ms)
+    key = f"{items[0].key}@{resolution_ms}"
+    cache = shared_cache()
+    hit = cache.get(key)
+    if hit is None:
+        hit = aggregate(_decoded(items[0].key, items[0].value, decode_block), resolution_ms)
+        cache.put(key, hit)
+    return hit
 
 
 def _trim(b: Buckets, first: int, end: int) -> Buckets:
