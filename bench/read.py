@@ -104,13 +104,17 @@ class Client:
 
 
 def timed(runs: dict[str, Callable[[], int]], reps: int, desc: str) -> dict[str, Timing]:
-    """One warm-up of each, then `reps` rounds running each once in turn (so that a burst
-    of load elsewhere on the machine hits every side alike); each must count the same
-    samples every time."""
+    """One warm-up of each, then `reps` rounds running each once (so that a burst of load
+    elsewhere on the machine hits every side alike), the first one rotating; each must
+    count the same samples every time."""
     expected = {name: run() for name, run in runs.items()}
     ms: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(reps):
-        for name, run in runs.items():
+    order = list(runs)
+    for i in range(reps):
+        # each side goes first in turn: a side never always follows the same other one
+        # (Prometheus frees a large answer's memory in the background, after answering)
+        for name in order[i % len(order) :] + order[: i % len(order)]:
+            run = runs[name]
             t0 = time.perf_counter()
             got = run()
             ms[name].append((time.perf_counter() - t0) * 1000)
