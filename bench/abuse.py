@@ -297,6 +297,11 @@ def main() -> None:
                     ]
                 )
             )
+        again = measure(target, lambda: Outcome(), args.baseline_s)
+        print(
+            f"baseline again after the attacks: p99 {again['p99_ms']:.1f} ms over "
+            f"{again['reads']} reads (run-to-run noise on this machine)"
+        )
         print(f"{failed} attack(s) missed a goal" if failed else "every attack within the goals")
 
 

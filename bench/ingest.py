@@ -4,11 +4,15 @@
 
 Generates a DCGM long-format file (512 GPUs x 10 metrics x rows/5120 timestamps), starts
 etcd, Redis, a worker with --workers processes and a gateway, uploads the file over HTTP and
-waits for the job to be done. Prints rows/s end to end, rows/s of the parse alone (same
-code, in this process, no queue), the share of the wall time spent parsing, waiting in the
-queue, in workers and in etcd (from /metrics), and the peak memory of the upload process
-and of a worker. In the same run it measures the naive baseline (bench/naive.py: one task
-per 100 JSON rows, one etcd key per sample) on --baseline-rows rows, and prints the ratio.
+waits for the job to be done: once with the columnar parser (INGEST_PARSER=columnar, the
+default) and once with the row parser (INGEST_PARSER=rows), each on a fresh stack. Prints,
+for both, rows/s end to end and rows/s of the parse alone (parse + group + chunk + payload
+encoding in this process, no queue), the share of the wall time spent parsing, waiting in
+the queue, in workers and in etcd (from /metrics), and the peak memory of the upload
+process and of a worker. In the same run: the raw read rate of the file by pyarrow's CSV
+reader alone (the limit of the parse), the naive baseline (bench/naive.py: one task per 100
+JSON rows, one etcd key per sample) on --baseline-rows rows, and promtool's backfill
+(`promtool tsdb create-blocks-from openmetrics`) of the same samples with 2 h and 24 h blocks.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ def generate(path: Path, rows: int) -> int:
     return write_csv(path, hosts=HOSTS, gpus_per_host=GPUS_PER_HOST, samples=samples, seed=7)
 
 
-def parse_alone(path: Path) -> float:
+def parse_alone(path: Path, columnar: bool) -> float:
     """rows/s of parse + group + chunk + payload encoding, nothing sent."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "telemetry_site.settings")
     os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only")
@@ -44,22 +48,57 @@ def parse_alone(path: Path) -> float:
 
     django.setup()
     from apps.ingest.chunking import Chunker
-    from apps.ingest.parsing import Parser, open_text
+    from apps.ingest.columnar import ColumnarParser
+    from apps.ingest.parsing import Parser, open_binary, text_of
     from workers import payload
 
     started = time.perf_counter()
     with open(path, "rb") as fh:
-        parser = Parser(open_text(fh))
+        binary = open_binary(fh)
+        parser = ColumnarParser(binary) if columnar else Parser(text_of(binary))
         chunker = Chunker(
             emit=lambda c: payload.encode(c, "/bench", "job"),
             facts=lambda row: parser.facts(row, "bench"),
             chunk_rows=5000,
             buffer_rows=100_000,
         )
-        for row in parser:
-            chunker.add(row)
+        for item in parser:
+            chunker.add(item)
         chunker.finish()
     return parser.rows_read / (time.perf_counter() - started)
+
+
+def raw_read(path: Path) -> float:
+    """rows/s of pyarrow's streaming CSV reader alone over the file (every column as read)."""
+    import pyarrow.csv as pcsv
+
+    started = time.perf_counter()
+    rows = sum(batch.num_rows for batch in pcsv.open_csv(path))
+    return rows / (time.perf_counter() - started)
+
+
+def promtool_rates(path: Path, tmp: Path) -> dict[str, float]:
+    """samples/s of promtool's backfill of the file's samples, with 2 h and 24 h blocks."""
+    from timeparse.timestamps import parse_timestamp
+    from tools import prometheus
+
+    series: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
+    with open(path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            key = (row["metric_name"], row["uuid"], row["Hostname"])
+            ts = parse_timestamp(row["timestamp"]) / 1000
+            series.setdefault(key, []).append((ts, float(row["value"])))
+    ordered = sorted(series.items())
+    text = tmp / "samples.om"
+    count = prometheus.write_openmetrics(
+        ((name, {"UUID": u, "Hostname": host}, points) for (name, u, host), points in ordered),
+        text,
+    )
+    rates = {}
+    for blocks in ("2h", "24h"):
+        seconds = prometheus.create_blocks(text, tmp / f"tsdb-{blocks}", max_block_duration=blocks)
+        rates[blocks] = count / seconds
+    return rates
 
 
 def metric_sum(text: str, name: str, **labels: str) -> float:
@@ -91,7 +130,8 @@ def children(pid: int) -> list[int]:
     return out
 
 
-def ours(st: Stack, path: Path, rows: int, workers: int) -> dict[str, float]:
+def ours(st: Stack, path: Path, rows: int, workers: int, parser: str) -> dict[str, float]:
+    st.env["INGEST_PARSER"] = parser
     worker = st.start_worker(workers)
     port = st.start_gateway()
     gateway = st.started[-1]
@@ -203,28 +243,52 @@ def main() -> None:
             f"file: {rows:,} rows, {size_mb:,.0f} MB; "
             f"{args.workers} worker processes; {os.cpu_count()} cores"
         )
-        with stack() as st:
-            metrics_dir = st.tmp / "metrics"
-            metrics_dir.mkdir()
-            st.env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-            st.env["ENABLE_WEBSOCKET"] = "false"  # measured in bench/live.py
-            ours_r = ours(st, path, rows, args.workers)
-        parse_rate = parse_alone(path)
+        runs = {}
+        for parser in ("columnar", "rows"):
+            with stack() as st:
+                metrics_dir = st.tmp / "metrics"
+                metrics_dir.mkdir()
+                st.env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+                st.env["ENABLE_WEBSOCKET"] = "false"  # measured in bench/live.py
+                runs[parser] = ours(st, path, rows, args.workers, parser)
+        alone = {parser: parse_alone(path, parser == "columnar") for parser in runs}
+        raw = raw_read(path)
         with stack() as st:
             naive_r = naive(st, path, min(args.baseline_rows, rows), args.workers)
-    print(f"{'':34}{'ours':>14}{'naive':>14}")
-    print(f"{'rows':34}{ours_r['rows']:>14,}{naive_r['rows']:>14,}")
-    print(f"{'wall time, s':34}{ours_r['wall_s']:>14.2f}{naive_r['wall_s']:>14.2f}")
-    print(f"{'rows/s end to end':34}{ours_r['rows_per_s']:>14,.0f}{naive_r['rows_per_s']:>14,.0f}")
-    print(f"{'ratio ours / naive':34}{ours_r['rows_per_s'] / naive_r['rows_per_s']:>14.1f}x")
-    print(f"{'rows/s parse alone':34}{parse_rate:>14,.0f}")
-    print(f"{'upload request (parse+enqueue), s':34}{ours_r['upload_s']:>14.2f}")
+        promtool = promtool_rates(path, Path(tmp)) if prometheus_available() else {}
+    new, old = runs["columnar"], runs["rows"]
+    line("", "columnar", "row parser", "naive", fmt="")
+    line("rows", new["rows"], old["rows"], naive_r["rows"], fmt=",")
+    line("wall time, s", new["wall_s"], old["wall_s"], naive_r["wall_s"], fmt=".2f")
+    line("rows/s end to end", new["rows_per_s"], old["rows_per_s"], naive_r["rows_per_s"])
+    line("rows/s parse alone", alone["columnar"], alone["rows"])
+    line("upload request (parse+enqueue), s", new["upload_s"], old["upload_s"], fmt=".2f")
     for key in ("parse", "queue", "worker", "etcd"):
-        print(f"{'share of wall time: ' + key:34}{ours_r[key + '_share']:>14.0%}")
-    print(f"{'peak memory upload process, MB':34}{ours_r['upload_peak_mb']:>14.0f}")
-    print(f"{'peak memory worker process, MB':34}{ours_r['worker_peak_mb']:>14.0f}")
-    goal = ours_r["rows_per_s"] >= 100_000 and ours_r["rows_per_s"] >= 10 * naive_r["rows_per_s"]
-    print(f"goal (>=100,000 rows/s and >=10x naive): {'met' if goal else 'MISSED'}")
+        line("share of wall time: " + key, new[key + "_share"], old[key + "_share"], fmt=".0%")
+    line("peak memory upload process, MB", new["upload_peak_mb"], old["upload_peak_mb"])
+    line("peak memory worker process, MB", new["worker_peak_mb"], old["worker_peak_mb"])
+    line("pyarrow raw read, rows/s", raw)
+    for blocks, rate in promtool.items():
+        line(f"promtool backfill {blocks} blocks, samples/s", rate)
+    if not promtool:
+        print("promtool: not installed (make prometheus), not measured")
+    ratio = new["rows_per_s"] / old["rows_per_s"]
+    print(f"end to end, columnar / row parser: {ratio:.1f}x (goal >= 3x)")
+    print(f"end to end, columnar / naive: {new['rows_per_s'] / naive_r['rows_per_s']:.1f}x")
+    print(f"parse alone, pyarrow raw read / columnar: {raw / alone['columnar']:.1f}x (goal <= 3x)")
+    if promtool:
+        ratio = new["rows_per_s"] / promtool["24h"]
+        print(f"end to end, columnar / promtool 24h blocks: {ratio:.2f}x (goal > 1)")
+
+
+def line(label: str, *values: object, fmt: str = ",.0f") -> None:
+    print(f"{label:34}" + "".join(f"{v:>14{fmt}}" for v in values))
+
+
+def prometheus_available() -> bool:
+    from tools import prometheus
+
+    return prometheus.available()
 
 
 if __name__ == "__main__":

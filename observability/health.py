@@ -7,7 +7,7 @@ machine's processes plus the broker's queue depth read now.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
@@ -49,14 +49,19 @@ def queue_depth() -> int | None:
 Check = Callable[[], dict[str, Any]]  # {"ok": bool, ...; "error" when not ok}
 
 
-def metrics_view(request: HttpRequest) -> HttpResponse:
-    """Prometheus text: this machine's processes, plus the queue depth read now."""
+def metrics_view(
+    request: HttpRequest, more: Sequence[Callable[[], list[str]]] = ()
+) -> HttpResponse:
+    """Prometheus text: this machine's processes, plus the queue depth read now, plus the
+    lines of each `more` (the site passes those that read other parts, e.g. the store)."""
     depth = queue_depth()
     extra = [
         "# HELP telemetry_queue_depth Chunk tasks waiting in the broker queue\n",
         "# TYPE telemetry_queue_depth gauge\n",
         f"telemetry_queue_depth {depth if depth is not None else 'NaN'}\n",
     ]
+    for lines in more:
+        extra += lines()
     return HttpResponse(exposition(extra), content_type=CONTENT_TYPE_LATEST)
 
 

@@ -79,3 +79,10 @@ def registry() -> CollectorRegistry:
 def exposition(extra: list[str] | None = None) -> bytes:
     """The text exposition of `registry()`, plus extra lines computed by the caller."""
     return generate_latest(registry()) + "".join(extra or []).encode()
+
+
+UPKEEP_FAILURES = Counter(
+    "telemetry_upkeep_failures_total",
+    "GPU upkeep steps (merge, rollup-<tier>, retention) that failed and were skipped",
+    ["step"],
+)

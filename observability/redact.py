@@ -15,7 +15,13 @@ LOGGERS = ("uvicorn.access", "uvicorn.error")
 
 
 def redact(text: str) -> str:
-    """`text` with the value of every token-like query parameter replaced."""
+    """`text` with the value of every token-like query parameter replaced.
+
+    >>> redact('127.0.0.1:5 - "WebSocket /ws/telemetry/?token=9f8e7d&x=1" [accepted]')
+    '127.0.0.1:5 - "WebSocket /ws/telemetry/?token=[redacted]&x=1" [accepted]'
+    >>> redact("/api/v1/gpus?tokens=3")  # another parameter: left alone
+    '/api/v1/gpus?tokens=3'
+    """
     return _SECRET.sub(r"\1[redacted]", text)
 
 

@@ -16,25 +16,33 @@ One run (under a lease lock, so never two at once):
 Every write is one transaction guarded by "nothing in these key ranges changed
 since I read them", so a block that ingest writes meanwhile is never lost nor
 overtaken by older data: the step simply fails and is retried next run.
+
+One GPU's failure (a block that cannot be decoded or encoded, a bug) never
+stops the others: it is logged, counted (`telemetry_upkeep_failures_total`,
+the report's `failures`) and the run goes on and saves its cursor. Only etcd
+being unavailable stops a run (nothing can be done then).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
+from observability.metrics import UPKEEP_FAILURES
 from store import closing, kv
-from store.codec import block_digest, decode_block, encode_block, merge
+from store.codec import block_digest, encode_block
+from store.errors import StoreUnavailable
 from store.keys import Keys, window_span
+from store.order import by_upload, in_merge_order
 from store.read import refreshed
 from store.rollup import decode_rollup, encode_rollup
 from store.tiers import Tier
 from store.write import latest_values
 
 log = logging.getLogger(__name__)
-# Each merge compares one range, then deletes its sources and puts one block.
-_MAX_SOURCES = kv.MAX_TXN_OPS - 2
 
 
 @dataclass
@@ -47,10 +55,30 @@ class Report:
     conflicts: int = 0
     cursor: int = 0
     notes: list[str] = field(default_factory=list)
+    # one entry per GPU step that failed: {"uuid", "step", "error"}
+    failures: list[dict[str, str]] = field(default_factory=list)
 
 
-def compact(keys: Keys, tiers: list[Tier], retention: bool = True) -> Report:
-    """One compaction run; returns what it did. Safe to run while ingest goes on."""
+def _guarded(report: Report, step: str, uuid: str, work: Callable[[], Any]) -> None:
+    """Run one GPU's step; a failure other than etcd being down is recorded, not raised."""
+    try:
+        work()
+    except StoreUnavailable:
+        raise
+    except Exception as exc:  # one bad GPU must not stop upkeep for all
+        log.exception("upkeep step %s failed for GPU %s", step, uuid)
+        UPKEEP_FAILURES.labels(step).inc()
+        error = f"{type(exc).__name__}: {exc}"[:500]
+        report.failures.append({"uuid": uuid, "step": step, "error": error})
+
+
+def compact(
+    keys: Keys, tiers: list[Tier], retention: bool = True, now_ms: int | None = None
+) -> Report:
+    """One compaction run; returns what it did. Safe to run while ingest goes on.
+
+    `now_ms` bounds the retention reference from above (see `apply_retention`).
+    """
     report = Report()
     with kv.lock(keys.compaction_lock()) as held:
         if not held:
@@ -68,9 +96,17 @@ def compact(keys: Keys, tiers: list[Tier], retention: bool = True) -> Report:
         }
         for uuid, w in sorted(windows):
             held.refresh()
-            _merge_raw_window(keys, uuid, w * raw.window_ms, raw.window_ms, report)
+            first = w * raw.window_ms
+            _guarded(
+                report,
+                "merge",
+                uuid,
+                lambda u=uuid, f=first: _merge_raw_window(keys, u, f, raw.window_ms, report),
+            )
         latest = latest_values(keys) if rollup_tiers else {}
         newest = max((ts for v in latest.values() for ts, _ in v.values()), default=0)
+        if now_ms is not None:
+            newest = min(newest, now_ms)  # a far-future sample closes no window early
         for tier in rollup_tiers:
             until = closing.closed_until(tier, raw, newest)
             since = closing.rolled_until(keys, tier)
@@ -79,41 +115,61 @@ def compact(keys: Keys, tiers: list[Tier], retention: bool = True) -> Report:
             touched |= closing.newly_closed(keys, tier, sorted(latest), since, until)
             for uuid, tw in sorted(touched):
                 held.refresh()
-                _rebuild_rollup(keys, tier, raw, uuid, tw * tier.window_ms, report)
+                first = tw * tier.window_ms
+                _guarded(
+                    report,
+                    f"rollup-{tier.name}",
+                    uuid,
+                    lambda u=uuid, f=first, t=tier: _rebuild_rollup(keys, t, raw, u, f, report),
+                )
             # a lost race leaves its raw keys dirty (cursor kept): the next run redoes it
             if until > since:
                 closing.save_rolled_until(keys, tier, until)
         if retention:
-            apply_retention(keys, tiers, report)
+            apply_retention(keys, tiers, report, now_ms)
         report.cursor = start_rev if not report.conflicts else cursor
         kv.put(keys.compaction_cursor(), str(report.cursor).encode())
     return report
 
 
 def _merge_raw_window(keys: Keys, uuid: str, first: int, window: int, report: Report) -> None:
+    """Merge a window's raw blocks into one block per upload that still owns samples.
+
+    Samples keep the order of the upload that wrote them (store/order.py), so a
+    chunk of an older upload delivered after this merge still loses to newer
+    uploads. Usually one upload owns a window, or a re-upload overrides all of
+    an older one: one block is left.
+    """
     start, end = window_span(keys.blocks_prefix(uuid), first, first + window - 1)
     items, rev = kv.get_range_rev(start, end)
     if len(items) <= 1:
         return
-    # The merge takes every block (newest write wins); the deletes, at most one
-    # transaction's worth, take the oldest. A window with more blocks than that
-    # is finished by the next runs, and the merged block already holds the
-    # winning values of the blocks it leaves.
-    ordered = sorted(items, key=lambda it: it.mod_revision)
-    group = ordered[:_MAX_SOURCES]
-    merged = merge([decode_block(it.value) for it in ordered])
-    data = encode_block(merged)
-    if len(data) > kv.MAX_TXN_BYTES:
-        report.notes.append(f"{uuid}: window at {first} too large to merge; left as is")
-        return
-    key = keys.block(uuid, int(merged.ts.min()), int(merged.ts.max()), block_digest(data))
-    ops = [kv.op_delete(it.key) for it in group if it.key != key] + [kv.op_put(key, data)]
+    parts = by_upload(items)
+    outputs = []
+    for upload, chunk, samples in parts:
+        data = encode_block(samples)
+        if len(data) > kv.MAX_TXN_BYTES:
+            report.notes.append(f"{uuid}: window at {first} too large to merge; left as is")
+            return
+        ts = samples.ts
+        key = keys.block(uuid, int(ts.min()), int(ts.max()), block_digest(data), upload, chunk)
+        outputs.append((key, data))
+    new_keys = {k for k, _ in outputs}
+    if new_keys == {it.key for it in items}:
+        return  # already one block per upload: nothing to merge
+    # The deletes, at most one transaction's worth, take the oldest in merge order. A
+    # window with more blocks than that is finished by the next runs; the outputs
+    # already hold the winning values of the blocks left.
+    room = max(kv.MAX_TXN_OPS - 2 - len(outputs), 1)
+    group = [it for it in in_merge_order(items) if it.key not in new_keys][:room]
+    ops = [kv.op_delete(it.key) for it in group] + [kv.op_put(k, v) for k, v in outputs]
     if not kv.txn([kv.cmp_range_unchanged(start, end, rev)], ops):
         report.conflicts += 1
         return
+    kept = new_keys & {it.key for it in items}
     report.raw_windows_merged += 1
-    report.blocks_removed += len(group) - 1
-    if len(items) > len(group):
+    report.blocks_removed += len(group) - (len(outputs) - len(kept))
+    if len(items) - len(kept) > len(group):
         report.conflicts += 1  # not a race, but the cursor must not pass this window yet
 
 
@@ -148,34 +204,41 @@ def _rebuild_rollup(
         report.conflicts += 1
 
 
-def apply_retention(keys: Keys, tiers: list[Tier], report: Report) -> None:
-    """Delete blocks of each tier that end before (newest sample - that tier's retention).
+def apply_retention(
+    keys: Keys, tiers: list[Tier], report: Report, now_ms: int | None = None
+) -> None:
+    """Delete blocks of each tier that end before (reference - that tier's retention).
 
-    The newest sample in the whole store is the reference (not the clock, and not
-    each GPU's own newest): loading last year's file keeps it, and a GPU that
-    went silent ages out with the rest. One keys-only range read per GPU and tier,
-    bounded to blocks that start before the cutoff.
+    The reference is each GPU's own newest sample (its latest values), capped at
+    `now_ms` when given: a sample stamped in the far future can only age its
+    own GPU's data, and only up to the clock; loading last year's file keeps it
+    (its GPUs' newest samples are last year's). A GPU that went silent keeps its
+    last `retention` of data. One keys-only range read per GPU and tier, bounded
+    to blocks that start before the cutoff.
     """
-    latest = latest_values(keys)
-    stamps = [ts for values in latest.values() for ts, _ in values.values()]
-    if not stamps:
-        return
-    newest = max(stamps)
+    for uuid, values in latest_values(keys).items():
+        stamps = [ts for ts, _ in values.values()]
+        if not stamps:
+            continue
+        reference = max(stamps) if now_ms is None else min(max(stamps), now_ms)
+        _guarded(
+            report,
+            "retention",
+            uuid,
+            lambda u=uuid, r=reference: _retain_gpu(keys, tiers, u, r, report),
+        )
+
+
+def _retain_gpu(keys: Keys, tiers: list[Tier], uuid: str, reference: int, report: Report) -> None:
     for tier in tiers:
-        cutoff = newest - tier.retention_ms
+        cutoff = reference - tier.retention_ms
         if cutoff <= 0:
             continue
-        for uuid in latest:
-            prefix = (
-                keys.blocks_prefix(uuid) if tier.is_raw else keys.rollups_prefix(tier.name, uuid)
-            )
-            start, end = window_span(prefix, 0, cutoff - 1)
-            old = [
-                k.key
-                for k in kv.keys_in_range(start, end)
-                if Keys.parse_block(k.key).t_last < cutoff
-            ]
-            report.deleted_by_retention += kv.delete_in_batches(old)
+        prefix = keys.blocks_prefix(uuid) if tier.is_raw else keys.rollups_prefix(tier.name, uuid)
+        start, end = window_span(prefix, 0, cutoff - 1)
+        infos = kv.keys_in_range(start, end)
+        old = [k.key for k in infos if Keys.parse_block(k.key).t_last < cutoff]
+        report.deleted_by_retention += kv.delete_in_batches(old)
 
 
 def expire_jobs(keys: Keys, max_age_ms: int, now_ms: int) -> int:

@@ -54,6 +54,12 @@ class _Parsed:
 _parsed = _Parsed(_PARSED_MAX)
 
 
+def _latest(item: kv.Item) -> dict[str, list]:
+    """A latest-values document as {metric: [ts, value]}: the upload order each value
+    carries (store/write.py, for the merge) is left out."""
+    return {metric: entry[:2] for metric, entry in _parsed(item).items()}
+
+
 def read_fleet(
     keys: Keys, cluster: str | None = None, host: str | None = None, latest: bool = True
 ) -> Fleet:
@@ -86,6 +92,6 @@ def read_fleet(
         digest.update(f"{item.key}\0{item.mod_revision}\n".encode())
     return Fleet(
         records=[_parsed(item) for item in records],
-        latest={item.key.rsplit("/", 1)[-1]: _parsed(item) for item in latest_items},
+        latest={item.key.rsplit("/", 1)[-1]: _latest(item) for item in latest_items},
         version=digest.hexdigest(),
     )

@@ -12,6 +12,8 @@ import secrets
 import time
 from typing import Any
 
+from django.conf import settings
+
 from store import kv, shards
 from store.errors import NotFound, StoreUnavailable
 from store.keys import Keys
@@ -20,6 +22,17 @@ from store.keys import Keys
 def new_job_id() -> str:
     """Time-sortable and unguessable: 13-digit epoch ms, a dash, 8 hex digits."""
     return f"{int(time.time() * 1000):013d}-{secrets.token_hex(4)}"
+
+
+def new_upload_seq(keys: Keys, cluster: str) -> int:
+    """A number greater than every earlier upload's into the same shard (the etcd revision
+    of a put in the shard of `cluster`, where the job's chunks are stored).
+
+    Taken once per job, before its first chunk is queued; every chunk carries it
+    and the newest upload of a sample wins (store/order.py).
+    """
+    with shards.in_cluster(cluster):
+        return kv.put_revision(keys.upload_counter(), b"")
 
 
 def save_job(keys: Keys, job: dict[str, Any]) -> None:
@@ -65,20 +78,21 @@ def _load_job(keys: Keys, job_id: str) -> dict[str, Any]:
     return job
 
 
-def list_jobs(keys: Keys, limit: int = 50) -> list[dict[str, Any]]:
-    """The `limit` newest jobs, newest first, shaped as `load_job` shapes one.
+def list_jobs(keys: Keys, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+    """`limit` jobs after the `offset` newest, newest first, shaped as `load_job` shapes one.
 
     Job ids start with their creation time in zero-padded epoch milliseconds
     (new_job_id), so sorting ids sorts jobs by age. One range read of every job
     document, then the counts of each job shown. Raises StoreUnavailable. Documents
-    that are not valid JSON are skipped rather than hiding every other job.
+    that are not valid JSON are skipped rather than hiding every other job; `offset`
+    counts documents (as count_jobs does), a skipped one makes room for the next.
     """
     found = shards.fan_out(lambda: kv.get_prefix(keys.jobs_prefix()))
     items = sorted(
         ((shard, item) for shard, part in found.items() for item in part),
         key=lambda pair: pair[1].key,
         reverse=True,
-    )
+    )[offset:]
     jobs = []
     for shard, item in items:
         if len(jobs) >= limit:
@@ -93,12 +107,50 @@ def list_jobs(keys: Keys, limit: int = 50) -> list[dict[str, Any]]:
     return jobs
 
 
+def count_jobs(keys: Keys) -> int:
+    """How many job documents are kept (JOB_RETENTION), in every shard."""
+    return sum(shards.fan_out(lambda: kv.count_prefix(keys.jobs_prefix())).values())
+
+
 def _with_progress(keys: Keys, job: dict[str, Any]) -> dict[str, Any]:
     job_id = str(job["id"])
     job["chunks_done"] = kv.count_prefix(keys.chunks_prefix(job_id))
     job["chunks_failed"] = kv.count_prefix(keys.failures_prefix(job_id))
+    stale_ms = int(settings.INGEST_JOB_STALE * 1000)
+    if is_stale(job, int(time.time() * 1000), stale_ms):
+        job["state"] = "failed"
+        job["error"] = _stale_error(job, stale_ms)
     job["state"] = public_state(job)
     return job
+
+
+def is_stale(job: dict[str, Any], now_ms: int, stale_ms: int) -> bool:
+    """Still "parsing" and its document not saved for `stale_ms`: its process died.
+
+    A parsing process saves the document at least every INGEST_JOB_HEARTBEAT
+    while rows come in (apps/ingest/jobs.py), so silence this long means it is gone.
+
+    >>> is_stale({"state": "parsing", "updated_at": 1_000}, 700_000, 600_000)
+    True
+    >>> is_stale({"state": "parsing", "updated_at": 1_000}, 500_000, 600_000)
+    False
+    >>> is_stale({"state": "parsed", "updated_at": 1_000}, 700_000, 600_000)
+    False
+    """
+    if job.get("state") != "parsing":
+        return False
+    seen = job.get("updated_at", job.get("created_at"))
+    return seen is not None and now_ms - int(seen) > stale_ms
+
+
+def _stale_error(job: dict[str, Any], stale_ms: int) -> str:
+    seen = int(job.get("updated_at", job.get("created_at", 0))) // 1000
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seen))
+    return (
+        f"the process parsing this upload stopped reporting at {stamp} (nothing saved for "
+        f"INGEST_JOB_STALE={stale_ms / 1000:g}s): it died. The counts are those it reached; "
+        "the chunks it queued are still stored. Upload the file again to complete it"
+    )
 
 
 def public_state(job: dict[str, Any]) -> str:

@@ -4,8 +4,10 @@ Layout under the root (default `/telemetry`), documented in docs/STORAGE.md:
 
     {root}/clusters/{cluster}/hosts/{host}/gpus/{uuid}   GPU record (JSON)
     {root}/gpus/{uuid}                                    locator: cluster and host (JSON)
+    {root}/instances/{parent}/{uuid}                      MIG instance of a GPU (empty)
     {root}/latest/{uuid}                                  newest value per metric (JSON)
-    {root}/blocks/{uuid}/{t_first:013d}-{t_last:013d}-{digest}   compressed block
+    {root}/blocks/{uuid}/{t_first:013d}-{t_last:013d}-{upload:016d}.{chunk:06d}-{digest}   block
+    {root}/upload-seq                                     upload sequence counter (its revision)
     {root}/jobs/{job}                                     ingest job (JSON)
     {root}/chunks/{job}/{seq:06d}                         chunk marker (JSON)
     {root}/chunk-failures/{job}/{seq:06d}                 chunk that can never be stored (JSON)
@@ -13,6 +15,7 @@ Layout under the root (default `/telemetry`), documented in docs/STORAGE.md:
     {root}/compaction/cursor, {root}/compaction/lock      compaction state
     {root}/compaction/rolled/{tier}                       closed rollup windows done up to
     {root}/compaction/defragmented_at                     time of the last defragmentation
+    {root}/compaction/report                              summary of the last upkeep run
     {root}/workloads/{uuid}                               workload periods of a GPU (JSON)
 
 Times in block keys are zero-padded epoch milliseconds, so byte order is time
@@ -20,7 +23,7 @@ order and one range read finds the blocks of a window:
 
 >>> k = Keys("/telemetry")
 >>> k.block("GPU-1", 1_000, 2_000, "ab12")
-'/telemetry/blocks/GPU-1/0000000001000-0000000002000-ab12'
+'/telemetry/blocks/GPU-1/0000000001000-0000000002000-0000000000000000.000000-ab12'
 >>> k.block("GPU-1", 999, 999, "x") < k.block("GPU-1", 1_000, 1_000, "x")
 True
 
@@ -75,9 +78,22 @@ def window_span(prefix: str, first: int, last: int) -> tuple[str, str]:
 
 @dataclass(frozen=True, slots=True)
 class BlockName:
+    """A block key's name: its time range, its (upload, chunk) order and content digest.
+
+    Blocks written before upload order existed have no order segment: (0, 0),
+    older than any upload.
+
+    >>> Keys.parse_block("/t/blocks/G/0000000001000-0000000002000-0000000000000007.000003-ab")
+    BlockName(t_first=1000, t_last=2000, digest='ab', upload=7, chunk=3)
+    >>> Keys.parse_block("/t/blocks/G/0000000001000-0000000002000-ab")
+    BlockName(t_first=1000, t_last=2000, digest='ab', upload=0, chunk=0)
+    """
+
     t_first: int
     t_last: int
     digest: str
+    upload: int = 0
+    chunk: int = 0
 
 
 @dataclass(frozen=True)
@@ -110,6 +126,16 @@ class Keys:
     def locator(self, uuid: str) -> str:
         return f"{self.root}/gpus/{check_segment(uuid, 'uuid')}"
 
+    def all_instances(self) -> str:
+        return f"{self.root}/instances/"
+
+    def instances_prefix(self, parent: str) -> str:
+        return f"{self.all_instances()}{check_segment(parent, 'uuid')}/"
+
+    def instance(self, parent: str, uuid: str) -> str:
+        """Marks `uuid` as a MIG instance of GPU `parent` (empty value)."""
+        return self.instances_prefix(parent) + check_segment(uuid, "uuid")
+
     def latest_prefix(self) -> str:
         return f"{self.root}/latest/"
 
@@ -120,8 +146,18 @@ class Keys:
     def blocks_prefix(self, uuid: str) -> str:
         return f"{self.root}/blocks/{check_segment(uuid, 'uuid')}/"
 
-    def block(self, uuid: str, t_first: int, t_last: int, digest: str) -> str:
-        return f"{self.blocks_prefix(uuid)}{_ts(t_first)}-{_ts(t_last)}-{digest}"
+    def block(
+        self, uuid: str, t_first: int, t_last: int, digest: str, upload: int = 0, chunk: int = 0
+    ) -> str:
+        """A raw block's key; (upload sequence, chunk seq) is its order (store/order.py)."""
+        if not (0 <= upload < 10**16 and 0 <= chunk < 10**6):
+            raise InvalidSegment(f"block order ({upload}, {chunk}) is out of range")
+        name = f"{_ts(t_first)}-{_ts(t_last)}-{upload:016d}.{chunk:06d}-{digest}"
+        return f"{self.blocks_prefix(uuid)}{name}"
+
+    def upload_counter(self) -> str:
+        """The key whose put revision numbers uploads (store/jobs.py::new_upload_seq)."""
+        return f"{self.root}/upload-seq"
 
     def all_blocks(self) -> str:
         return f"{self.root}/blocks/"
@@ -159,6 +195,9 @@ class Keys:
     def compaction_cursor(self) -> str:
         return f"{self.root}/compaction/cursor"
 
+    def compaction_report(self) -> str:
+        return f"{self.root}/compaction/report"
+
     def compaction_lock(self) -> str:
         return f"{self.root}/compaction/lock"
 
@@ -177,8 +216,12 @@ class Keys:
     @staticmethod
     def parse_block(key: str) -> BlockName:
         name = key.rsplit("/", 1)[-1]
-        first, last, digest = name.split("-", 2)
-        return BlockName(int(first), int(last), digest)
+        first, last, rest = name.split("-", 2)
+        order, sep, digest = rest.partition("-")
+        if not sep:  # a block written before upload order: no order segment
+            return BlockName(int(first), int(last), rest)
+        upload, _, chunk = order.partition(".")
+        return BlockName(int(first), int(last), digest, int(upload), int(chunk))
 
     # Jobs ---------------------------------------------------------------------
     def jobs_prefix(self) -> str:

@@ -110,6 +110,13 @@ def put(key: str, value: bytes) -> None:
         client.get().put(key, value)
 
 
+def put_revision(key: str, value: bytes) -> int:
+    """Put and return the store revision of that write: unique and increasing."""
+    with translated("put"):
+        response = client.get().put(key, value)
+    return int(response.header.revision)
+
+
 def delete_prefix(prefix: str) -> None:
     with translated("delete_prefix"):
         client.get().delete_prefix(prefix)
@@ -124,8 +131,10 @@ def status() -> dict[str, Any]:
 def check() -> dict[str, Any]:
     """The readiness check of etcd (observability.health.ready_view): never raises.
 
-    With shards, every shard is checked: `shards` holds each one's answer, and
-    the check is ok only when all are (the error names the ones that are not).
+    With shards, every shard is checked and `shards` holds each one's answer. The
+    check fails only when no shard answers: a gateway that can serve some clusters
+    stays ready (taking it out of its Service would stop those too); the shards that
+    are down are named in `down`, and their clusters answer 503 naming them.
     """
     names = shards.names()
     if len(names) == 1:
@@ -135,8 +144,9 @@ def check() -> dict[str, Any]:
         with shards.use(name):
             results[name] = _check_here()
     down = [n for n, r in results.items() if not r["ok"]]
-    out: dict[str, Any] = {"ok": not down, "shards": results}
+    out: dict[str, Any] = {"ok": len(down) < len(names), "shards": results}
     if down:
+        out["down"] = down
         out["error"] = "; ".join(results[n]["error"] for n in down)
     return out
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -20,6 +20,7 @@ from store.cache import shared as shared_cache
 from store.codec import Samples, decode_block, merge
 from store.errors import NotFound
 from store.keys import Keys, window_span
+from store.order import block_order, merge_blocks
 from store.rollup import Buckets, aggregate, concat, decode_rollup, rebucket, select
 from store.tiers import Tier
 from store.workloads import Period, periods_of
@@ -51,17 +52,21 @@ def _decoded(key: str, data: bytes, decode: Callable[[bytes], T], group: str | N
     return hit
 
 
-def _merge_ordered(parts: list[tuple[int, Samples]]) -> Samples:
-    """Merge blocks given as (mod_revision, samples); the most recently written wins."""
+def _merge_ordered(parts: list[tuple[tuple[int, int, int], Samples]]) -> Samples:
+    """Merge blocks given as (block_order, samples): the newest upload wins (store/order.py,
+    the one rule that compaction follows too)."""
     if len(parts) == 1:
         return parts[0][1]  # a decoded block is already canonical: skip the re-sort
     return merge([s for _, s in sorted(parts, key=lambda p: p[0])])
 
 
 def _merged(items: list[kv.Item]) -> Samples:
-    """Merge blocks; the most recently written block wins."""
+    """Merge blocks; the newest upload wins (store/order.py)."""
     return _merge_ordered(
-        [(it.mod_revision, _decoded(it.key, it.value, decode_block)) for it in items]
+        [
+            (block_order(it.key, it.mod_revision), _decoded(it.key, it.value, decode_block))
+            for it in items
+        ]
     )
 
 
@@ -109,11 +114,15 @@ def _window(
                 items = _span_items(prefix, w * window_ms, (w + 1) * window_ms - 1)
                 cache.settle(group, {i.key for i in items})
                 decoded = [
-                    (i.mod_revision, _decoded(i.key, i.value, decode_block, group)) for i in items
+                    (
+                        block_order(i.key, i.mod_revision),
+                        _decoded(i.key, i.value, decode_block, group),
+                    )
+                    for i in items
                 ]
                 return _merge_ordered(decoded)
             hit = _decoded(item.key, item.value, decode_block, group)
-        parts.append((info.mod_revision, hit))
+        parts.append((block_order(info.key, info.mod_revision), hit))
     return _merge_ordered(parts)
 
 
@@ -162,7 +171,11 @@ def _iter_read(
         prefix = items[0].key.rsplit("/", 1)[0] + "/"
         shared_cache().settle(f"{prefix}{w}", {i.key for i in items})
         decoded = [
-            (i.mod_revision, _decoded(i.key, i.value, decode_block, f"{prefix}{w}")) for i in items
+            (
+                block_order(i.key, i.mod_revision),
+                _decoded(i.key, i.value, decode_block, f"{prefix}{w}"),
+            )
+            for i in items
         ]
         samples = _clip(_merge_ordered(decoded), start, end)
         if len(samples):
@@ -337,8 +350,7 @@ def refreshed(
     elif cached and raw_window_ms % resolution_ms == 0:  # no bucket straddles two windows
         fresh = [_window_buckets(by_window[w], resolution_ms) for w in sorted(by_window)]
     else:
-        blocks = sorted(raw_items, key=lambda it: it.mod_revision)
-        fresh = [aggregate(merge([decode_block(it.value) for it in blocks]), resolution_ms)]
+        fresh = [aggregate(merge_blocks(raw_items), resolution_ms)]
     covered = sorted(by_window)
     kept = [select(b, ~np.isin(b.ts // raw_window_ms, covered)) for b in old]
     return concat([*kept, *fresh])
@@ -360,3 +372,28 @@ def _window_buckets(items: list[kv.Item], resolution_ms: int) -> Buckets:
 
 def _trim(b: Buckets, first: int, end: int) -> Buckets:
     return select(b, (b.ts >= first) & (b.ts <= end))
+
+
+def read_series(
+    keys: Keys, uuid: str, start: int, end: int, window_ms: int, metrics: Sequence[str]
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{metric: (ts, values)} of the wanted metrics in [start, end], sorted by time.
+
+    Window by window as `iter_raw` reads them (the block cache, one consistent
+    read per window); windows are disjoint in time, so a metric's series is the
+    concatenation of its parts, with no re-sort. Memory follows [start, end].
+    """
+    parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {m: [] for m in metrics}
+    for samples in iter_raw(keys, uuid, start, end, window_ms):
+        for metric in metrics:
+            if metric in samples.names:
+                sel = samples.metric == samples.names.index(metric)
+                parts[metric].append((samples.ts[sel], samples.value[sel]))
+    return {
+        m: (
+            (np.concatenate([p[0] for p in got]), np.concatenate([p[1] for p in got]))
+            if got
+            else (np.zeros(0, np.int64), np.zeros(0))
+        )
+        for m, got in parts.items()
+    }

@@ -1,4 +1,13 @@
-"""GPU records and locators: created once, rewritten only when a GPU's facts change."""
+"""GPU records and locators: created once, rewritten only when a GPU's facts change.
+
+Facts are decided by sample time, not by processing order: a record holds the
+facts of the newest samples that registered it (`facts_at`), so an older file
+processed later never moves a GPU to another host or cluster. Every placement
+the GPU was seen at is kept in `placements` ([{"cluster", "host", "since"}],
+oldest first). A MIG instance's record (`MIG-<parent>-<GPU_I_ID>`, the facts'
+`UUID` label naming the parent) carries `parent`, and the parent's instances
+are listed under `{root}/instances/{parent}/`.
+"""
 
 from __future__ import annotations
 
@@ -17,14 +26,23 @@ from store.keys import Keys
 FACT_FIELDS = ("uuid", "cluster", "host", "gpu_index", "device", "model", "driver", "labels")
 _CACHE_TTL_S = 300.0
 _MAX_ATTEMPTS = 8
+# `facts_at` is moved forward only in steps of at least this much sample time, so a
+# stream of chunks with unchanged facts does not rewrite the record every time.
+FACTS_AT_SLACK_MS = 3_600_000
+MAX_PLACEMENTS = 100
 
 
 @dataclass(frozen=True, slots=True)
 class Registration:
-    """What a chunk knows of one GPU: its facts and the earliest sample time it carries."""
+    """What a chunk knows of one GPU: its facts, its earliest and newest sample times."""
 
     facts: dict[str, Any]
     first_seen: int
+    last_seen: int | None = None  # None: the same as first_seen
+
+    @property
+    def newest(self) -> int:
+        return self.first_seen if self.last_seen is None else self.last_seen
 
     @property
     def uuid(self) -> str:
@@ -36,22 +54,28 @@ class _KnownCache:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._entries: dict[tuple[str, str], tuple[str, int, float]] = {}
+        self._entries: dict[tuple[str, str], tuple[str, int, int, float]] = {}
 
     def fresh(self, root: str, reg: Registration) -> bool:
         with self._lock:
             entry = self._entries.get((root, reg.uuid))
         if entry is None:
             return False
-        digest, first_seen, expires = entry
+        digest, first_seen, facts_at, expires = entry
         return (
             expires > time.monotonic()
             and digest == _digest(reg.facts)
             and first_seen <= reg.first_seen
+            and reg.newest < facts_at + FACTS_AT_SLACK_MS
         )
 
     def remember(self, root: str, record: dict[str, Any]) -> None:
-        entry = (_digest(record), int(record["first_seen"]), time.monotonic() + _CACHE_TTL_S)
+        entry = (
+            _digest(record),
+            int(record["first_seen"]),
+            _facts_at(record),
+            time.monotonic() + _CACHE_TTL_S,
+        )
         with self._lock:
             self._entries[(root, record["uuid"])] = entry
 
@@ -120,24 +144,24 @@ class Plan:
 def plan_registration(keys: Keys, reg: Registration, current: dict[str, kv.Item]) -> Plan | None:
     """None when the stored record is already right; else a compare-guarded write plan.
 
-    `current` holds what was read of the locator and of the record at the GPU's
-    present place. The plan compares the locator's revision, so a racing writer
-    makes the transaction fail instead of leaving two records.
+    `current` holds what was read of the locator and of the record at the
+    registration's place. The plan compares the locator's revision, so a racing
+    writer makes the transaction fail instead of leaving two records.
     """
     facts = reg.facts
     locator_key = keys.locator(reg.uuid)
-    record_key = keys.record(facts["cluster"], facts["host"], reg.uuid)
+    reg_key = keys.record(facts["cluster"], facts["host"], reg.uuid)
     locator = current.get(locator_key)
     located = _decode(locator)
-    old_key = record_key
+    old_key = reg_key
     if located is not None:
         old_key = keys.record(located["cluster"], located["host"], reg.uuid)
-    old = _decode(current.get(old_key)) if old_key == record_key else _read_record(old_key)
-    first_seen = reg.first_seen if old is None else min(int(old["first_seen"]), reg.first_seen)
-    record = {**{f: facts.get(f) for f in FACT_FIELDS}, "first_seen": first_seen}
-    if old is not None and old_key == record_key and old == record:
+    old = _decode(current.get(old_key)) if old_key == reg_key else _read_record(old_key)
+    record = decide(old, reg)
+    if old is not None and old == record:
         known.remember(keys.root, record)
         return None
+    record_key = keys.record(record["cluster"], record["host"], reg.uuid)
     compare = [
         kv.cmp_absent(locator_key)
         if locator is None
@@ -147,9 +171,71 @@ def plan_registration(keys: Keys, reg: Registration, current: dict[str, kv.Item]
         kv.op_put(record_key, _encode(record)),
         kv.op_put(locator_key, _encode(located_of(record))),
     ]
-    if old_key != record_key:
+    if old is not None and old_key != record_key:
         ops.append(kv.op_delete(old_key))
+    if record.get("parent"):
+        ops.append(kv.op_put(keys.instance(record["parent"], reg.uuid), b""))
     return Plan(record, compare, ops)
+
+
+def decide(old: dict[str, Any] | None, reg: Registration) -> dict[str, Any]:
+    """The record after `reg`: the facts of whichever is newer by sample time.
+
+    A registration whose newest sample is at least as new as the record's
+    `facts_at` brings its facts (host, cluster, index, model, driver, labels);
+    an older one only adds to `first_seen` and to the placement history.
+    """
+    facts = {f: reg.facts.get(f) for f in FACT_FIELDS}
+    parent = _parent(facts)
+    if old is None:
+        placements = _placed([], reg.first_seen, facts)
+        return _record(facts, reg.first_seen, reg.newest, placements, parent)
+    old_at = _facts_at(old)
+    first_seen = min(int(old["first_seen"]), reg.first_seen)
+    history = old.get("placements") or _placed([], int(old["first_seen"]), old)
+    placements = _placed(history, reg.first_seen, facts)
+    if reg.newest >= old_at and (
+        _digest(facts) != _digest(old) or reg.newest >= old_at + FACTS_AT_SLACK_MS
+    ):
+        return _record(facts, first_seen, reg.newest, placements, parent)
+    kept = {f: old.get(f) for f in FACT_FIELDS}
+    return _record(kept, first_seen, old_at, placements, old.get("parent") or parent)
+
+
+def _record(
+    facts: dict[str, Any], first_seen: int, facts_at: int, placements: list, parent: str | None
+) -> dict[str, Any]:
+    record = {**facts, "first_seen": first_seen, "facts_at": facts_at, "placements": placements}
+    if parent:
+        record["parent"] = parent
+    return record
+
+
+def _facts_at(record: dict[str, Any]) -> int:
+    """Sample time of a record's facts; records from before it existed: first_seen."""
+    return int(record.get("facts_at", record["first_seen"]))
+
+
+def _parent(facts: dict[str, Any]) -> str | None:
+    """The parent GPU's uuid of a MIG instance record (its `UUID` label), else None."""
+    labels = facts.get("labels") or {}
+    parent = labels.get("UUID") if isinstance(labels, dict) else None
+    uuid = str(facts.get("uuid", ""))
+    if not parent or not uuid.startswith("MIG-") or parent == uuid:
+        return None
+    return str(parent)
+
+
+def _placed(history: list[dict], since: int, facts: dict[str, Any]) -> list[dict]:
+    """`history` with "at `facts`' place from `since`" added; consecutive repeats merged."""
+    entry = {"cluster": facts["cluster"], "host": facts["host"], "since": since}
+    ordered = sorted([*history, entry], key=lambda e: int(e["since"]))
+    out: list[dict] = []
+    for e in ordered:
+        if out and (out[-1]["cluster"], out[-1]["host"]) == (e["cluster"], e["host"]):
+            continue  # still at the same place: the earlier `since` stands
+        out.append({"cluster": e["cluster"], "host": e["host"], "since": int(e["since"])})
+    return out[-MAX_PLACEMENTS:]
 
 
 def keys_to_read(keys: Keys, regs: Sequence[Registration]) -> list[str]:
@@ -212,6 +298,23 @@ def list_records(keys: Keys, cluster: str | None = None, host: str | None = None
 def gpu_shard(keys: Keys, uuid: str) -> str:
     """The shard that holds the GPU (its locator); raises NotFound or StoreUnavailable."""
     return shards.of_gpu(uuid, lambda: kv.get(keys.locator(uuid)) is not None)
+
+
+def instances_of(keys: Keys, uuid: str) -> list[str]:
+    """The uuids of the MIG instances registered under GPU `uuid`, sorted."""
+    prefix = keys.instances_prefix(uuid)
+    end = kv.prefix_end(prefix)
+    return [info.key[len(prefix) :] for info in kv.keys_in_range(prefix, end)]
+
+
+def all_instances(keys: Keys) -> dict[str, list[str]]:
+    """{parent uuid: [instance uuids]} of every MIG instance: one keys-only range read."""
+    prefix = keys.all_instances()
+    out: dict[str, list[str]] = {}
+    for info in kv.keys_in_range(prefix, kv.prefix_end(prefix)):
+        parent, _, uuid = info.key[len(prefix) :].partition("/")
+        out.setdefault(parent, []).append(uuid)
+    return out
 
 
 def get_record(keys: Keys, uuid: str) -> dict[str, Any]:

@@ -4,6 +4,10 @@ Rollup blocks use the block codec (docs/STORAGE.md): one row per (bucket start,
 metric, field) with the field in the name, `{metric}\\x1f{field}`. Buckets of
 finer steps combine exactly into coarser ones: min of mins, max of maxes, sums
 and counts added, last of the latest bucket.
+
+Sums saturate: a bucket whose sum passes the float64 range (values near
+1.8e308) holds ±1.7976931348623157e308 instead of ±inf, so a rollup block can
+always be encoded and no answer carries inf (docs/STORAGE.md, "Rollups").
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import numpy as np
 from store.codec import Samples, decode_block, dedupe, encode_block
 
 FIELDS = ("min", "max", "sum", "count", "last")
+_FLOAT_MAX = float(np.finfo(np.float64).max)
 AGGREGATES = ("avg", "min", "max", "last", "sum", "count")
 _SEP = "\x1f"
 
@@ -39,7 +44,8 @@ class Buckets:
     def value(self, agg: str) -> np.ndarray:
         """The per-bucket value of an aggregate: avg, min, max, last, sum or count."""
         if agg == "avg":
-            return self.sum / self.count
+            with np.errstate(over="ignore"):
+                return self.sum / self.count
         if agg == "count":
             return self.count.astype(np.float64)
         return getattr(self, agg)
@@ -50,6 +56,17 @@ def empty(names: tuple[str, ...] = ()) -> Buckets:
     return Buckets(
         np.zeros(0, np.int64), np.zeros(0, np.int32), names, f, f, f, np.zeros(0, np.int64), f
     )
+
+
+def _sums(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Per-group sums, saturated at the float64 range instead of overflowing to inf."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = np.add.reduceat(values, starts)
+    if not np.isfinite(total).all():
+        # inf - inf gives NaN: the sign of the largest term decides where it saturates
+        total = np.where(np.isnan(total), 0.0, total)
+        total = np.clip(total, -_FLOAT_MAX, _FLOAT_MAX)
+    return total
 
 
 def _groups(metric: np.ndarray, bucket: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -75,7 +92,7 @@ def aggregate(samples: Samples, step_ms: int) -> Buckets:
         names=s.names,
         min=np.minimum.reduceat(v, starts),
         max=np.maximum.reduceat(v, starts),
-        sum=np.add.reduceat(v, starts),
+        sum=_sums(v, starts),
         count=(ends - starts).astype(np.int64),
         last=v[ends - 1],
     )
@@ -110,7 +127,7 @@ def rebucket(b: Buckets, step_ms: int) -> Buckets:
         names=b.names,
         min=np.minimum.reduceat(b.min[order], starts),
         max=np.maximum.reduceat(b.max[order], starts),
-        sum=np.add.reduceat(b.sum[order], starts),
+        sum=_sums(b.sum[order], starts),
         count=np.add.reduceat(b.count[order], starts),
         last=b.last[order][ends - 1],
     )

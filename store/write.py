@@ -57,9 +57,18 @@ class ChunkResult:
 
 
 def write_chunk(
-    keys: Keys, job_id: str, seq: int, batches: Sequence[GpuBatch], window_ms: int
+    keys: Keys,
+    job_id: str,
+    seq: int,
+    batches: Sequence[GpuBatch],
+    window_ms: int,
+    upload: int = 0,
 ) -> ChunkResult:
     """Persist one chunk; safe to call again with the same arguments (retries, redelivery).
+
+    `upload` is the job's upload sequence (store/jobs.py::new_upload_seq): it
+    goes into each block's key and each latest value, so the newest upload of a
+    sample wins whatever order chunks arrive in (store/order.py).
 
     The usual case is one read and one transaction: GPU records (when new or
     changed), latest values, blocks and the chunk marker, all guarded by compares
@@ -71,10 +80,13 @@ def write_chunk(
     # periods first: idempotent, so a crash before the blocks only repeats them
     update_workloads(keys, {b.uuid: list(b.workloads) for b in batches if b.workloads})
     total = sum(len(b.samples) for b in batches)
-    blocks = [item for batch in batches for item in _blocks(keys, batch, window_ms)]
+    order = (upload, seq)
+    blocks = [item for batch in batches for item in _blocks(keys, batch, window_ms, order)]
     marker = (keys.chunk(job_id, seq), _encode({"samples": total, "blocks": len(blocks)}))
-    regs = [Registration(b.facts, int(b.samples.ts.min())) for b in batches]
-    newest = {b.uuid: _newest_per_metric(b.samples) for b in batches}
+    regs = [
+        Registration(b.facts, int(b.samples.ts.min()), int(b.samples.ts.max())) for b in batches
+    ]
+    newest = {b.uuid: _newest_per_metric(b.samples, upload) for b in batches}
     try:
         done, records = kv.guaranteed_update(
             lambda: _write_in_one_txn(keys, regs, newest, blocks, marker),
@@ -134,7 +146,9 @@ def _encode(obj: object) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
-def _blocks(keys: Keys, batch: GpuBatch, window_ms: int) -> list[tuple[str, bytes]]:
+def _blocks(
+    keys: Keys, batch: GpuBatch, window_ms: int, order: tuple[int, int]
+) -> list[tuple[str, bytes]]:
     """One block per time window the batch touches, keyed by its content digest."""
     s = batch.samples
     windows = s.ts // window_ms
@@ -143,14 +157,17 @@ def _blocks(keys: Keys, batch: GpuBatch, window_ms: int) -> list[tuple[str, byte
         sel = windows == w
         part = Samples(s.ts[sel], s.metric[sel], s.value[sel], s.names)
         data = encode_block(part)
-        key = keys.block(batch.uuid, int(part.ts.min()), int(part.ts.max()), block_digest(data))
+        key = keys.block(
+            batch.uuid, int(part.ts.min()), int(part.ts.max()), block_digest(data), *order
+        )
         out.append((key, data))
     return out
 
 
 # Latest values ---------------------------------------------------------------------
-def _newest_per_metric(samples: Samples) -> dict[str, list]:
-    """{metric: [ts, value]} of the newest sample of each metric (last wins on equal ts)."""
+def _newest_per_metric(samples: Samples, upload: int = 0) -> dict[str, list]:
+    """{metric: [ts, value, upload]} of the newest sample of each metric (last wins on
+    equal ts)."""
     if not len(samples):
         return {}
     # sort by (metric, ts, position): the last row of each metric run is its newest sample
@@ -158,25 +175,34 @@ def _newest_per_metric(samples: Samples) -> dict[str, list]:
     metric = samples.metric[order]
     last = order[np.flatnonzero(np.r_[metric[1:] != metric[:-1], True])]
     return {
-        samples.names[int(samples.metric[i])]: [int(samples.ts[i]), float(samples.value[i])]
+        samples.names[int(samples.metric[i])]: [
+            int(samples.ts[i]),
+            float(samples.value[i]),
+            upload,
+        ]
         for i in last.tolist()
     }
 
 
+def _latest_order(entry: list) -> tuple[int, int]:
+    """(ts, upload): a newer sample wins; at equal ts the newer upload (store/order.py)."""
+    return entry[0], entry[2] if len(entry) > 2 else 0
+
+
 def _merge_latest(old: dict[str, list], new: dict[str, list]) -> dict[str, list]:
     merged = dict(old)
-    for name, (ts, value) in new.items():
+    for name, entry in new.items():
         current = merged.get(name)
-        if current is None or ts >= current[0]:
-            merged[name] = [ts, value]
+        if current is None or _latest_order(entry) >= _latest_order(current):
+            merged[name] = list(entry)
     return merged
 
 
 def update_latest(keys: Keys, newest: dict[str, dict[str, list]]) -> None:
-    """Move each GPU's latest values ({uuid: {metric: [ts, value]}}) forward.
+    """Move each GPU's latest values ({uuid: {metric: [ts, value, upload]}}) forward.
 
     Compare-and-swap on mod revision, retried; a value only replaces one with
-    an older or equal timestamp.
+    an older timestamp, or an equal one from an older or the same upload.
     """
     todo = dict(newest)
 
@@ -223,7 +249,8 @@ def _cas_latest(keys: Keys, newest: dict[str, dict[str, list]]) -> bool:
 def latest_values(keys: Keys, uuids: Sequence[str] | None = None) -> dict[str, dict[str, list]]:
     """{uuid: {metric: [ts, value]}}: all GPUs (one range read) or the given ones.
 
-    In the current shard inside `shards.use()`, else in every shard at once.
+    In the current shard inside `shards.use()`, else in every shard at once. The upload
+    order stored with each value (for the merge) is left out.
     """
 
     def read() -> list[kv.Item]:
@@ -232,4 +259,7 @@ def latest_values(keys: Keys, uuids: Sequence[str] | None = None) -> dict[str, d
         return list(kv.get_many([keys.latest(u) for u in uuids]).values())
 
     items = [i for part in shards.fan_out(read).values() for i in part]
-    return {item.key.rsplit("/", 1)[-1]: json.loads(item.value) for item in items}
+    return {
+        item.key.rsplit("/", 1)[-1]: {m: e[:2] for m, e in json.loads(item.value).items()}
+        for item in items
+    }

@@ -21,7 +21,8 @@ app = Celery("telemetry_site")
 app.set_default()
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks(["workers"])
-app.conf.include = ["workers.tasks", "workers.upkeep"]
+# apps.ingest.tasks: the parse of large uploads (it uses the ingest app; workers/ must not)
+app.conf.include = ["workers.tasks", "workers.upkeep", "apps.ingest.tasks"]
 
 
 @worker_process_init.connect

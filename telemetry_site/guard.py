@@ -4,11 +4,12 @@ Django's ASGI handler reads (and spools to disk) a whole request body before any
 middleware or view runs, so a check in a view comes after the cost is paid. This
 ASGI middleware sits in front of it and, per route and method (`policy_for`):
 
-* refuses a body on routes that take none (413), and a declared Content-Length
+* refuses a body on routes that take none (413; 405 with Allow when the route has no
+  such method at all, as Django would answer without the body), and a declared Content-Length
   over the route's limit (413), without reading a byte;
-* on routes that need a caller when they get a body (the upload: TELEMETRY_WRITE_AUTH;
-  GraphQL: TELEMETRY_READ_AUTH), checks the token or session from the headers and
-  answers 401 before reading;
+* on routes that need a caller when they get a body (the upload and Prometheus remote
+  write: TELEMETRY_WRITE_AUTH; GraphQL and Prometheus queries: TELEMETRY_READ_AUTH),
+  checks the token or session from the headers and answers 401 before reading;
 * counts the body as it arrives (chunked bodies have no Content-Length) and cuts it
   at the limit (413), and cuts a body that arrives slower than the budget (408):
   HTTP_BODY_GRACE plus one second per HTTP_BODY_MIN_RATE bytes received.
@@ -62,27 +63,33 @@ class Policy:
 
 NO_BODY = Policy(0, "")
 
+# Routes that take a body (by URL name): the setting holding the limit, who may send one,
+# and the refusal's shape. Everything else takes none (tests/security checks that every
+# view with a POST, PUT or PATCH handler is listed here or under the admin).
+BODY_ROUTES: dict[str, tuple[str, str, bool]] = {
+    "csv-upload": ("INGEST_MAX_UPLOAD_BYTES", "write", False),
+    "prom-remote-write": ("REMOTE_WRITE_MAX_BYTES", "write", False),
+    "graphql": ("DATA_UPLOAD_MAX_MEMORY_SIZE", "read", True),
+}
+FORM_LIMIT = "DATA_UPLOAD_MAX_MEMORY_SIZE"
+
 
 def policy_for(method: str, path: str) -> Policy:
-    """The body policy of `method path`: only the upload, remote write, PromQL forms,
-    GraphQL and admin forms take one."""
+    """The body policy of `method path` (BODY_ROUTES, Prometheus queries, admin forms)."""
     if method not in BODY_METHODS:
         return NO_BODY
     try:
         match = resolve(path)
     except Resolver404:
         return NO_BODY
-    if match.url_name == "csv-upload":
-        return Policy(settings.INGEST_MAX_UPLOAD_BYTES, "INGEST_MAX_UPLOAD_BYTES", "write")
-    form = Policy(settings.DATA_UPLOAD_MAX_MEMORY_SIZE, "DATA_UPLOAD_MAX_MEMORY_SIZE")
-    if match.url_name == "graphql":
-        return Policy(form.limit, form.limit_name, "read", graphql=True)
-    if match.url_name == "prom-remote-write":
-        return Policy(settings.REMOTE_WRITE_MAX_BYTES, "REMOTE_WRITE_MAX_BYTES", "write")
-    if match.url_name.startswith("prom-"):  # Grafana posts its PromQL as a form
-        return Policy(form.limit, form.limit_name, "read")
+    name = match.url_name or ""
+    if name in BODY_ROUTES:
+        setting, access, graphql = BODY_ROUTES[name]
+        return Policy(getattr(settings, setting), setting, access, graphql)
+    if name.startswith("prom-"):  # Grafana posts its queries as forms
+        return Policy(getattr(settings, FORM_LIMIT), FORM_LIMIT, "read")
     if "admin" in match.namespaces:
-        return form
+        return Policy(getattr(settings, FORM_LIMIT), FORM_LIMIT)
     return NO_BODY
 
 
@@ -92,6 +99,7 @@ class Refusal:
     reason: str  # metric label
     message: str
     challenge: bool = False  # add WWW-Authenticate
+    allow: str = ""  # a 405's Allow header
 
 
 class BodyGuard:
@@ -107,6 +115,9 @@ class BodyGuard:
         policy = policy_for(scope["method"], scope["path"])
         headers = _headers(scope)
         refusal = _size_refusal(policy, headers)
+        if refusal is not None and policy.limit == 0:
+            # a method the route does not have at all is that, whatever it sends (405)
+            refusal = _method_refusal(scope["method"], scope["path"]) or refusal
         if refusal is None and policy.access and _has_body(headers):
             refusal = await _caller_refusal(policy.access, headers)
         if refusal is not None:
@@ -123,6 +134,21 @@ class BodyGuard:
         await self.app(scope, body, watched_send)
         if body.refusal is not None and not started:
             await _answer(send, body.refusal, policy)
+
+
+def _method_refusal(method: str, path: str) -> Refusal | None:
+    """405 when `path` routes to a class-based view without a handler for `method`."""
+    try:
+        view = getattr(resolve(path).func, "view_class", None)
+    except Resolver404:
+        return None
+    if view is None or hasattr(view, method.lower()):
+        return None
+    allowed = [m.upper() for m in view.http_method_names if hasattr(view, m)]
+    if "GET" in allowed and "HEAD" not in allowed:
+        allowed.append("HEAD")  # Django's View answers HEAD with its GET
+    message = f'Method "{method}" not allowed.'
+    return Refusal(405, "method_not_allowed", message, allow=", ".join(allowed))
 
 
 def _headers(scope: Scope) -> dict[bytes, bytes]:
@@ -247,6 +273,8 @@ async def _answer(send: Send, refusal: Refusal, policy: Policy) -> None:
     ]
     if refusal.challenge:
         headers.append((b"www-authenticate", b'Bearer realm="telemetry"'))
+    if refusal.allow:
+        headers.append((b"allow", refusal.allow.encode()))
     await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import dj_database_url
@@ -69,10 +71,13 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # outermost: it swaps a streamed body for an async one last (telemetry_site/streaming.py)
+    "telemetry_site.streaming.AsyncStreaming",
     "observability.middleware.RequestMetricsMiddleware",
     # Before everything that makes or reads a body: it encodes the final response.
     "telemetry_site.compression.CompressionMiddleware",
     "apps.read.middleware.PartialShardsMiddleware",
+    "apps.api.errors.ApiJsonErrors",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -144,8 +149,8 @@ HTTP_BODY_MIN_RATE = env_int("HTTP_BODY_MIN_RATE", 16 * 1024, minimum=1)
 
 # --- REST API ----------------------------------------------------------------
 REST_FRAMEWORK = {
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_SCHEMA_CLASS": "apps.api.openapi.TelemetryAutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "apps.api.pagination.StrictLimitOffsetPagination",
     "PAGE_SIZE": env_int("API_PAGE_SIZE", 100, minimum=1),
     "EXCEPTION_HANDLER": "apps.read.errors.exception_handler",
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -164,7 +169,13 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "GPU telemetry API",
-    "DESCRIPTION": "DCGM telemetry ingest and query.",
+    "DESCRIPTION": (
+        "NVIDIA DCGM telemetry: upload CSV exports, list GPUs, hosts and clusters, read a "
+        "GPU's samples over a time window (JSON pages, columns or CSV). Reads are open "
+        "unless TELEMETRY_READ_AUTH is on; uploads need `Authorization: Bearer <token>` "
+        'unless TELEMETRY_WRITE_AUTH is off. Every error is JSON: `{"detail": ...}` or one '
+        "entry per bad parameter. Times are RFC 3339 in UTC. More in docs/API.md."
+    ),
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
@@ -257,17 +268,28 @@ INGEST_MAX_METRICS_PER_GPU = env_int("INGEST_MAX_METRICS_PER_GPU", 1000, minimum
 INGEST_MAX_GZIP_RATIO = env_int("INGEST_MAX_GZIP_RATIO", 100, minimum=1)
 INGEST_MAX_PARSE_SECONDS = env_duration("INGEST_MAX_PARSE_SECONDS", 600.0)
 INGEST_MAX_FUTURE = env_duration("INGEST_MAX_FUTURE", 300.0)
+INGEST_ASYNC_BYTES = env_int("INGEST_ASYNC_BYTES", 64 * 1024**2, minimum=0)
+INGEST_SPOOL_DIR = env_str(
+    "INGEST_SPOOL_DIR", os.path.join(tempfile.gettempdir(), "telemetry-uploads")
+)
+INGEST_PARSER = env_str("INGEST_PARSER", "columnar")
+if INGEST_PARSER not in ("columnar", "rows"):
+    raise ImproperlyConfigured(f"INGEST_PARSER={INGEST_PARSER!r}: expected columnar or rows")
 BLOCK_WINDOW_SECONDS = env_int("BLOCK_WINDOW_SECONDS", 3600, minimum=60)
 # Storage tiers, one block: "name:resolution:retention,...". `raw` keeps every sample;
 # the others keep per-bucket min/max/sum/count/last at their resolution. Retention is
-# counted back from the newest sample in the store (as Prometheus does from its head),
-# so loading an old file does not delete it at once.
+# counted back from each GPU's own newest sample (docs/STORAGE.md, "Time policy"), so
+# loading an old file keeps it and one far-future sample cannot age other GPUs' data.
 STORAGE_TIERS = env_tiers("STORAGE_TIERS", "raw:0:2d,5m:5m:7d,1h:1h:30d")
 # Each run rewrites the rollup blocks of touched windows: every revision stays in etcd's
 # history until auto-compaction, so hourly keeps that history small (docs/CAPACITY.md).
 COMPACTION_INTERVAL = env_duration("COMPACTION_INTERVAL", 3600.0)
 ETCD_DEFRAG_INTERVAL = env_duration("ETCD_DEFRAG_INTERVAL", 86400.0)
 JOB_RETENTION = env_duration("JOB_RETENTION", 7 * 86400.0)
+# A job being parsed saves its counts at least this often; one whose document was not
+# saved for INGEST_JOB_STALE (its parsing process died) is shown as failed.
+INGEST_JOB_HEARTBEAT = env_duration("INGEST_JOB_HEARTBEAT", 30.0)
+INGEST_JOB_STALE = env_duration("INGEST_JOB_STALE", 600.0)
 CELERY_BEAT_SCHEDULE = {
     "compact-storage": {"task": "workers.compact", "schedule": COMPACTION_INTERVAL},
 }

@@ -1,10 +1,12 @@
 """The Celery payload of a chunk: columnar and compact (msgpack with raw little-endian arrays).
 
-    {"v": 1, "root": etcd root, "job": id, "seq": n, "names": [metric names],
+    {"v": 1, "root": etcd root, "job": id, "seq": n, "u": upload sequence,
+     "names": [metric names],
      "gpus": [{"f": facts, "t": int64[], "m": int32[] (index into names), "x": float64[],
                "w": [[start_ms, end_ms, {workload labels}], ...] (optional)}]}
 
-The root travels with the chunk so a worker writes where the uploader decided. The format
+The root travels with the chunk so a worker writes where the uploader decided; the
+upload sequence orders overlapping uploads (store/order.py; absent: 0). The format
 belongs to the workers: ingest encodes with `encode` and enqueues by task name.
 """
 
@@ -51,14 +53,16 @@ class DecodedChunk:
     job: str
     seq: int
     batches: list[GpuBatch]
+    upload: int = 0
 
 
-def encode(chunk: ChunkColumns, root: str, job_id: str) -> dict[str, Any]:
+def encode(chunk: ChunkColumns, root: str, job_id: str, upload: int = 0) -> dict[str, Any]:
     return {
         "v": VERSION,
         "root": root,
         "job": job_id,
         "seq": chunk.seq,
+        "u": upload,
         "names": chunk.names,
         "gpus": [
             {
@@ -91,7 +95,10 @@ def decode(payload: dict[str, Any]) -> DecodedChunk:
                 raise PayloadError("chunk columns differ in length")
             periods = tuple((int(s), int(e), dict(lb)) for s, e, lb in g.get("w", ()))
             batches.append(GpuBatch(g["f"], Samples(ts, metric, value, names), periods))
-        return DecodedChunk(payload["root"], payload["job"], int(payload["seq"]), batches)
+        upload = int(payload.get("u", 0))
+        if upload < 0:
+            raise PayloadError(f"negative upload sequence {upload}")
+        return DecodedChunk(payload["root"], payload["job"], int(payload["seq"]), batches, upload)
     except PayloadError:
         raise
     except (KeyError, TypeError, ValueError) as exc:

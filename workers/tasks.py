@@ -50,7 +50,12 @@ def _persist(chunk: dict) -> dict:
         cluster = str(decoded.batches[0].facts.get("cluster", "")) if decoded.batches else ""
         with shards.in_cluster(cluster):
             result = write_chunk(
-                Keys(decoded.root), decoded.job, decoded.seq, decoded.batches, window_ms()
+                Keys(decoded.root),
+                decoded.job,
+                decoded.seq,
+                decoded.batches,
+                window_ms(),
+                upload=decoded.upload,
             )
     except (StoreUnavailable, Conflict):
         CHUNKS.labels("retried").inc()

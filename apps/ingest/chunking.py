@@ -13,9 +13,15 @@ from __future__ import annotations
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from apps.ingest import workloads
 from apps.ingest.parsing import Row, RowFacts
+
+if TYPE_CHECKING:
+    from apps.ingest.columnar import ColumnBatch
 
 
 @dataclass
@@ -71,7 +77,11 @@ class Chunker:
         self.chunks = 0
         self.samples = 0
 
-    def add(self, row: Row) -> None:
+    def add(self, row: Row | ColumnBatch) -> None:
+        """One row, or a ColumnBatch of rows (what the columnar parser yields)."""
+        if not isinstance(row, Row):
+            self.add_batch(row)
+            return
         if not row.values:
             return  # a row of DCGM blanks only: nothing to store, no facts to take
         if self._held and self._held + len(row.values) > self._buffer_rows:
@@ -89,6 +99,49 @@ class Chunker:
             buf.metric.append(ix)
             buf.value.append(value)
         self._held += len(row.values)
+
+    def add_batch(self, batch: ColumnBatch) -> None:
+        """Every sample of `batch`, each GPU's in batch order; facts from its facts row."""
+        if self._held and self._held + len(batch) > self._buffer_rows:
+            self._flush()
+        lookup = np.array([self._name(name) for name in batch.names], dtype=np.int64)
+        order = np.argsort(batch.gpu, kind="stable")
+        codes = batch.gpu[order]
+        cuts = np.flatnonzero(np.diff(codes)) + 1
+        for start, stop in zip([0, *cuts.tolist()], [*cuts.tolist(), len(codes)], strict=True):
+            code = int(codes[start])
+            uuid = batch.uuids[code]
+            buf = self._gpus.get(uuid)
+            if buf is None:
+                buf = self._gpus[uuid] = GpuBuffer(self._facts(batch.facts_rows[code]))
+            picked = order[start:stop]
+            self._note_workloads(buf, batch, picked)
+            buf.ts.frombytes(batch.ts[picked].astype(np.int64).tobytes())
+            metric = lookup[batch.metric[picked]].astype(np.dtype(f"i{buf.metric.itemsize}"))
+            buf.metric.frombytes(metric.tobytes())
+            buf.value.frombytes(batch.value[picked].astype(np.float64).tobytes())
+        self._held += len(batch)
+        if self._held >= self._buffer_rows:
+            self._flush()
+
+    @staticmethod
+    def _note_workloads(buf: GpuBuffer, batch: ColumnBatch, picked: np.ndarray) -> None:
+        """The workload periods of a GPU's samples, a run of equal workloads at a time
+        (the same periods as noting each row)."""
+        work, ts = batch.work[picked], batch.ts[picked]
+        cuts = np.flatnonzero(np.diff(work)) + 1
+        for start, stop in zip([0, *cuts.tolist()], [*cuts.tolist(), len(work)], strict=True):
+            labels = batch.workloads[int(work[start])]
+            run = ts[start:stop]
+            workloads.note(buf.periods, int(run.min()), labels)
+            workloads.note(buf.periods, int(run.max()), labels)
+
+    def _name(self, name: str) -> int:
+        ix = self._name_ix.get(name)
+        if ix is None:
+            ix = self._name_ix[name] = len(self._names)
+            self._names.append(name)
+        return ix
 
     def finish(self) -> None:
         self._flush()

@@ -60,6 +60,8 @@ META_COLUMNS = KEY_COLUMNS | IDENTIFIER_COLUMNS
 # Identifier columns that are record facts of their own (gpu_index, device, model,
 # cluster); the others are kept among the record's labels.
 FACT_COLUMNS = frozenset({"gpu_id", "device", "modelname", "cluster"})
+# The workload of a row (apps/ingest/workloads.py keeps it as periods), not labels either.
+WORKLOAD_COLUMNS = frozenset({"container", "pod", "namespace"})
 # Where a file says which MIG instance (GPU instance id) a row belongs to.
 INSTANCE_COLUMN = "gpu_i_id"
 INSTANCE_LABEL = "GPU_I_ID"
@@ -113,7 +115,9 @@ def detect(header: list[str]) -> Layout:
     identifiers = tuple(
         (pos, cleaned[pos])
         for pos, name in enumerate(names)
-        if name in IDENTIFIER_COLUMNS and name not in FACT_COLUMNS and index[name] == pos
+        if name in IDENTIFIER_COLUMNS
+        and name not in FACT_COLUMNS | WORKLOAD_COLUMNS
+        and index[name] == pos
     )
     missing_long = [c for c in LONG_REQUIRED if c not in index]
     if not missing_long:

@@ -2,10 +2,15 @@
 
 The upload and the `ingest` command (service.ingest, a whole file in one send), the `stream`
 command (a batch per send) and the `scrape` command (a scrape round per send) all feed a `Job`.
-Its document `{root}/jobs/{id}` (store/jobs.py) is written at two moments only:
+Its document `{root}/jobs/{id}` (store/jobs.py) is written:
 
 - before the job's first chunk is enqueued (state "parsing", shown as running), so no chunk
-  is ever queued for a job etcd does not know; a job that enqueues nothing is never written;
+  is ever queued for a job etcd does not know; a job that enqueues nothing is never written.
+  The job takes its upload sequence then (store/jobs.py::new_upload_seq), and every chunk
+  carries it: the newest upload of a sample wins (store/order.py);
+- while it is parsed, at least every INGEST_JOB_HEARTBEAT as rows come in (`updated_at`
+  and the counts so far), so a job whose process died is shown failed after
+  INGEST_JOB_STALE with the counts it reached;
 - when it ends: "parsed" (done once every chunk is stored) by `close`, or "failed" with the
   counts so far when a send raised after the document was written (best effort: etcd may be
   why it failed; the chunks already enqueued are still stored).
@@ -29,8 +34,8 @@ from apps.ingest.parsing import Row, RowError, RowFacts
 from apps.ingest.workloads import RowWorkload, no_workload
 from store import default_keys
 from store.errors import Answer, StoreError
-from store.jobs import new_job_id, save_job
-from store.keys import check_segment
+from store.jobs import new_job_id, new_upload_seq, save_job
+from store.keys import Keys, check_segment
 from workers import payload
 
 PERSIST_TASK = "workers.persist_chunk"
@@ -62,14 +67,13 @@ class BrokerUnavailable(OperationalError):
     answer = Answer(503, "UNAVAILABLE", retry_after=5)
 
 
-def enqueue(chunk: Chunk, root: str, job_id: str) -> None:
+def enqueue(chunk: Chunk, root: str, job_id: str, upload: int = 0) -> None:
     """One chunk task, by name: ingest never imports the tasks (pyproject's import contracts).
 
     Raises BrokerUnavailable."""
     try:
-        current_app.send_task(
-            PERSIST_TASK, args=[payload.encode(chunk, root, job_id)], serializer="msgpack"
-        )
+        body = payload.encode(chunk, root, job_id, upload)
+        current_app.send_task(PERSIST_TASK, args=[body], serializer="msgpack")
     except OperationalError as exc:
         raise BrokerUnavailable(f"the task broker is unavailable: {exc}") from exc
 
@@ -85,10 +89,24 @@ class Job:
     does). `chunks_expected` counts the chunks actually enqueued. Not thread-safe.
     """
 
-    def __init__(self, *, source: str, cluster: str | None, fmt: str) -> None:
+    def __init__(
+        self,
+        *,
+        source: str,
+        cluster: str | None,
+        fmt: str,
+        on_chunk: Callable[[Chunk], None] | None = None,
+        resume: tuple[str, str, int] | None = None,
+    ) -> None:
+        """`on_chunk` sees each chunk before it is enqueued (the upload's retention tally).
+
+        `resume` (job id, etcd root, upload sequence): continue a job whose document the
+        upload already saved (`save_queued`; a large upload parsed in a worker, whose
+        ETCD_PREFIX may not be the root the upload chose)."""
         self.cluster = check_segment(cluster or settings.TELEMETRY_CLUSTER, "cluster")
+        self._on_chunk = on_chunk
         self.job: dict[str, Any] = {
-            "id": new_job_id(),
+            "id": resume[0] if resume else new_job_id(),
             "source": source[:500],
             "cluster": self.cluster,
             "format": fmt,
@@ -96,9 +114,12 @@ class Job:
             "created_at": int(time.time() * 1000),
         }
         self.closed = False
-        self._keys = default_keys()
+        self._keys = Keys(resume[1]) if resume else default_keys()
         self._started = time.monotonic()
-        self._saved = False
+        self._saved = resume is not None
+        if resume:
+            self.job["upload_seq"] = resume[2]
+        self._last_save = 0.0
         self._enqueued = 0
         self._totals = Counts()
         self._current: Tally | None = None  # the running send's tally, when it keeps one
@@ -189,13 +210,36 @@ class Job:
         room = settings.INGEST_MAX_ERRORS - len(self._totals.errors)
         self._totals.errors.extend(list(tally.errors)[: max(room, 0)])
 
+    def alive(self) -> None:
+        """Save the document with the counts so far when INGEST_JOB_HEARTBEAT has passed
+        since the last save (only once it was saved): a job whose process dies shows them."""
+        if self._saved and time.monotonic() - self._last_save >= settings.INGEST_JOB_HEARTBEAT:
+            self._save("parsing")
+
+    def _save(self, state: str) -> None:
+        self._update(state)
+        save_job(self._keys, self.job)
+        self._last_save = time.monotonic()
+
+    def save_queued(self) -> tuple[str, str, int]:
+        """Save the document now (state "parsing", no counts yet), with its upload
+        sequence: a large upload's job, answered before a worker parses it. Returns what
+        that worker's Job resumes from."""
+        self.job["upload_seq"] = new_upload_seq(self._keys, self.cluster)
+        self._save("parsing")
+        self._saved = True
+        return self.id, self._keys.root, self.job["upload_seq"]
+
     def _emit(self, chunk: Chunk) -> None:
+        if self._on_chunk is not None:
+            self._on_chunk(chunk)
         if not self._saved:
-            self._update("parsing")
-            save_job(self._keys, self.job)
+            self.job["upload_seq"] = new_upload_seq(self._keys, self.cluster)
+            self._save("parsing")
             self._saved = True
-        enqueue(chunk, self._keys.root, self.id)
+        enqueue(chunk, self._keys.root, self.id, self.job["upload_seq"])
         self._enqueued += 1
+        self.alive()
 
     def _update(self, state: str, error: str = "") -> None:
         totals, current = self._totals, self._current or Counts()
@@ -211,6 +255,7 @@ class Job:
             errors=[asdict(e) for e in errors],
             chunks_expected=self._enqueued,
             parse_seconds=round(time.monotonic() - self._started, 3),
+            updated_at=int(time.time() * 1000),
         )
 
 

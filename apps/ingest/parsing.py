@@ -164,16 +164,14 @@ class _Peekable(io.RawIOBase):
         return len(data)
 
 
-def open_text(
+def open_binary(
     raw: BinaryIO, max_decompressed: int | None = None, max_ratio: int | None = None
-) -> io.TextIOWrapper:
-    """Text view of CSV bytes: gzip detected by magic, UTF-8 with or without BOM, any newline.
+) -> BinaryIO:
+    """The CSV bytes of `raw`: gzip detected by magic and inflated, within the limits.
 
-    Undecodable bytes become U+FFFD, so binary garbage ends as a header error or
-    as rejected rows, never as an exception halfway through. Gzip input that
-    decompresses past `max_decompressed` bytes, or to more than `max_ratio`
-    times the compressed bytes read (after the first 64 KiB), raises TooLarge when
-    read there.
+    Gzip input that decompresses past `max_decompressed` bytes, or to more than
+    `max_ratio` times the compressed bytes read (after the first 64 KiB), raises
+    TooLarge when read there. A BOM is left in place (open_text drops it).
     """
     stream = _Peekable(raw)
     buffered: BinaryIO = io.BufferedReader(stream, buffer_size=1 << 16)
@@ -184,7 +182,25 @@ def open_text(
             limit = max_decompressed if max_decompressed is not None else 1 << 62
             capped = _CappedReader(buffered, limit, max_ratio, source)
             buffered = io.BufferedReader(capped, buffer_size=1 << 16)  # type: ignore[assignment]
-    return io.TextIOWrapper(buffered, encoding="utf-8-sig", errors="replace", newline="")
+    return buffered
+
+
+def text_of(binary: BinaryIO, *, start: bool = True) -> io.TextIOWrapper:
+    """Text of CSV bytes: UTF-8 (with or without BOM at the `start` of a file), any
+    newline, bad bytes as U+FFFD."""
+    encoding = "utf-8-sig" if start else "utf-8"
+    return io.TextIOWrapper(binary, encoding=encoding, errors="replace", newline="")  # type: ignore[type-var]
+
+
+def open_text(
+    raw: BinaryIO, max_decompressed: int | None = None, max_ratio: int | None = None
+) -> io.TextIOWrapper:
+    """Text view of CSV bytes: gzip detected by magic, UTF-8 with or without BOM, any newline.
+
+    Undecodable bytes become U+FFFD, so binary garbage ends as a header error or
+    as rejected rows, never as an exception halfway through. Limits as open_binary.
+    """
+    return text_of(open_binary(raw, max_decompressed, max_ratio))
 
 
 class _RecordTooLong(Exception):
@@ -380,6 +396,10 @@ class Parser:
     max_cpu_seconds: float | None = None
     max_future: float | None = None
     clock: Any = time.time
+    # Given a header layout, no header is read: `text` starts at line `line_offset` + 1
+    # (how the columnar parser hands a part of a file to this one, the reference).
+    header: Layout | None = None
+    line_offset: int = 0
     rows_read: int = 0
     accepted: int = 0
     rejected: int = 0
@@ -392,13 +412,12 @@ class Parser:
         self._cpu_start = time.thread_time()
         self._latest = MAX_TS
         self._tick()
-        self._lines = _Lines(self.text, self.max_line, self.max_lines, self._tick)
-        self._reader = csv.reader(self._lines)
+        self.resume(self.text, self.line_offset)
         self._metrics_of: dict[str, set[str]] = {}
         self._good_metrics: set[str] = set()  # names already validated
         self._ts = TimestampCache(max_ms=MAX_TS)
         self._seen: set[str] = set()
-        self.layout = self._read_header()
+        self.layout = self.header or self._read_header()
         self.format = self.layout.format
         ix = self.layout.index
         self._uuid_pos = ix["uuid"]
@@ -410,6 +429,13 @@ class Parser:
             self._metric_pos = ix["metric_name"]
             self._value_pos = ix["value"]
         self._column_names = {pos: name for name, pos in ix.items()}
+
+    def resume(self, text: io.TextIOBase, lines_before: int) -> None:
+        """Read on from `text`, whose first line is line `lines_before` + 1 of the file."""
+        self.text = text
+        self._lines = _Lines(text, self.max_line, self.max_lines, self._tick)
+        self._lines.count = lines_before
+        self._reader = csv.reader(self._lines)
 
     def _tick(self) -> None:
         """Budget checks, every 1024 lines read: CPU time, and the latest time accepted."""
@@ -645,6 +671,17 @@ class Parser:
         if not values and not self._row_blank:
             raise RowRejected("the row holds no metric value")
         return Row(uuid, host, ts, values, fields)
+
+    @property
+    def line(self) -> int:
+        """The physical line where the row last yielded starts (for the caller's checks)."""
+        return self._lines.start
+
+    def refuse(self, message: str) -> None:
+        """Count the row last yielded as rejected after all, for a check the caller made
+        (the time policy: apps/ingest/service.py)."""
+        self.accepted -= 1
+        self._reject(self.line, message)
 
     def facts(self, row: Row, cluster: str) -> dict:
         """The GPU record facts carried by a row (labels parsed only when asked).

@@ -7,20 +7,34 @@ Views and commands call `ingest`; it holds the whole upload path. The job's life
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any, BinaryIO
 
+import numpy as np
+from celery import current_app
 from django.conf import settings
+from kombu.exceptions import OperationalError
 
-from apps.ingest.jobs import Job
-from apps.ingest.parsing import Parser, Row, RowError, RowFacts, TooLarge, open_text
+from apps.ingest.chunking import Chunk
+from apps.ingest.columnar import ColumnarParser, ColumnBatch
+from apps.ingest.jobs import BrokerUnavailable, Job
+from apps.ingest.parsing import Parser, Row, RowError, RowFacts, TooLarge, open_binary, text_of
 from apps.ingest.workloads import csv_workload
 from observability.logs import job_context
 from observability.metrics import ROWS
+from store import default_keys
 from store.errors import Answer
-from store.keys import check_segment
+from store.horizon import Horizon
+from store.jobs import load_job, save_job
+from store.keys import Keys, check_segment
+from store.tiers import tiers
 
 log = logging.getLogger(__name__)
+PARSE_TASK = "apps.ingest.parse_upload"
 
 
 class NoRows(ValueError):
@@ -70,8 +84,10 @@ def ingest(
     source: str,
     cluster: str | None = None,
     progress: Callable[[int], None] | None = None,
+    resume: tuple[str, str, int] | None = None,
 ) -> dict[str, Any]:
-    """Parse `raw` and enqueue its chunks; returns the saved job document.
+    """Parse `raw` and enqueue its chunks; returns the saved job document (with
+    `resume`: the job `accept` saved for a large upload, see Job).
 
     Raises HeaderError, NoRows, NothingAccepted, InvalidSegment (bad cluster
     name): nothing was written or enqueued. Raises UploadTooLarge,
@@ -82,27 +98,19 @@ def ingest(
     """
     cluster = check_segment(cluster or settings.TELEMETRY_CLUSTER, "cluster")
     reader = _LimitedReader(raw, settings.INGEST_MAX_UPLOAD_BYTES, progress)
-    parser = Parser(
-        open_text(
-            reader,  # type: ignore[arg-type]
-            settings.INGEST_MAX_DECOMPRESSED_BYTES,
-            settings.INGEST_MAX_GZIP_RATIO,
-        ),
-        max_errors=settings.INGEST_MAX_ERRORS,
-        max_line=settings.INGEST_MAX_LINE_CHARS,
-        max_metrics_per_gpu=settings.INGEST_MAX_METRICS_PER_GPU,
-        max_lines=settings.INGEST_MAX_ROWS,
-        max_cpu_seconds=settings.INGEST_MAX_PARSE_SECONDS,
-        max_future=settings.INGEST_MAX_FUTURE,
+    parser = _parser(reader)
+    keys = Keys(resume[1]) if resume else default_keys()
+    horizon = Horizon(keys, tiers(), cluster)
+    job = Job(
+        source=source, cluster=cluster, fmt=parser.format, on_chunk=_tally(horizon), resume=resume
     )
-    job = Job(source=source, cluster=cluster, fmt=parser.format)
     with job_context(job.id):
         log.info("ingest of %s into cluster %s started (%s format)", source, cluster, parser.format)
         try:
             job.send(
-                _rows(parser),
+                _rows(parser, horizon, job),
                 lambda row: parser.facts(row, cluster),
-                tally=parser,
+                tally=parser,  # type: ignore[arg-type]
                 workload=csv_workload(parser.layout),
             )
         except Exception as exc:
@@ -110,6 +118,7 @@ def ingest(
             raise
         ROWS.labels("accepted").inc(parser.accepted)
         ROWS.labels("rejected").inc(parser.rejected)
+        job.job["retention"] = horizon.summary()
         summary = job.summary()
         log.info(
             "ingest of %s parsed: %d rows, %d accepted, %d rejected, %d chunks queued",
@@ -123,16 +132,157 @@ def ingest(
             raise NoRows("the file has a header but no data rows")
         if parser.accepted == 0:
             raise NothingAccepted(summary)
+        if summary["samples"] == 0 and not job.saved:
+            raise NoRows(
+                f"the file holds no sample: its {parser.accepted} accepted rows hold only "
+                "DCGM blank values (no reading)"
+            )
         document = job.close()
-    # an accepted row always holds a sample (a row without a metric value is rejected), so a
-    # chunk was enqueued and close() saved the document
+    # a sample was enqueued (or the job was saved before the parse), so close() saved it
     assert document is not None
     return document
 
 
-def _rows(parser: Parser) -> Iterator[Row]:
-    """The parser's rows; it raises TooLarge itself past its line and CPU limits."""
-    yield from parser
+def _tally(horizon: Horizon) -> Callable[[Chunk], None]:
+    """Counts each chunk's samples per GPU and raw window, for the job's retention summary."""
+
+    def observe(chunk: Chunk) -> None:
+        for gpu in chunk.gpus:
+            horizon.observe(str(gpu.facts["uuid"]), np.frombuffer(gpu.ts, dtype=np.int64))
+
+    return observe
+
+
+def _rows(
+    parser: Parser | ColumnarParser, horizon: Horizon, job: Job
+) -> Iterator[Row | ColumnBatch]:
+    """The parser's rows and batches (it raises TooLarge itself past its line and CPU
+    limits); rows older than every storage tier keeps are refused here
+    (store/horizon.py), and the job's document is kept fresh while the parse runs."""
+    settled = horizon.settled
+    for row in parser:
+        if not isinstance(row, Row):
+            job.alive()
+            kept = _within_horizon(row, horizon, parser)  # type: ignore[arg-type]
+            if len(kept):
+                yield kept
+            continue
+        if not parser.rows_read & 0xFFF:
+            job.alive()
+        bounds = settled.get(row.uuid)
+        if bounds is None or not bounds[0] <= row.ts <= bounds[1]:  # else: kept, noted
+            too_old = horizon.check(row.uuid, row.ts, parser)
+            if too_old is not None:
+                parser.refuse(too_old)
+                continue
+        yield row
+
+
+def _within_horizon(batch: ColumnBatch, horizon: Horizon, parser: ColumnarParser) -> ColumnBatch:
+    """`horizon.check` on a batch, a GPU's rows at a time (a wide row's samples share
+    its line: one check per row)."""
+    order = np.argsort(batch.gpu, kind="stable")
+    codes = batch.gpu[order]
+    cuts = np.flatnonzero(np.diff(codes)) + 1
+    dropped = np.zeros(len(batch), dtype=bool)
+    refusals: list[tuple[int, str]] = []
+    for start, stop in zip([0, *cuts.tolist()], [*cuts.tolist(), len(codes)], strict=True):
+        picked = order[start:stop]
+        lines, first = np.unique(batch.line[picked], return_index=True)
+        refused, reasons = horizon.check_rows(
+            batch.uuids[int(codes[start])], batch.ts[picked][first], lines
+        )
+        if reasons:
+            dropped[picked] = np.isin(batch.line[picked], lines[refused])
+            refusals.extend(reasons)
+    for line, reason in sorted(refusals):
+        parser.refuse_line(line, reason)
+    return batch.without(dropped) if refusals else batch
+
+
+def is_large(size: int | None) -> bool:
+    """Whether an upload of `size` bytes (None: unknown) is parsed in a worker."""
+    return size is not None and size > settings.INGEST_ASYNC_BYTES
+
+
+def accept(raw: BinaryIO, *, source: str, cluster: str | None = None) -> dict[str, Any]:
+    """A large upload: spool its body, check its header, save its job (state parsing)
+    and enqueue its parse (PARSE_TASK, in a worker); returns the job document at once.
+
+    Raises what `ingest` raises before a row is read (HeaderError, InvalidSegment,
+    UploadTooLarge, StoreUnavailable, BrokerUnavailable): then nothing is kept. The
+    spool file lives in INGEST_SPOOL_DIR (shared with the workers) until the parse ends.
+    """
+    cluster = check_segment(cluster or settings.TELEMETRY_CLUSTER, "cluster")
+    spool = Path(settings.INGEST_SPOOL_DIR)
+    spool.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=spool, suffix=".csv")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            shutil.copyfileobj(_LimitedReader(raw, settings.INGEST_MAX_UPLOAD_BYTES, None), out)
+        with open(name, "rb") as fh:
+            fmt = _parser(_LimitedReader(fh, settings.INGEST_MAX_UPLOAD_BYTES, None)).format
+        job = Job(source=source, cluster=cluster, fmt=fmt)
+        resume = job.save_queued()
+        try:
+            current_app.send_task(PARSE_TASK, args=[name, source, cluster, *resume])
+        except OperationalError as exc:
+            raise BrokerUnavailable(f"the task broker is unavailable: {exc}") from exc
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    log.info("upload %s of %s accepted, parsed in a worker", job.id, source)
+    return job.job
+
+
+def parse_spooled(path: str, source: str, cluster: str, resume: tuple[str, str, int]) -> None:
+    """The worker's half of `accept`: parse the spooled body into its job, then delete it.
+
+    A refusal found while parsing (no row accepted, a limit passed) ends the job as
+    failed with that message and the counts reached; a store or broker outage raises
+    (the job is saved failed as `ingest` does). A worker that dies mid-parse leaves
+    the task to be delivered again (acks_late): it parses from the start, its chunks
+    numbered the same and stored idempotently."""
+    try:
+        with open(path, "rb") as fh:
+            ingest(fh, source=source, cluster=cluster, resume=resume)
+    except (ValueError, OSError) as exc:  # HeaderError, NoRows, NothingAccepted, TooLarge
+        summary = getattr(exc, "summary", {})
+        fail_job(Keys(resume[1]), resume[0], str(exc), summary)
+    finally:
+        # a worker killed mid-parse never gets here: the redelivered task finds the file
+        Path(path).unlink(missing_ok=True)
+
+
+def fail_job(keys: Keys, job_id: str, error: str, counts: dict[str, Any]) -> None:
+    """End a saved job as failed with `error` and the counts it reached."""
+    job = load_job(keys, job_id)
+    for derived in ("chunks_done", "chunks_failed", "chunk_errors"):
+        job.pop(derived, None)
+    job.update({k: v for k, v in counts.items() if k not in ("id", "state", "error")})
+    job.update(state="failed", error=error)
+    save_job(keys, job)
+
+
+def _parser(reader: _LimitedReader) -> ColumnarParser | Parser:
+    """The upload's parser: columnar (Arrow, every core; irregular files go to the row
+    parser), or the row parser alone with INGEST_PARSER=rows. Same rows, same messages."""
+    binary = open_binary(
+        reader,  # type: ignore[arg-type]
+        settings.INGEST_MAX_DECOMPRESSED_BYTES,
+        settings.INGEST_MAX_GZIP_RATIO,
+    )
+    limits = {
+        "max_errors": settings.INGEST_MAX_ERRORS,
+        "max_line": settings.INGEST_MAX_LINE_CHARS,
+        "max_metrics_per_gpu": settings.INGEST_MAX_METRICS_PER_GPU,
+        "max_lines": settings.INGEST_MAX_ROWS,
+        "max_cpu_seconds": settings.INGEST_MAX_PARSE_SECONDS,
+        "max_future": settings.INGEST_MAX_FUTURE,
+    }
+    if settings.INGEST_PARSER == "rows":
+        return Parser(text_of(binary), **limits)
+    return ColumnarParser(binary, **limits)
 
 
 def ingest_rows(

@@ -123,6 +123,14 @@ class TelemetryConnection(relay.Connection):
         strict_types = True
 
 
+class Placement(graphene.ObjectType):
+    """Where a GPU was seen, from a sample time on."""
+
+    cluster = graphene.String(required=True)
+    host = graphene.String(required=True)
+    since = graphene.String(required=True, description="RFC 3339, UTC")
+
+
 class Workload(graphene.ObjectType):
     pod = graphene.String(required=True)
     namespace = graphene.String(required=True)
@@ -142,6 +150,17 @@ class GPU(graphene.ObjectType):
     labels = GenericScalar(required=True, description="label name -> value")
     first_seen = graphene.String(required=True)
     last_seen = graphene.String()
+    parent = graphene.String(description="for a MIG instance: the uuid of its GPU")
+    placements = graphene.List(
+        graphene.NonNull(Placement),
+        required=True,
+        description="where the GPU was seen, oldest first (by sample time)",
+    )
+    instances = graphene.List(
+        graphene.NonNull(graphene.String),
+        required=True,
+        description="uuids of the GPU's MIG instances",
+    )
     latest = graphene.List(
         graphene.NonNull(Sample),
         required=True,
@@ -176,6 +195,17 @@ class GPU(graphene.ObjectType):
         _checked(params)
         query = params.query(gpu["uuid"])
         return queries.workloads(gpu["uuid"], query.start, query.end)
+
+    @staticmethod
+    def resolve_instances(gpu: dict, info: Any) -> list[str]:
+        """Read once per request for a list of GPUs (no read per GPU)."""
+        if "instances" in gpu:
+            return gpu["instances"]
+        fleet = getattr(info.context, "_mig_instances", None)
+        if fleet is None:
+            fleet = queries.fleet_instances()
+            info.context._mig_instances = fleet
+        return fleet.get(gpu["uuid"], [])
 
     @staticmethod
     def resolve_latest(gpu: dict, info: Any, metrics: list[str] | None = None) -> list[dict]:
@@ -275,7 +305,7 @@ class Query(graphene.ObjectType):
     @staticmethod
     def resolve_gpu(root: Any, info: Any, uuid: str) -> dict:
         try:
-            return queries.get_gpu(uuid)
+            return queries.get_gpu(uuid, instances=False)  # GPU.instances reads them if asked
         except NotFound as exc:
             raise ArgumentError("uuid", str(exc), code="NOT_FOUND") from None
 

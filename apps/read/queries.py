@@ -21,8 +21,9 @@ from django.conf import settings
 from apps.read import columns as col
 from store import default_keys, shards, window_ms
 from store.codec import Samples
+from store.errors import NotFound
 from store.fleet import Fleet, read_fleet
-from store.keys import MAX_TS, Keys
+from store.keys import MAX_TS, Keys, check_segment
 from store.read import (
     GpuWindow,
     bucket_ranges,
@@ -31,7 +32,7 @@ from store.read import (
     raw_ranges,
     read_buckets,
 )
-from store.registry import get_record, gpu_shard
+from store.registry import all_instances, get_record, gpu_shard, instances_of, located_of
 from store.tiers import for_step as tier_for_step
 from store.tiers import tiers
 from store.workloads import Period, in_window, read_workloads
@@ -56,6 +57,12 @@ def gpu_view(record: dict[str, Any], latest: dict[str, list] | None) -> dict[str
         "labels": record.get("labels", {}),
         "first_seen": format_timestamp(record["first_seen"]),
         "last_seen": format_timestamp(last_seen) if last_seen is not None else None,
+        "parent": record.get("parent"),
+        "placements": [
+            {"cluster": p["cluster"], "host": p["host"], "since": format_timestamp(p["since"])}
+            for p in record.get("placements")
+            or [{**located_of(record), "since": record["first_seen"]}]
+        ],
         "latest": {
             name: {"timestamp": format_timestamp(ts), "value": value}
             for name, (ts, value) in sorted(latest.items())
@@ -67,7 +74,11 @@ def fleet(cluster: str | None = None, host: str | None = None, latest: bool = Tr
     """The records (and latest values) the fleet views are built from: one etcd round trip.
 
     `version` changes whenever any of it does: the HTTP ETag of those views.
+    Raises InvalidSegment for a cluster or host no key could hold (also a host that
+    only filters here, without a cluster).
     """
+    if host:
+        check_segment(host, "host")
     return read_fleet(default_keys(), cluster, host if cluster else None, latest)
 
 
@@ -121,12 +132,38 @@ def list_gpus(
     return _built.get(("gpus", default_keys().root, of.version, cluster, host, model), build)
 
 
-def get_gpu(uuid: str) -> dict[str, Any]:
-    """One GPU; raises store.errors.NotFound."""
+def host_gpus(hostname: str, cluster: str | None = None, of: Fleet | None = None) -> list[dict]:
+    """The GPUs of one host; raises NotFound when it has none (as an unknown GPU does).
+
+    A host exists only through its GPUs' records: no GPU, no host.
+    """
+    gpus = list_gpus(cluster=cluster, host=hostname, of=of)
+    if not gpus:
+        where = f" in cluster {cluster!r}" if cluster else ""
+        raise NotFound(f"no host {hostname!r}{where}")
+    return gpus
+
+
+def get_gpu(uuid: str, instances: bool = True) -> dict[str, Any]:
+    """One GPU, with the uuids of its MIG instances unless `instances` is False (one read
+    less, for GraphQL, which reads them only when asked); raises store.errors.NotFound."""
     keys = default_keys()
     with shards.use(gpu_shard(keys, uuid)):
         record = get_record(keys, uuid)
-        return gpu_view(record, latest_values(keys, [uuid]).get(uuid))
+        view = gpu_view(record, latest_values(keys, [uuid]).get(uuid))
+        if instances:
+            view["instances"] = instances_of(keys, uuid)
+    return view
+
+
+def fleet_instances() -> dict[str, list[str]]:
+    """{parent uuid: [MIG instance uuids]} of the whole fleet: one keys-only read per shard."""
+    keys = default_keys()
+    merged: dict[str, list[str]] = {}
+    for part in shards.fan_out(lambda: all_instances(keys)).values():
+        for parent, uuids in part.items():
+            merged.setdefault(parent, []).extend(uuids)
+    return {parent: sorted(uuids) for parent, uuids in merged.items()}
 
 
 def list_hosts(cluster: str | None = None, of: Fleet | None = None) -> list[dict]:

@@ -146,6 +146,12 @@ class LatestValueSerializer(serializers.Serializer):
     value = serializers.FloatField()
 
 
+class PlacementSerializer(serializers.Serializer):
+    cluster = serializers.CharField()
+    host = serializers.CharField()
+    since = serializers.CharField(help_text="sample time from which the GPU was seen there")
+
+
 class GpuSerializer(serializers.Serializer):
     uuid = serializers.CharField()
     gpu_index = serializers.IntegerField(allow_null=True)
@@ -158,6 +164,17 @@ class GpuSerializer(serializers.Serializer):
     first_seen = serializers.CharField()
     last_seen = serializers.CharField(allow_null=True)
     latest = serializers.DictField(child=LatestValueSerializer())
+    parent = serializers.CharField(
+        allow_null=True, help_text="for a MIG instance: the uuid of its GPU"
+    )
+    placements = PlacementSerializer(
+        many=True, help_text="where the GPU was seen, oldest first (by sample time)"
+    )
+    instances = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="uuids of the GPU's MIG instances (one GPU's answer only)",
+    )
 
 
 class HostSerializer(serializers.Serializer):

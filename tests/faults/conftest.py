@@ -216,12 +216,24 @@ def lab(settings, tmp_path: Path) -> Iterator[Lab]:
 
 
 def stored_block_samples(root: str) -> Counter[tuple[str, int, str, float]]:
-    """Every sample row of every raw block under `root`, counted (uuid, ts, metric, value)."""
-    counts: Counter[tuple[str, int, str, float]] = Counter()
+    """Every sample row of the raw blocks under `root`, counted (uuid, ts, metric, value).
+
+    A file uploaded again (after a 503) stores its samples under the new upload's
+    order too, and the newest upload wins (store/order.py): copies of a sample in an
+    older upload's blocks are not counted; copies within one upload are.
+    """
+    by_upload: dict[tuple[str, int], Counter] = {}
     for item in kv.get_prefix(f"{root}/blocks/"):
         block_uuid = item.key.removeprefix(f"{root}/blocks/").split("/", 1)[0]
+        group = by_upload.setdefault((block_uuid, Keys.parse_block(item.key).upload), Counter())
         for ts, metric, value in decode_block(item.value).rows():
-            counts[(block_uuid, ts, metric, value)] += 1
+            group[(block_uuid, ts, metric, value)] += 1
+    counts: Counter[tuple[str, int, str, float]] = Counter()
+    taken: set[tuple[str, int, str]] = set()
+    for _, group in sorted(by_upload.items(), key=lambda kv_: kv_[0][1], reverse=True):
+        fresh = {k: n for k, n in group.items() if k[:3] not in taken}
+        counts.update(fresh)
+        taken.update(k[:3] for k in group)
     return counts
 
 

@@ -13,6 +13,7 @@ from rest_framework.test import APIClient
 
 GPU_FIELDS = """
     uuid gpuIndex device model host cluster driver labels firstSeen lastSeen
+    parent placements { cluster host since }
     latest { metricName timestamp value }
 """
 SAMPLE_FIELDS = "timestamp metricName value"

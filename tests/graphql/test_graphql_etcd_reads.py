@@ -44,3 +44,11 @@ def test_one_gpu_and_the_lists_take_a_fixed_number_of_reads(real_fleet, api, kv_
     kv_reads.clear()
     data(api, "{ clusters { name gpuCount } hosts { hostname } }")
     assert len(kv_reads) == 2  # one records range read each
+
+
+def test_mig_instances_of_every_gpu_take_one_more_read(real_fleet, api, kv_reads):
+    query = "{ gpus(first: 1000) { edges { node { uuid instances parent } } } }"
+    answer = data(api, query)["gpus"]["edges"]
+    assert len(answer) == 247 and all(e["node"]["instances"] == [] for e in answer)
+    # the fleet's reads, then every GPU's instances in one keys-only range read
+    assert kv_reads.count("keys_in_range") == 1 and len(kv_reads) == GPUS_READS + 1

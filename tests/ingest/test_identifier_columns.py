@@ -64,7 +64,7 @@ def test_identifier_columns_fill_the_gpu_facts():
     assert facts["device"] == "nvidia3"
     assert facts["labels"]["serial"] == "1654922005123"
     assert facts["labels"]["pci_bus_id"] == "00000000:18:00.0"
-    assert facts["labels"]["pod"] == "train-0"
+    assert "pod" not in facts["labels"]  # the workload: kept as periods (workloads.py)
 
 
 def test_the_dcgm_driver_column_and_the_gpu_column_of_exporter_labels():

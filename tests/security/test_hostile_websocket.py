@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 
+import pytest
 import redis
 import requests
 
@@ -90,3 +92,45 @@ def test_the_websocket_token_stays_out_of_the_access_log(worker, etcd, redis_ser
         assert token not in gateway.log()
     finally:
         gateway.service.stop()
+
+
+@pytest.mark.django_db(transaction=True)  # consumers close old DB connections per message
+def test_a_consumer_that_crashes_still_leaves_its_groups(live_services, monkeypatch):
+    """A bug raising inside the consumer (here: filtering an event) ends the connection;
+    its Redis subscriptions and its count in the gauge go with it."""
+    import asyncio
+
+    from channels.layers import get_channel_layer
+    from channels.testing import WebsocketCommunicator
+    from django.conf import settings
+
+    from apps.read import live
+    from observability.metrics import WEBSOCKET_CLIENTS
+    from telemetry_site.asgi import application
+
+    client = redis.Redis.from_url(
+        settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"][0]["address"]
+    )
+    gpu = f"GPU-crash-{uuid.uuid4().hex}"
+    group = live.group_name("gpu", gpu)
+
+    def broken(self, event):
+        raise RuntimeError("a bug in the consumer")
+
+    async def scenario() -> None:
+        clients = WEBSOCKET_CLIENTS._value.get()
+        comm = WebsocketCommunicator(application, "/ws/telemetry/")
+        assert (await comm.connect(timeout=10))[0]
+        await comm.send_json_to({"action": "subscribe", "gpus": [gpu]})
+        assert (await comm.receive_json_from(timeout=10))["type"] == "ack"
+        assert len(client.pubsub_channels(f"*{group}")) == 1  # the layer prefixes the name
+        assert WEBSOCKET_CLIENTS._value.get() == clients + 1
+        monkeypatch.setattr(live.Subscriptions, "filter", broken)
+        event = {"type": live.EVENT_TYPE, "chunk": "c", "gpus": []}
+        await get_channel_layer().group_send(group, event)
+        with pytest.raises(RuntimeError, match="a bug in the consumer"):
+            await comm.wait(timeout=10)
+        assert client.pubsub_channels(f"*{group}") == []
+        assert WEBSOCKET_CLIENTS._value.get() == clients
+
+    asyncio.run(scenario())

@@ -22,7 +22,7 @@ from rest_framework.test import APIClient
 
 from apps.ingest.management.commands.scrape import Command as ScrapeCommand
 from apps.ingest.parsing import parse_labels_raw
-from tests.api.api_support import all_gpus, stored_samples
+from tests.api.api_support import all_gpus, stored_samples, telemetry
 from tests.helpers import wait_for
 from tests.sources.sources_support import Running
 from tools.services import free_port
@@ -179,7 +179,9 @@ def test_it_scrapes_the_exporter_and_survives_broken_endpoints(pipeline, served)
     assert set(gpus) == set(expected)  # 247 GPUs and the MIG instance
     for uuid, values in expected.items():
         assert {m: v["value"] for m, v in gpus[uuid]["latest"].items()} == values, uuid
-    assert gpus[podded]["labels"]["pod"] == POD  # escapes undone
+    # the pod is a workload period of the GPU, not one of its fixed labels (escapes undone)
+    assert "pod" not in gpus[podded]["labels"]
+    assert {w["pod"] for w in telemetry(api, podded)["workloads"]} == {POD}
     mig = gpus[f"MIG-{podded}-{MIG_ID}"]
     assert mig["labels"]["GPU_I_PROFILE"] == MIG_PROFILE
     assert mig["labels"]["UUID"] == podded

@@ -23,7 +23,11 @@ class Command(BaseCommand):
             report = run_upkeep(retention=not opts["no_retention"], defrag=opts["defrag"] or None)
         except StoreError as exc:
             raise CommandError(str(exc)) from exc
-        if report["skipped"]:
+        if report.get("skipped"):
             self.stdout.write("another compaction is running; nothing done")
             return
         self.stdout.write(json.dumps(report, indent=2))
+        runs = [report, *report.get("shards", {}).values()]
+        failed = sum(len(run.get("failures", ())) for run in runs)
+        if failed:  # the run went on without them: say so where an operator looks
+            self.stderr.write(f"{failed} GPU upkeep step(s) failed and were skipped: see failures")

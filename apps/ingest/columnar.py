@@ -1,0 +1,752 @@
+"""Columnar CSV parsing on Arrow: the row parser's rules, its messages and line numbers, at
+Arrow's speed.
+
+The upload is read in blocks of whole lines. A block is *regular* when every line is
+one record that any CSV reader splits the same way: ASCII, quotes only where RFC 4180
+puts them (a field's start, its end, doubled inside), no line end inside quotes, no
+lone `\\r`, no NUL, no line longer than the limits. numpy checks this on the bytes
+(a quote's parity says whether it opens or closes), and counts each line's fields.
+A regular block is parsed by pyarrow's CSV reader (its threads) into string
+columns, and checked on columns:
+
+- uuids, hosts, times and metric names are checked once per distinct value (a
+  block repeats them), by the row parser's own code;
+- values that match a plain decimal pattern are cast by Arrow (correctly rounded,
+  as Python's float()); DCGM blanks and anything else are left to the reference.
+
+Rows that pass every check on columns are accepted as they are. Any other row (a
+doubt on any column, a MIG instance) is handed, with its fields and line number, to
+the row parser (`Parser`, the reference), which accepts or rejects it with its own
+messages; lines with the wrong number of fields are rejected with its message. So
+both parsers accept and refuse the same rows with the same values and messages
+(tests/ingest/test_columnar_matches_rows.py checks it on random and hostile files).
+
+The first irregular block, and anything the block reader cannot cut safely, sends
+the rest of the file through the row parser: hostile files are slow, never wrong.
+Iterating gives ColumnBatch objects (and Row objects once the row parser took over);
+the Chunker takes both.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+
+from apps.ingest.formats import INSTANCE_COLUMN, INSTANCE_LABEL, LONG, MAX_METRIC_NAME, detect
+from apps.ingest.numbers import DCGM_INT32_BLANK
+from apps.ingest.parsing import (
+    _GZIP_ERRORS,
+    MAX_FIELD,
+    Parser,
+    Row,
+    RowError,
+    TooLarge,
+    text_of,
+)
+from store.errors import InvalidSegment
+from store.keys import check_segment
+from store.workloads import WORKLOAD_LABELS
+
+BLOCK_BYTES = 4 << 20
+_PIECE = 8192  # what io.TextIOWrapper reads at a time (the row parser's reads)
+_BOM = b"\xef\xbb\xbf"
+# Plain decimals Arrow and Python read to the same float: no sign but `-`, digits on
+# both sides of the point, a short exponent (no overflow, no underflow to 0).
+_PLAIN = r"^-?[0-9]{1,15}(\.[0-9]{1,17})?([eE][-+]?[0-9]{1,2})?$"
+
+
+@dataclass
+class ColumnBatch:
+    """Accepted samples of consecutive rows, in row order (a GPU's samples in file order).
+
+    `gpu[i]` indexes `uuids` (record uuids); `facts_rows[k]` is the first accepted
+    row of `uuids[k]` in the batch (what its facts are read from).
+    """
+
+    uuids: list[str]
+    facts_rows: list[Row]
+    names: list[str]
+    gpu: np.ndarray
+    ts: np.ndarray
+    metric: np.ndarray
+    value: np.ndarray
+    line: np.ndarray  # the line of each sample's row (a wide row's samples share it)
+    work: np.ndarray  # each sample's index in `workloads` (apps/ingest/workloads.py)
+    workloads: list[dict]
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def without(self, dropped: np.ndarray) -> ColumnBatch:
+        """The batch without the samples `dropped` marks (rows refused after parsing)."""
+        keep = ~dropped
+        return ColumnBatch(
+            self.uuids,
+            self.facts_rows,
+            self.names,
+            self.gpu[keep],
+            self.ts[keep],
+            self.metric[keep],
+            self.value[keep],
+            self.line[keep],
+            self.work[keep],
+            self.workloads,
+        )
+
+
+class _Irregular(Exception):
+    """This block needs the row parser (from its first line on)."""
+
+
+class _Chain(io.RawIOBase):
+    """`head` bytes, then the rest of `tail` (or `failure` raised, the gzip damage that
+    stopped the block reader): what the row parser reads after a switch."""
+
+    def __init__(self, head: bytes, tail: BinaryIO, failure: BaseException | None) -> None:
+        self._head = memoryview(head)
+        self._tail = tail
+        self._failure = failure
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: memoryview) -> int:  # type: ignore[override]
+        if self._head:
+            n = min(len(buf), len(self._head))
+            buf[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        if self._failure is not None:
+            raise self._failure
+        data = self._tail.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+
+def _structure(block: bytes, limit: int) -> np.ndarray:
+    """The content length of each line of a block of whole lines; _Irregular when the
+    block is not regular (see the module doc).
+
+    One pass per special byte, then work on their positions only: the n-th quote of
+    a block opens a field when n is even and closes (or escapes) when n is odd.
+    """
+    if not block.endswith(b"\n") or not block.isascii() or b"\x00" in block:
+        raise _Irregular  # (a last line with no line end: the reference reads it)
+    a = np.frombuffer(block, dtype=np.uint8)
+    ends = np.flatnonzero(a == 10)
+    starts = np.empty_like(ends)
+    starts[0], starts[1:] = 0, ends[:-1] + 1
+    lengths = ends - starts
+    if int(lengths.max()) >= limit:
+        raise _Irregular
+    if b"\r" in block:
+        crs = np.flatnonzero(a == 13)
+        if not (a[crs + 1] == 10).all():
+            raise _Irregular  # a lone \r ends a line for the row parser, not for Arrow
+        lengths -= np.isin(ends - 1, crs)
+    if b'"' in block:
+        quotes = np.flatnonzero(a == 34)
+        closing = (np.arange(quotes.size) & 1).astype(bool)
+        before = a[np.maximum(quotes - 1, 0)]
+        before[quotes == 0] = 10
+        opened_well = (before == 44) | (before == 10) | (before == 34)
+        if (~closing & ~opened_well).any():
+            raise _Irregular  # a quote inside an unquoted field
+        after = a[quotes + 1]
+        closed_well = (after == 44) | (after == 10) | (after == 34) | (after == 13)
+        if (closing & ~closed_well).any():
+            raise _Irregular  # text after a closing quote
+        if (np.searchsorted(quotes, ends) & 1).any():
+            raise _Irregular  # a line end inside quotes: a record over several lines
+    return lengths
+
+
+@dataclass
+class _Prepared:
+    """A block read by Arrow (in a pool thread), waiting for its turn to be judged."""
+
+    raw: bytes
+    lengths: np.ndarray | None = None  # None: irregular
+    table: pa.Table | None = None
+    invalid: list[tuple[int, int, str]] | None = None  # (record number, fields, text)
+
+
+def _prepare(raw: bytes, width: int, limit: int) -> _Prepared:
+    """Structure check and Arrow parse of one block; touches no parser state."""
+    try:
+        lengths = _structure(raw, limit)
+    except _Irregular:
+        return _Prepared(raw)
+    invalid: list[tuple[int, int, str]] = []
+
+    def skip(row: Any) -> str:
+        invalid.append((row.number, row.actual_columns, row.text))
+        return "skip"
+
+    names = [f"c{i}" for i in range(width)]
+    table = pcsv.read_csv(
+        pa.py_buffer(raw),
+        # one thread per block: blocks run side by side in the pool, and Arrow numbers
+        # the rows it skips only when it reads alone
+        read_options=pcsv.ReadOptions(column_names=names, use_threads=False, block_size=1 << 26),
+        parse_options=pcsv.ParseOptions(
+            newlines_in_values=False, ignore_empty_lines=True, invalid_row_handler=skip
+        ),
+        convert_options=pcsv.ConvertOptions(
+            column_types=dict.fromkeys(names, pa.string()),
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+    return _Prepared(raw, lengths, table, invalid)
+
+
+class ColumnarParser:
+    """The Parser interface (iterate; counts, errors, facts) on Arrow; see the module doc."""
+
+    def __init__(self, binary: BinaryIO, *, block_bytes: int = BLOCK_BYTES, **limits: Any) -> None:
+        self._binary = binary
+        self._block_bytes = block_bytes
+        self._carry = b""  # bytes read past the last whole line of a block
+        self._failure: BaseException | None = None
+        head = self._read_block(b"")
+        self._rows_mode = False
+        layout = None if self._failure is not None else self._header(head)
+        if layout is None:
+            rest = _Chain(head + self._carry, binary, self._failure)
+            self.ref = Parser(text_of(rest), **limits)  # type: ignore[arg-type]
+            self._rows_mode = True
+            self._pending = b""
+        else:
+            line_end = head.index(b"\n") + 1
+            self.ref = Parser(io.StringIO(""), header=layout, line_offset=1, **limits)  # type: ignore[arg-type]
+            self._pending = head[line_end:]
+        self.layout = self.ref.layout
+        self.format = self.ref.format
+        self._line = 1  # lines consumed so far
+        self._names: dict[str, int] = {}
+        self._name_list: list[str] = []
+        self._good: dict[str, bool] = {}  # uuid, host, metric texts already judged
+        self._ts_of: dict[str, int | None] = {}
+        self._mig_seen = False
+        self._most_known = 0  # the most metrics any GPU has so far
+
+    # --- the Parser interface ------------------------------------------------------
+    @property
+    def rows_read(self) -> int:
+        return self.ref.rows_read
+
+    @property
+    def accepted(self) -> int:
+        return self.ref.accepted
+
+    @property
+    def rejected(self) -> int:
+        return self.ref.rejected
+
+    @property
+    def blank(self) -> int:
+        return self.ref.blank
+
+    @property
+    def errors(self) -> list[RowError]:
+        return self.ref.errors
+
+    @property
+    def max_errors(self) -> int:
+        return self.ref.max_errors
+
+    @property
+    def line(self) -> int:
+        """Where the row last yielded starts, once the row parser reads (Row items)."""
+        return self.ref.line
+
+    def refuse(self, message: str) -> None:
+        """Parser.refuse, for the Row items (the row parser's)."""
+        self.ref.refuse(message)
+
+    def refuse_line(self, line: int, message: str) -> None:
+        """Count an accepted row (at `line`) as rejected after all, for a check the caller
+        made (the time policy: apps/ingest/service.py)."""
+        self.ref.accepted -= 1
+        self.ref._reject(line, message)
+
+    def facts(self, row: Row, cluster: str) -> dict:
+        return self.ref.facts(row, cluster)
+
+    # --- reading -------------------------------------------------------------------
+    def _read(self, data: bytes) -> bytes:
+        """`data` plus up to a block more, read in the pieces the row parser's text reader
+        takes (8 KiB): gzip damage keeps what came before it (in `_failure`), as there."""
+        parts, size = [data], len(data)
+        read = getattr(self._binary, "read1", self._binary.read)  # as TextIOWrapper reads
+        try:
+            while size < self._block_bytes:
+                piece = read(_PIECE)
+                if not piece:
+                    break
+                parts.append(piece)
+                size += len(piece)
+        except _GZIP_ERRORS as exc:
+            self._failure = exc
+        return b"".join(parts)
+
+    def _read_block(self, pending: bytes) -> bytes:
+        """`pending` plus bytes up to a block, cut after its last line end (all at EOF).
+        With `_failure` set, everything read, uncut (the row parser takes it)."""
+        data = self._read(pending)
+        if self._failure is not None or not data or data.endswith(b"\n"):
+            return data
+        cut = data.rfind(b"\n") + 1
+        while cut == 0:  # a block with no line end yet: read on (the line limit bounds it)
+            more = self._read(b"")
+            data += more
+            if self._failure is not None or not more or len(data) > 4 * self._block_bytes:
+                return data  # the row parser reads it (and refuses an endless line)
+            cut = data.rfind(b"\n") + 1
+        self._carry = data[cut:]
+        return data[:cut]
+
+    @staticmethod
+    def _header(head: bytes) -> Any:
+        """The layout from a plain first line, or None: the row parser reads the file then."""
+        if head.startswith(_BOM):
+            head = head[len(_BOM) :]
+        end = head.find(b"\n")
+        line = head[:end] if end >= 0 else b""
+        plain = line.strip() and line.isascii() and not any(c in line for c in b'"\r\x00')
+        if end < 0 or not plain:
+            return None
+        return detect(line.decode().split(","))  # HeaderError as the row parser says it
+
+    def __iter__(self) -> Iterator[ColumnBatch | Row]:
+        if self._rows_mode:
+            yield from self.ref
+            return
+        limit = min(self.ref.max_line, MAX_FIELD)
+        width = self.layout.width
+        workers = max(1, os.cpu_count() or 1)
+        with ThreadPoolExecutor(workers, thread_name_prefix="csv-block") as pool:
+            queue: deque[Future[_Prepared]] = deque()
+            blocks = self._blocks()
+            done = False
+            while True:
+                # keep every core busy: one block in flight per core (memory: a few blocks)
+                while not done and len(queue) < workers:
+                    raw = next(blocks, None)
+                    if raw is None:
+                        done = True
+                    else:
+                        queue.append(pool.submit(_prepare, raw, width, limit))
+                if not queue:
+                    break
+                prepared = queue.popleft().result()
+                try:
+                    batch = self._apply(prepared)
+                except _Irregular:
+                    rest = b"".join([prepared.raw, *(f.result().raw for f in queue)])
+                    queue.clear()
+                    yield from self._switch(rest + self._carry)
+                    return
+                if batch is not None:
+                    yield batch
+            if self._failure is not None:
+                yield from self._switch(self._carry)
+
+    def _blocks(self) -> Iterator[bytes]:
+        """Blocks of whole lines; gzip damage ends them, what was read before it left in
+        `_carry` for the row parser (which then reports the damage)."""
+        if self._pending:
+            yield self._pending
+        while True:
+            carry, self._carry = self._carry, b""
+            block = self._read_block(carry)
+            if self._failure is not None:
+                self._carry = block
+                return
+            if not block:
+                return
+            yield block
+
+    def _switch(self, rest: bytes) -> Iterator[Row]:
+        """The row parser reads everything from here on."""
+        chain = _Chain(rest, self._binary, self._failure)
+        text = text_of(chain, start=False)  # type: ignore[arg-type]
+        self.ref.resume(text, self._line)
+        yield from self.ref
+
+    # --- one regular block -----------------------------------------------------------
+    def _apply(self, prepared: _Prepared) -> ColumnBatch | None:
+        """Counts, line numbers and checks of a prepared block, in file order."""
+        ref = self.ref
+        lengths, table = prepared.lengths, prepared.table
+        if lengths is None or table is None or prepared.invalid is None:
+            raise _Irregular
+        lines = len(lengths)
+        if self._line + lines > ref.max_lines:
+            raise _Irregular  # the row parser stops at the exact line, with its message
+        numbers = np.arange(self._line + 1, self._line + 1 + lines)[lengths > 0]
+        self._line += lines
+        ref._tick()
+        # Arrow numbers the non-empty lines 1, 2, ... and skips those it cannot fit
+        skipped = np.array([number - 1 for number, _, _ in prepared.invalid], dtype=np.int64)
+        kept = np.ones(len(numbers), dtype=bool)
+        kept[skipped] = False
+        if int(kept.sum()) != table.num_rows:
+            raise _Irregular  # Arrow saw the lines otherwise: let the reference read them
+        wrong: list[tuple[int, int]] = []
+        for number, count, text in prepared.invalid:
+            cells = next(csv.reader([text]), [])
+            if len(cells) <= 1 and not "".join(cells).strip():
+                continue  # a blank line for the row parser: not a row
+            wrong.append((int(numbers[number - 1]), count))
+        ref.rows_read += int(kept.sum()) + len(wrong)
+        self._mig_seen = INSTANCE_COLUMN in self.layout.index or b"GPU_I_ID" in prepared.raw
+        return self._judge(table if table.num_rows else None, numbers[kept], wrong)
+
+    def _judge(
+        self, table: pa.Table | None, lines: np.ndarray, wrong: list[tuple[int, int]]
+    ) -> ColumnBatch | None:
+        """Accept what the columns prove good; the reference judges the rest, in line order."""
+        n = 0 if table is None else table.num_rows
+        if n:
+            doubt, uuid_codes, uuids, ts, samples = self._columns(table)
+        else:
+            doubt, uuid_codes, uuids, ts, samples = np.zeros(0, bool), None, [], None, None
+        events = sorted(
+            [(line, -1, count) for line, count in wrong]
+            + [(int(lines[i]), int(i), 0) for i in np.flatnonzero(doubt)]
+        )
+        extra: list[tuple[int, Row]] = []
+        for line, index, count in events:
+            if index < 0:
+                self.ref._reject(line, f"expected {self.layout.width} fields, found {count}")
+                continue
+            fields = [col[index].as_py() for col in table.columns]  # type: ignore[union-attr]
+            row = self.ref._checked(fields, line, self._convert)
+            if row is not None:
+                self.ref.accepted += 1
+                extra.append((index, row))
+        if not n:
+            return None
+        fast = ~doubt
+        self.ref.accepted += int(fast.sum())
+        return self._batch(table, fast, uuid_codes, uuids, ts, samples, extra, lines)
+
+    @property
+    def _convert(self) -> Any:
+        return self.ref._long_row if self.format == LONG else self.ref._wide_row
+
+    def _column(self, table: pa.Table, name: str) -> pa.Array | None:
+        pos = self.layout.index.get(name)
+        return None if pos is None else table.column(pos).combine_chunks()
+
+    def _columns(self, table: pa.Table) -> tuple:
+        """(doubt mask, uuid codes, uuids, ts per row, (metric, value, row) per sample)."""
+        n = table.num_rows
+        doubt = np.zeros(n, dtype=bool)
+        uuid_codes, uuids, bad = self._distinct(self._column(table, "uuid"), self._uuid_ok)
+        doubt |= bad
+        _, _, bad = self._distinct(self._column(table, "hostname"), self._host_ok)
+        doubt |= bad
+        ts, bad = self._times(self._column(table, "timestamp"))
+        doubt |= bad
+        doubt |= self._mig(table)
+        if self.format == LONG:
+            samples, bad = self._long_values(table)
+        else:
+            samples, bad = self._wide_values(table)
+        doubt |= bad
+        doubt |= self._metric_limit(uuid_codes, uuids, samples, n)
+        return doubt, uuid_codes, uuids, ts, samples
+
+    def _distinct(self, column: pa.Array, ok: Any) -> tuple[np.ndarray, list[str], np.ndarray]:
+        encoded = pc.dictionary_encode(column)
+        codes = encoded.indices.to_numpy(zero_copy_only=False)
+        values = encoded.dictionary.to_pylist()
+        good = np.array([ok(v) for v in values], dtype=bool)
+        return codes, values, ~good[codes] if len(values) else np.zeros(len(codes), bool)
+
+    def _segment_ok(self, text: str, kind: str) -> bool:
+        key = f"{kind}\x00{text}"
+        found = self._good.get(key)
+        if found is None:
+            try:
+                found = bool(text) and text == text.strip() and bool(check_segment(text, kind))
+            except InvalidSegment:
+                found = False
+            self._good[key] = found
+        return found
+
+    def _uuid_ok(self, text: str) -> bool:
+        return self._segment_ok(text, "uuid")
+
+    def _host_ok(self, text: str) -> bool:
+        return self._segment_ok(text, "hostname")
+
+    def _times(self, column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+        codes, values, _ = self._distinct(column, lambda v: True)
+        ref = self.ref
+        parsed = []
+        for text in values:
+            ms = self._ts_of.get(text, -1)
+            if ms == -1:
+                try:
+                    ms = ref._ts(text)
+                except ValueError:
+                    ms = None
+                self._ts_of[text] = ms
+            parsed.append(-1 if ms is None or ms > ref._latest else ms)
+        if len(self._ts_of) > 65536:
+            self._ts_of.clear()  # a file of ever new times must not grow this without end
+        times = np.array(parsed, dtype=np.int64)[codes] if values else np.zeros(0, np.int64)
+        return times, times < 0
+
+    def _mig(self, table: pa.Table) -> np.ndarray:
+        n = table.num_rows
+        doubt = np.zeros(n, dtype=bool)
+        if not self._mig_seen:
+            return doubt
+        instance = self._column(table, INSTANCE_COLUMN)
+        if instance is not None:
+            doubt |= pc.not_equal(instance, "").to_numpy(zero_copy_only=False)
+        labels = self._column(table, "labels_raw")
+        if labels is not None:
+            doubt |= pc.match_substring(labels, INSTANCE_LABEL).to_numpy(zero_copy_only=False)
+        return doubt
+
+    def _metric_ok(self, text: str) -> bool:
+        key = f"metric\x00{text}"
+        found = self._good.get(key)
+        if found is None:
+            found = (
+                bool(text)
+                and text == text.strip()
+                and len(text) <= MAX_METRIC_NAME
+                and text.isprintable()
+            )
+            self._good[key] = found
+        return found
+
+    def _metric_code(self, name: str) -> int:
+        code = self._names.get(name)
+        if code is None:
+            code = self._names[name] = len(self._name_list)
+            self._name_list.append(name)
+        return code
+
+    @staticmethod
+    def _numbers(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+        """(values, plain) of a text column: plain where Arrow's float equals float()'s."""
+        plain = pc.match_substring_regex(column, _PLAIN)
+        values = pc.cast(pc.if_else(plain, column, "0"), pa.float64()).to_numpy()
+        plain_np = plain.to_numpy(zero_copy_only=False) & (np.abs(values) < DCGM_INT32_BLANK)
+        return values, plain_np
+
+    def _long_values(self, table: pa.Table) -> tuple[tuple, np.ndarray]:
+        codes, names, bad_name = self._distinct(self._column(table, "metric_name"), self._metric_ok)
+        # only good names get a code: a refused name never reaches a chunk's name list
+        mapping = np.array(
+            [self._metric_code(m) if self._metric_ok(m) else -1 for m in names], dtype=np.int32
+        )
+        values, plain = self._numbers(self._column(table, "value"))
+        metric = mapping[codes] if len(names) else np.zeros(0, np.int32)
+        rows = np.arange(table.num_rows)
+        return (metric, values, rows), bad_name | ~plain
+
+    def _wide_values(self, table: pa.Table) -> tuple[tuple, np.ndarray]:
+        n = table.num_rows
+        doubt = np.zeros(n, dtype=bool)
+        present = np.zeros(n, dtype=bool)
+        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        for pos, name, _strict in self.layout.metric_columns:
+            column = table.column(pos).combine_chunks()
+            empty = pc.equal(column, "").to_numpy(zero_copy_only=False)
+            values, plain = self._numbers(column)
+            doubt |= ~empty & ~plain
+            has = ~empty & plain
+            present |= has
+            rows = np.flatnonzero(has)
+            code = self._metric_code(name)
+            parts.append((np.full(rows.size, code, np.int32), values[rows], rows))
+        doubt |= ~present  # no value at all: the reference says why
+        if not parts:
+            empty_i = np.zeros(0, np.int64)
+            return (np.zeros(0, np.int32), np.zeros(0), empty_i), doubt
+        metric = np.concatenate([p[0] for p in parts])
+        values = np.concatenate([p[1] for p in parts])
+        rows = np.concatenate([p[2] for p in parts])
+        order = np.argsort(rows, kind="stable")  # row order, columns in header order
+        return (metric[order], values[order], rows[order]), doubt
+
+    def _metric_limit(
+        self, uuid_codes: np.ndarray, uuids: list[str], samples: tuple, n: int
+    ) -> np.ndarray:
+        """Doubt every row of a GPU that could reach INGEST_MAX_METRICS_PER_GPU here: the
+        reference then decides those rows one by one, in order."""
+        metric, _values, rows = samples
+        doubt = np.zeros(n, dtype=bool)
+        if not len(uuids) or not len(metric):
+            return doubt
+        limit = self.ref.max_metrics_per_gpu
+        if self._most_known + len(self._name_list) <= limit:
+            return doubt  # no GPU can reach the limit in this batch
+        gpu_of_sample = uuid_codes[rows]
+        pairs = np.unique(gpu_of_sample.astype(np.int64) << 32 | metric.astype(np.int64))
+        known = self.ref._metrics_of
+        for code in np.unique(pairs >> 32):
+            uuid = uuids[int(code)]
+            names = {self._name_list[int(m)] for m in pairs[(pairs >> 32) == code] & 0xFFFFFFFF}
+            have = known.get(uuid, set())
+            if len(have | names) > limit:
+                doubt |= uuid_codes == code
+        return doubt
+
+    def _batch(
+        self,
+        table: pa.Table,
+        fast: np.ndarray,
+        uuid_codes: np.ndarray,
+        uuids: list[str],
+        ts: np.ndarray,
+        samples: tuple,
+        extra: list[tuple[int, Row]],
+        lines: np.ndarray,
+    ) -> ColumnBatch | None:
+        metric, values, rows = samples
+        keep = fast[rows]
+        metric, values, rows = metric[keep], values[keep], rows[keep]
+        gpu = uuid_codes[rows].astype(np.int32)
+        times = ts[rows]
+        self._register(gpu, metric, uuids)
+        names = list(self._name_list)
+        record_uuids = list(uuids)
+        if extra:
+            gpu, times, metric, values, rows = self._merge(
+                extra, record_uuids, gpu, times, metric, values, rows
+            )
+        if not len(times):
+            return None
+        row_work, workloads = self._workloads(table)
+        return ColumnBatch(
+            uuids=record_uuids,
+            facts_rows=self._facts_rows(table, record_uuids, gpu, rows, extra),
+            names=names,
+            gpu=gpu,
+            ts=times,
+            metric=metric,
+            value=values,
+            line=lines[rows],
+            work=row_work[rows],
+            workloads=workloads,
+        )
+
+    def _workloads(self, table: pa.Table) -> tuple[np.ndarray, list[dict]]:
+        """Each row's workload (its container, pod and namespace cells, stripped and
+        non-empty, as workloads.csv_workload reads a row) as an index into a list."""
+        columns = [(n, self.layout.index[n]) for n in WORKLOAD_LABELS if n in self.layout.index]
+        n = table.num_rows
+        texts = [table.column(pos).combine_chunks() for _, pos in columns]
+        if not texts or all(pc.all(pc.equal(t, "")).as_py() for t in texts):
+            return np.zeros(n, dtype=np.int32), [{}]
+        joined = pc.binary_join_element_wise(*texts, "\x00")
+        encoded = pc.dictionary_encode(joined)
+        workloads = []
+        for value in encoded.dictionary.to_pylist():
+            cells = value.split("\x00")
+            workloads.append(
+                {name: v.strip() for (name, _), v in zip(columns, cells, strict=True) if v.strip()}
+            )
+        return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32), workloads
+
+    def _register(self, gpu: np.ndarray, metric: np.ndarray, uuids: list[str]) -> None:
+        """Fast rows' metrics join their GPU's known set, as _check_metric_count does
+        (a GPU at a time: a block holds each GPU's few metrics many times)."""
+        if not len(gpu):
+            return
+        pairs = np.unique(gpu.astype(np.int64) << 32 | metric.astype(np.int64))
+        codes = pairs >> 32
+        cuts = np.flatnonzero(np.diff(codes)) + 1
+        known = self.ref._metrics_of
+        starts = [0, *cuts.tolist()]
+        for start, part in zip(starts, np.split(pairs & 0xFFFFFFFF, cuts), strict=True):
+            uuid = uuids[int(codes[start])]
+            names = {self._name_list[m] for m in part.tolist()}
+            have = known.get(uuid)
+            if have is None:
+                have = known[uuid] = set()
+            elif names <= have:
+                continue
+            have |= names
+            self._most_known = max(self._most_known, len(have))
+
+    def _merge(
+        self,
+        extra: list[tuple[int, Row]],
+        uuids: list[str],
+        gpu: np.ndarray,
+        times: np.ndarray,
+        metric: np.ndarray,
+        values: np.ndarray,
+        rows: np.ndarray,
+    ) -> tuple[np.ndarray, ...]:
+        """The reference's accepted rows put back among the fast ones, in row order."""
+        index = {u: i for i, u in enumerate(uuids)}
+        e_gpu, e_ts, e_metric, e_value, e_rows = [], [], [], [], []
+        for row_index, row in extra:
+            code = index.get(row.uuid)
+            if code is None:
+                code = index[row.uuid] = len(uuids)
+                uuids.append(row.uuid)
+            for name, value in row.values:
+                e_gpu.append(code)
+                e_ts.append(row.ts)
+                e_metric.append(self._metric_code(name))
+                e_value.append(value)
+                e_rows.append(row_index)
+        gpu = np.concatenate([gpu, np.array(e_gpu, np.int32)])
+        times = np.concatenate([times, np.array(e_ts, np.int64)])
+        metric = np.concatenate([metric, np.array(e_metric, np.int32)])
+        values = np.concatenate([values, np.array(e_value, np.float64)])
+        rows = np.concatenate([rows, np.array(e_rows, np.int64)])
+        order = np.argsort(rows, kind="stable")
+        return gpu[order], times[order], metric[order], values[order], rows[order]
+
+    def _facts_rows(
+        self,
+        table: pa.Table,
+        uuids: list[str],
+        gpu: np.ndarray,
+        rows: np.ndarray,
+        extra: list[tuple[int, Row]],
+    ) -> list[Row]:
+        by_index = dict(extra)
+        out: list[Row | None] = [None] * len(uuids)
+        codes, first = np.unique(gpu, return_index=True)
+        wanted = [(c, int(rows[at])) for c, at in zip(codes.tolist(), first.tolist(), strict=True)]
+        fast = [(c, r) for c, r in wanted if r not in by_index]
+        for code, row_index in wanted:
+            out[code] = by_index.get(row_index)
+        if fast:
+            taken = table.take(pa.array([r for _, r in fast], pa.int64()))
+            columns = [column.to_pylist() for column in taken.columns]
+            host_pos = self.layout.index["hostname"]
+            for k, (code, _r) in enumerate(fast):
+                fields = [column[k] for column in columns]
+                out[code] = Row(uuids[code], fields[host_pos], 0, [], fields)
+        empty = [Row(u, "", 0, [], []) for u in uuids]
+        return [r if r is not None else e for r, e in zip(out, empty, strict=True)]
+
+
+__all__ = ["BLOCK_BYTES", "ColumnBatch", "ColumnarParser", "TooLarge"]
