@@ -244,7 +244,8 @@ def open_gpu(keys: Keys, uuid: str, ranges: list[tuple[str, str]]) -> GpuWindow:
         record = json.loads(item.value)
         _records.put(keys.root, uuid, locator.mod_revision, record)
     latest = found.get(latest_key)
-    latest_values = json.loads(latest.value) if latest else None
+    # an entry is [ts, value, upload order...]: readers get [ts, value] (as latest_values)
+    latest_values = {m: e[:2] for m, e in json.loads(latest.value).items()} if latest else None
     return GpuWindow(record, latest_values, ranged, periods_of(found.get(workloads_key)))
 
 

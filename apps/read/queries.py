@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
+import orjson
 from django.conf import settings
 
 from apps.read import columns as col
@@ -248,7 +249,7 @@ class Page:
     gpu: dict[str, Any]
     samples: Samples
     next_cursor: str | None
-    workloads: list[Period]  # every workload period of the GPU (read with it)
+    workloads: list[dict[str, Any]]  # the workloads that ran in the query's window
 
 
 def read_page(q: TelemetryQuery, columns: bool = False) -> Page:
@@ -267,8 +268,16 @@ def read_page(q: TelemetryQuery, columns: bool = False) -> Page:
 def _read_page(keys: Keys, q: TelemetryQuery, columns: bool) -> Page:
     opened = _open(keys, q)
     record, latest = opened.record, opened.latest
-    bound = col.column_bytes_bound if columns else col.row_bytes_bound
-    budget = int(settings.TELEMETRY_MAX_RESPONSE_BYTES) - 4096  # the GPU and the envelope
+    # a series per metric asked for, else per metric the GPU has reported
+    series = len(q.metrics) or len(latest or {})
+    bound: Callable[[Samples], np.ndarray] = (
+        (lambda part: col.column_bytes_bound(part, series)) if columns else col.row_bytes_bound
+    )
+    gpu = gpu_view(record, latest)
+    ran = workload_views(opened.workloads, q.start, q.end)
+    # what the answer carries besides the samples: the GPU, its workloads, the envelope
+    envelope = len(orjson.dumps(gpu)) + len(orjson.dumps(ran)) + 1024 + 300 * series
+    budget = int(settings.TELEMETRY_MAX_RESPONSE_BYTES) - envelope
     limit = q.limit if q.limit is not None else sys.maxsize
     taken: list[Samples] = []
     count = spent = 0
@@ -292,7 +301,7 @@ def _read_page(keys: Keys, q: TelemetryQuery, columns: bool) -> Page:
     cursor = None
     if more and len(samples):
         cursor = encode_cursor(int(samples.ts[-1]), samples.names[int(samples.metric[-1])])
-    return Page(gpu_view(record, latest), samples, cursor, opened.workloads)
+    return Page(gpu, samples, cursor, ran)
 
 
 def _whole_times(s: Samples, n: int) -> int:
