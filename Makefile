@@ -40,6 +40,7 @@ system-deps:
 	command -v shellcheck >/dev/null 2>&1 || missing="$$missing shellcheck"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	command -v jq >/dev/null 2>&1 || missing="$$missing jq"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing"; \
@@ -53,6 +54,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
+
+# The HTTP read path against a real Prometheus on the same samples (docs/PERFORMANCE.md).
+bench-read: install
+	$(PY) -m bench.read
 
 # Storage size and query latency, ours vs one JSON key per sample (docs/PERFORMANCE.md).
 bench-storage: install
@@ -73,6 +78,10 @@ openapi: install
 # Ingest throughput end to end against the naive baseline (docs/PERFORMANCE.md).
 bench-ingest: install
 	$(PY) -m bench.ingest
+
+# PromQL latency against a real Prometheus over the same samples (docs/PROMETHEUS.md).
+bench-promql: install
+	$(PY) -m bench.promql
 
 # Live feed latency with 1 and 100 WebSocket clients (docs/PERFORMANCE.md).
 bench-live: install

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 _job: contextvars.ContextVar[str] = contextvars.ContextVar("telemetry_job", default="")
-_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "job"}
+_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "job", "job_tag"}
 
 
 @contextlib.contextmanager
@@ -25,10 +25,11 @@ def job_context(job_id: str) -> Iterator[None]:
 
 
 class JobFilter(logging.Filter):
-    """Adds `record.job` (empty outside a job) so formats can always name it."""
+    """Adds `record.job` (empty outside a job) and `record.job_tag` (` [job=…]`, or nothing)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.job = getattr(record, "job", "") or _job.get()
+        record.job_tag = f" [job={record.job}]" if record.job else ""
         return True
 
 
@@ -59,11 +60,14 @@ def logging_config(fmt: str, level: str) -> dict:
         "disable_existing_loggers": False,
         "filters": {"job": {"()": "observability.logs.JobFilter"}},
         "formatters": {
-            "plain": {"format": "%(asctime)s %(levelname)s %(name)s [job=%(job)s] %(message)s"},
+            "plain": {"format": "%(asctime)s %(levelname)s %(name)s%(job_tag)s %(message)s"},
             "json": {"()": "observability.logs.JsonFormatter"},
         },
         "handlers": {
             "console": {"class": "logging.StreamHandler", "formatter": fmt, "filters": ["job"]}
         },
         "root": {"handlers": ["console"], "level": level.upper()},
+        # Django gives its `django` logger a console handler of its own under DEBUG
+        # (DEFAULT_LOGGING); with the root's, every warning would print twice.
+        "loggers": {"django": {"handlers": [], "propagate": True}},
     }

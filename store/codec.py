@@ -329,21 +329,35 @@ def _pack_values(values: np.ndarray) -> tuple[int, bytes]:
 
 def _scaled(values: np.ndarray, bits: np.ndarray) -> tuple[int, np.ndarray, int] | None:
     """(decimals, zigzag deltas, width) for the smallest exact decimals, or None."""
-    for decimals in range(MAX_DECIMALS + 1):
+    decimals = _first_fit(values, 0)
+    while decimals is not None:
         scale = 10.0**decimals
         with np.errstate(over="ignore", invalid="ignore"):
-            rounded = np.round(values * scale)
-        if not (np.abs(rounded) < _MAX_EXACT_INT).all():
+            rounded = np.round(values * scale) if decimals else np.round(values)
+        if not np.abs(rounded).max() < _MAX_EXACT_INT:
             return None
         ints = rounded.astype(np.int64)
         # the decoder computes ints / scale: accept only when that gives the same bits
-        if not np.array_equal((ints.astype(np.float64) / scale).view("<u8"), bits):
-            continue
-        deltas = np.diff(ints, prepend=np.int64(0))
-        zigzag = ((deltas << 1) ^ (deltas >> 63)).view(np.uint64)
-        top = int(zigzag.max())
-        width = next((w for w in _SCALED_WIDTHS if top < 1 << (8 * w)), None)
-        return None if width is None else (decimals, zigzag, width)
+        if ((ints / scale).view("<u8") == bits).all():
+            deltas = np.empty_like(ints)
+            deltas[0] = ints[0]
+            np.subtract(ints[1:], ints[:-1], out=deltas[1:])
+            zigzag = ((deltas << 1) ^ (deltas >> 63)).view(np.uint64)
+            top = int(zigzag.max())
+            width = next((w for w in _SCALED_WIDTHS if top < 1 << (8 * w)), None)
+            return None if width is None else (decimals, zigzag, width)
+        decimals = _first_fit(values, decimals + 1)
+    return None
+
+
+def _first_fit(values: np.ndarray, start: int) -> int | None:
+    """The smallest decimals >= start at which a few of the values are exact (a cheap
+    filter before the whole-column check: numpy's per-call cost dominates small blocks)."""
+    probes = [float(values[i]) for i in {0, len(values) // 2, len(values) - 1}]
+    for decimals in range(start, MAX_DECIMALS + 1):
+        scale = 10.0**decimals
+        if all(abs(v * scale) < _MAX_EXACT_INT and round(v * scale) / scale == v for v in probes):
+            return decimals
     return None
 
 

@@ -78,20 +78,21 @@ def _load_job(keys: Keys, job_id: str) -> dict[str, Any]:
     return job
 
 
-def list_jobs(keys: Keys, limit: int = 50) -> list[dict[str, Any]]:
-    """The `limit` newest jobs, newest first, shaped as `load_job` shapes one.
+def list_jobs(keys: Keys, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+    """`limit` jobs after the `offset` newest, newest first, shaped as `load_job` shapes one.
 
     Job ids start with their creation time in zero-padded epoch milliseconds
     (new_job_id), so sorting ids sorts jobs by age. One range read of every job
     document, then the counts of each job shown. Raises StoreUnavailable. Documents
-    that are not valid JSON are skipped rather than hiding every other job.
+    that are not valid JSON are skipped rather than hiding every other job; `offset`
+    counts documents (as count_jobs does), a skipped one makes room for the next.
     """
     found = shards.fan_out(lambda: kv.get_prefix(keys.jobs_prefix()))
     items = sorted(
         ((shard, item) for shard, part in found.items() for item in part),
         key=lambda pair: pair[1].key,
         reverse=True,
-    )
+    )[offset:]
     jobs = []
     for shard, item in items:
         if len(jobs) >= limit:
@@ -104,6 +105,11 @@ def list_jobs(keys: Keys, limit: int = 50) -> list[dict[str, Any]]:
             with shards.use(shard):
                 jobs.append(_with_progress(keys, job))
     return jobs
+
+
+def count_jobs(keys: Keys) -> int:
+    """How many job documents are kept (JOB_RETENTION), in every shard."""
+    return sum(shards.fan_out(lambda: kv.count_prefix(keys.jobs_prefix())).values())
 
 
 def _with_progress(keys: Keys, job: dict[str, Any]) -> dict[str, Any]:

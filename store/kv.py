@@ -85,6 +85,21 @@ def get_range(start: str, end: str) -> list[Item]:
         return [_item(v, m) for v, m in client.get().get_range(start, end)]
 
 
+def get_together(
+    keys: Sequence[str], ranges: Sequence[tuple[str, str]]
+) -> tuple[dict[str, Item], list[list[Item]]]:
+    """Some keys and some [start, end) ranges, all read at one revision in one round trip."""
+    ops = [op_get(k) for k in keys]
+    ops += [pyetcd.transactions.Get(start, range_end=end) for start, end in ranges]
+    with translated("get_together"):
+        _, responses = client.get().transaction([], ops, [])
+    found = {}
+    for kvs in responses[: len(keys)]:
+        for value, meta in kvs:
+            found[meta.key.decode()] = _item(value, meta)
+    return found, [[_item(v, m) for v, m in kvs] for kvs in responses[len(keys) :]]
+
+
 def count_prefix(prefix: str) -> int:
     with translated("count_prefix"):
         return int(client.get().get_prefix_response(prefix, count_only=True).count)
@@ -116,8 +131,10 @@ def status() -> dict[str, Any]:
 def check() -> dict[str, Any]:
     """The readiness check of etcd (observability.health.ready_view): never raises.
 
-    With shards, every shard is checked: `shards` holds each one's answer, and
-    the check is ok only when all are (the error names the ones that are not).
+    With shards, every shard is checked and `shards` holds each one's answer. The
+    check fails only when no shard answers: a gateway that can serve some clusters
+    stays ready (taking it out of its Service would stop those too); the shards that
+    are down are named in `down`, and their clusters answer 503 naming them.
     """
     names = shards.names()
     if len(names) == 1:
@@ -127,8 +144,9 @@ def check() -> dict[str, Any]:
         with shards.use(name):
             results[name] = _check_here()
     down = [n for n, r in results.items() if not r["ok"]]
-    out: dict[str, Any] = {"ok": not down, "shards": results}
+    out: dict[str, Any] = {"ok": len(down) < len(names), "shards": results}
     if down:
+        out["down"] = down
         out["error"] = "; ".join(results[n]["error"] for n in down)
     return out
 

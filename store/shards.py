@@ -103,11 +103,18 @@ def collecting() -> Iterator[Partial]:
         _partial.reset(token)
 
 
+def missing() -> list[str]:
+    """The shards this request's fan-outs left out so far (sorted; empty outside one)."""
+    holder = _partial.get()
+    return sorted(holder.missing) if holder is not None else []
+
+
 def fan_out(work: Callable[[], T]) -> dict[str, T]:
     """`work()` in every shard, concurrently; {shard: result} of the shards that answered.
 
     A shard that does not answer is recorded in the current `Partial` collector
-    and left out. When no shard answers, the first error is raised.
+    and left out. When no shard answers, the first error is raised. Inside `use()`
+    only that shard is read (compaction and per-shard upkeep stay in their shard).
     """
     shards = names()
     if pinned():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import asdict
 from typing import Any
@@ -13,6 +14,8 @@ from store import default_keys, kv, shards
 from store.compaction import compact, expire_jobs
 from store.errors import StoreError, StoreUnavailable
 from store.tiers import tiers
+
+log = logging.getLogger(__name__)
 
 
 def run_upkeep(retention: bool = True, defrag: bool | None = None) -> dict[str, Any]:
@@ -26,14 +29,16 @@ def run_upkeep(retention: bool = True, defrag: bool | None = None) -> dict[str, 
     names = shards.names()
     if len(names) == 1:
         return _upkeep_here(retention, defrag)
-    out: dict[str, Any] = {"shards": {}}
+    per_shard: dict[str, dict[str, Any]] = {}
     for name in names:
         try:
             with shards.use(name):
-                out["shards"][name] = _upkeep_here(retention, defrag)
-        except StoreUnavailable as exc:
-            out["shards"][name] = {"error": str(exc)}
-    return out
+                per_shard[name] = _upkeep_here(retention, defrag)
+        except StoreUnavailable as exc:  # the next run catches up; the others go on now
+            log.warning("upkeep of etcd shard %s skipped: %s", name, exc)
+            per_shard[name] = {"error": str(exc)}
+    skipped = all(r.get("skipped") for r in per_shard.values())
+    return {"skipped": skipped, "shards": per_shard}
 
 
 def _upkeep_here(retention: bool, defrag: bool | None) -> dict[str, Any]:

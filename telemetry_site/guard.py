@@ -4,7 +4,8 @@ Django's ASGI handler reads (and spools to disk) a whole request body before any
 middleware or view runs, so a check in a view comes after the cost is paid. This
 ASGI middleware sits in front of it and, per route and method (`policy_for`):
 
-* refuses a body on routes that take none (413), and a declared Content-Length
+* refuses a body on routes that take none (413; 405 with Allow when the route has no
+  such method at all, as Django would answer without the body), and a declared Content-Length
   over the route's limit (413), without reading a byte;
 * on routes that need a caller when they get a body (the upload and Prometheus remote
   write: TELEMETRY_WRITE_AUTH; GraphQL and Prometheus queries: TELEMETRY_READ_AUTH),
@@ -98,6 +99,7 @@ class Refusal:
     reason: str  # metric label
     message: str
     challenge: bool = False  # add WWW-Authenticate
+    allow: str = ""  # a 405's Allow header
 
 
 class BodyGuard:
@@ -113,6 +115,9 @@ class BodyGuard:
         policy = policy_for(scope["method"], scope["path"])
         headers = _headers(scope)
         refusal = _size_refusal(policy, headers)
+        if refusal is not None and policy.limit == 0:
+            # a method the route does not have at all is that, whatever it sends (405)
+            refusal = _method_refusal(scope["method"], scope["path"]) or refusal
         if refusal is None and policy.access and _has_body(headers):
             refusal = await _caller_refusal(policy.access, headers)
         if refusal is not None:
@@ -129,6 +134,21 @@ class BodyGuard:
         await self.app(scope, body, watched_send)
         if body.refusal is not None and not started:
             await _answer(send, body.refusal, policy)
+
+
+def _method_refusal(method: str, path: str) -> Refusal | None:
+    """405 when `path` routes to a class-based view without a handler for `method`."""
+    try:
+        view = getattr(resolve(path).func, "view_class", None)
+    except Resolver404:
+        return None
+    if view is None or hasattr(view, method.lower()):
+        return None
+    allowed = [m.upper() for m in view.http_method_names if hasattr(view, m)]
+    if "GET" in allowed and "HEAD" not in allowed:
+        allowed.append("HEAD")  # Django's View answers HEAD with its GET
+    message = f'Method "{method}" not allowed.'
+    return Refusal(405, "method_not_allowed", message, allow=", ".join(allowed))
 
 
 def _headers(scope: Scope) -> dict[bytes, bytes]:
@@ -253,6 +273,8 @@ async def _answer(send: Send, refusal: Refusal, policy: Policy) -> None:
     ]
     if refusal.challenge:
         headers.append((b"www-authenticate", b'Bearer realm="telemetry"'))
+    if refusal.allow:
+        headers.append((b"allow", refusal.allow.encode()))
     await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

@@ -71,10 +71,13 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # outermost: it swaps a streamed body for an async one last (telemetry_site/streaming.py)
+    "telemetry_site.streaming.AsyncStreaming",
     "observability.middleware.RequestMetricsMiddleware",
     # Before everything that makes or reads a body: it encodes the final response.
     "telemetry_site.compression.CompressionMiddleware",
     "apps.read.middleware.PartialShardsMiddleware",
+    "apps.api.errors.ApiJsonErrors",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -146,8 +149,8 @@ HTTP_BODY_MIN_RATE = env_int("HTTP_BODY_MIN_RATE", 16 * 1024, minimum=1)
 
 # --- REST API ----------------------------------------------------------------
 REST_FRAMEWORK = {
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_SCHEMA_CLASS": "apps.api.openapi.TelemetryAutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "apps.api.pagination.StrictLimitOffsetPagination",
     "PAGE_SIZE": env_int("API_PAGE_SIZE", 100, minimum=1),
     "EXCEPTION_HANDLER": "apps.read.errors.exception_handler",
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -166,7 +169,13 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "GPU telemetry API",
-    "DESCRIPTION": "DCGM telemetry ingest and query.",
+    "DESCRIPTION": (
+        "NVIDIA DCGM telemetry: upload CSV exports, list GPUs, hosts and clusters, read a "
+        "GPU's samples over a time window (JSON pages, columns or CSV). Reads are open "
+        "unless TELEMETRY_READ_AUTH is on; uploads need `Authorization: Bearer <token>` "
+        'unless TELEMETRY_WRITE_AUTH is off. Every error is JSON: `{"detail": ...}` or one '
+        "entry per bad parameter. Times are RFC 3339 in UTC. More in docs/API.md."
+    ),
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",

@@ -1,8 +1,12 @@
 from django.conf import settings
 from django.contrib import admin
-from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from django.templatetags.static import static
+from django.urls import include, path, re_path
+from django.views.generic import RedirectView
+from drf_spectacular.views import SpectacularSwaggerView
 
+from apps.api import errors
+from apps.api.schema_view import SchemaView
 from apps.ingest.views import RemoteWriteView
 from apps.read import dashboard
 from apps.read.graphql_view import TelemetryGraphQLView
@@ -10,18 +14,25 @@ from observability.health import check_broker, health_view, metrics_view, ready_
 from store import kv
 from store.upkeep import upkeep_metric_lines
 
+# The admin's GPU and job tables need the page's width at 1280 px more than the app list.
+admin.site.enable_nav_sidebar = False
+
 urlpatterns = [
     path("api/v1/", include("apps.ingest.urls")),
     path("api/v1/", include("apps.read.urls")),
     # remote write is ingest; the rest of the Prometheus API is a read adapter
     path("prometheus/api/v1/write", RemoteWriteView.as_view(), name="prom-remote-write"),
     path("prometheus/api/v1/", include("apps.read.prometheus.urls")),
-    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/schema/", SchemaView.as_view(), name="schema"),
+    # last of /api/: any other path is a JSON 404, never Django's HTML page
+    re_path(r"^api/", errors.not_found, name="api-not-found"),
     path("swagger/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger"),
     path("health", health_view, name="health"),
     path("metrics", metrics_view, {"more": [upkeep_metric_lines]}, name="metrics"),
     path("ready", ready_view, {"checks": {"etcd": kv.check, "broker": check_broker}}, name="ready"),
     path("admin/", admin.site.urls),
+    # browsers ask every page's origin for /favicon.ico (admin, Swagger UI): never a 404
+    path("favicon.ico", RedirectView.as_view(url=static("gpus/favicon.svg"), permanent=True)),
     path("", dashboard.fleet, name="dashboard"),
     path("gpus/<str:uuid>/", dashboard.gpu_page, name="dashboard-gpu"),
 ]

@@ -15,15 +15,44 @@ import subprocess
 import sys
 from pathlib import Path
 
+from dotenv import dotenv_values
+
 from tools import processes, services
 
 REPO = Path(__file__).resolve().parents[1]
 VAR = REPO / "var"
+ENV_FILE = VAR / "local.env"
 PY = sys.executable
+# What the local env file keeps, when set: enough for manage.py, celery and uvicorn
+# started by hand to reach the same stores with the same keys.
+SHARED = (
+    "DJANGO_SECRET_KEY",
+    "DJANGO_DEBUG",
+    "ETCD_ENDPOINTS",
+    "ETCD_PREFIX",
+    "REDIS_URL",
+    "CELERY_BROKER_URL",
+    "CHANNEL_REDIS_URL",
+    "DATABASE_URL",
+    "PORT",
+    "PROMETHEUS_MULTIPROC_DIR",
+)
+
+
+ENV_FILE_HEADER = (
+    "# Written by `make run` (tools/run.py) at each start: the settings of the stack it\n"
+    "# started. manage.py, celery and uvicorn read it; variables set in the environment win.\n"
+    "# The API token of user admin is in var/api-token.txt.\n"
+)
+
+
+class PortBusy(RuntimeError):
+    """A port `make run` should listen on is taken; the message says what to do."""
 
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
+    env["DJANGO_SECRET_KEY"] = env.get("DJANGO_SECRET_KEY") or _secret_key()
     env.setdefault("DJANGO_DEBUG", "true")
     env.setdefault("DJANGO_SETTINGS_MODULE", "telemetry_site.settings")
     env["PYTHONPATH"] = str(REPO)
@@ -36,25 +65,83 @@ def _env() -> dict[str, str]:
     return env
 
 
+def _secret_key() -> str:
+    """The previous run's key (sessions and admin logins survive a restart), else a new one."""
+    previous = dotenv_values(ENV_FILE) if ENV_FILE.is_file() else {}
+    return previous.get("DJANGO_SECRET_KEY") or secrets.token_urlsafe(50)
+
+
+def write_env_file(env: dict[str, str], path: Path = ENV_FILE) -> None:
+    """Keep the stack's settings where a second terminal's commands find them.
+
+    Read back by telemetry_site.localenv in every process (variables set in the
+    environment win). Mode 600, since it holds the secret key; written whole to a
+    temporary file and renamed, so no reader sees half of it. Values are
+    single-quoted by dotenv's rules (a shell can source the file too, unless a
+    value holds a quote or a backslash).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(ENV_FILE_HEADER)
+        for name in SHARED:
+            if env.get(name):
+                fh.write(f"{name}={_quoted(env[name])}\n")
+    os.replace(tmp, path)
+
+
+def _quoted(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _free_port(variable: str, default: int, env: dict[str, str], what: str) -> int:
+    """The port to start `what` on; PortBusy when something already listens there.
+
+    A busy port is never silently reused: the server there may be another
+    project's, holding other data, or an older run's that nothing will stop.
+    """
+    port = _port(env, variable, default)
+    if not services.is_port_free("127.0.0.1", port):
+        raise PortBusy(
+            f"127.0.0.1:{port} ({variable}) is already in use, so {what} cannot start there. "
+            f"Stop what listens there (`ss -ltnp 'sport = :{port}'` shows it), "
+            f"or set {variable} to a free port{_use_existing(what, port)}."
+        )
+    return port
+
+
+def _port(env: dict[str, str], variable: str, default: int) -> int:
+    raw = env.get(variable, "").strip() or str(default)
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise PortBusy(f"{variable}={raw!r} is not a port number")
+    return int(raw)
+
+
+def _use_existing(what: str, port: int) -> str:
+    if what == "etcd":
+        return f", or ETCD_ENDPOINTS=127.0.0.1:{port} to use that etcd"
+    if what == "redis":
+        return f", or REDIS_URL=redis://127.0.0.1:{port}/0 to use that Redis"
+    return ""
+
+
 def _start_stores(env: dict[str, str], started: list[services.Service]) -> None:
+    etcd_port = redis_port = None
+    # Every port is checked before anything starts: nothing to undo on a busy one.
     if not env.get("ETCD_ENDPOINTS"):
-        port = int(env.get("ETCD_PORT", "2379"))
-        if services.is_port_free("127.0.0.1", port):
-            started.append(services.start_etcd(VAR / "etcd", port=port, peer_port=port + 1))
-            print(
-                f"etcd started on 127.0.0.1:{port} (data in var/etcd, log {started[-1].log_path})"
-            )
-        else:
-            print(f"127.0.0.1:{port} is taken: using the etcd already listening there")
-        env["ETCD_ENDPOINTS"] = f"127.0.0.1:{port}"
+        etcd_port = _free_port("ETCD_PORT", 2379, env, "etcd")
     if not (env.get("CELERY_BROKER_URL") or env.get("REDIS_URL")):
-        port = int(env.get("REDIS_PORT", "6379"))
-        if services.is_port_free("127.0.0.1", port):
-            started.append(services.start_redis(VAR / "redis", port=port, appendonly=True))
-            print(f"redis started on 127.0.0.1:{port} (data in var/redis)")
-        else:
-            print(f"127.0.0.1:{port} is taken: using the Redis already listening there")
-        env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+        redis_port = _free_port("REDIS_PORT", 6379, env, "redis")
+    _free_port("PORT", 8000, env, "gateway")
+    if etcd_port is not None:
+        started.append(services.start_etcd(VAR / "etcd", port=etcd_port, peer_port=etcd_port + 1))
+        print(f"etcd started on 127.0.0.1:{etcd_port} (data in var/etcd)")
+        env["ETCD_ENDPOINTS"] = f"127.0.0.1:{etcd_port}"
+    if redis_port is not None:
+        started.append(services.start_redis(VAR / "redis", port=redis_port, appendonly=True))
+        print(f"redis started on 127.0.0.1:{redis_port} (data in var/redis)")
+        env["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
 
 
 def _manage(env: dict[str, str], *args: str) -> None:
@@ -112,6 +199,8 @@ def main() -> int:
     started: list[services.Service] = []
     try:
         _start_stores(env, started)
+        write_env_file(env)
+        print(f"settings for commands in other terminals: {ENV_FILE.relative_to(REPO)}")
         _manage(env, "migrate", "--no-input", "-v", "0")
         admin_login = _ensure_admin(env)
         token_file = VAR / "api-token.txt"
@@ -140,6 +229,9 @@ def main() -> int:
         )
         while True:
             signal.pause()
+    except PortBusy as exc:
+        print(f"make run: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\nstopping...")
     finally:

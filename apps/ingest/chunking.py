@@ -133,7 +133,6 @@ class Chunker:
         for start, stop in zip([0, *cuts.tolist()], [*cuts.tolist(), len(work)], strict=True):
             labels = batch.workloads[int(work[start])]
             run = ts[start:stop]
-            workloads.note(buf.periods, int(run[0]), labels)
             workloads.note(buf.periods, int(run.min()), labels)
             workloads.note(buf.periods, int(run.max()), labels)
 

@@ -58,7 +58,8 @@ from store.errors import InvalidSegment
 from store.keys import check_segment
 from store.workloads import WORKLOAD_LABELS
 
-BLOCK_BYTES = 8 << 20
+BLOCK_BYTES = 4 << 20
+_PIECE = 8192  # what io.TextIOWrapper reads at a time (the row parser's reads)
 _BOM = b"\xef\xbb\xbf"
 # Plain decimals Arrow and Python read to the same float: no sign but `-`, digits on
 # both sides of the point, a short exponent (no overflow, no underflow to 0).
@@ -109,11 +110,13 @@ class _Irregular(Exception):
 
 
 class _Chain(io.RawIOBase):
-    """`head` bytes, then the rest of `tail`: what the row parser reads after a switch."""
+    """`head` bytes, then the rest of `tail` (or `failure` raised, the gzip damage that
+    stopped the block reader): what the row parser reads after a switch."""
 
-    def __init__(self, head: bytes, tail: BinaryIO) -> None:
+    def __init__(self, head: bytes, tail: BinaryIO, failure: BaseException | None) -> None:
         self._head = memoryview(head)
         self._tail = tail
+        self._failure = failure
 
     def readable(self) -> bool:
         return True
@@ -124,6 +127,8 @@ class _Chain(io.RawIOBase):
             buf[:n] = self._head[:n]
             self._head = self._head[n:]
             return n
+        if self._failure is not None:
+            raise self._failure
         data = self._tail.read(len(buf))
         buf[: len(data)] = data
         return len(data)
@@ -214,11 +219,12 @@ class ColumnarParser:
         self._binary = binary
         self._block_bytes = block_bytes
         self._carry = b""  # bytes read past the last whole line of a block
+        self._failure: BaseException | None = None
         head = self._read_block(b"")
         self._rows_mode = False
-        layout = self._header(head)
+        layout = None if self._failure is not None else self._header(head)
         if layout is None:
-            rest = _Chain(head + self._carry, binary)
+            rest = _Chain(head + self._carry, binary, self._failure)
             self.ref = Parser(text_of(rest), **limits)  # type: ignore[arg-type]
             self._rows_mode = True
             self._pending = b""
@@ -280,20 +286,35 @@ class ColumnarParser:
         return self.ref.facts(row, cluster)
 
     # --- reading -------------------------------------------------------------------
+    def _read(self, data: bytes) -> bytes:
+        """`data` plus up to a block more, read in the pieces the row parser's text reader
+        takes (8 KiB): gzip damage keeps what came before it (in `_failure`), as there."""
+        parts, size = [data], len(data)
+        read = getattr(self._binary, "read1", self._binary.read)  # as TextIOWrapper reads
+        try:
+            while size < self._block_bytes:
+                piece = read(_PIECE)
+                if not piece:
+                    break
+                parts.append(piece)
+                size += len(piece)
+        except _GZIP_ERRORS as exc:
+            self._failure = exc
+        return b"".join(parts)
+
     def _read_block(self, pending: bytes) -> bytes:
-        """`pending` plus bytes up to a block, cut after its last line end (all at EOF)."""
-        data = pending + self._binary.read(self._block_bytes)
-        if not data or data.endswith(b"\n"):
+        """`pending` plus bytes up to a block, cut after its last line end (all at EOF).
+        With `_failure` set, everything read, uncut (the row parser takes it)."""
+        data = self._read(pending)
+        if self._failure is not None or not data or data.endswith(b"\n"):
             return data
         cut = data.rfind(b"\n") + 1
         while cut == 0:  # a block with no line end yet: read on (the line limit bounds it)
-            more = self._binary.read(self._block_bytes)
-            if not more:
-                return data
+            more = self._read(b"")
             data += more
+            if self._failure is not None or not more or len(data) > 4 * self._block_bytes:
+                return data  # the row parser reads it (and refuses an endless line)
             cut = data.rfind(b"\n") + 1
-            if len(data) > 4 * self._block_bytes:
-                return data  # the row parser refuses it, in pieces
         self._carry = data[cut:]
         return data[:cut]
 
@@ -321,8 +342,8 @@ class ColumnarParser:
             blocks = self._blocks()
             done = False
             while True:
-                # keep every core busy: up to one block in flight per core, plus one
-                while not done and len(queue) <= workers:
+                # keep every core busy: one block in flight per core (memory: a few blocks)
+                while not done and len(queue) < workers:
                     raw = next(blocks, None)
                     if raw is None:
                         done = True
@@ -340,21 +361,19 @@ class ColumnarParser:
                     return
                 if batch is not None:
                     yield batch
-            if self._gzip_error:
+            if self._failure is not None:
                 yield from self._switch(self._carry)
 
     def _blocks(self) -> Iterator[bytes]:
-        """Blocks of whole lines; a gzip error ends them (the row parser reports it)."""
-        self._gzip_error = False
+        """Blocks of whole lines; gzip damage ends them, what was read before it left in
+        `_carry` for the row parser (which then reports the damage)."""
         if self._pending:
             yield self._pending
         while True:
             carry, self._carry = self._carry, b""
-            try:
-                block = self._read_block(carry)
-            except _GZIP_ERRORS:
-                self._carry = carry
-                self._gzip_error = True
+            block = self._read_block(carry)
+            if self._failure is not None:
+                self._carry = block
                 return
             if not block:
                 return
@@ -362,7 +381,8 @@ class ColumnarParser:
 
     def _switch(self, rest: bytes) -> Iterator[Row]:
         """The row parser reads everything from here on."""
-        text = text_of(_Chain(rest, self._binary), start=False)  # type: ignore[arg-type]
+        chain = _Chain(rest, self._binary, self._failure)
+        text = text_of(chain, start=False)  # type: ignore[arg-type]
         self.ref.resume(text, self._line)
         yield from self.ref
 
@@ -651,16 +671,25 @@ class ColumnarParser:
         return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32), workloads
 
     def _register(self, gpu: np.ndarray, metric: np.ndarray, uuids: list[str]) -> None:
-        """Fast rows' metrics join their GPU's known set, as _check_metric_count does."""
+        """Fast rows' metrics join their GPU's known set, as _check_metric_count does
+        (a GPU at a time: a block holds each GPU's few metrics many times)."""
         if not len(gpu):
             return
         pairs = np.unique(gpu.astype(np.int64) << 32 | metric.astype(np.int64))
+        codes = pairs >> 32
+        cuts = np.flatnonzero(np.diff(codes)) + 1
         known = self.ref._metrics_of
-        for pair in pairs.tolist():
-            uuid = uuids[pair >> 32]
-            names = known.setdefault(uuid, set())
-            names.add(self._name_list[pair & 0xFFFFFFFF])
-            self._most_known = max(self._most_known, len(names))
+        starts = [0, *cuts.tolist()]
+        for start, part in zip(starts, np.split(pairs & 0xFFFFFFFF, cuts), strict=True):
+            uuid = uuids[int(codes[start])]
+            names = {self._name_list[m] for m in part.tolist()}
+            have = known.get(uuid)
+            if have is None:
+                have = known[uuid] = set()
+            elif names <= have:
+                continue
+            have |= names
+            self._most_known = max(self._most_known, len(have))
 
     def _merge(
         self,

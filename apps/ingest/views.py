@@ -6,16 +6,27 @@ from typing import Any
 
 from django.conf import settings
 from django.urls import reverse
-from drf_spectacular.utils import OpenApiParameter, OpenApiTypes, extend_schema
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    OpenApiTypes,
+    extend_schema,
+    inline_serializer,
+)
+from rest_framework import serializers
 from rest_framework.parsers import BaseParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.api.openapi import SEGMENT
+from apps.api.pagination import StrictLimitOffsetPagination
 from apps.ingest import remote_write, service
+from apps.ingest.serializers import AcceptedJobSerializer, JobSerializer
 from apps.ingest.streaming import now_ms
 from store import default_keys
-from store.jobs import load_job
+from store.jobs import count_jobs, list_jobs, load_job
+from timeparse.timestamps import format_timestamp
 
 RAW_TYPES = (
     "text/csv",
@@ -24,6 +35,14 @@ RAW_TYPES = (
     "application/gzip",
     "application/x-gzip",
     "application/octet-stream",
+)
+
+UPLOAD_FORM = inline_serializer(
+    "UploadForm",
+    {
+        "file": serializers.FileField(help_text="the CSV file (.csv or .csv.gz)"),
+        "cluster": serializers.CharField(required=False, help_text="overrides ?cluster="),
+    },
 )
 
 
@@ -41,11 +60,46 @@ class UploadView(APIView):
     parser_classes = [MultiPartParser, RawCsvParser]
 
     @extend_schema(
-        request={"multipart/form-data": OpenApiTypes.OBJECT, "text/csv": OpenApiTypes.STR},
+        summary="Upload a CSV file",
+        description=(
+            "A DCGM export (long format) or a wide CSV, optionally gzipped, as the multipart "
+            "field `file` or as the raw body. The file is parsed as it arrives and cut into "
+            "chunks that workers store; the answer comes once the file is read, with the job "
+            "(its counts and first rejected rows) and its URL in `Location`. docs/INGEST.md "
+            "gives the formats and validation rules."
+        ),
+        request={
+            "multipart/form-data": UPLOAD_FORM,
+            "text/csv": OpenApiTypes.STR,
+            "application/gzip": OpenApiTypes.BINARY,
+        },
         parameters=[
-            OpenApiParameter("cluster", str, description="cluster name; default TELEMETRY_CLUSTER")
+            OpenApiParameter(
+                "cluster",
+                SEGMENT,
+                description="cluster of the file's GPUs (the multipart field `cluster` "
+                "works too); default TELEMETRY_CLUSTER",
+            )
         ],
-        responses={202: OpenApiTypes.OBJECT},
+        responses={
+            202: OpenApiResponse(
+                AcceptedJobSerializer,
+                description="Read and queued: follow `url` (or `Location`) for the progress.",
+            ),
+            400: OpenApiResponse(
+                description="No usable row: the header fits neither format (the missing "
+                "columns are named), the file is empty, or every row was rejected (the "
+                "counts and first errors are included)."
+            ),
+            413: OpenApiResponse(
+                description="Larger than INGEST_MAX_UPLOAD_BYTES (or than the decompressed "
+                "or row limits); rows read before the limit are kept."
+            ),
+            415: OpenApiResponse(
+                description="Neither multipart/form-data with a `file` field nor a CSV body."
+            ),
+            503: OpenApiResponse(description="The task broker or etcd does not answer."),
+        },
     )
     def post(self, request: Request) -> Response:
         too_big = _too_big(request)
@@ -128,16 +182,55 @@ def _ingest(
     else:
         job = service.ingest(raw, source=source, cluster=cluster)
     url = reverse("ingest-job", args=[job["id"]])
-    body = {**load_job(default_keys(), job["id"]), "url": request.build_absolute_uri(url)}
+    body = {**shown(load_job(default_keys(), job["id"])), "url": request.build_absolute_uri(url)}
     return Response(body, status=202, headers={"Location": url})
+
+
+TIMES = ("created_at", "updated_at")
 
 
 class JobView(APIView):
     throttle_scope = "reads"
 
-    @extend_schema(responses=OpenApiTypes.OBJECT)
+    @extend_schema(
+        summary="One ingest job",
+        description="Counts, first rejected rows and how many chunks are stored so far.",
+        parameters=[
+            OpenApiParameter("job_id", SEGMENT, OpenApiParameter.PATH, description="job id")
+        ],
+        responses=JobSerializer,
+    )
     def get(self, request: Request, job_id: str) -> Response:
-        return Response(load_job(default_keys(), job_id))
+        return Response(shown(load_job(default_keys(), job_id)))
+
+
+class JobListView(APIView):
+    """Ingest jobs, newest first, as DRF pages."""
+
+    throttle_scope = "reads"
+    pagination_class = StrictLimitOffsetPagination
+
+    @extend_schema(
+        summary="Ingest jobs",
+        description="Every kept ingest job (JOB_RETENTION), newest first, in pages.",
+        responses=JobSerializer(many=True),
+    )
+    def get(self, request: Request) -> Response:
+        return self.pagination_class().paginate_counted(request, _jobs_page)
+
+
+def _jobs_page(limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
+    keys = default_keys()
+    return count_jobs(keys), [shown(job) for job in list_jobs(keys, limit, offset)]
+
+
+def shown(job: dict[str, Any]) -> dict[str, Any]:
+    """The job as the API shows it: its times in RFC 3339, like every time of the API.
+
+    The document keeps epoch milliseconds (retention and staleness compare them).
+    """
+    times = {k: format_timestamp(v) for k in TIMES if isinstance(v := job.get(k), int)}
+    return {**job, **times}
 
 
 class ProtobufParser(BaseParser):

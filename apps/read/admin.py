@@ -7,6 +7,7 @@ runs the same code as `manage.py sync_inventory`.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from django.contrib import admin, messages
@@ -65,8 +66,7 @@ class GpuAdmin(ReadOnlyAdmin):
         "host",
         "cluster",
         "model",
-        "gpu_index",
-        "first_seen",
+        "index",
         "seen_last",
         "chart",
     )
@@ -79,12 +79,12 @@ class GpuAdmin(ReadOnlyAdmin):
         ("cluster", "host"),
         ("gpu_index", "device"),
         ("model", "driver"),
-        ("first_seen", "seen_last"),
+        ("seen_first", "seen_last"),
         "latest_values",
         "labels",
         "mirrored_at",
     )
-    readonly_fields = ("chart", "seen_last", "latest_values")
+    readonly_fields = ("chart", "seen_first", "seen_last", "latest_values")
     change_list_template = "admin/gpus/gpu/change_list.html"
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
@@ -103,12 +103,20 @@ class GpuAdmin(ReadOnlyAdmin):
                 gpu.live_error = f"etcd did not answer: {exc}"
         return gpu
 
+    @admin.display(description="#", ordering="gpu_index")
+    def index(self, gpu: Gpu) -> Any:
+        return "-" if gpu.gpu_index is None else gpu.gpu_index
+
+    @admin.display(description="first seen", ordering="first_seen")
+    def seen_first(self, gpu: Gpu) -> str:
+        return _short_time(gpu.first_seen)
+
     @admin.display(description="last seen", ordering="last_seen")
-    def seen_last(self, gpu: Gpu) -> Any:
+    def seen_last(self, gpu: Gpu) -> str:
         live = getattr(gpu, "live", None)
         if live is not None:
-            return live["last_seen"] or "-"
-        return getattr(gpu, "live_last_seen", gpu.last_seen) or "-"
+            return _short_time(live["last_seen"])
+        return _short_time(getattr(gpu, "live_last_seen", gpu.last_seen))
 
     @admin.display(description="chart")
     def chart(self, gpu: Gpu) -> str:
@@ -146,6 +154,15 @@ class GpuAdmin(ReadOnlyAdmin):
                 f"{counts['updated']} updated, {counts['deleted']} removed",
             )
         return HttpResponseRedirect(reverse("admin:gpus_gpu_changelist"))
+
+
+def _short_time(value: datetime | str | None) -> str:
+    """`2025-07-18 20:42:34` (UTC): one short line in a table, from a datetime or RFC 3339."""
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return value.replace("T", " ").removesuffix("Z")
 
 
 def _number(value: float) -> str:

@@ -18,6 +18,7 @@ from django.urls import reverse
 
 from apps.accounts.auth import read_page
 from apps.read import queries
+from store import shards
 from store.errors import InvalidSegment, NotFound, StoreError, answer_for
 from timeparse.timestamps import parse_timestamp
 
@@ -138,6 +139,7 @@ def fleet(request: HttpRequest) -> HttpResponse:
         context["error"] = f"etcd did not answer: {exc}"
         return render(request, "gpus/fleet.html", context, status=_status(exc))
     context.update(fleet_summary(gpus))
+    context["missing_shards"] = shards.missing()  # partial: said on the page, not hidden
     context["live"] = {
         "cluster": cluster,
         "clusters": [c["name"] for c in context["clusters"]],

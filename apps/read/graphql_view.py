@@ -40,6 +40,30 @@ class _ReadRule(APIView):
     throttle_scope = "reads"
 
 
+# What GraphiQL shows a first-time visitor (no query in the URL, none saved in the
+# browser) instead of GraphiQL's generic welcome text: a query of this schema that runs.
+EXAMPLE_QUERY = """\
+# GPU telemetry over GraphQL: run this with Ctrl-Enter or the run button.
+# The Explorer (left) and the Docs list every field; docs/GRAPHQL.md has more.
+{
+  clusters { name hostCount gpuCount }
+  gpus(first: 3) {
+    totalCount
+    edges {
+      node {
+        uuid
+        host
+        cluster
+        model
+        lastSeen
+        latest { metricName value timestamp }
+      }
+    }
+  }
+}
+"""
+
+
 class TelemetryGraphQLView(GraphQLView):
     graphiql_template = "graphene/graphiql.html"  # apps/read/templates: local assets
     max_depth = 8
@@ -99,6 +123,9 @@ class TelemetryGraphQLView(GraphQLView):
         except exceptions.APIException as exc:
             return _refusal(exc, rule.get_authenticate_header(drf_request))
         return None
+
+    def render_graphiql(self, request: HttpRequest, **data: Any) -> HttpResponse:
+        return super().render_graphiql(request, example_query=EXAMPLE_QUERY, **data)
 
     def parse_body(self, request: HttpRequest) -> Any:
         if self.get_content_type(request) == "application/json":

@@ -8,13 +8,19 @@ from typing import Any
 
 import orjson
 from django.http import HttpResponse, HttpResponseNotModified, StreamingHttpResponse
-from drf_spectacular.utils import OpenApiParameter, PolymorphicProxySerializer, extend_schema
-from rest_framework.pagination import LimitOffsetPagination
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiTypes,
+    PolymorphicProxySerializer,
+    extend_schema,
+)
 from rest_framework.renderers import BrowsableAPIRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.api.openapi import FILTER, SEGMENT
+from apps.api.pagination import StrictLimitOffsetPagination
 from apps.read import columns as col
 from apps.read import queries
 from apps.read.render import FastJSONRenderer
@@ -47,7 +53,7 @@ class _PagedListView(_ReadView):
     # The ETag is the fleet's version (store/fleet.py): a 304 costs the etcd read
     # and nothing else, no view built and nothing encoded.
 
-    pagination_class = LimitOffsetPagination
+    pagination_class = StrictLimitOffsetPagination
 
     def paged(self, request: Request, items: list[dict]) -> Response:
         paginator = self.pagination_class()
@@ -73,8 +79,26 @@ def _matches(header: str, version: str) -> bool:
     return version in tags or "*" in tags
 
 
+UUID = OpenApiParameter(
+    "uuid", SEGMENT, OpenApiParameter.PATH, description="the GPU's uuid (GPU-…)"
+)
+CLUSTER = OpenApiParameter("cluster", FILTER, description="only this cluster")
+HOST = OpenApiParameter("host", FILTER, description="only this host")
+MODEL = OpenApiParameter(
+    "model",
+    {"type": "string", "maxLength": 200, "pattern": "^[^\\x00]*$"},
+    description="only this GPU model",
+)
+
+
 class GpuListView(_PagedListView):
-    @extend_schema(parameters=[GpuListParams], responses=GpuSerializer(many=True))
+    @extend_schema(
+        summary="GPUs",
+        description="Every GPU with telemetry, sorted by cluster, host and uuid, with its "
+        "newest value of each metric.",
+        parameters=[GpuListParams, CLUSTER, HOST, MODEL],
+        responses=GpuSerializer(many=True),
+    )
     def get(self, request: Request) -> Response | HttpResponseNotModified:
         params = GpuListParams(data=request.query_params)
         params.is_valid(raise_exception=True)
@@ -84,13 +108,23 @@ class GpuListView(_PagedListView):
 
 
 class GpuDetailView(_ReadView):
-    @extend_schema(responses=GpuSerializer)
+    @extend_schema(
+        summary="One GPU",
+        description="The GPU's facts (model, host, driver, labels) and newest values.",
+        parameters=[UUID],
+        responses=GpuSerializer,
+    )
     def get(self, request: Request, uuid: str) -> Response:
         return Response(queries.get_gpu(uuid))
 
 
 class GpuLatestView(_ReadView):
-    @extend_schema(responses=LatestSerializer)
+    @extend_schema(
+        summary="A GPU's newest values",
+        description="The newest value of each metric, with its time, and the last-seen time.",
+        parameters=[UUID],
+        responses=LatestSerializer,
+    )
     def get(self, request: Request, uuid: str) -> Response:
         gpu = queries.get_gpu(uuid)
         return Response({k: gpu[k] for k in ("uuid", "last_seen", "latest")})
@@ -98,13 +132,19 @@ class GpuLatestView(_ReadView):
 
 class GpuTelemetryView(_ReadView):
     @extend_schema(
-        parameters=[TelemetryParams],
+        summary="A GPU's samples in a window",
+        description="Samples ordered by time (bounds inclusive), in pages that `next` "
+        "links; with `step`, one aggregate per metric and bucket; with `format=columns`, "
+        "one array per column; with `format=csv` or `wide`, the whole window as CSV. "
+        "docs/API.md has the details.",
+        parameters=[UUID, TelemetryParams],
         responses={
-            200: PolymorphicProxySerializer(
+            (200, "application/json"): PolymorphicProxySerializer(
                 component_name="TelemetryAnswer",
                 serializers=[TelemetrySerializer, TelemetryColumnsSerializer],
                 resource_type_field_name=None,
-            )
+            ),
+            (200, "text/csv"): OpenApiTypes.STR,
         },
     )
     def get(self, request: Request, uuid: str) -> Response | HttpResponse:
@@ -124,7 +164,7 @@ class GpuTelemetryView(_ReadView):
             "start_time": _fmt(data.get("start_time")),
             "end_time": _fmt(data.get("end_time")),
             "next": _next_url(request, page.next_cursor),
-            "workloads": queries.workloads(uuid, query.start, query.end),
+            "workloads": page.workloads,
         }
         body = (
             col.columns_json(page.samples, head)
@@ -174,7 +214,10 @@ def _next_url(request: Request, cursor: str | None) -> str | None:
 
 class HostListView(_PagedListView):
     @extend_schema(
-        parameters=[OpenApiParameter("cluster", str)], responses=HostSerializer(many=True)
+        summary="Hosts",
+        description="Hosts with their GPU count, sorted by cluster and name.",
+        parameters=[CLUSTER],
+        responses=HostSerializer(many=True),
     )
     def get(self, request: Request) -> Response | HttpResponseNotModified:
         cluster = request.query_params.get("cluster") or None
@@ -184,18 +227,27 @@ class HostListView(_PagedListView):
 
 class HostGpuListView(_PagedListView):
     @extend_schema(
-        parameters=[OpenApiParameter("cluster", str)], responses=GpuSerializer(many=True)
+        summary="A host's GPUs",
+        description="The GPUs of one host (in every cluster that has it, unless `cluster`); "
+        "404 when it has none.",
+        parameters=[
+            OpenApiParameter("hostname", SEGMENT, OpenApiParameter.PATH, description="host name"),
+            CLUSTER,
+        ],
+        responses=GpuSerializer(many=True),
     )
     def get(self, request: Request, hostname: str) -> Response | HttpResponseNotModified:
         cluster = request.query_params.get("cluster") or None
         fleet = queries.fleet(cluster, hostname)
-        return self.answer(
-            request, fleet, lambda: queries.list_gpus(cluster=cluster, host=hostname, of=fleet)
-        )
+        return self.answer(request, fleet, lambda: queries.host_gpus(hostname, cluster, of=fleet))
 
 
 class ClusterListView(_PagedListView):
-    @extend_schema(responses=ClusterSerializer(many=True))
+    @extend_schema(
+        summary="Clusters",
+        description="Clusters with their host and GPU counts.",
+        responses=ClusterSerializer(many=True),
+    )
     def get(self, request: Request) -> Response | HttpResponseNotModified:
         fleet = queries.fleet(latest=False)
         return self.answer(request, fleet, lambda: queries.list_clusters(of=fleet))

@@ -154,7 +154,8 @@ def test_it_lists_a_hosts_gpus_in_every_cluster_or_one(two_clusters, api):
     only = page(api, "/api/v1/hosts/node-01/gpus", cluster="alpha")
     assert only["count"] == 3
     assert {g["host"] for g in only["results"]} == {"node-01"}
-    assert page(api, "/api/v1/hosts/node-99/gpus")["count"] == 0
+    unknown = api.get("/api/v1/hosts/node-99/gpus")
+    assert unknown.status_code == 404 and "node-99" in unknown.json()["detail"], unknown.content
 
 
 def test_it_lists_clusters_with_host_and_gpu_counts(two_clusters, api):

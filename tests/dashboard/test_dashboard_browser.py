@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import csv
 import io
+import subprocess
+import sys
+import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 import requests
 
-from tests.conftest import REPO
+from tests.api.api_support import generated
+from tests.conftest import REPO, service_env
 from tests.helpers import wait_for
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -30,6 +34,7 @@ WAIT_MS = 30_000
 
 
 def upload(base: str, data: bytes, name: str) -> dict:
+    """Upload `data` into cluster CLUSTER and wait until the job is done."""
     response = requests.post(
         f"{base}/api/v1/csv/upload",
         files={"file": (name, data)},
@@ -152,3 +157,145 @@ def test_dashboard_shows_the_fleet_charts_a_gpu_and_follows_a_live_upload(
     assert hosts == {"127.0.0.1"}, sorted(set(requested))
     context.close()
     phone.close()
+
+
+# --- What a new user sees in the first hour: every page clean, tables that fit, charts
+# whose labels can be read, GraphiQL that starts with a query that works.
+
+PAGES = ["/", "/admin/", "/admin/gpus/gpu/", "/admin/gpus/ingestjob/", "/swagger/", "/graphql"]
+
+LABEL_OVERLAPS = """
+(box) => {
+  const u = box.uplot, axis = u.axes[0];
+  const ctx = document.createElement("canvas").getContext("2d");
+  ctx.font = axis.font[0];
+  const width = (text) =>
+    Math.max(...String(text).split("\\n").map((l) => ctx.measureText(l).width));
+  const labels = axis._splits.map((v, i) => ({ x: u.valToPos(v, "x"), w: width(axis._values[i]) }))
+    .filter((l) => l.x >= 0 && l.x <= u.bbox.width / devicePixelRatio);
+  const overlaps = [];
+  for (let i = 1; i < labels.length; i++) {
+    const gap = labels[i].x - labels[i - 1].x - (labels[i].w + labels[i - 1].w) / 2;
+    if (gap < 4) overlaps.push([axis._values[i - 1], axis._values[i], gap]);
+  }
+  return { count: labels.length, overlaps };
+}
+"""
+
+ONE_LINE = """
+(cells) => cells.filter((cell) => {
+  const range = document.createRange();
+  range.selectNodeContents(cell);
+  const lines = new Set([...range.getClientRects()].map((r) => Math.round(r.top)));
+  return lines.size > 1;
+}).map((cell) => cell.textContent.trim())
+"""
+
+FITS = "(box) => box.scrollWidth <= box.clientWidth"
+
+HEADER_GAPS = """
+(heads) => heads.slice(1).map((th, i) => {
+  const text = (el) => {
+    const r = document.createRange();
+    r.selectNodeContents(el);
+    return r.getBoundingClientRect();
+  };
+  return text(th).left - text(heads[i]).right;
+})
+"""
+
+
+def admin_login() -> tuple[str, str]:
+    """A new superuser in the database the test gateways share: (name, password)."""
+    name, password = f"ui-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    # createsuperuser touches only the database: the services' addresses do not matter
+    env = service_env("127.0.0.1:1", "redis://127.0.0.1:1/0", DJANGO_SUPERUSER_PASSWORD=password)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "manage.py",
+            "createsuperuser",
+            "--noinput",
+            "--username",
+            name,
+            "--email",
+            f"{name}@localhost",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return name, password
+
+
+def test_every_page_is_clean_tables_fit_1280_and_charts_stay_readable(gateway: str, browser):
+    data = generated(hosts=2, gpus_per_host=4, samples=120, seed=21, cluster_prefix="ui")
+    job = upload(gateway, data, "ui.csv")
+    assert job["state"] == "done"
+    gpus = requests.get(f"{gateway}/api/v1/gpus", timeout=30).json()["results"]
+    name, password = admin_login()
+
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    problems: list[str] = []
+    page = context.new_page()
+    page.on(
+        "console", lambda m: problems.append(f"{m.type}: {m.text}") if m.type == "error" else None
+    )
+    page.on("pageerror", lambda exc: problems.append(str(exc)))
+    page.goto(f"{gateway}/admin/login/")
+    page.fill("#id_username", name)
+    page.fill("#id_password", password)
+    page.click("input[type=submit]")
+    page.wait_for_url(f"{gateway}/admin/", timeout=WAIT_MS)
+    for path in [*PAGES, f"/gpus/{gpus[0]['uuid']}/"]:
+        page.goto(f"{gateway}{path}")
+        page.wait_for_load_state("networkidle", timeout=WAIT_MS)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 1280, f"{path} is {width}px wide at 1280px"
+    assert problems == [], problems  # the favicon among them: no 404 in any console
+
+    page.goto(f"{gateway}/admin/gpus/gpu/")
+    page.wait_for_selector("#result_list .field-uuid a", timeout=WAIT_MS)
+    cells = "#result_list tbody td, #result_list tbody th, #result_list thead .text > *"
+    wrapped = page.eval_on_selector_all(cells, ONE_LINE)
+    assert wrapped == [], f"cells over several lines at 1280px: {wrapped[:5]}"
+    assert page.eval_on_selector(".results", FITS), "the GPU table scrolls sideways at 1280px"
+    page.goto(f"{gateway}/admin/gpus/ingestjob/")
+    page.wait_for_selector("#result_list", timeout=WAIT_MS)
+    gaps = page.eval_on_selector_all("#result_list thead th", HEADER_GAPS)
+    assert gaps and min(gaps) >= 8, f"job headers run together: {gaps}"
+    assert page.eval_on_selector(".results", FITS), "the job table scrolls sideways at 1280px"
+
+    # GraphiQL: a first visit opens on an example query of this schema, and it runs.
+    graphiql = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
+    graphiql.on("pageerror", lambda exc: problems.append(str(exc)))
+    graphiql.goto(f"{gateway}/graphql")
+    graphiql.wait_for_selector(".graphiql-execute-button", timeout=WAIT_MS)
+    editor = graphiql.locator(".graphiql-query-editor").inner_text()
+    assert "clusters" in editor and "gpus(first: 3)" in editor, editor
+    graphiql.click(".graphiql-execute-button")
+    graphiql.wait_for_function(
+        "() => (document.querySelector('.graphiql-response') || {}).innerText"
+        "?.includes('\"totalCount\": 8')",
+        timeout=WAIT_MS,
+    )
+    assert '"errors"' not in graphiql.locator(".graphiql-response").inner_text()
+
+    # Charts on narrow windows: the time labels of every chart keep apart, whatever the
+    # time window (5 minutes: labels with seconds, 7 days: labels with dates).
+    for viewport in ({"width": 360, "height": 800}, {"width": 700, "height": 800}):
+        narrow = browser.new_context(viewport=viewport).new_page()
+        narrow.goto(f"{gateway}/gpus/{gpus[0]['uuid']}/")
+        narrow.wait_for_selector(".chart[data-samples]", timeout=WAIT_MS)
+        for window in ("5m", "1h", "7d"):
+            narrow.select_option("#window", window)
+            narrow.wait_for_load_state("networkidle", timeout=WAIT_MS)
+            narrow.wait_for_selector(".chart[data-samples]", timeout=WAIT_MS)
+            for chart in narrow.query_selector_all(".chart[data-samples]"):
+                labels = chart.evaluate(LABEL_OVERLAPS)
+                assert labels["count"] >= 1, (viewport, window, labels)
+                assert labels["overlaps"] == [], (viewport, window, labels)
+    assert problems == [], problems

@@ -220,3 +220,17 @@ def test_a_regular_file_is_read_in_column_batches():
     items = list(parser)
     assert items and not any(isinstance(item, Row) for item in items)
     assert sum(len(item) for item in items) == 50
+
+
+def test_a_truncated_gzip_upload_gives_the_same_rows_and_the_same_error():
+    import gzip
+
+    rows = [quoted(long_row(value=str(i))) for i in range(3000)]
+    data = gzip.compress(("\n".join([",".join(LONG_HEADER), *rows]) + "\n").encode())
+    for cut in (len(data) // 3, len(data) // 2, len(data) - 5):
+        for block in (1 << 14, 1 << 20):
+            reference, columnar = both(
+                data[:cut], block, max_lines=10_000, max_metrics_per_gpu=1000
+            )
+            assert "truncated" in reference[2][-1].message
+            assert columnar == reference

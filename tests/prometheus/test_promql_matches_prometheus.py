@@ -3,7 +3,7 @@
 Every query of NVIDIA's DCGM dashboard (grafana/dcgm-exporter-dashboard.json in
 NVIDIA/dcgm-exporter, variables filled in as Grafana does for a multi-value
 selection), then each selector form, range function, aggregation and operator;
-each as instant queries at three times (one inside a GPU's gap, one at a workload
+each as instant queries at four times (one inside a GPU's gap, one at a workload
 change) and as range queries at two steps. Series, labels and values must agree
 (relative tolerance 1e-9).
 """
@@ -121,7 +121,8 @@ REFUSED = {
     "DCGM_FI_DEV_POWER_USAGE / ignoring(pod, namespace, container) DCGM_FI_DEV_GPU_TEMP",
 }
 QUERIES = DASHBOARD + SELECTORS + FUNCTIONS + AGGREGATIONS + OPERATORS
-INSTANTS = [T0 + 45 * 60_000, T0 + HOUR + 7_000, T0 + SPAN - 2_000]
+# the last one is after the data: answered from the latest values, without blocks
+INSTANTS = [T0 + 45 * 60_000, T0 + HOUR + 7_000, T0 + SPAN - 2_000, T0 + SPAN + 180_000]
 RANGES = [(T0 + 5 * 60_000, T0 + SPAN, 60_000), (T0, T0 + SPAN + 10 * 60_000, 137_000)]
 
 

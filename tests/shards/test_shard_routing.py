@@ -98,10 +98,14 @@ def test_a_stopped_shard_answers_503_by_name_and_the_others_keep_serving(fleet: 
     assert {g["uuid"] for g in fleet_answer.json()["results"]} == uuids_of(data_a)
     clusters = api.get("/api/v1/clusters")
     assert clusters[PARTIAL_HEADER] == "prod-b"
+    page = api.get("/")
+    assert page.status_code == 200 and page[PARTIAL_HEADER] == "prod-b"
+    assert 'id="partial-fleet"' in page.content.decode() and "prod-b" in page.content.decode()
     assert [c["name"] for c in clusters.json()["results"]] == ["prod-a"]
     ready = api.get("/ready")
     etcd = ready.json()["checks"]["etcd"]
-    assert ready.status_code == 503 and "prod-b" in etcd["error"]
+    assert ready.status_code == 200, "the gateway still serves the other clusters"
+    assert etcd["down"] == ["prod-b"] and "prod-b" in etcd["error"]
     assert etcd["shards"]["default"]["ok"] and not etcd["shards"]["prod-b"]["ok"]
     for uuid in uuids_of(data_a):
         assert stored_samples(api, uuid) == expected_samples(data_a)[uuid]
@@ -127,3 +131,29 @@ def test_no_row_is_lost_while_a_shard_is_down(fleet: Fleet) -> None:
     assert {g["uuid"] for g in all_gpus(api, cluster="prod-b")} == set(expected)
     for uuid, samples in expected.items():
         assert stored_samples(api, uuid) == samples
+
+
+def test_upkeep_runs_in_every_shard_and_goes_on_without_one_that_is_down(fleet: Fleet) -> None:
+    from store import default_keys, shards
+    from store.codec import samples_from_rows
+    from store.upkeep import run_upkeep
+    from store.write import GpuBatch, write_chunk
+    from tests.admin.inventory_support import T0, facts
+
+    keys = default_keys()
+    for cluster in ("prod-a", "prod-b"):
+        for seq in range(3):  # three small blocks of one window: compaction merges them
+            rows = [(T0 + seq * 10_000, "DCGM_FI_DEV_GPU_UTIL", float(seq))]
+            batch = GpuBatch(facts(f"GPU-{cluster}", cluster=cluster), samples_from_rows(rows))
+            with shards.in_cluster(cluster):
+                write_chunk(keys, f"upkeep-{cluster}", seq, [batch], 3_600_000)
+    report = run_upkeep(retention=False, defrag=False)
+    assert not report["skipped"]
+    assert {n: r["raw_windows_merged"] for n, r in report["shards"].items()} == {
+        "default": 1,
+        "prod-b": 1,
+    }
+    fleet.stop_shard("prod-b")
+    report = run_upkeep(retention=False, defrag=False)
+    assert "prod-b" in report["shards"]["prod-b"]["error"]
+    assert report["shards"]["default"]["raw_windows_merged"] == 0  # ran, nothing new

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 import numpy as np
@@ -63,7 +63,10 @@ def parse_time(text: str, name: str) -> int:
         if seconds is not None:
             if not seconds.is_finite() or not 0 <= seconds * 1000 <= MAX_TS:
                 raise ValueError("out of range")
-            return math.floor(seconds * 1000)
+            # as Prometheus: whole seconds, plus the fraction rounded to the millisecond
+            whole = math.floor(seconds)
+            fraction = ((seconds - whole) * 1000).quantize(Decimal(1), rounding=ROUND_HALF_UP)
+            return whole * 1000 + int(fraction)
         ms = parse_timestamp(text)
         if ms > MAX_TS:
             raise ValueError("out of range")

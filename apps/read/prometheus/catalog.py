@@ -13,7 +13,11 @@ Prometheus would have stored them.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,13 +26,16 @@ from apps.read.prometheus.engine import Series
 from apps.read.prometheus.matching import Matcher, matches_all
 from apps.read.prometheus.values import NAME
 from store import default_keys, shards, window_ms
-from store.codec import Samples
 from store.keys import MAX_TS, Keys
-from store.read import read_samples
+from store.read import read_series
 from store.registry import gpu_shard, list_records
 from store.workloads import WORKLOAD_LABELS, Period, read_workloads
 from store.write import latest_values
 
+_THREADS = 8  # parallel GPU reads of one query
+# How long a process reuses the series catalog; a GPU or metric that appears is seen
+# after at most this long, and instant queries "now" may lag as much behind the latest.
+CATALOG_TTL_S = 1.0
 _OWN = frozenset({NAME, "cluster", *WORKLOAD_LABELS})
 
 
@@ -40,6 +47,8 @@ class Entry:
     uuid: str
     metric: str
     spans: tuple[tuple[int, int], ...]  # [first, last] ms ranges this series holds
+    newest: tuple[int, float]  # the GPU's latest sample of this metric (latest/{uuid})
+    reads: tuple[tuple[int, int], ...]  # spans whose samples are read (current one open)
 
     @property
     def start(self) -> int:
@@ -71,17 +80,46 @@ def dcgm_labels(record: dict, metric: str) -> dict[str, str]:
     return {k: v for k, v in labels.items() if v != ""}  # Prometheus has no empty labels
 
 
+class _Catalog:
+    """Per-process entries of each root, kept CATALOG_TTL_S: a dashboard refreshing many
+    panels reads records, latest values and workloads once, not once per panel."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: dict[str, tuple[float, list[Entry]]] = {}
+
+    def get(self, root: str, build: Callable[[], list[Entry]]) -> list[Entry]:
+        now = time.monotonic()
+        with self._lock:
+            held = self._held.get(root)
+        if held is not None and held[0] > now:
+            return held[1]
+        entries = build()
+        with self._lock:
+            if len(self._held) > 64:  # roots come and go in tests; keep this small
+                self._held.clear()
+            self._held[root] = (now + CATALOG_TTL_S, entries)
+        return entries
+
+    def clear(self) -> None:
+        with self._lock:
+            self._held.clear()
+
+
+_CATALOG = _Catalog()
+
+
 class StoreSource:
     """Series of one etcd root; records, latest values and samples read once per query."""
 
     def __init__(self, keys: Keys | None = None) -> None:
         self.keys = keys or default_keys()
         self._entries: list[Entry] | None = None
-        self._samples: dict[str, tuple[int, int, Samples]] = {}
+        self._series: dict[tuple[str, str, int, int], tuple[np.ndarray, np.ndarray]] = {}
 
     def entries(self) -> list[Entry]:
         if self._entries is None:
-            self._entries = self._build()
+            self._entries = _CATALOG.get(self.keys.root, self._build)
         return self._entries
 
     def _build(self) -> list[Entry]:
@@ -92,12 +130,17 @@ class StoreSource:
         for record in records:
             uuid = record["uuid"]
             periods = with_idle(workloads.get(uuid) or [])
-            for metric, (last_ts, _) in sorted((latest.get(uuid) or {}).items()):
+            for metric, (last_ts, last_value) in sorted((latest.get(uuid) or {}).items()):
                 base = dcgm_labels(record, metric)
                 for extra, spans in periods:
                     cut = _cut(spans, int(record["first_seen"]), int(last_ts))
                     if cut:
-                        out.append(Entry({**base, **extra}, uuid, metric, cut))
+                        newest = (int(last_ts), float(last_value))
+                        # the current period stays open: samples newer than the
+                        # catalog (cached for CATALOG_TTL_S) still belong to it
+                        current = cut[-1][1] == int(last_ts)
+                        reads = (*cut[:-1], (cut[-1][0], MAX_TS)) if current else cut
+                        out.append(Entry({**base, **extra}, uuid, metric, cut, newest, reads))
         return out
 
     def matching(self, matchers: list[Matcher], start: int = 0, end: int = MAX_TS) -> list[Entry]:
@@ -107,30 +150,58 @@ class StoreSource:
             if e.end >= start and e.start <= end and matches_all(matchers, e.labels)
         ]
 
-    def select(self, matchers: list[Matcher], start: int, end: int) -> list[Series]:
+    def select(
+        self, matchers: list[Matcher], start: int, end: int, newest_only: bool = False
+    ) -> list[Series]:
+        """Matching series with their samples in [start, end].
+
+        `newest_only`: the caller needs only each series' newest sample in the span
+        (an instant lookup); when that is the GPU's latest sample, the latest key
+        already read gives it and no block is read (the dashboard's usual query).
+        """
         found = self.matching(matchers, start, end)
+        if newest_only:
+            out, found = _from_latest(found, start, end)
+            return out + self.select_entries(found, start, end)
+        return self.select_entries(found, start, end)
+
+    def select_entries(self, found: list[Entry], start: int, end: int) -> list[Series]:
         by_gpu: dict[str, list[Entry]] = defaultdict(list)
         for entry in found:
             by_gpu[entry.uuid].append(entry)
+        wanted = {u: sorted({e.metric for e in entries}) for u, entries in by_gpu.items()}
+        series = self._read(wanted, start, end)
         out = []
         for uuid, entries in by_gpu.items():
-            samples = self._read(uuid, start, end)
             for entry in entries:
-                ts, values = _series_of(samples, entry, start, end)
+                ts, values = _within(*series[uuid][entry.metric], entry.reads)
                 if len(ts):
                     out.append((entry.labels, ts, values))
         return out
 
-    def _read(self, uuid: str, start: int, end: int) -> Samples:
-        cached = self._samples.get(uuid)
-        if cached is not None and cached[0] <= start and cached[1] >= end:
-            return cached[2]
-        if cached is not None:
-            start, end = min(start, cached[0]), max(end, cached[1])
-        with shards.use(gpu_shard(self.keys, uuid)):  # the GPU's etcd shard
-            samples = read_samples(self.keys, uuid, max(start, 0), min(end, MAX_TS), window_ms())
-        self._samples[uuid] = (start, end, samples)
-        return samples
+    def _read(
+        self, wanted: dict[str, list[str]], start: int, end: int
+    ) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
+        """Each GPU's wanted metrics in [start, end]; GPUs read in parallel (etcd round
+        trips and zstd release the GIL), and each (GPU, metric, span) once per query."""
+        todo = {
+            u: ms
+            for u, ms in wanted.items()
+            if any((u, m, start, end) not in self._series for m in ms)
+        }
+        if todo:
+            window = window_ms()
+
+            def read(uuid: str, metrics: list[str]) -> dict:
+                with shards.use(gpu_shard(self.keys, uuid)):  # the GPU's etcd shard
+                    return read_series(self.keys, uuid, start, end, window, metrics)
+
+            with ThreadPoolExecutor(max_workers=min(_THREADS, len(todo))) as pool:
+                results = dict(zip(todo, pool.map(read, todo, todo.values()), strict=True))
+            for u, got in results.items():
+                for m, pair in got.items():
+                    self._series[(u, m, start, end)] = pair
+        return {u: {m: self._series[(u, m, start, end)] for m in ms} for u, ms in wanted.items()}
 
 
 def with_idle(periods: list[Period]) -> list[tuple[dict[str, str], list[tuple[int, int]]]]:
@@ -157,13 +228,26 @@ def _cut(spans: list[tuple[int, int]], first: int, last: int) -> tuple[tuple[int
     return tuple((max(s, first), min(e, last)) for s, e in spans if max(s, first) <= min(e, last))
 
 
-def _series_of(
-    samples: Samples, entry: Entry, start: int, end: int
-) -> tuple[np.ndarray, np.ndarray]:
-    if entry.metric not in samples.names:
-        return np.zeros(0, np.int64), np.zeros(0)
-    inside = np.zeros(len(samples.ts), dtype=bool)
-    for lo, hi in entry.spans:
-        inside |= (samples.ts >= max(lo, start)) & (samples.ts <= min(hi, end))
-    sel = inside & (samples.metric == samples.names.index(entry.metric))
-    return samples.ts[sel], samples.value[sel]
+def _from_latest(found: list[Entry], start: int, end: int) -> tuple[list[Series], list[Entry]]:
+    """Series answered by their latest sample, and the entries that need blocks."""
+    out: list[Series] = []
+    rest: list[Entry] = []
+    for e in found:
+        ts, value = e.newest
+        if ts < start:
+            continue  # the GPU's newest sample is older than the span: nothing in it
+        if ts <= end and any(lo <= ts <= hi for lo, hi in e.spans):
+            out.append((e.labels, np.array([ts], np.int64), np.array([value])))
+        else:  # newer samples than asked for, or another period holds the latest
+            rest.append(e)
+    return out, rest
+
+
+def _within(ts: np.ndarray, values: np.ndarray, spans: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """The samples inside the series' spans (its workload periods)."""
+    if not len(ts) or (len(spans) == 1 and spans[0][0] <= ts[0] and spans[0][1] >= ts[-1]):
+        return ts, values
+    inside = np.zeros(len(ts), dtype=bool)
+    for lo, hi in spans:
+        inside |= (ts >= lo) & (ts <= hi)
+    return ts[inside], values[inside]

@@ -37,8 +37,11 @@ Series = tuple[dict[str, str], np.ndarray, np.ndarray]  # labels, ts (ms, sorted
 
 
 class Source(Protocol):
-    def select(self, matchers: list[Matcher], start: int, end: int) -> list[Series]:
-        """Series matching every matcher, with their samples in [start, end]."""
+    def select(
+        self, matchers: list[Matcher], start: int, end: int, newest_only: bool = False
+    ) -> list[Series]:
+        """Series matching every matcher, with their samples in [start, end] (with
+        `newest_only`, at least each series' newest sample in it)."""
         ...
 
 
@@ -126,7 +129,10 @@ class Evaluator:
     def _eval_VectorSelector(self, node: Any) -> Vector:
         at = self._times(node)
         series = self.source.select(
-            from_selector(node), int(at[0]) - windows.LOOKBACK_MS, int(at[-1])
+            from_selector(node),
+            int(at[0]) - windows.LOOKBACK_MS,
+            int(at[-1]),
+            newest_only=len(at) == 1,  # an instant lookup needs one sample per series
         )
         return self._vector([(labels, *windows.lookback(ts, v, at)) for labels, ts, v in series])
 

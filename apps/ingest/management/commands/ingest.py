@@ -10,6 +10,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from kombu.exceptions import OperationalError as KombuOperationalError
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from apps.ingest import service
 from apps.ingest.formats import HeaderError
@@ -32,9 +33,17 @@ class Command(BaseCommand):
         parser.add_argument(
             "--timeout", type=float, default=600.0, help="seconds --wait waits at most"
         )
-        parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+        parser.add_argument(
+            "--no-progress", action="store_true", help="no progress bars (none off a terminal)"
+        )
 
     def handle(self, *args: Any, **opts: Any) -> None:
+        # Log lines go through tqdm.write while a bar is shown: above the bar, never
+        # through it (which would leave a half-drawn bar behind on every line).
+        with logging_redirect_tqdm():
+            self._all(opts)
+
+    def _all(self, opts: dict[str, Any]) -> None:
         refused: list[str] = []
         for name in opts["files"]:
             try:
@@ -67,7 +76,11 @@ class Command(BaseCommand):
             size, raw = path.stat().st_size, open(path, "rb")  # noqa: SIM115 - closed below
         started = time.monotonic()
         with tqdm(
-            total=size, unit="B", unit_scale=True, desc=Path(name).name, disable=quiet
+            total=size,
+            unit="B",
+            unit_scale=True,
+            desc=Path(name).name,
+            disable=True if quiet else None,
         ) as bar:
             try:
                 job = service.ingest(raw, source=name, cluster=opts["cluster"], progress=bar.update)
@@ -88,7 +101,12 @@ class Command(BaseCommand):
 
     def _wait(self, job: dict[str, Any], timeout: float, quiet: bool) -> None:
         deadline = time.monotonic() + timeout
-        with tqdm(total=job["chunks_expected"], unit="chunk", desc="stored", disable=quiet) as bar:
+        with tqdm(
+            total=job["chunks_expected"],
+            unit="chunk",
+            desc="stored",
+            disable=True if quiet else None,
+        ) as bar:
             while True:
                 status = load_job(default_keys(), job["id"])
                 bar.update(status["chunks_done"] - bar.n)

@@ -87,11 +87,13 @@
         { label: meta.label, stroke: COLOURS[index % COLOURS.length], width: 1.5,
           fill: COLOURS[index % COLOURS.length] + "18", points: { show: s.xs.length < 120, size: 6 } },
       ],
-      axes: [{ stroke: "#5d6878", grid: { stroke: "#eef1f5" } },
+      // space: the least room per time label, so labels never overlap on a narrow window
+      axes: [{ stroke: "#5d6878", grid: { stroke: "#eef1f5" }, space: 90 },
              { stroke: "#5d6878", grid: { stroke: "#eef1f5" }, size: 52,
                values: function (u, splits) { return splits.map(axisLabel); } }],
     }, [s.xs, s.ys], plotEl);
     charts[metric] = { plot: plot, el: box, plotEl: plotEl, now: now };
+    box.uplot = plot;  // the browser tests measure the axis labels through it
     refresh(metric);
   }
 

@@ -1,0 +1,233 @@
+"""PromQL latency: the same queries against our gateway and a real Prometheus, in one run.
+
+    python -m bench.promql            # 64 GPUs x 24 h at 30 s (make bench-promql)
+    python -m bench.promql --quick    # 8 GPUs x 6 h, for a try
+
+Both hold the same samples: ours written through the worker's write path
+(store.write.write_chunk) into etcd and served by a real gateway process (uvicorn);
+Prometheus' from `promtool tsdb create-blocks-from openmetrics`. Each query runs
+`--reps` times over HTTP against each, alternating; the table shows medians and
+the ratio ours / Prometheus (below 1.0: we are faster). The goals (issue 15):
+query_range over 24 h of one GPU and over the fleet <= 1.0, instant fleet queries
+<= 2.0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import urllib.parse
+import urllib.request
+
+import numpy as np
+
+from bench.harness import configure_this_process, stack
+from tools import prometheus
+
+T0 = 1_752_800_000_000
+STEP_MS = 30_000
+METRICS = (
+    "DCGM_FI_DEV_GPU_UTIL",
+    "DCGM_FI_DEV_MEM_COPY_UTIL",
+    "DCGM_FI_DEV_GPU_TEMP",
+    "DCGM_FI_DEV_POWER_USAGE",
+    "DCGM_FI_DEV_SM_CLOCK",
+    "DCGM_FI_DEV_FB_USED",
+    "DCGM_FI_DEV_FB_FREE",
+    "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION",
+)
+
+
+def log(text: str) -> None:
+    print(text, flush=True)
+
+
+def fleet(gpus: int) -> list[dict]:
+    out = []
+    for n in range(gpus):
+        host = f"node-{n // 8:02d}"
+        uuid = f"GPU-{n:08x}-0000-4000-8000-{n:012x}"
+        labels = {
+            "UUID": uuid,
+            "gpu": str(n % 8),
+            "device": f"nvidia{n % 8}",
+            "modelName": "NVIDIA H100 80GB HBM3",
+            "Hostname": host,
+            "DCGM_FI_DRIVER_VERSION": "535.129.03",
+        }
+        out.append(
+            {
+                "uuid": uuid,
+                "cluster": "bench",
+                "host": host,
+                "gpu_index": n % 8,
+                "device": f"nvidia{n % 8}",
+                "model": labels["modelName"],
+                "driver": labels["DCGM_FI_DRIVER_VERSION"],
+                "labels": labels,
+            }
+        )
+    return out
+
+
+def series_values(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+    return {
+        "DCGM_FI_DEV_GPU_UTIL": rng.integers(0, 101, n).astype(float),
+        "DCGM_FI_DEV_MEM_COPY_UTIL": rng.integers(0, 101, n).astype(float),
+        "DCGM_FI_DEV_GPU_TEMP": np.clip(55 + np.cumsum(rng.normal(0, 0.3, n)), 30, 90).round(),
+        "DCGM_FI_DEV_POWER_USAGE": (rng.random(n) * 500 + 60).round(3),
+        "DCGM_FI_DEV_SM_CLOCK": np.full(n, 1980.0),
+        "DCGM_FI_DEV_FB_USED": np.repeat(rng.integers(0, 80_000, n // 20 + 1), 20)[:n] * 1.0,
+        "DCGM_FI_DEV_FB_FREE": 81_559.0 - np.repeat(rng.integers(0, 80_000, n // 20 + 1), 20)[:n],
+        "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION": np.cumsum(rng.random(n) * 30_000),
+    }
+
+
+def dataset(gpus: int, hours: float, seed: int) -> list[tuple[dict, np.ndarray, dict]]:
+    rng = np.random.default_rng(seed)
+    n = int(hours * 3_600_000 // STEP_MS)
+    ts = T0 + np.arange(n, dtype=np.int64) * STEP_MS
+    return [(facts, ts, series_values(rng, n)) for facts in fleet(gpus)]
+
+
+def load_ours(data: list, root: str) -> float:
+    from store import window_ms
+    from store.codec import Samples
+    from store.keys import Keys
+    from store.write import GpuBatch, write_chunk
+
+    keys, window = Keys(root), window_ms()
+    started = time.perf_counter()
+    names = tuple(METRICS)
+    for n, (facts, ts, values) in enumerate(data):
+        metric = np.repeat(np.arange(len(names), dtype=np.int32), len(ts))
+        samples = Samples(
+            np.tile(ts, len(names)), metric, np.concatenate([values[m] for m in names]), names
+        )
+        write_chunk(keys, "bench", n, [GpuBatch(facts, samples)], window)
+    return time.perf_counter() - started
+
+
+def prometheus_series(data: list):
+    for metric in METRICS:
+        for facts, ts, values in data:
+            labels = {**facts["labels"], "cluster": facts["cluster"]}
+            yield (
+                metric,
+                labels,
+                list(zip((ts / 1000).tolist(), values[metric].tolist(), strict=True)),
+            )
+
+
+def queries(data: list, hours: float) -> list[tuple[str, str, dict]]:
+    end = (T0 + int(hours * 3_600_000) - STEP_MS) / 1000
+    start = end - min(hours, 24) * 3600
+    one = data[0][0]["uuid"]
+    day = {"start": start, "end": end}
+    return [
+        (
+            "range 24h, one GPU, step 60s",
+            f'DCGM_FI_DEV_GPU_UTIL{{UUID="{one}"}}',
+            {**day, "step": 60},
+        ),
+        (
+            "range 24h, one GPU, avg_over_time 5m",
+            f'avg_over_time(DCGM_FI_DEV_POWER_USAGE{{UUID="{one}"}}[5m])',
+            {**day, "step": 300},
+        ),
+        ("range 24h, fleet avg, step 5m", "avg(DCGM_FI_DEV_GPU_UTIL)", {**day, "step": 300}),
+        (
+            "range 24h, fleet max by host, step 5m",
+            "max by (Hostname) (DCGM_FI_DEV_GPU_TEMP)",
+            {**day, "step": 300},
+        ),
+        (
+            "range 24h, fleet rate, step 5m",
+            "sum(rate(DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION[5m]))",
+            {**day, "step": 300},
+        ),
+        ("instant, fleet selector", "DCGM_FI_DEV_GPU_UTIL", {"time": end}),
+        ("instant, fleet sum", "sum(DCGM_FI_DEV_POWER_USAGE)", {"time": end}),
+        ("instant, fleet topk", "topk(5, DCGM_FI_DEV_GPU_TEMP)", {"time": end}),
+        (
+            "instant, dashboard panel",
+            'max(DCGM_FI_DEV_GPU_TEMP{Hostname=~".*", gpu=~".*"}) by (Hostname, gpu, uuid)',
+            {"time": end},
+        ),
+    ]
+
+
+def timed(url: str) -> tuple[float, int]:
+    started = time.perf_counter()
+    with urllib.request.urlopen(url, timeout=300) as resp:
+        body = resp.read()
+    return time.perf_counter() - started, len(body)
+
+
+def run(args: argparse.Namespace) -> None:
+    data = dataset(args.gpus, args.hours, args.seed)
+    samples = sum(len(ts) * len(METRICS) for _, ts, _ in data)
+    log(f"{args.gpus} GPUs x {args.hours} h at {STEP_MS // 1000} s: {samples:,} samples")
+    with stack() as st:
+        configure_this_process(st)
+        from django.conf import settings
+
+        loaded = load_ours(data, settings.ETCD_PREFIX)
+        log(f"ours: written in {loaded:.1f} s")
+        port = st.start_gateway()
+        ours = f"http://127.0.0.1:{port}/prometheus/api/v1"
+        om = st.tmp / "bench.om"
+        prometheus.write_openmetrics(prometheus_series(data), om)
+        backfill = prometheus.create_blocks(om, st.tmp / "tsdb")
+        log(f"prometheus: backfilled in {backfill:.1f} s")
+        with prometheus.start_prometheus(st.tmp / "prom", tsdb_dir=st.tmp / "tsdb") as prom:
+            theirs = f"{prom.url}/api/v1"
+            table(measure(queries(data, args.hours), ours, theirs, args.reps))
+
+
+def measure(plan: list, ours: str, theirs: str, reps: int) -> list[tuple]:
+    rows = []
+    for label, query, params in plan:
+        path = "query_range" if "step" in params else "query"
+        qs = urllib.parse.urlencode({"query": query, **params})
+        urls = (f"{ours}/{path}?{qs}", f"{theirs}/{path}?{qs}")
+        for url in urls:  # warm both (connections, caches) before timing
+            timed(url)
+        times: tuple[list[float], list[float]] = ([], [])
+        for _ in range(reps):
+            for side, url in enumerate(urls):
+                times[side].append(timed(url)[0])
+        a, b = statistics.median(times[0]), statistics.median(times[1])
+        rows.append((label, a * 1000, b * 1000, a / b))
+    return rows
+
+
+def table(rows: list[tuple]) -> None:
+    log("")
+    log("| query | ours (ms) | Prometheus (ms) | ratio |")
+    log("|---|---:|---:|---:|")
+    for label, a, b, ratio in rows:
+        log(f"| {label} | {a:.1f} | {b:.1f} | {ratio:.2f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--gpus", type=int, default=64)
+    parser.add_argument("--hours", type=float, default=24.0)
+    parser.add_argument("--reps", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="8 GPUs x 6 h, 5 reps")
+    args = parser.parse_args()
+    if args.quick:
+        args.gpus, args.hours, args.reps = 8, 6.0, 5
+    if args.gpus < 1 or args.hours <= 0 or args.reps < 1:
+        parser.error("--gpus, --hours and --reps must be positive")
+    prometheus.ensure_binaries()
+    run(args)
+
+
+if __name__ == "__main__":
+    main()
