@@ -43,6 +43,8 @@ SELECTORS = [
     'DCGM_FI_DEV_POWER_USAGE{pod=""}',
     '{__name__=~"DCGM_FI_DEV_FB_.*", Hostname="dgx-b"}',
     'DCGM_FI_DEV_GPU_UTIL{GPU_I_ID="1"}',
+    # RE2 as in Prometheus: linear time on a pattern that backtracks exponentially in `re`
+    'DCGM_FI_DEV_GPU_TEMP{Hostname=~"((d|dg|x)+)+-b", UUID=~"(G|P|U|-|[0-9a-f])+"}',
     "DCGM_FI_DEV_GPU_TEMP offset 10m",
 ]
 FUNCTIONS = [
