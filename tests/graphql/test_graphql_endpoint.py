@@ -74,7 +74,8 @@ def test_graphiql_loads_only_local_files_whose_hashes_match(api):
     html = response.content.decode()
     assert "<title>GraphiQL" in html
     tags = re.findall(r'<(?:script|link)\b[^>]*\b(?:src|href)="[^"]+"[^>]*>', html)
-    assert len(tags) == 8, tags  # 7 vendored files and graphene-django's graphiql.js
+    # 7 vendored files, graphene-django's graphiql.js and the site's favicon
+    assert len(tags) == 9, tags
     for tag in tags:
         url = re.search(r'(?:src|href)="([^"]+)"', tag)[1]
         assert url.startswith("/static/") and "//" not in url, url
