@@ -259,8 +259,10 @@ INGEST_CHUNK_ROWS = env_int("INGEST_CHUNK_ROWS", 5000, minimum=1)
 INGEST_BUFFER_ROWS = env_int("INGEST_BUFFER_ROWS", 100_000, minimum=1)
 INGEST_MAX_ERRORS = env_int("INGEST_MAX_ERRORS", 20, minimum=0)
 INGEST_MAX_UPLOAD_BYTES = env_int("INGEST_MAX_UPLOAD_BYTES", 1024**3, minimum=1)
-# Prometheus remote write: the largest request body, compressed or decompressed.
-REMOTE_WRITE_MAX_BYTES = env_int("REMOTE_WRITE_MAX_BYTES", 64 * 1024**2, minimum=1)
+# Prometheus remote write: the largest request body, compressed or decompressed, and
+# the most samples in one request (Prometheus sends 2,000 per request by default).
+REMOTE_WRITE_MAX_BYTES = env_int("REMOTE_WRITE_MAX_BYTES", 8 * 1024**2, minimum=1)
+REMOTE_WRITE_MAX_SAMPLES = env_int("REMOTE_WRITE_MAX_SAMPLES", 50_000, minimum=1)
 INGEST_MAX_DECOMPRESSED_BYTES = env_int("INGEST_MAX_DECOMPRESSED_BYTES", 8 * 1024**3, minimum=1)
 INGEST_MAX_ROWS = env_int("INGEST_MAX_ROWS", 100_000_000, minimum=1)
 INGEST_MAX_LINE_CHARS = env_int("INGEST_MAX_LINE_CHARS", 256 * 1024, minimum=64)

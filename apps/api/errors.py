@@ -5,6 +5,10 @@ the 404 of a path no route matches (HTML, or the debug page under DJANGO_DEBUG),
 the 400 of a request past Django's limits (too many multipart fields or files,
 DATA_UPLOAD_MAX_MEMORY_SIZE), which it raises while DRF parses the body, and a
 500. Browsers' pages outside /api/ keep Django's HTML.
+
+Under /prometheus/api/ the same answers take Prometheus' error shape,
+`{"status": "error", "errorType": "bad_data", "error": ...}`, which Grafana and
+Prometheus clients read (a 5,000-`match[]` POST, too many query parameters).
 """
 
 from __future__ import annotations
@@ -25,12 +29,22 @@ from django.urls import Resolver404, resolve
 from django.views.decorators.csrf import csrf_exempt
 
 API_PREFIX = "/api/"
+PROMETHEUS_PREFIX = "/prometheus/api/"
 # Headers an error keeps when its body is replaced: they tell the client what to do.
 KEPT_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate", "Location")
 
 
 def is_api(request: HttpRequest) -> bool:
-    return request.path.startswith(API_PREFIX)
+    return request.path.startswith((API_PREFIX, PROMETHEUS_PREFIX))
+
+
+def _error(request: HttpRequest, status: int, message: str) -> JsonResponse:
+    """An error body in the shape the path's clients read."""
+    if request.path.startswith(PROMETHEUS_PREFIX):
+        kind = "execution" if status >= 500 else "bad_data"
+        body = {"status": "error", "errorType": kind, "error": message}
+        return JsonResponse(body, status=status)
+    return JsonResponse({"detail": message}, status=status)
 
 
 @csrf_exempt
@@ -59,18 +73,16 @@ def _limit_answer(request: HttpRequest, exc: Exception) -> JsonResponse | None:
         request._mark_post_parse_error()  # type: ignore[attr-defined]
     logging.getLogger(f"django.security.{exc.__class__.__name__}").warning(str(exc))
     status = 413 if isinstance(exc, RequestDataTooBig) else 400
-    return JsonResponse({"detail": str(exc)}, status=status)
+    return _error(request, status, str(exc))
 
 
-def _as_json(response: HttpResponse) -> HttpResponse:
+def _as_json(request: HttpRequest, response: HttpResponse) -> HttpResponse:
     """An error answer that is not JSON yet, with its status and guiding headers kept."""
     kind = response.get("Content-Type", "")
     if response.status_code < 400 or kind.startswith(("application/json", "application/problem")):
         return response
     reason = response.reason_phrase or "error"
-    answer = JsonResponse(
-        {"detail": f"{response.status_code} {reason}"}, status=response.status_code
-    )
+    answer = _error(request, response.status_code, f"{response.status_code} {reason}")
     for name in KEPT_HEADERS:
         if name in response:
             answer[name] = response[name]
@@ -93,11 +105,11 @@ class ApiJsonErrors:
         if self.is_async:
             return self._acall(request)
         response = self.get_response(request)
-        return _as_json(response) if is_api(request) else response
+        return _as_json(request, response) if is_api(request) else response
 
     async def _acall(self, request: HttpRequest) -> Any:
         response = await self.get_response(request)
-        return _as_json(response) if is_api(request) else response
+        return _as_json(request, response) if is_api(request) else response
 
     def process_exception(self, request: HttpRequest, exc: Exception) -> HttpResponse | None:
         return _limit_answer(request, exc) if is_api(request) else None

@@ -33,7 +33,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from apps.ingest.formats import gpu_uuid
+from apps.ingest.formats import MAX_METRIC_NAME, gpu_uuid
 from apps.ingest.parsing import Row, RowError
 from store.errors import InvalidSegment
 from store.keys import MAX_TS, check_segment
@@ -164,12 +164,21 @@ def parse_sample(line: str, seen: dict[str, dict[str, str]] | None = None) -> Sa
 class _Builder:
     """Turns samples into rows (grouped per GPU and time) and facts (first sample of a GPU)."""
 
-    def __init__(self, out: Exposition, cluster: str, default_host: str, instance: str) -> None:
+    def __init__(
+        self,
+        out: Exposition,
+        cluster: str,
+        default_host: str,
+        instance: str,
+        limits: Limits | None = None,
+    ) -> None:
         self.out = out
         self.cluster = cluster
         self.default_host = default_host
         self.instance = instance
+        self.limits = limits or Limits()
         self.rows: dict[tuple[str, int], Row] = {}
+        self.metrics: dict[str, set[str]] = {}  # uuid -> its distinct metric names
 
     def add(self, sample: Sample, scraped_at: int) -> None:
         labels = sample.labels
@@ -180,8 +189,11 @@ class _Builder:
         if not math.isfinite(sample.value):
             shown = "NaN" if math.isnan(sample.value) else f"{sample.value:+}".replace("inf", "Inf")
             raise _NonFinite(f"{sample.name}: value {shown} is not a finite number")
-        uuid = gpu_uuid(parent, labels.get("GPU_I_ID", ""))
+        _check_name(sample.name)
         ts = scraped_at if sample.ts is None else sample.ts
+        self._check_ts(sample.name, ts)
+        uuid = gpu_uuid(parent, labels.get("GPU_I_ID", ""))
+        self._count_metric(uuid, sample.name)
         if uuid not in self.out.facts:
             self.out.facts[uuid] = self._facts(uuid, labels)
         host = self.out.facts[uuid]["host"]
@@ -191,6 +203,29 @@ class _Builder:
             self.out.workloads[(uuid, ts)] = workload_of(labels)
         row.values.append((sample.name, sample.value))
         self.out.samples += 1
+
+    def _check_ts(self, name: str, ts: int) -> None:
+        # a timestamp no block key can hold would fail the worker's whole chunk
+        if not 0 <= ts <= MAX_TS:
+            raise LineError(f"{name}: timestamp {ts} is out of range (0 to {MAX_TS} ms)")
+        latest = self.limits.latest_ms
+        if latest is not None and ts > latest:
+            raise LineError(
+                f"{name}: timestamp {ts} is ahead of this server's clock by more than "
+                "INGEST_MAX_FUTURE"
+            )
+
+    def _count_metric(self, uuid: str, name: str) -> None:
+        names = self.metrics.setdefault(uuid, set())
+        if name in names:
+            return
+        most = self.limits.max_metrics_per_gpu
+        if most is not None and len(names) >= most:
+            raise LineError(
+                f"{name}: GPU {uuid[:60]} already has {most} distinct metrics, at most "
+                f"{most} (INGEST_MAX_METRICS_PER_GPU)"
+            )
+        names.add(name)
 
     def _facts(self, uuid: str, labels: dict[str, str]) -> dict:
         try:
@@ -220,6 +255,25 @@ class _Builder:
 
 class _NonFinite(LineError):
     pass
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds a sample must meet (None: unbounded); remote write passes its settings."""
+
+    latest_ms: int | None = None  # newest timestamp accepted (now + INGEST_MAX_FUTURE)
+    max_metrics_per_gpu: int | None = None  # INGEST_MAX_METRICS_PER_GPU
+
+
+# Prometheus' metric name syntax, as the CSV path's length rule (formats.MAX_METRIC_NAME)
+_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+
+
+def _check_name(name: str) -> None:
+    if len(name) > MAX_METRIC_NAME:
+        raise LineError(f"metric name {name[:40]!r}... is longer than {MAX_METRIC_NAME}")
+    if not _METRIC_NAME.fullmatch(name):
+        raise LineError(f"metric name {name[:60]!r} is not a valid Prometheus metric name")
 
 
 def parse_exposition(
@@ -265,14 +319,20 @@ def parse_exposition(
 
 
 def from_samples(
-    samples: Iterable[Sample], *, cluster: str, scraped_at: int, max_errors: int = 20
+    samples: Iterable[Sample],
+    *,
+    cluster: str,
+    scraped_at: int,
+    max_errors: int = 20,
+    limits: Limits | None = None,
 ) -> Exposition:
     """Samples parsed elsewhere (remote write) to rows and facts, by the rules above.
 
-    Errors are numbered by the sample's position (1-based) instead of a line.
+    Errors are numbered by the sample's position (1-based) instead of a line. A
+    sample out of `limits` (or with a bad name or timestamp) is rejected alone.
     """
     out = Exposition()
-    builder = _Builder(out, cluster, "", "")
+    builder = _Builder(out, cluster, "", "", limits)
     for number, sample in enumerate(samples, start=1):
         try:
             builder.add(sample, scraped_at)

@@ -11,8 +11,15 @@ scrape of dcgm-exporter (apps/ingest/exposition.py):
   `scrape_*`, NVSwitch and CPU fields without a GPU uuid), so that a
   Prometheus forwarding everything it scrapes keeps working; and staleness
   markers (the NaN Prometheus writes when a series disappears);
+* rejected one by one, counted in the job (`rejected`, with the first
+  INGEST_MAX_ERRORS reasons), the request still answered 204: a DCGM sample whose
+  timestamp is negative, past store.keys.MAX_TS or more than INGEST_MAX_FUTURE
+  ahead of the clock, whose name is not a Prometheus metric name or is longer
+  than MAX_METRIC_NAME, or that brings a GPU past INGEST_MAX_METRICS_PER_GPU
+  distinct metrics; the other samples of the request are stored;
 * refused (400, which Prometheus does not retry): a body that is not snappy, not
-  a WriteRequest, or that decompresses past REMOTE_WRITE_MAX_BYTES.
+  a WriteRequest, that decompresses past REMOTE_WRITE_MAX_BYTES, or that holds
+  more than REMOTE_WRITE_MAX_SAMPLES samples.
 
 Samples are sent through a job series per cluster (one job document per minute
 of writes, not per request). A retried request stores nothing twice: blocks are
@@ -30,11 +37,11 @@ import cramjam
 from django.conf import settings
 from google.protobuf.message import DecodeError
 
-from apps.ingest.exposition import Sample, from_samples
+from apps.ingest.exposition import Limits, Sample, from_samples
 from apps.ingest.jobs import JobSeries
 from apps.ingest.prompb import remote_pb2
 from store import default_keys
-from store.keys import check_segment
+from store.keys import MAX_TS, check_segment
 
 JOB_SPAN_S = 60.0
 _series: dict[tuple[str, str], JobSeries] = {}
@@ -87,6 +94,20 @@ def decode(body: bytes, max_bytes: int) -> remote_pb2.WriteRequest:
     return request
 
 
+def check_size(request: remote_pb2.WriteRequest, max_samples: int) -> None:
+    """RemoteWriteError past `max_samples` samples, counted in the parsed message
+    (one length per series) before a Python object is built for any of them."""
+    total = 0
+    for series in request.timeseries:
+        total += len(series.samples)
+        if total > max_samples:
+            raise RemoteWriteError(
+                f"the request holds more than {max_samples} samples "
+                "(REMOTE_WRITE_MAX_SAMPLES); send smaller batches (Prometheus' "
+                "queue_config.max_samples_per_send)"
+            )
+
+
 def _samples(request: remote_pb2.WriteRequest, skipped: list[int]) -> Iterator[Sample]:
     for series in request.timeseries:
         labels = {label.name: label.value for label in series.labels}
@@ -121,12 +142,18 @@ def receive(body: bytes, cluster: str | None, now_ms: int) -> Received:
     """
     cluster = check_segment(cluster or settings.TELEMETRY_CLUSTER, "cluster")
     request = decode(body, settings.REMOTE_WRITE_MAX_BYTES)
+    check_size(request, settings.REMOTE_WRITE_MAX_SAMPLES)
     skipped = [0]
+    limits = Limits(
+        latest_ms=min(MAX_TS, now_ms + int(settings.INGEST_MAX_FUTURE * 1000)),
+        max_metrics_per_gpu=settings.INGEST_MAX_METRICS_PER_GPU,
+    )
     parsed = from_samples(
         _samples(request, skipped),
         cluster=cluster,
         scraped_at=now_ms,
         max_errors=settings.INGEST_MAX_ERRORS,
+        limits=limits,
     )
     jobs = series_for(cluster)
     jobs.tick()

@@ -9,6 +9,7 @@ that fails while evaluated.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -20,9 +21,11 @@ import promql_parser
 
 from apps.read.prometheus.catalog import StoreSource
 from apps.read.prometheus.engine import Evaluator, parse
+from apps.read.prometheus.limits import is_panic
 from apps.read.prometheus.matching import parse_match
 from apps.read.prometheus.values import NAME, BadData, QueryError, Scalar, Text, Vector
 from apps.read.prometheus.windows import LOOKBACK_MS
+from store.errors import StoreUnavailable
 from store.keys import MAX_TS
 from timeparse.timestamps import parse_timestamp
 
@@ -30,6 +33,7 @@ MAX_POINTS = 11_000  # Prometheus' limit of points per series in a range query
 BUILD_VERSION = "2.42.0"  # the Prometheus API level this adapter follows (Grafana reads it)
 _STATUS = {"bad_data": 400, "execution": 422}
 Params = Callable[[str], list[str]]  # name -> every value given
+log = logging.getLogger(__name__)
 
 
 def error(kind: str, message: str) -> tuple[int, dict]:
@@ -41,10 +45,22 @@ def success(data: Any) -> tuple[int, dict]:
 
 
 def handle(fn: Callable[[Params], Any], params: Params) -> tuple[int, dict]:
+    """Call the endpoint; every failure of the query itself is Prometheus-shaped JSON.
+
+    A QueryError says what was wrong. Anything else raised while evaluating is a
+    bug of ours, answered 422 `execution` (as Prometheus answers a failed query)
+    and logged with its traceback, never a 500 HTML page. The store being down is
+    not caught here: the view answers it 503.
+    """
     try:
         return success(fn(params))
     except QueryError as exc:
         return error(exc.kind, str(exc))
+    except StoreUnavailable:
+        raise
+    except Exception as exc:
+        log.exception("prometheus API: unexpected error evaluating a request")
+        return error("execution", f"the query failed: {type(exc).__name__}")
 
 
 # Parameters ---------------------------------------------------------------------------
@@ -71,7 +87,7 @@ def parse_time(text: str, name: str) -> int:
         if ms > MAX_TS:
             raise ValueError("out of range")
         return ms
-    except ValueError:
+    except (ValueError, ArithmeticError):  # decimal.Overflow on 1e999999 is an ArithmeticError
         raise BadData(
             f'invalid parameter "{name}": cannot parse "{text}" to a valid timestamp'
         ) from None
@@ -79,19 +95,24 @@ def parse_time(text: str, name: str) -> int:
 
 def parse_step(text: str) -> int:
     """Seconds (`15`, `0.5`) or a Prometheus duration (`15s`, `1m30s`) to ms."""
+    refused = BadData(f'invalid parameter "step": cannot parse "{text}" to a valid duration')
     try:
         seconds = float(text)
-        if not math.isfinite(seconds):
-            raise ValueError
-        return round(seconds * 1000)
     except ValueError:
-        pass
+        seconds = None
+    if seconds is not None:
+        # never handed to the parser: an infinite duration makes it panic
+        if not math.isfinite(seconds):
+            raise refused
+        return round(seconds * 1000)
     try:
         return round(promql_parser.parse_duration(text).total_seconds() * 1000)
     except ValueError:
-        raise BadData(
-            f'invalid parameter "step": cannot parse "{text}" to a valid duration'
-        ) from None
+        raise refused from None
+    except BaseException as exc:
+        if not is_panic(exc):
+            raise
+        raise refused from None
 
 
 def _time(params: Params, name: str, default: int) -> int:

@@ -19,6 +19,7 @@ import numpy as np
 import promql_parser as pp
 
 from apps.read.prometheus import windows
+from apps.read.prometheus.limits import MAX_EVAL_DEPTH, check_query, is_panic
 from apps.read.prometheus.matching import Matcher, from_selector
 from apps.read.prometheus.values import (
     NAME,
@@ -90,14 +91,23 @@ _AGGREGATIONS = frozenset(
 )
 
 
-def parse(query: str) -> Any:
-    """The expression tree; BadData with the parser's message when it is not PromQL."""
+def parse(query: str, what: str = "query") -> Any:
+    """The expression tree; BadData with the parser's message when it is not PromQL.
+
+    The text is checked against limits.py's bounds first: past them the Rust
+    parser overflows its stack and the process dies.
+    """
     if not query.strip():
-        raise BadData('invalid parameter "query": empty query')
+        raise BadData(f'invalid parameter "{what}": empty query')
+    check_query(query, what)
     try:
         return pp.parse(query)
     except ValueError as exc:
-        raise BadData(f'invalid parameter "query": {exc}') from None
+        raise BadData(f'invalid parameter "{what}": {exc}') from None
+    except BaseException as exc:
+        if not is_panic(exc):
+            raise
+        raise BadData(f'invalid parameter "{what}": the parser refused it ({exc})') from None
 
 
 def _ms(delta: Any) -> int:
@@ -108,13 +118,20 @@ def _ms(delta: Any) -> int:
 class Evaluator:
     source: Source
     steps: np.ndarray  # int64 epoch ms, ascending
+    depth: int = 0  # nodes being evaluated, bounded so that no tree can exhaust the stack
 
     def eval(self, node: Any) -> Value:
         kind = type(node).__name__
         handler = getattr(self, f"_eval_{kind}", None)
         if handler is None:
             raise BadData(f"{_describe(node)} is not supported")
-        return handler(node)
+        if self.depth >= MAX_EVAL_DEPTH:
+            raise BadData(f"the expression is nested over {MAX_EVAL_DEPTH} deep")
+        self.depth += 1
+        try:
+            return handler(node)
+        finally:
+            self.depth -= 1
 
     # Leaves ------------------------------------------------------------------------------
     def _eval_NumberLiteral(self, node: Any) -> Scalar:
@@ -313,7 +330,8 @@ def _aggregate(
 
 def _quantile(q: np.ndarray, v: np.ndarray, ok: np.ndarray, count: np.ndarray) -> np.ndarray:
     ordered = np.sort(np.where(ok, v, np.inf), axis=0)
-    rank = q * (count - 1)
+    # q out of [0, 1] or NaN would index with garbage; Prometheus answers -Inf, +Inf, NaN
+    rank = np.clip(np.where(np.isfinite(q), q, 0.0), 0.0, 1.0) * (count - 1)
     lower = np.clip(np.floor(rank), 0, None).astype(np.int64)
     upper = np.minimum(count - 1, lower + 1).clip(0)
     weight = rank - np.floor(rank)
@@ -321,7 +339,7 @@ def _quantile(q: np.ndarray, v: np.ndarray, ok: np.ndarray, count: np.ndarray) -
     lower = np.minimum(lower, max(v.shape[0] - 1, 0))
     result = ordered[lower, cols] * (1 - weight) + ordered[upper, cols] * weight
     result = np.where(q < 0, -np.inf, np.where(q > 1, np.inf, result))
-    return result
+    return np.where(np.isnan(q), np.nan, result)
 
 
 def _top(vec: Vector, groups: np.ndarray, k: np.ndarray, largest: bool) -> Vector:

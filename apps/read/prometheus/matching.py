@@ -10,12 +10,13 @@ cannot hold a worker (Python's `re` backtracks exponentially on `(a+)+b`).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import promql_parser
 import re2
 
+from apps.read.prometheus.limits import MAX_REGEX_BYTES, check_query, is_panic
 from apps.read.prometheus.values import NAME, BadData
 
 _OPS = (
@@ -36,6 +37,12 @@ class Matcher:
     name: str
     op: str  # =, !=, =~, !~
     value: str
+    # compiled once per matcher (a bad or too long pattern is refused when it is built)
+    regex: re2._Regexp | None = field(default=None, init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.op in ("=~", "!~"):
+            object.__setattr__(self, "regex", _regex(self.value))
 
     def matches(self, labels: dict[str, str]) -> bool:
         got = labels.get(self.name, "")
@@ -43,16 +50,29 @@ class Matcher:
             return got == self.value
         if self.op == "!=":
             return got != self.value
-        hit = _regex(self.value).fullmatch(got) is not None
+        hit = self.regex.fullmatch(got) is not None  # type: ignore[union-attr]
         return hit if self.op == "=~" else not hit
 
 
 _RE2_OPTIONS = re2.Options()
 _RE2_OPTIONS.log_errors = False  # a bad pattern is the caller's error, answered 400
+CACHED_REGEX_BYTES = 1024  # longer patterns are compiled per use, so the cache stays small
+
+
+def _regex(text: str) -> re2._Regexp:
+    if len(text) > MAX_REGEX_BYTES:
+        raise BadData(
+            f"regular expression of {len(text)} characters, over the limit of {MAX_REGEX_BYTES}"
+        )
+    return _cached_regex(text) if len(text) <= CACHED_REGEX_BYTES else _compile(text)
 
 
 @lru_cache(maxsize=1024)
-def _regex(text: str) -> re2._Regexp:
+def _cached_regex(text: str) -> re2._Regexp:
+    return _compile(text)
+
+
+def _compile(text: str) -> re2._Regexp:
     try:
         return re2.compile(text, _RE2_OPTIONS)
     except re2.error as exc:
@@ -75,10 +95,15 @@ def from_selector(vs: promql_parser.VectorSelector) -> list[Matcher]:
 
 def parse_match(text: str) -> list[Matcher]:
     """A `match[]` series selector (`up`, `{job="x"}`, ...); BadData when it is not one."""
+    check_query(text, "match[]")  # before the parser, whose stack a long text overflows
     try:
         expr = promql_parser.parse(text)
     except ValueError as exc:
         raise BadData(f'invalid parameter "match[]": {exc}') from None
+    except BaseException as exc:
+        if not is_panic(exc):
+            raise
+        raise BadData(f'invalid parameter "match[]": the parser refused it ({exc})') from None
     if not isinstance(expr, promql_parser.VectorSelector):
         raise BadData(f'invalid parameter "match[]": {text!r} is not a series selector')
     matchers = from_selector(expr)
