@@ -193,9 +193,9 @@ class _Builder:
         ts = scraped_at if sample.ts is None else sample.ts
         self._check_ts(sample.name, ts)
         uuid = gpu_uuid(parent, labels.get("GPU_I_ID", ""))
-        self._count_metric(uuid, sample.name)
         if uuid not in self.out.facts:
             self.out.facts[uuid] = self._facts(uuid, labels)
+        self._count_metric(uuid, sample.name)
         host = self.out.facts[uuid]["host"]
         row = self.rows.get((uuid, ts))
         if row is None:

@@ -7,6 +7,7 @@ import pytest
 from django.test import Client
 from rest_framework.test import APIClient
 
+from apps.ingest.exposition import Limits, Sample, from_samples
 from apps.ingest.prompb import remote_pb2
 from tests.api.api_support import all_gpus, stored_samples
 from tests.helpers import wait_for
@@ -94,3 +95,85 @@ def test_a_token_lets_prometheus_write(pipeline: str, settings) -> None:
     token = Token.objects.create(user=user)
     body = write_request([(dcgm("DCGM_FI_DEV_GPU_TEMP"), [(T, 41.0)])])
     assert post(body, Authorization=f"Bearer {token.key}").status_code == 204
+
+
+OTHER_GPU = "GPU-99998888-7777-6666-5555-444433332222"
+
+
+def test_a_bad_sample_is_rejected_alone_and_the_others_are_stored(pipeline: str) -> None:
+    """A negative or far-future timestamp used to fail the worker's whole chunk: every
+    GPU's good samples of the request were lost though the request was answered 204."""
+    other = {**dcgm("DCGM_FI_DEV_GPU_TEMP"), "UUID": OTHER_GPU}
+    body = write_request(
+        [
+            (dcgm("DCGM_FI_DEV_GPU_TEMP"), [(T, 41.0), (-5, 1.0), (2**63 - 1, 2.0)]),
+            (other, [(T, 50.0), (T + 3_600_000_000_000, 3.0)]),  # ~114 years ahead
+            (dcgm("DCGM_a/b"), [(T, 4.0)]),  # not a Prometheus metric name
+            (dcgm("DCGM_" + "x" * 5000), [(T, 5.0)]),  # longer than MAX_METRIC_NAME
+        ]
+    )
+    assert post(body).status_code == 204
+    api = APIClient()
+
+    def both_stored() -> bool:
+        return len(all_gpus(api)) == 2 and all(stored_samples(api, g) for g in (GPU, OTHER_GPU))
+
+    wait_for(both_stored, 60, "the good samples stored")
+    assert stored_samples(api, GPU) == {(T, "DCGM_FI_DEV_GPU_TEMP"): 41.0}
+    assert stored_samples(api, OTHER_GPU) == {(T, "DCGM_FI_DEV_GPU_TEMP"): 50.0}
+
+
+ON_GPU = {"UUID": GPU, "Hostname": "node-9"}
+
+
+def test_each_bad_sample_is_counted_with_its_reason() -> None:
+    """The rule of from_samples (pure): each bad sample rejected alone, named."""
+    now = T + 60_000
+    samples = [
+        Sample("DCGM_FI_DEV_GPU_TEMP", ON_GPU, 41.0, T),
+        Sample("DCGM_FI_DEV_GPU_TEMP", ON_GPU, 1.0, -5),
+        Sample("DCGM_FI_DEV_GPU_TEMP", ON_GPU, 2.0, 2**63 - 1),
+        Sample("DCGM_FI_DEV_GPU_TEMP", ON_GPU, 3.0, now + 301_000),
+        Sample("DCGM_a/b", ON_GPU, 4.0, T),
+        Sample("DCGM_" + "x" * 5000, ON_GPU, 5.0, T),
+        Sample("DCGM_FI_DEV_POWER_USAGE", ON_GPU, 6.0, T),
+        Sample("DCGM_FI_DEV_GPU_UTIL", ON_GPU, 7.0, T),
+    ]
+    limits = Limits(latest_ms=now + 300_000, max_metrics_per_gpu=2)
+    out = from_samples(samples, cluster="c", scraped_at=now, limits=limits)
+    assert out.samples == 2 and out.rejected == 6
+    assert [(r.ts, r.values) for r in out.rows] == [
+        (T, [("DCGM_FI_DEV_GPU_TEMP", 41.0), ("DCGM_FI_DEV_POWER_USAGE", 6.0)])
+    ]
+    reasons = [e.message for e in out.errors]
+    assert [e.line for e in out.errors] == [2, 3, 4, 5, 6, 8]
+    assert "out of range" in reasons[0] and "out of range" in reasons[1]
+    assert "INGEST_MAX_FUTURE" in reasons[2]
+    assert "not a valid Prometheus metric name" in reasons[3]
+    assert "longer than" in reasons[4]
+    assert "INGEST_MAX_METRICS_PER_GPU" in reasons[5]
+
+
+def test_a_gpu_past_the_metrics_limit_keeps_its_first_metrics(pipeline: str, settings) -> None:
+    settings.INGEST_MAX_METRICS_PER_GPU = 2
+    names = ["DCGM_FI_DEV_GPU_TEMP", "DCGM_FI_DEV_POWER_USAGE", "DCGM_FI_DEV_GPU_UTIL"]
+    body = write_request([(dcgm(n), [(T, float(i))]) for i, n in enumerate(names)])
+    assert post(body).status_code == 204
+    api = APIClient()
+    wait_for(lambda: bool(all_gpus(api)) and bool(stored_samples(api, GPU)), 60, "stored")
+    assert stored_samples(api, GPU) == {
+        (T, "DCGM_FI_DEV_GPU_TEMP"): 0.0,
+        (T, "DCGM_FI_DEV_POWER_USAGE"): 1.0,
+    }
+
+
+def test_a_request_over_the_samples_cap_is_refused_before_it_is_decoded(
+    pipeline: str, settings
+) -> None:
+    settings.REMOTE_WRITE_MAX_SAMPLES = 100
+    ok = write_request([(dcgm("DCGM_FI_DEV_GPU_TEMP"), [(T + i, 1.0) for i in range(100)])])
+    over = write_request([(dcgm("DCGM_FI_DEV_GPU_TEMP"), [(T + i, 1.0) for i in range(101)])])
+    response = post(over)
+    assert response.status_code == 400
+    assert "REMOTE_WRITE_MAX_SAMPLES" in response.json()["detail"]
+    assert post(ok).status_code == 204

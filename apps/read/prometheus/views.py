@@ -48,6 +48,11 @@ class _PrometheusView(APIView):
     endpoint: Callable[..., Any]
 
     def get(self, request: Request, **kwargs: str) -> HttpResponse:
+        # Parsed here, outside api.handle's net: Django's refusals (too many fields)
+        # reach apps.api.errors, which answers them 400 bad_data.
+        request.query_params.getlist("query")
+        if request.method == "POST":
+            request.data.getlist("query")
         params = _params(request)
         try:
             status, body = api.handle(lambda p: type(self).endpoint(p, **kwargs), params)
