@@ -374,19 +374,28 @@ def _observe(horizon: Horizon, chunk: Chunk) -> None:
 
 
 def _within_horizon(rows: list[Row], horizon: Horizon) -> tuple[list[Row], list[tuple[Row, str]]]:
-    """`rows` without those older than every tier keeps, and those with why: one
-    `Horizon.check_rows` per GPU of the send, in the send's order."""
+    """`rows` without those older than every tier keeps, and those with why. One
+    `Horizon.check_spans` for the send's GPUs; only a GPU whose rows span more than the
+    longest retention back from its newest sample is checked row by row (`check_rows`,
+    in the send's order)."""
     if not rows:
         return rows, []
     uuids, codes = np.unique(np.array([r.uuid for r in rows]), return_inverse=True)
     ts = np.fromiter((r.ts for r in rows), dtype=np.int64, count=len(rows))
     order = np.argsort(codes, kind="stable")
-    cuts = np.flatnonzero(np.diff(codes[order])) + 1
+    starts = np.r_[0, np.flatnonzero(np.diff(codes[order])) + 1]
+    names = uuids.tolist()
+    safe = horizon.check_spans(
+        names, np.minimum.reduceat(ts[order], starts), np.maximum.reduceat(ts[order], starts)
+    )
+    if safe.all():
+        return rows, []
     why: dict[int, str] = {}
-    for picked in np.split(order, cuts):
+    for g in np.flatnonzero(~safe).tolist():
+        picked = order[starts[g] : starts[g + 1] if g + 1 < len(starts) else len(order)]
         # no line numbers here: the reason names the GPU instead
         lines = np.zeros(len(picked), dtype=np.int64)
-        mask, reasons = horizon.check_rows(str(uuids[codes[picked[0]]]), ts[picked], lines)
+        mask, reasons = horizon.check_rows(names[g], ts[picked], lines)
         why.update(zip(picked[mask].tolist(), (r for _, r in reasons), strict=True))
     if not why:
         return rows, []
