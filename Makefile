@@ -55,6 +55,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# The HTTP read path against a real Prometheus on the same samples (docs/PERFORMANCE.md).
+bench-read: install
+	$(PY) -m bench.read
+
 # Storage size and query latency, ours vs one JSON key per sample (docs/PERFORMANCE.md).
 bench-storage: install
 	$(PY) -m bench.storage

@@ -13,7 +13,8 @@
 3. Prometheus: the same samples as OpenMetrics text (labels as dcgm-exporter's),
    backfilled with `promtool tsdb create-blocks-from openmetrics` (24 h blocks), then
    a real `prometheus` over those blocks (tools/prometheus.py).
-4. Each query of the table: one warm-up, then --reps runs, each a full HTTP request
+4. Each query of the table: one warm-up per side, then --reps rounds (each side in turn
+   within a round, so load from elsewhere hits all alike), each a full HTTP request
    on a kept-alive connection, the whole body read and decoded (orjson for JSON,
    lines for CSV), same client on both sides; sample counts checked equal where
    both sides answer the same samples. Prints p50/p99 (p99 of 30 runs = the slowest)
@@ -88,26 +89,40 @@ class Client:
 
     def get(self, path: str, params: dict | None = None, headers: dict | None = None):
         url = path + ("?" + urllib.parse.urlencode(params, doseq=True) if params else "")
-        self.conn.request("GET", url, headers=headers or {})
-        resp = self.conn.getresponse()
+        try:
+            self.conn.request("GET", url, headers=headers or {})
+            resp = self.conn.getresponse()
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            # the server closed an idle kept-alive connection (uvicorn after 5 s): reconnect
+            self.conn.close()
+            self.conn.request("GET", url, headers=headers or {})
+            resp = self.conn.getresponse()
         body = resp.read()
         if resp.status not in (200, 304):
             raise AssertionError(f"GET {url}: {resp.status} {body[:300]!r}")
         return resp.status, resp.headers, body
 
 
-def timed(run: Callable[[], int], reps: int, desc: str) -> Timing:
-    """One warm-up, then `reps` runs; every run must count the same samples."""
-    expected = run()
-    ms = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        got = run()
-        ms.append((time.perf_counter() - t0) * 1000)
-        if got != expected:
-            raise AssertionError(f"{desc}: {got} samples, {expected} on the warm-up")
-    log(f"{desc}: p50 {statistics.median(ms):.1f} ms ({expected} samples)")
-    return Timing(ms, expected)
+def timed(runs: dict[str, Callable[[], int]], reps: int, desc: str) -> dict[str, Timing]:
+    """One warm-up of each, then `reps` rounds running each once (so that a burst of load
+    elsewhere on the machine hits every side alike), the first one rotating; each must
+    count the same samples every time."""
+    expected = {name: run() for name, run in runs.items()}
+    ms: dict[str, list[float]] = {name: [] for name in runs}
+    order = list(runs)
+    for i in range(reps):
+        # each side goes first in turn: a side never always follows the same other one
+        # (Prometheus frees a large answer's memory in the background, after answering)
+        for name in order[i % len(order) :] + order[: i % len(order)]:
+            run = runs[name]
+            t0 = time.perf_counter()
+            got = run()
+            ms[name].append((time.perf_counter() - t0) * 1000)
+            if got != expected[name]:
+                raise AssertionError(f"{name} {desc}: {got} samples, {expected[name]} first")
+    for name in runs:
+        log(f"{name}: {desc}: p50 {statistics.median(ms[name]):.1f} ms ({expected[name]})")
+    return {name: Timing(ms[name], expected[name]) for name in runs}
 
 
 # --- loading --------------------------------------------------------------------------
@@ -285,6 +300,13 @@ def queries(uuid: str, uuids: int, hours: float) -> list[Query]:
             before=lambda c: ours_fleet(c.get("/api/v1/gpus", {"limit": 1000})[2]),
         ),
         Query("same, polling with `If-None-Match` (304)", fleet_304, None, key="fleet"),
+        Query(
+            "floor: `GET /health` vs `/-/healthy` (no store read)",
+            lambda c: int(c.get("/health")[0] == 200),
+            lambda c: int(c.get("/-/healthy")[0] == 200),
+            key="floor",
+            before=lambda c: int(c.get("/health")[0] == 200),
+        ),
     ]
 
 
@@ -318,14 +340,15 @@ def _zstd_rows(c: Client, path: str, params: dict) -> int:
 _PROFILE_CHILD = """
 import cProfile, io, json, pstats, sys
 import django
+import orjson
 django.setup()
 from django.test import Client
 url, params, top = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
 client = Client()
 def day():
-    body = client.get(url, params).json()
+    body = orjson.loads(client.get(url, params).content)
     while body["next"]:
-        body = client.get(body["next"]).json()
+        body = orjson.loads(client.get(body["next"]).content)
 day()  # warm-up
 prof = cProfile.Profile()
 prof.enable()
@@ -374,6 +397,7 @@ def run(args: argparse.Namespace) -> None:
             cached = Client(f"http://127.0.0.1:{st.start_gateway('gateway')}")
             st.env["READ_CACHE_BYTES"] = "0"
             cold = Client(f"http://127.0.0.1:{st.start_gateway('gateway-nocache')}")
+            del st.env["READ_CACHE_BYTES"]  # the profile and --before run as shipped
             old = (
                 Client(f"http://127.0.0.1:{before_gateway(st, args.before)}")
                 if args.before
@@ -412,19 +436,20 @@ def measure(
 ) -> list:
     rows, shared = [], {}
     for q in qs:
-        ours = timed(lambda q=q: q.ours(cached), reps, f"ours: {q.name}")
-        nocache = timed(lambda q=q: q.ours(cold), reps, f"ours, no cache: {q.name}")
-        before = None
+        runs = {"ours": lambda q=q: q.ours(cached), "no cache": lambda q=q: q.ours(cold)}
         if old is not None and q.before is not None:
-            before = timed(lambda q=q: q.before(old), reps, f"before: {q.name}")
+            runs["before"] = lambda q=q: q.before(old)
         if q.prom is not None:
-            prom = timed(lambda q=q: q.prom(theirs), reps, f"prometheus: {q.name}")
-            shared[q.key] = prom
-            if q.same_samples and prom.samples != ours.samples:
-                raise AssertionError(f"{q.name}: ours {ours.samples}, prometheus {prom.samples}")
-        else:
-            prom = shared[q.key]
-        rows.append((q, ours, nocache, before, prom))
+            runs["prometheus"] = lambda q=q: q.prom(theirs)
+        got = timed(runs, reps, q.name)
+        if q.prom is not None:
+            shared[q.key] = got["prometheus"]
+            if q.same_samples and got["prometheus"].samples != got["ours"].samples:
+                raise AssertionError(
+                    f"{q.name}: ours {got['ours'].samples}, prometheus {got['prometheus'].samples}"
+                )
+        prom = shared[q.key]
+        rows.append((q, got["ours"], got["no cache"], got.get("before"), prom))
     return rows
 
 

@@ -35,6 +35,16 @@ ETCD_SECONDS = Histogram(
 ETCD_ERRORS = Counter(
     "telemetry_etcd_errors_total", "etcd requests that failed, by operation", ["op"]
 )
+READ_CACHE = Counter(
+    "telemetry_read_cache_total",
+    "Decoded-block cache lookups and evictions (store/cache.py), by outcome",
+    ["outcome"],
+)
+READ_CACHE_SIZE = Gauge(
+    "telemetry_read_cache_bytes",
+    "Bytes of decoded blocks held by the read cache",
+    multiprocess_mode="livesum",
+)
 WEBSOCKET_CLIENTS = Gauge(
     "telemetry_websocket_clients", "Connected WebSocket clients", multiprocess_mode="livesum"
 )

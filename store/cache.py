@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 
+from observability.metrics import READ_CACHE, READ_CACHE_SIZE
+
 _ENTRY_OVERHEAD = 512  # key string, dataclass and dict slot: a rough constant
 
 
@@ -54,10 +56,11 @@ class BlockCache:
             entry = self._entries.get(key)
             if entry is None:
                 self.misses += 1
-                return None
-            self._entries.move_to_end(key)
-            self.hits += 1
-            return entry[0]
+            else:
+                self._entries.move_to_end(key)
+                self.hits += 1
+        READ_CACHE.labels("miss" if entry is None else "hit").inc()
+        return None if entry is None else entry[0]
 
     def put(self, key: str, value: Any, group: str | None = None) -> None:
         """Keep `value` (its arrays become read-only: every reader shares them)."""
@@ -77,6 +80,8 @@ class BlockCache:
             while self.size > self.capacity:
                 self._drop(next(iter(self._entries)))
                 self.evictions += 1
+                READ_CACHE.labels("evicted").inc()
+            READ_CACHE_SIZE.set(self.size)
 
     def settle(self, group: str, present: set[str]) -> None:
         """Forget the entries of `group` whose keys are no longer among `present`."""
@@ -84,6 +89,8 @@ class BlockCache:
             for key in self._groups.get(group, set()) - present:
                 self._drop(key)
                 self.evictions += 1
+                READ_CACHE.labels("replaced").inc()
+            READ_CACHE_SIZE.set(self.size)
 
     def _drop(self, key: str) -> None:
         entry = self._entries.pop(key, None)

@@ -85,6 +85,21 @@ def get_range(start: str, end: str) -> list[Item]:
         return [_item(v, m) for v, m in client.get().get_range(start, end)]
 
 
+def get_together(
+    keys: Sequence[str], ranges: Sequence[tuple[str, str]]
+) -> tuple[dict[str, Item], list[list[Item]]]:
+    """Some keys and some [start, end) ranges, all read at one revision in one round trip."""
+    ops = [op_get(k) for k in keys]
+    ops += [pyetcd.transactions.Get(start, range_end=end) for start, end in ranges]
+    with translated("get_together"):
+        _, responses = client.get().transaction([], ops, [])
+    found = {}
+    for kvs in responses[: len(keys)]:
+        for value, meta in kvs:
+            found[meta.key.decode()] = _item(value, meta)
+    return found, [[_item(v, m) for v, m in kvs] for kvs in responses[len(keys) :]]
+
+
 def count_prefix(prefix: str) -> int:
     with translated("count_prefix"):
         return int(client.get().get_prefix_response(prefix, count_only=True).count)

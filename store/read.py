@@ -6,19 +6,24 @@ until they have a page.
 
 from __future__ import annotations
 
+import json
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 
-from store import kv
+from store import kv, shards
 from store.cache import shared as shared_cache
 from store.codec import Samples, decode_block, merge
+from store.errors import NotFound
 from store.keys import Keys, window_span
-from store.order import block_order
+from store.order import block_order, merge_blocks
 from store.rollup import Buckets, aggregate, concat, decode_rollup, rebucket, select
 from store.tiers import Tier
+from store.workloads import Period, periods_of
 
 T = TypeVar("T")
 
@@ -122,14 +127,24 @@ def _window(
 
 
 def iter_raw(
-    keys: Keys, uuid: str, start: int, end: int, window_ms: int, descending: bool = False
+    keys: Keys,
+    uuid: str,
+    start: int,
+    end: int,
+    window_ms: int,
+    descending: bool = False,
+    blocks: list[kv.Item] | None = None,
 ) -> Iterator[Samples]:
     """Raw samples in [start, end], one merged window at a time, in time order.
 
     One keys-only range read to plan; then the blocks the cache does not hold,
     fetched a group of windows at a time (each window sorted by (ts, metric
-    name); windows ascending or descending).
+    name); windows ascending or descending). `blocks`: every block of the range,
+    already read (see `open_gpu`): nothing more is read.
     """
+    if blocks is not None:
+        yield from _iter_read(blocks, window_ms, start, end, descending)
+        return
     infos = kv.keys_in_range(*keys.block_range(uuid, start, end, window_ms))
     windows = _by_window(infos, window_ms, start, end)
     prefix = keys.blocks_prefix(uuid)
@@ -143,28 +158,159 @@ def iter_raw(
                 yield samples
 
 
+def _iter_read(
+    blocks: list[kv.Item], window_ms: int, start: int, end: int, descending: bool
+) -> Iterator[Samples]:
+    by_window: dict[int, list[kv.Item]] = defaultdict(list)
+    for item in blocks:
+        name = Keys.parse_block(item.key)
+        if name.t_last >= start and name.t_first <= end:
+            by_window[name.t_first // window_ms].append(item)
+    for w in sorted(by_window, reverse=descending):
+        items = by_window[w]
+        prefix = items[0].key.rsplit("/", 1)[0] + "/"
+        shared_cache().settle(f"{prefix}{w}", {i.key for i in items})
+        decoded = [
+            (
+                block_order(i.key, i.mod_revision),
+                _decoded(i.key, i.value, decode_block, f"{prefix}{w}"),
+            )
+            for i in items
+        ]
+        samples = _clip(_merge_ordered(decoded), start, end)
+        if len(samples):
+            yield samples
+
+
+@dataclass(frozen=True)
+class GpuWindow:
+    """What a telemetry read of one GPU starts from, read at one revision."""
+
+    record: dict[str, Any]
+    latest: dict[str, list] | None  # metric -> [ts, value]
+    ranged: list[list[kv.Item]]  # what was read along (raw_ranges, bucket_ranges)
+    workloads: list[Period]  # (start, end, labels) of every workload the GPU ran
+
+
+class _Records:
+    """GPU records by (shard, root, uuid), valid while the locator keeps its mod revision.
+
+    A record is only ever written in the same transaction as its locator
+    (store/registry.py), so an unchanged locator revision means an unchanged record.
+    """
+
+    def __init__(self, size: int = 100_000) -> None:
+        self._size = size
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[str, str, str], tuple[int, dict[str, Any]]] = {}
+
+    def get(self, root: str, uuid: str, revision: int) -> dict[str, Any] | None:
+        with self._lock:
+            entry = self._entries.get((shards.current(), root, uuid))
+        return entry[1] if entry is not None and entry[0] == revision else None
+
+    def put(self, root: str, uuid: str, revision: int, record: dict[str, Any]) -> None:
+        with self._lock:
+            if len(self._entries) >= self._size:
+                self._entries.clear()  # rare: a bound, not a policy
+            self._entries[(shards.current(), root, uuid)] = (revision, record)
+
+
+_records = _Records()
+
+
+def open_gpu(keys: Keys, uuid: str, ranges: list[tuple[str, str]]) -> GpuWindow:
+    """The GPU's record, latest values and workloads, and every key/value in `ranges`
+    (blocks the caller knows it needs), read at one revision: one round trip in the
+    usual case.
+
+    Raises NotFound for an unknown GPU.
+    """
+    locator_key, latest_key, workloads_key = (
+        keys.locator(uuid),
+        keys.latest(uuid),
+        keys.workloads(uuid),
+    )
+    found, ranged = kv.get_together([locator_key, latest_key, workloads_key], ranges)
+    locator = found.get(locator_key)
+    if locator is None:
+        raise NotFound(f"no GPU with uuid {uuid!r}")
+    record = _records.get(keys.root, uuid, locator.mod_revision)
+    if record is None:
+        located = json.loads(locator.value)
+        item = kv.get(keys.record(located["cluster"], located["host"], uuid))
+        if item is None:
+            raise NotFound(f"no GPU with uuid {uuid!r}")
+        record = json.loads(item.value)
+        _records.put(keys.root, uuid, locator.mod_revision, record)
+    latest = found.get(latest_key)
+    # an entry is [ts, value, upload order...]: readers get [ts, value] (as latest_values)
+    latest_values = {m: e[:2] for m, e in json.loads(latest.value).items()} if latest else None
+    return GpuWindow(record, latest_values, ranged, periods_of(found.get(workloads_key)))
+
+
+def raw_ranges(keys: Keys, uuid: str, start: int, end: int, window_ms: int) -> list:
+    """What `open_gpu` should read along for a raw query: its blocks, when they are a day's
+    worth or less (longer windows are read a day at a time, through the cache)."""
+    if (end - start) // window_ms >= _WINDOWS_PER_FETCH:
+        return []
+    return [keys.block_range(uuid, start, end, window_ms)]
+
+
+def bucket_ranges(
+    keys: Keys, uuid: str, start: int, end: int, step_ms: int, raw: Tier, tier: Tier | None
+) -> list:
+    """What `open_gpu` should read along for `read_buckets` of a window of a day or less:
+    the raw blocks and, with a tier, its rollup blocks (else nothing)."""
+    first, last = _bucket_span(start, end, step_ms)
+    if (last - first) // raw.window_ms >= _WINDOWS_PER_FETCH:
+        return []
+    ranges = [keys.block_range(uuid, first, last, raw.window_ms)]
+    if tier is not None:
+        ranges.append(keys.rollup_range(tier.name, uuid, first, last, tier.window_ms))
+    return ranges
+
+
+def _bucket_span(start: int, end: int, step_ms: int) -> tuple[int, int]:
+    return (start // step_ms) * step_ms, (end // step_ms) * step_ms + step_ms - 1
+
+
 def read_samples(keys: Keys, uuid: str, start: int, end: int, window_ms: int) -> Samples:
     """Every sample of `uuid` in [start, end], one per (ts, metric), sorted (whole window)."""
     return merge(list(iter_raw(keys, uuid, start, end, window_ms)))
 
 
 def read_buckets(
-    keys: Keys, uuid: str, start: int, end: int, step_ms: int, raw: Tier, tier: Tier | None
+    keys: Keys,
+    uuid: str,
+    start: int,
+    end: int,
+    step_ms: int,
+    raw: Tier,
+    tier: Tier | None,
+    prefetched: list[list[kv.Item]] | None = None,
 ) -> Buckets:
     """Whole `step_ms` buckets starting in [floor(start), end], sorted by (metric, bucket).
 
     With a rollup `tier`, each of its windows is read from its rollup block when
     that block is newer than every raw block of the window (up to date), and
     computed from raw blocks otherwise (fresh data not yet rolled up).
+    `prefetched`: what `bucket_ranges` named for a window holding this one, already
+    read (then only stale rollup windows are read again).
     """
-    first = (start // step_ms) * step_ms
-    last = (end // step_ms) * step_ms + step_ms - 1
+    first, last = _bucket_span(start, end, step_ms)
+    raw_items = prefetched[0] if prefetched else None
     if tier is None:
-        parts = [aggregate(s, step_ms) for s in iter_raw(keys, uuid, first, last, raw.window_ms)]
+        windows = iter_raw(keys, uuid, first, last, raw.window_ms, blocks=raw_items)
+        parts = [aggregate(s, step_ms) for s in windows]
         return _trim(rebucket(concat(parts), step_ms), first, end)
-    raw_infos = kv.keys_in_range(*keys.block_range(uuid, first, last, raw.window_ms))
+    if prefetched:
+        raw_infos = [kv.KeyInfo(i.key, i.mod_revision) for i in prefetched[0]]
+        rollups = prefetched[1]
+    else:
+        raw_infos = kv.keys_in_range(*keys.block_range(uuid, first, last, raw.window_ms))
+        rollups = kv.get_range(*keys.rollup_range(tier.name, uuid, first, last, tier.window_ms))
     raw_by_tw = _by_window(raw_infos, tier.window_ms, first, last)
-    rollups = kv.get_range(*keys.rollup_range(tier.name, uuid, first, last, tier.window_ms))
     roll_by_tw: dict[int, list[kv.Item]] = defaultdict(list)
     for item in rollups:
         roll_by_tw[Keys.parse_block(item.key).t_first // tier.window_ms].append(item)
@@ -178,22 +324,51 @@ def read_buckets(
             old = [_decoded(r.key, r.value, decode_rollup) for r in rolled]
             first_tw = tw * tier.window_ms
             items = _span_items(keys.blocks_prefix(uuid), first_tw, first_tw + tier.window_ms - 1)
-            parts.append(refreshed(old, items, raw.window_ms, tier.resolution_ms))
+            parts.append(refreshed(old, items, raw.window_ms, tier.resolution_ms, cached=True))
     return _trim(rebucket(concat(parts), step_ms), first, end)
 
 
 def refreshed(
-    old: list[Buckets], raw_items: list[kv.Item], raw_window_ms: int, resolution_ms: int
+    old: list[Buckets],
+    raw_items: list[kv.Item],
+    raw_window_ms: int,
+    resolution_ms: int,
+    cached: bool = False,
 ) -> Buckets:
     """Rollup buckets recomputed from the raw blocks there are, old ones kept elsewhere.
 
     Buckets in raw windows that still hold raw blocks come from raw; buckets whose
-    raw data is gone (retention) keep their rolled-up values.
+    raw data is gone (retention) keep their rolled-up values. `cached` (readers):
+    each raw window is aggregated on its own and, when one block holds it, its
+    buckets are kept in the block cache (compaction reads each block once: it
+    leaves the cache alone).
     """
-    fresh = aggregate(_merged(raw_items), resolution_ms) if raw_items else None
-    covered = sorted({Keys.parse_block(i.key).t_first // raw_window_ms for i in raw_items})
+    by_window: dict[int, list[kv.Item]] = defaultdict(list)
+    for item in raw_items:
+        by_window[Keys.parse_block(item.key).t_first // raw_window_ms].append(item)
+    if not raw_items:
+        fresh = []
+    elif cached and raw_window_ms % resolution_ms == 0:  # no bucket straddles two windows
+        fresh = [_window_buckets(by_window[w], resolution_ms) for w in sorted(by_window)]
+    else:
+        fresh = [aggregate(merge_blocks(raw_items), resolution_ms)]
+    covered = sorted(by_window)
     kept = [select(b, ~np.isin(b.ts // raw_window_ms, covered)) for b in old]
-    return concat([*kept, *([fresh] if fresh is not None else [])])
+    return concat([*kept, *fresh])
+
+
+def _window_buckets(items: list[kv.Item], resolution_ms: int) -> Buckets:
+    """One raw window's buckets; those of a lone block are kept in the block cache under
+    its key (which names its content) and the resolution."""
+    if len(items) > 1:
+        return aggregate(_merged(items), resolution_ms)
+    key = f"{items[0].key}@{resolution_ms}"
+    cache = shared_cache()
+    hit = cache.get(key)
+    if hit is None:
+        hit = aggregate(_decoded(items[0].key, items[0].value, decode_block), resolution_ms)
+        cache.put(key, hit)
+    return hit
 
 
 def _trim(b: Buckets, first: int, end: int) -> Buckets:

@@ -49,6 +49,11 @@ def _decode(item: kv.Item | None) -> list[Period]:
     return [(int(s), int(e), dict(lb)) for s, e, lb in json.loads(item.value)]
 
 
+def periods_of(item: kv.Item | None) -> list[Period]:
+    """The periods stored in one GPU's workloads key (as read by someone else)."""
+    return _decode(item)
+
+
 def _encode(periods: list[Period]) -> bytes:
     return json.dumps([[s, e, lb] for s, e, lb in periods], separators=(",", ":")).encode()
 

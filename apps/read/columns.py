@@ -114,9 +114,14 @@ def row_bytes_bound(s: Samples) -> np.ndarray:
     return _ROW_FIXED + ts_len + name_len[s.metric] + MAX_VALUE_TEXT
 
 
-def column_bytes_bound(s: Samples) -> np.ndarray:
-    """An upper bound of each row's bytes in the columns shape (a time may be paid twice)."""
-    return np.full(len(s), 15 + MAX_VALUE_TEXT + 1, dtype=np.int64)
+def column_bytes_bound(s: Samples, n_metrics: int) -> np.ndarray:
+    """An upper bound of each row's bytes in the columns shape, with at most `n_metrics`
+    series: the first row of a timestamp pays for the time and a `null` in every series,
+    each row for replacing one `null` by its value."""
+    new_time = np.ones(len(s), dtype=bool)
+    new_time[1:] = s.ts[1:] != s.ts[:-1]
+    per_time = 15 + 5 * max(n_metrics, len(s.names))
+    return (MAX_VALUE_TEXT + 1 - 5) + new_time * per_time
 
 
 def cut(s: Samples, sizes: np.ndarray, budget: int) -> int:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
+import orjson
 from django.conf import settings
 
 from apps.read import columns as col
@@ -24,11 +25,18 @@ from store.codec import Samples
 from store.errors import NotFound
 from store.fleet import Fleet, read_fleet
 from store.keys import MAX_TS, Keys, check_segment
-from store.read import iter_raw, read_buckets
+from store.read import (
+    GpuWindow,
+    bucket_ranges,
+    iter_raw,
+    open_gpu,
+    raw_ranges,
+    read_buckets,
+)
 from store.registry import all_instances, get_record, gpu_shard, instances_of, located_of
 from store.tiers import for_step as tier_for_step
 from store.tiers import tiers
-from store.workloads import in_window, read_workloads
+from store.workloads import Period, in_window, read_workloads
 from store.write import latest_values
 from timeparse.timestamps import format_timestamp
 
@@ -76,9 +84,13 @@ def fleet(cluster: str | None = None, host: str | None = None, latest: bool = Tr
 
 
 class _Built:
-    """Fleet views already built, by what they were built from (the fleet's version)."""
+    """Fleet views already built, by what they were built from (the fleet's version).
 
-    def __init__(self, size: int = 64) -> None:
+    Few entries: a view of a large fleet is megabytes, and while ingest runs every
+    version is soon replaced; what pays is the poller asking again before that.
+    """
+
+    def __init__(self, size: int = 16) -> None:
         self._size = size
         self._lock = threading.Lock()
         self._views: OrderedDict[tuple, list[dict]] = OrderedDict()
@@ -174,7 +186,11 @@ def list_clusters(of: Fleet | None = None) -> list[dict]:
 def workloads(uuid: str, start: int = 0, end: int = MAX_TS) -> list[dict[str, Any]]:
     """The workloads (pod, namespace, container) that ran on the GPU within [start, end],
     each with the first and last sample time seen with it; idle periods left out."""
-    periods = read_workloads(default_keys(), [uuid]).get(uuid, [])
+    return workload_views(read_workloads(default_keys(), [uuid]).get(uuid, []), start, end)
+
+
+def workload_views(periods: list[Period], start: int, end: int) -> list[dict[str, Any]]:
+    """`workloads` of periods already read."""
     return [
         {
             "pod": labels.get("pod", ""),
@@ -233,6 +249,7 @@ class Page:
     gpu: dict[str, Any]
     samples: Samples
     next_cursor: str | None
+    workloads: list[dict[str, Any]]  # the workloads that ran in the query's window
 
 
 def read_page(q: TelemetryQuery, columns: bool = False) -> Page:
@@ -249,15 +266,23 @@ def read_page(q: TelemetryQuery, columns: bool = False) -> Page:
 
 
 def _read_page(keys: Keys, q: TelemetryQuery, columns: bool) -> Page:
-    record = get_record(keys, q.uuid)
-    latest = latest_values(keys, [q.uuid]).get(q.uuid)
-    bound = col.column_bytes_bound if columns else col.row_bytes_bound
-    budget = int(settings.TELEMETRY_MAX_RESPONSE_BYTES) - 4096  # the GPU and the envelope
+    opened = _open(keys, q)
+    record, latest = opened.record, opened.latest
+    # a series per metric asked for, else per metric the GPU has reported
+    series = len(q.metrics) or len(latest or {})
+    bound: Callable[[Samples], np.ndarray] = (
+        (lambda part: col.column_bytes_bound(part, series)) if columns else col.row_bytes_bound
+    )
+    gpu = gpu_view(record, latest)
+    ran = workload_views(opened.workloads, q.start, q.end)
+    # what the answer carries besides the samples: the GPU, its workloads, the envelope
+    envelope = len(orjson.dumps(gpu)) + len(orjson.dumps(ran)) + 1024 + 300 * series
+    budget = int(settings.TELEMETRY_MAX_RESPONSE_BYTES) - envelope
     limit = q.limit if q.limit is not None else sys.maxsize
     taken: list[Samples] = []
     count = spent = 0
     more = False
-    for chunk in iter_columns(keys, q, record, latest):
+    for chunk in iter_columns(keys, q, record, latest, opened.ranged):
         if count >= limit or spent >= budget:
             more = True
             break
@@ -276,7 +301,7 @@ def _read_page(keys: Keys, q: TelemetryQuery, columns: bool) -> Page:
     cursor = None
     if more and len(samples):
         cursor = encode_cursor(int(samples.ts[-1]), samples.names[int(samples.metric[-1])])
-    return Page(gpu_view(record, latest), samples, cursor)
+    return Page(gpu, samples, cursor, ran)
 
 
 def _whole_times(s: Samples, n: int) -> int:
@@ -301,22 +326,43 @@ def telemetry(q: TelemetryQuery) -> dict[str, Any]:
     return {"results": page["results"], "next_cursor": page["next_cursor"]}
 
 
+def _window(q: TelemetryQuery) -> tuple[int, int]:
+    """The query's time bounds, narrowed by its cursor."""
+    if q.after is None:
+        return q.start, q.end
+    return (q.start, min(q.end, q.after[0])) if q.descending else (max(q.start, q.after[0]), q.end)
+
+
+def _open(keys: Keys, q: TelemetryQuery) -> GpuWindow:
+    """Record, latest values and (windows of up to a day) the blocks: one round trip."""
+    start, end = _window(q)
+    if q.step_ms:
+        ranges = bucket_ranges(
+            keys, q.uuid, start, end, q.step_ms, tiers()[0], tier_for_step(q.step_ms)
+        )
+    else:
+        ranges = raw_ranges(keys, q.uuid, start, end, window_ms())
+    return open_gpu(keys, q.uuid, ranges)
+
+
 def iter_columns(
-    keys: Keys, q: TelemetryQuery, record: dict[str, Any], latest: dict[str, list] | None
+    keys: Keys,
+    q: TelemetryQuery,
+    record: dict[str, Any],
+    latest: dict[str, list] | None,
+    ranged: list | None = None,
 ) -> Iterator[Samples]:
     """Non-empty column chunks in answer order ((time, metric) or reversed), filtered,
     beyond the cursor. Memory is bounded by one block window (raw) or the bucket count.
+    `ranged`: what `_open` read along (`open_gpu`), if anything.
     """
-    start, end = q.start, q.end
-    if q.after is not None:
-        start, end = (
-            (start, min(end, q.after[0])) if q.descending else (max(start, q.after[0]), end)
-        )
+    start, end = _window(q)
     wanted = frozenset(q.metrics)
     if q.step_ms:
-        source = iter([_buckets(keys, q, record, latest, start, end)])
+        source = iter([_buckets(keys, q, record, latest, start, end, ranged or None)])
     else:
-        source = iter_raw(keys, q.uuid, start, end, window_ms(), q.descending)
+        blocks = ranged[0] if ranged else None
+        source = iter_raw(keys, q.uuid, start, end, window_ms(), q.descending, blocks)
     for chunk in source:
         chunk = col.only_metrics(chunk, wanted)
         if q.descending and not q.step_ms:
@@ -334,6 +380,7 @@ def _buckets(
     latest: dict[str, list] | None,
     start: int,
     end: int,
+    prefetched: list | None = None,
 ) -> Samples:
     """The window's buckets as columns sorted by (bucket, metric name), or reversed."""
     step = int(q.step_ms or 0)
@@ -347,7 +394,7 @@ def _buckets(
             f"step {step // 1000}s over this window gives {buckets} buckets per metric; at most "
             f"{settings.TELEMETRY_MAX_BUCKETS}: use a larger step or a smaller window"
         )
-    b = read_buckets(keys, q.uuid, start, end, step, tiers()[0], tier_for_step(step))
+    b = read_buckets(keys, q.uuid, start, end, step, tiers()[0], tier_for_step(step), prefetched)
     names = sorted(b.names)
     rank = np.array([names.index(n) for n in b.names], dtype=np.int32)
     metric = rank[b.metric] if len(b) else np.zeros(0, np.int32)
@@ -368,9 +415,9 @@ def telemetry_csv(q: TelemetryQuery, wide: bool = False) -> Iterator[bytes]:
     keys = default_keys()
     shard = gpu_shard(keys, q.uuid)
     with shards.use(shard):
-        record = get_record(keys, q.uuid)
-        latest = latest_values(keys, [q.uuid]).get(q.uuid) or {}
-    chunks = _in_shard(shard, iter_columns(keys, q, record, latest))
+        opened = _open(keys, q)
+    latest = opened.latest or {}
+    chunks = _in_shard(shard, iter_columns(keys, q, opened.record, latest, opened.ranged))
     if not wide:
         yield b"timestamp,metric_name,value\r\n"
         for chunk in chunks:

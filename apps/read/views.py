@@ -164,7 +164,7 @@ class GpuTelemetryView(_ReadView):
             "start_time": _fmt(data.get("start_time")),
             "end_time": _fmt(data.get("end_time")),
             "next": _next_url(request, page.next_cursor),
-            "workloads": queries.workloads(uuid, query.start, query.end),
+            "workloads": page.workloads,
         }
         body = (
             col.columns_json(page.samples, head)

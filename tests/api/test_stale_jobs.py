@@ -39,8 +39,8 @@ def test_a_job_whose_ingest_process_was_killed_ends_failed(pipeline, etcd, redis
     try:
         proc.stdin.write("".join(lines[:301]).encode())  # header and half the rows
         proc.stdin.flush()
-        wait_for(lambda: saved_job().get("chunks_expected"), 60, "the counts saved mid-parse")
-        wait_for(lambda: keys_under("chunks"), 60, "a chunk stored")
+        wait_for(lambda: saved_job().get("chunks_expected"), 180, "the counts saved mid-parse")
+        wait_for(lambda: keys_under("chunks"), 180, "a chunk stored")
     finally:
         proc.kill()  # the process dies mid-parse: nothing more is saved
         proc.wait(timeout=30)

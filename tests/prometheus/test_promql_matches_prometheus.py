@@ -3,7 +3,7 @@
 Every query of NVIDIA's DCGM dashboard (grafana/dcgm-exporter-dashboard.json in
 NVIDIA/dcgm-exporter, variables filled in as Grafana does for a multi-value
 selection), then each selector form, range function, aggregation and operator;
-each as instant queries at three times (one inside a GPU's gap, one at a workload
+each as instant queries at four times (one inside a GPU's gap, one at a workload
 change) and as range queries at two steps. Series, labels and values must agree
 (relative tolerance 1e-9).
 """
@@ -43,6 +43,8 @@ SELECTORS = [
     'DCGM_FI_DEV_POWER_USAGE{pod=""}',
     '{__name__=~"DCGM_FI_DEV_FB_.*", Hostname="dgx-b"}',
     'DCGM_FI_DEV_GPU_UTIL{GPU_I_ID="1"}',
+    # RE2 as in Prometheus: linear time on a pattern that backtracks exponentially in `re`
+    'DCGM_FI_DEV_GPU_TEMP{Hostname=~"((d|dg|x)+)+-b", UUID=~"(G|P|U|-|[0-9a-f])+"}',
     "DCGM_FI_DEV_GPU_TEMP offset 10m",
 ]
 FUNCTIONS = [
@@ -113,6 +115,12 @@ OPERATORS = [
     "DCGM_FI_DEV_GPU_TEMP > 70 or DCGM_FI_DEV_GPU_UTIL",
     "sum(DCGM_FI_DEV_POWER_USAGE) / count(DCGM_FI_DEV_POWER_USAGE)",
     "max(DCGM_FI_DEV_GPU_TEMP) - min(DCGM_FI_DEV_GPU_TEMP)",
+    "DCGM_FI_DEV_GPU_TEMP / 0",
+    "(DCGM_FI_DEV_GPU_TEMP - DCGM_FI_DEV_GPU_TEMP) / 0",
+    "quantile(1.5, DCGM_FI_DEV_POWER_USAGE)",
+    "topk(0, DCGM_FI_DEV_POWER_USAGE) or vector(1)",
+    'DCGM_FI_DEV_GPU_TEMP * scalar(DCGM_FI_DEV_GPU_UTIL{Hostname="dgx-b", gpu="2"})',
+    "scalar(DCGM_FI_DEV_GPU_TEMP)",
     "time()",
 ]
 # Both refuse these (duplicate series in a match group at the pod change); errors must agree.

@@ -2,8 +2,8 @@
 
 What is evaluated (anything else is refused with a `bad_data` error naming it):
 vector selectors with `=`, `!=`, `=~`, `!~` and `offset`; the range functions of
-`windows.RANGE_FUNCTIONS`; a few element-wise functions (`abs`, `ceil`, ...) and
-`time()`; aggregations sum, avg, min, max, count, group, stddev, stdvar,
+`windows.RANGE_FUNCTIONS`; a few element-wise functions (`abs`, `ceil`, ...),
+`time()`, `vector()` and `scalar()`; aggregations sum, avg, min, max, count, group, stddev, stdvar,
 topk, bottomk, quantile with `by`/`without`; arithmetic, comparison (with
 `bool`) and `and`/`or`/`unless` between scalars and vectors, vector matching
 one-to-one with `on`/`ignoring`; unary minus and parentheses.
@@ -163,6 +163,16 @@ class Evaluator:
             return merged(Vector([without_name(lb) for lb in vec.labels], values, vec.ok))
         if name == "time":
             return Scalar(self.steps / 1000.0)
+        if name == "vector":
+            value = self.eval(node.args[0])
+            if not isinstance(value, Scalar):
+                raise BadData("vector() expects a scalar")
+            return Vector([{}], value.v[None, :].copy(), np.ones((1, len(self.steps)), bool))
+        if name == "scalar":  # the value of a one-element vector, else NaN
+            vec = self._as_vector(self.eval(node.args[0]), name)
+            single = vec.ok.sum(axis=0) == 1
+            value = np.where(vec.ok, vec.v, 0.0).sum(axis=0) if len(vec.labels) else single * 0.0
+            return Scalar(np.where(single, value, np.nan))
         raise BadData(f"function {name}() is not supported")
 
     def _range_function(self, name: str, args: list[Any]) -> Vector:

@@ -1,17 +1,20 @@
 """Label matchers (`=`, `!=`, `=~`, `!~`) as Prometheus applies them.
 
 A missing label matches as the empty string; regular expressions are anchored
-at both ends (`=~"a|b"` means the whole value is `a` or `b`).
+at both ends (`=~"a|b"` means the whole value is `a` or `b`). Regular expressions
+are RE2, as in Prometheus (Go's regexp): the same syntax and meaning (`.` does not
+match a newline), and linear time whatever a caller sends, so a hostile pattern
+cannot hold a worker (Python's `re` backtracks exponentially on `(a+)+b`).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
 import promql_parser
+import re2
 
 from apps.read.prometheus.values import NAME, BadData
 
@@ -44,12 +47,21 @@ class Matcher:
         return hit if self.op == "=~" else not hit
 
 
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # a bad pattern is the caller's error, answered 400
+
+
 @lru_cache(maxsize=1024)
-def _regex(text: str) -> re.Pattern[str]:
+def _regex(text: str) -> re2._Regexp:
     try:
-        return re.compile(text, re.DOTALL)
-    except re.error as exc:
-        raise BadData(f"invalid regular expression {text!r}: {exc}") from None
+        return re2.compile(text, _RE2_OPTIONS)
+    except re2.error as exc:
+        why = (
+            exc.args[0].decode(errors="replace")
+            if exc.args and isinstance(exc.args[0], bytes)
+            else exc
+        )
+        raise BadData(f"invalid regular expression {text!r}: {why}") from None
 
 
 def from_selector(vs: promql_parser.VectorSelector) -> list[Matcher]:
