@@ -176,11 +176,7 @@ class Job:
                 count += 1
             self._chunker.finish()
         except Exception as exc:
-            self.closed = True
-            if self._saved:
-                self._update("failed", error=str(exc))
-                with contextlib.suppress(StoreError):
-                    save_job(self._keys, self.job)
+            self.fail(exc)
             raise
         if tally is None:
             accepted = count if accepted is None else accepted
@@ -188,6 +184,15 @@ class Job:
         self._current = None
         self._add(tally)
         return self._chunker.samples - before
+
+    def fail(self, exc: BaseException) -> None:
+        """Close the job: saved as failed with the counts so far when it was saved (best
+        effort: etcd may be why it failed)."""
+        self.closed = True
+        if self._saved:
+            self._update("failed", error=str(exc))
+            with contextlib.suppress(StoreError):
+                save_job(self._keys, self.job)
 
     def close(self) -> dict[str, Any] | None:
         """Save the final document; None when the job never enqueued a chunk (not written)."""
@@ -327,7 +332,11 @@ class JobSeries:
             job, horizon = self._job, self._horizon
             assert horizon is not None
             try:
-                rows, refused = _within_horizon(list(rows), horizon)
+                try:
+                    rows, refused = _within_horizon(list(rows), horizon)
+                except Exception as exc:  # etcd down reading the GPUs' newest samples
+                    job.fail(exc)
+                    raise
                 if refused:
                     rejected, errors, accepted = _count_refused(refused, rejected, errors, accepted)
                     self.refused_as_too_old += len(refused)
