@@ -9,8 +9,9 @@ from rest_framework.test import APIClient
 
 from apps.ingest.exposition import Limits, Sample, from_samples
 from apps.ingest.prompb import remote_pb2
+from apps.ingest.remote_write import series_for
 from tests.api.api_support import all_gpus, stored_samples
-from tests.helpers import wait_for
+from tests.helpers import wait_for, wait_job_done
 
 URL = "/prometheus/api/v1/write"
 GPU = "GPU-11112222-3333-4444-5555-666677778888"
@@ -100,7 +101,7 @@ def test_a_token_lets_prometheus_write(pipeline: str, settings) -> None:
 OTHER_GPU = "GPU-99998888-7777-6666-5555-444433332222"
 
 
-def test_a_bad_sample_is_rejected_alone_and_the_others_are_stored(pipeline: str) -> None:
+def test_a_bad_sample_is_rejected_alone_and_the_others_are_stored(pipeline: str, settings) -> None:
     """A negative or far-future timestamp used to fail the worker's whole chunk: every
     GPU's good samples of the request were lost though the request was answered 204."""
     other = {**dcgm("DCGM_FI_DEV_GPU_TEMP"), "UUID": OTHER_GPU}
@@ -121,6 +122,10 @@ def test_a_bad_sample_is_rejected_alone_and_the_others_are_stored(pipeline: str)
     wait_for(both_stored, 60, "the good samples stored")
     assert stored_samples(api, GPU) == {(T, "DCGM_FI_DEV_GPU_TEMP"): 41.0}
     assert stored_samples(api, OTHER_GPU) == {(T, "DCGM_FI_DEV_GPU_TEMP"): 50.0}
+    series = series_for(settings.TELEMETRY_CLUSTER)
+    series.close()
+    job = wait_job_done(api, series.last_job_id)
+    assert (job["rows_accepted"], job["rows_rejected"]) == (2, 5)
 
 
 ON_GPU = {"UUID": GPU, "Hostname": "node-9"}
