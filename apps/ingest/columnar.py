@@ -88,6 +88,21 @@ class ColumnBatch:
     def __len__(self) -> int:
         return len(self.ts)
 
+    def rows_at(self, start: int, stop: int) -> ColumnBatch:
+        """Samples `start` to `stop` (cut between rows: a row's samples stay together)."""
+        return ColumnBatch(
+            self.uuids,
+            self.facts_rows,
+            self.names,
+            self.gpu[start:stop],
+            self.ts[start:stop],
+            self.metric[start:stop],
+            self.value[start:stop],
+            self.line[start:stop],
+            self.work[start:stop],
+            self.workloads,
+        )
+
     def without(self, dropped: np.ndarray) -> ColumnBatch:
         """The batch without the samples `dropped` marks (rows refused after parsing)."""
         keep = ~dropped
