@@ -31,7 +31,7 @@ from django.conf import settings
 from django.core.management.base import CommandError
 
 from apps.ingest.columnar import ColumnarParser, ColumnBatch
-from apps.ingest.parsing import Row, RowError, RowFacts, open_binary
+from apps.ingest.parsing import Parser, Row, RowError, RowFacts, open_binary, text_of
 from timeparse.durations import parse_duration
 
 
@@ -146,7 +146,8 @@ class Replay:
     """Iterate to get the file's rows as batches, pass after pass when `loop` is on.
 
     The file is read by the uploads' parser (apps/ingest/columnar.py: Arrow on every
-    core, the row parser for what it doubts, same rules and messages) and opened
+    core, the row parser for what it doubts, same rules and messages; the row parser
+    alone with INGEST_PARSER=rows) and opened
     again for every pass (a file replaced between passes is read anew); a GPU's
     facts come from its first row in the pass. The last batch of a pass may be
     short: a batch never mixes two passes. Rejected rows are counted in the batch
@@ -170,8 +171,12 @@ class Replay:
         with open(path, "rb") as raw:
             self.format = self._parser(raw).format
 
-    def _parser(self, raw: Any) -> ColumnarParser:
-        return ColumnarParser(open_binary(raw), max_errors=settings.INGEST_MAX_ERRORS)
+    def _parser(self, raw: Any) -> ColumnarParser | Parser:
+        # the uploads' parser, and like them the row parser alone with INGEST_PARSER=rows
+        binary = open_binary(raw)
+        if settings.INGEST_PARSER == "rows":
+            return Parser(text_of(binary), max_errors=settings.INGEST_MAX_ERRORS)
+        return ColumnarParser(binary, max_errors=settings.INGEST_MAX_ERRORS)
 
     def __iter__(self) -> Iterator[Batch]:
         pass_no = 0
