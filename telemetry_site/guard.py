@@ -4,9 +4,9 @@ Django's ASGI handler reads (and spools to disk) a whole request body before any
 middleware or view runs, so a check in a view comes after the cost is paid. This
 ASGI middleware sits in front of it and, per route and method (`policy_for`):
 
-* refuses a body on routes that take none (413; 405 with Allow when the route has no
-  such method at all, as Django would answer without the body), and a declared Content-Length
-  over the route's limit (413), without reading a byte;
+* refuses a body on routes that take none (413; for a method that never carries one and
+  that the route does not have, 405 with Allow, as Django answers it without a body), and
+  a declared Content-Length over the route's limit (413), without reading a byte;
 * on routes that need a caller when they get a body (the upload and Prometheus remote
   write: TELEMETRY_WRITE_AUTH; GraphQL and Prometheus queries: TELEMETRY_READ_AUTH),
   checks the token or session from the headers and answers 401 before reading;
@@ -115,8 +115,8 @@ class BodyGuard:
         policy = policy_for(scope["method"], scope["path"])
         headers = _headers(scope)
         refusal = _size_refusal(policy, headers)
-        if refusal is not None and policy.limit == 0:
-            # a method the route does not have at all is that, whatever it sends (405)
+        if refusal is not None and scope["method"] not in BODY_METHODS:
+            # GET, DELETE, TRACE...: a method the route lacks is a 405 (as without a body)
             refusal = _method_refusal(scope["method"], scope["path"]) or refusal
         if refusal is None and policy.access and _has_body(headers):
             refusal = await _caller_refusal(policy.access, headers)

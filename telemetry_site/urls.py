@@ -1,8 +1,6 @@
 from django.conf import settings
 from django.contrib import admin
-from django.templatetags.static import static
 from django.urls import include, path, re_path
-from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularSwaggerView
 
 from apps.api import errors
@@ -31,8 +29,7 @@ urlpatterns = [
     path("metrics", metrics_view, {"more": [upkeep_metric_lines]}, name="metrics"),
     path("ready", ready_view, {"checks": {"etcd": kv.check, "broker": check_broker}}, name="ready"),
     path("admin/", admin.site.urls),
-    # browsers ask every page's origin for /favicon.ico (admin, Swagger UI): never a 404
-    path("favicon.ico", RedirectView.as_view(url=static("gpus/favicon.svg"), permanent=True)),
+    path("favicon.ico", dashboard.favicon, name="favicon"),
     path("", dashboard.fleet, name="dashboard"),
     path("gpus/<str:uuid>/", dashboard.gpu_page, name="dashboard-gpu"),
 ]

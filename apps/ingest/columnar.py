@@ -649,12 +649,13 @@ class ColumnarParser:
         gpu = uuid_codes[rows].astype(np.int32)
         times = ts[rows]
         self._register(gpu, metric, uuids)
-        names = list(self._name_list)
         record_uuids = list(uuids)
         if extra:
             gpu, times, metric, values, rows = self._merge(
                 extra, record_uuids, gpu, times, metric, values, rows
             )
+        # after the merge: rows judged by the row parser may have named new metrics
+        names = list(self._name_list)
         if not len(times):
             return None
         row_work, workloads = self._workloads(table)

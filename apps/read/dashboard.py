@@ -12,9 +12,11 @@ from collections import defaultdict
 from typing import Any
 from urllib.parse import quote
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect
 from django.shortcuts import render
+from django.templatetags.static import static
 from django.urls import reverse
+from django.views.decorators.http import require_safe
 
 from apps.accounts.auth import read_page
 from apps.read import queries
@@ -188,3 +190,9 @@ def _status(exc: StoreError) -> int:
     """The status REST would answer for `exc` (store.errors: 503 when etcd is down)."""
     answer = answer_for(exc)
     return answer.status if answer is not None else 500
+
+
+@require_safe
+def favicon(request: HttpRequest) -> HttpResponse:
+    """/favicon.ico, which browsers ask every page's origin for (admin, Swagger UI too)."""
+    return HttpResponsePermanentRedirect(static("gpus/favicon.svg"))

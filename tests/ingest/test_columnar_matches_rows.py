@@ -234,3 +234,14 @@ def test_a_truncated_gzip_upload_gives_the_same_rows_and_the_same_error():
             )
             assert "truncated" in reference[2][-1].message
             assert columnar == reference
+
+
+def test_a_metric_first_named_by_a_doubtful_row_is_kept():
+    """A row the row parser judges (here a name with spaces around it) may bring a metric
+    the column batch has not seen yet; its name must be in the batch's name table."""
+    rows = [quoted(long_row(metric_name="DCGM_FI_DEV_GPU_UTIL", value="1"))]
+    rows.append(quoted(long_row(metric_name=" DCGM_FI_DEV_MEM_COPY_UTIL", value="2")))
+    data = ("\n".join([",".join(LONG_HEADER), *rows]) + "\n").encode()
+    reference, columnar = both(data, 1 << 20)
+    assert reference[1][1] == 2  # both rows accepted by the reference
+    assert columnar == reference
