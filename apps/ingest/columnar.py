@@ -753,7 +753,12 @@ class ColumnarParser:
     ) -> list[Row]:
         by_index = dict(extra)
         out: list[Row | None] = [None] * len(uuids)
-        codes, first = np.unique(gpu, return_index=True)
+        # each GPU's first sample: minimum.at over the small GPU codes, not np.unique's
+        # sort of every sample (that sort was the largest cost of this function)
+        first_at = np.full(len(uuids), len(gpu), dtype=np.int64)
+        np.minimum.at(first_at, gpu, np.arange(len(gpu)))
+        codes = np.flatnonzero(first_at < len(gpu))
+        first = first_at[codes]
         wanted = [(c, int(rows[at])) for c, at in zip(codes.tolist(), first.tolist(), strict=True)]
         fast = [(c, r) for c, r in wanted if r not in by_index]
         for code, row_index in wanted:
