@@ -1,6 +1,7 @@
 """What the upload-time retention check costs the parse (docs/PERFORMANCE.md, "Ingest").
 
     .venv/bin/python -m bench.horizon [--hosts 64] [--gpus-per-host 8] [--samples 60] [--runs 4]
+    .venv/bin/python -m bench.horizon --series [--gpus 1000] [--runs 4]
 
 Generates a DCGM long-format file, then parses it in this process, alternating runs
 without and with the check `apps/ingest/service.py::_rows` makes on every row
@@ -8,6 +9,11 @@ without and with the check `apps/ingest/service.py::_rows` makes on every row
 per-chunk tally), and prints the best rows/s of each (per second of the process's
 CPU time) and their ratio. No etcd: the stored newest samples are taken as absent
 (an empty store), which is the cost of the check itself.
+
+`--series`: the same check on the `JobSeries` path (stream, scrape, remote write;
+apps/ingest/jobs.py::_within_horizon), per send of live rows (two per GPU): one
+`Horizon.check_rows` per GPU (the baseline) against `check_spans` for the whole
+send, in microseconds per send and per row.
 """
 
 from __future__ import annotations
@@ -73,14 +79,60 @@ def parse(path: Path, check: bool) -> tuple[int, float]:
     return rows, time.process_time() - started
 
 
+def series(gpus: int, runs: int) -> None:
+    """Per-send cost of the JobSeries check, per-GPU `check_rows` against `check_spans`."""
+    from apps.ingest.jobs import _within_horizon
+    from apps.ingest.parsing import Row
+    from store.horizon import Horizon
+    from store.keys import Keys
+    from store.tiers import tiers
+
+    def per_gpu(rows: list[Row], horizon: Horizon) -> None:
+        by_gpu: dict[str, list[int]] = {}
+        for r in rows:
+            by_gpu.setdefault(r.uuid, []).append(r.ts)
+        for uuid, ts in by_gpu.items():
+            horizon.check_rows(uuid, np.array(ts), np.zeros(len(ts), dtype=np.int64))
+
+    def timed(check, rows: list[Row]) -> float:
+        horizon = Horizon(Keys("/bench"), tiers())
+        horizon._stored, horizon._preloaded = {}, True  # an empty store: no etcd read
+        started = time.process_time()
+        for _ in range(20):
+            check(rows, horizon)
+        return (time.process_time() - started) / 20
+
+    base_ts = 1_752_800_000_000
+    values = [("DCGM_FI_DEV_GPU_UTIL", 1.0)] * 10
+    rows = [Row(f"GPU-{g}", "h", base_ts + k, values, []) for k in range(2) for g in range(gpus)]
+    one, spans = [], []
+    for _ in range(runs):
+        one.append(timed(per_gpu, rows))
+        spans.append(timed(_within_horizon, rows))
+    a, b = min(one), min(spans)
+    print(f"a send of {len(rows):,} rows of {gpus:,} GPUs, best of {runs} alternating runs")
+    print(
+        f"  check_rows per GPU (baseline): {a * 1e3:8.2f} ms/send {a / len(rows) * 1e6:6.2f} us/row"
+    )
+    print(
+        f"  check_spans, then unsure GPUs: {b * 1e3:8.2f} ms/send {b / len(rows) * 1e6:6.2f} us/row"
+    )
+    print(f"  ratio baseline/check_spans:    {a / b:8.1f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hosts", type=int, default=64)
     ap.add_argument("--gpus-per-host", type=int, default=8)
     ap.add_argument("--samples", type=int, default=60)
     ap.add_argument("--runs", type=int, default=4)
+    ap.add_argument("--series", action="store_true", help="the JobSeries check per send")
+    ap.add_argument("--gpus", type=int, default=1000, help="GPUs per send (--series)")
     args = ap.parse_args()
     _setup()
+    if args.series:
+        series(args.gpus, args.runs)
+        return
     path = Path(tempfile.mkdtemp()) / "horizon.csv"
     total = write_csv(
         path, hosts=args.hosts, gpus_per_host=args.gpus_per_host, samples=args.samples, seed=7

@@ -5,7 +5,8 @@ One run (under a lease lock, so never two at once):
 1. finds the raw blocks written since the last run (`min_mod_revision` range read
    of keys only, from the cursor),
 2. merges each touched raw window's blocks into one,
-3. per rollup tier, writes the rollup block of each window that is closed
+3. per rollup tier, splits once the blocks written with an older, longer
+   window (store/rollup_windows.py), then writes the rollup block of each window that is closed
    (store/closing.py) and was touched or closed since the last run; open
    windows are left to reads, so a run never rewrites a growing rollup block,
 4. deletes what is older than each tier keeps, counted back from the newest
@@ -39,6 +40,7 @@ from store.keys import Keys, window_span
 from store.order import by_upload, in_merge_order
 from store.read import refreshed
 from store.rollup import decode_rollup, encode_rollup
+from store.rollup_windows import split_old_windows
 from store.tiers import Tier
 from store.write import latest_values
 
@@ -51,6 +53,7 @@ class Report:
     raw_windows_merged: int = 0
     blocks_removed: int = 0
     rollups_written: int = 0
+    rollups_split: int = 0  # blocks of an older, longer rollup window split (upgrade)
     deleted_by_retention: int = 0
     conflicts: int = 0
     cursor: int = 0
@@ -108,6 +111,10 @@ def compact(
         if now_ms is not None:
             newest = min(newest, now_ms)  # a far-future sample closes no window early
         for tier in rollup_tiers:
+            held.refresh()
+            split, lost = split_old_windows(keys, tier, raw)
+            report.rollups_split += split
+            report.conflicts += lost
             until = closing.closed_until(tier, raw, newest)
             since = closing.rolled_until(keys, tier)
             touched = {(u, (w * raw.window_ms) // tier.window_ms) for u, w in windows}

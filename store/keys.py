@@ -14,6 +14,7 @@ Layout under the root (default `/telemetry`), documented in docs/STORAGE.md:
     {root}/rollups/{tier}/{uuid}/{t_first:013d}-{t_last:013d}-{digest}   rollup block
     {root}/compaction/cursor, {root}/compaction/lock      compaction state
     {root}/compaction/rolled/{tier}                       closed rollup windows done up to
+    {root}/compaction/layout/{tier}                       rollup window its blocks fit (ms)
     {root}/compaction/defragmented_at                     time of the last defragmentation
     {root}/compaction/report                              summary of the last upkeep run
     {root}/workloads/{uuid}                               workload periods of a GPU (JSON)
@@ -204,6 +205,10 @@ class Keys:
     def rolled_marker(self, tier: str) -> str:
         """Up to where closed windows of a rollup tier were rolled up (store/closing.py)."""
         return f"{self.root}/compaction/rolled/{check_segment(tier, 'tier')}"
+
+    def rollup_layout(self, tier: str) -> str:
+        """The window (ms) a rollup tier's blocks were checked to fit (store/rollup_windows.py)."""
+        return f"{self.root}/compaction/layout/{check_segment(tier, 'tier')}"
 
     def defragmented_at(self) -> str:
         return f"{self.root}/compaction/defragmented_at"

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
 from celery import current_app
 from django.conf import settings
 from kombu.exceptions import OperationalError
@@ -34,8 +35,10 @@ from apps.ingest.parsing import Row, RowError, RowFacts
 from apps.ingest.workloads import RowWorkload, no_workload
 from store import default_keys
 from store.errors import Answer, StoreError
+from store.horizon import Horizon
 from store.jobs import new_job_id, new_upload_seq, save_job
 from store.keys import Keys, check_segment
+from store.tiers import tiers
 from workers import payload
 
 PERSIST_TASK = "workers.persist_chunk"
@@ -173,11 +176,7 @@ class Job:
                 count += 1
             self._chunker.finish()
         except Exception as exc:
-            self.closed = True
-            if self._saved:
-                self._update("failed", error=str(exc))
-                with contextlib.suppress(StoreError):
-                    save_job(self._keys, self.job)
+            self.fail(exc)
             raise
         if tally is None:
             accepted = count if accepted is None else accepted
@@ -185,6 +184,15 @@ class Job:
         self._current = None
         self._add(tally)
         return self._chunker.samples - before
+
+    def fail(self, exc: BaseException) -> None:
+        """Close the job: saved as failed with the counts so far when it was saved (best
+        effort: etcd may be why it failed)."""
+        self.closed = True
+        if self._saved:
+            self._update("failed", error=str(exc))
+            with contextlib.suppress(StoreError):
+                save_job(self._keys, self.job)
 
     def close(self) -> dict[str, Any] | None:
         """Save the final document; None when the job never enqueued a chunk (not written)."""
@@ -267,6 +275,12 @@ class JobSeries:
     the whole run would never be done. A job opened at t takes the sends until
     t + span; the first send after that, or `tick`, closes it. Thread-safe: the
     scraper's endpoint threads share one series (sends are serialized).
+
+    Each job checks its rows against the time policy as uploads do (store/horizon.py):
+    rows older than every tier keeps, counted back from their GPU's newest sample, are
+    refused and counted as rejected with the reason (`refused_as_too_old` counts them for
+    the whole series), and the job's document says at close, in `retention`, which rows
+    each tier keeps only as rollups. One batch check per GPU and send.
     """
 
     def __init__(
@@ -287,7 +301,9 @@ class JobSeries:
         self.last_job_id = ""
         self._clock = clock
         self._lock = threading.Lock()
+        self.refused_as_too_old = 0
         self._job: Job | None = None
+        self._horizon: Horizon | None = None
         self._opened = 0.0
 
     def send(
@@ -305,10 +321,25 @@ class JobSeries:
             if self._job is not None and self._clock() - self._opened >= self.span:
                 self._close_current()
             if self._job is None:
-                self._job = Job(source=self.source, cluster=self.cluster, fmt=self.fmt)
+                horizon = self._horizon = Horizon(default_keys(), tiers(), self.cluster)
+                self._job = Job(
+                    source=self.source,
+                    cluster=self.cluster,
+                    fmt=self.fmt,
+                    on_chunk=lambda chunk: _observe(horizon, chunk),
+                )
                 self._opened = self._clock()
-            job = self._job
+            job, horizon = self._job, self._horizon
+            assert horizon is not None
             try:
+                try:
+                    rows, refused = _within_horizon(list(rows), horizon)
+                except Exception as exc:  # etcd down reading the GPUs' newest samples
+                    job.fail(exc)
+                    raise
+                if refused:
+                    rejected, errors, accepted = _count_refused(refused, rejected, errors, accepted)
+                    self.refused_as_too_old += len(refused)
                 samples = job.send(
                     rows,
                     facts,
@@ -339,5 +370,58 @@ class JobSeries:
 
     def _close_current(self) -> None:
         job, self._job = self._job, None
+        if job is not None and self._horizon is not None:
+            job.job["retention"] = self._horizon.summary()
         if job is not None and job.close() is not None:
             self.jobs_closed += 1
+
+
+def _observe(horizon: Horizon, chunk: Chunk) -> None:
+    """Count a chunk's samples per GPU and raw window (the job's retention summary)."""
+    for gpu in chunk.gpus:
+        horizon.observe(str(gpu.facts["uuid"]), np.frombuffer(gpu.ts, dtype=np.int64))
+
+
+def _within_horizon(rows: list[Row], horizon: Horizon) -> tuple[list[Row], list[tuple[Row, str]]]:
+    """`rows` without those older than every tier keeps, and those with why. One
+    `Horizon.check_spans` for the send's GPUs; only a GPU whose rows span more than the
+    longest retention back from its newest sample is checked row by row (`check_rows`,
+    in the send's order)."""
+    if not rows:
+        return rows, []
+    uuids, codes = np.unique(np.array([r.uuid for r in rows]), return_inverse=True)
+    ts = np.fromiter((r.ts for r in rows), dtype=np.int64, count=len(rows))
+    order = np.argsort(codes, kind="stable")
+    starts = np.r_[0, np.flatnonzero(np.diff(codes[order])) + 1]
+    names = uuids.tolist()
+    safe = horizon.check_spans(
+        names, np.minimum.reduceat(ts[order], starts), np.maximum.reduceat(ts[order], starts)
+    )
+    if safe.all():
+        return rows, []
+    why: dict[int, str] = {}
+    for g in np.flatnonzero(~safe).tolist():
+        picked = order[starts[g] : starts[g + 1] if g + 1 < len(starts) else len(order)]
+        # no line numbers here: the reason names the GPU instead
+        lines = np.zeros(len(picked), dtype=np.int64)
+        mask, reasons = horizon.check_rows(names[g], ts[picked], lines)
+        why.update(zip(picked[mask].tolist(), (r for _, r in reasons), strict=True))
+    if not why:
+        return rows, []
+    return [r for i, r in enumerate(rows) if i not in why], [(rows[i], why[i]) for i in sorted(why)]
+
+
+def _count_refused(
+    refused: list[tuple[Row, str]],
+    rejected: int,
+    errors: Iterable[RowError],
+    accepted: int | None,
+) -> tuple[int, list[RowError], int | None]:
+    """The send's counts with the refused rows moved from accepted to rejected. When
+    `accepted` counts sample lines (scrape, remote write), a row stands for its values."""
+    room = max(settings.INGEST_MAX_ERRORS - len(errors := list(errors)), 0)
+    errors += [RowError(0, f"GPU {row.uuid}: {why}") for row, why in refused[:room]]
+    if accepted is None:
+        return rejected + len(refused), errors, None
+    lines = sum(max(len(row.values), 1) for row, _ in refused)
+    return rejected + lines, errors, max(accepted - lines, 0)

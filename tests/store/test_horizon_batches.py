@@ -47,3 +47,30 @@ def test_check_rows_refuses_the_same_rows_with_the_same_reasons(etcd_root, batch
         assert reasons == [(n, r) for n, r in zip(lines, expected, strict=True) if r is not None]
     assert cols_h.refused == rows_h.refused
     assert cols_h.summary() == rows_h.summary()
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(
+        st.lists(st.tuples(st.integers(0, 2), st.integers(-800, 40)), min_size=1, max_size=30),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_check_spans_then_rows_of_the_unsure_gpus_refuse_what_check_refuses(etcd_root, sends):
+    """What JobSeries does per send (apps/ingest/jobs.py): `check_spans` for every GPU, then
+    `check_rows` for the GPUs it is unsure of, refuses the rows `check` refuses one by one."""
+    from apps.ingest.jobs import _within_horizon
+    from apps.ingest.parsing import Row
+
+    keys = default_keys()
+    rows_h, spans_h = Horizon(keys, tiers()), Horizon(keys, tiers())
+    for send in sends:
+        rows = [Row(f"GPU-{g}", "h", BASE + d * DAY, [("m", 1.0)], []) for g, d in send]
+        expected = [rows_h.check(r.uuid, r.ts, At(0)) for r in rows]
+        kept, refused = _within_horizon(rows, spans_h)
+        assert kept == [r for r, why in zip(rows, expected, strict=True) if why is None]
+        assert [why for _, why in refused] == [why for why in expected if why is not None]
+    assert spans_h.refused == rows_h.refused

@@ -113,6 +113,7 @@ class Command(BaseCommand):
             f"({progress.rows / elapsed:,.0f} rows/s), {progress.errors} errors, "
             f"{series.jobs_closed} job(s)"
             + (f", last job {series.last_job_id}" if series.last_job_id else "")
+            + _refused(series)
         )
         for state in scraper.states.values():
             status = {True: "up", False: "down", None: "never scraped"}[state.up]
@@ -125,3 +126,9 @@ class Command(BaseCommand):
             )
         if progress.rows == 0 and progress.errors:
             raise CommandError("no endpoint gave any telemetry")
+
+
+def _refused(series: JobSeries) -> str:
+    """Rows the time policy refused (store/horizon.py), counted in their jobs too."""
+    n = series.refused_as_too_old
+    return f", {n} row(s) refused: older than every storage tier keeps" if n else ""

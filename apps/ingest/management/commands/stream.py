@@ -241,4 +241,11 @@ class Command(BaseCommand):
             f"{elapsed:.1f}s ({progress.rows / elapsed:,.0f} rows/s), {progress.errors} errors, "
             f"{series.jobs_closed} job(s)"
             + (f", last job {series.last_job_id}" if series.last_job_id else "")
+            + _refused(series)
         )
+
+
+def _refused(series: JobSeries) -> str:
+    """Rows the time policy refused (store/horizon.py), counted in their jobs too."""
+    n = series.refused_as_too_old
+    return f", {n} row(s) refused: older than every storage tier keeps" if n else ""
