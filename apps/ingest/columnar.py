@@ -89,6 +89,22 @@ class ColumnBatch:
     def __len__(self) -> int:
         return len(self.ts)
 
+    def as_rows(self) -> list[Row]:
+        """The batch as one Row per row (its samples in order; a GPU's facts row's fields
+        as fields, what its facts are read from): for a caller that must judge rows."""
+        rows: list[Row] = []
+        cuts = np.flatnonzero(np.diff(self.line)) + 1
+        starts, stops = [0, *cuts.tolist()], [*cuts.tolist(), len(self)]
+        metric, value = self.metric.tolist(), self.value.tolist()
+        for start, stop in zip(starts, stops, strict=True):
+            code = int(self.gpu[start])
+            facts = self.facts_rows[code]
+            values = [(self.names[metric[i]], value[i]) for i in range(start, stop)]
+            rows.append(
+                Row(self.uuids[code], facts.host, int(self.ts[start]), values, facts.fields)
+            )
+        return rows
+
     def rows_at(self, start: int, stop: int) -> ColumnBatch:
         """Samples `start` to `stop` (cut between rows: a row's samples stay together)."""
         return ColumnBatch(

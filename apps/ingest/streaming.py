@@ -111,28 +111,13 @@ class Batch:
 
     @property
     def rows(self) -> list[Row]:
-        """The batch as one Row per row (uuid, host, time, values; no raw fields): to
-        look at a batch, not to send it (the parts are sent)."""
+        """The batch as one Row per row (ColumnBatch.as_rows): to look at a batch, not
+        to send it (the parts are sent)."""
         return [row for part in self.parts for row in _rows_of(part)]
 
 
 def _rows_of(part: Part) -> list[Row]:
-    if isinstance(part, Row):
-        return [part]
-    rows: list[Row] = []
-    cuts = np.flatnonzero(np.diff(part.line)) + 1
-    bounds = zip([0, *cuts.tolist()], [*cuts.tolist(), len(part)], strict=True)
-    for start, stop in bounds:
-        code = int(part.gpu[start])
-        values = [
-            (part.names[m], v)
-            for m, v in zip(
-                part.metric[start:stop].tolist(), part.value[start:stop].tolist(), strict=True
-            )
-        ]
-        host = part.facts_rows[code].host
-        rows.append(Row(part.uuids[code], host, int(part.ts[start]), values, []))
-    return rows
+    return [part] if isinstance(part, Row) else part.as_rows()
 
 
 def _row_starts(part: ColumnBatch) -> np.ndarray:
