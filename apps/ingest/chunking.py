@@ -101,40 +101,49 @@ class Chunker:
         self._held += len(row.values)
 
     def add_batch(self, batch: ColumnBatch) -> None:
-        """Every sample of `batch`, each GPU's in batch order; facts from its facts row."""
+        """Every sample of `batch`, each GPU's in batch order; facts from its facts row.
+
+        The batch is put in GPU order once (numpy); the loop over GPUs then only
+        appends contiguous slices and notes each GPU's workload runs, their first
+        and last times taken for all runs at once (reduceat)."""
         if self._held and self._held + len(batch) > self._buffer_rows:
             self._flush()
+        if not len(batch):
+            return
         lookup = np.array([self._name(name) for name in batch.names], dtype=np.int64)
         order = np.argsort(batch.gpu, kind="stable")
         codes = batch.gpu[order]
-        cuts = np.flatnonzero(np.diff(codes)) + 1
-        for start, stop in zip([0, *cuts.tolist()], [*cuts.tolist(), len(codes)], strict=True):
+        ts = batch.ts[order].astype(np.int64)
+        value = batch.value[order].astype(np.float64)
+        metric = lookup[batch.metric[order]].astype(np.dtype(f"i{array('l').itemsize}"))
+        work = batch.work[order]
+        gpu_cuts = np.flatnonzero(codes[1:] != codes[:-1]) + 1
+        # a run: consecutive samples of one GPU with one workload (the periods noted)
+        runs = np.flatnonzero((codes[1:] != codes[:-1]) | (work[1:] != work[:-1])) + 1
+        run_starts = np.concatenate([[0], runs])
+        firsts = np.minimum.reduceat(ts, run_starts).tolist()
+        lasts = np.maximum.reduceat(ts, run_starts).tolist()
+        run_work = work[run_starts].tolist()
+        run_starts_list = run_starts.tolist()
+        starts = [0, *gpu_cuts.tolist()]
+        stops = [*starts[1:], len(codes)]
+        run = 0
+        for start, stop in zip(starts, stops, strict=True):
             code = int(codes[start])
             uuid = batch.uuids[code]
             buf = self._gpus.get(uuid)
             if buf is None:
                 buf = self._gpus[uuid] = GpuBuffer(self._facts(batch.facts_rows[code]))
-            picked = order[start:stop]
-            self._note_workloads(buf, batch, picked)
-            buf.ts.frombytes(batch.ts[picked].astype(np.int64).tobytes())
-            metric = lookup[batch.metric[picked]].astype(np.dtype(f"i{buf.metric.itemsize}"))
-            buf.metric.frombytes(metric.tobytes())
-            buf.value.frombytes(batch.value[picked].astype(np.float64).tobytes())
+            while run < len(run_starts_list) and run_starts_list[run] < stop:
+                labels = batch.workloads[run_work[run]]
+                workloads.note_span(buf.periods, firsts[run], lasts[run], labels)
+                run += 1
+            buf.ts.frombytes(ts[start:stop].tobytes())
+            buf.metric.frombytes(metric[start:stop].tobytes())
+            buf.value.frombytes(value[start:stop].tobytes())
         self._held += len(batch)
         if self._held >= self._buffer_rows:
             self._flush()
-
-    @staticmethod
-    def _note_workloads(buf: GpuBuffer, batch: ColumnBatch, picked: np.ndarray) -> None:
-        """The workload periods of a GPU's samples, a run of equal workloads at a time
-        (the same periods as noting each row)."""
-        work, ts = batch.work[picked], batch.ts[picked]
-        cuts = np.flatnonzero(np.diff(work)) + 1
-        for start, stop in zip([0, *cuts.tolist()], [*cuts.tolist(), len(work)], strict=True):
-            labels = batch.workloads[int(work[start])]
-            run = ts[start:stop]
-            workloads.note(buf.periods, int(run.min()), labels)
-            workloads.note(buf.periods, int(run.max()), labels)
 
     def _name(self, name: str) -> int:
         ix = self._name_ix.get(name)

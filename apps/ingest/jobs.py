@@ -31,6 +31,7 @@ from django.conf import settings
 from kombu.exceptions import OperationalError
 
 from apps.ingest.chunking import Chunk, Chunker
+from apps.ingest.columnar import ColumnBatch
 from apps.ingest.parsing import Row, RowError, RowFacts
 from apps.ingest.workloads import RowWorkload, no_workload
 from store import default_keys
@@ -382,13 +383,20 @@ def _observe(horizon: Horizon, chunk: Chunk) -> None:
         horizon.observe(str(gpu.facts["uuid"]), np.frombuffer(gpu.ts, dtype=np.int64))
 
 
-def _within_horizon(rows: list[Row], horizon: Horizon) -> tuple[list[Row], list[tuple[Row, str]]]:
-    """`rows` without those older than every tier keeps, and those with why. One
-    `Horizon.check_spans` for the send's GPUs; only a GPU whose rows span more than the
-    longest retention back from its newest sample is checked row by row (`check_rows`,
-    in the send's order)."""
-    if not rows:
-        return rows, []
+def _within_horizon(
+    parts: list[Row | ColumnBatch], horizon: Horizon
+) -> tuple[list[Row | ColumnBatch], list[tuple[Row, str]]]:
+    """`parts` without the rows older than every tier keeps, and those rows with why. One
+    `Horizon.check_spans` for the send's GPUs (on columns for the columnar parser's
+    batches); only when a GPU's rows span more than the longest retention back from its
+    newest sample are the parts taken as rows (ColumnBatch.as_rows) and that GPU checked
+    row by row (`check_rows`, in the send's order)."""
+    if not parts:
+        return parts, []
+    columnar = any(isinstance(p, ColumnBatch) for p in parts)
+    if columnar and horizon.check_spans(*_spans(parts)).all():
+        return parts, []
+    rows = [r for p in parts for r in ([p] if isinstance(p, Row) else p.as_rows())]
     uuids, codes = np.unique(np.array([r.uuid for r in rows]), return_inverse=True)
     ts = np.fromiter((r.ts for r in rows), dtype=np.int64, count=len(rows))
     order = np.argsort(codes, kind="stable")
@@ -398,7 +406,7 @@ def _within_horizon(rows: list[Row], horizon: Horizon) -> tuple[list[Row], list[
         names, np.minimum.reduceat(ts[order], starts), np.maximum.reduceat(ts[order], starts)
     )
     if safe.all():
-        return rows, []
+        return rows, []  # type: ignore[return-value]
     why: dict[int, str] = {}
     for g in np.flatnonzero(~safe).tolist():
         picked = order[starts[g] : starts[g + 1] if g + 1 < len(starts) else len(order)]
@@ -409,6 +417,28 @@ def _within_horizon(rows: list[Row], horizon: Horizon) -> tuple[list[Row], list[
     if not why:
         return rows, []
     return [r for i, r in enumerate(rows) if i not in why], [(rows[i], why[i]) for i in sorted(why)]
+
+
+def _spans(parts: list[Row | ColumnBatch]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The GPUs of `parts` with the first and last time of their samples."""
+    uuids: list[str] = []
+    times: list[np.ndarray] = []
+    for p in parts:
+        if isinstance(p, Row):
+            uuids.append(p.uuid)
+            times.append(np.array([p.ts], dtype=np.int64))
+        else:
+            uuids.extend(np.array(p.uuids, dtype=object)[p.gpu].tolist())
+            times.append(p.ts.astype(np.int64))
+    names, codes = np.unique(np.array(uuids), return_inverse=True)
+    ts = np.concatenate(times)
+    order = np.argsort(codes, kind="stable")
+    starts = np.r_[0, np.flatnonzero(np.diff(codes[order])) + 1]
+    return (
+        names.tolist(),
+        np.minimum.reduceat(ts[order], starts),
+        np.maximum.reduceat(ts[order], starts),
+    )
 
 
 def _count_refused(

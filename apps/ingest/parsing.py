@@ -164,6 +164,13 @@ class _Peekable(io.RawIOBase):
         return len(data)
 
 
+def is_gzip(binary: BinaryIO) -> bool:
+    """Whether `binary` (from open_binary) inflates gzip: its reads can fail midway."""
+    return isinstance(binary, gzip.GzipFile) or isinstance(
+        getattr(binary, "raw", None), _CappedReader
+    )
+
+
 def open_binary(
     raw: BinaryIO, max_decompressed: int | None = None, max_ratio: int | None = None
 ) -> BinaryIO:

@@ -22,14 +22,16 @@ import zlib
 from argparse import ArgumentParser
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
+import numpy as np
 from django.conf import settings
 from django.core.management.base import CommandError
 
-from apps.ingest.parsing import Parser, Row, RowError, RowFacts, open_text
+from apps.ingest.columnar import ColumnarParser, ColumnBatch
+from apps.ingest.parsing import Parser, Row, RowError, RowFacts, open_binary, text_of
 from timeparse.durations import parse_duration
 
 
@@ -85,28 +87,60 @@ class Shard:
         return f"{self.index}/{self.count}"
 
 
+Part = Row | ColumnBatch  # what a batch holds: the columnar parser's samples, or rows
+
+
 @dataclass
 class Batch:
-    """Up to `batch_size` rows of this shard, with the rows rejected while reading them."""
+    """Up to `batch_size` rows of this shard, with the rows rejected while reading them.
 
-    rows: list[Row]
+    `parts` are what the parser yielded (slices of its ColumnBatches, cut between
+    rows, and Row objects once the row parser reads), sent to the Chunker as they
+    are; `count` is how many rows they hold. A row of DCGM blanks only holds no
+    sample: the columnar parser accepts it but yields nothing of it, so it is not
+    counted here (it is never sent).
+    """
+
+    parts: list[Part]
+    count: int
     facts: RowFacts
     pass_no: int
     number: int
     rejected: int = 0
     errors: list[RowError] = field(default_factory=list)
 
+    @property
+    def rows(self) -> list[Row]:
+        """The batch as one Row per row (ColumnBatch.as_rows): to look at a batch, not
+        to send it (the parts are sent)."""
+        return [row for part in self.parts for row in _rows_of(part)]
+
+
+def _rows_of(part: Part) -> list[Row]:
+    return [part] if isinstance(part, Row) else part.as_rows()
+
+
+def _row_starts(part: ColumnBatch) -> np.ndarray:
+    """Where each row's samples start (a wide row's samples share its line, in row order)."""
+    if not len(part):
+        return np.zeros(0, dtype=np.int64)
+    return np.concatenate([[0], np.flatnonzero(np.diff(part.line)) + 1])
+
 
 class Replay:
     """Iterate to get the file's rows as batches, pass after pass when `loop` is on.
 
-    The file is opened again for every pass (a file replaced between passes is
-    read anew); a GPU's facts come from its first row in the pass. The last
-    batch of a pass may be short: a batch never mixes two passes. Rejected rows
-    are counted in the batch that was being filled when they were read (each
-    shard counts them: a bad row may have no uuid). Raises
-    HeaderError or OSError when constructed (the file is checked at once), and
-    NoRowsInShard from a pass that gave this shard no row (looping would spin).
+    The file is read by the uploads' parser (apps/ingest/columnar.py: Arrow on every
+    core, the row parser for what it doubts, same rules and messages; the row parser
+    alone with INGEST_PARSER=rows) and opened
+    again for every pass (a file replaced between passes is read anew); a GPU's
+    facts come from its first row in the pass. The last batch of a pass may be
+    short: a batch never mixes two passes. Rejected rows are counted in the batch
+    that was being filled when they were read (the columnar parser judges a block
+    of rows at once: its rejections land in the first batch cut from it; each shard
+    counts them: a bad row may have no uuid). Raises HeaderError or OSError when
+    constructed (the file is checked at once), and NoRowsInShard from a pass that
+    gave this shard no row (looping would spin).
     """
 
     def __init__(
@@ -122,8 +156,12 @@ class Replay:
         with open(path, "rb") as raw:
             self.format = self._parser(raw).format
 
-    def _parser(self, raw: Any) -> Parser:
-        return Parser(open_text(raw), max_errors=settings.INGEST_MAX_ERRORS)
+    def _parser(self, raw: Any) -> ColumnarParser | Parser:
+        # the uploads' parser, and like them the row parser alone with INGEST_PARSER=rows
+        binary = open_binary(raw)
+        if settings.INGEST_PARSER == "rows":
+            return Parser(text_of(binary), max_errors=settings.INGEST_MAX_ERRORS)
+        return ColumnarParser(binary, max_errors=settings.INGEST_MAX_ERRORS)
 
     def __iter__(self) -> Iterator[Batch]:
         pass_no = 0
@@ -131,7 +169,7 @@ class Replay:
             pass_no += 1
             rows = 0
             for batch in self._one_pass(pass_no):
-                rows += len(batch.rows)
+                rows += batch.count
                 yield batch
             if rows == 0:
                 raise NoRowsInShard(
@@ -155,55 +193,85 @@ class Replay:
                 return found
 
             owned: dict[str, bool] = {}
-            rows: list[Row] = []
+
+            def mine(uuid: str) -> bool:
+                found = owned.get(uuid)
+                if found is None:
+                    found = owned[uuid] = self.shard.owns(uuid)
+                return found
+
+            parts: list[Part] = []
+            count = 0
             number = 0
             rejected_before, errors_before = 0, 0
-            for row in parser:
-                mine = owned.get(row.uuid)
-                if mine is None:
-                    mine = owned[row.uuid] = self.shard.owns(row.uuid)
-                if not mine:
-                    continue
-                rows.append(row)
-                if len(rows) >= self.batch_size:
-                    number += 1
-                    yield Batch(
-                        rows,
-                        facts,
-                        pass_no,
-                        number,
-                        parser.rejected - rejected_before,
-                        parser.errors[errors_before:],
-                    )
-                    rows = []
-                    rejected_before, errors_before = parser.rejected, len(parser.errors)
-            if rows or parser.rejected > rejected_before:
-                yield Batch(
-                    rows,
+
+            def cut() -> Batch:
+                nonlocal parts, count, number, rejected_before, errors_before
+                number += 1
+                batch = Batch(
+                    parts,
+                    count,
                     facts,
                     pass_no,
-                    number + 1,
+                    number,
                     parser.rejected - rejected_before,
                     parser.errors[errors_before:],
                 )
+                parts, count = [], 0
+                rejected_before, errors_before = parser.rejected, len(parser.errors)
+                return batch
+
+            for item in parser:
+                if isinstance(item, Row):
+                    if mine(item.uuid):
+                        parts.append(item)
+                        count += 1
+                        if count >= self.batch_size:
+                            yield cut()
+                    continue
+                owns = np.array([mine(u) for u in item.uuids], dtype=bool)
+                piece = item if owns.all() else item.without(~owns[item.gpu])
+                starts = _row_starts(piece)
+                at = 0
+                while at < len(starts):
+                    take = min(self.batch_size - count, len(starts) - at)
+                    stop = int(starts[at + take]) if at + take < len(starts) else len(piece)
+                    parts.append(piece.rows_at(int(starts[at]), stop))
+                    count += take
+                    at += take
+                    if count >= self.batch_size:
+                        yield cut()
+            if parts or parser.rejected > rejected_before:
+                yield cut()
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def stamp(rows: list[Row], ts: int) -> list[Row]:
-    """The rows with their time replaced by `ts` (the whole batch gets one time)."""
-    return [row._replace(ts=ts) for row in rows]
+def stamp(parts: list[Part], ts: int) -> list[Part]:
+    """The parts with their time replaced by `ts` (the whole batch gets one time)."""
+    return [
+        part._replace(ts=ts)
+        if isinstance(part, Row)
+        else replace(part, ts=np.full(len(part), ts, dtype=np.int64))
+        for part in parts
+    ]
 
 
-def repeats(rows: list[Row]) -> int:
-    """Samples of a GPU metric already in `rows`: one stamp for all keeps only the last."""
+def repeats(parts: list[Part]) -> int:
+    """Samples of a GPU metric already in `parts`: one stamp for all keeps only the last."""
     seen: set[tuple[str, str]] = set()
     repeated = 0
-    for row in rows:
-        for name, _ in row.values:
-            key = (row.uuid, name)
+    for part in parts:
+        if isinstance(part, Row):
+            pairs = [(part.uuid, name) for name, _ in part.values]
+        else:
+            pairs = [
+                (part.uuids[g], part.names[m])
+                for g, m in zip(part.gpu.tolist(), part.metric.tolist(), strict=True)
+            ]
+        for key in pairs:
             if key in seen:
                 repeated += 1
             else:

@@ -36,6 +36,16 @@ def note(periods: list[Period], ts: int, labels: dict) -> None:
         periods.append([ts, ts, labels])
 
 
+def note_span(periods: list[Period], first: int, last: int, labels: dict) -> None:
+    """`note(first)` then `note(last)`: rows from `first` to `last`, all with `labels`."""
+    if periods and periods[-1][2] == labels:
+        period = periods[-1]
+        period[0] = min(period[0], first)
+        period[1] = max(period[1], last)
+    else:
+        periods.append([first, last, labels])
+
+
 def within(periods: list[Period], first: int, last: int) -> list[Period]:
     """The periods overlapping [first, last], cut to it (a chunk's share of a buffer)."""
     return [[max(s, first), min(e, last), lb] for s, e, lb in periods if s <= last and e >= first]

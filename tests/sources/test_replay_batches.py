@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from apps.ingest.columnar import ColumnBatch
 from apps.ingest.formats import HeaderError
-from apps.ingest.parsing import Row
+from apps.ingest.parsing import Parser, Row, open_text
 from apps.ingest.scraping import Backoff, normalize_url
 from apps.ingest.streaming import NoRowsInShard, Progress, Replay, Shard, repeats, stamp
 from tools.generate_sample import write
@@ -207,3 +208,25 @@ def test_the_status_is_rewritten_in_place_on_a_tty():
     assert out.getvalue().endswith(f"\r\x1b[K\r{line}\x1b[K")
     progress.finish()
     assert out.getvalue().endswith("\n")
+
+
+@pytest.mark.parametrize("fmt", ["long", "wide"])
+def test_replay_reads_with_the_uploads_parser_and_gives_the_row_parsers_rows(tmp_path, fmt):
+    path = tmp_path / f"{fmt}.csv"
+    write(path, hosts=2, gpus_per_host=3, samples=4, seed=5, fmt=fmt)
+    lines = path.read_text().splitlines()
+    lines[2] = lines[2].replace("2025-07-18T20:00:00Z", "not a time", 1)  # one refused row
+    path.write_text("\n".join(lines) + "\n")
+    with open(path, "rb") as raw:
+        parser = Parser(open_text(raw))
+        want = sorted((r.uuid, r.ts, tuple(r.values)) for r in parser if r.values)
+    assert parser.rejected == 1
+    got, rejected = [], 0
+    for index in range(2):
+        for batch in replay(path, batch_size=7, shard=Shard(index, 2)):
+            assert batch.count == len(batch.rows) <= 7  # a wide row's samples stay in one row
+            assert isinstance(batch.parts[0], ColumnBatch)  # the columnar path, not rows
+            got += [(r.uuid, r.ts, tuple(r.values)) for r in batch.rows]
+            rejected += batch.rejected
+    assert sorted(got) == want  # every row once, across the shards, with its values
+    assert rejected == 2  # each shard counts the refused row

@@ -157,14 +157,14 @@ class Command(BaseCommand):
                 return "stopped"
             if not self._send(batch, series, progress, opts["timestamps"] == "now"):
                 return "stopped (the batch in hand could not be sent)"
-            if batch.rows:
+            if batch.count:
                 self._batches += 1
                 if opts["max_batches"] is not None and self._batches >= opts["max_batches"]:
                     return f"{self._batches} batches sent"
             upcoming = self._next(batches)
             if upcoming is None:
                 return "end of the file"
-            if batch.rows:
+            if batch.count:
                 due = max(due + interval, time.monotonic())  # late: no burst to catch up
                 self._wait(due, series, progress)
             batch = upcoming
@@ -196,7 +196,7 @@ class Command(BaseCommand):
         """
         delay = RETRY_FIRST_S
         while True:
-            rows = batch.rows
+            rows = batch.parts
             if stamp_now:
                 repeated = repeats(rows)
                 if repeated and not self._warned:
@@ -208,7 +208,13 @@ class Command(BaseCommand):
                     )
                 rows = stamp(rows, now_ms())
             try:
-                series.send(rows, batch.facts, rejected=batch.rejected, errors=batch.errors)
+                series.send(
+                    rows,
+                    batch.facts,
+                    rejected=batch.rejected,
+                    errors=batch.errors,
+                    accepted=batch.count,
+                )
             except (KombuOperationalError, StoreError) as exc:
                 progress.count(errors=1)
                 progress.note(
@@ -219,7 +225,7 @@ class Command(BaseCommand):
                     return False
                 delay = min(delay * 2, RETRY_MAX_S)
                 continue
-            progress.count(rows=len(batch.rows))
+            progress.count(rows=batch.count)
             if batch.rejected:
                 progress.note(
                     f"stream: pass {batch.pass_no}: {batch.rejected} row(s) rejected"
