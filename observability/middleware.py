@@ -22,7 +22,10 @@ def _observe(request: Any, status: int, started: float) -> None:
     HTTP_SECONDS.labels(request.method, route).observe(time.perf_counter() - started)
 
 
-class RequestMetricsMiddleware:
+class DualStackMiddleware:
+    """Base of a middleware that runs in Django's sync and async stacks alike: Django picks
+    the stack from `is_async`; subclasses define `call` (sync) and `_acall` (async)."""
+
     sync_capable = True
     async_capable = True
 
@@ -33,8 +36,17 @@ class RequestMetricsMiddleware:
             markcoroutinefunction(self)
 
     def __call__(self, request: Any) -> Any:
-        if self.is_async:
-            return self._acall(request)
+        return self._acall(request) if self.is_async else self.call(request)
+
+    def call(self, request: Any) -> Any:
+        raise NotImplementedError
+
+    async def _acall(self, request: Any) -> Any:
+        raise NotImplementedError
+
+
+class RequestMetricsMiddleware(DualStackMiddleware):
+    def call(self, request: Any) -> Any:
         started = time.perf_counter()
         response = self.get_response(request)
         _observe(request, response.status_code, started)
@@ -47,4 +59,4 @@ class RequestMetricsMiddleware:
         return response
 
 
-__all__ = ["RequestMetricsMiddleware"]
+__all__ = ["DualStackMiddleware", "RequestMetricsMiddleware"]

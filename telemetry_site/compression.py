@@ -19,9 +19,11 @@ from typing import Any, Protocol
 
 import brotli
 import zstandard
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponseBase
 from django.utils.cache import patch_vary_headers
+
+from observability.middleware import DualStackMiddleware
 
 MIN_SIZE = 1024  # below this the headers cost more than compression saves
 _OFF_LOOP_SIZE = 256 * 1024
@@ -156,21 +158,10 @@ async def _async_pieces(content: AsyncIterator[bytes], encoder: _Stream) -> Asyn
     yield encoder.finish()
 
 
-class CompressionMiddleware:
+class CompressionMiddleware(DualStackMiddleware):
     """Applies `compress` to every response (sync and async stacks)."""
 
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response: Callable[[Any], Any]) -> None:
-        self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
-
-    def __call__(self, request: HttpRequest) -> Any:
-        if self.is_async:
-            return self._acall(request)
+    def call(self, request: HttpRequest) -> Any:
         return compress(request, self.get_response(request))
 
     async def _acall(self, request: HttpRequest) -> Any:
