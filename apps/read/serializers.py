@@ -67,7 +67,10 @@ class LimitField(serializers.Field):
 class GpuListParams(serializers.Serializer):
     cluster = serializers.CharField(required=False, max_length=200)
     host = serializers.CharField(required=False, max_length=200)
-    model = serializers.CharField(required=False, max_length=200)
+    # any text but NUL, as the schema says: a blank or whitespace model is a filter like any other
+    model = serializers.CharField(
+        required=False, max_length=200, allow_blank=True, trim_whitespace=False
+    )
 
 
 class TelemetryParams(serializers.Serializer):
