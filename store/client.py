@@ -12,11 +12,12 @@ from __future__ import annotations
 import functools
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pyetcd
 from django.conf import settings
+from pyetcd import etcdrpc
 from pyetcd import exceptions as etcd_exc
 
 from store import shards
@@ -51,9 +52,26 @@ class _Client(pyetcd.MultiEndpointEtcd3Client):
     because every write the store sends is idempotent or guarded by compares.
     """
 
+    @pyetcd.MultiEndpointEtcd3Client._handle_errors
+    def keys_in_ranges_response(self, ranges: Sequence[tuple[str, str]]) -> Any:
+        """One transaction of keys-only range reads (pyetcd's transaction Get has no
+        keys_only); the answer's `responses[i].response_range.kvs` are range i's keys."""
+        ops = [
+            etcdrpc.RequestOp(
+                request_range=self._build_get_range_request(start, end, keys_only=True)
+            )
+            for start, end in ranges
+        ]
+        return self.kvstub.Txn(
+            etcdrpc.TxnRequest(compare=[], success=ops, failure=[]),
+            self.timeout,
+            credentials=self.call_credentials,
+            metadata=self.metadata,
+        )
+
 
 def _once_more_elsewhere(name: str) -> Callable[..., Any]:
-    method = getattr(pyetcd.MultiEndpointEtcd3Client, name)
+    method = getattr(_Client, name)  # pyetcd's, or one of ours above
 
     @functools.wraps(method)
     def call(self: _Client, *args: Any, **kwargs: Any) -> Any:
@@ -77,6 +95,7 @@ for _name in (
     "delete_prefix",
     "status",
     "transaction",
+    "keys_in_ranges_response",
     "lease",
     "revoke_lease",
     "defragment",

@@ -6,7 +6,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import grpc
 import pyetcd
@@ -254,8 +254,9 @@ def put_batches(items: Sequence[tuple[str, bytes]]) -> int:
     return batches
 
 
-@dataclass(frozen=True, slots=True)
-class KeyInfo:
+class KeyInfo(NamedTuple):
+    """A key and its mod revision (a tuple: a fleet's plan makes thousands of them)."""
+
     key: str
     mod_revision: int
 
@@ -267,6 +268,20 @@ def keys_in_range(start: str, end: str, min_mod_revision: int | None = None) -> 
             start, end, keys_only=True, min_mod_revision=min_mod_revision
         )
     return [KeyInfo(kv.key.decode(), kv.mod_revision) for kv in response.kvs]
+
+
+def keys_in_ranges(ranges: Sequence[tuple[str, str]]) -> list[list[KeyInfo]]:
+    """Keys (no values) of several [start, end) ranges: one transaction per MAX_TXN_OPS
+    ranges, each at one revision (a fleet's block plans in one round trip, not one each)."""
+    out: list[list[KeyInfo]] = []
+    for i in range(0, len(ranges), MAX_TXN_OPS):
+        with translated("keys_in_ranges"):
+            response = client.get().keys_in_ranges_response(ranges[i : i + MAX_TXN_OPS])
+        out += [
+            [KeyInfo(kv.key.decode(), kv.mod_revision) for kv in r.response_range.kvs]
+            for r in response.responses
+        ]
+    return out
 
 
 def prefix_end(prefix: str) -> str:

@@ -6,6 +6,7 @@ until they have a page.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from collections import defaultdict
@@ -19,7 +20,7 @@ from store import kv, shards
 from store.cache import shared as shared_cache
 from store.codec import Samples, decode_block, merge
 from store.errors import NotFound
-from store.keys import Keys, window_span
+from store.keys import MAX_TS, Keys, window_span
 from store.order import block_order, merge_blocks
 from store.rollup import Buckets, aggregate, concat, decode_rollup, rebucket, select
 from store.tiers import Tier
@@ -375,26 +376,129 @@ def _trim(b: Buckets, first: int, end: int) -> Buckets:
     return select(b, (b.ts >= first) & (b.ts <= end))
 
 
+@dataclass(frozen=True)
+class Column:
+    """One metric's samples out of a set of blocks, sorted by time (kept whole in the cache)."""
+
+    ts: np.ndarray
+    value: np.ndarray
+
+
+_EMPTY = Column(np.zeros(0, np.int64), np.zeros(0))
+
+
+def plan_blocks(
+    keys: Keys, uuids: Sequence[str], start: int, end: int, window_ms: int
+) -> dict[str, list[kv.KeyInfo]]:
+    """Each GPU's block keys that may overlap [start, end] (the current shard): one keys-only
+    transaction per 120 GPUs, where `read_series` alone plans a GPU per round trip."""
+    ranges = [keys.block_range(u, start, end, window_ms) for u in uuids]
+    return dict(zip(uuids, kv.keys_in_ranges(ranges), strict=True))
+
+
 def read_series(
-    keys: Keys, uuid: str, start: int, end: int, window_ms: int, metrics: Sequence[str]
+    keys: Keys,
+    uuid: str,
+    start: int,
+    end: int,
+    window_ms: int,
+    metrics: Sequence[str],
+    planned: list[kv.KeyInfo] | None = None,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{metric: (ts, values)} of the wanted metrics in [start, end], sorted by time.
 
-    Window by window as `iter_raw` reads them (the block cache, one consistent
-    read per window); windows are disjoint in time, so a metric's series is the
-    concatenation of its parts, with no re-sort. Memory follows [start, end].
+    One keys-only read plans the blocks (`planned`: already read by `plan_blocks`).
+    Each metric's column over exactly those blocks is kept in the block cache under a
+    digest of their keys and revisions: block keys name their content, so a plan seen
+    again (a dashboard refreshing) is answered without a block read or a Python loop
+    over windows. Else window by window as `iter_raw` reads them (the block cache, one
+    consistent read per window); windows are disjoint in time, so a metric's column is
+    the concatenation of its parts, with no re-sort. Memory follows [start, end].
+    The arrays returned are read-only (shared with the cache).
     """
+    infos = (
+        planned
+        if planned is not None
+        else kv.keys_in_range(*keys.block_range(uuid, start, end, window_ms))
+    )
+    names = _column_names(keys, uuid, infos, metrics)
+    cache = shared_cache()
+    columns = {m: cache.get(name) if name else _EMPTY for m, name in names.items()}
+    todo = [m for m, col in columns.items() if col is None]
+    if todo:
+        built = _columns(keys.blocks_prefix(uuid), infos, window_ms, todo)
+        for m, col in built.items():
+            cache.put(names[m], col)
+            columns[m] = col
+    return {m: _clip_column(col, start, end) for m, col in columns.items()}  # type: ignore[arg-type]
+
+
+def cached_series(
+    keys: Keys,
+    uuid: str,
+    start: int,
+    end: int,
+    metrics: Sequence[str],
+    planned: list[kv.KeyInfo],
+) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+    """What `read_series` answers for this plan when the cache holds every metric's column,
+    else None (nothing is read): callers read the misses in parallel."""
+    cache = shared_cache()
+    out = {}
+    for m, name in _column_names(keys, uuid, planned, metrics).items():
+        col = cache.get(name) if name else _EMPTY
+        if col is None:
+            return None
+        out[m] = _clip_column(col, start, end)
+    return out
+
+
+def _column_names(
+    keys: Keys, uuid: str, infos: list[kv.KeyInfo], metrics: Sequence[str]
+) -> dict[str, str]:
+    """The cache key of each metric's column over these blocks ("" when there are none)."""
+    if not infos:
+        return dict.fromkeys(metrics, "")
+    base = f"{keys.blocks_prefix(uuid)}columns/{_plan_digest(infos)}/"
+    return {m: base + m for m in metrics}
+
+
+def _plan_digest(infos: list[kv.KeyInfo]) -> str:
+    """Names the content of these blocks: their keys (which end in a content digest) and
+    revisions (which order equal uploads when merged)."""
+    text = "\n".join([f"{key} {revision}" for key, revision in infos])
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def _columns(
+    prefix: str, infos: list[kv.KeyInfo], window_ms: int, metrics: Sequence[str]
+) -> dict[str, Column]:
+    """Each metric's samples in every planned block, window by window (merged, newest
+    upload wins), concatenated: windows are disjoint in time."""
+    windows = _by_window(infos, window_ms, 0, MAX_TS)
     parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {m: [] for m in metrics}
-    for samples in iter_raw(keys, uuid, start, end, window_ms):
-        for metric in metrics:
-            if metric in samples.names:
-                sel = samples.metric == samples.names.index(metric)
-                parts[metric].append((samples.ts[sel], samples.value[sel]))
+    order = sorted(windows)
+    for g in range(0, len(order), _WINDOWS_PER_FETCH):
+        group = order[g : g + _WINDOWS_PER_FETCH]
+        fetched = _fetch_missing([i for w in group for i in windows[w]])
+        for w in group:
+            samples = _window(prefix, w, window_ms, windows[w], fetched)
+            for metric in metrics:
+                if metric in samples.names:
+                    sel = samples.metric == samples.names.index(metric)
+                    parts[metric].append((samples.ts[sel], samples.value[sel]))
     return {
-        m: (
-            (np.concatenate([p[0] for p in got]), np.concatenate([p[1] for p in got]))
-            if got
-            else (np.zeros(0, np.int64), np.zeros(0))
-        )
+        m: Column(np.concatenate([p[0] for p in got]), np.concatenate([p[1] for p in got]))
+        if got
+        else _EMPTY
         for m, got in parts.items()
     }
+
+
+def _clip_column(col: Column, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
+    ts = col.ts
+    if not len(ts) or (ts[0] >= start and ts[-1] <= end):
+        return ts, col.value
+    lo = int(np.searchsorted(ts, start, side="left"))
+    hi = int(np.searchsorted(ts, end, side="right"))
+    return ts[lo:hi], col.value[lo:hi]
