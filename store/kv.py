@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -270,17 +272,33 @@ def keys_in_range(start: str, end: str, min_mod_revision: int | None = None) -> 
     return [KeyInfo(kv.key.decode(), kv.mod_revision) for kv in response.kvs]
 
 
-def keys_in_ranges(ranges: Sequence[tuple[str, str]]) -> list[list[KeyInfo]]:
-    """Keys (no values) of several [start, end) ranges: one transaction per MAX_TXN_OPS
-    ranges, each at one revision (a fleet's block plans in one round trip, not one each)."""
-    out: list[list[KeyInfo]] = []
+class Listing:
+    """The keys (no values) of one range read, and a digest naming exactly those keys and
+    their revisions. The keys are decoded only when asked for: a reader whose cache holds
+    what the digest names never needs them (decoding 1,600 keys costs ~1 ms)."""
+
+    def __init__(self, response: Any) -> None:
+        self._kvs = response.kvs
+        # the range's header carries the store revision, which moves on every write
+        response.ClearField("header")
+        self.digest = hashlib.blake2b(response.SerializeToString(), digest_size=16).hexdigest()
+
+    @functools.cached_property
+    def infos(self) -> list[KeyInfo]:
+        return [KeyInfo(kv.key.decode(), kv.mod_revision) for kv in self._kvs]
+
+    def __len__(self) -> int:
+        return len(self._kvs)
+
+
+def keys_in_ranges(ranges: Sequence[tuple[str, str]]) -> list[Listing]:
+    """The keys of several [start, end) ranges: one transaction per MAX_TXN_OPS ranges,
+    each at one revision (a fleet's block plans in one round trip, not one each)."""
+    out: list[Listing] = []
     for i in range(0, len(ranges), MAX_TXN_OPS):
         with translated("keys_in_ranges"):
             response = client.get().keys_in_ranges_response(ranges[i : i + MAX_TXN_OPS])
-        out += [
-            [KeyInfo(kv.key.decode(), kv.mod_revision) for kv in r.response_range.kvs]
-            for r in response.responses
-        ]
+        out += [Listing(r.response_range) for r in response.responses]
     return out
 
 

@@ -6,7 +6,6 @@ until they have a page.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from collections import defaultdict
@@ -389,7 +388,7 @@ _EMPTY = Column(np.zeros(0, np.int64), np.zeros(0))
 
 def plan_blocks(
     keys: Keys, uuids: Sequence[str], start: int, end: int, window_ms: int
-) -> dict[str, list[kv.KeyInfo]]:
+) -> dict[str, kv.Listing]:
     """Each GPU's block keys that may overlap [start, end] (the current shard): one keys-only
     transaction per 120 GPUs, where `read_series` alone plans a GPU per round trip."""
     ranges = [keys.block_range(u, start, end, window_ms) for u in uuids]
@@ -403,7 +402,7 @@ def read_series(
     end: int,
     window_ms: int,
     metrics: Sequence[str],
-    planned: list[kv.KeyInfo] | None = None,
+    planned: kv.Listing | None = None,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{metric: (ts, values)} of the wanted metrics in [start, end], sorted by time.
 
@@ -416,17 +415,14 @@ def read_series(
     the concatenation of its parts, with no re-sort. Memory follows [start, end].
     The arrays returned are read-only (shared with the cache).
     """
-    infos = (
-        planned
-        if planned is not None
-        else kv.keys_in_range(*keys.block_range(uuid, start, end, window_ms))
-    )
-    names = _column_names(keys, uuid, infos, metrics)
+    if planned is None:
+        planned = plan_blocks(keys, [uuid], start, end, window_ms)[uuid]
+    names = _column_names(keys, uuid, planned, metrics)
     cache = shared_cache()
     columns = {m: cache.get(name) if name else _EMPTY for m, name in names.items()}
     todo = [m for m, col in columns.items() if col is None]
     if todo:
-        built = _columns(keys.blocks_prefix(uuid), infos, window_ms, todo)
+        built = _columns(keys.blocks_prefix(uuid), planned.infos, window_ms, todo)
         for m, col in built.items():
             cache.put(names[m], col)
             columns[m] = col
@@ -439,7 +435,7 @@ def cached_series(
     start: int,
     end: int,
     metrics: Sequence[str],
-    planned: list[kv.KeyInfo],
+    planned: kv.Listing,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
     """What `read_series` answers for this plan when the cache holds every metric's column,
     else None (nothing is read): callers read the misses in parallel."""
@@ -454,20 +450,15 @@ def cached_series(
 
 
 def _column_names(
-    keys: Keys, uuid: str, infos: list[kv.KeyInfo], metrics: Sequence[str]
+    keys: Keys, uuid: str, planned: kv.Listing, metrics: Sequence[str]
 ) -> dict[str, str]:
-    """The cache key of each metric's column over these blocks ("" when there are none)."""
-    if not infos:
+    """The cache key of each metric's column over the planned blocks ("" when there are
+    none). The listing's digest names its keys, which end in a digest of their content,
+    and their revisions, which order equal uploads when merged: never stale."""
+    if not len(planned):
         return dict.fromkeys(metrics, "")
-    base = f"{keys.blocks_prefix(uuid)}columns/{_plan_digest(infos)}/"
+    base = f"{keys.blocks_prefix(uuid)}columns/{planned.digest}/"
     return {m: base + m for m in metrics}
-
-
-def _plan_digest(infos: list[kv.KeyInfo]) -> str:
-    """Names the content of these blocks: their keys (which end in a content digest) and
-    revisions (which order equal uploads when merged)."""
-    text = "\n".join([f"{key} {revision}" for key, revision in infos])
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 def _columns(

@@ -27,6 +27,7 @@ from apps.read.prometheus.matching import Matcher, matches_all
 from apps.read.prometheus.values import NAME
 from store import default_keys, shards, window_ms
 from store.keys import MAX_TS, Keys
+from store.kv import Listing
 from store.read import cached_series, plan_blocks, read_series
 from store.registry import gpu_shard, list_records
 from store.workloads import WORKLOAD_LABELS, Period, read_workloads
@@ -225,7 +226,7 @@ class StoreSource:
         for uuid in todo:
             by_shard[gpu_shard(self.keys, uuid)].append(uuid)
         out: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
-        misses: list[tuple[str, str, list]] = []
+        misses: list[tuple[str, str, Listing]] = []
         for shard, uuids in by_shard.items():
             with shards.use(shard):
                 plans = plan_blocks(self.keys, uuids, start, end, window)
@@ -236,7 +237,7 @@ class StoreSource:
                 else:
                     out[uuid] = got
 
-        def read(miss: tuple[str, str, list]) -> dict:
+        def read(miss: tuple[str, str, Listing]) -> dict:
             shard, uuid, planned = miss
             with shards.use(shard):
                 return read_series(self.keys, uuid, start, end, window, todo[uuid], planned)
