@@ -6,6 +6,7 @@ until they have a page.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from collections import defaultdict
@@ -19,7 +20,7 @@ from store import kv, shards
 from store.cache import shared as shared_cache
 from store.codec import Samples, decode_block, merge
 from store.errors import NotFound
-from store.keys import MAX_TS, Keys, window_span
+from store.keys import Keys, window_span
 from store.order import block_order, merge_blocks
 from store.rollup import Buckets, aggregate, concat, decode_rollup, rebucket, select
 from store.tiers import Tier
@@ -464,26 +465,79 @@ def _column_names(
 def _columns(
     prefix: str, infos: list[kv.KeyInfo], window_ms: int, metrics: Sequence[str]
 ) -> dict[str, Column]:
-    """Each metric's samples in every planned block, window by window (merged, newest
-    upload wins), concatenated: windows are disjoint in time."""
-    windows = _by_window(infos, window_ms, 0, MAX_TS)
-    parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {m: [] for m in metrics}
+    """Each metric's samples in every planned block, concatenated window by window
+    (windows are disjoint in time).
+
+    Live data changes a GPU's newest window only: the older windows' columns are cached
+    as one (under a digest of their blocks), and each window's on its own, so a new
+    block costs one window's decode and one concatenation, not the whole span's again.
+    """
+    windows: dict[int, list[kv.KeyInfo]] = defaultdict(list)
+    for info in infos:
+        windows[Keys.block_start(info.key) // window_ms].append(info)
     order = sorted(windows)
-    for g in range(0, len(order), _WINDOWS_PER_FETCH):
-        group = order[g : g + _WINDOWS_PER_FETCH]
+    older, newest = order[:-1], order[-1:]
+    cache = shared_cache()
+    base = f"{prefix}history-columns/{_digest([i for w in older for i in windows[w]])}/"
+    history = {m: cache.get(base + m) if older else _EMPTY for m in metrics}
+    todo = [m for m, col in history.items() if col is None]
+    # one pass (one fetch of the missing blocks) over the windows that are needed
+    read = _window_columns(prefix, windows, (older if todo else []) + newest, window_ms, metrics)
+    if todo:
+        for m, col in _joined({m: read[m][:-1] for m in todo}).items():
+            cache.put(base + m, col)
+            history[m] = col
+    return _joined({m: [history[m], read[m][-1]] for m in metrics})  # type: ignore[list-item]
+
+
+def _joined(parts: dict[str, list[Column]]) -> dict[str, Column]:
+    out = {}
+    for m, cols in parts.items():
+        cols = [c for c in cols if len(c.ts)]
+        if len(cols) == 1:
+            out[m] = cols[0]
+        elif cols:
+            out[m] = Column(
+                np.concatenate([c.ts for c in cols]), np.concatenate([c.value for c in cols])
+            )
+        else:
+            out[m] = _EMPTY
+    return out
+
+
+def _window_columns(
+    prefix: str,
+    windows: dict[int, list[kv.KeyInfo]],
+    order: list[int],
+    window_ms: int,
+    metrics: Sequence[str],
+) -> dict[str, list[Column]]:
+    """Each metric's column of each window in `order`, cached under a digest of the
+    window's blocks; the windows not cached are read as `iter_raw` reads them."""
+    cache = shared_cache()
+    names = {w: f"{prefix}window-columns/{_digest(windows[w])}/" for w in order}
+    held = {(w, m): cache.get(names[w] + m) for w in order for m in metrics}
+    stale = [w for w in order if any(held[w, m] is None for m in metrics)]
+    for g in range(0, len(stale), _WINDOWS_PER_FETCH):
+        group = stale[g : g + _WINDOWS_PER_FETCH]
         fetched = _fetch_missing([i for w in group for i in windows[w]])
         for w in group:
             samples = _window(prefix, w, window_ms, windows[w], fetched)
             for metric in metrics:
+                column = _EMPTY
                 if metric in samples.names:
                     sel = samples.metric == samples.names.index(metric)
-                    parts[metric].append((samples.ts[sel], samples.value[sel]))
-    return {
-        m: Column(np.concatenate([p[0] for p in got]), np.concatenate([p[1] for p in got]))
-        if got
-        else _EMPTY
-        for m, got in parts.items()
-    }
+                    column = Column(samples.ts[sel], samples.value[sel])
+                cache.put(names[w] + metric, column)
+                held[w, metric] = column
+    return {m: [held[w, m] for w in order] for m in metrics}  # type: ignore[misc]
+
+
+def _digest(infos: list[kv.KeyInfo]) -> str:
+    """Names the merged content of these blocks: their keys (which end in a digest of their
+    content) and revisions (which order equal uploads when merged)."""
+    text = "\n".join([f"{key} {revision}" for key, revision in infos])
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 def _clip_column(col: Column, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:

@@ -95,7 +95,8 @@ def test_compaction_and_retention_are_seen_at_once(keys):
 
 def test_one_transaction_plans_the_fleet_and_clips_to_the_span(keys):
     for n in range(3):
-        write(keys, n, [(HOUR0 + i * 60_000, "a", float(n * 1000 + i)) for i in range(120)], f"G{n}")
+        rows = [(HOUR0 + i * 60_000, "a", float(n * 1000 + i)) for i in range(120)]
+        write(keys, n, rows, f"G{n}")
     uuids = ["G0", "G1", "G2", "G-none"]
     plans = plan_blocks(keys, uuids, HOUR0 + 30 * 60_000, HOUR0 + 40 * 60_000, RAW.window_ms)
     assert [len(plans[u]) for u in uuids] == [1, 1, 1, 0]  # the first hour's block; none for G-none
@@ -119,3 +120,22 @@ def test_a_plan_digest_ignores_writes_elsewhere(keys):
     again = plan_blocks(keys, ["G0"], *SPAN, RAW.window_ms)["G0"]
     assert again.digest == first.digest
     assert [i.key for i in again.infos] == [i.key for i in first.infos]
+
+
+def test_a_new_block_in_the_newest_window_reads_only_that_block(keys, monkeypatch):
+    rows = [(HOUR0 + i * 30_000, "a", float(i)) for i in range(3 * 120)]  # three hours
+    write(keys, 0, rows)
+    assert len(series(keys)) == 360
+    fetched: list[str] = []
+    real = kv.get_many
+
+    def counted(wanted):
+        fetched.extend(wanted)
+        return real(wanted)
+
+    monkeypatch.setattr(kv, "get_many", counted)
+    write(keys, 1, [(HOUR0 + 3 * HOUR - 10_000, "a", -1.0)])  # live data: the newest hour
+    got = series(keys)
+    assert len(got) == 361 and got[-1] == (HOUR0 + 3 * HOUR - 10_000, -1.0)
+    newest = [k for k in fetched if k.startswith(keys.blocks_prefix("GPU-1"))]
+    assert len(newest) == 1 and Keys.parse_block(newest[0]).t_first >= HOUR0 + 2 * HOUR
