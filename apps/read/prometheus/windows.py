@@ -116,7 +116,26 @@ def lookback_all(
     series: list[tuple[np.ndarray, np.ndarray]], at: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """`lookback` of every series: (series, steps) values and presence."""
+    if len(at) == 1:
+        return _lookback_once(series, int(at[0]))
     return _rows([lookback(ts, v, at) for ts, v in series], len(at))
+
+
+def _lookback_once(
+    series: list[tuple[np.ndarray, np.ndarray]], t: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """`lookback` at one time (an instant query): most series' newest sample is at or before
+    `t`, found without a search (a fleet is hundreds of series of one sample or a few)."""
+    values = np.zeros((len(series), 1))
+    ok = np.zeros((len(series), 1), dtype=bool)
+    for n, (ts, v) in enumerate(series):
+        if not len(ts):
+            continue
+        i = len(ts) - 1 if ts[-1] <= t else int(ts.searchsorted(t, side="right")) - 1
+        if i >= 0 and ts[i] >= t - LOOKBACK_MS:
+            values[n, 0] = v[i]
+            ok[n, 0] = True
+    return values, ok
 
 
 def over_time_all(
