@@ -1,8 +1,9 @@
 """ASGI entry point: `uvicorn telemetry_site.asgi:application`.
 
-HTTP goes through the body guard (telemetry_site/guard.py: sizes, callers and pace
-decided before a body is read) to Django; `/ws/...` to the Channels consumers unless
-ENABLE_WEBSOCKET is off.
+HTTP goes through the read lane (telemetry_site/lane.py: the hot read GETs, unless
+READ_LANE is off), then the body guard (telemetry_site/guard.py: sizes, callers and
+pace decided before a body is read) to Django; `/ws/...` to the Channels consumers
+unless ENABLE_WEBSOCKET is off.
 """
 
 import os
@@ -20,11 +21,13 @@ from apps.accounts.channels_auth import TokenAuthMiddleware  # noqa: E402
 from apps.read.routing import BrowserOriginValidator, websocket_urlpatterns  # noqa: E402
 from observability.redact import redact_access_log  # noqa: E402
 from telemetry_site.guard import BodyGuard, GuardedASGIHandler  # noqa: E402
+from telemetry_site.lane import ReadLane  # noqa: E402
 
 django_application = GuardedASGIHandler()
 redact_access_log()
 
-routes = {"http": BodyGuard(django_application)}
+http = BodyGuard(django_application)
+routes = {"http": ReadLane(http, django_application) if settings.READ_LANE else http}
 if settings.ENABLE_WEBSOCKET:
     routes["websocket"] = BrowserOriginValidator(
         AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
