@@ -1,0 +1,220 @@
+"""The read lane answers exactly as Django does: the same requests against a gateway with
+READ_LANE on and one with it off give the same status, headers and body; and the lane
+really answers the requests it is for (its own counter in /metrics), leaving the rest."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import re
+import urllib.parse
+import uuid as uuidlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.api.api_support import generated, upload
+from tests.conftest import start_gateway
+from tests.helpers import wait_job_done
+from tests.security.conftest import make_token
+
+HOST = "telemetry.test"  # the same Host to both gateways: `next` links name it
+IGNORED = {"date", "server"}
+LANE_COUNTER = re.compile(r"^telemetry_read_lane_answers_total\{[^}]*\} ([0-9.e+]+)$", re.M)
+UTIL = "DCGM_FI_DEV_GPU_UTIL"
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+@dataclass
+class Pair:
+    lane: str  # host:port of the gateway with READ_LANE on
+    django: str  # and with it off
+
+    def ask(self, where: str, path: str, headers: dict[str, str] | None = None, method="GET"):
+        conn = http.client.HTTPConnection(where, timeout=60)
+        try:
+            conn.request(method, path, headers={"Host": HOST, **(headers or {})})
+            response = conn.getresponse()
+            body = response.read()
+            kept = sorted(
+                (k.lower(), v) for k, v in response.getheaders() if k.lower() not in IGNORED
+            )
+            return Answer(response.status, kept, body)
+        finally:
+            conn.close()
+
+    def lane_answers(self) -> float:
+        return sum(
+            float(v) for v in LANE_COUNTER.findall(self.ask(self.lane, "/metrics").body.decode())
+        )
+
+    def compare(
+        self, path: str, headers: dict[str, str] | None = None, method="GET"
+    ) -> tuple[Answer, bool]:
+        """(the answer, whether the lane gave it); asserts both gateways answered alike."""
+        before = self.lane_answers()
+        ours = self.ask(self.lane, path, headers, method)
+        served = self.lane_answers() > before
+        theirs = self.ask(self.django, path, headers, method)
+        assert ours == theirs, f"{method} {path} {headers}"
+        return ours, served
+
+
+@contextlib.contextmanager
+def pair_of(tmp: Path, etcd, redis_server, root: str, **env: str) -> Iterator[Pair]:
+    """Two gateways over the same etcd root, READ_LANE on and off, each with its own metrics."""
+    started = []
+    try:
+        for lane in ("on", "off"):
+            metrics = tmp / f"metrics-{lane}-{uuidlib.uuid4().hex[:6]}"
+            metrics.mkdir()
+            started.append(
+                start_gateway(
+                    tmp,
+                    etcd.url,
+                    redis_server.url,
+                    ETCD_PREFIX=root,
+                    READ_LANE=lane,
+                    PROMETHEUS_MULTIPROC_DIR=str(metrics),
+                    **env,
+                ).__enter__()
+            )
+        yield Pair(f"127.0.0.1:{started[0].port}", f"127.0.0.1:{started[1].port}")
+    finally:
+        for svc in started:
+            svc.stop()
+
+
+@pytest.fixture
+def loaded(pipeline, api) -> dict[str, str]:
+    response = upload(api, generated(hosts=2, gpus_per_host=2, samples=60, seed=11))
+    wait_job_done(api, response.json()["id"])
+    gpus = api.get("/api/v1/gpus").json()["results"]
+    first = gpus[0]
+    return {"root": pipeline, **{k: first[k] for k in ("uuid", "cluster", "last_seen")}}
+
+
+@pytest.fixture
+def open_pair(loaded, etcd, redis_server, tmp_path) -> Iterator[Pair]:
+    with pair_of(tmp_path, etcd, redis_server, loaded["root"], THROTTLE_READS="off") as pair:
+        yield pair
+
+
+def q(path: str, **params: str) -> str:
+    return f"{path}?{urllib.parse.urlencode(params)}" if params else path
+
+
+def test_the_lane_answers_its_requests_as_django_does(loaded, open_pair):
+    uuid, cluster = loaded["uuid"], loaded["cluster"]
+    tele = f"/api/v1/gpus/{uuid}/telemetry"
+    window = {"start_time": "2025-01-01T00:00:00Z", "end_time": "2030-01-01T00:00:00Z"}
+    first, served = open_pair.compare("/api/v1/gpus")
+    assert first.status == 200 and served
+    etag = dict(first.headers)["etag"]
+    page, _ = open_pair.compare(q(tele, limit="5"))
+    cursor = urllib.parse.parse_qs(urllib.parse.urlsplit(_next(page)).query)["cursor"][0]
+    taken = [
+        ("/health", {}),
+        (q("/api/v1/gpus", limit="1"), {}),
+        (q("/api/v1/gpus", limit="1", offset="2"), {}),
+        (q("/api/v1/gpus", cluster=cluster, model=""), {}),
+        (q("/api/v1/gpus", cluster="nowhere"), {}),
+        ("/api/v1/gpus", {"If-None-Match": etag}),
+        ("/api/v1/gpus", {"If-None-Match": '"other"'}),
+        ("/api/v1/gpus", {"Accept-Encoding": "gzip", "Accept": "application/json"}),
+        (tele, {}),
+        (q(tele, limit="5", cursor=cursor), {}),
+        (q(tele, order="desc", limit="7", metric=f"{UTIL},DCGM_FI_DEV_POWER_USAGE"), {}),
+        (q(tele, format="columns", **window), {"Accept-Encoding": "zstd"}),
+        (q(tele, format="csv"), {}),
+        (q(tele, format="wide"), {"Accept-Encoding": "br"}),
+        (q(tele, step="1m", agg="max", metric=UTIL, **window), {}),
+        (q(tele, limit="all"), {"Accept-Encoding": "gzip, deflate, br, zstd", "Accept": "*/*"}),
+        ("/api/v1/gpus/GPU-nope/telemetry", {}),
+        (q("/prometheus/api/v1/query", query=UTIL, time=loaded["last_seen"]), {}),
+        (q("/prometheus/api/v1/query", query=f"avg by (Hostname) ({UTIL})", time="1e9"), {}),
+        (q("/prometheus/api/v1/query", query="sum(("), {}),
+        (q("/prometheus/api/v1/query"), {}),
+        (
+            q("/prometheus/api/v1/query_range", query=UTIL, start="1.7e9", end="1.8e9", step="1e4"),
+            {"Accept": "application/json, text/plain, */*"},
+        ),
+        (q("/prometheus/api/v1/query_range", query=UTIL, start="0", end="1", step="0"), {}),
+    ]
+    for path, headers in taken:
+        _, served = open_pair.compare(path, headers)
+        assert served, f"the lane left {path} {headers} to Django"
+    left = [
+        (q("/api/v1/gpus", limit="abc"), {}),
+        (q("/api/v1/gpus", cluster=" "), {}),
+        (q("/api/v1/gpus", unknown="1"), {}),
+        (q(tele, limit="0"), {}),
+        (q(tele, step="0s"), {}),
+        (q(tele, start_time="2025-02-01T00:00:00Z", end_time="2025-01-01T00:00:00Z"), {}),
+        (q(tele, format="xml"), {}),
+        (q(tele, cursor="junk"), {}),
+        (q(tele, limit="5", _="123"), {}),  # a cache buster: Django ignores it, as before
+        (tele, {"Cookie": "sessionid=made-up"}),
+        (tele, {"Accept": "application/xml"}),
+        (tele, {"Authorization": "Bearer not-a-token"}),
+        ("/api/v1/gpus/" + uuid, {}),
+        ("/api/v1/clusters", {}),
+    ]
+    for path, headers in left:
+        _, served = open_pair.compare(path, headers)
+        assert not served, f"the lane took {path} {headers}"
+    _, served = open_pair.compare("/api/v1/gpus", method="HEAD")
+    assert not served
+
+
+def _next(answer: Answer) -> str:
+    link = json.loads(answer.body)["next"]
+    assert link and link.startswith(f"http://{HOST}/"), link
+    return link
+
+
+def test_reads_behind_a_token_are_answered_alike(loaded, etcd, redis_server, tmp_path):
+    token = make_token(etcd.url, redis_server.url)
+    with pair_of(tmp_path, etcd, redis_server, loaded["root"], TELEMETRY_READ_AUTH="true") as pair:
+        tele = f"/api/v1/gpus/{loaded['uuid']}/telemetry?limit=3"
+        for scheme in ("Bearer", "Token"):
+            answer, served = pair.compare(tele, {"Authorization": f"{scheme} {token}"})
+            assert answer.status == 200 and served
+            assert dict(answer.headers)["vary"] == "Accept, Accept-Encoding"  # no session looked at
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic abc"}):
+            answer, served = pair.compare(tele, headers)
+            assert answer.status == 401 and not served
+        answer, served = pair.compare("/health")
+        assert answer.status == 200 and served
+
+
+def test_the_throttle_counts_once_and_refuses_alike(loaded, etcd, redis_server, tmp_path):
+    with pair_of(tmp_path, etcd, redis_server, loaded["root"], THROTTLE_READS="4/min") as pair:
+        seen = {}
+        for where in (pair.lane, pair.django):
+            answers = [pair.ask(where, "/api/v1/gpus") for _ in range(3)]
+            answers.append(pair.ask(where, "/api/v1/gpus/GPU-nope/telemetry"))  # counts: 404
+            answers.append(pair.ask(where, "/api/v1/gpus"))
+            answers.append(pair.ask(where, "/prometheus/api/v1/query?query=up"))
+            seen[where] = [_unclocked(a) for a in answers]
+        assert [a.status for a in seen[pair.lane]] == [200, 200, 200, 404, 429, 429]
+        assert seen[pair.lane] == seen[pair.django]
+        assert b"Request was throttled" in seen[pair.lane][-1].body
+
+
+def _unclocked(answer: Answer) -> Answer:
+    """The answer with the wait a 429 names masked: it is computed from the clock, so the
+    two gateways may say 59 and 60 seconds."""
+    if answer.status != 429:
+        return answer
+    headers = [(k, "N" if k == "retry-after" else v) for k, v in answer.headers]
+    return Answer(429, headers, re.sub(rb"[0-9]+", b"N", answer.body))
