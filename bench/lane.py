@@ -3,12 +3,12 @@
     .venv/bin/python -m bench.lane [--gpus 8] [--hours 6] [--reps 300] [--rounds 5]
 
 Loads bench/storage.py's data set into etcd (as bench/read.py does), then drives the
-gateway's ASGI application in process, without a socket: the same request, the same
-application object, once with the read lane in front (as shipped) and once without it
-(READ_LANE=off: the body guard and Django). Rounds alternate between the two; each round
-runs --reps requests and takes the process CPU time (time.process_time: every thread of
-the process, so the handler threads and the store calls count) and the wall time; the
-best round of each side is printed with the ratio. CPU time is what a loaded 2-core
+gateway's ASGI application in process, without a socket: the same request through the
+body guard and the read lane (as shipped) and through the body guard and Django alone
+(READ_LANE=off). Rounds alternate between the two; each round runs --reps requests and
+takes the process CPU time (time.process_time: every thread of the process, so the
+handler threads and the store calls count) and the wall time; the best round of each
+side is printed with the ratio. CPU time is what a loaded 2-core
 machine cannot blur: wall-clock figures come from bench/read.py on a quiet machine.
 """
 
@@ -119,10 +119,14 @@ def run(args: argparse.Namespace) -> str:
     with stack(**env) as st:
         load_stack(st, data)
         os.environ.update(st.env)
-        from telemetry_site.asgi import django_application, http
+        from telemetry_site.asgi import django_application
+        from telemetry_site.guard import BodyGuard
         from telemetry_site.lane import ReadLane
 
-        sides = {"lane": ReadLane(http, django_application), "django": http}
+        sides = {  # as telemetry_site/asgi.py wires them with READ_LANE on and off
+            "lane": BodyGuard(ReadLane(django_application, django_application)),
+            "django": BodyGuard(django_application),
+        }
         loop = asyncio.new_event_loop()
         plan = queries(data[0].gpu.uuid, args.hours)
         fleet = plan["GPU list (200)"]

@@ -1,9 +1,9 @@
 """ASGI entry point: `uvicorn telemetry_site.asgi:application`.
 
-HTTP goes through the read lane (telemetry_site/lane.py: the hot read GETs, unless
-READ_LANE is off), then the body guard (telemetry_site/guard.py: sizes, callers and
-pace decided before a body is read) to Django; `/ws/...` to the Channels consumers
-unless ENABLE_WEBSOCKET is off.
+HTTP goes through the body guard (telemetry_site/guard.py: sizes, callers and pace
+decided before a body is read), then the read lane (telemetry_site/lane.py: the hot
+reads, unless READ_LANE is off), to Django; `/ws/...` to the Channels consumers unless
+ENABLE_WEBSOCKET is off.
 """
 
 import os
@@ -26,8 +26,10 @@ from telemetry_site.lane import ReadLane  # noqa: E402
 django_application = GuardedASGIHandler()
 redact_access_log()
 
-http = BodyGuard(django_application)
-routes = {"http": ReadLane(http, django_application) if settings.READ_LANE else http}
+# The lane inside the guard: a form POST it takes is bounded and paced as Django's would be.
+lane = ReadLane(django_application, django_application) if settings.READ_LANE else None
+http = BodyGuard(lane or django_application)
+routes = {"http": http}
 if settings.ENABLE_WEBSOCKET:
     routes["websocket"] = BrowserOriginValidator(
         AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))

@@ -1,26 +1,30 @@
-"""The read lane: the hot read GETs answered in front of Django, with Django's answers.
+"""The read lane: the hot reads answered before Django's handler, with Django's answers.
 
 A small read spends most of its time before and after the store: Django's ASGI
 handler starts a thread per request and runs 13 middlewares, DRF builds a
 serializer (deep-copying its fields), negotiates, authenticates, and only then
-reads (docs/PERFORMANCE.md, issue 16). This ASGI middleware, in front of the
-body guard, answers `/health`, the GPU list (ETag/304 included), a GPU's
-telemetry (rows, columns, CSV, step) and Prometheus `query`/`query_range` by
-GET with the same functions Django's views call, with one thread hop for the
-store, and the same response steps Django's middleware would take (security and
-frame headers, Vary, partial shards, compression, request metrics).
+reads (docs/PERFORMANCE.md, issue 16). This ASGI middleware, inside the body
+guard (so a body it reads is bounded and paced as Django's would be), answers
+`/health`, the GPU list (ETag/304 included), a GPU's telemetry (rows, columns,
+CSV, step) by GET, and Prometheus `query`/`query_range` by GET or form POST,
+with the same functions Django's views call, one thread hop for the store, and
+the same response steps Django's middleware would take (security and frame
+headers, Vary, partial shards, compression, request metrics).
 
 It answers only what it fully understands; everything else goes to Django
-unchanged, so errors stay worded in one place: a method other than GET, a body,
-a cookie (sessions, CSRF), an Accept other than JSON's, a parameter the lane's
-parser (apps.read.serializers.plainly_valid) does not find plainly valid, a
-token DRF refuses, a caller without read access, a throttled caller, an HTTPS
-redirect, a host Django refuses. The throttle is DRF's own (same cache, same
-rate); it is consulted last before the store, so a request counts once, and a
-refused one is not counted and is refused again by Django, with its 429. Errors
-found while reading (unknown GPU, store down, too many buckets, a bad PromQL
-query) are answered here by the functions the views use. READ_LANE=off sends
-every request to Django; `telemetry_read_lane_answers_total` counts the lane's.
+unchanged (a form body it read is handed on), so errors stay worded in one
+place: another method, a body on a GET, a cookie (sessions, CSRF), an Accept
+other than JSON's, a parameter the lane's parser
+(apps.read.serializers.plainly_valid) does not find plainly valid, a token DRF
+refuses, a caller without read access, a throttled caller, an HTTPS redirect, a
+host Django refuses. The throttle is DRF's own (same cache, same rate),
+consulted last before the store, so a request counts once, and a refused one is
+not counted and is refused again by Django, with its 429. Errors found while
+reading (unknown GPU, store down, too many buckets, a bad PromQL query) are
+answered here by the functions the views use; an unexpected exception goes to
+Django, which answers it as always (that request then counts twice against the
+throttle). READ_LANE=off sends every request to Django;
+`telemetry_read_lane_answers_total` counts the lane's answers.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.contrib.auth.models import AnonymousUser
 from django.core.handlers.asgi import ASGIHandler, ASGIRequest
-from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, QueryDict
 from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.common import CommonMiddleware
 from django.middleware.security import SecurityMiddleware
@@ -58,7 +62,7 @@ from observability.middleware import observe
 from store import shards
 from store.errors import StoreError
 from telemetry_site.compression import acompress
-from telemetry_site.guard import App, Receive, Scope, Send
+from telemetry_site.guard import App, Message, Receive, Scope, Send
 from telemetry_site.streaming import pulled_in_batches
 
 # Accept headers under which DRF's negotiation picks the JSON renderer as it is (no
@@ -69,7 +73,11 @@ GPU_LIST_KEYS = frozenset({*FILTERS, "limit", "offset"})
 # DRF's authenticators the lane reproduces: a token from the headers, else a session,
 # which needs a cookie (a request with one goes to Django).
 AUTHENTICATORS = [BearerOrTokenAuthentication, SessionAuthentication]
-_EMPTY = io.BytesIO()  # a GET without a body: Django's request never reads it
+_EMPTY = io.BytesIO()  # the lane parses a form itself: Django's request never reads it
+# Grafana's form posts (DRF's FormParser with the UTF-8 it assumes)
+FORM_TYPES = frozenset(
+    {b"application/x-www-form-urlencoded", b"application/x-www-form-urlencoded;charset=utf-8"}
+)
 
 
 class FallThrough(Exception):
@@ -89,7 +97,7 @@ def _unused(request: HttpRequest) -> HttpResponse:  # the middlewares' get_respo
 
 
 class ReadLane:
-    """ASGI middleware: the lane in front of `app` (the body guard and Django)."""
+    """ASGI middleware: the lane in front of `app` (Django's handler), inside the guard."""
 
     def __init__(self, app: App, handler: ASGIHandler) -> None:
         self.app = app
@@ -97,7 +105,7 @@ class ReadLane:
         self.security = SecurityMiddleware(_unused)
         self.common = CommonMiddleware(_unused)
         self.frames = XFrameOptionsMiddleware(_unused)
-        self.routes: dict[str, Callable[[ASGIRequest, ResolverMatch], Any]] = {
+        self.routes: dict[str, Callable[[ASGIRequest, ResolverMatch, _Body], Any]] = {
             "health": self._health,
             "gpu-list": self._gpu_list,
             "gpu-telemetry": self._telemetry,
@@ -106,15 +114,17 @@ class ReadLane:
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "GET" or not _bodiless(scope):
+        if scope["type"] != "http" or not _plain(scope):
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        body = _Body(receive)
         try:
             request, match = self._understood(scope)
-            answer = await self.routes[match.url_name](request, match)  # type: ignore[index]
+            route = self.routes[match.url_name]  # type: ignore[index]
+            answer = await route(request, match, body)
         except FallThrough:
-            await self.app(scope, receive, send)
+            await self.app(scope, body.replay, send)  # what the lane read, then the rest
             return
         await self._send(request, match, answer, send, started)
 
@@ -139,10 +149,12 @@ class ReadLane:
         request.resolver_match = match
         return request, match
 
-    async def _health(self, request: ASGIRequest, match: ResolverMatch) -> Answer:
+    async def _health(self, request: ASGIRequest, match: ResolverMatch, body: _Body) -> Answer:
+        _get_only(request)
         return Answer(match.func(request, *match.args, **match.kwargs))
 
-    async def _gpu_list(self, request: ASGIRequest, match: ResolverMatch) -> Answer:
+    async def _gpu_list(self, request: ASGIRequest, match: ResolverMatch, body: _Body) -> Answer:
+        _get_only(request)
         query = _query(request)
         if not query.keys() <= GPU_LIST_KEYS:
             raise FallThrough
@@ -159,7 +171,8 @@ class ReadLane:
         await self._throttle(view, drf)
         return await _off_loop(lambda: _render(view, view.gpus(drf, filters)), view, touched)
 
-    async def _telemetry(self, request: ASGIRequest, match: ResolverMatch) -> Answer:
+    async def _telemetry(self, request: ASGIRequest, match: ResolverMatch, body: _Body) -> Answer:
+        _get_only(request)
         data = plainly_valid(TelemetryParams, views.telemetry_data(_query(request)))
         if data is None:
             raise FallThrough
@@ -168,13 +181,17 @@ class ReadLane:
         uuid = match.kwargs["uuid"]
         return await _off_loop(lambda: views.telemetry_answer(request, uuid, data), view, touched)
 
-    async def _prometheus(self, request: ASGIRequest, match: ResolverMatch) -> Answer:
+    async def _prometheus(self, request: ASGIRequest, match: ResolverMatch, body: _Body) -> Answer:
         query = _query(request)
+        get = query.getlist
+        if request.method == "POST":  # Grafana's form posts: query string and form merged
+            form = await _form(body)
+            get = lambda name: query.getlist(name) + form.getlist(name)  # noqa: E731
         view, drf, touched = await self._admitted(request, match)
         await self._throttle(view, drf)
         endpoint = type(view).endpoint
         return await _off_loop(
-            lambda: prom_views.respond(endpoint, query.getlist, **match.kwargs), view, touched
+            lambda: prom_views.respond(endpoint, get, **match.kwargs), view, touched
         )
 
     # --- DRF's checks, with DRF's own classes -----------------------------------------
@@ -242,14 +259,57 @@ class ReadLane:
             response.close()
 
 
-def _bodiless(scope: Scope) -> bool:
-    """No body and no cookie: the guard has nothing to check, and no session can apply."""
-    for name, value in scope.get("headers", ()):
-        if name in (b"cookie", b"transfer-encoding"):
-            return False
-        if name == b"content-length" and value.strip() != b"0":
+def _plain(scope: Scope) -> bool:
+    """A GET without a body, or a form POST, and no cookie (no session can apply)."""
+    headers = scope.get("headers", ())
+    if any(name == b"cookie" for name, _ in headers):
+        return False
+    if scope["method"] == "POST":
+        kind = next((v for n, v in headers if n == b"content-type"), b"")
+        return kind.lower().replace(b" ", b"") in FORM_TYPES
+    if scope["method"] != "GET":
+        return False
+    for name, value in headers:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
             return False
     return True
+
+
+def _get_only(request: ASGIRequest) -> None:
+    if request.method != "GET":
+        raise FallThrough
+
+
+class _Body:
+    """The request's `receive`, recording what the lane reads so Django can be given it."""
+
+    def __init__(self, receive: Receive) -> None:
+        self.receive = receive
+        self.read: list[Message] = []
+
+    async def all(self) -> bytes | None:
+        """The whole body (already bounded and paced by the guard), None if cut short."""
+        while True:
+            message = await self.receive()
+            self.read.append(message)
+            if message["type"] != "http.request":
+                return None  # the guard cut it (413, 408) or the client left: Django's turn
+            if not message.get("more_body", False):
+                return b"".join(m.get("body", b"") for m in self.read)
+
+    async def replay(self) -> Message:
+        return self.read.pop(0) if self.read else await self.receive()
+
+
+async def _form(body: _Body) -> QueryDict:
+    """The form of a POST, parsed as DRF's FormParser parses it (Django's QueryDict)."""
+    raw = await body.all()
+    if raw is None:
+        raise FallThrough
+    try:
+        return QueryDict(raw, encoding="utf-8")
+    except Exception:  # too many fields, undecodable: Django words it
+        raise FallThrough from None
 
 
 def _query(request: ASGIRequest) -> Any:

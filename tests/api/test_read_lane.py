@@ -39,10 +39,10 @@ class Pair:
     lane: str  # host:port of the gateway with READ_LANE on
     django: str  # and with it off
 
-    def ask(self, where: str, path: str, headers: dict[str, str] | None = None, method="GET"):
+    def ask(self, where: str, path: str, headers: dict | None = None, method="GET", body=None):
         conn = http.client.HTTPConnection(where, timeout=60)
         try:
-            conn.request(method, path, headers={"Host": HOST, **(headers or {})})
+            conn.request(method, path, body=body, headers={"Host": HOST, **(headers or {})})
             response = conn.getresponse()
             body = response.read()
             kept = sorted(
@@ -58,13 +58,13 @@ class Pair:
         )
 
     def compare(
-        self, path: str, headers: dict[str, str] | None = None, method="GET"
+        self, path: str, headers: dict | None = None, method="GET", body=None
     ) -> tuple[Answer, bool]:
         """(the answer, whether the lane gave it); asserts both gateways answered alike."""
         before = self.lane_answers()
-        ours = self.ask(self.lane, path, headers, method)
+        ours = self.ask(self.lane, path, headers, method, body)
         served = self.lane_answers() > before
-        theirs = self.ask(self.django, path, headers, method)
+        theirs = self.ask(self.django, path, headers, method, body)
         assert ours == theirs, f"{method} {path} {headers}"
         return ours, served
 
@@ -174,6 +174,36 @@ def test_the_lane_answers_its_requests_as_django_does(loaded, open_pair):
         assert not served, f"the lane took {path} {headers}"
     _, served = open_pair.compare("/api/v1/gpus", method="HEAD")
     assert not served
+
+
+def test_grafana_form_posts_are_answered_alike(loaded, open_pair):
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    rng = {"query": f"max by (UUID) ({UTIL})", "start": "1.7e9", "end": "1.8e9", "step": "1e4"}
+    taken = [
+        ("/prometheus/api/v1/query_range", rng, form),
+        ("/prometheus/api/v1/query_range?step=2e4", rng, form),  # query string and form merged
+        ("/prometheus/api/v1/query", {"query": UTIL, "time": loaded["last_seen"]}, form),
+        ("/prometheus/api/v1/query", {"query": "sum(("}, form),
+        (
+            "/prometheus/api/v1/query",
+            {},
+            {"Content-Type": "application/x-www-form-urlencoded; charset=UTF-8"},
+        ),
+    ]
+    for path, fields, headers in taken:
+        body = urllib.parse.urlencode(fields)
+        answer, served = open_pair.compare(path, headers, "POST", body)
+        assert served and answer.status in (200, 400), (path, fields)
+    left = [
+        ("/prometheus/api/v1/query", b'{"query": "up"}', {"Content-Type": "application/json"}),
+        ("/prometheus/api/v1/series", b"match[]=up", form),
+        ("/api/v1/gpus", b"limit=1", form),
+        ("/prometheus/api/v1/query", b"query=up", {**form, "Cookie": "sessionid=x"}),
+        ("/prometheus/api/v1/query", "&".join(["a=1"] * 1500).encode(), form),  # too many fields
+    ]
+    for path, body, headers in left:
+        answer, served = open_pair.compare(path, headers, "POST", body)
+        assert not served, (path, body[:40])
 
 
 def _next(answer: Answer) -> str:
