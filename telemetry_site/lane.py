@@ -73,7 +73,6 @@ GPU_LIST_KEYS = frozenset({*FILTERS, "limit", "offset"})
 # DRF's authenticators the lane reproduces: a token from the headers, else a session,
 # which needs a cookie (a request with one goes to Django).
 AUTHENTICATORS = [BearerOrTokenAuthentication, SessionAuthentication]
-_EMPTY = io.BytesIO()  # the lane parses a form itself: Django's request never reads it
 # Grafana's form posts (DRF's FormParser with the UTF-8 it assumes)
 FORM_TYPES = frozenset(
     {b"application/x-www-form-urlencoded", b"application/x-www-form-urlencoded;charset=utf-8"}
@@ -81,7 +80,8 @@ FORM_TYPES = frozenset(
 
 
 class FallThrough(Exception):
-    """Django answers this request (raised before anything is sent or counted)."""
+    """Django answers this request (raised before anything is sent or counted; a form body
+    the lane read is handed on with it)."""
 
 
 @dataclass
@@ -133,7 +133,7 @@ class ReadLane:
         """The request and its route, when the route is the lane's and Django's site-wide
         request checks (HTTPS redirect, allowed hosts, user agents) let it through."""
         try:
-            request = ASGIRequest(scope, _EMPTY)
+            request = ASGIRequest(scope, io.BytesIO())  # a form is parsed by the lane
             match = resolve(request.path_info)
         except Exception:  # undecodable, no route: Django's answer
             raise FallThrough from None
@@ -221,7 +221,8 @@ class ReadLane:
         return view, drf, touched
 
     async def _throttle(self, view: Any, drf: Request) -> None:
-        """DRF's throttles, counted here and only here (a refusal counts nothing)."""
+        """DRF's throttles, counted here and only here (a refusal counts nothing). On the
+        event loop: their cache is Django's default, in process memory (no CACHES set)."""
         if not all(t.allow_request(drf, view) for t in view.get_throttles()):
             raise FallThrough
 
