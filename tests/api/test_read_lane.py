@@ -5,68 +5,22 @@ really answers the requests it is for (its own counter in /metrics), leaving the
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import re
 import urllib.parse
 import uuid as uuidlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.api.api_support import generated, upload
+from tests.api.lane_support import HOST, Answer, Pair
 from tests.conftest import start_gateway
 from tests.helpers import wait_job_done
 from tests.security.conftest import make_token
 
-HOST = "telemetry.test"  # the same Host to both gateways: `next` links name it
-IGNORED = {"date", "server"}
-LANE_COUNTER = re.compile(r"^telemetry_read_lane_answers_total\{[^}]*\} ([0-9.e+]+)$", re.M)
 UTIL = "DCGM_FI_DEV_GPU_UTIL"
-
-
-@dataclass(frozen=True)
-class Answer:
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
-
-
-@dataclass
-class Pair:
-    lane: str  # host:port of the gateway with READ_LANE on
-    django: str  # and with it off
-
-    def ask(self, where: str, path: str, headers: dict | None = None, method="GET", body=None):
-        conn = http.client.HTTPConnection(where, timeout=60)
-        try:
-            conn.request(method, path, body=body, headers={"Host": HOST, **(headers or {})})
-            response = conn.getresponse()
-            body = response.read()
-            kept = sorted(
-                (k.lower(), v) for k, v in response.getheaders() if k.lower() not in IGNORED
-            )
-            return Answer(response.status, kept, body)
-        finally:
-            conn.close()
-
-    def lane_answers(self) -> float:
-        return sum(
-            float(v) for v in LANE_COUNTER.findall(self.ask(self.lane, "/metrics").body.decode())
-        )
-
-    def compare(
-        self, path: str, headers: dict | None = None, method="GET", body=None
-    ) -> tuple[Answer, bool]:
-        """(the answer, whether the lane gave it); asserts both gateways answered alike."""
-        before = self.lane_answers()
-        ours = self.ask(self.lane, path, headers, method, body)
-        served = self.lane_answers() > before
-        theirs = self.ask(self.django, path, headers, method, body)
-        assert ours == theirs, f"{method} {path} {headers}"
-        return ours, served
 
 
 @contextlib.contextmanager
