@@ -26,26 +26,22 @@ UTIL = "DCGM_FI_DEV_GPU_UTIL"
 @contextlib.contextmanager
 def pair_of(tmp: Path, etcd, redis_server, root: str, **env: str) -> Iterator[Pair]:
     """Two gateways over the same etcd root, READ_LANE on and off, each with its own metrics."""
-    started = []
-    try:
+    with contextlib.ExitStack() as stack:
+        ports = []
         for lane in ("on", "off"):
             metrics = tmp / f"metrics-{lane}-{uuidlib.uuid4().hex[:6]}"
             metrics.mkdir()
-            started.append(
-                start_gateway(
-                    tmp,
-                    etcd.url,
-                    redis_server.url,
-                    ETCD_PREFIX=root,
-                    READ_LANE=lane,
-                    PROMETHEUS_MULTIPROC_DIR=str(metrics),
-                    **env,
-                ).__enter__()
+            gateway = start_gateway(
+                tmp,
+                etcd.url,
+                redis_server.url,
+                ETCD_PREFIX=root,
+                READ_LANE=lane,
+                PROMETHEUS_MULTIPROC_DIR=str(metrics),
+                **env,
             )
-        yield Pair(f"127.0.0.1:{started[0].port}", f"127.0.0.1:{started[1].port}")
-    finally:
-        for svc in started:
-            svc.stop()
+            ports.append(stack.enter_context(gateway).port)
+        yield Pair(*(f"127.0.0.1:{port}" for port in ports))
 
 
 @pytest.fixture
