@@ -198,3 +198,17 @@ def _unclocked(answer: Answer) -> Answer:
         return answer
     headers = [(k, "N" if k == "retry-after" else v) for k, v in answer.headers]
     return Answer(429, headers, re.sub(rb"[0-9]+", b"N", answer.body))
+
+
+def test_behind_https_the_lane_redirects_and_adds_hsts_as_django_does(
+    loaded, etcd, redis_server, tmp_path
+):
+    with pair_of(tmp_path, etcd, redis_server, loaded["root"], DJANGO_HTTPS="true") as pair:
+        tele = f"/api/v1/gpus/{loaded['uuid']}/telemetry?limit=3"
+        plain, served = pair.compare(tele)
+        assert plain.status == 301 and not served  # SecurityMiddleware's redirect, by Django
+        secure, served = pair.compare(tele, {"X-Forwarded-Proto": "https"})
+        assert secure.status == 200 and served
+        assert "strict-transport-security" in dict(secure.headers)
+        probe, served = pair.compare("/health")  # exempt from the redirect (SECURE_REDIRECT_EXEMPT)
+        assert probe.status == 200 and served
