@@ -277,8 +277,9 @@ class Listing:
     their revisions. The keys are decoded only when asked for: a reader whose cache holds
     what the digest names never needs them (decoding 1,600 keys costs ~1 ms)."""
 
-    def __init__(self, response: Any) -> None:
+    def __init__(self, response: Any, revision: int) -> None:
         self._kvs = response.kvs
+        self.revision = revision  # the store revision the keys were read at
         # the range's header carries the store revision, which moves on every write
         response.ClearField("header")
         self.digest = hashlib.blake2b(response.SerializeToString(), digest_size=16).hexdigest()
@@ -298,7 +299,8 @@ def keys_in_ranges(ranges: Sequence[tuple[str, str]]) -> list[Listing]:
     for i in range(0, len(ranges), MAX_TXN_OPS):
         with translated("keys_in_ranges"):
             response = client.get().keys_in_ranges_response(ranges[i : i + MAX_TXN_OPS])
-        out += [Listing(r.response_range) for r in response.responses]
+        at = int(response.header.revision)
+        out += [Listing(r.response_range, at) for r in response.responses]
     return out
 
 

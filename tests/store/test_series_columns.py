@@ -139,3 +139,22 @@ def test_a_new_block_in_the_newest_window_reads_only_that_block(keys, monkeypatc
     assert len(got) == 361 and got[-1] == (HOUR0 + 3 * HOUR - 10_000, -1.0)
     newest = [k for k in fetched if k.startswith(keys.blocks_prefix("GPU-1"))]
     assert len(newest) == 1 and Keys.parse_block(newest[0]).t_first >= HOUR0 + 2 * HOUR
+
+
+def test_a_plan_is_reused_only_while_nothing_was_written(keys, monkeypatch):
+    write(keys, 0, [(HOUR0, "a", 1.0)], "G0")
+    txns: list[int] = []
+    real = kv.keys_in_ranges
+
+    def counted(ranges):
+        txns.append(len(ranges))
+        return real(ranges)
+
+    monkeypatch.setattr(kv, "keys_in_ranges", counted)
+    first = plan_blocks(keys, ["G0"], *SPAN, RAW.window_ms)
+    assert plan_blocks(keys, ["G0"], *SPAN, RAW.window_ms) == first and txns == [1]
+    write(keys, 1, [(HOUR0 + 10_000, "a", 2.0)], "G1")  # a write elsewhere: planned again
+    again = plan_blocks(keys, ["G0"], *SPAN, RAW.window_ms)
+    assert txns == [1, 1] and again["G0"].digest == first["G0"].digest
+    write(keys, 2, [(HOUR0 + 20_000, "a", 3.0)], "G0")  # this GPU's new block is seen
+    assert series(keys, uuid="G0") == [(HOUR0, 1.0), (HOUR0 + 20_000, 3.0)]
