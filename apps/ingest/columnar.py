@@ -5,7 +5,8 @@ The upload is read in blocks of whole lines. A block is *regular* when every lin
 one record that any CSV reader splits the same way: ASCII, quotes only where RFC 4180
 puts them (a field's start, its end, doubled inside), no line end inside quotes, no
 lone `\\r`, no NUL, no line longer than the limits. numpy checks this on the bytes
-(a quote's parity says whether it opens or closes), and counts each line's fields.
+(line ends, `\\r`), one regular expression over the block the quotes (the same test as
+a quote's parity saying whether it opens or closes: tests/ingest/test_block_structure.py).
 A regular block is parsed by pyarrow's CSV reader (its threads) into string
 columns, and checked on columns:
 
