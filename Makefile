@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format install system-deps clean bench-ingest bench-live bench-storage bench-capacity bench-abuse bench-read bench-promql openapi
+.PHONY: run test lint format install system-deps clean bench-ingest bench-live bench-storage bench-capacity bench-abuse bench-read bench-promql openapi screenshots
 
 run: install
 	$(PY) -m tools.run
@@ -66,6 +66,10 @@ bench-storage: install
 # GPUs per 8 GiB etcd with 30 days: these defaults vs today's, 1,000 GPUs x 1 day (docs/CAPACITY.md).
 bench-capacity: install
 	$(PY) -m bench.capacity
+
+# Refresh the README's screenshots (docs/screenshots/) from the browser test.
+screenshots: install
+	UPDATE_SCREENSHOTS=1 $(PY) -m pytest -q tests/dashboard/test_dashboard_browser.py
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache

@@ -94,6 +94,20 @@ class SpoolWatch:
             time.sleep(self.every)
 
 
+def established(port: int) -> int:
+    """TCP connections accepted on `port` and still open (the server's side), from /proc/net."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError), open(table) as fh:
+            next(fh)  # the header line
+            for line in fh:
+                fields = line.split()
+                local, state = fields[1], fields[3]
+                if state == "01" and int(local.rsplit(":", 1)[1], 16) == port:  # ESTABLISHED
+                    count += 1
+    return count
+
+
 def _keyed(path: str, sep: str) -> dict[str, str]:
     out = {}
     with open(path) as fh:

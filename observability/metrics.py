@@ -58,6 +58,11 @@ HTTP_REFUSED = Counter(
     "HTTP requests refused by the guard before or while their body was read, by reason",
     ["reason"],
 )
+READ_LANE_ANSWERS = Counter(
+    "telemetry_read_lane_answers_total",
+    "HTTP requests answered by the read lane (telemetry_site/lane.py) rather than Django, by route",
+    ["route"],
+)
 HTTP_SECONDS = Histogram(
     "telemetry_http_request_seconds",
     "HTTP request latency, by method and route",

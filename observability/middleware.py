@@ -16,7 +16,8 @@ def _route(request: Any) -> str:
     return f"/{match.route}" if match is not None and match.route else "unmatched"
 
 
-def _observe(request: Any, status: int, started: float) -> None:
+def observe(request: Any, status: int, started: float) -> None:
+    """Count one answered request and its latency (also called by the read lane)."""
     route = _route(request)
     HTTP_REQUESTS.labels(request.method, route, str(status)).inc()
     HTTP_SECONDS.labels(request.method, route).observe(time.perf_counter() - started)
@@ -49,14 +50,14 @@ class RequestMetricsMiddleware(DualStackMiddleware):
     def call(self, request: Any) -> Any:
         started = time.perf_counter()
         response = self.get_response(request)
-        _observe(request, response.status_code, started)
+        observe(request, response.status_code, started)
         return response
 
     async def _acall(self, request: Any) -> Any:
         started = time.perf_counter()
         response = await self.get_response(request)  # type: ignore[misc]
-        _observe(request, response.status_code, started)
+        observe(request, response.status_code, started)
         return response
 
 
-__all__ = ["DualStackMiddleware", "RequestMetricsMiddleware"]
+__all__ = ["DualStackMiddleware", "RequestMetricsMiddleware", "observe"]

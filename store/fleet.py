@@ -1,4 +1,4 @@
-"""The fleet: every GPU record and every GPU's latest values, two range reads at any size.
+"""The fleet: every GPU record and every GPU's latest values, one etcd round trip at any size.
 
 Fleet views (GPU list, hosts, clusters) poll this every few seconds. `version` is
 a digest of every key read and its mod revision, so it changes whenever a record
@@ -75,8 +75,10 @@ def read_fleet(
     """
 
     def read() -> tuple[list[kv.Item], list[kv.Item]]:
-        records = kv.get_prefix(keys.records_prefix(cluster, host))
-        return records, kv.get_prefix(keys.latest_prefix()) if latest else []
+        # both prefixes in one transaction: one round trip, and one revision for both
+        prefixes = [keys.records_prefix(cluster, host)] + ([keys.latest_prefix()] if latest else [])
+        _, found = kv.get_together([], [(p, kv.prefix_end(p)) for p in prefixes])
+        return found[0], found[1] if latest else []
 
     if cluster is not None and not shards.pinned():
         with shards.in_cluster(cluster) as shard:

@@ -1,7 +1,8 @@
 """ASGI entry point: `uvicorn telemetry_site.asgi:application`.
 
 HTTP goes through the body guard (telemetry_site/guard.py: sizes, callers and pace
-decided before a body is read) to Django; `/ws/...` to the Channels consumers unless
+decided before a body is read), then the read lane (telemetry_site/lane.py: the hot
+reads, unless READ_LANE is off), to Django; `/ws/...` to the Channels consumers unless
 ENABLE_WEBSOCKET is off.
 """
 
@@ -20,11 +21,15 @@ from apps.accounts.channels_auth import TokenAuthMiddleware  # noqa: E402
 from apps.read.routing import BrowserOriginValidator, websocket_urlpatterns  # noqa: E402
 from observability.redact import redact_access_log  # noqa: E402
 from telemetry_site.guard import BodyGuard, GuardedASGIHandler  # noqa: E402
+from telemetry_site.lane import ReadLane  # noqa: E402
 
 django_application = GuardedASGIHandler()
 redact_access_log()
 
-routes = {"http": BodyGuard(django_application)}
+# The lane inside the guard: a form POST it takes is bounded and paced as Django's would be.
+lane = ReadLane(django_application, django_application) if settings.READ_LANE else None
+http = BodyGuard(lane or django_application)
+routes = {"http": http}
 if settings.ENABLE_WEBSOCKET:
     routes["websocket"] = BrowserOriginValidator(
         AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))

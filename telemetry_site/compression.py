@@ -165,9 +165,13 @@ class CompressionMiddleware(DualStackMiddleware):
         return compress(request, self.get_response(request))
 
     async def _acall(self, request: HttpRequest) -> Any:
-        response = await self.get_response(request)  # type: ignore[misc]
-        if response.streaming or len(response.content) < _OFF_LOOP_SIZE:
-            return compress(request, response)
-        # A large body takes milliseconds to encode: not on the event loop (the
-        # compressors release the GIL, so the other core can work meanwhile).
-        return await sync_to_async(compress, thread_sensitive=False)(request, response)
+        return await acompress(request, await self.get_response(request))  # type: ignore[misc]
+
+
+async def acompress(request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
+    """`compress` on the event loop, a large body off it (also the read lane's)."""
+    if response.streaming or len(response.content) < _OFF_LOOP_SIZE:
+        return compress(request, response)
+    # A large body takes milliseconds to encode: not on the event loop (the
+    # compressors release the GIL, so the other core can work meanwhile).
+    return await sync_to_async(compress, thread_sensitive=False)(request, response)

@@ -183,6 +183,10 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
+# The read lane (telemetry_site/lane.py): the hot read GETs answered without Django's
+# middleware and DRF's per-request machinery, same answers; off: Django answers all.
+READ_LANE = env_bool("READ_LANE", True)
+
 # --- GraphQL (docs/GRAPHQL.md) ------------------------------------------------------
 ENABLE_GRAPHQL = env_bool("ENABLE_GRAPHQL", True)
 GRAPHENE = {"SCHEMA": "apps.read.graphql_schema.schema"}

@@ -15,9 +15,17 @@ from store.errors import answer_for
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    answer = answer_for(exc)
+    answer = store_error_answer(exc)
     if answer is None:
         return drf_handler(exc, context)
-    headers = {"Retry-After": str(answer.retry_after)} if answer.retry_after else None
-    body = {"detail": str(exc), **getattr(exc, "details", {})}
-    return Response(body, status=answer.status, headers=headers)
+    status, headers, body = answer
+    return Response(body, status=status, headers=headers or None)
+
+
+def store_error_answer(exc: Exception) -> tuple[int, dict[str, str], dict[str, Any]] | None:
+    """(status, headers, body) of a store error, None for any other (also the read lane's)."""
+    answer = answer_for(exc)
+    if answer is None:
+        return None
+    headers = {"Retry-After": str(answer.retry_after)} if answer.retry_after else {}
+    return answer.status, headers, {"detail": str(exc), **getattr(exc, "details", {})}

@@ -24,6 +24,11 @@ class PartialShardsMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         with shards.collecting() as partial:
             response = self.get_response(request)
-        if partial.missing:
-            response[PARTIAL_HEADER] = ", ".join(sorted(partial.missing))
-        return response
+        return mark_partial(response, partial)
+
+
+def mark_partial(response: HttpResponse, partial: shards.Partial) -> HttpResponse:
+    """Name the shards `partial` collected in the answer's header (none: no header)."""
+    if partial.missing:
+        response[PARTIAL_HEADER] = ", ".join(sorted(partial.missing))
+    return response

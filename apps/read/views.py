@@ -7,7 +7,13 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from django.http import HttpResponse, HttpResponseNotModified, StreamingHttpResponse
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotModified,
+    QueryDict,
+    StreamingHttpResponse,
+)
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiTypes,
@@ -33,6 +39,7 @@ from apps.read.serializers import (
     TelemetryColumnsSerializer,
     TelemetryParams,
     TelemetrySerializer,
+    telemetry_query,
 )
 from store.fleet import Fleet
 from timeparse.timestamps import format_timestamp
@@ -102,7 +109,10 @@ class GpuListView(_PagedListView):
     def get(self, request: Request) -> Response | HttpResponseNotModified:
         params = GpuListParams(data=request.query_params)
         params.is_valid(raise_exception=True)
-        filters = params.validated_data
+        return self.gpus(request, params.validated_data)
+
+    def gpus(self, request: Request, filters: dict[str, Any]) -> Response | HttpResponseNotModified:
+        """The GPU list of GpuListParams' validated `filters` (also the read lane's)."""
         fleet = queries.fleet(filters.get("cluster"), filters.get("host"))
         return self.answer(request, fleet, lambda: queries.list_gpus(**filters, of=fleet))
 
@@ -148,41 +158,57 @@ class GpuTelemetryView(_ReadView):
         },
     )
     def get(self, request: Request, uuid: str) -> Response | HttpResponse:
-        params = TelemetryParams(data=_with_metric_list(request))
+        params = TelemetryParams(data=telemetry_data(request.query_params))
         params.is_valid(raise_exception=True)
-        data = params.validated_data
-        if data["format"] in ("csv", "wide"):
-            return _csv_response(uuid, params.query(uuid), data["format"])
-        columns = data["format"] == "columns"
-        query = params.query(uuid)
-        try:
-            page = queries.read_page(query, columns=columns)
-        except queries.TooManyPoints as exc:
-            return Response({"step": [str(exc)]}, status=400)
-        head = {
-            "gpu": page.gpu,
-            "start_time": _fmt(data.get("start_time")),
-            "end_time": _fmt(data.get("end_time")),
-            "next": _next_url(request, page.next_cursor),
-            "workloads": page.workloads,
-        }
-        body = (
-            col.columns_json(page.samples, head)
-            if columns
-            else orjson.dumps(head)[:-1] + b',"results":' + col.rows_json(page.samples) + b"}"
-        )
-        return HttpResponse(body, content_type="application/json")
+        return telemetry_answer(request._request, uuid, params.validated_data)
+
+
+def telemetry_answer(
+    request: HttpRequest, uuid: str, data: dict[str, Any]
+) -> HttpResponse | StreamingHttpResponse:
+    """The telemetry answer of TelemetryParams' validated `data` (also the read lane's).
+
+    Raises store errors (NotFound...), which the caller answers.
+    """
+    if data["format"] in ("csv", "wide"):
+        return _csv_response(uuid, telemetry_query(uuid, data), data["format"])
+    columns = data["format"] == "columns"
+    query = telemetry_query(uuid, data)
+    try:
+        page = queries.read_page(query, columns=columns)
+    except queries.TooManyPoints as exc:
+        return _too_many_points(exc)
+    head = {
+        "gpu": page.gpu,
+        "start_time": _fmt(data.get("start_time")),
+        "end_time": _fmt(data.get("end_time")),
+        "next": _next_url(request, page.next_cursor),
+        "workloads": page.workloads,
+    }
+    body = (
+        col.columns_json(page.samples, head)
+        if columns
+        else orjson.dumps(head)[:-1] + b',"results":' + col.rows_json(page.samples) + b"}"
+    )
+    return HttpResponse(body, content_type="application/json")
+
+
+def _too_many_points(exc: queries.TooManyPoints) -> HttpResponse:
+    # what FastJSONRenderer makes of Response({"step": [...]}, 400), without DRF
+    return HttpResponse(
+        orjson.dumps({"step": [str(exc)]}), status=400, content_type="application/json"
+    )
 
 
 def _csv_response(
     uuid: str, query: queries.TelemetryQuery, layout: str
-) -> Response | StreamingHttpResponse:
+) -> HttpResponse | StreamingHttpResponse:
     """The whole window as CSV, streamed a block window at a time: long or wide."""
     try:
         pieces = queries.telemetry_csv(query, wide=layout == "wide")
         first = next(pieces)  # raises NotFound / TooManyPoints before the response starts
     except queries.TooManyPoints as exc:
-        return Response({"step": [str(exc)]}, status=400)
+        return _too_many_points(exc)
     response = StreamingHttpResponse(itertools.chain([first], pieces), content_type="text/csv")
     response["Content-Disposition"] = f'attachment; filename="{_safe_name(uuid)}-{layout}.csv"'
     return response
@@ -196,18 +222,20 @@ def _fmt(ms: int | None) -> str | None:
     return None if ms is None else format_timestamp(ms)
 
 
-def _with_metric_list(request: Request) -> dict[str, Any]:
-    data: dict[str, Any] = {k: v for k, v in request.query_params.items() if k != "metric"}
-    metrics = [m.strip() for raw in request.query_params.getlist("metric") for m in raw.split(",")]
+def telemetry_data(query: QueryDict) -> dict[str, Any]:
+    """The query string as TelemetryParams reads it: the last of each name, and every
+    `metric` (repeated or comma-separated) in one list."""
+    data: dict[str, Any] = {k: v for k, v in query.items() if k != "metric"}
+    metrics = [m.strip() for raw in query.getlist("metric") for m in raw.split(",")]
     if any(metrics):
         data["metric"] = [m for m in metrics if m]
     return data
 
 
-def _next_url(request: Request, cursor: str | None) -> str | None:
+def _next_url(request: HttpRequest, cursor: str | None) -> str | None:
     if cursor is None:
         return None
-    params = request.query_params.copy()
+    params = request.GET.copy()
     params["cursor"] = cursor
     return request.build_absolute_uri(f"{request.path}?{params.urlencode()}")
 

@@ -32,6 +32,7 @@ KV_READS = (
     "get_many",
     "count_prefix",
     "keys_in_range",
+    "get_together",
     "get_range_rev",
     "revision",
 )

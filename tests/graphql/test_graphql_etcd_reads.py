@@ -15,15 +15,15 @@ EVERY_GPU_WITH_LATEST = """{
     edges { node { uuid host cluster lastSeen latest { metricName timestamp value } } }
   }
 }"""
-# The records' range read and the latest values' range read, whatever the GPU count.
-GPUS_READS = 2
+# The records and the latest values, two ranges in one transaction, whatever the GPU count.
+GPUS_READS = 1
 
 
-def test_all_247_gpus_with_latest_take_two_etcd_reads(real_fleet, api, kv_reads):
+def test_all_247_gpus_with_latest_take_one_etcd_read(real_fleet, api, kv_reads):
     answer = data(api, EVERY_GPU_WITH_LATEST)["gpus"]
     assert answer["totalCount"] == len(answer["edges"]) == 247
     assert all(len(e["node"]["latest"]) == 10 for e in answer["edges"])
-    assert sorted(kv_reads) == ["get_prefix", "get_prefix"]
+    assert kv_reads == ["get_together"]
     assert len(kv_reads) == GPUS_READS <= 3
 
 
@@ -43,7 +43,7 @@ def test_one_gpu_and_the_lists_take_a_fixed_number_of_reads(real_fleet, api, kv_
     assert len(kv_reads) == 3  # locator, record, latest
     kv_reads.clear()
     data(api, "{ clusters { name gpuCount } hosts { hostname } }")
-    assert len(kv_reads) == 2  # one records range read each
+    assert len(kv_reads) == 2  # one records read each
 
 
 def test_mig_instances_of_every_gpu_take_one_more_read(real_fleet, api, kv_reads):

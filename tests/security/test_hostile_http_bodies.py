@@ -12,7 +12,7 @@ import time
 
 import requests
 
-from bench.attacks import MiB, chunked_post, slow_body
+from bench.attacks import MiB, chunked_post, established, slow_body
 from tests.api.api_support import generated
 from tests.security.conftest import UPLOAD_LIMIT
 
@@ -87,6 +87,7 @@ def test_a_wrong_token_is_refused_before_the_body(hostile_gateway):
 
 def test_slow_bodies_are_cut_off_without_holding_threads(hostile_gateway, attack_token):
     threads = hostile_gateway.meter.read().threads
+    connected = established(hostile_gateway.port)
     auth = {"Authorization": f"Bearer {attack_token}"}
     with concurrent.futures.ThreadPoolExecutor(20) as pool:
         slow = [
@@ -95,7 +96,10 @@ def test_slow_bodies_are_cut_off_without_holding_threads(hostile_gateway, attack
             )
             for _ in range(20)
         ]
-        time.sleep(1.0)  # the slow clients are all sending now
+        deadline = time.monotonic() + 10
+        while established(hostile_gateway.port) < connected + 20:  # all sending now
+            assert time.monotonic() < deadline, "the slow clients never all connected"
+            time.sleep(0.02)
         started = time.monotonic()
         assert requests.get(f"{hostile_gateway.url}/health", timeout=5).status_code == 200
         assert time.monotonic() - started < 1.0

@@ -10,6 +10,7 @@ from rest_framework.test import APIClient
 
 from apps.read.middleware import PARTIAL_HEADER
 from tests.api.api_support import all_gpus, expected_samples, generated, stored_samples, upload
+from tests.api.lane_support import Pair
 from tests.conftest import migrate_children_db
 from tests.graphql.gql_support import data
 from tests.helpers import wait_for, wait_job_done
@@ -109,6 +110,36 @@ def test_a_stopped_shard_answers_503_by_name_and_the_others_keep_serving(fleet: 
     assert etcd["shards"]["default"]["ok"] and not etcd["shards"]["prod-b"]["ok"]
     for uuid in uuids_of(data_a):
         assert stored_samples(api, uuid) == expected_samples(data_a)[uuid]
+
+
+def test_the_read_lane_answers_a_partial_fleet_as_django_does(fleet: Fleet) -> None:
+    api = APIClient()
+    _, data_b = load(api, "prod-b", seed=6)
+    _, data_a = load(api, "prod-a", seed=7)
+    pair = Pair(
+        *(
+            f"127.0.0.1:{fleet.start_gateway(READ_LANE=lane, THROTTLE_READS='off').port}"
+            for lane in ("on", "off")
+        )
+    )
+    fleet.stop_shard("prod-b")
+    gpu_a, gpu_b = sorted(uuids_of(data_a))[0], sorted(uuids_of(data_b))[0]
+    answers = {
+        path: pair.compare(path)
+        for path in (
+            "/api/v1/gpus?limit=100",  # partial: named in the header
+            "/api/v1/gpus?cluster=prod-b",  # that shard down: 503 naming it
+            "/api/v1/gpus?cluster=prod-a",
+            f"/api/v1/gpus/{gpu_b}/telemetry",
+            f"/api/v1/gpus/{gpu_a}/telemetry?limit=5",
+            "/prometheus/api/v1/query?query=DCGM_FI_DEV_GPU_UTIL&time=2025-01-01T00:00:00Z",
+        )
+    }
+    assert all(served for _, served in answers.values()), answers
+    fleet_answer = dict(answers["/api/v1/gpus?limit=100"][0].headers)
+    assert fleet_answer[PARTIAL_HEADER.lower()] == "prod-b"
+    assert answers["/api/v1/gpus?cluster=prod-b"][0].status == 503
+    assert answers[f"/api/v1/gpus/{gpu_b}/telemetry"][0].status == 503
 
 
 def test_no_row_is_lost_while_a_shard_is_down(fleet: Fleet) -> None:

@@ -53,15 +53,19 @@ class _PrometheusView(APIView):
         request.query_params.getlist("query")
         if request.method == "POST":
             request.data.getlist("query")
-        params = _params(request)
-        try:
-            status, body = api.handle(lambda p: type(self).endpoint(p, **kwargs), params)
-        except StoreUnavailable as exc:
-            status, body = api.error("unavailable", str(exc))
-            status = 503
-        return HttpResponse(orjson.dumps(body), status=status, content_type="application/json")
+        return respond(type(self).endpoint, _params(request), **kwargs)
 
     post = get
+
+
+def respond(endpoint: Callable[..., Any], params: api.Params, **kwargs: str) -> HttpResponse:
+    """The endpoint's answer to `params`, as JSON (also the read lane's)."""
+    try:
+        status, body = api.handle(lambda p: endpoint(p, **kwargs), params)
+    except StoreUnavailable as exc:
+        status, body = api.error("unavailable", str(exc))
+        status = 503
+    return HttpResponse(orjson.dumps(body), status=status, content_type="application/json")
 
 
 def _view(fn: Callable[..., Any]) -> Any:

@@ -1,0 +1,359 @@
+"""The read lane: the hot reads answered before Django's handler, with Django's answers.
+
+A small read spends most of its time before and after the store: Django's ASGI
+handler starts a thread per request and runs 13 middlewares, DRF builds a
+serializer (deep-copying its fields), negotiates, authenticates, and only then
+reads (docs/PERFORMANCE.md, issue 16). This ASGI middleware, inside the body
+guard (so a body it reads is bounded and paced as Django's would be), answers
+`/health`, the GPU list (ETag/304 included), a GPU's telemetry (rows, columns,
+CSV, step) by GET, and Prometheus `query`/`query_range` by GET or form POST,
+with the same functions Django's views call, one thread hop for the store, and
+the same response steps Django's middleware would take (security and frame
+headers, Vary, partial shards, compression, request metrics).
+
+It answers only what it fully understands; everything else goes to Django
+unchanged (a form body it read is handed on), so errors stay worded in one
+place: another method, a body on a GET, a cookie (sessions, CSRF), an Accept
+other than JSON's, a parameter the lane's parser
+(apps.read.serializers.plainly_valid) does not find plainly valid, a token DRF
+refuses, a caller without read access, a throttled caller, an HTTPS redirect, a
+host Django refuses. The throttle is DRF's own (same cache, same rate),
+consulted last before the store, so a request counts once, and a refused one is
+not counted and is refused again by Django, with its 429. Errors found while
+reading (unknown GPU, store down, too many buckets, a bad PromQL query) are
+answered here by the functions the views use; an unexpected exception goes to
+Django, which answers it as always (that request then counts twice against the
+throttle). READ_LANE=off sends every request to Django;
+`telemetry_read_lane_answers_total` counts the lane's answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.contrib.auth.models import AnonymousUser
+from django.core.handlers.asgi import ASGIHandler, ASGIRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, QueryDict
+from django.middleware.clickjacking import XFrameOptionsMiddleware
+from django.middleware.common import CommonMiddleware
+from django.middleware.security import SecurityMiddleware
+from django.urls import ResolverMatch, resolve
+from django.utils.cache import patch_vary_headers
+from django.utils.log import log_response
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from apps.accounts.auth import BearerOrTokenAuthentication
+from apps.read import views
+from apps.read.errors import store_error_answer
+from apps.read.middleware import mark_partial
+from apps.read.prometheus import views as prom_views
+from apps.read.render import FastJSONRenderer
+from apps.read.serializers import GpuListParams, TelemetryParams, plainly_valid
+from observability.metrics import READ_LANE_ANSWERS
+from observability.middleware import observe
+from store import shards
+from store.errors import StoreError
+from telemetry_site.compression import acompress
+from telemetry_site.guard import App, Message, Receive, Scope, Send
+from telemetry_site.streaming import pulled_in_batches
+
+# Accept headers under which DRF's negotiation picks the JSON renderer as it is (no
+# indent, no browsable page): what programs, Grafana and our dashboard send.
+JSON_ACCEPTS = frozenset({"", "*/*", "application/json", "application/json, text/plain, */*"})
+FILTERS = ("cluster", "host", "model")  # GpuListParams; the paginator reads the others
+GPU_LIST_KEYS = frozenset({*FILTERS, "limit", "offset"})
+# DRF's authenticators the lane reproduces: a token from the headers, else a session,
+# which needs a cookie (a request with one goes to Django).
+AUTHENTICATORS = [BearerOrTokenAuthentication, SessionAuthentication]
+# Grafana's form posts (DRF's FormParser with the UTF-8 it assumes)
+FORM_TYPES = frozenset(
+    {b"application/x-www-form-urlencoded", b"application/x-www-form-urlencoded;charset=utf-8"}
+)
+
+
+class FallThrough(Exception):
+    """Django answers this request (raised before anything is sent or counted; a form body
+    the lane read is handed on with it)."""
+
+
+@dataclass
+class Answer:
+    response: HttpResponseBase
+    view: Any = None  # the DRF view, whose default headers (Allow, Vary: Accept) it gets
+    session_touched: bool = False  # DRF looked for a session: Django says Vary: Cookie
+    partial: shards.Partial | None = None
+
+
+def _unused(request: HttpRequest) -> HttpResponse:  # the middlewares' get_response
+    raise AssertionError("the read lane calls middleware hooks, never the chain")
+
+
+class ReadLane:
+    """ASGI middleware: the lane in front of `app` (Django's handler), inside the guard."""
+
+    def __init__(self, app: App, handler: ASGIHandler) -> None:
+        self.app = app
+        self.handler = handler  # Django's: the lane sends its answers the same way
+        self.security = SecurityMiddleware(_unused)
+        self.common = CommonMiddleware(_unused)
+        self.frames = XFrameOptionsMiddleware(_unused)
+        self.routes: dict[str, Callable[[ASGIRequest, ResolverMatch, _Body], Any]] = {
+            "health": self._health,
+            "gpu-list": self._gpu_list,
+            "gpu-telemetry": self._telemetry,
+            "prom-query": self._prometheus,
+            "prom-query-range": self._prometheus,
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _plain(scope):
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        body = _Body(receive)
+        try:
+            request, match = self._understood(scope)
+            route = self.routes[match.url_name]  # type: ignore[index]
+            answer = await route(request, match, body)
+        except FallThrough:
+            await self.app(scope, body.replay, send)  # what the lane read, then the rest
+            return
+        await self._send(request, match, answer, send, started)
+
+    # --- what the lane takes --------------------------------------------------------------
+    def _understood(self, scope: Scope) -> tuple[ASGIRequest, ResolverMatch]:
+        """The request and its route, when the route is the lane's and Django's site-wide
+        request checks (HTTPS redirect, allowed hosts, user agents) let it through."""
+        try:
+            request = ASGIRequest(scope, io.BytesIO())  # a form is parsed by the lane
+            match = resolve(request.path_info)
+        except Exception:  # undecodable, no route: Django's answer
+            raise FallThrough from None
+        if match.url_name not in self.routes:
+            raise FallThrough
+        try:
+            if self.security.process_request(request) or self.common.process_request(request):
+                raise FallThrough
+        except FallThrough:
+            raise
+        except Exception:  # DisallowedHost, PermissionDenied
+            raise FallThrough from None
+        request.resolver_match = match
+        return request, match
+
+    async def _health(self, request: ASGIRequest, match: ResolverMatch, body: _Body) -> Answer:
+        _get_only(request)
+        return Answer(match.func(request, *match.args, **match.kwargs))
+
+    async def _gpu_list(self, request: ASGIRequest, match: ResolverMatch, body: _Body) -> Answer:
+        _get_only(request)
+        query = _query(request)
+        if not query.keys() <= GPU_LIST_KEYS:
+            raise FallThrough
+        filters = plainly_valid(GpuListParams, {k: query[k] for k in query if k in FILTERS})
+        if filters is None:
+            raise FallThrough
+        view, drf, touched = await self._admitted(request, match)
+        paginator = view.pagination_class()
+        try:  # the page parameters, checked before the throttle counts the request
+            paginator.get_limit(drf)
+            paginator.get_offset(drf)
+        except Exception:
+            raise FallThrough from None
+        await self._throttle(view, drf)
+        return await _off_loop(lambda: _render(view, view.gpus(drf, filters)), view, touched)
+
+    async def _telemetry(self, request: ASGIRequest, match: ResolverMatch, body: _Body) -> Answer:
+        _get_only(request)
+        data = plainly_valid(TelemetryParams, views.telemetry_data(_query(request)))
+        if data is None:
+            raise FallThrough
+        view, drf, touched = await self._admitted(request, match)
+        await self._throttle(view, drf)
+        uuid = match.kwargs["uuid"]
+        return await _off_loop(lambda: views.telemetry_answer(request, uuid, data), view, touched)
+
+    async def _prometheus(self, request: ASGIRequest, match: ResolverMatch, body: _Body) -> Answer:
+        query = _query(request)
+        get = query.getlist
+        if request.method == "POST":  # Grafana's form posts: query string and form merged
+            form = await _form(body)
+            get = lambda name: query.getlist(name) + form.getlist(name)  # noqa: E731
+        view, drf, touched = await self._admitted(request, match)
+        await self._throttle(view, drf)
+        endpoint = type(view).endpoint
+        return await _off_loop(
+            lambda: prom_views.respond(endpoint, get, **match.kwargs), view, touched
+        )
+
+    # --- DRF's checks, with DRF's own classes -----------------------------------------
+    async def _admitted(self, request: ASGIRequest, match: ResolverMatch) -> tuple[Any, Any, bool]:
+        """The view, its DRF request with the caller, and whether DRF would have looked for a
+        session; FallThrough unless DRF would let the caller read with JSON."""
+        view_class = match.func.view_class  # type: ignore[attr-defined]
+        if request.headers.get("Accept", "").strip() not in JSON_ACCEPTS:
+            raise FallThrough
+        if list(view_class.authentication_classes) != AUTHENTICATORS:
+            raise FallThrough  # a view authenticating otherwise: only Django knows
+        view = view_class(**match.func.view_initkwargs)  # type: ignore[attr-defined]
+        view.setup(request, *match.args, **match.kwargs)  # as View.as_view's view() does
+        drf = Request(request)
+        drf.user, touched = AnonymousUser(), True
+        if "authorization" in request.headers:
+            try:
+                caller = await database_sync_to_async(BearerOrTokenAuthentication().authenticate)(
+                    drf
+                )
+            except Exception:  # an unknown or inactive token: DRF's 401
+                raise FallThrough from None
+            if caller is not None:
+                drf.user, touched = caller[0], False
+        if not all(p.has_permission(drf, view) for p in view.get_permissions()):
+            raise FallThrough
+        return view, drf, touched
+
+    async def _throttle(self, view: Any, drf: Request) -> None:
+        """DRF's throttles, counted here and only here (a refusal counts nothing). On the
+        event loop: their cache is Django's default, in process memory (no CACHES set)."""
+        if not all(t.allow_request(drf, view) for t in view.get_throttles()):
+            raise FallThrough
+
+    # --- the answer, through the steps Django's middleware takes ---------------------------
+    async def _send(
+        self, request: ASGIRequest, match: ResolverMatch, answer: Answer, send: Send, started: float
+    ) -> None:
+        response = answer.response
+        if answer.view is not None:  # as APIView.finalize_response adds them
+            headers = dict(answer.view.default_response_headers)
+            if "Vary" in headers:
+                patch_vary_headers(response, (headers.pop("Vary"),))
+            for name, value in headers.items():
+                response[name] = value
+        # inner to outer, as settings.MIDDLEWARE runs them on the way out
+        response = self.frames.process_response(request, response)
+        response = self.common.process_response(request, response)
+        if answer.session_touched:
+            patch_vary_headers(response, ("Cookie",))  # SessionMiddleware: session accessed
+        response = self.security.process_response(request, response)
+        if answer.partial is not None:
+            mark_partial(response, answer.partial)  # type: ignore[arg-type]
+        response = await acompress(request, response)
+        observe(request, response.status_code, started)
+        READ_LANE_ANSWERS.labels(f"/{match.route}").inc()
+        if response.status_code >= 400:
+            log_response(
+                "%s: %s", response.reason_phrase, request.path, response=response, request=request
+            )
+        if response.streaming and not response.is_async:  # AsyncStreaming's step
+            response.streaming_content = pulled_in_batches(response.streaming_content)
+        try:
+            await self.handler.send_response(response, send)
+        finally:
+            response.close()
+
+
+def _plain(scope: Scope) -> bool:
+    """A GET without a body, or a form POST, and no cookie (no session can apply)."""
+    headers = scope.get("headers", ())
+    if any(name == b"cookie" for name, _ in headers):
+        return False
+    if scope["method"] == "POST":
+        kind = next((v for n, v in headers if n == b"content-type"), b"")
+        return kind.lower().replace(b" ", b"") in FORM_TYPES
+    if scope["method"] != "GET":
+        return False
+    for name, value in headers:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return False
+    return True
+
+
+def _get_only(request: ASGIRequest) -> None:
+    if request.method != "GET":
+        raise FallThrough
+
+
+class _Body:
+    """The request's `receive`, recording what the lane reads so Django can be given it."""
+
+    def __init__(self, receive: Receive) -> None:
+        self.receive = receive
+        self.read: list[Message] = []
+
+    async def all(self) -> bytes | None:
+        """The whole body (already bounded and paced by the guard), None if cut short."""
+        while True:
+            message = await self.receive()
+            self.read.append(message)
+            if message["type"] != "http.request":
+                return None  # the guard cut it (413, 408) or the client left: Django's turn
+            if not message.get("more_body", False):
+                return b"".join(m.get("body", b"") for m in self.read)
+
+    async def replay(self) -> Message:
+        return self.read.pop(0) if self.read else await self.receive()
+
+
+async def _form(body: _Body) -> QueryDict:
+    """The form of a POST, parsed as DRF's FormParser parses it (Django's QueryDict)."""
+    raw = await body.all()
+    if raw is None:
+        raise FallThrough
+    try:
+        return QueryDict(raw, encoding="utf-8")
+    except Exception:  # too many fields, undecodable: Django words it
+        raise FallThrough from None
+
+
+def _query(request: ASGIRequest) -> Any:
+    try:
+        return request.GET  # Django's parser and limits (too many fields: Django's 400)
+    except Exception:
+        raise FallThrough from None
+
+
+def _render(view: Any, response: HttpResponseBase) -> HttpResponseBase:
+    """A DRF Response rendered as DRF's negotiation renders it for a JSON Accept."""
+    if isinstance(response, Response):
+        renderer = view.renderer_classes[0]()
+        assert isinstance(renderer, FastJSONRenderer)
+        response.accepted_renderer = renderer
+        response.accepted_media_type = renderer.media_type
+        response.renderer_context = view.get_renderer_context()
+        response.render()
+    return response
+
+
+async def _off_loop(work: Callable[[], HttpResponseBase], view: Any, touched: bool) -> Answer:
+    """`work` in a worker thread (it blocks on etcd), its shards collected; a store error
+    answered as the views' exception handler answers it."""
+
+    def run() -> tuple[HttpResponseBase, shards.Partial]:
+        with shards.collecting() as partial:
+            try:
+                return work(), partial
+            except StoreError as exc:
+                answer = store_error_answer(exc)
+                if answer is None:
+                    raise
+                status, headers, body = answer
+                response = HttpResponse(
+                    FastJSONRenderer().render(body), status=status, content_type="application/json"
+                )
+                for name, value in headers.items():
+                    response[name] = value
+                return response, partial
+
+    try:
+        response, partial = await asyncio.to_thread(run)
+    except Exception:  # a bug of ours: Django answers (and logs) it as it would
+        raise FallThrough from None
+    return Answer(response, view, touched, partial)

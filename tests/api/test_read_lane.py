@@ -1,0 +1,214 @@
+"""The read lane answers exactly as Django does: the same requests against a gateway with
+READ_LANE on and one with it off give the same status, headers and body; and the lane
+really answers the requests it is for (its own counter in /metrics), leaving the rest."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import urllib.parse
+import uuid as uuidlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.api.api_support import generated, upload
+from tests.api.lane_support import HOST, Answer, Pair
+from tests.conftest import start_gateway
+from tests.helpers import wait_job_done
+from tests.security.conftest import make_token
+
+UTIL = "DCGM_FI_DEV_GPU_UTIL"
+
+
+@contextlib.contextmanager
+def pair_of(tmp: Path, etcd, redis_server, root: str, **env: str) -> Iterator[Pair]:
+    """Two gateways over the same etcd root, READ_LANE on and off, each with its own metrics."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for lane in ("on", "off"):
+            metrics = tmp / f"metrics-{lane}-{uuidlib.uuid4().hex[:6]}"
+            metrics.mkdir()
+            gateway = start_gateway(
+                tmp,
+                etcd.url,
+                redis_server.url,
+                ETCD_PREFIX=root,
+                READ_LANE=lane,
+                PROMETHEUS_MULTIPROC_DIR=str(metrics),
+                **env,
+            )
+            ports.append(stack.enter_context(gateway).port)
+        yield Pair(*(f"127.0.0.1:{port}" for port in ports))
+
+
+@pytest.fixture
+def loaded(pipeline, api) -> dict[str, str]:
+    response = upload(api, generated(hosts=2, gpus_per_host=2, samples=60, seed=11))
+    wait_job_done(api, response.json()["id"])
+    gpus = api.get("/api/v1/gpus").json()["results"]
+    first = gpus[0]
+    return {"root": pipeline, **{k: first[k] for k in ("uuid", "cluster", "last_seen")}}
+
+
+@pytest.fixture
+def open_pair(loaded, etcd, redis_server, tmp_path) -> Iterator[Pair]:
+    with pair_of(tmp_path, etcd, redis_server, loaded["root"], THROTTLE_READS="off") as pair:
+        yield pair
+
+
+def q(path: str, **params: str) -> str:
+    return f"{path}?{urllib.parse.urlencode(params)}" if params else path
+
+
+def test_the_lane_answers_its_requests_as_django_does(loaded, open_pair):
+    uuid, cluster = loaded["uuid"], loaded["cluster"]
+    tele = f"/api/v1/gpus/{uuid}/telemetry"
+    window = {"start_time": "2025-01-01T00:00:00Z", "end_time": "2030-01-01T00:00:00Z"}
+    first, served = open_pair.compare("/api/v1/gpus")
+    assert first.status == 200 and served
+    etag = dict(first.headers)["etag"]
+    page, _ = open_pair.compare(q(tele, limit="5"))
+    cursor = urllib.parse.parse_qs(urllib.parse.urlsplit(_next(page)).query)["cursor"][0]
+    taken = [
+        ("/health", {}),
+        (q("/api/v1/gpus", limit="1"), {}),
+        (q("/api/v1/gpus", limit="1", offset="2"), {}),
+        (q("/api/v1/gpus", cluster=cluster, model=""), {}),
+        (q("/api/v1/gpus", cluster="nowhere"), {}),
+        ("/api/v1/gpus", {"If-None-Match": etag}),
+        ("/api/v1/gpus", {"If-None-Match": '"other"'}),
+        ("/api/v1/gpus", {"Accept-Encoding": "gzip", "Accept": "application/json"}),
+        (tele, {}),
+        (q(tele, limit="5", cursor=cursor), {}),
+        (q(tele, order="desc", limit="7", metric=f"{UTIL},DCGM_FI_DEV_POWER_USAGE"), {}),
+        (q(tele, format="columns", **window), {"Accept-Encoding": "zstd"}),
+        (q(tele, format="csv"), {}),
+        (q(tele, format="wide"), {"Accept-Encoding": "br"}),
+        (q(tele, step="1m", agg="max", metric=UTIL, **window), {}),
+        (q(tele, limit="all"), {"Accept-Encoding": "gzip, deflate, br, zstd", "Accept": "*/*"}),
+        ("/api/v1/gpus/GPU-nope/telemetry", {}),
+        (q("/prometheus/api/v1/query", query=UTIL, time=loaded["last_seen"]), {}),
+        (q("/prometheus/api/v1/query", query=f"avg by (Hostname) ({UTIL})", time="1e9"), {}),
+        (q("/prometheus/api/v1/query", query="sum(("), {}),
+        (q("/prometheus/api/v1/query"), {}),
+        (
+            q("/prometheus/api/v1/query_range", query=UTIL, start="1.7e9", end="1.8e9", step="1e4"),
+            {"Accept": "application/json, text/plain, */*"},
+        ),
+        (q("/prometheus/api/v1/query_range", query=UTIL, start="0", end="1", step="0"), {}),
+    ]
+    for path, headers in taken:
+        _, served = open_pair.compare(path, headers)
+        assert served, f"the lane left {path} {headers} to Django"
+    left = [
+        (q("/api/v1/gpus", limit="abc"), {}),
+        (q("/api/v1/gpus", cluster=" "), {}),
+        (q("/api/v1/gpus", unknown="1"), {}),
+        (q(tele, limit="0"), {}),
+        (q(tele, step="0s"), {}),
+        (q(tele, start_time="2025-02-01T00:00:00Z", end_time="2025-01-01T00:00:00Z"), {}),
+        (q(tele, format="xml"), {}),
+        (q(tele, cursor="junk"), {}),
+        (q(tele, limit="5", _="123"), {}),  # a cache buster: Django ignores it, as before
+        (tele, {"Cookie": "sessionid=made-up"}),
+        (tele, {"Accept": "application/xml"}),
+        (tele, {"Authorization": "Bearer not-a-token"}),
+        ("/api/v1/gpus/" + uuid, {}),
+        ("/api/v1/clusters", {}),
+    ]
+    for path, headers in left:
+        _, served = open_pair.compare(path, headers)
+        assert not served, f"the lane took {path} {headers}"
+    _, served = open_pair.compare("/api/v1/gpus", method="HEAD")
+    assert not served
+
+
+def test_grafana_form_posts_are_answered_alike(loaded, open_pair):
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    rng = {"query": f"max by (UUID) ({UTIL})", "start": "1.7e9", "end": "1.8e9", "step": "1e4"}
+    taken = [
+        ("/prometheus/api/v1/query_range", rng, form),
+        ("/prometheus/api/v1/query_range?step=2e4", rng, form),  # query string and form merged
+        ("/prometheus/api/v1/query", {"query": UTIL, "time": loaded["last_seen"]}, form),
+        ("/prometheus/api/v1/query", {"query": "sum(("}, form),
+        (
+            "/prometheus/api/v1/query",
+            {},
+            {"Content-Type": "application/x-www-form-urlencoded; charset=UTF-8"},
+        ),
+    ]
+    for path, fields, headers in taken:
+        body = urllib.parse.urlencode(fields)
+        answer, served = open_pair.compare(path, headers, "POST", body)
+        assert served and answer.status in (200, 400), (path, fields)
+    left = [
+        ("/prometheus/api/v1/query", b'{"query": "up"}', {"Content-Type": "application/json"}),
+        ("/prometheus/api/v1/series", b"match[]=up", form),
+        ("/api/v1/gpus", b"limit=1", form),
+        ("/prometheus/api/v1/query", b"query=up", {**form, "Cookie": "sessionid=x"}),
+        ("/prometheus/api/v1/query", "&".join(["a=1"] * 1500).encode(), form),  # too many fields
+    ]
+    for path, body, headers in left:
+        answer, served = open_pair.compare(path, headers, "POST", body)
+        assert not served, (path, body[:40])
+
+
+def _next(answer: Answer) -> str:
+    link = json.loads(answer.body)["next"]
+    assert link and link.startswith(f"http://{HOST}/"), link
+    return link
+
+
+def test_reads_behind_a_token_are_answered_alike(loaded, etcd, redis_server, tmp_path):
+    token = make_token(etcd.url, redis_server.url)
+    with pair_of(tmp_path, etcd, redis_server, loaded["root"], TELEMETRY_READ_AUTH="true") as pair:
+        tele = f"/api/v1/gpus/{loaded['uuid']}/telemetry?limit=3"
+        for scheme in ("Bearer", "Token"):
+            answer, served = pair.compare(tele, {"Authorization": f"{scheme} {token}"})
+            assert answer.status == 200 and served
+            assert dict(answer.headers)["vary"] == "Accept, Accept-Encoding"  # no session looked at
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic abc"}):
+            answer, served = pair.compare(tele, headers)
+            assert answer.status == 401 and not served
+        answer, served = pair.compare("/health")
+        assert answer.status == 200 and served
+
+
+def test_the_throttle_counts_once_and_refuses_alike(loaded, etcd, redis_server, tmp_path):
+    with pair_of(tmp_path, etcd, redis_server, loaded["root"], THROTTLE_READS="4/min") as pair:
+        seen = {}
+        for where in (pair.lane, pair.django):
+            answers = [pair.ask(where, "/api/v1/gpus") for _ in range(3)]
+            answers.append(pair.ask(where, "/api/v1/gpus/GPU-nope/telemetry"))  # counts: 404
+            answers.append(pair.ask(where, "/api/v1/gpus"))
+            answers.append(pair.ask(where, "/prometheus/api/v1/query?query=up"))
+            seen[where] = [_unclocked(a) for a in answers]
+        assert [a.status for a in seen[pair.lane]] == [200, 200, 200, 404, 429, 429]
+        assert seen[pair.lane] == seen[pair.django]
+        assert b"Request was throttled" in seen[pair.lane][-1].body
+
+
+def _unclocked(answer: Answer) -> Answer:
+    """The answer with the wait a 429 names masked: it is computed from the clock, so the
+    two gateways may say 59 and 60 seconds."""
+    if answer.status != 429:
+        return answer
+    headers = [(k, "N" if k == "retry-after" else v) for k, v in answer.headers]
+    return Answer(429, headers, re.sub(rb"[0-9]+", b"N", answer.body))
+
+
+def test_behind_https_the_lane_redirects_and_adds_hsts_as_django_does(
+    loaded, etcd, redis_server, tmp_path
+):
+    with pair_of(tmp_path, etcd, redis_server, loaded["root"], DJANGO_HTTPS="true") as pair:
+        tele = f"/api/v1/gpus/{loaded['uuid']}/telemetry?limit=3"
+        plain, served = pair.compare(tele)
+        assert plain.status == 301 and not served  # SecurityMiddleware's redirect, by Django
+        secure, served = pair.compare(tele, {"X-Forwarded-Proto": "https"})
+        assert secure.status == 200 and served
+        assert "strict-transport-security" in dict(secure.headers)
+        probe, served = pair.compare("/health")  # exempt from the redirect (SECURE_REDIRECT_EXEMPT)
+        assert probe.status == 200 and served
