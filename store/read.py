@@ -581,3 +581,20 @@ def _clip_column(col: Column, start: int, end: int) -> tuple[np.ndarray, np.ndar
     lo = int(np.searchsorted(ts, start, side="left"))
     hi = int(np.searchsorted(ts, end, side="right"))
     return ts[lo:hi], col.value[lo:hi]
+
+
+def raw_from(planned: kv.Listing, window_ms: int) -> int | None:
+    """The start of the earliest raw window holding a block in a plan (None: no block).
+    PromQL reads rollups only before it: from there on raw blocks are the truth."""
+    starts = [Keys.block_start(i.key) for i in planned.infos]
+    return min(starts) // window_ms * window_ms if starts else None
+
+
+def read_rollups(keys: Keys, uuid: str, tier: Tier, start: int, end: int) -> Buckets:
+    """The rollup buckets of `tier` starting in [start, end] (blocks through the block cache),
+    sorted by (metric, bucket). For PromQL: windows are read whole, whatever their raw
+    blocks hold (the caller uses them only where raw blocks are gone)."""
+    first, last = _bucket_span(start, end, tier.resolution_ms)
+    items = kv.get_range(*keys.rollup_range(tier.name, uuid, first, last, tier.window_ms))
+    parts = [_decoded(i.key, i.value, decode_rollup) for i in items]
+    return _trim(rebucket(concat(parts), tier.resolution_ms), first, end)

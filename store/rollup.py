@@ -1,9 +1,15 @@
-"""Downsampling: per-bucket min, max, sum, count and last of each metric.
+"""Downsampling: per-bucket min, max, sum, count and last of each metric, and the
+fields that make PromQL windows exact: the first value, the first and last sample
+times, and the counter resets (the sum of the value before each drop).
 
 Rollup blocks use the block codec (docs/STORAGE.md): one row per (bucket start,
 metric, field) with the field in the name, `{metric}\\x1f{field}`. Buckets of
 finer steps combine exactly into coarser ones: min of mins, max of maxes, sums
-and counts added, last of the latest bucket.
+and counts added, last of the latest bucket; first of the earliest bucket, resets
+added plus each drop between one bucket's last value and the next one's first.
+Blocks written before the PromQL fields existed lack their rows: those read as NaN
+(`Buckets.exact` is False), and combining keeps NaN, so no bucket made from an old
+one passes for exact.
 
 Sums saturate: a bucket whose sum passes the float64 range (values near
 1.8e308) holds ±1.7976931348623157e308 instead of ±inf, so a rollup block can
@@ -19,7 +25,11 @@ import numpy as np
 
 from store.codec import Samples, decode_block, dedupe, encode_block
 
-FIELDS = ("min", "max", "sum", "count", "last")
+BASE_FIELDS = ("min", "max", "sum", "count", "last")
+# PromQL fields (docs/PROMETHEUS.md, "Rollup tiers"): times are ms held as float64
+# (exact below 2**53); NaN where a bucket was written without them
+EXACT_FIELDS = ("first", "t_first", "t_last", "resets")
+FIELDS = BASE_FIELDS + EXACT_FIELDS
 _FLOAT_MAX = float(np.finfo(np.float64).max)
 AGGREGATES = ("avg", "min", "max", "last", "sum", "count")
 _SEP = "\x1f"
@@ -37,6 +47,15 @@ class Buckets:
     sum: np.ndarray
     count: np.ndarray  # int64
     last: np.ndarray
+    first: np.ndarray
+    t_first: np.ndarray  # float64 ms, NaN when unknown
+    t_last: np.ndarray  # float64 ms, NaN when unknown
+    resets: np.ndarray  # sum of the value before each drop inside the bucket
+
+    @property
+    def exact(self) -> np.ndarray:
+        """Buckets that carry the PromQL fields (written by this version, from raw)."""
+        return ~(np.isnan(self.t_first) | np.isnan(self.t_last) | np.isnan(self.resets))
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -54,7 +73,18 @@ class Buckets:
 def empty(names: tuple[str, ...] = ()) -> Buckets:
     f = np.zeros(0, np.float64)
     return Buckets(
-        np.zeros(0, np.int64), np.zeros(0, np.int32), names, f, f, f, np.zeros(0, np.int64), f
+        np.zeros(0, np.int64),
+        np.zeros(0, np.int32),
+        names,
+        f,
+        f,
+        f,
+        np.zeros(0, np.int64),
+        f,
+        f,
+        f,
+        f,
+        f,
     )
 
 
@@ -86,6 +116,12 @@ def aggregate(samples: Samples, step_ms: int) -> Buckets:
     order = np.lexsort((s.ts, bucket, s.metric))
     m, b, v = s.metric[order], bucket[order], s.value[order]
     starts, ends = _groups(m, b)
+    t = s.ts[order]
+    # Prometheus' counter rule (extrapolatedRate): a drop adds back the value before it
+    drops = np.zeros(len(v))
+    with np.errstate(invalid="ignore"):
+        drops[1:] = np.where(v[1:] < v[:-1], v[:-1], 0.0)
+    drops[starts] = 0.0  # pairs across buckets are counted when buckets are combined
     return Buckets(
         ts=b[starts],
         metric=m[starts],
@@ -95,6 +131,10 @@ def aggregate(samples: Samples, step_ms: int) -> Buckets:
         sum=_sums(v, starts),
         count=(ends - starts).astype(np.int64),
         last=v[ends - 1],
+        first=v[starts],
+        t_first=t[starts].astype(np.float64),
+        t_last=t[ends - 1].astype(np.float64),
+        resets=np.add.reduceat(drops, starts),
     )
 
 
@@ -121,6 +161,15 @@ def rebucket(b: Buckets, step_ms: int) -> Buckets:
     order = np.lexsort((b.ts, bucket, b.metric))
     m, nb = b.metric[order], bucket[order]
     starts, ends = _groups(m, nb)
+    first, last = b.first[order], b.last[order]
+    # a drop from one bucket's last value to the next one's first is a reset too
+    cross = np.zeros(len(first))
+    with np.errstate(invalid="ignore"):
+        cross[1:] = np.where(first[1:] < last[:-1], last[:-1], 0.0)
+    cross[starts] = 0.0
+    resets = np.add.reduceat(b.resets[order] + cross, starts)  # NaN stays NaN
+    t_first, t_last = b.t_first[order][starts], b.t_last[order][ends - 1]
+    unknown = np.add.reduceat((~b.exact[order]).astype(np.int64), starts) > 0
     return Buckets(
         ts=nb[starts],
         metric=m[starts],
@@ -129,7 +178,11 @@ def rebucket(b: Buckets, step_ms: int) -> Buckets:
         max=np.maximum.reduceat(b.max[order], starts),
         sum=_sums(b.sum[order], starts),
         count=np.add.reduceat(b.count[order], starts),
-        last=b.last[order][ends - 1],
+        last=last[ends - 1],
+        first=first[starts],
+        t_first=np.where(unknown, np.nan, t_first),
+        t_last=np.where(unknown, np.nan, t_last),
+        resets=np.where(unknown, np.nan, resets),
     )
 
 
@@ -138,6 +191,7 @@ def select(b: Buckets, keep: np.ndarray) -> Buckets:
 
 
 def encode_rollup(b: Buckets) -> bytes:
+    """One row per (bucket, metric, field); a PromQL field a bucket lacks has no row."""
     names = tuple(f"{n}{_SEP}{f}" for n in b.names for f in FIELDS)
     k = len(FIELDS)
     ts = np.repeat(b.ts, k)
@@ -145,7 +199,10 @@ def encode_rollup(b: Buckets) -> bytes:
         np.int32
     )
     value = np.column_stack([getattr(b, f).astype(np.float64) for f in FIELDS]).ravel()
-    return encode_block(Samples(ts, metric, value, names))
+    absent = np.zeros((len(b), k), dtype=bool)
+    absent[:, len(BASE_FIELDS) :] = ~b.exact[:, None]
+    keep = ~absent.ravel()
+    return encode_block(Samples(ts[keep], metric[keep], value[keep], names))
 
 
 def decode_rollup(data: bytes) -> Buckets:
@@ -167,15 +224,14 @@ def decode_rollup(data: bytes) -> Buckets:
     )
     starts, _ = _groups(metric, ts)
     group = np.cumsum(np.isin(np.arange(len(ts)), starts)) - 1
-    cols = np.zeros((len(starts), len(FIELDS)), dtype=np.float64)
+    cols = np.full((len(starts), len(FIELDS)), np.nan, dtype=np.float64)
     cols[group, field] = value
     return Buckets(
         ts[starts],
         metric[starts],
         metrics,
-        cols[:, 0],
-        cols[:, 1],
-        cols[:, 2],
-        cols[:, 3].astype(np.int64),
-        cols[:, 4],
+        *(
+            cols[:, i] if f != "count" else cols[:, i].astype(np.int64)
+            for i, f in enumerate(FIELDS)
+        ),
     )

@@ -22,14 +22,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from apps.read.prometheus.engine import Series
+from apps.read.prometheus import rolled
+from apps.read.prometheus.engine import RolledSeries, Series
 from apps.read.prometheus.matching import Matcher, matches_all
 from apps.read.prometheus.values import NAME
 from store import default_keys, shards, window_ms
+from store.codec import Samples
 from store.keys import MAX_TS, Keys
 from store.kv import Listing
-from store.read import cached_series, plan_blocks, read_series
+from store.read import cached_series, plan_blocks, raw_from, read_rollups, read_series
 from store.registry import gpu_shard, list_records
+from store.rollup import Buckets, aggregate, select
+from store.tiers import Tier, rollups, tiers
 from store.workloads import WORKLOAD_LABELS, Period, read_workloads
 from store.write import latest_values
 
@@ -187,9 +191,7 @@ class StoreSource:
         return self.select_entries(found, start, end)
 
     def select_entries(self, found: list[Entry], start: int, end: int) -> list[Series]:
-        by_gpu: dict[str, list[Entry]] = defaultdict(list)
-        for entry in found:
-            by_gpu[entry.uuid].append(entry)
+        by_gpu = _by_uuid(found)
         wanted = {u: sorted({e.metric for e in entries}) for u, entries in by_gpu.items()}
         series = self._read(wanted, start, end)
         out = []
@@ -199,6 +201,50 @@ class StoreSource:
                 if len(ts):
                     out.append((entry.labels, ts, values))
         return out
+
+    def select_rolled(
+        self, matchers: list[Matcher], at: np.ndarray, reach_ms: int
+    ) -> list[RolledSeries] | None:
+        """Matching series for windows `[t - reach, t]`: raw samples, and rollup buckets
+        where raw blocks are gone (docs/PROMETHEUS.md, "Rollup tiers").
+
+        None when rollups cannot help: every window starts within the raw tier's
+        retention (raw blocks hold it all), or no tier's buckets have edges on every
+        window's ends (the answer would not be exact). Then callers read raw only.
+        """
+        tier = _tier_for(at, reach_ms)
+        if tier is None:
+            return None
+        start, end = int(at[0]) - reach_ms, int(at[-1])
+        found = self.matching(matchers, start, end)
+        raw = {
+            (e.uuid, e.metric, tuple(sorted(e.labels.items()))): pair
+            for e, pair in zip(found, self._raw_pairs(found, start, end), strict=True)
+        }
+        out: list[RolledSeries] = []
+        for uuid, entries in _by_uuid(found).items():
+            with shards.use(gpu_shard(self.keys, uuid)):
+                plan = plan_blocks(self.keys, [uuid], start, end, window_ms())[uuid]
+                boundary = raw_from(plan, window_ms())
+                if boundary is not None and (boundary <= start or boundary % tier.resolution_ms):
+                    old = None  # raw covers the span, or no bucket edge where raw begins
+                else:
+                    boundary = end + 1 if boundary is None else boundary
+                    old = read_rollups(self.keys, uuid, tier, start, boundary - 1)
+            for e in entries:
+                ts, v = raw[(e.uuid, e.metric, tuple(sorted(e.labels.items())))]
+                buckets = None if old is None else _series_buckets(old, e, ts, v, tier, boundary)
+                if len(ts) or (buckets is not None and len(buckets)):
+                    out.append((e.labels, ts, v, buckets, boundary or 0))
+        return out
+
+    def _raw_pairs(
+        self, found: list[Entry], start: int, end: int
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each entry's raw samples in [start, end] (empty arrays when it has none)."""
+        wanted = {u: sorted({e.metric for e in es}) for u, es in _by_uuid(found).items()}
+        series = self._read(wanted, start, end) if wanted else {}
+        return [_within(*series[e.uuid][e.metric], e.reads) for e in found]
 
     def _read(
         self, wanted: dict[str, list[str]], start: int, end: int
@@ -247,6 +293,56 @@ class StoreSource:
                 for miss, got in zip(misses, pool.map(read, misses), strict=True):
                     out[miss[1]] = got
         return out
+
+
+def _by_uuid(found: list[Entry]) -> dict[str, list[Entry]]:
+    by_gpu: dict[str, list[Entry]] = defaultdict(list)
+    for entry in found:
+        by_gpu[entry.uuid].append(entry)
+    return by_gpu
+
+
+def _tier_for(at: np.ndarray, reach_ms: int) -> Tier | None:
+    """The coarsest rollup tier whose bucket edges hold every window's ends, when some
+    window starts before the raw tier's retention (else raw blocks answer alone)."""
+    raw = tiers()[0]
+    if int(at[0]) - reach_ms >= time.time() * 1000 - raw.retention_ms:
+        return None
+    for tier in reversed(rollups()):
+        if rolled.aligned(at, reach_ms, tier.resolution_ms):
+            return tier
+    return None
+
+
+def _series_buckets(
+    old: Buckets, entry: Entry, ts: np.ndarray, v: np.ndarray, tier: Tier, boundary: int
+) -> rolled.BucketSeries:
+    """One series' buckets: rolled up before `boundary` (where raw blocks are gone), from
+    its raw samples after. A rolled bucket counts only when all its samples belong to
+    this series' workload periods; one holding samples of two is kept as not usable."""
+    if entry.metric not in old.names:
+        before = rolled.BucketSeries.of(old, -1, tier.resolution_ms)
+    else:
+        b = select(old, old.ts < boundary)
+        m = b.metric == b.names.index(entry.metric)
+        exact = b.exact
+        lo = np.where(exact, b.t_first, b.ts)
+        hi = np.where(exact, b.t_last, b.ts + tier.resolution_ms - 1)
+        inside = np.zeros(len(b), bool)
+        touches = np.zeros(len(b), bool)
+        for s, e in entry.reads:
+            inside |= (lo >= s) & (hi <= e)
+            touches |= (hi >= s) & (lo <= e)
+        keep = m & touches  # buckets wholly outside the periods hold none of its samples
+        before = rolled.BucketSeries.of(
+            select(b, keep), b.names.index(entry.metric), tier.resolution_ms, inside[keep]
+        )
+    after = ts >= boundary
+    fresh = aggregate(
+        Samples(ts[after], np.zeros(int(after.sum()), np.int32), v[after], ("m",)),
+        tier.resolution_ms,
+    )
+    return rolled.joined(before, rolled.BucketSeries.of(fresh, 0, tier.resolution_ms))
 
 
 def with_idle(periods: list[Period]) -> list[tuple[dict[str, str], list[tuple[int, int]]]]:

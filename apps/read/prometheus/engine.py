@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 import promql_parser as pp
 
-from apps.read.prometheus import windows
+from apps.read.prometheus import rolled, windows
 from apps.read.prometheus.limits import MAX_EVAL_DEPTH, check_query, is_panic
 from apps.read.prometheus.matching import Matcher, from_selector
 from apps.read.prometheus.values import (
@@ -35,6 +35,9 @@ from apps.read.prometheus.values import (
 
 Value = Scalar | Vector | Text
 Series = tuple[dict[str, str], np.ndarray, np.ndarray]  # labels, ts (ms, sorted), values
+# labels, raw ts and values, buckets where raw blocks are gone (None: raw only), and the
+# time from which raw blocks hold the series (steps whose window starts there use raw)
+RolledSeries = tuple[dict[str, str], np.ndarray, np.ndarray, "rolled.BucketSeries | None", int]
 
 
 class Source(Protocol):
@@ -145,6 +148,11 @@ class Evaluator:
 
     def _eval_VectorSelector(self, node: Any) -> Vector:
         at = self._times(node)
+        got = self._rolled(node, at, windows.LOOKBACK_MS)
+        if got is not None:
+            values, ok = windows.lookback_all([(ts, v) for _, ts, v, _, _ in got], at)
+            self._from_buckets(got, at, windows.LOOKBACK_MS, values, ok, rolled.lookback)
+            return self._stacked([r[0] for r in got], values, ok)
         series = self.source.select(
             from_selector(node),
             int(at[0]) - windows.LOOKBACK_MS,
@@ -207,11 +215,50 @@ class Evaluator:
         vs = arg.vector_selector
         at = self._times(vs)
         range_ms = _ms(arg.range)
-        series = self.source.select(from_selector(vs), int(at[0]) - range_ms, int(at[-1]))
         keep_name = name == "last_over_time"  # acts like an offset: Prometheus keeps the name
+        got = self._rolled(vs, at, range_ms) if name in rolled.CLAIMED else None
+        if got is not None:
+            values, ok = windows.over_time_all(name, [(r[1], r[2]) for r in got], at, range_ms)
+
+            def from_buckets(s: rolled.BucketSeries, when: np.ndarray, _res: int) -> tuple:
+                return rolled.over_time(name, s, when, range_ms)
+
+            self._from_buckets(got, at, range_ms, values, ok, from_buckets)
+            labels = [r[0] if keep_name else without_name(r[0]) for r in got]
+            return merged(self._stacked(labels, values, ok))
+        series = self.source.select(from_selector(vs), int(at[0]) - range_ms, int(at[-1]))
         values, ok = windows.over_time_all(name, [(ts, v) for _, ts, v in series], at, range_ms)
         labels = [lb if keep_name else without_name(lb) for lb, _, _ in series]
         return merged(self._stacked(labels, values, ok))
+
+    def _rolled(self, vs: Any, at: np.ndarray, reach_ms: int) -> list[RolledSeries] | None:
+        """Series with rollup buckets where raw blocks are gone, when the source has them
+        and the windows allow an exact answer (rolled.py), else None (raw only)."""
+        select_rolled = getattr(self.source, "select_rolled", None)
+        if select_rolled is None:
+            return None
+        return select_rolled(from_selector(vs), at, reach_ms)
+
+    @staticmethod
+    def _from_buckets(
+        got: list[RolledSeries],
+        at: np.ndarray,
+        reach_ms: int,
+        values: np.ndarray,
+        ok: np.ndarray,
+        evaluate: Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray]],
+    ) -> None:
+        """Overwrite, in place, the steps whose window starts before raw blocks do with the
+        buckets' answer; a step the buckets cannot answer exactly answers nothing."""
+        for i, (_, _, _, buckets, boundary) in enumerate(got):
+            if buckets is None:
+                continue
+            use = at - reach_ms < boundary
+            if not use.any():
+                continue
+            v, present, known = evaluate(buckets, at[use], reach_ms)
+            values[i, use] = v
+            ok[i, use] = present & known
 
     # Aggregations ------------------------------------------------------------------------
     def _eval_AggregateExpr(self, node: Any) -> Vector:
