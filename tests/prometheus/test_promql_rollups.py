@@ -123,7 +123,8 @@ def _prometheus_series() -> list[prometheus.Series]:
             periods = _periods(ts) if n == 0 else [(FIRST, LAST, {})]
             for start, end, extra in periods:
                 sel = (ts >= start) & (ts <= end)
-                points = [(t / 1000, float(v)) for t, v in zip(ts[sel], values[metric][sel])]
+                pairs = zip(ts[sel], values[metric][sel], strict=True)
+                points = [(t / 1000, float(v)) for t, v in pairs]
                 out.append((metric, {**base, **extra}, points))
     return out
 
