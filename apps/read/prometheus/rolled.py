@@ -121,11 +121,10 @@ def lookback(s: BucketSeries, at: np.ndarray, _reach_ms: int = 0) -> tuple[np.nd
     before = (j >= 0) & (s.t_last[safe_j] >= at - windows.LOOKBACK_MS)
     values = np.where(edge, s.first[safe_e], s.last[safe_j])
     present = edge | before
-    # the bucket at t decides alone if it starts at t; else the one before, when it can
-    # reach into [t - 5m, t)
     reach = (j >= 0) & (s.b[safe_j] + resolution_ms > at - windows.LOOKBACK_MS)
-    known = np.where(starts_at, s.usable[safe_e], ~reach | s.usable[safe_j])
-    # an unusable bucket at t whose first sample is after t leaves the one before deciding
+    # a bucket starting at t must be usable (is its first sample at t, and ours?); unless
+    # that sample answers, the bucket before decides when it can reach [t - 5m, t)
+    known = (~starts_at | s.usable[safe_e]) & (edge | ~reach | s.usable[safe_j])
     return values, present, known
 
 
