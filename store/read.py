@@ -590,11 +590,32 @@ def raw_from(planned: kv.Listing, window_ms: int) -> int | None:
     return min(starts) // window_ms * window_ms if starts else None
 
 
-def read_rollups(keys: Keys, uuid: str, tier: Tier, start: int, end: int) -> Buckets:
-    """The rollup buckets of `tier` starting in [start, end] (blocks through the block cache),
-    sorted by (metric, bucket). For PromQL: windows are read whole, whatever their raw
-    blocks hold (the caller uses them only where raw blocks are gone)."""
+def read_rollups(
+    keys: Keys, uuids: Sequence[str], tier: Tier, start: int, end: int
+) -> dict[str, Buckets]:
+    """Each GPU's rollup buckets of `tier` starting in [start, end], sorted by (metric,
+    bucket), for PromQL (the caller uses them only where raw blocks are gone).
+
+    One keys-only transaction lists the blocks of every GPU (the current shard), and only
+    the blocks the cache does not hold are read (a block key names its content); a GPU
+    whose block vanished in between (a compaction replaced it) is read again by range.
+    """
     first, last = _bucket_span(start, end, tier.resolution_ms)
-    items = kv.get_range(*keys.rollup_range(tier.name, uuid, first, last, tier.window_ms))
-    parts = [_decoded(i.key, i.value, decode_rollup) for i in items]
-    return _trim(rebucket(concat(parts), tier.resolution_ms), first, end)
+    ranges = [keys.rollup_range(tier.name, u, first, last, tier.window_ms) for u in uuids]
+    listings = kv.keys_in_ranges(ranges)
+    fetched = _fetch_missing([i for listing in listings for i in listing.infos])
+    cache = shared_cache()
+    out = {}
+    for uuid, rng, listing in zip(uuids, ranges, listings, strict=True):
+        parts = [cache.get(i.key) for i in listing.infos]
+        if any(
+            p is None and i.key not in fetched for p, i in zip(parts, listing.infos, strict=True)
+        ):
+            parts = [_decoded(it.key, it.value, decode_rollup) for it in kv.get_range(*rng)]
+        else:
+            parts = [
+                p if p is not None else _decoded(i.key, fetched[i.key].value, decode_rollup)
+                for p, i in zip(parts, listing.infos, strict=True)
+            ]
+        out[uuid] = _trim(rebucket(concat(parts), tier.resolution_ms), first, end)
+    return out

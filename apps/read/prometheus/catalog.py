@@ -221,21 +221,45 @@ class StoreSource:
             (e.uuid, e.metric, tuple(sorted(e.labels.items()))): pair
             for e, pair in zip(found, self._raw_pairs(found, start, end), strict=True)
         }
+        by_gpu = _by_uuid(found)
+        old = self._rollups(list(by_gpu), tier, start, end)
         out: list[RolledSeries] = []
-        for uuid, entries in _by_uuid(found).items():
-            with shards.use(gpu_shard(self.keys, uuid)):
-                plan = plan_blocks(self.keys, [uuid], start, end, window_ms())[uuid]
-                boundary = raw_from(plan, window_ms())
-                if boundary is not None and (boundary <= start or boundary % tier.resolution_ms):
-                    old = None  # raw covers the span, or no bucket edge where raw begins
-                else:
-                    boundary = end + 1 if boundary is None else boundary
-                    old = read_rollups(self.keys, uuid, tier, start, boundary - 1)
+        for uuid, entries in by_gpu.items():
+            buckets, boundary = old[uuid]
             for e in entries:
                 ts, v = raw[(e.uuid, e.metric, tuple(sorted(e.labels.items())))]
-                buckets = None if old is None else _series_buckets(old, e, ts, v, tier, boundary)
-                if len(ts) or (buckets is not None and len(buckets)):
-                    out.append((e.labels, ts, v, buckets, boundary or 0))
+                got = (
+                    None if buckets is None else _series_buckets(buckets, e, ts, v, tier, boundary)
+                )
+                if len(ts) or (got is not None and len(got)):
+                    out.append((e.labels, ts, v, got, boundary))
+        return out
+
+    def _rollups(
+        self, uuids: list[str], tier: Tier, start: int, end: int
+    ) -> dict[str, tuple[Buckets | None, int]]:
+        """Per GPU: its rollup buckets before its raw blocks begin, and that time (None
+        when raw blocks cover the span, or begin off this tier's bucket edges). One plan
+        and one rollup listing per shard."""
+        by_shard: dict[str, list[str]] = defaultdict(list)
+        for uuid in uuids:
+            by_shard[gpu_shard(self.keys, uuid)].append(uuid)
+        out: dict[str, tuple[Buckets | None, int]] = {}
+        for shard, group in by_shard.items():
+            with shards.use(shard):
+                plans = plan_blocks(self.keys, group, start, end, window_ms())
+                need = {}
+                for uuid in group:
+                    boundary = raw_from(plans[uuid], window_ms())
+                    if boundary is not None and (
+                        boundary <= start or boundary % tier.resolution_ms
+                    ):
+                        out[uuid] = (None, boundary)
+                    else:
+                        need[uuid] = end + 1 if boundary is None else boundary
+                if need:
+                    got = read_rollups(self.keys, list(need), tier, start, max(need.values()) - 1)
+                    out.update({u: (got[u], b) for u, b in need.items()})
         return out
 
     def _raw_pairs(
