@@ -13,6 +13,7 @@ blocks are gone (as before rollups were read), never an approximation.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,10 +23,11 @@ import pytest
 from django.conf import settings as django_settings
 from django.test import Client
 
-from store import window_ms
+from store import kv, window_ms
 from store.codec import Samples
 from store.compaction import compact
 from store.keys import Keys
+from store.rollup import EXACT_FIELDS, decode_rollup, encode_rollup
 from store.tiers import tiers
 from store.workloads import update_workloads
 from store.write import GpuBatch, write_chunk
@@ -93,8 +95,8 @@ def _samples(n: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     return ts, values
 
 
-def _periods(ts: np.ndarray) -> list[tuple[int, int, dict[str, str]]]:
-    a, b = ts[ts < CHANGE], ts[ts >= CHANGE]
+def _periods(ts: np.ndarray, change: int) -> list[tuple[int, int, dict[str, str]]]:
+    a, b = ts[ts < change], ts[ts >= change]
     pod = {"namespace": "ml", "container": "trainer"}
     return [
         (int(a[0]), int(a[-1]), {**pod, "pod": "train-a"}),
@@ -102,7 +104,7 @@ def _periods(ts: np.ndarray) -> list[tuple[int, int, dict[str, str]]]:
     ]
 
 
-def _load_store(keys: Keys) -> None:
+def _load_store(keys: Keys, change: int) -> None:
     for n, facts in enumerate(_gpus()):
         ts, values = _samples(n)
         metric = np.repeat(np.arange(len(METRICS), dtype=np.int32), len(ts))
@@ -110,17 +112,17 @@ def _load_store(keys: Keys) -> None:
         batch = GpuBatch(facts, Samples(np.tile(ts, len(METRICS)), metric, all_v, METRICS))
         write_chunk(keys, "rollups", n, [batch], window_ms())
         if n == 0:
-            update_workloads(keys, {facts["uuid"]: _periods(ts)})
+            update_workloads(keys, {facts["uuid"]: _periods(ts, change)})
 
 
-def _prometheus_series() -> list[prometheus.Series]:
+def _prometheus_series(change: int) -> list[prometheus.Series]:
     out: list[prometheus.Series] = []
     for metric in METRICS:
         for n, facts in enumerate(_gpus()):
             ts, values = _samples(n)
             base = {"cluster": CLUSTER, **facts["labels"], "device": f"nvidia{n}"}
             base |= {"modelName": "NVIDIA H100", "DCGM_FI_DRIVER_VERSION": "535"}
-            periods = _periods(ts) if n == 0 else [(FIRST, LAST, {})]
+            periods = _periods(ts, change) if n == 0 else [(FIRST, LAST, {})]
             for start, end, extra in periods:
                 sel = (ts >= start) & (ts <= end)
                 pairs = zip(ts[sel], values[metric][sel], strict=True)
@@ -129,25 +131,31 @@ def _prometheus_series() -> list[prometheus.Series]:
     return out
 
 
+@contextlib.contextmanager
+def _store_and_oracle(tmp: Path, change: int) -> Iterator[tuple[str, Keys]]:
+    """Our store (compacted: rollups written, old raw blocks deleted) and a Prometheus
+    holding every raw sample, GPU 0 changing pod at `change`."""
+    keys = Keys(f"/rollups-{uuid.uuid4().hex[:10]}")
+    saved = django_settings.STORAGE_TIERS
+    django_settings.STORAGE_TIERS = TIERS
+    try:
+        _load_store(keys, change)
+        report = compact(keys, tiers())
+        assert report.rollups_written >= 8 and report.deleted_by_retention > 0, report
+        prometheus.write_openmetrics(_prometheus_series(change), tmp / "data.om")
+        prometheus.create_blocks(tmp / "data.om", tmp / "tsdb")
+        with prometheus.start_prometheus(tmp / "prom", tsdb_dir=tmp / "tsdb") as svc:
+            yield svc.url, keys
+    finally:
+        django_settings.STORAGE_TIERS = saved
+
+
 @pytest.fixture(scope="module")
 def rolled_oracle(live_services: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     if not prometheus.available():
         pytest.skip(f"prometheus/promtool not installed ({prometheus.APT_HINT})")
-    root = f"/rollups-{uuid.uuid4().hex[:10]}"
-    keys = Keys(root)
-    saved = django_settings.STORAGE_TIERS
-    django_settings.STORAGE_TIERS = TIERS
-    try:
-        _load_store(keys)
-        report = compact(keys, tiers())
-        assert report.rollups_written >= 8 and report.deleted_by_retention > 0, report
-        tmp: Path = tmp_path_factory.mktemp("rollups")
-        prometheus.write_openmetrics(_prometheus_series(), tmp / "data.om")
-        prometheus.create_blocks(tmp / "data.om", tmp / "tsdb")
-        with prometheus.start_prometheus(tmp / "prom", tsdb_dir=tmp / "tsdb") as svc:
-            yield svc.url, root
-    finally:
-        django_settings.STORAGE_TIERS = saved
+    with _store_and_oracle(tmp_path_factory.mktemp("rollups"), CHANGE) as (url, keys):
+        yield url, keys.root
 
 
 @pytest.fixture
@@ -226,3 +234,59 @@ def test_what_is_not_exact_does_not_read_rollups(oracle, query: str, step: int) 
     recent = {**params, "start": (RAW_FROM + HOUR) / 1000}
     ours, theirs = _both(oracle, "query_range", recent)
     assert theirs["data"]["result"] and not differences(ours, theirs)
+
+
+def _as_written_before(keys: Keys, uuid: str) -> int:
+    """Rewrite a GPU's rollup blocks as versions before the PromQL fields wrote them."""
+    rewritten = 0
+    for tier in ("5m", "1h"):
+        prefix = keys.rollups_prefix(tier, uuid)
+        for item in kv.get_range(prefix, kv.prefix_end(prefix)):
+            b = decode_rollup(item.value)
+            for f in EXACT_FIELDS:
+                getattr(b, f)[:] = np.nan
+            kv.put(item.key, encode_rollup(b))
+            rewritten += 1
+    return rewritten
+
+
+def test_what_rollups_cannot_answer_exactly_answers_nothing(
+    live_services: None, tmp_path: Path, settings
+) -> None:
+    """GPU 0 changes pod inside a 5-minute bucket; GPU 1's rollups are as older versions
+    wrote them (no PromQL fields). Every point we answer is Prometheus'; the windows
+    touching those buckets answer nothing, and nothing else is lost."""
+    if not prometheus.available():
+        pytest.skip(f"prometheus/promtool not installed ({prometheus.APT_HINT})")
+    change = CHANGE + 2 * MIN + 30_000
+    with _store_and_oracle(tmp_path, change) as (url, keys):
+        assert _as_written_before(keys, "GPU-roll-1") >= 4
+        settings.ETCD_PREFIX = keys.root
+        settings.STORAGE_TIERS = TIERS
+        start = (FIRST + HOUR) // HOUR * HOUR
+        for query in ("avg_over_time(DCGM_FI_DEV_GPU_TEMP[10m])", "DCGM_FI_DEV_GPU_TEMP"):
+            params = {"query": query, "start": start / 1000, "end": LAST / 1000, "step": 300}
+            ours, theirs = _both(url, "query_range", params)
+            mine = {_key(r): dict(r["values"]) for r in ours["data"]["result"]}
+            real = {_key(r): dict(r["values"]) for r in theirs["data"]["result"]}
+            assert mine.keys() == real.keys()
+            lost_at_change = 0
+            for labels, points in mine.items():
+                expected = real[labels]
+                assert all(
+                    float(v) == pytest.approx(float(expected[t]), rel=1e-9)
+                    for t, v in points.items()
+                )
+                missing = sorted(t for t in expected if t not in points)
+                if dict(labels)["UUID"] == "GPU-roll-1":  # old rollups: raw times only
+                    assert missing and max(missing) * 1000 <= RAW_FROM + 10 * MIN
+                    assert min(points) * 1000 >= RAW_FROM - 10 * MIN
+                else:  # only the windows touching the bucket of the pod change
+                    near = [abs(t * 1000 - change) <= 15 * MIN for t in missing]
+                    assert all(near), (labels, missing)
+                    lost_at_change += len(missing)
+            assert lost_at_change > 0
+
+
+def _key(result: dict) -> tuple:
+    return tuple(sorted(result["metric"].items()))
