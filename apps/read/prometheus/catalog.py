@@ -203,7 +203,7 @@ class StoreSource:
         return out
 
     def select_rolled(
-        self, matchers: list[Matcher], at: np.ndarray, reach_ms: int
+        self, matchers: list[Matcher], at: np.ndarray, reach_ms: int, lookup: bool = False
     ) -> list[RolledSeries] | None:
         """Matching series for windows `[t - reach, t]`: raw samples, and rollup buckets
         where raw blocks are gone (docs/PROMETHEUS.md, "Rollup tiers").
@@ -212,7 +212,7 @@ class StoreSource:
         retention (raw blocks hold it all), or no tier's buckets have edges on every
         window's ends (the answer would not be exact). Then callers read raw only.
         """
-        tier = _tier_for(at, reach_ms)
+        tier = _tier_for(at, reach_ms, lookup)
         if tier is None:
             return None
         start, end = int(at[0]) - reach_ms, int(at[-1])
@@ -326,14 +326,15 @@ def _by_uuid(found: list[Entry]) -> dict[str, list[Entry]]:
     return by_gpu
 
 
-def _tier_for(at: np.ndarray, reach_ms: int) -> Tier | None:
+def _tier_for(at: np.ndarray, reach_ms: int, lookup: bool) -> Tier | None:
     """The coarsest rollup tier whose bucket edges hold every window's ends, when some
     window starts before the raw tier's retention (else raw blocks answer alone)."""
     raw = tiers()[0]
     if int(at[0]) - reach_ms >= time.time() * 1000 - raw.retention_ms:
         return None
     for tier in reversed(rollups()):
-        if rolled.aligned(at, reach_ms, tier.resolution_ms):
+        # an instant lookup needs its times on edges only (rolled.lookback), a range both ends
+        if rolled.aligned(at, 0 if lookup else reach_ms, tier.resolution_ms):
             return tier
     return None
 

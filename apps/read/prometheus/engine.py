@@ -148,7 +148,7 @@ class Evaluator:
 
     def _eval_VectorSelector(self, node: Any) -> Vector:
         at = self._times(node)
-        got = self._rolled(node, at, windows.LOOKBACK_MS)
+        got = self._rolled(node, at, windows.LOOKBACK_MS, lookup=True)
         if got is not None:
             values, ok = windows.lookback_all([(ts, v) for _, ts, v, _, _ in got], at)
             self._from_buckets(got, at, windows.LOOKBACK_MS, values, ok, rolled.lookback)
@@ -231,13 +231,15 @@ class Evaluator:
         labels = [lb if keep_name else without_name(lb) for lb, _, _ in series]
         return merged(self._stacked(labels, values, ok))
 
-    def _rolled(self, vs: Any, at: np.ndarray, reach_ms: int) -> list[RolledSeries] | None:
+    def _rolled(
+        self, vs: Any, at: np.ndarray, reach_ms: int, lookup: bool = False
+    ) -> list[RolledSeries] | None:
         """Series with rollup buckets where raw blocks are gone, when the source has them
         and the windows allow an exact answer (rolled.py), else None (raw only)."""
         select_rolled = getattr(self.source, "select_rolled", None)
         if select_rolled is None:
             return None
-        return select_rolled(from_selector(vs), at, reach_ms)
+        return select_rolled(from_selector(vs), at, reach_ms, lookup)
 
     @staticmethod
     def _from_buckets(
