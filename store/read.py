@@ -596,26 +596,45 @@ def read_rollups(
     """Each GPU's rollup buckets of `tier` starting in [start, end], sorted by (metric,
     bucket), for PromQL (the caller uses them only where raw blocks are gone).
 
-    One keys-only transaction lists the blocks of every GPU (the current shard), and only
-    the blocks the cache does not hold are read (a block key names its content); a GPU
-    whose block vanished in between (a compaction replaced it) is read again by range.
+    One keys-only transaction lists the blocks of every GPU (the current shard); a GPU's
+    combined buckets are kept in the block cache under the digest of its listing, and on a
+    miss only the blocks the cache does not hold are read (a block key names its content);
+    a GPU whose block vanished in between (a compaction replaced it) is read again by range.
     """
     first, last = _bucket_span(start, end, tier.resolution_ms)
     ranges = [keys.rollup_range(tier.name, u, first, last, tier.window_ms) for u in uuids]
     listings = kv.keys_in_ranges(ranges)
-    fetched = _fetch_missing([i for listing in listings for i in listing.infos])
     cache = shared_cache()
+    # a GPU's buckets over exactly these blocks, combined once: the digest names the keys
+    # (which name their content) and their revisions
+    names = [
+        f"{keys.rollups_prefix(tier.name, u)}buckets/{listing.digest}"
+        for u, listing in zip(uuids, listings, strict=True)
+    ]
+    held = [cache.get(name) for name in names]
+    todo = [n for n, h in enumerate(held) if h is None]
+    fetched = _fetch_missing([i for n in todo for i in listings[n].infos])
     out = {}
-    for uuid, rng, listing in zip(uuids, ranges, listings, strict=True):
-        parts = [cache.get(i.key) for i in listing.infos]
-        if any(
-            p is None and i.key not in fetched for p, i in zip(parts, listing.infos, strict=True)
-        ):
-            parts = [_decoded(it.key, it.value, decode_rollup) for it in kv.get_range(*rng)]
-        else:
-            parts = [
-                p if p is not None else _decoded(i.key, fetched[i.key].value, decode_rollup)
-                for p, i in zip(parts, listing.infos, strict=True)
-            ]
-        out[uuid] = _trim(rebucket(concat(parts), tier.resolution_ms), first, end)
+    for n, uuid in enumerate(uuids):
+        if held[n] is None:
+            held[n] = _rollup_buckets(listings[n], ranges[n], fetched, tier.resolution_ms)
+            cache.put(names[n], held[n])
+        out[uuid] = _trim(held[n], first, end)
     return out
+
+
+def _rollup_buckets(
+    listing: kv.Listing, span: tuple[str, str], fetched: dict[str, kv.Item], resolution_ms: int
+) -> Buckets:
+    """The buckets of a listing's rollup blocks; read again by range when one of them
+    vanished since it was listed (a compaction replaced it)."""
+    cache = shared_cache()
+    parts = [cache.get(i.key) for i in listing.infos]
+    if any(p is None and i.key not in fetched for p, i in zip(parts, listing.infos, strict=True)):
+        parts = [_decoded(it.key, it.value, decode_rollup) for it in kv.get_range(*span)]
+    else:
+        parts = [
+            p if p is not None else _decoded(i.key, fetched[i.key].value, decode_rollup)
+            for p, i in zip(parts, listing.infos, strict=True)
+        ]
+    return rebucket(concat(parts), resolution_ms)
