@@ -188,7 +188,7 @@ class _Chain(io.RawIOBase):
         return len(data)
 
 
-def _structure(block: bytes, limit: int) -> np.ndarray:
+def _structure(block: bytes | bytearray, limit: int) -> np.ndarray:
     """The content length of each line of a block of whole lines; _Irregular when the
     block is not regular (see the module doc).
 
@@ -224,7 +224,7 @@ _FIELD = r'(?:[^",\r\n]*|"(?:[^"\r\n]|"")*")'
 _QUOTED_LINES = rf"^(?:{_FIELD}(?:,{_FIELD})*\r?\n)*$"
 
 
-def _quoted_well(block: bytes) -> bool:
+def _quoted_well(block: bytes | bytearray) -> bool:
     """Whether every line of `block` (whole lines) matches _QUOTED_LINES."""
     offsets = pa.py_buffer(np.array([0, len(block)], dtype=np.int64))
     whole = pa.LargeBinaryArray.from_buffers(
@@ -237,13 +237,14 @@ def _quoted_well(block: bytes) -> bool:
 class _Prepared:
     """A block read by Arrow (in a pool thread), waiting for its turn to be judged."""
 
-    raw: bytes
+    raw: bytes | bytearray
     lengths: np.ndarray | None = None  # None: irregular
     table: pa.Table | None = None
     invalid: list[tuple[int, int, str]] | None = None  # (record number, fields, text)
+    mig: bool = False  # the bytes name a MIG instance (searched here, off the main thread)
 
 
-def _prepare(raw: bytes, width: int, limit: int) -> _Prepared:
+def _prepare(raw: bytes | bytearray, width: int, limit: int) -> _Prepared:
     """Structure check and Arrow parse of one block; touches no parser state."""
     try:
         lengths = _structure(raw, limit)
@@ -273,7 +274,35 @@ def _prepare(raw: bytes, width: int, limit: int) -> _Prepared:
     # Arrow's allocator keeps each thread's freed pages: given back, a parse's peak memory
     # is 20-40 MB lower (measured on the bench file), at no measurable CPU cost
     pa.default_memory_pool().release_unused()
-    return _Prepared(raw, lengths, table, invalid)
+    return _Prepared(raw, lengths, table, invalid, INSTANCE_LABEL.encode() in raw)
+
+
+def _pairs(gpu: np.ndarray, metric: np.ndarray) -> np.ndarray:
+    """The sorted distinct `gpu << 32 | metric` of a block's samples: marks in a (GPU,
+    metric) grid when it is small (it is: a block's GPUs times the file's metrics), which
+    costs a tenth of np.unique's hashing of every sample."""
+    metrics = int(metric.max()) + 1
+    size = (int(gpu.max()) + 1) * metrics
+    if size > 4 * len(gpu) + (1 << 16):
+        return np.unique(gpu.astype(np.int64) << 32 | metric.astype(np.int64))
+    seen = np.zeros(size, dtype=bool)
+    seen[gpu.astype(np.int64) * metrics + metric] = True
+    flat = np.flatnonzero(seen)
+    return (flat // metrics) << 32 | flat % metrics
+
+
+def _contains(sorted_values: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """np.isin for a sorted, distinct `sorted_values`, by binary search (isin sorts both)."""
+    if not len(sorted_values):
+        return np.zeros(len(values), dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_values, values), len(sorted_values) - 1)
+    return sorted_values[at] == values
+
+
+def _array(column: pa.ChunkedArray) -> pa.Array:
+    """A column as one array: its only chunk as it is (a block is read as one chunk;
+    combine_chunks copied it, labels_raw included)."""
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
 class ColumnarParser:
@@ -282,7 +311,7 @@ class ColumnarParser:
     def __init__(self, binary: BinaryIO, *, block_bytes: int = BLOCK_BYTES, **limits: Any) -> None:
         self._binary = binary
         self._block_bytes = block_bytes
-        self._piece = _PIECE if is_gzip(binary) else block_bytes
+        self._gzip = is_gzip(binary)
         self._carry = b""  # bytes read past the last whole line of a block
         self._failure: BaseException | None = None
         head = self._read_block(b"")
@@ -296,7 +325,8 @@ class ColumnarParser:
         else:
             line_end = head.index(b"\n") + 1
             self.ref = Parser(io.StringIO(""), header=layout, line_offset=1, **limits)  # type: ignore[arg-type]
-            self._pending = head[line_end:]
+            del head[:line_end]  # (at the front of a bytearray: no copy)
+            self._pending = head
         self.layout = self.ref.layout
         self.format = self.ref.format
         self._line = 1  # lines consumed so far
@@ -354,25 +384,42 @@ class ColumnarParser:
         return self.ref.facts(row, cluster)
 
     # --- reading -------------------------------------------------------------------
-    def _read(self, data: bytes) -> bytes:
+    def _read(self, data: bytes | bytearray) -> bytearray:
         """`data` plus up to a block more. Gzip is read in the pieces the row parser's text
         reader takes (8 KiB): gzip damage keeps what came before it (in `_failure`), as
         there. Plain bytes can fail only as a whole (a connection, a size limit): they are
-        read a block at a time (8 KiB reads cost a fifth of the main thread's time)."""
+        read a block at a time (8 KiB reads cost a fifth of the main thread's time),
+        straight into the block's buffer (no copy between the reader and the block)."""
+        if not self._gzip:
+            return self._read_into(data)
         parts, size = [data], len(data)
         read = getattr(self._binary, "read1", self._binary.read)  # as TextIOWrapper reads
         try:
             while size < self._block_bytes:
-                piece = read(self._piece)
+                piece = read(_PIECE)
                 if not piece:
                     break
                 parts.append(piece)
                 size += len(piece)
         except _GZIP_ERRORS as exc:
             self._failure = exc
-        return b"".join(parts)
+        return bytearray().join(parts)
 
-    def _read_block(self, pending: bytes) -> bytes:
+    def _read_into(self, data: bytes | bytearray) -> bytearray:
+        block = bytearray(max(self._block_bytes, len(data)))
+        block[: len(data)] = data
+        size = len(data)
+        with memoryview(block) as view:
+            while size < len(block):
+                with view[size:] as free:
+                    got = self._binary.readinto(free)
+                if not got:
+                    break
+                size += got
+        del block[size:]  # in place: the buffer shrinks, nothing is copied
+        return block
+
+    def _read_block(self, pending: bytes | bytearray) -> bytearray:
         """`pending` plus bytes up to a block, cut after its last line end (all at EOF).
         With `_failure` set, everything read, uncut (the row parser takes it)."""
         data = self._read(pending)
@@ -385,11 +432,12 @@ class ColumnarParser:
             if self._failure is not None or not more or len(data) > 4 * self._block_bytes:
                 return data  # the row parser reads it (and refuses an endless line)
             cut = data.rfind(b"\n") + 1
-        self._carry = data[cut:]
-        return data[:cut]
+        self._carry = bytes(data[cut:])
+        del data[cut:]  # in place, as in _read_into
+        return data
 
     @staticmethod
-    def _header(head: bytes) -> Any:
+    def _header(head: bytes | bytearray) -> Any:
         """The layout from a plain first line, or None: the row parser reads the file then."""
         if head.startswith(_BOM):
             head = head[len(_BOM) :]
@@ -482,7 +530,7 @@ class ColumnarParser:
                 continue  # a blank line for the row parser: not a row
             wrong.append((int(numbers[number - 1]), count))
         ref.rows_read += int(kept.sum()) + len(wrong)
-        self._mig_seen = INSTANCE_COLUMN in self.layout.index or b"GPU_I_ID" in prepared.raw
+        self._mig_seen = INSTANCE_COLUMN in self.layout.index or prepared.mig
         return self._judge(table if table.num_rows else None, numbers[kept], wrong)
 
     def _judge(
@@ -520,7 +568,7 @@ class ColumnarParser:
 
     def _column(self, table: pa.Table, name: str) -> pa.Array | None:
         pos = self.layout.index.get(name)
-        return None if pos is None else table.column(pos).combine_chunks()
+        return None if pos is None else _array(table.column(pos))
 
     def _columns(self, table: pa.Table) -> tuple:
         """(doubt mask, uuid codes, uuids, ts per row, (metric, value, row) per sample)."""
@@ -641,7 +689,7 @@ class ColumnarParser:
         present = np.zeros(n, dtype=bool)
         parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         for pos, name, _strict in self.layout.metric_columns:
-            column = table.column(pos).combine_chunks()
+            column = _array(table.column(pos))
             empty = pc.equal(column, "").to_numpy(zero_copy_only=False)
             values, plain = self._numbers(column)
             doubt |= ~empty & ~plain
@@ -728,7 +776,7 @@ class ColumnarParser:
         non-empty, as workloads.csv_workload reads a row) as an index into a list."""
         columns = [(n, self.layout.index[n]) for n in WORKLOAD_LABELS if n in self.layout.index]
         n = table.num_rows
-        texts = [table.column(pos).combine_chunks() for _, pos in columns]
+        texts = [_array(table.column(pos)) for _, pos in columns]
         if not texts or all(pc.all(pc.equal(t, "")).as_py() for t in texts):
             return np.zeros(n, dtype=np.int32), [{}]
         joined = pc.binary_join_element_wise(*texts, "\x00")
@@ -746,12 +794,12 @@ class ColumnarParser:
         (a GPU at a time: a block holds each GPU's few metrics many times)."""
         if not len(gpu):
             return
-        pairs = np.unique(gpu.astype(np.int64) << 32 | metric.astype(np.int64))
+        pairs = _pairs(gpu, metric)
         # only the (GPU, metric) pairs no earlier block registered: usually none, and the
         # loop below over every GPU of every block was a tenth of the main thread's parse
         ids = self._gpu_ids(uuids)
         global_pairs = ids[pairs >> 32] << 32 | (pairs & 0xFFFFFFFF)
-        new = ~np.isin(global_pairs, self._registered)
+        new = ~_contains(self._registered, global_pairs)
         if not new.any():
             return
         pairs = pairs[new]
