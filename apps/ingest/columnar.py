@@ -31,6 +31,7 @@ the Chunker takes both.
 from __future__ import annotations
 
 import csv
+import ctypes
 import io
 import os
 from collections import deque
@@ -215,6 +216,31 @@ def _structure(block: bytes | bytearray, limit: int) -> np.ndarray:
     return lengths
 
 
+def _libc_memmem() -> Callable[..., int | None] | None:
+    """libc's memmem, or None where the process has none (then `in` searches)."""
+    try:
+        memmem = ctypes.CDLL(None).memmem
+    except (OSError, AttributeError):
+        return None
+    memmem.restype = ctypes.c_void_p
+    memmem.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t]
+    return memmem  # type: ignore[no-any-return]
+
+
+_MEMMEM = _libc_memmem()
+_INSTANCE_BYTES = INSTANCE_LABEL.encode()
+
+
+def _has(block: bytes | bytearray, needle: bytes) -> bool:
+    """`needle in block`, by libc's memmem (vectorised: 2.5x faster than CPython's search
+    on DCGM text, whose letters are the needle's; that search over every block was 0.08 s
+    of the bench file's 0.8 s of parse). Without the GIL, as ctypes calls run."""
+    if _MEMMEM is None or not block:
+        return needle in block
+    address = np.frombuffer(block, dtype=np.uint8).ctypes.data
+    return _MEMMEM(address, len(block), needle, len(needle)) is not None
+
+
 # A line whose quotes are where RFC 4180 puts them: each field unquoted (no quote, comma,
 # \r or \n) or quoted (any byte but a quote, \r or \n, quotes doubled inside), the line
 # ending in \n or \r\n. The same test as counting quotes: the n-th quote of a block opens
@@ -274,7 +300,7 @@ def _prepare(raw: bytes | bytearray, width: int, limit: int) -> _Prepared:
     # Arrow's allocator keeps each thread's freed pages: given back, a parse's peak memory
     # is 20-40 MB lower (measured on the bench file), at no measurable CPU cost
     pa.default_memory_pool().release_unused()
-    return _Prepared(raw, lengths, table, invalid, INSTANCE_LABEL.encode() in raw)
+    return _Prepared(raw, lengths, table, invalid, _has(raw, _INSTANCE_BYTES))
 
 
 def _pairs(gpu: np.ndarray, metric: np.ndarray) -> np.ndarray:
