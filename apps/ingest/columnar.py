@@ -191,7 +191,13 @@ class _Chain(io.RawIOBase):
 
 def _structure(block: bytes | bytearray, limit: int) -> np.ndarray:
     """The content length of each line of a block of whole lines; _Irregular when the
-    block is not regular (see the module doc).
+    block is not regular (see the module doc)."""
+    return _shape(block, limit)[1]
+
+
+def _shape(block: bytes | bytearray, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the offset of each line's `\n`, each line's content length) of a block of whole
+    lines; _Irregular when the block is not regular (see the module doc).
 
     One pass per special byte for the line ends and `\r`; the quotes by one match of
     `_QUOTED_LINES` over the whole block (RE2, in Arrow: ~600 MB/s here; locating every
@@ -213,7 +219,7 @@ def _structure(block: bytes | bytearray, limit: int) -> np.ndarray:
         lengths -= np.isin(ends - 1, crs)
     if b'"' in block and not _quoted_well(block):
         raise _Irregular
-    return lengths
+    return ends, lengths
 
 
 def _libc_memmem() -> Callable[..., int | None] | None:
@@ -265,15 +271,20 @@ class _Prepared:
 
     raw: bytes | bytearray
     lengths: np.ndarray | None = None  # None: irregular
+    ends: np.ndarray | None = None  # each line's `\n` offset
     table: pa.Table | None = None
     invalid: list[tuple[int, int, str]] | None = None  # (record number, fields, text)
     mig: bool = False  # the bytes name a MIG instance (searched here, off the main thread)
 
 
-def _prepare(raw: bytes | bytearray, width: int, limit: int) -> _Prepared:
-    """Structure check and Arrow parse of one block; touches no parser state."""
+def _prepare(
+    raw: bytes | bytearray, width: int, limit: int, needed: list[int], for_mig: list[int]
+) -> _Prepared:
+    """Structure check and Arrow parse of one block; touches no parser state. Only the
+    columns the checks read are converted (`needed`, and `for_mig` when the bytes name
+    a MIG instance): a row's other fields are read again when asked (_Lines)."""
     try:
-        lengths = _structure(raw, limit)
+        ends, lengths = _shape(raw, limit)
     except _Irregular:
         return _Prepared(raw)
     invalid: list[tuple[int, int, str]] = []
@@ -282,9 +293,23 @@ def _prepare(raw: bytes | bytearray, width: int, limit: int) -> _Prepared:
         invalid.append((row.number, row.actual_columns, row.text))
         return "skip"
 
-    names = [f"c{i}" for i in range(width)]
-    table = pcsv.read_csv(
-        pa.py_buffer(raw),
+    mig = _has(raw, _INSTANCE_BYTES)
+    table = _read_table(raw, width, sorted({*needed, *(for_mig if mig else ())}), skip)
+    # Arrow's allocator keeps each thread's freed pages: given back, a parse's peak memory
+    # is 20-40 MB lower (measured on the bench file), at no measurable CPU cost
+    pa.default_memory_pool().release_unused()
+    return _Prepared(raw, lengths, ends, table, invalid, mig)
+
+
+def _read_table(
+    data: bytes | bytearray, width: int, include: list[int] | None, skip: Any
+) -> pa.Table:
+    """Arrow's parse of regular lines into string columns `c0`, `c1`, ... (only those in
+    `include`; every one with None). The bytes are ASCII (_structure checked): no UTF-8
+    check."""
+    names = _column_names(width)
+    return pcsv.read_csv(
+        pa.py_buffer(data),
         # one thread per block: blocks run side by side in the pool, and Arrow numbers
         # the rows it skips only when it reads alone
         read_options=pcsv.ReadOptions(column_names=names, use_threads=False, block_size=1 << 26),
@@ -293,14 +318,44 @@ def _prepare(raw: bytes | bytearray, width: int, limit: int) -> _Prepared:
         ),
         convert_options=pcsv.ConvertOptions(
             column_types=dict.fromkeys(names, pa.string()),
+            include_columns=None if include is None else [names[i] for i in include],
             strings_can_be_null=False,
             quoted_strings_can_be_null=False,
+            check_utf8=False,
         ),
     )
-    # Arrow's allocator keeps each thread's freed pages: given back, a parse's peak memory
-    # is 20-40 MB lower (measured on the bench file), at no measurable CPU cost
-    pa.default_memory_pool().release_unused()
-    return _Prepared(raw, lengths, table, invalid, _has(raw, _INSTANCE_BYTES))
+
+
+def _column_names(width: int) -> list[str]:
+    return [f"c{i}" for i in range(width)]
+
+
+@dataclass
+class _Lines:
+    """Where a block's table rows are in its bytes, to read a row's every field again
+    (the table holds only the columns the checks read): for the rows the reference
+    judges and the facts rows, a few per block."""
+
+    raw: bytes | bytearray
+    ends: np.ndarray  # each line's `\n` offset
+    line_of_row: np.ndarray  # each table row's line in the block
+    width: int
+
+    def fields(self, rows: list[int]) -> list[list[str]]:
+        """Every field of table rows `rows`, read by Arrow as the block was."""
+        if not rows:
+            return []
+        ends = self.ends.tolist()
+        with memoryview(self.raw) as view:
+            data = b"".join(
+                view[(ends[line - 1] + 1 if line else 0) : ends[line] + 1]
+                for line in self.line_of_row[rows].tolist()
+            )
+        table = _read_table(data, self.width, None, None)
+        if table.num_rows != len(rows):
+            raise AssertionError("a row read again split otherwise")  # regular lines: never
+        columns = [column.to_pylist() for column in table.columns]
+        return [list(fields) for fields in zip(*columns, strict=True)]
 
 
 def _pairs(gpu: np.ndarray, metric: np.ndarray) -> np.ndarray:
@@ -323,6 +378,11 @@ def _contains(sorted_values: np.ndarray, values: np.ndarray) -> np.ndarray:
         return np.zeros(len(values), dtype=bool)
     at = np.minimum(np.searchsorted(sorted_values, values), len(sorted_values) - 1)
     return sorted_values[at] == values
+
+
+def _cell_column(table: pa.Table, pos: int) -> pa.Array:
+    """The column of the file's field `pos` (the table holds only some, named by place)."""
+    return _array(table.column(f"c{pos}"))
 
 
 def _array(column: pa.ChunkedArray) -> pa.Array:
@@ -480,6 +540,7 @@ class ColumnarParser:
             return
         limit = min(self.ref.max_line, MAX_FIELD)
         width = self.layout.width
+        needed, for_mig = self._needed_columns()
         workers = max(1, os.cpu_count() or 1)
         with ThreadPoolExecutor(workers, thread_name_prefix="csv-block") as pool:
             queue: deque[Future[_Prepared]] = deque()
@@ -492,7 +553,7 @@ class ColumnarParser:
                     if raw is None:
                         done = True
                     else:
-                        queue.append(pool.submit(_prepare, raw, width, limit))
+                        queue.append(pool.submit(_prepare, raw, width, limit, needed, for_mig))
                 if not queue:
                     break
                 prepared = queue.popleft().result()
@@ -507,6 +568,17 @@ class ColumnarParser:
                     yield batch
             if self._failure is not None:
                 yield from self._switch(self._carry)
+
+    def _needed_columns(self) -> tuple[list[int], list[int]]:
+        """(the fields the column checks read, those the MIG check reads too)."""
+        index = self.layout.index
+        names = ["uuid", "hostname", "timestamp", "metric_name", "value", *WORKLOAD_LABELS]
+        needed = [index[n] for n in names if n in index]
+        needed += [pos for pos, _name, _strict in self.layout.metric_columns]
+        for_mig = [index[n] for n in (INSTANCE_COLUMN, "labels_raw") if n in index]
+        if INSTANCE_COLUMN in index:
+            return needed + for_mig, []  # every block is checked for instances
+        return needed, for_mig
 
     def _blocks(self) -> Iterator[bytes]:
         """Blocks of whole lines; gzip damage ends them, what was read before it left in
@@ -557,10 +629,18 @@ class ColumnarParser:
             wrong.append((int(numbers[number - 1]), count))
         ref.rows_read += int(kept.sum()) + len(wrong)
         self._mig_seen = INSTANCE_COLUMN in self.layout.index or prepared.mig
-        return self._judge(table if table.num_rows else None, numbers[kept], wrong)
+        assert prepared.ends is not None  # (a regular block has its line ends)
+        source = _Lines(
+            prepared.raw, prepared.ends, np.flatnonzero(lengths > 0)[kept], self.layout.width
+        )
+        return self._judge(table if table.num_rows else None, numbers[kept], wrong, source)
 
     def _judge(
-        self, table: pa.Table | None, lines: np.ndarray, wrong: list[tuple[int, int]]
+        self,
+        table: pa.Table | None,
+        lines: np.ndarray,
+        wrong: list[tuple[int, int]],
+        source: _Lines,
     ) -> ColumnBatch | None:
         """Accept what the columns prove good; the reference judges the rest, in line order."""
         n = 0 if table is None else table.num_rows
@@ -573,12 +653,13 @@ class ColumnarParser:
             + [(int(lines[i]), int(i), 0) for i in np.flatnonzero(doubt)]
         )
         extra: list[tuple[int, Row]] = []
+        doubted = [index for _, index, _ in events if index >= 0]
+        fields_of = dict(zip(doubted, source.fields(doubted), strict=True))
         for line, index, count in events:
             if index < 0:
                 self.ref._reject(line, f"expected {self.layout.width} fields, found {count}")
                 continue
-            fields = [col[index].as_py() for col in table.columns]  # type: ignore[union-attr]
-            row = self.ref._checked(fields, line, self._convert)
+            row = self.ref._checked(fields_of[index], line, self._convert)
             if row is not None:
                 self.ref.accepted += 1
                 extra.append((index, row))
@@ -586,7 +667,7 @@ class ColumnarParser:
             return None
         fast = ~doubt
         self.ref.accepted += int(fast.sum())
-        return self._batch(table, fast, uuid_codes, uuids, ts, samples, extra, lines)
+        return self._batch(table, fast, uuid_codes, uuids, ts, samples, extra, lines, source)
 
     @property
     def _convert(self) -> Any:
@@ -594,7 +675,7 @@ class ColumnarParser:
 
     def _column(self, table: pa.Table, name: str) -> pa.Array | None:
         pos = self.layout.index.get(name)
-        return None if pos is None else _array(table.column(pos))
+        return None if pos is None else _cell_column(table, pos)
 
     def _columns(self, table: pa.Table) -> tuple:
         """(doubt mask, uuid codes, uuids, ts per row, (metric, value, row) per sample)."""
@@ -715,7 +796,7 @@ class ColumnarParser:
         present = np.zeros(n, dtype=bool)
         parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         for pos, name, _strict in self.layout.metric_columns:
-            column = _array(table.column(pos))
+            column = _cell_column(table, pos)
             empty = pc.equal(column, "").to_numpy(zero_copy_only=False)
             values, plain = self._numbers(column)
             doubt |= ~empty & ~plain
@@ -767,6 +848,7 @@ class ColumnarParser:
         samples: tuple,
         extra: list[tuple[int, Row]],
         lines: np.ndarray,
+        source: _Lines,
     ) -> ColumnBatch | None:
         metric, values, rows = samples
         keep = fast[rows]
@@ -786,7 +868,7 @@ class ColumnarParser:
         row_work, workloads = self._workloads(table)
         return ColumnBatch(
             uuids=record_uuids,
-            facts_rows=_LazyRows(lambda: self._facts_rows(table, record_uuids, gpu, rows, extra)),
+            facts_rows=_LazyRows(lambda: self._facts_rows(source, record_uuids, gpu, rows, extra)),
             names=names,
             gpu=gpu,
             ts=times,
@@ -802,7 +884,7 @@ class ColumnarParser:
         non-empty, as workloads.csv_workload reads a row) as an index into a list."""
         columns = [(n, self.layout.index[n]) for n in WORKLOAD_LABELS if n in self.layout.index]
         n = table.num_rows
-        texts = [_array(table.column(pos)) for _, pos in columns]
+        texts = [_cell_column(table, pos) for _, pos in columns]
         if not texts or all(pc.all(pc.equal(t, "")).as_py() for t in texts):
             return np.zeros(n, dtype=np.int32), [{}]
         joined = pc.binary_join_element_wise(*texts, "\x00")
@@ -884,7 +966,7 @@ class ColumnarParser:
 
     def _facts_rows(
         self,
-        table: pa.Table,
+        source: _Lines,
         uuids: list[str],
         gpu: np.ndarray,
         rows: np.ndarray,
@@ -903,11 +985,9 @@ class ColumnarParser:
         for code, row_index in wanted:
             out[code] = by_index.get(row_index)
         if fast:
-            taken = table.take(pa.array([r for _, r in fast], pa.int64()))
-            columns = [column.to_pylist() for column in taken.columns]
             host_pos = self.layout.index["hostname"]
-            for k, (code, _r) in enumerate(fast):
-                fields = [column[k] for column in columns]
+            every = source.fields([r for _, r in fast])
+            for (code, _r), fields in zip(fast, every, strict=True):
                 out[code] = Row(uuids[code], fields[host_pos], 0, [], fields)
         empty = [Row(u, "", 0, [], []) for u in uuids]
         return [r if r is not None else e for r, e in zip(out, empty, strict=True)]
