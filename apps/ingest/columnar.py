@@ -8,7 +8,9 @@ lone `\\r`, no NUL, no line longer than the limits. numpy checks this on the byt
 (line ends, `\\r`), one regular expression over the block the quotes (the same test as
 a quote's parity saying whether it opens or closes: tests/ingest/test_block_structure.py).
 A regular block is parsed by pyarrow's CSV reader (its threads) into string
-columns, and checked on columns:
+columns (only those the checks read; a row's every field is read again from the
+block's bytes, by the same reader, for the few rows that need them: the rows the
+reference judges, the facts rows), and checked on columns:
 
 - uuids, hosts, times and metric names are checked once per distinct value (a
   block repeats them), by the row parser's own code;
