@@ -245,8 +245,8 @@ def _has(block: bytes | bytearray, needle: bytes) -> bool:
     of the bench file's 0.8 s of parse). Without the GIL, as ctypes calls run."""
     if _MEMMEM is None or not block:
         return needle in block
-    address = np.frombuffer(block, dtype=np.uint8).ctypes.data
-    return _MEMMEM(address, len(block), needle, len(needle)) is not None
+    view = np.frombuffer(block, dtype=np.uint8)  # held: the buffer stays exported (unmovable)
+    return _MEMMEM(view.ctypes.data, len(block), needle, len(needle)) is not None
 
 
 # A line whose quotes are where RFC 4180 puts them: each field unquoted (no quote, comma,
