@@ -161,7 +161,7 @@ def _value(
     range_ms: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     ok = count > 0
-    gather = windows._gather
+    gather = windows._gather  # the raw path's windowed reductions, on bucket fields
     some = hi > lo
     last_i = np.maximum(hi - 1, 0)
     if name == "count_over_time":
@@ -169,11 +169,8 @@ def _value(
     if name == "last_over_time":
         return np.where(edge, edge_v, s.last[last_i]), ok
     if name == "min_over_time":
-        return np.where(
-            edge,
-            np.minimum(gather(s.min, lo, hi, np.inf, np.min), edge_v),
-            gather(s.min, lo, hi, np.inf, np.min),
-        ), ok
+        inner = gather(s.min, lo, hi, np.inf, np.min)
+        return np.where(edge, np.minimum(inner, edge_v), inner), ok
     if name == "max_over_time":
         inner = gather(s.max, lo, hi, -np.inf, np.max)
         return np.where(edge, np.maximum(inner, edge_v), inner), ok
