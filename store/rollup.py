@@ -30,6 +30,20 @@ BASE_FIELDS = ("min", "max", "sum", "count", "last")
 # (exact below 2**53); NaN where a bucket was written without them
 EXACT_FIELDS = ("first", "t_first", "t_last", "resets")
 FIELDS = BASE_FIELDS + EXACT_FIELDS
+# DCGM fields dcgm-exporter declares as counters; every other field is a gauge. Only
+# counters' buckets keep `resets` (a gauge's drops, summed, are noise that would cost
+# 8 bytes per bucket): PromQL's rate/increase over a gauge's rollups answer nothing.
+COUNTERS = frozenset(
+    {
+        "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION",
+        "DCGM_FI_DEV_PCIE_REPLAY_COUNTER",
+        "DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL",
+        "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL",
+        "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL",
+        "DCGM_FI_DEV_ECC_SBE_AGG_TOTAL",
+        "DCGM_FI_DEV_ECC_DBE_AGG_TOTAL",
+    }
+)
 _FLOAT_MAX = float(np.finfo(np.float64).max)
 AGGREGATES = ("avg", "min", "max", "last", "sum", "count")
 _SEP = "\x1f"
@@ -50,12 +64,13 @@ class Buckets:
     first: np.ndarray
     t_first: np.ndarray  # float64 ms, NaN when unknown
     t_last: np.ndarray  # float64 ms, NaN when unknown
-    resets: np.ndarray  # sum of the value before each drop inside the bucket
+    resets: np.ndarray  # sum of the value before each drop inside the bucket (NaN: gauges)
 
     @property
     def exact(self) -> np.ndarray:
-        """Buckets that carry the PromQL fields (written by this version, from raw)."""
-        return ~(np.isnan(self.t_first) | np.isnan(self.t_last) | np.isnan(self.resets))
+        """Buckets that carry the PromQL fields (written by this version, from raw); `resets`
+        is there for counters only (COUNTERS)."""
+        return ~(np.isnan(self.t_first) | np.isnan(self.t_last))
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -122,6 +137,9 @@ def aggregate(samples: Samples, step_ms: int) -> Buckets:
     with np.errstate(invalid="ignore"):
         drops[1:] = np.where(v[1:] < v[:-1], v[:-1], 0.0)
     drops[starts] = 0.0  # pairs across buckets are counted when buckets are combined
+    resets = np.add.reduceat(drops, starts)
+    counter = np.array([n in COUNTERS for n in s.names] + [False], dtype=bool)
+    resets[~counter[m[starts]]] = np.nan
     return Buckets(
         ts=b[starts],
         metric=m[starts],
@@ -134,7 +152,7 @@ def aggregate(samples: Samples, step_ms: int) -> Buckets:
         first=v[starts],
         t_first=t[starts].astype(np.float64),
         t_last=t[ends - 1].astype(np.float64),
-        resets=np.add.reduceat(drops, starts),
+        resets=resets,
     )
 
 
@@ -191,7 +209,7 @@ def select(b: Buckets, keep: np.ndarray) -> Buckets:
 
 
 def encode_rollup(b: Buckets) -> bytes:
-    """One row per (bucket, metric, field); a PromQL field a bucket lacks has no row."""
+    """One row per (bucket, metric, field); a PromQL field a bucket lacks (NaN) has no row."""
     names = tuple(f"{n}{_SEP}{f}" for n in b.names for f in FIELDS)
     k = len(FIELDS)
     ts = np.repeat(b.ts, k)
@@ -199,8 +217,10 @@ def encode_rollup(b: Buckets) -> bytes:
         np.int32
     )
     value = np.column_stack([getattr(b, f).astype(np.float64) for f in FIELDS]).ravel()
+    # a PromQL field is NaN only where it is unknown (or the value itself is NaN, which an
+    # absent row reads back as): no row for it
     absent = np.zeros((len(b), k), dtype=bool)
-    absent[:, len(BASE_FIELDS) :] = ~b.exact[:, None]
+    absent[:, len(BASE_FIELDS) :] = np.isnan(value.reshape(len(b), k)[:, len(BASE_FIELDS) :])
     keep = ~absent.ravel()
     return encode_block(Samples(ts[keep], metric[keep], value[keep], names))
 

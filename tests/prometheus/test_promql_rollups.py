@@ -221,6 +221,7 @@ def test_instant_queries_where_raw_blocks_are_gone(oracle, query: str) -> None:
     [
         ("stddev_over_time(DCGM_FI_DEV_POWER_USAGE[10m])", 5 * MIN),  # not claimed
         ("irate(DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION[5m])", 5 * MIN),  # not claimed
+        ("rate(DCGM_FI_DEV_POWER_USAGE[5m])", 5 * MIN),  # a gauge: rollups keep no resets
         ("avg_over_time(DCGM_FI_DEV_GPU_TEMP[10m])", 137_000),  # steps off the edges
         ("avg_over_time(DCGM_FI_DEV_GPU_TEMP[7m])", 5 * MIN),  # range off the edges
     ],

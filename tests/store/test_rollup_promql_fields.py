@@ -18,7 +18,7 @@ HOUR = 3_600_000
 rows = st.lists(
     st.tuples(
         st.integers(0, 3 * HOUR),
-        st.sampled_from(["a", "b"]),
+        st.sampled_from(["c", "g"]),
         st.sampled_from([0.0, 1.0, 2.5, 7.0, 1e9, 1e9 + 3.0, -4.0]),
     ),
     min_size=1,
@@ -26,11 +26,14 @@ rows = st.lists(
 )
 
 
+C = "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"  # a counter: its buckets keep resets
+
+
 def _samples(data: list[tuple[int, str, float]]) -> Samples:
-    names = ("a", "b")
+    names = (C, "DCGM_FI_DEV_GPU_TEMP")
     return Samples(
         np.array([r[0] for r in data], np.int64),
-        np.array([names.index(r[1]) for r in data], np.int32),
+        np.array(["cg".index(r[1]) for r in data], np.int32),
         np.array([r[2] for r in data]),
         names,
     )
@@ -51,9 +54,10 @@ def test_hourly_from_five_minute_buckets_equals_hourly_from_raw(data) -> None:
     combined = rebucket(aggregate(s, FIVE_MIN), HOUR)
     for f in ("min", "max", "count", "last", "first", "t_first", "t_last"):
         assert np.array_equal(getattr(direct, f), getattr(combined, f)), f
-    # resets are sums of values: equal up to the order of the additions
-    assert np.allclose(direct.resets, combined.resets, rtol=1e-12, atol=0)
+    # resets are sums of values: equal up to the order of the additions; gauges have none
+    assert np.allclose(direct.resets, combined.resets, rtol=1e-12, atol=0, equal_nan=True)
     assert direct.exact.all() and combined.exact.all()
+    assert np.isnan(direct.resets).tolist() == [direct.names[i] != C for i in direct.metric]
 
 
 @settings(max_examples=100, deadline=None)
@@ -66,14 +70,14 @@ def test_promql_fields_survive_a_block_round_trip(data) -> None:
 def test_resets_follow_prometheus_counter_rule() -> None:
     # 10, 12, 3 (reset: +12), 5, 1 (reset: +5): increase = 1 - 10 + 17 = 8
     ts = np.array([0, 60_000, 120_000, 180_000, 240_000], np.int64)
-    b = aggregate(Samples(ts, np.zeros(5, np.int32), np.array([10.0, 12, 3, 5, 1]), ("c",)), HOUR)
+    b = aggregate(Samples(ts, np.zeros(5, np.int32), np.array([10.0, 12, 3, 5, 1]), (C,)), HOUR)
     assert b.resets[0] == 17.0 and b.first[0] == 10.0 and b.last[0] == 1.0
     assert (b.t_first[0], b.t_last[0]) == (0.0, 240_000.0)
     # the same samples split in 5-minute buckets (one each) combine to the same resets
     assert (
         rebucket(
             aggregate(
-                Samples(ts, np.zeros(5, np.int32), np.array([10.0, 12, 3, 5, 1]), ("c",)), 60_000
+                Samples(ts, np.zeros(5, np.int32), np.array([10.0, 12, 3, 5, 1]), (C,)), 60_000
             ),
             HOUR,
         ).resets[0]

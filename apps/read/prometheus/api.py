@@ -27,6 +27,7 @@ from apps.read.prometheus.values import NAME, BadData, QueryError, Scalar, Text,
 from apps.read.prometheus.windows import LOOKBACK_MS
 from store.errors import StoreUnavailable
 from store.keys import MAX_TS
+from store.rollup import COUNTERS
 from timeparse.timestamps import parse_timestamp
 
 MAX_POINTS = 11_000  # Prometheus' limit of points per series in a range query
@@ -308,20 +309,6 @@ def _label_name_ok(name: str) -> bool:
         and name.replace("_", "a").isalnum()
         and name.isascii()
     )
-
-
-# DCGM fields dcgm-exporter declares as counters; every other field is a gauge.
-COUNTERS = frozenset(
-    {
-        "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION",
-        "DCGM_FI_DEV_PCIE_REPLAY_COUNTER",
-        "DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL",
-        "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL",
-        "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL",
-        "DCGM_FI_DEV_ECC_SBE_AGG_TOTAL",
-        "DCGM_FI_DEV_ECC_DBE_AGG_TOTAL",
-    }
-)
 
 
 def metadata(params: Params) -> dict[str, list[dict]]:

@@ -364,7 +364,7 @@ def _series_buckets(
         )
     after = ts >= boundary
     fresh = aggregate(
-        Samples(ts[after], np.zeros(int(after.sum()), np.int32), v[after], ("m",)),
+        Samples(ts[after], np.zeros(int(after.sum()), np.int32), v[after], (entry.metric,)),
         tier.resolution_ms,
     )
     return rolled.joined(before, rolled.BucketSeries.of(fresh, 0, tier.resolution_ms))

@@ -9,8 +9,10 @@ included). Then:
 
 - `count/sum/min/max/avg/last_over_time` combine the buckets' fields and the edge;
 - `rate/increase/delta` need the window's first and last sample (value and time),
-  its sample count and (counters) the resets: inside buckets, between consecutive
-  buckets (one's last value above the next one's first) and into the edge sample,
+  its sample count and (rate, increase) the resets, which rollups keep for the DCGM
+  counters only (store/rollup.py COUNTERS; over a gauge's rollups they answer
+  nothing): inside buckets, between consecutive buckets (one's last value above the
+  next one's first) and into the edge sample,
   then Prometheus' extrapolation (windows.py) runs on them unchanged;
 - the instant lookup (newest sample in `[t - 5m, t]`) is the edge sample, else the
   last sample of the newest bucket starting before `t` if it is at or after `t - 5m`.
@@ -103,9 +105,11 @@ def _edge(s: BucketSeries, at: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
     return e, starts_at, starts_at & (s.t_first[safe] == at)
 
 
-def _bad_prefix(s: BucketSeries) -> np.ndarray:
-    """bad[i]: how many of the first i buckets are not usable (range checks in O(1))."""
-    return np.concatenate(([0], np.cumsum(~s.usable)))
+def _bad_prefix(s: BucketSeries, counter: bool = False) -> np.ndarray:
+    """bad[i]: how many of the first i buckets are not usable (range checks in O(1));
+    `counter`: a bucket without resets (a gauge's, store/rollup.py) is not usable either."""
+    bad = ~s.usable | np.isnan(s.resets) if counter else ~s.usable
+    return np.concatenate(([0], np.cumsum(bad)))
 
 
 def lookback(s: BucketSeries, at: np.ndarray, _reach_ms: int = 0) -> tuple[np.ndarray, ...]:
@@ -139,7 +143,7 @@ def over_time(
     hi = s.b.searchsorted(at, side="left")
     e, starts_at, edge = _edge(s, at)
     safe_e = np.minimum(e, len(s) - 1)
-    bad = _bad_prefix(s)
+    bad = _bad_prefix(s, counter=name in ("rate", "increase"))
     known = (bad[hi] - bad[lo] == 0) & ~(starts_at & ~s.usable[safe_e])
     counts = np.concatenate(([0], np.cumsum(s.count)))
     count = counts[hi] - counts[lo] + edge
