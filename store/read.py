@@ -260,12 +260,18 @@ def raw_ranges(keys: Keys, uuid: str, start: int, end: int, window_ms: int) -> l
 def bucket_ranges(
     keys: Keys, uuid: str, start: int, end: int, step_ms: int, raw: Tier, tier: Tier | None
 ) -> list:
-    """What `open_gpu` should read along for `read_buckets` of a window of a day or less:
-    the raw blocks and, with a tier, its rollup blocks (else nothing)."""
+    """What `open_gpu` should read along for `read_buckets` of a window of a day or less
+    (and its edges): the raw blocks of every raw window it touches, whole, and, with a
+    tier, its rollup blocks (else nothing).
+
+    Whole raw windows, so that a rollup window not yet rolled up (today's) is computed
+    from what this read holds, with no second read (`read_buckets`).
+    """
     first, last = _bucket_span(start, end, step_ms)
-    if (last - first) // raw.window_ms >= _WINDOWS_PER_FETCH:
+    if last // raw.window_ms - first // raw.window_ms >= _WINDOWS_PER_FETCH + 1:
         return []
-    ranges = [keys.block_range(uuid, first, last, raw.window_ms)]
+    last_window_end = (last // raw.window_ms + 1) * raw.window_ms - 1
+    ranges = [keys.block_range(uuid, first, last_window_end, raw.window_ms)]
     if tier is not None:
         ranges.append(keys.rollup_range(tier.name, uuid, first, last, tier.window_ms))
     return ranges
@@ -322,10 +328,40 @@ def read_buckets(
             parts += [_decoded(r.key, r.value, decode_rollup) for r in rolled]
         else:
             old = [_decoded(r.key, r.value, decode_rollup) for r in rolled]
-            first_tw = tw * tier.window_ms
-            items = _span_items(keys.blocks_prefix(uuid), first_tw, first_tw + tier.window_ms - 1)
+            items = _stale_items(keys, uuid, tw, tier, raw, first, last, prefetched)
             parts.append(refreshed(old, items, raw.window_ms, tier.resolution_ms, cached=True))
     return _trim(rebucket(concat(parts), step_ms), first, end)
+
+
+def _stale_items(
+    keys: Keys,
+    uuid: str,
+    tw: int,
+    tier: Tier,
+    raw: Tier,
+    first: int,
+    last: int,
+    prefetched: list[list[kv.Item]] | None,
+) -> list[kv.Item]:
+    """The raw blocks a rollup window not up to date is recomputed from.
+
+    Read along (`bucket_ranges`): the whole raw windows of the window that [first, last]
+    touches, already at hand. The buckets of [first, last] are the same as from the
+    rollup window's every raw block: each raw window is whole, and the ones left out
+    only hold buckets outside [first, last], trimmed from the answer. Else one range
+    read of the rollup window's raw blocks.
+    """
+    first_tw = tw * tier.window_ms
+    last_tw = first_tw + tier.window_ms - 1
+    if not prefetched:
+        return _span_items(keys.blocks_prefix(uuid), first_tw, last_tw)
+    w_first, w_last = first // raw.window_ms, last // raw.window_ms
+    out = []
+    for item in prefetched[0]:
+        t_first = Keys.parse_block(item.key).t_first
+        if first_tw <= t_first <= last_tw and w_first <= t_first // raw.window_ms <= w_last:
+            out.append(item)
+    return out
 
 
 def refreshed(
