@@ -51,9 +51,17 @@ class _Client(pyetcd.MultiEndpointEtcd3Client):
     because every write the store sends is idempotent or guarded by compares.
     """
 
+    @pyetcd.MultiEndpointEtcd3Client._handle_errors
+    def txn_request(self, request: Any) -> Any:
+        """Send a TxnRequest built by store/kv.py as it is (pyetcd's `transaction` cannot ask
+        for counts only); the response as etcd gives it. Errors and failover as pyetcd's."""
+        return self.kvstub.Txn(
+            request, self.timeout, credentials=self.call_credentials, metadata=self.metadata
+        )
+
 
 def _once_more_elsewhere(name: str) -> Callable[..., Any]:
-    method = getattr(pyetcd.MultiEndpointEtcd3Client, name)
+    method = getattr(_Client, name)  # pyetcd's, or one of _Client's own
 
     @functools.wraps(method)
     def call(self: _Client, *args: Any, **kwargs: Any) -> Any:
@@ -77,6 +85,7 @@ for _name in (
     "delete_prefix",
     "status",
     "transaction",
+    "txn_request",
     "lease",
     "revoke_lease",
     "defragment",

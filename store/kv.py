@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import grpc
 import pyetcd
+from pyetcd import etcdrpc as etcd_rpc
 from pyetcd import exceptions as etcd_exc
 from pyetcd import utils as etcd_utils
 
@@ -98,6 +99,49 @@ def get_together(
         for value, meta in kvs:
             found[meta.key.decode()] = _item(value, meta)
     return found, [[_item(v, m) for v, m in kvs] for kvs in responses[len(keys) :]]
+
+
+@dataclass(frozen=True, slots=True)
+class Ranges:
+    """What `get_ranges_since` found: each range's items (None when unchanged since the
+    revision asked about), each range's key count, the revision read at and the etcd
+    cluster that answered (a revision means nothing to another cluster)."""
+
+    items: list[list[Item]] | None
+    counts: tuple[int, ...]
+    revision: int
+    cluster: int
+
+
+def get_ranges_since(ranges: Sequence[tuple[str, str]], revision: int | None) -> Ranges:
+    """[start, end) ranges at one revision in one round trip: their items, or only their
+    key counts when no key in them was created or changed after `revision` (None: always
+    the items). The caller compares the counts with its own to see a deletion."""
+    spans = [(start.encode(), end.encode()) for start, end in ranges]
+    compare = [] if revision is None else [cmp_range_unchanged(s, e, revision) for s, e in ranges]
+    full = [_range_op(start, end) for start, end in spans]
+    request = etcd_rpc.TxnRequest(
+        compare=[c.build_message() for c in compare],
+        success=full if revision is None else [_range_op(s, e, True) for s, e in spans],
+        failure=full,
+    )
+    with translated("get_ranges_since"):
+        response = client.get().txn_request(request)
+    found = [r.response_range for r in response.responses]
+    counts = tuple(int(f.count) for f in found)
+    header = response.header
+    if revision is not None and response.succeeded:
+        return Ranges(None, counts, int(header.revision), int(header.cluster_id))
+    items = [
+        [Item(kv.key.decode(), kv.value, kv.mod_revision, kv.version) for kv in f.kvs]
+        for f in found
+    ]
+    return Ranges(items, counts, int(header.revision), int(header.cluster_id))
+
+
+def _range_op(start: bytes, end: bytes, count_only: bool = False) -> Any:
+    request = etcd_rpc.RangeRequest(key=start, range_end=end, count_only=count_only)
+    return etcd_rpc.RequestOp(request_range=request)
 
 
 def count_prefix(prefix: str) -> int:
