@@ -33,6 +33,7 @@ Every prefix used for a range read ends with `/`, so `GPU-1` never matches `GPU-
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -219,6 +220,7 @@ class Keys:
         return key.rsplit("/", 2)[-2]
 
     @staticmethod
+    @functools.lru_cache(maxsize=1 << 16)  # a key names one block forever; reads re-parse them
     def parse_block(key: str) -> BlockName:
         name = key.rsplit("/", 1)[-1]
         first, last, rest = name.split("-", 2)

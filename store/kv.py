@@ -90,15 +90,18 @@ def get_together(
     keys: Sequence[str], ranges: Sequence[tuple[str, str]]
 ) -> tuple[dict[str, Item], list[list[Item]]]:
     """Some keys and some [start, end) ranges, all read at one revision in one round trip."""
-    ops = [op_get(k) for k in keys]
-    ops += [pyetcd.transactions.Get(start, range_end=end) for start, end in ranges]
+    # the request built and the answer read here, not by pyetcd (a third of the client's
+    # own time on a small read: its op objects, and metadata objects per key read)
+    ops = [etcd_rpc.RequestOp(request_range=etcd_rpc.RangeRequest(key=k.encode())) for k in keys]
+    ops += [_range_op(start.encode(), end.encode()) for start, end in ranges]
     with translated("get_together"):
-        _, responses = client.get().transaction([], ops, [])
-    found = {}
-    for kvs in responses[: len(keys)]:
-        for value, meta in kvs:
-            found[meta.key.decode()] = _item(value, meta)
-    return found, [[_item(v, m) for v, m in kvs] for kvs in responses[len(keys) :]]
+        response = client.get().txn_request(etcd_rpc.TxnRequest(success=ops))
+    found = [_items(r.response_range) for r in response.responses]
+    return {i.key: i for got in found[: len(keys)] for i in got}, found[len(keys) :]
+
+
+def _items(found: Any) -> list[Item]:
+    return [Item(kv.key.decode(), kv.value, kv.mod_revision, kv.version) for kv in found.kvs]
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,10 +135,7 @@ def get_ranges_since(ranges: Sequence[tuple[str, str]], revision: int | None) ->
     header = response.header
     if revision is not None and response.succeeded:
         return Ranges(None, counts, int(header.revision), int(header.cluster_id))
-    items = [
-        [Item(kv.key.decode(), kv.value, kv.mod_revision, kv.version) for kv in f.kvs]
-        for f in found
-    ]
+    items = [_items(f) for f in found]
     return Ranges(items, counts, int(header.revision), int(header.cluster_id))
 
 

@@ -244,9 +244,26 @@ def open_gpu(keys: Keys, uuid: str, ranges: list[tuple[str, str]]) -> GpuWindow:
         record = json.loads(item.value)
         _records.put(keys.root, uuid, locator.mod_revision, record)
     latest = found.get(latest_key)
-    # an entry is [ts, value, upload order...]: readers get [ts, value] (as latest_values)
-    latest_values = {m: e[:2] for m, e in json.loads(latest.value).items()} if latest else None
+    latest_values = _latest_values(latest) if latest else None
     return GpuWindow(record, latest_values, ranged, periods_of(found.get(workloads_key)))
+
+
+# latest values parsed, by key: (mod revision, values); the same object while unchanged
+_latest: dict[tuple[str, str], tuple[int, dict[str, list]]] = {}
+
+
+def _latest_values(item: kv.Item) -> dict[str, list]:
+    """A GPU's latest values as {metric: [ts, value]}, parsed once per revision (shared:
+    read-only). An entry is [ts, value, upload order...]: readers get [ts, value]."""
+    slot = (shards.current(), item.key)
+    seen = _latest.get(slot)
+    if seen is not None and seen[0] == item.mod_revision:
+        return seen[1]
+    values = {m: e[:2] for m, e in json.loads(item.value).items()}
+    if len(_latest) >= 100_000:
+        _latest.clear()  # a bound, not a policy
+    _latest[slot] = (item.mod_revision, values)
+    return values
 
 
 def raw_ranges(keys: Keys, uuid: str, start: int, end: int, window_ms: int) -> list:

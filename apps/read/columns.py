@@ -183,10 +183,11 @@ def cut(s: Samples, sizes: np.ndarray, budget: int) -> int:
 
 
 # Encoders ------------------------------------------------------------------------------
-def rows_json(s: Samples) -> bytes:
-    """`[{"timestamp", "metric_name", "value"}, ...]` for every row, in row order."""
+def rows_json(s: Samples, before: bytes = b"", after: bytes = b"") -> bytes:
+    """`[{"timestamp", "metric_name", "value"}, ...]` for every row, in row order, between
+    `before` and `after` (the answer's envelope: one join, no copy of the rows' bytes)."""
     if not len(s):
-        return b"[]"
+        return before + b"[]" + after
     times, slot = _distinct_times(s.ts)
     # three pieces a row: the previous row's end with this one's time, name, value
     heads = np.array(timestamp_bytes(times, b'},{"timestamp":"', b'","metric_name":'), dtype=object)
@@ -197,7 +198,9 @@ def rows_json(s: Samples) -> bytes:
     pieces[0] = pieces[0][2:]  # the first row follows no row
     pieces[1::3] = names[s.metric].tolist()
     pieces[2::3] = value_texts(s.value)
-    return b"[" + b"".join(pieces) + b"}]"
+    pieces[0] = before + b"[" + pieces[0]
+    pieces[-1] += b"}]" + after
+    return b"".join(pieces)
 
 
 def rows_dicts(s: Samples) -> list[dict]:
