@@ -6,6 +6,7 @@ until they have a page.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from collections import defaultdict
@@ -319,14 +320,41 @@ def read_buckets(
     that block is newer than every raw block of the window (up to date), and
     computed from raw blocks otherwise (fresh data not yet rolled up).
     `prefetched`: what `bucket_ranges` named for a window holding this one, already
-    read (then only stale rollup windows are read again).
+    read (then only stale rollup windows are read again, and the buckets made from them
+    are kept in the block cache under a key naming every block they came from).
     """
     first, last = _bucket_span(start, end, step_ms)
+    if not prefetched:
+        return _trim(_buckets(keys, uuid, first, last, step_ms, raw, tier, None), first, end)
+    made_from = hashlib.blake2b(digest_size=16)
+    for item in (*prefetched[0], *(prefetched[1] if tier is not None else ())):
+        made_from.update(f"{item.key}\0{item.mod_revision}\n".encode())
+    of = f"{tier.name}/{tier.resolution_ms}/{tier.window_ms}" if tier is not None else "raw"
+    key = f"buckets/{uuid}/{first}-{last}/{step_ms}/{raw.window_ms}/{of}/{made_from.hexdigest()}"
+    cache = shared_cache()
+    made = cache.get(key)
+    if made is None:
+        made = _buckets(keys, uuid, first, last, step_ms, raw, tier, prefetched)
+        cache.put(key, made)
+    return _trim(made, first, end)
+
+
+def _buckets(
+    keys: Keys,
+    uuid: str,
+    first: int,
+    last: int,
+    step_ms: int,
+    raw: Tier,
+    tier: Tier | None,
+    prefetched: list[list[kv.Item]] | None,
+) -> Buckets:
+    """read_buckets' buckets of [first, last], not yet trimmed to the query's end."""
     raw_items = prefetched[0] if prefetched else None
     if tier is None:
         windows = iter_raw(keys, uuid, first, last, raw.window_ms, blocks=raw_items)
         parts = [aggregate(s, step_ms) for s in windows]
-        return _trim(rebucket(concat(parts), step_ms), first, end)
+        return rebucket(concat(parts), step_ms)
     if prefetched:
         raw_infos = [kv.KeyInfo(i.key, i.mod_revision) for i in prefetched[0]]
         rollups = prefetched[1]
@@ -347,7 +375,7 @@ def read_buckets(
             old = [_decoded(r.key, r.value, decode_rollup) for r in rolled]
             items = _stale_items(keys, uuid, tw, tier, raw, first, last, prefetched)
             parts.append(refreshed(old, items, raw.window_ms, tier.resolution_ms, cached=True))
-    return _trim(rebucket(concat(parts), step_ms), first, end)
+    return rebucket(concat(parts), step_ms)
 
 
 def _stale_items(

@@ -133,3 +133,17 @@ def test_buckets_read_along_are_those_of_a_second_read(pipeline, api):
             assert [a.names[m] for m in a.metric] == [b.names[m] for m in b.metric]
             for field in ("min", "max", "sum", "count", "last"):
                 assert getattr(a, field).tolist() == getattr(b, field).tolist(), field
+
+
+def test_buckets_kept_from_a_read_follow_newer_samples(pipeline, api):
+    # the buckets made from raw blocks are kept under a key naming those blocks: newer
+    # samples are other blocks, so the next read makes the buckets again
+    window = {"start_time": "2025-07-18T20:05:00Z", "end_time": "2025-07-18T20:44:59Z"}
+    first, last = (parse_timestamp(window[k]) for k in ("start_time", "end_time"))
+    for samples in (180, 270):  # 30 minutes, then the same stream to 45 minutes
+        expected = load(api, samples=samples)
+        uuid = next(iter(expected))
+        want = buckets(expected[uuid], 300_000, first, last)
+        for _ in range(2):
+            got = telemetry(api, uuid, step="5m", limit=10_000, **window)["results"]
+            assert close(got, want) and len({r["timestamp"] for r in got}) == samples // 30 - 1
