@@ -9,10 +9,13 @@ default) and once with the row parser (INGEST_PARSER=rows), each on a fresh stac
 for both, rows/s end to end and rows/s of the parse alone (parse + group + chunk + payload
 encoding in this process, no queue), the share of the wall time spent parsing, waiting in
 the queue, in workers and in etcd (from /metrics), and the peak memory of the upload
-process and of a worker. In the same run: the raw read rate of the file by pyarrow's CSV
-reader alone (the limit of the parse), the naive baseline (bench/naive.py: one task per 100
-JSON rows, one etcd key per sample) on --baseline-rows rows, and promtool's backfill
-(`promtool tsdb create-blocks-from openmetrics`) of the same samples with 2 h and 24 h blocks.
+process and of a worker, and the CPU time of every process of the stack during the upload
+(gateway, worker processes, etcd, Redis; from /proc): on 2 cores end to end is bound by the
+sum, so its split says where a row's cost is. In the same run: the raw read rate of the file
+by pyarrow's CSV reader alone (the limit of the parse), the naive baseline (bench/naive.py:
+one task per 100 JSON rows, one etcd key per sample) on --baseline-rows rows, and promtool's
+backfill (`promtool tsdb create-blocks-from openmetrics`) of the same samples with 2 h and
+24 h blocks.
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ def parse_alone(path: Path, columnar: bool) -> float:
     import django
 
     django.setup()
+    from django.conf import settings
+
     from apps.ingest.chunking import Chunker
     from apps.ingest.columnar import ColumnarParser
     from apps.ingest.parsing import Parser, open_binary, text_of
@@ -59,8 +64,8 @@ def parse_alone(path: Path, columnar: bool) -> float:
         chunker = Chunker(
             emit=lambda c: payload.encode(c, "/bench", "job"),
             facts=lambda row: parser.facts(row, "bench"),
-            chunk_rows=5000,
-            buffer_rows=100_000,
+            chunk_rows=settings.INGEST_CHUNK_ROWS,
+            buffer_rows=settings.INGEST_BUFFER_ROWS,
         )
         for item in parser:
             chunker.add(item)
@@ -118,6 +123,26 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and of its reaped children, in seconds."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def stack_cpu(st: Stack, gateway: int, worker: int) -> dict[str, float]:
+    """CPU seconds so far of each kind of process of the stack (a worker's pool by pid)."""
+    return {
+        "gateway": cpu_seconds(gateway),
+        "worker main": cpu_seconds(worker),
+        "worker pool": sum(cpu_seconds(c) for c in children(worker)),
+        "etcd": cpu_seconds(st.etcd.proc.pid),
+        "redis": cpu_seconds(st.redis.proc.pid),
+    }
+
+
 def children(pid: int) -> list[int]:
     out = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -136,6 +161,7 @@ def ours(st: Stack, path: Path, rows: int, workers: int, parser: str) -> dict[st
     port = st.start_gateway()
     gateway = st.started[-1]
     base = f"http://127.0.0.1:{port}"
+    cpu_before = stack_cpu(st, gateway.proc.pid, worker.proc.pid)
     t0 = time.perf_counter()
     with open(path, "rb") as fh:
         response = requests.post(
@@ -148,6 +174,7 @@ def ours(st: Stack, path: Path, rows: int, workers: int, parser: str) -> dict[st
         time.sleep(0.05)
         job = requests.get(f"{base}/api/v1/ingest/jobs/{job['id']}", timeout=60).json()
     wall = time.perf_counter() - t0
+    cpu_after = stack_cpu(st, gateway.proc.pid, worker.proc.pid)
     assert job["state"] == "done" and job["rows_accepted"] == rows, job
     text = requests.get(f"{base}/metrics", timeout=60).text
     worker_busy = metric_sum(text, "telemetry_chunk_seconds_sum") / workers
@@ -170,6 +197,7 @@ def ours(st: Stack, path: Path, rows: int, workers: int, parser: str) -> dict[st
         "queue_share": max(0.0, (wall - parse - worker_busy) / wall),
         "upload_peak_mb": peak_rss_mb(gateway.proc.pid),
         "worker_peak_mb": max((peak_rss_mb(c) for c in children(worker.proc.pid)), default=0.0),
+        "cpu": {k: cpu_after[k] - cpu_before[k] for k in cpu_after},
     }
 
 
@@ -267,11 +295,17 @@ def main() -> None:
         line("share of wall time: " + key, new[key + "_share"], old[key + "_share"], fmt=".0%")
     line("peak memory upload process, MB", new["upload_peak_mb"], old["upload_peak_mb"])
     line("peak memory worker process, MB", new["worker_peak_mb"], old["worker_peak_mb"])
+    for kind in new["cpu"]:
+        line(f"CPU s: {kind}", new["cpu"][kind], old["cpu"][kind], fmt=".2f")
+    new_cpu, old_cpu = sum(new["cpu"].values()), sum(old["cpu"].values())
+    line("CPU s: all processes", new_cpu, old_cpu, fmt=".2f")
+    line("CPU us per row, all processes", new_cpu / rows * 1e6, old_cpu / rows * 1e6, fmt=".1f")
     line("pyarrow raw read, rows/s", raw)
     for blocks, rate in promtool.items():
         line(f"promtool backfill {blocks} blocks, samples/s", rate)
     if not promtool:
         print("promtool: not installed (make prometheus), not measured")
+    print(f"load average at the end: {os.getloadavg()[0]:.2f} (1 min) on {os.cpu_count()} cores")
     ratio = new["rows_per_s"] / old["rows_per_s"]
     print(f"end to end, columnar / row parser: {ratio:.1f}x (goal >= 3x)")
     print(f"end to end, columnar / naive: {new['rows_per_s'] / naive_r['rows_per_s']:.1f}x")

@@ -260,7 +260,9 @@ LIVE_MAX_FRAME_BYTES = env_int("LIVE_MAX_FRAME_BYTES", 64 * 1024, minimum=1024)
 # --- Pipeline ----------------------------------------------------------------
 TELEMETRY_CLUSTER = env_str("TELEMETRY_CLUSTER", "default")
 INGEST_CHUNK_ROWS = env_int("INGEST_CHUNK_ROWS", 5000, minimum=1)
-INGEST_BUFFER_ROWS = env_int("INGEST_BUFFER_ROWS", 100_000, minimum=1)
+# 1 M samples (20 MB): with 512 GPUs a GPU's block holds ~2,000 samples, not ~200 (per
+# block costs dominate the workers' and etcd's CPU: docs/PERFORMANCE.md, issue 17)
+INGEST_BUFFER_ROWS = env_int("INGEST_BUFFER_ROWS", 1_000_000, minimum=1)
 INGEST_MAX_ERRORS = env_int("INGEST_MAX_ERRORS", 20, minimum=0)
 INGEST_MAX_UPLOAD_BYTES = env_int("INGEST_MAX_UPLOAD_BYTES", 1024**3, minimum=1)
 # Prometheus remote write: the largest request body, compressed or decompressed, and

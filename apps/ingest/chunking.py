@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 class GpuBuffer:
     facts: dict
     ts: array = field(default_factory=lambda: array("q"))
-    metric: array = field(default_factory=lambda: array("l"))
+    metric: array = field(default_factory=lambda: array("i"))  # 4 bytes: the buffer is 20 B/sample
     value: array = field(default_factory=lambda: array("d"))
     periods: list = field(default_factory=list)  # workload periods (apps/ingest/workloads.py)
 
@@ -115,7 +115,7 @@ class Chunker:
         codes = batch.gpu[order]
         ts = batch.ts[order].astype(np.int64)
         value = batch.value[order].astype(np.float64)
-        metric = lookup[batch.metric[order]].astype(np.dtype(f"i{array('l').itemsize}"))
+        metric = lookup[batch.metric[order]].astype(np.dtype(f"i{array('i').itemsize}"))
         work = batch.work[order]
         gpu_cuts = np.flatnonzero(codes[1:] != codes[:-1]) + 1
         # a run: consecutive samples of one GPU with one workload (the periods noted)

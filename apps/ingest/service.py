@@ -179,8 +179,26 @@ def _rows(
 
 
 def _within_horizon(batch: ColumnBatch, horizon: Horizon, parser: ColumnarParser) -> ColumnBatch:
-    """`horizon.check` on a batch, a GPU's rows at a time (a wide row's samples share
-    its line: one check per row)."""
+    """`horizon.check` on a batch, every GPU at once (`Horizon.check_batch`; a wide row's
+    samples share its line: one check per row, with the time of its first sample)."""
+    line = batch.line
+    first = np.flatnonzero(np.r_[True, line[1:] != line[:-1]])  # a row's first sample
+    if len(first) and not (np.diff(line[first]) > 0).all():
+        return _within_horizon_per_gpu(batch, horizon, parser)  # rows not in line order
+    refused, refusals = horizon.check_batch(
+        batch.uuids, batch.gpu[first], batch.ts[first], line[first]
+    )
+    if not refusals:
+        return batch
+    for at, reason in sorted(refusals):
+        parser.refuse_line(at, reason)
+    return batch.without(np.repeat(refused, np.diff(np.r_[first, len(line)])))
+
+
+def _within_horizon_per_gpu(
+    batch: ColumnBatch, horizon: Horizon, parser: ColumnarParser
+) -> ColumnBatch:
+    """`horizon.check` on a batch, a GPU's rows at a time (any order of lines)."""
     order = np.argsort(batch.gpu, kind="stable")
     codes = batch.gpu[order]
     cuts = np.flatnonzero(np.diff(codes)) + 1

@@ -74,3 +74,41 @@ def test_check_spans_then_rows_of_the_unsure_gpus_refuse_what_check_refuses(etcd
         assert kept == [r for r, why in zip(rows, expected, strict=True) if why is None]
         assert [why for _, why in refused] == [why for why in expected if why is not None]
     assert spans_h.refused == rows_h.refused
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(
+        st.lists(st.tuples(st.integers(0, 3), st.integers(-800, 40)), min_size=1, max_size=30),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_check_batch_answers_and_notes_as_check_row_by_row(etcd_root, batches):
+    """An upload's columnar batches (apps/ingest/service.py): every GPU at once refuses the
+    rows `check` refuses one by one, with the same reasons, counts and summary lines."""
+    keys = default_keys()
+    rows_h, batch_h = Horizon(keys, tiers()), Horizon(keys, tiers())
+    uuids = [f"GPU-{g}" for g in range(4)]
+    line = 1
+    for batch in batches:
+        gpu = np.array([g for g, _ in batch], dtype=np.int32)
+        ts = np.array([BASE + d * DAY for _, d in batch], dtype=np.int64)
+        lines = np.arange(line + 1, line + 1 + len(batch))
+        line += len(batch)
+        expected = [
+            rows_h.check(uuids[g], int(t), At(int(n)))
+            for g, t, n in zip(gpu.tolist(), ts.tolist(), lines.tolist(), strict=True)
+        ]
+        refused, reasons = batch_h.check_batch(uuids, gpu, ts, lines)
+        assert refused.tolist() == [r is not None for r in expected]
+        want = [(int(n), r) for n, r in zip(lines, expected, strict=True) if r is not None]
+        assert sorted(reasons) == want
+        for g, uuid in enumerate(uuids):  # the summary's counts and first lines
+            kept = ts[(gpu == g) & ~refused]
+            rows_h.observe(uuid, kept)
+            batch_h.observe(uuid, kept)
+    assert batch_h.refused == rows_h.refused
+    assert batch_h.summary() == rows_h.summary()

@@ -27,7 +27,8 @@ from apps.read.prometheus.matching import Matcher, matches_all
 from apps.read.prometheus.values import NAME
 from store import default_keys, shards, window_ms
 from store.keys import MAX_TS, Keys
-from store.read import read_series
+from store.kv import Listing
+from store.read import cached_series, plan_blocks, read_series
 from store.registry import gpu_shard, list_records
 from store.workloads import WORKLOAD_LABELS, Period, read_workloads
 from store.write import latest_values
@@ -80,26 +81,41 @@ def dcgm_labels(record: dict, metric: str) -> dict[str, str]:
     return {k: v for k, v in labels.items() if v != ""}  # Prometheus has no empty labels
 
 
+@dataclass(frozen=True)
+class _Listing:
+    entries: list[Entry]
+    # selectors name a metric: matching only its entries, not every metric's, is most
+    # of what an instant query saves
+    by_name: dict[str, list[Entry]]
+
+    @classmethod
+    def of(cls, entries: list[Entry]) -> _Listing:
+        by_name: dict[str, list[Entry]] = defaultdict(list)
+        for entry in entries:
+            by_name[entry.metric].append(entry)
+        return cls(entries, dict(by_name))
+
+
 class _Catalog:
     """Per-process entries of each root, kept CATALOG_TTL_S: a dashboard refreshing many
     panels reads records, latest values and workloads once, not once per panel."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._held: dict[str, tuple[float, list[Entry]]] = {}
+        self._held: dict[str, tuple[float, _Listing]] = {}
 
-    def get(self, root: str, build: Callable[[], list[Entry]]) -> list[Entry]:
+    def get(self, root: str, build: Callable[[], list[Entry]]) -> _Listing:
         now = time.monotonic()
         with self._lock:
             held = self._held.get(root)
         if held is not None and held[0] > now:
             return held[1]
-        entries = build()
+        listing = _Listing.of(build())
         with self._lock:
             if len(self._held) > 64:  # roots come and go in tests; keep this small
                 self._held.clear()
-            self._held[root] = (now + CATALOG_TTL_S, entries)
-        return entries
+            self._held[root] = (now + CATALOG_TTL_S, listing)
+        return listing
 
     def clear(self) -> None:
         with self._lock:
@@ -114,13 +130,16 @@ class StoreSource:
 
     def __init__(self, keys: Keys | None = None) -> None:
         self.keys = keys or default_keys()
-        self._entries: list[Entry] | None = None
+        self._held: _Listing | None = None
         self._series: dict[tuple[str, str, int, int], tuple[np.ndarray, np.ndarray]] = {}
 
     def entries(self) -> list[Entry]:
-        if self._entries is None:
-            self._entries = _CATALOG.get(self.keys.root, self._build)
-        return self._entries
+        return self._listing().entries
+
+    def _listing(self) -> _Listing:
+        if self._held is None:
+            self._held = _CATALOG.get(self.keys.root, self._build)
+        return self._held
 
     def _build(self) -> list[Entry]:
         records = list_records(self.keys)
@@ -144,9 +163,11 @@ class StoreSource:
         return out
 
     def matching(self, matchers: list[Matcher], start: int = 0, end: int = MAX_TS) -> list[Entry]:
+        named = next((m.value for m in matchers if m.name == NAME and m.op == "="), None)
+        candidates = self.entries() if named is None else self._listing().by_name.get(named, [])
         return [
             e
-            for e in self.entries()
+            for e in candidates
             if e.end >= start and e.start <= end and matches_all(matchers, e.labels)
         ]
 
@@ -182,26 +203,50 @@ class StoreSource:
     def _read(
         self, wanted: dict[str, list[str]], start: int, end: int
     ) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
-        """Each GPU's wanted metrics in [start, end]; GPUs read in parallel (etcd round
-        trips and zstd release the GIL), and each (GPU, metric, span) once per query."""
+        """Each GPU's wanted metrics in [start, end], each (GPU, metric, span) once per query."""
         todo = {
             u: ms
             for u, ms in wanted.items()
             if any((u, m, start, end) not in self._series for m in ms)
         }
         if todo:
-            window = window_ms()
-
-            def read(uuid: str, metrics: list[str]) -> dict:
-                with shards.use(gpu_shard(self.keys, uuid)):  # the GPU's etcd shard
-                    return read_series(self.keys, uuid, start, end, window, metrics)
-
-            with ThreadPoolExecutor(max_workers=min(_THREADS, len(todo))) as pool:
-                results = dict(zip(todo, pool.map(read, todo, todo.values()), strict=True))
-            for u, got in results.items():
+            for u, got in self._read_fresh(todo, start, end).items():
                 for m, pair in got.items():
                     self._series[(u, m, start, end)] = pair
         return {u: {m: self._series[(u, m, start, end)] for m in ms} for u, ms in wanted.items()}
+
+    def _read_fresh(
+        self, todo: dict[str, list[str]], start: int, end: int
+    ) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
+        """Plan every GPU of a shard in one keys-only transaction; answer from the cached
+        columns what they hold, and read the rest on threads (etcd round trips and
+        zstd release the GIL)."""
+        window = window_ms()
+        by_shard: dict[str, list[str]] = defaultdict(list)
+        for uuid in todo:
+            by_shard[gpu_shard(self.keys, uuid)].append(uuid)
+        out: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+        misses: list[tuple[str, str, Listing]] = []
+        for shard, uuids in by_shard.items():
+            with shards.use(shard):
+                plans = plan_blocks(self.keys, uuids, start, end, window)
+            for uuid, planned in plans.items():
+                got = cached_series(self.keys, uuid, start, end, todo[uuid], planned)
+                if got is None:
+                    misses.append((shard, uuid, planned))
+                else:
+                    out[uuid] = got
+
+        def read(miss: tuple[str, str, Listing]) -> dict:
+            shard, uuid, planned = miss
+            with shards.use(shard):
+                return read_series(self.keys, uuid, start, end, window, todo[uuid], planned)
+
+        if misses:
+            with ThreadPoolExecutor(max_workers=min(_THREADS, len(misses))) as pool:
+                for miss, got in zip(misses, pool.map(read, misses), strict=True):
+                    out[miss[1]] = got
+        return out
 
 
 def with_idle(periods: list[Period]) -> list[tuple[dict[str, str], list[tuple[int, int]]]]:

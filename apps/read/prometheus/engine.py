@@ -151,7 +151,8 @@ class Evaluator:
             int(at[-1]),
             newest_only=len(at) == 1,  # an instant lookup needs one sample per series
         )
-        return self._vector([(labels, *windows.lookback(ts, v, at)) for labels, ts, v in series])
+        values, ok = windows.lookback_all([(ts, v) for _, ts, v in series], at)
+        return self._stacked([labels for labels, _, _ in series], values, ok)
 
     def _eval_MatrixSelector(self, node: Any) -> Vector:
         raise BadData("a range vector is only allowed as the argument of a range function")
@@ -160,6 +161,11 @@ class Evaluator:
         if vs.at is not None:
             raise BadData("the @ modifier is not supported")
         return self.steps - _ms(vs.offset)
+
+    def _stacked(self, labels: list[dict], values: np.ndarray, ok: np.ndarray) -> Vector:
+        if not labels:
+            return Vector.empty(len(self.steps))
+        return Vector(labels, values, ok).kept()
 
     def _vector(self, rows: list[tuple[dict, np.ndarray, np.ndarray]]) -> Vector:
         if not rows:
@@ -203,14 +209,9 @@ class Evaluator:
         range_ms = _ms(arg.range)
         series = self.source.select(from_selector(vs), int(at[0]) - range_ms, int(at[-1]))
         keep_name = name == "last_over_time"  # acts like an offset: Prometheus keeps the name
-        rows = [
-            (
-                labels if keep_name else without_name(labels),
-                *windows.over_time(name, ts, v, at, range_ms),
-            )
-            for labels, ts, v in series
-        ]
-        return merged(self._vector(rows))
+        values, ok = windows.over_time_all(name, [(ts, v) for _, ts, v in series], at, range_ms)
+        labels = [lb if keep_name else without_name(lb) for lb, _, _ in series]
+        return merged(self._stacked(labels, values, ok))
 
     # Aggregations ------------------------------------------------------------------------
     def _eval_AggregateExpr(self, node: Any) -> Vector:
@@ -227,6 +228,9 @@ class Evaluator:
         groups, out_labels = _groups(vec.labels, node.modifier)
         if op in ("topk", "bottomk"):
             return _top(vec, groups, param, op == "topk")
+        if op in _BY_REDUCEAT and len(out_labels) > 1:
+            values, ok = _reduce_groups(op, vec.v, vec.ok, groups, len(out_labels))
+            return self._stacked(out_labels, values, ok)
         rows = []
         for g, labels in enumerate(out_labels):
             sel = groups == g
@@ -326,6 +330,32 @@ def _aggregate(
             var = np.where(ok, (v - mean) ** 2, 0.0).sum(axis=0) / count
             return (np.sqrt(var) if op == "stddev" else var), present
         return _quantile(param, v, ok, count), present  # quantile
+
+
+_BY_REDUCEAT = frozenset({"sum", "avg", "min", "max", "count", "group"})
+
+
+def _reduce_groups(
+    op: str, v: np.ndarray, ok: np.ndarray, groups: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """`_aggregate` of every group at once: rows sorted by group (stable, so each group's
+    rows keep their order and sums add in the same order), then one ufunc.reduceat."""
+    order = np.argsort(groups, kind="stable")
+    starts = np.searchsorted(groups[order], np.arange(n))
+    v, ok = v[order], ok[order]
+    count = np.add.reduceat(ok, starts, axis=0, dtype=np.int64)
+    present = count > 0
+    with np.errstate(all="ignore"):
+        if op == "count":
+            return count.astype(float), present
+        if op == "group":
+            return np.ones(count.shape), present
+        if op == "min":
+            return np.minimum.reduceat(np.where(ok, v, np.inf), starts, axis=0), present
+        if op == "max":
+            return np.maximum.reduceat(np.where(ok, v, -np.inf), starts, axis=0), present
+        total = np.add.reduceat(np.where(ok, v, 0.0), starts, axis=0)
+        return (total if op == "sum" else total / count), present
 
 
 def _quantile(q: np.ndarray, v: np.ndarray, ok: np.ndarray, count: np.ndarray) -> np.ndarray:

@@ -39,6 +39,8 @@ class Matcher:
     value: str
     # compiled once per matcher (a bad or too long pattern is refused when it is built)
     regex: re2._Regexp | None = field(default=None, init=False, compare=False, repr=False)
+    # label value -> fullmatch: a fleet repeats a few values (hosts, indexes) many times
+    seen: dict[str, bool] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.op in ("=~", "!~"):
@@ -50,13 +52,18 @@ class Matcher:
             return got == self.value
         if self.op == "!=":
             return got != self.value
-        hit = self.regex.fullmatch(got) is not None  # type: ignore[union-attr]
+        hit = self.seen.get(got)
+        if hit is None:
+            hit = self.regex.fullmatch(got) is not None  # type: ignore[union-attr]
+            if len(self.seen) < _SEEN_VALUES:
+                self.seen[got] = hit
         return hit if self.op == "=~" else not hit
 
 
 _RE2_OPTIONS = re2.Options()
 _RE2_OPTIONS.log_errors = False  # a bad pattern is the caller's error, answered 400
 CACHED_REGEX_BYTES = 1024  # longer patterns are compiled per use, so the cache stays small
+_SEEN_VALUES = 4096  # label values a matcher remembers (one query's matcher: a few hundred)
 
 
 def _regex(text: str) -> re2._Regexp:

@@ -71,6 +71,19 @@ def over_time(
         return np.zeros(len(at)), np.zeros(len(at), dtype=bool)
     lo = np.searchsorted(ts, at - range_ms, side="left")
     hi = np.searchsorted(ts, at, side="right")
+    return _evaluate(name, ts, v, lo, hi, at, range_ms)
+
+
+def _evaluate(
+    name: str,
+    ts: np.ndarray,
+    v: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    at: np.ndarray,
+    range_ms: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`name` over the windows ts[lo:hi] ending at `at` (lo, hi, at: one per result)."""
     n = hi - lo
     with np.errstate(all="ignore"):
         if name in ("rate", "increase", "delta"):
@@ -99,6 +112,67 @@ def over_time(
         return (np.sqrt(var) if name == "stddev_over_time" else var), ok
 
 
+def lookback_all(
+    series: list[tuple[np.ndarray, np.ndarray]], at: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """`lookback` of every series: (series, steps) values and presence."""
+    if len(at) == 1:
+        return _lookback_once(series, int(at[0]))
+    return _rows([lookback(ts, v, at) for ts, v in series], len(at))
+
+
+def _lookback_once(
+    series: list[tuple[np.ndarray, np.ndarray]], t: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """`lookback` at one time (an instant query): most series' newest sample is at or before
+    `t`, found without a search (a fleet is hundreds of series of one sample or a few)."""
+    values = np.zeros((len(series), 1))
+    ok = np.zeros((len(series), 1), dtype=bool)
+    for n, (ts, v) in enumerate(series):
+        if not len(ts):
+            continue
+        i = len(ts) - 1 if ts[-1] <= t else int(ts.searchsorted(t, side="right")) - 1
+        if i >= 0 and ts[i] >= t - LOOKBACK_MS:
+            values[n, 0] = v[i]
+            ok[n, 0] = True
+    return values, ok
+
+
+def over_time_all(
+    name: str, series: list[tuple[np.ndarray, np.ndarray]], at: np.ndarray, range_ms: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """`over_time` of every series: (series, steps) values and presence.
+
+    rate, increase and delta need only each window's ends (and a counter's resets):
+    those are gathered series by series, and the extrapolation (some thirty numpy
+    operations) runs once on (series, steps) arrays instead of once per series.
+    """
+    if name not in _EXTRAPOLATED or not series:
+        return _rows([over_time(name, ts, v, at, range_ms) for ts, v in series], len(at))
+    with np.errstate(all="ignore"):
+        ends = [
+            _ends(ts, v, *_bounds(ts, at, range_ms), name != "delta") if len(ts) else _no_ends(at)
+            for ts, v in series
+        ]
+    stacked = [np.array(part) for part in zip(*ends, strict=True)]
+    with np.errstate(all="ignore"):
+        return _extrapolate(*stacked, at, range_ms, name)
+
+
+_EXTRAPOLATED = frozenset({"rate", "increase", "delta"})
+
+
+def _bounds(ts: np.ndarray, at: np.ndarray, range_ms: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each window [t - range, t] as indexes ts[lo:hi]."""
+    return ts.searchsorted(at - range_ms, side="left"), ts.searchsorted(at, side="right")
+
+
+def _rows(rows: list[tuple[np.ndarray, np.ndarray]], steps: int) -> tuple[np.ndarray, np.ndarray]:
+    if not rows:
+        return np.zeros((0, steps)), np.zeros((0, steps), dtype=bool)
+    return np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
+
+
 def _gather_centered(v: np.ndarray, lo: np.ndarray, hi: np.ndarray, mean: np.ndarray) -> np.ndarray:
     """Sum of (v - mean[step])^2 over each window."""
     width = int((hi - lo).max(initial=0))
@@ -125,25 +199,54 @@ def _extrapolated(
     name: str,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Prometheus' extrapolatedRate: rate/increase are counters (resets added back), delta not."""
-    ok = hi - lo >= 2
-    if not ok.any():
-        return np.zeros(len(at)), ok
+    return _extrapolate(*_ends(ts, v, lo, hi, name != "delta"), at, range_ms, name)
+
+
+_Ends = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _ends(ts: np.ndarray, v: np.ndarray, lo: np.ndarray, hi: np.ndarray, counter: bool) -> _Ends:
+    """Per window: samples, first and last value and time, and (counters) the resets' sum."""
     first, last = np.minimum(lo, len(v) - 1), np.maximum(hi - 1, 0)
-    result = v[last] - v[first]
-    counter = name != "delta"
+    resets = np.zeros(len(lo))
     if counter:
         # a drop between consecutive samples is a reset: add back the value before it
         drops = np.where(v[1:] < v[:-1], v[:-1], 0.0)
-        cum = np.concatenate(([0.0], np.cumsum(drops)))
-        result = result + (cum[last] - cum[np.minimum(first, last)])
-    t_first, t_last = ts[first], ts[last]
+        if drops.any():
+            cum = np.concatenate(([0.0], np.cumsum(drops)))
+            resets = cum[last] - cum[np.minimum(first, last)]
+    return hi - lo, v[first], v[last], ts[first], ts[last], resets
+
+
+def _no_ends(at: np.ndarray) -> _Ends:
+    count = np.zeros(len(at), np.int64)
+    return count, count * 0.0, count * 0.0, count, count, count * 0.0
+
+
+def _extrapolate(
+    count: np.ndarray,
+    v_first: np.ndarray,
+    v_last: np.ndarray,
+    t_first: np.ndarray,
+    t_last: np.ndarray,
+    resets: np.ndarray,
+    at: np.ndarray,
+    range_ms: int,
+    name: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """extrapolatedRate from each window's ends; every array one shape ((series,) steps)."""
+    ok = count >= 2
+    if not ok.any():
+        return np.zeros(ok.shape), ok
+    counter = name != "delta"
+    result = v_last - v_first + resets
     to_start = (t_first - (at - range_ms)) / 1000.0
     to_end = (at - t_last) / 1000.0
     sampled = (t_last - t_first) / 1000.0
-    average = sampled / (hi - lo - 1)
+    average = sampled / (count - 1)
     if counter:
-        to_zero = sampled * (v[first] / result)
-        shorter = (result > 0) & (v[first] >= 0) & (to_zero < to_start)
+        to_zero = sampled * (v_first / result)
+        shorter = (result > 0) & (v_first >= 0) & (to_zero < to_start)
         to_start = np.where(shorter, to_zero, to_start)
     threshold = average * 1.1
     interval = sampled + np.where(to_start < threshold, to_start, average / 2)

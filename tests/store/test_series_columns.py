@@ -1,0 +1,160 @@
+"""Metric columns over a plan of blocks (store/read.py::read_series, the PromQL read path):
+a fleet planned in one transaction, a plan seen again answered from the cache without a
+block read, and never a stale answer, since the plan's digest names its blocks. On real etcd.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from store import cache, kv
+from store.codec import samples_from_rows
+from store.compaction import compact
+from store.keys import Keys
+from store.read import cached_series, plan_blocks, read_series
+from store.registry import known
+from store.tiers import Tier
+from store.write import GpuBatch, write_chunk
+
+HOUR = 3_600_000
+RAW = Tier("raw", 0, 10 * 24 * HOUR, HOUR)
+HOUR0 = (1_752_800_400_000 // HOUR) * HOUR
+SPAN = (HOUR0 - HOUR, HOUR0 + 3 * HOUR)
+
+
+def facts(uuid: str) -> dict:
+    return {"uuid": uuid, "cluster": "c", "host": "h", "gpu_index": 0, "device": "",
+            "model": "", "driver": "", "labels": {}}  # fmt: skip
+
+
+def write(keys: Keys, seq: int, rows: list[tuple[int, str, float]], uuid: str = "GPU-1") -> None:
+    write_chunk(keys, "job", seq, [GpuBatch(facts(uuid), samples_from_rows(rows))], RAW.window_ms)
+
+
+def series(keys: Keys, metric: str = "a", uuid: str = "GPU-1") -> list[tuple[int, float]]:
+    got = read_series(keys, uuid, *SPAN, RAW.window_ms, [metric])
+    ts, values = got[metric]
+    return list(zip(ts.tolist(), values.tolist(), strict=True))
+
+
+@pytest.fixture
+def keys(etcd_root: str, settings) -> Keys:
+    settings.READ_CACHE_BYTES = 64 * 1024 * 1024
+    cache.shared().clear()
+    known.clear()
+    return Keys(etcd_root)
+
+
+@pytest.fixture
+def gets(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Names of the value-carrying etcd reads made from now on (still made for real)."""
+    made: list[str] = []
+    for name in ("get_many", "get_range"):
+        real = getattr(kv, name)
+
+        def counted(*args, _real=real, _name=name, **kwargs):
+            made.append(_name)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(kv, name, counted)
+    return made
+
+
+def test_a_plan_seen_again_is_answered_without_reading_a_block(keys, gets):
+    rows = [(HOUR0 + i * 10_000, m, float(i)) for i in range(720) for m in ("a", "b")]
+    write(keys, 0, rows)  # two hours: two blocks
+    gets.clear()
+    first = series(keys)
+    assert first == [(t, v) for t, m, v in rows if m == "a"]
+    assert gets == ["get_many"]  # both blocks in one round trip
+    gets.clear()
+    assert series(keys) == first
+    assert gets == []  # only the keys-only plan went to etcd
+    cache.shared().clear()  # a cache that lost the column reads the blocks again
+    assert series(keys) == first and gets == ["get_many"]
+
+
+def test_a_new_block_changes_the_plan_and_so_the_answer(keys):
+    write(keys, 0, [(HOUR0, "a", 1.0), (HOUR0 + 10_000, "a", 2.0)])
+    assert series(keys) == [(HOUR0, 1.0), (HOUR0 + 10_000, 2.0)]
+    write(keys, 1, [(HOUR0 + 10_000, "a", 5.0)])  # a re-upload corrects one sample
+    assert series(keys) == [(HOUR0, 1.0), (HOUR0 + 10_000, 5.0)]
+
+
+def test_compaction_and_retention_are_seen_at_once(keys):
+    rows = [(HOUR0 + i * 10_000, "a", float(i)) for i in range(300)]
+    for seq in range(0, 300, 100):  # three chunks in one hour: three blocks
+        write(keys, seq, rows[seq : seq + 100])
+    before = series(keys)
+    compact(keys, [RAW], retention=False)
+    assert series(keys) == before  # a new plan (one merged block), the same samples
+    kv.delete_prefix(keys.blocks_prefix("GPU-1"))
+    assert series(keys) == []  # the plan is empty: no cached column answers it
+
+
+def test_one_transaction_plans_the_fleet_and_clips_to_the_span(keys):
+    for n in range(3):
+        rows = [(HOUR0 + i * 60_000, "a", float(n * 1000 + i)) for i in range(120)]
+        write(keys, n, rows, f"G{n}")
+    uuids = ["G0", "G1", "G2", "G-none"]
+    plans = plan_blocks(keys, uuids, HOUR0 + 30 * 60_000, HOUR0 + 40 * 60_000, RAW.window_ms)
+    assert [len(plans[u]) for u in uuids] == [1, 1, 1, 0]  # the first hour's block; none for G-none
+    assert len({plans[u].digest for u in uuids}) == 4  # each names its own blocks
+    span = (HOUR0 + 30 * 60_000, HOUR0 + 40 * 60_000)
+    assert cached_series(keys, "G1", *span, ["a"], plans["G1"]) is None  # nothing read yet
+    got = read_series(keys, "G1", *span, RAW.window_ms, ["a"], plans["G1"])
+    hit = cached_series(keys, "G1", *span, ["a"], plans["G1"])
+    assert hit is not None
+    for ts, values in (got["a"], hit["a"]):
+        assert ts.tolist() == [HOUR0 + i * 60_000 for i in range(30, 41)]
+        assert np.array_equal(values, 1000.0 + np.arange(30, 41))
+    empty = read_series(keys, "G-none", *span, RAW.window_ms, ["a"], plans["G-none"])
+    assert len(empty["a"][0]) == 0
+
+
+def test_a_plan_digest_ignores_writes_elsewhere(keys):
+    write(keys, 0, [(HOUR0, "a", 1.0)], "G0")
+    first = plan_blocks(keys, ["G0"], *SPAN, RAW.window_ms)["G0"]
+    write(keys, 1, [(HOUR0, "a", 1.0)], "G1")  # the store revision moves on
+    again = plan_blocks(keys, ["G0"], *SPAN, RAW.window_ms)["G0"]
+    assert again.digest == first.digest
+    assert [i.key for i in again.infos] == [i.key for i in first.infos]
+
+
+def test_a_new_block_in_the_newest_window_reads_only_that_block(keys, monkeypatch):
+    rows = [(HOUR0 + i * 30_000, "a", float(i)) for i in range(3 * 120)]  # three hours
+    write(keys, 0, rows)
+    assert len(series(keys)) == 360
+    fetched: list[str] = []
+    real = kv.get_many
+
+    def counted(wanted):
+        fetched.extend(wanted)
+        return real(wanted)
+
+    monkeypatch.setattr(kv, "get_many", counted)
+    write(keys, 1, [(HOUR0 + 3 * HOUR - 10_000, "a", -1.0)])  # live data: the newest hour
+    got = series(keys)
+    assert len(got) == 361 and got[-1] == (HOUR0 + 3 * HOUR - 10_000, -1.0)
+    newest = [k for k in fetched if k.startswith(keys.blocks_prefix("GPU-1"))]
+    assert len(newest) == 1 and Keys.parse_block(newest[0]).t_first >= HOUR0 + 2 * HOUR
+
+
+def test_a_plan_is_reused_only_while_nothing_was_written(keys, monkeypatch):
+    write(keys, 0, [(HOUR0, "a", 1.0)], "G0")
+    txns: list[int] = []
+    real = kv.keys_in_ranges
+
+    def counted(ranges):
+        txns.append(len(ranges))
+        return real(ranges)
+
+    monkeypatch.setattr(kv, "keys_in_ranges", counted)
+    first = plan_blocks(keys, ["G0"], *SPAN, RAW.window_ms)
+    assert plan_blocks(keys, ["G0"], *SPAN, RAW.window_ms) == first and txns == [1]
+    write(keys, 1, [(HOUR0 + 10_000, "a", 2.0)], "G1")  # a write elsewhere: planned again
+    again = plan_blocks(keys, ["G0"], *SPAN, RAW.window_ms)
+    assert txns == [1, 1] and again["G0"].digest == first["G0"].digest
+    write(keys, 2, [(HOUR0 + 20_000, "a", 3.0)], "G0")  # this GPU's new block is seen
+    assert series(keys, uuid="G0") == [(HOUR0, 1.0), (HOUR0 + 20_000, 3.0)]
