@@ -8,7 +8,9 @@ lone `\\r`, no NUL, no line longer than the limits. numpy checks this on the byt
 (line ends, `\\r`), one regular expression over the block the quotes (the same test as
 a quote's parity saying whether it opens or closes: tests/ingest/test_block_structure.py).
 A regular block is parsed by pyarrow's CSV reader (its threads) into string
-columns, and checked on columns:
+columns (only those the checks read; a row's every field is read again from the
+block's bytes, by the same reader, for the few rows that need them: the rows the
+reference judges, the facts rows), and checked on columns:
 
 - uuids, hosts, times and metric names are checked once per distinct value (a
   block repeats them), by the row parser's own code;
@@ -31,6 +33,7 @@ the Chunker takes both.
 from __future__ import annotations
 
 import csv
+import ctypes
 import io
 import os
 from collections import deque
@@ -188,9 +191,15 @@ class _Chain(io.RawIOBase):
         return len(data)
 
 
-def _structure(block: bytes, limit: int) -> np.ndarray:
+def _structure(block: bytes | bytearray, limit: int) -> np.ndarray:
     """The content length of each line of a block of whole lines; _Irregular when the
-    block is not regular (see the module doc).
+    block is not regular (see the module doc)."""
+    return _shape(block, limit)[1]
+
+
+def _shape(block: bytes | bytearray, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the offset of each line's `\n`, each line's content length) of a block of whole
+    lines; _Irregular when the block is not regular (see the module doc).
 
     One pass per special byte for the line ends and `\r`; the quotes by one match of
     `_QUOTED_LINES` over the whole block (RE2, in Arrow: ~600 MB/s here; locating every
@@ -212,7 +221,32 @@ def _structure(block: bytes, limit: int) -> np.ndarray:
         lengths -= np.isin(ends - 1, crs)
     if b'"' in block and not _quoted_well(block):
         raise _Irregular
-    return lengths
+    return ends, lengths
+
+
+def _libc_memmem() -> Callable[..., int | None] | None:
+    """libc's memmem, or None where the process has none (then `in` searches)."""
+    try:
+        memmem = ctypes.CDLL(None).memmem
+    except (OSError, AttributeError):
+        return None
+    memmem.restype = ctypes.c_void_p
+    memmem.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t]
+    return memmem  # type: ignore[no-any-return]
+
+
+_MEMMEM = _libc_memmem()
+_INSTANCE_BYTES = INSTANCE_LABEL.encode()
+
+
+def _has(block: bytes | bytearray, needle: bytes) -> bool:
+    """`needle in block`, by libc's memmem (vectorised: 2.5x faster than CPython's search
+    on DCGM text, whose letters are the needle's; that search over every block was 0.08 s
+    of the bench file's 0.8 s of parse). Without the GIL, as ctypes calls run."""
+    if _MEMMEM is None or not block:
+        return needle in block
+    view = np.frombuffer(block, dtype=np.uint8)  # held: the buffer stays exported (unmovable)
+    return _MEMMEM(view.ctypes.data, len(block), needle, len(needle)) is not None
 
 
 # A line whose quotes are where RFC 4180 puts them: each field unquoted (no quote, comma,
@@ -224,7 +258,7 @@ _FIELD = r'(?:[^",\r\n]*|"(?:[^"\r\n]|"")*")'
 _QUOTED_LINES = rf"^(?:{_FIELD}(?:,{_FIELD})*\r?\n)*$"
 
 
-def _quoted_well(block: bytes) -> bool:
+def _quoted_well(block: bytes | bytearray) -> bool:
     """Whether every line of `block` (whole lines) matches _QUOTED_LINES."""
     offsets = pa.py_buffer(np.array([0, len(block)], dtype=np.int64))
     whole = pa.LargeBinaryArray.from_buffers(
@@ -237,16 +271,22 @@ def _quoted_well(block: bytes) -> bool:
 class _Prepared:
     """A block read by Arrow (in a pool thread), waiting for its turn to be judged."""
 
-    raw: bytes
+    raw: bytes | bytearray
     lengths: np.ndarray | None = None  # None: irregular
+    ends: np.ndarray | None = None  # each line's `\n` offset
     table: pa.Table | None = None
     invalid: list[tuple[int, int, str]] | None = None  # (record number, fields, text)
+    mig: bool = False  # the bytes name a MIG instance (searched here, off the main thread)
 
 
-def _prepare(raw: bytes, width: int, limit: int) -> _Prepared:
-    """Structure check and Arrow parse of one block; touches no parser state."""
+def _prepare(
+    raw: bytes | bytearray, width: int, limit: int, needed: list[int], for_mig: list[int]
+) -> _Prepared:
+    """Structure check and Arrow parse of one block; touches no parser state. Only the
+    columns the checks read are converted (`needed`, and `for_mig` when the bytes name
+    a MIG instance): a row's other fields are read again when asked (_Lines)."""
     try:
-        lengths = _structure(raw, limit)
+        ends, lengths = _shape(raw, limit)
     except _Irregular:
         return _Prepared(raw)
     invalid: list[tuple[int, int, str]] = []
@@ -255,9 +295,23 @@ def _prepare(raw: bytes, width: int, limit: int) -> _Prepared:
         invalid.append((row.number, row.actual_columns, row.text))
         return "skip"
 
-    names = [f"c{i}" for i in range(width)]
-    table = pcsv.read_csv(
-        pa.py_buffer(raw),
+    mig = _has(raw, _INSTANCE_BYTES)
+    table = _read_table(raw, width, sorted({*needed, *(for_mig if mig else ())}), skip)
+    # Arrow's allocator keeps each thread's freed pages: given back, a parse's peak memory
+    # is 20-40 MB lower (measured on the bench file), at no measurable CPU cost
+    pa.default_memory_pool().release_unused()
+    return _Prepared(raw, lengths, ends, table, invalid, mig)
+
+
+def _read_table(
+    data: bytes | bytearray, width: int, include: list[int] | None, skip: Any
+) -> pa.Table:
+    """Arrow's parse of regular lines into string columns `c0`, `c1`, ... (only those in
+    `include`; every one with None). The bytes are ASCII (_structure checked): no UTF-8
+    check."""
+    names = _column_names(width)
+    return pcsv.read_csv(
+        pa.py_buffer(data),
         # one thread per block: blocks run side by side in the pool, and Arrow numbers
         # the rows it skips only when it reads alone
         read_options=pcsv.ReadOptions(column_names=names, use_threads=False, block_size=1 << 26),
@@ -266,14 +320,77 @@ def _prepare(raw: bytes, width: int, limit: int) -> _Prepared:
         ),
         convert_options=pcsv.ConvertOptions(
             column_types=dict.fromkeys(names, pa.string()),
+            include_columns=None if include is None else [names[i] for i in include],
             strings_can_be_null=False,
             quoted_strings_can_be_null=False,
+            check_utf8=False,
         ),
     )
-    # Arrow's allocator keeps each thread's freed pages: given back, a parse's peak memory
-    # is 20-40 MB lower (measured on the bench file), at no measurable CPU cost
-    pa.default_memory_pool().release_unused()
-    return _Prepared(raw, lengths, table, invalid)
+
+
+def _column_names(width: int) -> list[str]:
+    return [f"c{i}" for i in range(width)]
+
+
+@dataclass
+class _Lines:
+    """Where a block's table rows are in its bytes, to read a row's every field again
+    (the table holds only the columns the checks read): for the rows the reference
+    judges and the facts rows, a few per block."""
+
+    raw: bytes | bytearray
+    ends: np.ndarray  # each line's `\n` offset
+    line_of_row: np.ndarray  # each table row's line in the block
+    width: int
+
+    def fields(self, rows: list[int]) -> list[list[str]]:
+        """Every field of table rows `rows`, read by Arrow as the block was."""
+        if not rows:
+            return []
+        ends = self.ends.tolist()
+        with memoryview(self.raw) as view:
+            data = b"".join(
+                view[(ends[line - 1] + 1 if line else 0) : ends[line] + 1]
+                for line in self.line_of_row[rows].tolist()
+            )
+        table = _read_table(data, self.width, None, None)
+        if table.num_rows != len(rows):
+            raise AssertionError("a row read again split otherwise")  # regular lines: never
+        columns = [column.to_pylist() for column in table.columns]
+        return [list(fields) for fields in zip(*columns, strict=True)]
+
+
+def _pairs(gpu: np.ndarray, metric: np.ndarray) -> np.ndarray:
+    """The sorted distinct `gpu << 32 | metric` of a block's samples: marks in a (GPU,
+    metric) grid when it is small (it is: a block's GPUs times the file's metrics), which
+    costs a tenth of np.unique's hashing of every sample."""
+    metrics = int(metric.max()) + 1
+    size = (int(gpu.max()) + 1) * metrics
+    if size > 4 * len(gpu) + (1 << 16):
+        return np.unique(gpu.astype(np.int64) << 32 | metric.astype(np.int64))
+    seen = np.zeros(size, dtype=bool)
+    seen[gpu.astype(np.int64) * metrics + metric] = True
+    flat = np.flatnonzero(seen)
+    return (flat // metrics) << 32 | flat % metrics
+
+
+def _contains(sorted_values: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """np.isin for a sorted, distinct `sorted_values`, by binary search (isin sorts both)."""
+    if not len(sorted_values):
+        return np.zeros(len(values), dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_values, values), len(sorted_values) - 1)
+    return sorted_values[at] == values
+
+
+def _cell_column(table: pa.Table, pos: int) -> pa.Array:
+    """The column of the file's field `pos` (the table holds only some, named by place)."""
+    return _array(table.column(f"c{pos}"))
+
+
+def _array(column: pa.ChunkedArray) -> pa.Array:
+    """A column as one array: its only chunk as it is (a block is read as one chunk;
+    combine_chunks copied it, labels_raw included)."""
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
 class ColumnarParser:
@@ -282,7 +399,7 @@ class ColumnarParser:
     def __init__(self, binary: BinaryIO, *, block_bytes: int = BLOCK_BYTES, **limits: Any) -> None:
         self._binary = binary
         self._block_bytes = block_bytes
-        self._piece = _PIECE if is_gzip(binary) else block_bytes
+        self._gzip = is_gzip(binary)
         self._carry = b""  # bytes read past the last whole line of a block
         self._failure: BaseException | None = None
         head = self._read_block(b"")
@@ -296,7 +413,8 @@ class ColumnarParser:
         else:
             line_end = head.index(b"\n") + 1
             self.ref = Parser(io.StringIO(""), header=layout, line_offset=1, **limits)  # type: ignore[arg-type]
-            self._pending = head[line_end:]
+            del head[:line_end]  # (at the front of a bytearray: no copy)
+            self._pending = head
         self.layout = self.ref.layout
         self.format = self.ref.format
         self._line = 1  # lines consumed so far
@@ -354,25 +472,42 @@ class ColumnarParser:
         return self.ref.facts(row, cluster)
 
     # --- reading -------------------------------------------------------------------
-    def _read(self, data: bytes) -> bytes:
+    def _read(self, data: bytes | bytearray) -> bytearray:
         """`data` plus up to a block more. Gzip is read in the pieces the row parser's text
         reader takes (8 KiB): gzip damage keeps what came before it (in `_failure`), as
         there. Plain bytes can fail only as a whole (a connection, a size limit): they are
-        read a block at a time (8 KiB reads cost a fifth of the main thread's time)."""
+        read a block at a time (8 KiB reads cost a fifth of the main thread's time),
+        straight into the block's buffer (no copy between the reader and the block)."""
+        if not self._gzip:
+            return self._read_into(data)
         parts, size = [data], len(data)
         read = getattr(self._binary, "read1", self._binary.read)  # as TextIOWrapper reads
         try:
             while size < self._block_bytes:
-                piece = read(self._piece)
+                piece = read(_PIECE)
                 if not piece:
                     break
                 parts.append(piece)
                 size += len(piece)
         except _GZIP_ERRORS as exc:
             self._failure = exc
-        return b"".join(parts)
+        return bytearray().join(parts)
 
-    def _read_block(self, pending: bytes) -> bytes:
+    def _read_into(self, data: bytes | bytearray) -> bytearray:
+        block = bytearray(max(self._block_bytes, len(data)))
+        block[: len(data)] = data
+        size = len(data)
+        with memoryview(block) as view:
+            while size < len(block):
+                with view[size:] as free:
+                    got = self._binary.readinto(free)
+                if not got:
+                    break
+                size += got
+        del block[size:]  # in place: the buffer shrinks, nothing is copied
+        return block
+
+    def _read_block(self, pending: bytes | bytearray) -> bytearray:
         """`pending` plus bytes up to a block, cut after its last line end (all at EOF).
         With `_failure` set, everything read, uncut (the row parser takes it)."""
         data = self._read(pending)
@@ -385,11 +520,12 @@ class ColumnarParser:
             if self._failure is not None or not more or len(data) > 4 * self._block_bytes:
                 return data  # the row parser reads it (and refuses an endless line)
             cut = data.rfind(b"\n") + 1
-        self._carry = data[cut:]
-        return data[:cut]
+        self._carry = bytes(data[cut:])
+        del data[cut:]  # in place, as in _read_into
+        return data
 
     @staticmethod
-    def _header(head: bytes) -> Any:
+    def _header(head: bytes | bytearray) -> Any:
         """The layout from a plain first line, or None: the row parser reads the file then."""
         if head.startswith(_BOM):
             head = head[len(_BOM) :]
@@ -406,6 +542,7 @@ class ColumnarParser:
             return
         limit = min(self.ref.max_line, MAX_FIELD)
         width = self.layout.width
+        needed, for_mig = self._needed_columns()
         workers = max(1, os.cpu_count() or 1)
         with ThreadPoolExecutor(workers, thread_name_prefix="csv-block") as pool:
             queue: deque[Future[_Prepared]] = deque()
@@ -418,7 +555,7 @@ class ColumnarParser:
                     if raw is None:
                         done = True
                     else:
-                        queue.append(pool.submit(_prepare, raw, width, limit))
+                        queue.append(pool.submit(_prepare, raw, width, limit, needed, for_mig))
                 if not queue:
                     break
                 prepared = queue.popleft().result()
@@ -433,6 +570,17 @@ class ColumnarParser:
                     yield batch
             if self._failure is not None:
                 yield from self._switch(self._carry)
+
+    def _needed_columns(self) -> tuple[list[int], list[int]]:
+        """(the fields the column checks read, those the MIG check reads too)."""
+        index = self.layout.index
+        names = ["uuid", "hostname", "timestamp", "metric_name", "value", *WORKLOAD_LABELS]
+        needed = [index[n] for n in names if n in index]
+        needed += [pos for pos, _name, _strict in self.layout.metric_columns]
+        for_mig = [index[n] for n in (INSTANCE_COLUMN, "labels_raw") if n in index]
+        if INSTANCE_COLUMN in index:
+            return needed + for_mig, []  # every block is checked for instances
+        return needed, for_mig
 
     def _blocks(self) -> Iterator[bytes]:
         """Blocks of whole lines; gzip damage ends them, what was read before it left in
@@ -482,11 +630,19 @@ class ColumnarParser:
                 continue  # a blank line for the row parser: not a row
             wrong.append((int(numbers[number - 1]), count))
         ref.rows_read += int(kept.sum()) + len(wrong)
-        self._mig_seen = INSTANCE_COLUMN in self.layout.index or b"GPU_I_ID" in prepared.raw
-        return self._judge(table if table.num_rows else None, numbers[kept], wrong)
+        self._mig_seen = INSTANCE_COLUMN in self.layout.index or prepared.mig
+        assert prepared.ends is not None  # (a regular block has its line ends)
+        source = _Lines(
+            prepared.raw, prepared.ends, np.flatnonzero(lengths > 0)[kept], self.layout.width
+        )
+        return self._judge(table if table.num_rows else None, numbers[kept], wrong, source)
 
     def _judge(
-        self, table: pa.Table | None, lines: np.ndarray, wrong: list[tuple[int, int]]
+        self,
+        table: pa.Table | None,
+        lines: np.ndarray,
+        wrong: list[tuple[int, int]],
+        source: _Lines,
     ) -> ColumnBatch | None:
         """Accept what the columns prove good; the reference judges the rest, in line order."""
         n = 0 if table is None else table.num_rows
@@ -499,12 +655,13 @@ class ColumnarParser:
             + [(int(lines[i]), int(i), 0) for i in np.flatnonzero(doubt)]
         )
         extra: list[tuple[int, Row]] = []
+        doubted = [index for _, index, _ in events if index >= 0]
+        fields_of = dict(zip(doubted, source.fields(doubted), strict=True))
         for line, index, count in events:
             if index < 0:
                 self.ref._reject(line, f"expected {self.layout.width} fields, found {count}")
                 continue
-            fields = [col[index].as_py() for col in table.columns]  # type: ignore[union-attr]
-            row = self.ref._checked(fields, line, self._convert)
+            row = self.ref._checked(fields_of[index], line, self._convert)
             if row is not None:
                 self.ref.accepted += 1
                 extra.append((index, row))
@@ -512,7 +669,7 @@ class ColumnarParser:
             return None
         fast = ~doubt
         self.ref.accepted += int(fast.sum())
-        return self._batch(table, fast, uuid_codes, uuids, ts, samples, extra, lines)
+        return self._batch(table, fast, uuid_codes, uuids, ts, samples, extra, lines, source)
 
     @property
     def _convert(self) -> Any:
@@ -520,7 +677,7 @@ class ColumnarParser:
 
     def _column(self, table: pa.Table, name: str) -> pa.Array | None:
         pos = self.layout.index.get(name)
-        return None if pos is None else table.column(pos).combine_chunks()
+        return None if pos is None else _cell_column(table, pos)
 
     def _columns(self, table: pa.Table) -> tuple:
         """(doubt mask, uuid codes, uuids, ts per row, (metric, value, row) per sample)."""
@@ -641,7 +798,7 @@ class ColumnarParser:
         present = np.zeros(n, dtype=bool)
         parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         for pos, name, _strict in self.layout.metric_columns:
-            column = table.column(pos).combine_chunks()
+            column = _cell_column(table, pos)
             empty = pc.equal(column, "").to_numpy(zero_copy_only=False)
             values, plain = self._numbers(column)
             doubt |= ~empty & ~plain
@@ -693,6 +850,7 @@ class ColumnarParser:
         samples: tuple,
         extra: list[tuple[int, Row]],
         lines: np.ndarray,
+        source: _Lines,
     ) -> ColumnBatch | None:
         metric, values, rows = samples
         keep = fast[rows]
@@ -712,7 +870,7 @@ class ColumnarParser:
         row_work, workloads = self._workloads(table)
         return ColumnBatch(
             uuids=record_uuids,
-            facts_rows=_LazyRows(lambda: self._facts_rows(table, record_uuids, gpu, rows, extra)),
+            facts_rows=_LazyRows(lambda: self._facts_rows(source, record_uuids, gpu, rows, extra)),
             names=names,
             gpu=gpu,
             ts=times,
@@ -728,7 +886,7 @@ class ColumnarParser:
         non-empty, as workloads.csv_workload reads a row) as an index into a list."""
         columns = [(n, self.layout.index[n]) for n in WORKLOAD_LABELS if n in self.layout.index]
         n = table.num_rows
-        texts = [table.column(pos).combine_chunks() for _, pos in columns]
+        texts = [_cell_column(table, pos) for _, pos in columns]
         if not texts or all(pc.all(pc.equal(t, "")).as_py() for t in texts):
             return np.zeros(n, dtype=np.int32), [{}]
         joined = pc.binary_join_element_wise(*texts, "\x00")
@@ -746,12 +904,12 @@ class ColumnarParser:
         (a GPU at a time: a block holds each GPU's few metrics many times)."""
         if not len(gpu):
             return
-        pairs = np.unique(gpu.astype(np.int64) << 32 | metric.astype(np.int64))
+        pairs = _pairs(gpu, metric)
         # only the (GPU, metric) pairs no earlier block registered: usually none, and the
         # loop below over every GPU of every block was a tenth of the main thread's parse
         ids = self._gpu_ids(uuids)
         global_pairs = ids[pairs >> 32] << 32 | (pairs & 0xFFFFFFFF)
-        new = ~np.isin(global_pairs, self._registered)
+        new = ~_contains(self._registered, global_pairs)
         if not new.any():
             return
         pairs = pairs[new]
@@ -810,7 +968,7 @@ class ColumnarParser:
 
     def _facts_rows(
         self,
-        table: pa.Table,
+        source: _Lines,
         uuids: list[str],
         gpu: np.ndarray,
         rows: np.ndarray,
@@ -829,11 +987,9 @@ class ColumnarParser:
         for code, row_index in wanted:
             out[code] = by_index.get(row_index)
         if fast:
-            taken = table.take(pa.array([r for _, r in fast], pa.int64()))
-            columns = [column.to_pylist() for column in taken.columns]
             host_pos = self.layout.index["hostname"]
-            for k, (code, _r) in enumerate(fast):
-                fields = [column[k] for column in columns]
+            every = source.fields([r for _, r in fast])
+            for (code, _r), fields in zip(fast, every, strict=True):
                 out[code] = Row(uuids[code], fields[host_pos], 0, [], fields)
         empty = [Row(u, "", 0, [], []) for u in uuids]
         return [r if r is not None else e for r, e in zip(out, empty, strict=True)]

@@ -132,12 +132,25 @@ class _CappedReader(io.RawIOBase):
         return len(data)
 
 
+def readinto_of(raw: Any) -> Callable[[Any], int | None] | None:
+    """`raw`'s own readinto (a file's, a BytesIO's, Django's uploaded file's), which reads
+    straight into the caller's buffer; None for a stream with only read() (io.RawIOBase's
+    default readinto raises NotImplementedError)."""
+    method = getattr(raw, "readinto", None)
+    if method is None or getattr(type(raw), "readinto", None) is io.RawIOBase.readinto:
+        return None
+    return method  # type: ignore[no-any-return]
+
+
 class _Peekable(io.RawIOBase):
     """Lets us look at the first bytes (gzip magic) of a stream that cannot seek."""
 
     def __init__(self, raw: BinaryIO) -> None:
         self._raw = raw
         self._head = b""
+        # large reads go straight into the reader's buffer: read() and a copy were two
+        # of the four copies of every byte of a spooled upload
+        self._readinto = readinto_of(raw)
 
     def _more(self, n: int) -> bytes:
         return self._raw.read(n)
@@ -159,6 +172,8 @@ class _Peekable(io.RawIOBase):
             buf[:n] = self._head[:n]
             self._head = self._head[n:]
             return n
+        if self._readinto is not None:
+            return self._readinto(buf) or 0
         data = self._more(len(buf))
         buf[: len(data)] = data
         return len(data)

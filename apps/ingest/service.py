@@ -22,7 +22,16 @@ from kombu.exceptions import OperationalError
 from apps.ingest.chunking import Chunk
 from apps.ingest.columnar import ColumnarParser, ColumnBatch
 from apps.ingest.jobs import BrokerUnavailable, Job
-from apps.ingest.parsing import Parser, Row, RowError, RowFacts, TooLarge, open_binary, text_of
+from apps.ingest.parsing import (
+    Parser,
+    Row,
+    RowError,
+    RowFacts,
+    TooLarge,
+    open_binary,
+    readinto_of,
+    text_of,
+)
 from apps.ingest.workloads import csv_workload
 from observability.logs import job_context
 from observability.metrics import ROWS
@@ -66,16 +75,31 @@ class _LimitedReader:
         self._raw = raw
         self._limit = limit
         self._progress = progress
+        self._readinto = readinto_of(raw)
         self.count = 0
 
     def read(self, n: int = -1) -> bytes:
         data = self._raw.read(n)
-        self.count += len(data)
+        self._counted(len(data))
+        return data
+
+    def readinto(self, buf: Any) -> int:
+        """read() into `buf`, without a copy when the source has its own readinto."""
+        if self._readinto is None:
+            data = self._raw.read(len(buf))
+            buf[: len(data)] = data
+            n = len(data)
+        else:
+            n = self._readinto(buf) or 0
+        self._counted(n)
+        return n
+
+    def _counted(self, n: int) -> None:
+        self.count += n
         if self.count > self._limit:
             raise UploadTooLarge(f"the upload is larger than the limit of {self._limit} bytes")
-        if self._progress is not None and data:
-            self._progress(len(data))
-        return data
+        if self._progress is not None and n:
+            self._progress(n)
 
 
 def ingest(
