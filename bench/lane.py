@@ -1,6 +1,6 @@
 """The read lane against Django's stack, in one process: CPU time per request.
 
-    .venv/bin/python -m bench.lane [--gpus 8] [--hours 6] [--reps 300] [--rounds 5]
+    .venv/bin/python -m bench.lane [--gpus 8] [--hours 6] [--reps 300] [--rounds 5] [--lane-only]
 
 Loads bench/storage.py's data set into etcd (as bench/read.py does), then drives the
 gateway's ASGI application in process, without a socket: the same request through the
@@ -8,7 +8,9 @@ body guard and the read lane (as shipped) and through the body guard and Django 
 (READ_LANE=off). Rounds alternate between the two; each round runs --reps requests and
 takes the process CPU time (time.process_time: every thread of the process, so the
 handler threads and the store calls count) and the wall time; the best round of each
-side is printed with the ratio. CPU time is what a loaded 2-core
+side is printed with the ratio, and the etcd requests one request of it makes (the
+lane's). --lane-only drops Django's side, to compare two versions of the lane run
+one after the other. CPU time is what a loaded 2-core
 machine cannot blur: wall-clock figures come from bench/read.py on a quiet machine.
 """
 
@@ -113,6 +115,21 @@ def _taken(loop: asyncio.AbstractEventLoop, app: App, request: dict) -> bool:
     return total() > before
 
 
+def etcd_requests() -> float:
+    """etcd requests this process has made so far (store/kv.py times each one)."""
+    from observability.metrics import ETCD_SECONDS
+
+    return sum(
+        s.value for m in ETCD_SECONDS.collect() for s in m.samples if s.name.endswith("_count")
+    )
+
+
+def round_trips(loop: asyncio.AbstractEventLoop, app: App, request: dict) -> float:
+    before = etcd_requests()
+    loop.run_until_complete(call(app, request))
+    return etcd_requests() - before
+
+
 def run(args: argparse.Namespace) -> str:
     data = make_dataset(args.gpus, args.hours, args.hours / 24, args.seed)
     env = {"STORAGE_TIERS": BENCH_TIERS, "ETCD_TIMEOUT": "600", "ETCD_PREFIX": OURS_ROOT}
@@ -127,6 +144,8 @@ def run(args: argparse.Namespace) -> str:
             "lane": BodyGuard(ReadLane(django_application, django_application)),
             "django": BodyGuard(django_application),
         }
+        if args.lane_only:
+            del sides["django"]
         loop = asyncio.new_event_loop()
         plan = queries(data[0].gpu.uuid, args.hours)
         fleet = plan["GPU list (200)"]
@@ -145,20 +164,28 @@ def run(args: argparse.Namespace) -> str:
             for _ in range(args.rounds):
                 for side, app in sides.items():
                     results[side].append(best(loop, app, request, args.reps))
-            lane, django = (min(results[s]) for s in ("lane", "django"))
-            lane_wall, django_wall = (min(w for _, w in results[s]) for s in ("lane", "django"))
-            rows.append(
-                f"| {name} | {django[0]:.2f} | {lane[0]:.2f} | **{django[0] / lane[0]:.1f}x** "
-                f"| {django_wall:.2f} | {lane_wall:.2f} |"
-            )
+            trips = round_trips(loop, sides["lane"], request)
+            lane, lane_wall = min(results["lane"]), min(w for _, w in results["lane"])
+            if args.lane_only:
+                rows.append(f"| {name} | {lane[0]:.2f} | {lane_wall:.2f} | {trips:g} |")
+            else:
+                django = min(results["django"])
+                django_wall = min(w for _, w in results["django"])
+                rows.append(
+                    f"| {name} | {django[0]:.2f} | {lane[0]:.2f} | **{django[0] / lane[0]:.1f}x** "
+                    f"| {django_wall:.2f} | {lane_wall:.2f} | {trips:g} |"
+                )
             log(rows[-1])
     head = [
         f"Data: {args.gpus} GPUs x 10 metrics x {args.hours:g} h at 10 s; best of {args.rounds} "
         f"alternated rounds of {args.reps} requests, in process (no socket), ms per request.",
         "",
-        "| request | Django CPU | lane CPU | Django / lane | Django wall | lane wall |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| request | Django CPU | lane CPU | Django / lane | Django wall | lane wall "
+        "| etcd requests |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
+    if args.lane_only:
+        head[-2:] = ["| request | lane CPU | lane wall | etcd requests |", "|---|---:|---:|---:|"]
     return "\n".join(head + rows)
 
 
@@ -169,6 +196,9 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--lane-only", action="store_true", help="only the lane (to compare two versions)"
+    )
     args = parser.parse_args()
     started = time.perf_counter()
     print(run(args))

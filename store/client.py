@@ -69,6 +69,14 @@ class _Client(pyetcd.MultiEndpointEtcd3Client):
             metadata=self.metadata,
         )
 
+    @pyetcd.MultiEndpointEtcd3Client._handle_errors
+    def txn_request(self, request: Any) -> Any:
+        """Send a TxnRequest built by store/kv.py as it is (pyetcd's `transaction` cannot ask
+        for counts only); the response as etcd gives it. Errors and failover as pyetcd's."""
+        return self.kvstub.Txn(
+            request, self.timeout, credentials=self.call_credentials, metadata=self.metadata
+        )
+
 
 def _once_more_elsewhere(name: str) -> Callable[..., Any]:
     method = getattr(_Client, name)  # pyetcd's, or one of ours above
@@ -96,6 +104,7 @@ for _name in (
     "status",
     "transaction",
     "keys_in_ranges_response",
+    "txn_request",
     "lease",
     "revoke_lease",
     "defragment",

@@ -5,6 +5,12 @@ a digest of every key read and its mod revision, so it changes whenever a record
 or a latest value is written, created or deleted, and callers can answer "not
 modified" (or reuse what they built) without looking further. Parsed documents
 are kept by (key, mod revision), so an unchanged GPU is never parsed twice.
+
+A poll of an unchanged fleet costs one small round trip and no parsing: each read
+remembers the revision it was made at, and the next one asks etcd, in the same
+transaction, for the key counts only when no key changed after that revision
+(else for everything, as the first read did); equal counts mean nothing was
+deleted either, and the Fleet built last time is answered again.
 """
 
 from __future__ import annotations
@@ -53,6 +59,37 @@ class _Parsed:
 
 _parsed = _Parsed(_PARSED_MAX)
 
+# (records, latest values) of one shard's read; `is` the same object while unchanged
+_Parts = tuple[list[kv.Item], list[kv.Item]]
+_READS_MAX = 256
+_lock = threading.Lock()
+# the last read of each (shard, ranges): what etcd said of it, and its parts
+_reads: dict[tuple, tuple[kv.Ranges, _Parts]] = {}
+# the last Fleet of each (root, cluster, host, latest): (the parts it was built from, it)
+_built: dict[tuple, tuple[dict[str, _Parts], Fleet]] = {}
+
+
+def _read_ranges(ranges: list[tuple[str, str]]) -> _Parts:
+    """The records and latest values in `ranges` (the latter empty when not asked for):
+    the parts read last time when nothing in them changed since, else read afresh."""
+    slot = (shards.current(), tuple(ranges))
+    with _lock:
+        seen = _reads.get(slot)
+    got = kv.get_ranges_since(ranges, seen[0].revision if seen else None)
+    if got.items is None:
+        assert seen is not None
+        if got.counts == seen[0].counts and got.cluster == seen[0].cluster:
+            return seen[1]
+        # a key was deleted (or another etcd answered): read everything
+        got = kv.get_ranges_since(ranges, None)
+    assert got.items is not None
+    parts = (got.items[0], got.items[1] if len(got.items) > 1 else [])
+    with _lock:
+        if len(_reads) >= _READS_MAX:
+            _reads.clear()  # a bound, not a policy
+        _reads[slot] = (got, parts)
+    return parts
+
 
 def _latest(item: kv.Item) -> dict[str, list]:
     """A latest-values document as {metric: [ts, value]}: the upload order each value
@@ -74,17 +111,33 @@ def read_fleet(
     complete one's version).
     """
 
-    def read() -> tuple[list[kv.Item], list[kv.Item]]:
+    def read() -> _Parts:
         # both prefixes in one transaction: one round trip, and one revision for both
         prefixes = [keys.records_prefix(cluster, host)] + ([keys.latest_prefix()] if latest else [])
-        _, found = kv.get_together([], [(p, kv.prefix_end(p)) for p in prefixes])
-        return found[0], found[1] if latest else []
+        return _read_ranges([(p, kv.prefix_end(p)) for p in prefixes])
 
     if cluster is not None and not shards.pinned():
         with shards.in_cluster(cluster) as shard:
             parts = {shard: read()}
     else:
         parts = shards.fan_out(read)
+    built_key = (keys.root, cluster, host, latest)
+    built = _built.get(built_key)
+    if (
+        built is not None
+        and built[0].keys() == parts.keys()
+        and all(built[0][shard] is part for shard, part in parts.items())
+    ):
+        return built[1]  # every shard's read unchanged: the same Fleet
+    fleet = _build(parts)
+    with _lock:
+        if len(_built) >= _READS_MAX:
+            _built.clear()  # a bound, not a policy
+        _built[built_key] = (parts, fleet)
+    return fleet
+
+
+def _build(parts: dict[str, _Parts]) -> Fleet:
     records = sorted((i for r, _ in parts.values() for i in r), key=lambda i: i.key)
     latest_items = [i for _, items in parts.values() for i in items]
     digest = hashlib.blake2b(digest_size=12)

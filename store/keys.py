@@ -33,6 +33,7 @@ Every prefix used for a range read ends with `/`, so `GPU-1` never matches `GPU-
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -225,6 +226,7 @@ class Keys:
         return int(key[key.rindex("/") + 1 :][:_TS_DIGITS])
 
     @staticmethod
+    @functools.lru_cache(maxsize=1 << 16)  # a key names one block forever; reads re-parse them
     def parse_block(key: str) -> BlockName:
         name = key.rsplit("/", 1)[-1]
         first, last, rest = name.split("-", 2)

@@ -245,9 +245,26 @@ def open_gpu(keys: Keys, uuid: str, ranges: list[tuple[str, str]]) -> GpuWindow:
         record = json.loads(item.value)
         _records.put(keys.root, uuid, locator.mod_revision, record)
     latest = found.get(latest_key)
-    # an entry is [ts, value, upload order...]: readers get [ts, value] (as latest_values)
-    latest_values = {m: e[:2] for m, e in json.loads(latest.value).items()} if latest else None
+    latest_values = _latest_values(latest) if latest else None
     return GpuWindow(record, latest_values, ranged, periods_of(found.get(workloads_key)))
+
+
+# latest values parsed, by key: (mod revision, values); the same object while unchanged
+_latest: dict[tuple[str, str], tuple[int, dict[str, list]]] = {}
+
+
+def _latest_values(item: kv.Item) -> dict[str, list]:
+    """A GPU's latest values as {metric: [ts, value]}, parsed once per revision (shared:
+    read-only). An entry is [ts, value, upload order...]: readers get [ts, value]."""
+    slot = (shards.current(), item.key)
+    seen = _latest.get(slot)
+    if seen is not None and seen[0] == item.mod_revision:
+        return seen[1]
+    values = {m: e[:2] for m, e in json.loads(item.value).items()}
+    if len(_latest) >= 100_000:
+        _latest.clear()  # a bound, not a policy
+    _latest[slot] = (item.mod_revision, values)
+    return values
 
 
 def raw_ranges(keys: Keys, uuid: str, start: int, end: int, window_ms: int) -> list:
@@ -261,12 +278,18 @@ def raw_ranges(keys: Keys, uuid: str, start: int, end: int, window_ms: int) -> l
 def bucket_ranges(
     keys: Keys, uuid: str, start: int, end: int, step_ms: int, raw: Tier, tier: Tier | None
 ) -> list:
-    """What `open_gpu` should read along for `read_buckets` of a window of a day or less:
-    the raw blocks and, with a tier, its rollup blocks (else nothing)."""
+    """What `open_gpu` should read along for `read_buckets` of a window of a day or less
+    (and its edges): the raw blocks of every raw window it touches, whole, and, with a
+    tier, its rollup blocks (else nothing).
+
+    Whole raw windows, so that a rollup window not yet rolled up (today's) is computed
+    from what this read holds, with no second read (`read_buckets`).
+    """
     first, last = _bucket_span(start, end, step_ms)
-    if (last - first) // raw.window_ms >= _WINDOWS_PER_FETCH:
+    if last // raw.window_ms - first // raw.window_ms >= _WINDOWS_PER_FETCH + 1:
         return []
-    ranges = [keys.block_range(uuid, first, last, raw.window_ms)]
+    last_window_end = (last // raw.window_ms + 1) * raw.window_ms - 1
+    ranges = [keys.block_range(uuid, first, last_window_end, raw.window_ms)]
     if tier is not None:
         ranges.append(keys.rollup_range(tier.name, uuid, first, last, tier.window_ms))
     return ranges
@@ -297,14 +320,41 @@ def read_buckets(
     that block is newer than every raw block of the window (up to date), and
     computed from raw blocks otherwise (fresh data not yet rolled up).
     `prefetched`: what `bucket_ranges` named for a window holding this one, already
-    read (then only stale rollup windows are read again).
+    read (then only stale rollup windows are read again, and the buckets made from them
+    are kept in the block cache under a key naming every block they came from).
     """
     first, last = _bucket_span(start, end, step_ms)
+    if not prefetched:
+        return _trim(_buckets(keys, uuid, first, last, step_ms, raw, tier, None), first, end)
+    made_from = hashlib.blake2b(digest_size=16)
+    for item in (*prefetched[0], *(prefetched[1] if tier is not None else ())):
+        made_from.update(f"{item.key}\0{item.mod_revision}\n".encode())
+    of = f"{tier.name}/{tier.resolution_ms}/{tier.window_ms}" if tier is not None else "raw"
+    key = f"buckets/{uuid}/{first}-{last}/{step_ms}/{raw.window_ms}/{of}/{made_from.hexdigest()}"
+    cache = shared_cache()
+    made = cache.get(key)
+    if made is None:
+        made = _buckets(keys, uuid, first, last, step_ms, raw, tier, prefetched)
+        cache.put(key, made)
+    return _trim(made, first, end)
+
+
+def _buckets(
+    keys: Keys,
+    uuid: str,
+    first: int,
+    last: int,
+    step_ms: int,
+    raw: Tier,
+    tier: Tier | None,
+    prefetched: list[list[kv.Item]] | None,
+) -> Buckets:
+    """read_buckets' buckets of [first, last], not yet trimmed to the query's end."""
     raw_items = prefetched[0] if prefetched else None
     if tier is None:
         windows = iter_raw(keys, uuid, first, last, raw.window_ms, blocks=raw_items)
         parts = [aggregate(s, step_ms) for s in windows]
-        return _trim(rebucket(concat(parts), step_ms), first, end)
+        return rebucket(concat(parts), step_ms)
     if prefetched:
         raw_infos = [kv.KeyInfo(i.key, i.mod_revision) for i in prefetched[0]]
         rollups = prefetched[1]
@@ -323,10 +373,40 @@ def read_buckets(
             parts += [_decoded(r.key, r.value, decode_rollup) for r in rolled]
         else:
             old = [_decoded(r.key, r.value, decode_rollup) for r in rolled]
-            first_tw = tw * tier.window_ms
-            items = _span_items(keys.blocks_prefix(uuid), first_tw, first_tw + tier.window_ms - 1)
+            items = _stale_items(keys, uuid, tw, tier, raw, first, last, prefetched)
             parts.append(refreshed(old, items, raw.window_ms, tier.resolution_ms, cached=True))
-    return _trim(rebucket(concat(parts), step_ms), first, end)
+    return rebucket(concat(parts), step_ms)
+
+
+def _stale_items(
+    keys: Keys,
+    uuid: str,
+    tw: int,
+    tier: Tier,
+    raw: Tier,
+    first: int,
+    last: int,
+    prefetched: list[list[kv.Item]] | None,
+) -> list[kv.Item]:
+    """The raw blocks a rollup window not up to date is recomputed from.
+
+    Read along (`bucket_ranges`): the whole raw windows of the window that [first, last]
+    touches, already at hand. The buckets of [first, last] are the same as from the
+    rollup window's every raw block: each raw window is whole, and the ones left out
+    only hold buckets outside [first, last], trimmed from the answer. Else one range
+    read of the rollup window's raw blocks.
+    """
+    first_tw = tw * tier.window_ms
+    last_tw = first_tw + tier.window_ms - 1
+    if not prefetched:
+        return _span_items(keys.blocks_prefix(uuid), first_tw, last_tw)
+    w_first, w_last = first // raw.window_ms, last // raw.window_ms
+    out = []
+    for item in prefetched[0]:
+        t_first = Keys.parse_block(item.key).t_first
+        if first_tw <= t_first <= last_tw and w_first <= t_first // raw.window_ms <= w_last:
+            out.append(item)
+    return out
 
 
 def refreshed(

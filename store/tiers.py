@@ -25,11 +25,25 @@ class Tier:
         return self.resolution_ms == 0
 
 
+# tiers() by the settings they were made from: every step read asks several times
+_made: dict[tuple, list[Tier]] = {}
+
+
 def tiers() -> list[Tier]:
     """Raw first, then rollups from finest to coarsest."""
-    raw_window = int(settings.BLOCK_WINDOW_SECONDS) * 1000
+    specs = settings.STORAGE_TIERS
+    made_from = (settings.BLOCK_WINDOW_SECONDS, tuple(tuple(s.items()) for s in specs))
+    made = _made.get(made_from)
+    if made is None:
+        if len(_made) > 64:
+            _made.clear()  # settings changed many times (tests): a bound
+        made = _made[made_from] = _tiers(int(settings.BLOCK_WINDOW_SECONDS) * 1000, specs)
+    return list(made)
+
+
+def _tiers(raw_window: int, specs: list[dict]) -> list[Tier]:
     out = []
-    for spec in settings.STORAGE_TIERS:
+    for spec in specs:
         resolution = int(float(spec["resolution"]) * 1000)
         window = (
             raw_window

@@ -78,15 +78,65 @@ def after(s: Samples, cursor: tuple[int, str], descending: bool) -> Samples:
 
 
 # Text ----------------------------------------------------------------------------------
+# ASCII digits of 0..99 and 0..999, fixed width: a text field of many times in one index
+_TWO = np.array([[48 + i // 10, 48 + i % 10] for i in range(100)], dtype=np.uint8)
+_THREE = np.array([[48 + i // 100, 48 + i // 10 % 10, 48 + i % 10] for i in range(1000)], np.uint8)
+_DAY_MS = 86_400_000
+
+
 def timestamp_texts(ms: np.ndarray) -> list[str]:
     """RFC 3339 UTC of each time, milliseconds only when not zero (as format_timestamp)."""
+    return [t.decode() for t in timestamp_bytes(ms)]
+
+
+def timestamp_bytes(ms: np.ndarray, prefix: bytes = b"", suffix: bytes = b"") -> list[bytes]:
+    """`prefix`, the RFC 3339 UTC text of each time (as format_timestamp) and `suffix`, as
+    bytes: the digits are written into one byte array for all times (no text per time in
+    Python), times with milliseconds and without apart."""
     if not len(ms):
         return []
-    stamps = ms.astype("datetime64[ms]")
-    with_ms = np.datetime_as_string(stamps, unit="ms")
-    whole = np.datetime_as_string(stamps, unit="s")
-    text = np.where(ms % 1000 == 0, whole, with_ms)
-    return [t + "Z" for t in text.tolist()]
+    whole = ms % 1000 == 0
+    if whole.all() or not whole.any():
+        return _stamps(ms, prefix, suffix, not whole[0])
+    out = np.empty(len(ms), dtype=object)
+    for sel, with_ms in ((np.flatnonzero(whole), False), (np.flatnonzero(~whole), True)):
+        out[sel] = _stamps(ms[sel], prefix, suffix, with_ms)
+    return out.tolist()
+
+
+def _stamps(ms: np.ndarray, prefix: bytes, suffix: bytes, with_ms: bool) -> list[bytes]:
+    days, rest = np.divmod(ms.astype(np.int64), _DAY_MS)
+    year, month, day = _civil(days)
+    seconds = rest // 1000
+    template = prefix + b"0000-00-00T00:00:00" + (b".000" if with_ms else b"") + b"Z" + suffix
+    text = np.tile(np.frombuffer(template, dtype=np.uint8), (len(ms), 1))
+    at = len(prefix)
+    for offset, value in (
+        (0, year // 100),
+        (2, year % 100),
+        (5, month),
+        (8, day),
+        (11, seconds // 3600),
+        (14, seconds // 60 % 60),
+        (17, seconds % 60),
+    ):
+        text[:, at + offset : at + offset + 2] = _TWO[value]
+    if with_ms:
+        text[:, at + 20 : at + 23] = _THREE[rest % 1000]
+    return text.view(f"S{len(template)}").ravel().tolist()
+
+
+def _civil(days: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(year, month, day) of days since 1970-01-01 (H. Hinnant's civil_from_days; days >= 0)."""
+    z = days + 719_468
+    era = z // 146_097
+    doe = z - era * 146_097
+    yoe = (doe - doe // 1460 + doe // 36_524 - doe // 146_096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    day = doy - (153 * mp + 2) // 5 + 1
+    month = np.where(mp < 10, mp + 3, mp - 9)
+    return yoe + era * 400 + (month <= 2), month, day
 
 
 def value_texts(values: np.ndarray) -> list[bytes]:
@@ -133,24 +183,24 @@ def cut(s: Samples, sizes: np.ndarray, budget: int) -> int:
 
 
 # Encoders ------------------------------------------------------------------------------
-def rows_json(s: Samples) -> bytes:
-    """`[{"timestamp", "metric_name", "value"}, ...]` for every row, in row order."""
+def rows_json(s: Samples, before: bytes = b"", after: bytes = b"") -> bytes:
+    """`[{"timestamp", "metric_name", "value"}, ...]` for every row, in row order, between
+    `before` and `after` (the answer's envelope: one join, no copy of the rows' bytes)."""
     if not len(s):
-        return b"[]"
+        return before + b"[]" + after
     times, slot = _distinct_times(s.ts)
-    heads = np.array(
-        [b'{"timestamp":"' + t.encode() + b'","metric_name":' for t in timestamp_texts(times)],
-        dtype=object,
-    )
+    # three pieces a row: the previous row's end with this one's time, name, value
+    heads = np.array(timestamp_bytes(times, b'},{"timestamp":"', b'","metric_name":'), dtype=object)
     names = np.array([orjson.dumps(n) + b',"value":' for n in s.names], dtype=object)
     n = len(s)
-    pieces: list[bytes] = [b""] * (4 * n)
-    pieces[0::4] = heads[slot].tolist()
-    pieces[1::4] = names[s.metric].tolist()
-    pieces[2::4] = value_texts(s.value)
-    pieces[3::4] = [b"},"] * n
-    pieces[-1] = b"}"
-    return b"[" + b"".join(pieces) + b"]"
+    pieces: list[bytes] = [b""] * (3 * n)
+    pieces[0::3] = heads[slot].tolist()
+    pieces[0] = pieces[0][2:]  # the first row follows no row
+    pieces[1::3] = names[s.metric].tolist()
+    pieces[2::3] = value_texts(s.value)
+    pieces[0] = before + b"[" + pieces[0]
+    pieces[-1] += b"}]" + after
+    return b"".join(pieces)
 
 
 def rows_dicts(s: Samples) -> list[dict]:
@@ -187,7 +237,7 @@ def csv_long(s: Samples) -> bytes:
     if not len(s):
         return b""
     times, slot = _distinct_times(s.ts)
-    heads = np.array([t.encode() + b"," for t in timestamp_texts(times)], dtype=object)
+    heads = np.array(timestamp_bytes(times, b"", b","), dtype=object)
     names = np.array([csv_cell(n).encode() + b"," for n in s.names], dtype=object)
     n = len(s)
     pieces: list[bytes] = [b""] * (4 * n)
@@ -206,7 +256,7 @@ def csv_wide(s: Samples, columns: Sequence[str]) -> bytes:
         return b""
     stride = 2 * k + 2  # time, then "," and a cell per column, then the line end
     pieces: list[bytes] = [b","] * (n * stride)
-    pieces[0::stride] = [t.encode() for t in timestamp_texts(times)]
+    pieces[0::stride] = timestamp_bytes(times)
     for j, column in enumerate(columns):
         values = series.get(column)
         if values is None:

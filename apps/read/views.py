@@ -188,7 +188,7 @@ def telemetry_answer(
     body = (
         col.columns_json(page.samples, head)
         if columns
-        else orjson.dumps(head)[:-1] + b',"results":' + col.rows_json(page.samples) + b"}"
+        else col.rows_json(page.samples, orjson.dumps(head)[:-1] + b',"results":', b"}")
     )
     return HttpResponse(body, content_type="application/json")
 

@@ -68,3 +68,82 @@ def test_newer_samples_after_a_compaction_are_counted(pipeline, api):
     want = buckets(both[uuid], 300_000, parse_timestamp(window["start_time"]), 10**13)
     got = telemetry(api, uuid, step="5m", limit=10_000, **window)["results"]
     assert close(got, want) and len({r["timestamp"] for r in got}) == 6
+
+
+@pytest.fixture
+def etcd_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Names of the store.kv reads this process makes from now on (still made for real)."""
+    from store import kv
+
+    made: list[str] = []
+    for name in ("get", "get_range", "get_many", "keys_in_range", "get_together", "get_prefix"):
+        real = getattr(kv, name)
+
+        def counted(*args, _name=name, _real=real, **kwargs):
+            made.append(_name)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(kv, name, counted)
+    return made
+
+
+@pytest.mark.parametrize("compacted", [False, True], ids=["not-rolled-up", "rollup-stale"])
+def test_a_step_read_of_a_day_not_rolled_up_is_one_etcd_read(pipeline, api, etcd_reads, compacted):
+    # the day is not over (the newest sample is in it): its buckets come from raw blocks
+    # (and, after a compaction and newer samples, a stale rollup), all read along with the GPU
+    if compacted:
+        load(api, samples=90)
+        call_command("compact", stdout=io.StringIO())
+    samples = load(api, samples=180)
+    uuid = next(iter(samples))
+    window = {"start_time": "2025-07-18T20:05:00Z", "end_time": "2025-07-18T20:24:59Z"}
+    first, last = (parse_timestamp(window[k]) for k in ("start_time", "end_time"))
+    want = buckets(samples[uuid], 300_000, first, last)
+    telemetry(api, uuid, step="5m", limit=10_000, **window)  # the GPU's record now known
+    etcd_reads.clear()
+    got = telemetry(api, uuid, step="5m", limit=10_000, **window)["results"]
+    assert close(got, want) and len({r["timestamp"] for r in got}) == 4
+    assert etcd_reads == ["get_together"]
+
+
+def test_buckets_read_along_are_those_of_a_second_read(pipeline, api):
+    # read_buckets with the blocks open_gpu read along, against the same without them
+    # (which reads the rollup window's every raw block again), over windows cutting the
+    # raw window anywhere, with the rollup stale
+    from store import default_keys
+    from store.read import bucket_ranges, open_gpu, read_buckets
+    from store.tiers import for_step, tiers
+
+    load(api, samples=90)
+    call_command("compact", stdout=io.StringIO())
+    uuid = next(iter(load(api, samples=180)))
+    keys, raw = default_keys(), tiers()[0]
+    day0 = parse_timestamp(START)
+    for step_ms in (60_000, 300_000, 420_000):
+        tier = for_step(step_ms)
+        for start_min, end_min in [(0, 30), (5, 25), (2, 9), (14, 16), (29, 40), (0, 5)]:
+            start, end = day0 + start_min * 60_000, day0 + end_min * 60_000 - 1
+            along = open_gpu(
+                keys, uuid, bucket_ranges(keys, uuid, start, end, step_ms, raw, tier)
+            ).ranged
+            assert along, "a window of minutes is read along"
+            a = read_buckets(keys, uuid, start, end, step_ms, raw, tier, along)
+            b = read_buckets(keys, uuid, start, end, step_ms, raw, tier)
+            assert a.ts.tolist() == b.ts.tolist() and len(a), (step_ms, start_min, end_min)
+            assert [a.names[m] for m in a.metric] == [b.names[m] for m in b.metric]
+            for field in ("min", "max", "sum", "count", "last"):
+                assert getattr(a, field).tolist() == getattr(b, field).tolist(), field
+
+
+def test_buckets_kept_from_a_read_follow_newer_samples(pipeline, api):
+    # the buckets made from raw blocks are kept under a key naming those blocks: newer
+    # samples are other blocks, so the next read makes the buckets again
+    window = {"start_time": "2025-07-18T20:05:00Z", "end_time": "2025-07-18T20:44:59Z"}
+    first, last = (parse_timestamp(window[k]) for k in ("start_time", "end_time"))
+    for samples in (180, 270):  # 30 minutes, then the same stream to 45 minutes
+        expected = load(api, samples=samples)
+        uuid = next(iter(expected))
+        want = buckets(expected[uuid], 300_000, first, last)
+        for _ in range(2):
+            got = telemetry(api, uuid, step="5m", limit=10_000, **window)["results"]
+            assert close(got, want) and len({r["timestamp"] for r in got}) == samples // 30 - 1

@@ -66,3 +66,34 @@ def test_filters_and_pages_are_answered_from_the_same_read(fleet, api):
     host = everything[0]["host"]
     only = api.get("/api/v1/gpus", {"host": host}).json()["results"]
     assert only == [g for g in everything if g["host"] == host]
+
+
+def test_a_deleted_latest_value_or_record_changes_the_list_read_after_an_unchanged_poll(
+    fleet, api, monkeypatch
+):
+    # a poll of an unchanged fleet asks etcd for key counts only: a deletion (no key
+    # changed, one fewer) must still be seen, and the next read must then be the store's
+    from store import default_keys, kv
+
+    made: list[bool] = []
+    real = kv.get_ranges_since
+
+    def counted(ranges, revision):
+        got = real(ranges, revision)
+        made.append(got.items is None)
+        return got
+
+    monkeypatch.setattr(kv, "get_ranges_since", counted)
+    first = api.get("/api/v1/gpus")
+    again = api.get("/api/v1/gpus", HTTP_IF_NONE_MATCH=first["ETag"])
+    assert again.status_code == 304 and made[-1] is True  # counts only, no documents
+    gpus = first.json()["results"]
+    keys = default_keys()
+    kv.delete_prefix(keys.latest(gpus[0]["uuid"]))
+    changed = api.get("/api/v1/gpus", HTTP_IF_NONE_MATCH=first["ETag"])
+    assert changed.status_code == 200 and changed["ETag"] != first["ETag"]
+    assert changed.json()["results"][0]["latest"] == {} and made[-1] is False
+    gone = gpus[-1]
+    kv.delete_prefix(keys.record(gone["cluster"], gone["host"], gone["uuid"]))
+    after = api.get("/api/v1/gpus").json()["results"]
+    assert [g["uuid"] for g in after] == [g["uuid"] for g in gpus[:-1]]

@@ -33,6 +33,7 @@ KV_READS = (
     "count_prefix",
     "keys_in_range",
     "get_together",
+    "get_ranges_since",
     "get_range_rev",
     "revision",
 )

@@ -23,7 +23,7 @@ def test_all_247_gpus_with_latest_take_one_etcd_read(real_fleet, api, kv_reads):
     answer = data(api, EVERY_GPU_WITH_LATEST)["gpus"]
     assert answer["totalCount"] == len(answer["edges"]) == 247
     assert all(len(e["node"]["latest"]) == 10 for e in answer["edges"])
-    assert kv_reads == ["get_together"]
+    assert kv_reads == ["get_ranges_since"]
     assert len(kv_reads) == GPUS_READS <= 3
 
 
