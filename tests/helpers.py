@@ -30,3 +30,17 @@ def wait_job_done(client, job_id: str, deadline_s: float = 90.0) -> dict:
         return body if body["state"] == "done" else None
 
     return wait_for(done, deadline_s, f"job {job_id} done")
+
+
+def spy_calls(monkeypatch, owner: object, names: tuple[str, ...]) -> list[str]:
+    """Names of the calls made from now on to these functions of `owner` (still made for real)."""
+    made: list[str] = []
+    for name in names:
+        real = getattr(owner, name)
+
+        def counted(*args, _real=real, _name=name, **kwargs):
+            made.append(_name)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, counted)
+    return made

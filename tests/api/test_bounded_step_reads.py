@@ -11,7 +11,7 @@ import pytest
 from django.core.management import call_command
 
 from tests.api.api_support import expected_samples, generated, telemetry, upload
-from tests.helpers import wait_job_done
+from tests.helpers import spy_calls, wait_job_done
 from timeparse.timestamps import format_timestamp, parse_timestamp
 
 START = "2025-07-18T20:00:00Z"
@@ -75,16 +75,8 @@ def etcd_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Names of the store.kv reads this process makes from now on (still made for real)."""
     from store import kv
 
-    made: list[str] = []
-    for name in ("get", "get_range", "get_many", "keys_in_range", "get_together", "get_prefix"):
-        real = getattr(kv, name)
-
-        def counted(*args, _name=name, _real=real, **kwargs):
-            made.append(_name)
-            return _real(*args, **kwargs)
-
-        monkeypatch.setattr(kv, name, counted)
-    return made
+    names = ("get", "get_range", "get_many", "keys_in_range", "get_together", "get_prefix")
+    return spy_calls(monkeypatch, kv, names)
 
 
 @pytest.mark.parametrize("compacted", [False, True], ids=["not-rolled-up", "rollup-stale"])

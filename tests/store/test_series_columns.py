@@ -16,6 +16,7 @@ from store.read import cached_series, plan_blocks, read_series
 from store.registry import known
 from store.tiers import Tier
 from store.write import GpuBatch, write_chunk
+from tests.helpers import spy_calls
 
 HOUR = 3_600_000
 RAW = Tier("raw", 0, 10 * 24 * HOUR, HOUR)
@@ -49,16 +50,7 @@ def keys(etcd_root: str, settings) -> Keys:
 @pytest.fixture
 def gets(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Names of the value-carrying etcd reads made from now on (still made for real)."""
-    made: list[str] = []
-    for name in ("get_many", "get_range"):
-        real = getattr(kv, name)
-
-        def counted(*args, _real=real, _name=name, **kwargs):
-            made.append(_name)
-            return _real(*args, **kwargs)
-
-        monkeypatch.setattr(kv, name, counted)
-    return made
+    return spy_calls(monkeypatch, kv, ("get_many", "get_range"))
 
 
 def test_a_plan_seen_again_is_answered_without_reading_a_block(keys, gets):

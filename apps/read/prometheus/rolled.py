@@ -32,21 +32,9 @@ import numpy as np
 from apps.read.prometheus import windows
 from store.rollup import Buckets
 
-# the functions (besides the instant lookup) answered from buckets; the others
-# (stddev/stdvar_over_time, irate, deriv) need every sample
-CLAIMED = frozenset(
-    {
-        "avg_over_time",
-        "min_over_time",
-        "max_over_time",
-        "sum_over_time",
-        "count_over_time",
-        "last_over_time",
-        "rate",
-        "increase",
-        "delta",
-    }
-)
+# the functions (besides the instant lookup) answered from buckets; the others need
+# every sample (a deviation, the last two samples, a regression line)
+CLAIMED = windows.RANGE_FUNCTIONS - {"stddev_over_time", "stdvar_over_time", "irate", "deriv"}
 
 
 @dataclass(frozen=True)
