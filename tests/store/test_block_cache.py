@@ -12,10 +12,8 @@ from store.codec import Samples, samples_from_rows
 from store.compaction import compact
 from store.keys import Keys
 from store.read import iter_raw
-from store.registry import known
 from store.tiers import Tier
 from store.write import GpuBatch, write_chunk
-from tests.helpers import spy_calls
 
 HOUR = 3_600_000
 RAW = Tier("raw", 0, 10 * 24 * HOUR, HOUR)
@@ -42,17 +40,8 @@ def block_keys(keys: Keys) -> set[str]:
 
 
 @pytest.fixture
-def keys(etcd_root: str, settings) -> Keys:
-    settings.READ_CACHE_BYTES = 64 * 1024 * 1024
-    cache.shared().clear()
-    known.clear()
-    return Keys(etcd_root)
-
-
-@pytest.fixture
-def gets(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Names of the value-carrying etcd reads made from now on (still made for real)."""
-    return spy_calls(monkeypatch, kv, ("get_many", "get_range"))
+def keys(cached_keys: Keys) -> Keys:
+    return cached_keys
 
 
 def test_a_second_read_takes_every_block_from_the_cache(keys, gets):

@@ -13,10 +13,8 @@ from store.codec import samples_from_rows
 from store.compaction import compact
 from store.keys import Keys
 from store.read import cached_series, plan_blocks, read_series
-from store.registry import known
 from store.tiers import Tier
 from store.write import GpuBatch, write_chunk
-from tests.helpers import spy_calls
 
 HOUR = 3_600_000
 RAW = Tier("raw", 0, 10 * 24 * HOUR, HOUR)
@@ -40,17 +38,8 @@ def series(keys: Keys, metric: str = "a", uuid: str = "GPU-1") -> list[tuple[int
 
 
 @pytest.fixture
-def keys(etcd_root: str, settings) -> Keys:
-    settings.READ_CACHE_BYTES = 64 * 1024 * 1024
-    cache.shared().clear()
-    known.clear()
-    return Keys(etcd_root)
-
-
-@pytest.fixture
-def gets(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Names of the value-carrying etcd reads made from now on (still made for real)."""
-    return spy_calls(monkeypatch, kv, ("get_many", "get_range"))
+def keys(cached_keys: Keys) -> Keys:
+    return cached_keys
 
 
 def test_a_plan_seen_again_is_answered_without_reading_a_block(keys, gets):
