@@ -212,3 +212,17 @@ def test_behind_https_the_lane_redirects_and_adds_hsts_as_django_does(
         assert "strict-transport-security" in dict(secure.headers)
         probe, served = pair.compare("/health")  # exempt from the redirect (SECURE_REDIRECT_EXEMPT)
         assert probe.status == 200 and served
+
+
+def test_form_posts_drf_reads_otherwise_are_left_to_django(loaded, open_pair):
+    """Forms the lane would read where DRF reads another form (or none): Django answers."""
+    form = "application/x-www-form-urlencoded"
+    path = "/prometheus/api/v1/query"
+    fields = urllib.parse.urlencode({"query": UTIL, "time": loaded["last_seen"]}).encode()
+    # chunked (no Content-Length): DRF takes the form as empty, whatever the body holds
+    answer, served = open_pair.compare(path, {"Content-Type": form}, "POST", [fields])
+    assert answer.status == 400 and not served
+    # two Content-Types: Django joins them, and DRF has no parser for the result (415)
+    both = [("Content-Type", form), ("Content-Type", "application/json")]
+    answer, served = open_pair.compare(path, both, "POST", fields)
+    assert answer.status == 415 and not served
