@@ -276,3 +276,21 @@ def test_odd_requests_behind_a_token_are_answered_alike(loaded, etcd, redis_serv
             f"query={UTIL}".encode(),
         )
         assert answer.status == 200 and served
+
+
+def test_long_query_strings_and_forms_are_left_to_django(loaded, open_pair):
+    """The lane parses on the event loop: a long query string or form (Django parses ~10 MB/s
+    of percent-escapes) would stall every other request there. Django parses it in a thread."""
+    tele = f"/api/v1/gpus/{loaded['uuid']}/telemetry"
+    long_get = [
+        q(tele, limit="2", metric=",".join([UTIL] * 4000)),
+        q("/api/v1/gpus", cluster="%" * 30_000),
+        q("/prometheus/api/v1/query", query=f"{UTIL} or " * 3000 + UTIL),
+    ]
+    for path in long_get:
+        answer, served = open_pair.compare(path)
+        assert answer.status in (200, 400) and not served, (path[:60], answer.status)
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    body = urllib.parse.urlencode({"query": f"{UTIL} or " * 3000 + UTIL}).encode()
+    answer, served = open_pair.compare("/prometheus/api/v1/query", form, "POST", body)
+    assert answer.status in (200, 400) and not served
