@@ -79,6 +79,12 @@ FORM_TYPES = frozenset(
 )
 
 
+# The most bytes of query string or form the lane parses, on the event loop: Django's
+# parser takes ~0.1 s per MB of percent-escapes (and a metric list as long costs as much
+# again to check), which would stall every request; a longer one goes to Django's thread.
+MAX_PARSED = 16 * 1024
+
+
 class FallThrough(Exception):
     """Django answers this request (raised before anything is sent or counted; a form body
     the lane read is handed on with it)."""
@@ -261,16 +267,21 @@ class ReadLane:
 
 
 def _plain(scope: Scope) -> bool:
-    """A GET without a body, or a form POST, and no cookie (no session can apply)."""
+    """A GET without a body, or a form POST, no cookie (no session can apply), and no more
+    than MAX_PARSED to parse."""
     headers = scope.get("headers", ())
     if any(name == b"cookie" for name, _ in headers):
+        return False
+    if len(scope.get("query_string", b"")) > MAX_PARSED:
         return False
     if scope["method"] == "POST":
         # DRF reads a form only by its Content-Length (chunked: an empty form), and Django
         # joins repeated Content-Types into one DRF has no parser for (415)
         kinds = [v for n, v in headers if n == b"content-type"]
         lengths = [v for n, v in headers if n == b"content-length"]
-        if len(kinds) != 1 or len(lengths) != 1:
+        if len(kinds) != 1 or len(lengths) != 1 or not lengths[0].strip().isdigit():
+            return False
+        if int(lengths[0]) > MAX_PARSED:
             return False
         return kinds[0].lower().replace(b" ", b"") in FORM_TYPES
     if scope["method"] != "GET":
