@@ -263,7 +263,10 @@ def test_odd_requests_behind_a_token_are_answered_alike(loaded, etcd, redis_serv
         answer, served = pair.compare("/api/v1/gpus", method="HEAD")
         assert answer.status == 401 and not served
         answer, served = pair.compare(
-            "/prometheus/api/v1/query", {**form, "Authorization": "Bearer wrong"}, "POST", b"query=up"
+            "/prometheus/api/v1/query",
+            {**form, "Authorization": "Bearer wrong"},
+            "POST",
+            b"query=up",
         )
         assert answer.status == 401 and not served
         for scheme in ("bearer", "TOKEN"):
