@@ -297,3 +297,11 @@ def test_long_query_strings_and_forms_are_left_to_django(loaded, open_pair):
     body = urllib.parse.urlencode({"query": f"{UTIL} or " * 3000 + UTIL}).encode()
     answer, served = open_pair.compare("/prometheus/api/v1/query", form, "POST", body)
     assert answer.status in (200, 400) and not served
+
+
+def test_an_empty_accept_header_is_answered_alike(loaded, open_pair):
+    """An Accept header sent empty is not an absent one: DRF finds no renderer for it."""
+    tele = f"/api/v1/gpus/{loaded['uuid']}/telemetry?limit=2"
+    for path in (tele, "/api/v1/gpus", f"/prometheus/api/v1/query?query={UTIL}"):
+        answer, served = open_pair.compare(path, {"Accept": ""})
+        assert answer.status == 406 and not served, path
