@@ -66,8 +66,9 @@ from telemetry_site.guard import App, Message, Receive, Scope, Send
 from telemetry_site.streaming import pulled_in_batches
 
 # Accept headers under which DRF's negotiation picks the JSON renderer as it is (no
-# indent, no browsable page): what programs, Grafana and our dashboard send.
-JSON_ACCEPTS = frozenset({"", "*/*", "application/json", "application/json, text/plain, */*"})
+# indent, no browsable page): what programs, Grafana and our dashboard send, or none (an
+# empty one is not none: DRF finds no renderer for it, 406).
+JSON_ACCEPTS = frozenset({"*/*", "application/json", "application/json, text/plain, */*"})
 FILTERS = ("cluster", "host", "model")  # GpuListParams; the paginator reads the others
 GPU_LIST_KEYS = frozenset({*FILTERS, "limit", "offset"})
 # DRF's authenticators the lane reproduces: a token from the headers, else a session,
@@ -205,7 +206,8 @@ class ReadLane:
         """The view, its DRF request with the caller, and whether DRF would have looked for a
         session; FallThrough unless DRF would let the caller read with JSON."""
         view_class = match.func.view_class  # type: ignore[attr-defined]
-        if request.headers.get("Accept", "").strip() not in JSON_ACCEPTS:
+        accept = request.headers.get("Accept")
+        if accept is not None and accept.strip() not in JSON_ACCEPTS:
             raise FallThrough
         if list(view_class.authentication_classes) != AUTHENTICATORS:
             raise FallThrough  # a view authenticating otherwise: only Django knows
