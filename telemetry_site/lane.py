@@ -14,7 +14,8 @@ headers, Vary, partial shards, compression, request metrics).
 It answers only what it fully understands; everything else goes to Django
 unchanged (a form body it read is handed on), so errors stay worded in one
 place: another method, a body on a GET, a cookie (sessions, CSRF), an Accept
-other than JSON's, a parameter the lane's parser
+other than JSON's (an empty one included), more than MAX_PARSED of query string or
+form, a form without one Content-Type and a Content-Length, a parameter the lane's parser
 (apps.read.serializers.plainly_valid) does not find plainly valid, a token DRF
 refuses, a caller without read access, a throttled caller, an HTTPS redirect, a
 host Django refuses. The throttle is DRF's own (same cache, same rate),
