@@ -14,7 +14,8 @@ headers, Vary, partial shards, compression, request metrics).
 It answers only what it fully understands; everything else goes to Django
 unchanged (a form body it read is handed on), so errors stay worded in one
 place: another method, a body on a GET, a cookie (sessions, CSRF), an Accept
-other than JSON's, a parameter the lane's parser
+other than JSON's (an empty one included), more than MAX_PARSED of query string or
+form, a form without one Content-Type and a Content-Length, a parameter the lane's parser
 (apps.read.serializers.plainly_valid) does not find plainly valid, a token DRF
 refuses, a caller without read access, a throttled caller, an HTTPS redirect, a
 host Django refuses. The throttle is DRF's own (same cache, same rate),
@@ -66,8 +67,9 @@ from telemetry_site.guard import App, Message, Receive, Scope, Send
 from telemetry_site.streaming import pulled_in_batches
 
 # Accept headers under which DRF's negotiation picks the JSON renderer as it is (no
-# indent, no browsable page): what programs, Grafana and our dashboard send.
-JSON_ACCEPTS = frozenset({"", "*/*", "application/json", "application/json, text/plain, */*"})
+# indent, no browsable page): what programs, Grafana and our dashboard send, or none (an
+# empty one is not none: DRF finds no renderer for it, 406).
+JSON_ACCEPTS = frozenset({"*/*", "application/json", "application/json, text/plain, */*"})
 FILTERS = ("cluster", "host", "model")  # GpuListParams; the paginator reads the others
 GPU_LIST_KEYS = frozenset({*FILTERS, "limit", "offset"})
 # DRF's authenticators the lane reproduces: a token from the headers, else a session,
@@ -77,6 +79,12 @@ AUTHENTICATORS = [BearerOrTokenAuthentication, SessionAuthentication]
 FORM_TYPES = frozenset(
     {b"application/x-www-form-urlencoded", b"application/x-www-form-urlencoded;charset=utf-8"}
 )
+
+
+# The most bytes of query string or form the lane parses, on the event loop: Django's
+# parser takes ~0.1 s per MB of percent-escapes (and a metric list as long costs as much
+# again to check), which would stall every request; a longer one goes to Django's thread.
+MAX_PARSED = 16 * 1024
 
 
 class FallThrough(Exception):
@@ -199,7 +207,8 @@ class ReadLane:
         """The view, its DRF request with the caller, and whether DRF would have looked for a
         session; FallThrough unless DRF would let the caller read with JSON."""
         view_class = match.func.view_class  # type: ignore[attr-defined]
-        if request.headers.get("Accept", "").strip() not in JSON_ACCEPTS:
+        accept = request.headers.get("Accept")
+        if accept is not None and accept.strip() not in JSON_ACCEPTS:
             raise FallThrough
         if list(view_class.authentication_classes) != AUTHENTICATORS:
             raise FallThrough  # a view authenticating otherwise: only Django knows
@@ -261,13 +270,23 @@ class ReadLane:
 
 
 def _plain(scope: Scope) -> bool:
-    """A GET without a body, or a form POST, and no cookie (no session can apply)."""
+    """A GET without a body, or a form POST, no cookie (no session can apply), and no more
+    than MAX_PARSED to parse."""
     headers = scope.get("headers", ())
     if any(name == b"cookie" for name, _ in headers):
         return False
+    if len(scope.get("query_string", b"")) > MAX_PARSED:
+        return False
     if scope["method"] == "POST":
-        kind = next((v for n, v in headers if n == b"content-type"), b"")
-        return kind.lower().replace(b" ", b"") in FORM_TYPES
+        # DRF reads a form only by its Content-Length (chunked: an empty form), and Django
+        # joins repeated Content-Types into one DRF has no parser for (415)
+        kinds = [v for n, v in headers if n == b"content-type"]
+        lengths = [v for n, v in headers if n == b"content-length"]
+        if len(kinds) != 1 or len(lengths) != 1 or not lengths[0].strip().isdigit():
+            return False
+        if int(lengths[0]) > MAX_PARSED:
+            return False
+        return kinds[0].lower().replace(b" ", b"") in FORM_TYPES
     if scope["method"] != "GET":
         return False
     for name, value in headers:

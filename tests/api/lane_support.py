@@ -26,10 +26,20 @@ class Pair:
     lane: str  # host:port of the gateway with READ_LANE on
     django: str  # and with it off
 
-    def ask(self, where: str, path: str, headers: dict | None = None, method="GET", body=None):
+    def ask(
+        self, where: str, path: str, headers: dict | list | None = None, method="GET", body=None
+    ):
         conn = http.client.HTTPConnection(where, timeout=60)
         try:
-            conn.request(method, path, body=body, headers={"Host": HOST, **(headers or {})})
+            if isinstance(headers, list):  # repeated names, sent as given
+                conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+                for name, value in [("Host", HOST), *headers]:
+                    conn.putheader(name, value)
+                if body is not None:
+                    conn.putheader("Content-Length", str(len(body)))
+                conn.endheaders(body)
+            else:  # a list body is sent chunked (no Content-Length)
+                conn.request(method, path, body=body, headers={"Host": HOST, **(headers or {})})
             response = conn.getresponse()
             body = response.read()
             kept = sorted(
@@ -45,7 +55,7 @@ class Pair:
         )
 
     def compare(
-        self, path: str, headers: dict | None = None, method="GET", body=None
+        self, path: str, headers: dict | list | None = None, method="GET", body=None
     ) -> tuple[Answer, bool]:
         """(the answer, whether the lane gave it); asserts both gateways answered alike."""
         before = self.lane_answers()

@@ -212,3 +212,96 @@ def test_behind_https_the_lane_redirects_and_adds_hsts_as_django_does(
         assert "strict-transport-security" in dict(secure.headers)
         probe, served = pair.compare("/health")  # exempt from the redirect (SECURE_REDIRECT_EXEMPT)
         assert probe.status == 200 and served
+
+
+def test_form_posts_drf_reads_otherwise_are_left_to_django(loaded, open_pair):
+    """Forms the lane would read where DRF reads another form (or none): Django answers."""
+    form = "application/x-www-form-urlencoded"
+    path = "/prometheus/api/v1/query"
+    fields = urllib.parse.urlencode({"query": UTIL, "time": loaded["last_seen"]}).encode()
+    # chunked (no Content-Length): DRF takes the form as empty, whatever the body holds
+    answer, served = open_pair.compare(path, {"Content-Type": form}, "POST", [fields])
+    assert answer.status == 400 and not served
+    # two Content-Types: Django joins them, and DRF has no parser for the result (415)
+    both = [("Content-Type", form), ("Content-Type", "application/json")]
+    answer, served = open_pair.compare(path, both, "POST", fields)
+    assert answer.status == 415 and not served
+
+
+def test_odd_requests_behind_a_token_are_answered_alike(loaded, etcd, redis_server, tmp_path):
+    """With TELEMETRY_READ_AUTH on, no request the lane takes gets past what Django refuses:
+    odd Authorization headers, a token elsewhere than the header, odd paths."""
+    token = make_token(etcd.url, redis_server.url)
+    uuid = loaded["uuid"]
+    tele = f"/api/v1/gpus/{uuid}/telemetry?limit=2"
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    with pair_of(tmp_path, etcd, redis_server, loaded["root"], TELEMETRY_READ_AUTH="true") as pair:
+        refused = [
+            (tele, [("Authorization", f"Bearer {token}"), ("Authorization", f"Bearer {token}")]),
+            (tele, [("Authorization", "Bearer wrong"), ("Authorization", f"Bearer {token}")]),
+            (tele, {"Authorization": f"Bearer {token} extra"}),
+            (tele, {"Authorization": f"Bearer{token}"}),
+            (tele, {"Authorization": f"Basic {token}"}),
+            (tele, {"Authorization": "Bearer t\u00f6ken"}),
+            (tele, {"Authorization": ""}),
+            (tele, {"X-Authorization": f"Bearer {token}"}),
+            (f"{tele}&token={token}", {}),
+            (f"{tele}&access_token={token}", {}),
+            (f"/api/v1/gpus?auth={token}", {}),
+            (f"/prometheus/api/v1/query?query={UTIL}", {}),
+            ("/api/v1/gpu%73", {}),
+            ("/api/v1/gpus/GPU-%C3%A9/telemetry", {}),
+        ]
+        for path, headers in refused:
+            answer, served = pair.compare(path, headers)
+            assert answer.status == 401 and not served, (path, headers, answer.status)
+        odd = ["//api/v1/gpus", "/api/v1/gpus/", f"/api/v1/gpus/{uuid}/telemetry/"]
+        odd += ["/api/v1/gpus/GPU-%FF/telemetry", "/api/v1/gpus/../gpus", "/api/v1/gpus/%2e%2e"]
+        for path in odd:  # no such route, or undecodable: Django's answer
+            answer, served = pair.compare(path)
+            assert answer.status in (400, 401, 404) and not served, (path, answer.status)
+        answer, served = pair.compare("/api/v1/gpus", method="HEAD")
+        assert answer.status == 401 and not served
+        answer, served = pair.compare(
+            "/prometheus/api/v1/query",
+            {**form, "Authorization": "Bearer wrong"},
+            "POST",
+            b"query=up",
+        )
+        assert answer.status == 401 and not served
+        for scheme in ("bearer", "TOKEN"):
+            answer, served = pair.compare(tele, {"Authorization": f"{scheme}  {token} "})
+            assert answer.status == 200 and served
+        answer, served = pair.compare(
+            "/prometheus/api/v1/query",
+            {**form, "Authorization": f"Bearer {token}"},
+            "POST",
+            f"query={UTIL}".encode(),
+        )
+        assert answer.status == 200 and served
+
+
+def test_long_query_strings_and_forms_are_left_to_django(loaded, open_pair):
+    """The lane parses on the event loop: a long query string or form (Django parses ~10 MB/s
+    of percent-escapes) would stall every other request there. Django parses it in a thread."""
+    tele = f"/api/v1/gpus/{loaded['uuid']}/telemetry"
+    long_get = [
+        q(tele, limit="2", metric=",".join([UTIL] * 4000)),
+        q("/api/v1/gpus", cluster="%" * 30_000),
+        q("/prometheus/api/v1/query", query=f"{UTIL} or " * 3000 + UTIL),
+    ]
+    for path in long_get:
+        answer, served = open_pair.compare(path)
+        assert answer.status in (200, 400) and not served, (path[:60], answer.status)
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    body = urllib.parse.urlencode({"query": f"{UTIL} or " * 3000 + UTIL}).encode()
+    answer, served = open_pair.compare("/prometheus/api/v1/query", form, "POST", body)
+    assert answer.status in (200, 400) and not served
+
+
+def test_an_empty_accept_header_is_answered_alike(loaded, open_pair):
+    """An Accept header sent empty is not an absent one: DRF finds no renderer for it."""
+    tele = f"/api/v1/gpus/{loaded['uuid']}/telemetry?limit=2"
+    for path in (tele, "/api/v1/gpus", f"/prometheus/api/v1/query?query={UTIL}"):
+        answer, served = open_pair.compare(path, {"Accept": ""})
+        assert answer.status == 406 and not served, path
