@@ -96,6 +96,9 @@ cd "$APP_DIR"
 
 case "$role" in
     gateway)
+        # behind the proxy / Ingress, which appends the caller to X-Forwarded-For: throttle
+        # anonymous callers by that address, not by what they wrote there (docs/SECURITY.md)
+        export THROTTLE_NUM_PROXIES="${THROTTLE_NUM_PROXIES:-1}"
         run uvicorn telemetry_site.asgi:application \
             --host "${BIND_HOST:-0.0.0.0}" --port "${PORT:-8000}" \
             --workers "${WEB_CONCURRENCY:-1}" \

@@ -164,6 +164,10 @@ REST_FRAMEWORK = {
         "uploads": env_rate("THROTTLE_UPLOADS", "120/min"),
         "reads": env_rate("THROTTLE_READS", "6000/min"),
     },
+    # The client address an anonymous caller is throttled by: with N proxies in front, each
+    # appending to X-Forwarded-For, the N-th address from its end (the one the nearest proxy
+    # saw); 0: the peer's address. Unset, DRF would take the header as the client wrote it.
+    "NUM_PROXIES": env_int("THROTTLE_NUM_PROXIES", 0, minimum=0),
     # `format` is the telemetry endpoint's own parameter (json, csv, wide), not DRF's.
     "URL_FORMAT_OVERRIDE": None,
 }
