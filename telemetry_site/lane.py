@@ -31,13 +31,17 @@ throttle). READ_LANE=off sends every request to Django;
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import io
+import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from channels.db import database_sync_to_async
+from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.core.handlers.asgi import ASGIHandler, ASGIRequest
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, QueryDict
@@ -351,6 +355,20 @@ def _render(view: Any, response: HttpResponseBase) -> HttpResponseBase:
     return response
 
 
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def store_pool() -> ThreadPoolExecutor:
+    """The lane's own threads for store reads (READ_LANE_THREADS), made once per process: a
+    read stalled on an unreachable shard waits there, and the event loop's default pool
+    (the guard's upload spooling, compression) stays free."""
+    global _pool
+    if _pool is None or _pool[0] != os.getpid():
+        threads = settings.READ_LANE_THREADS
+        _pool = (os.getpid(), ThreadPoolExecutor(threads, thread_name_prefix="read-lane"))
+    return _pool[1]
+
+
 async def _off_loop(work: Callable[[], HttpResponseBase], view: Any, touched: bool) -> Answer:
     """`work` in a worker thread (it blocks on etcd), its shards collected; a store error
     answered as the views' exception handler answers it."""
@@ -372,7 +390,10 @@ async def _off_loop(work: Callable[[], HttpResponseBase], view: Any, touched: bo
                 return response, partial
 
     try:
-        response, partial = await asyncio.to_thread(run)
+        loop = asyncio.get_running_loop()
+        response, partial = await loop.run_in_executor(
+            store_pool(), contextvars.copy_context().run, run
+        )
     except Exception:  # a bug of ours: Django answers (and logs) it as it would
         raise FallThrough from None
     return Answer(response, view, touched, partial)

@@ -190,6 +190,9 @@ SPECTACULAR_SETTINGS = {
 # The read lane (telemetry_site/lane.py): the hot read GETs answered without Django's
 # middleware and DRF's per-request machinery, same answers; off: Django answers all.
 READ_LANE = env_bool("READ_LANE", True)
+# threads of the lane's own pool for store reads: a stalled shard holds these, never the
+# event loop's default pool (upload spooling, compression)
+READ_LANE_THREADS = env_int("READ_LANE_THREADS", 32, minimum=1)
 
 # --- GraphQL (docs/GRAPHQL.md) ------------------------------------------------------
 ENABLE_GRAPHQL = env_bool("ENABLE_GRAPHQL", True)
