@@ -12,12 +12,11 @@ from __future__ import annotations
 import functools
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import pyetcd
 from django.conf import settings
-from pyetcd import etcdrpc
 from pyetcd import exceptions as etcd_exc
 
 from store import shards
@@ -53,23 +52,6 @@ class _Client(pyetcd.MultiEndpointEtcd3Client):
     """
 
     @pyetcd.MultiEndpointEtcd3Client._handle_errors
-    def keys_in_ranges_response(self, ranges: Sequence[tuple[str, str]]) -> Any:
-        """One transaction of keys-only range reads (pyetcd's transaction Get has no
-        keys_only); the answer's `responses[i].response_range.kvs` are range i's keys."""
-        ops = [
-            etcdrpc.RequestOp(
-                request_range=self._build_get_range_request(start, end, keys_only=True)
-            )
-            for start, end in ranges
-        ]
-        return self.kvstub.Txn(
-            etcdrpc.TxnRequest(compare=[], success=ops, failure=[]),
-            self.timeout,
-            credentials=self.call_credentials,
-            metadata=self.metadata,
-        )
-
-    @pyetcd.MultiEndpointEtcd3Client._handle_errors
     def txn_request(self, request: Any) -> Any:
         """Send a TxnRequest built by store/kv.py as it is (pyetcd's `transaction` cannot ask
         for counts only); the response as etcd gives it. Errors and failover as pyetcd's."""
@@ -103,7 +85,6 @@ for _name in (
     "delete_prefix",
     "status",
     "transaction",
-    "keys_in_ranges_response",
     "txn_request",
     "lease",
     "revoke_lease",

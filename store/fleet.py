@@ -19,6 +19,7 @@ import hashlib
 import json
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,10 +38,12 @@ class Fleet:
 
 
 class _Parsed:
-    """JSON documents already parsed, by (key, mod revision); bounded, thread-safe."""
+    """JSON documents already parsed (and shaped), by (key, mod revision); bounded,
+    thread-safe. Callers share the objects: read-only."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, shape: Callable[[Any], Any] = lambda doc: doc) -> None:
         self._size = size
+        self._shape = shape
         self._lock = threading.Lock()
         self._docs: OrderedDict[tuple[str, int], Any] = OrderedDict()
 
@@ -49,7 +52,7 @@ class _Parsed:
         with self._lock:
             doc = self._docs.get(slot)
         if doc is None:
-            doc = json.loads(item.value)
+            doc = self._shape(json.loads(item.value))
             with self._lock:
                 self._docs[slot] = doc
                 if len(self._docs) > self._size:
@@ -58,6 +61,9 @@ class _Parsed:
 
 
 _parsed = _Parsed(_PARSED_MAX)
+# A latest-values document as {metric: [ts, value]}: the upload order each value carries
+# (store/write.py, for the merge) is left out.
+latest_values = _Parsed(_PARSED_MAX, lambda doc: {m: entry[:2] for m, entry in doc.items()})
 
 # (records, latest values) of one shard's read; `is` the same object while unchanged
 _Parts = tuple[list[kv.Item], list[kv.Item]]
@@ -89,12 +95,6 @@ def _read_ranges(ranges: list[tuple[str, str]]) -> _Parts:
             _reads.clear()  # a bound, not a policy
         _reads[slot] = (got, parts)
     return parts
-
-
-def _latest(item: kv.Item) -> dict[str, list]:
-    """A latest-values document as {metric: [ts, value]}: the upload order each value
-    carries (store/write.py, for the merge) is left out."""
-    return {metric: entry[:2] for metric, entry in _parsed(item).items()}
 
 
 def read_fleet(
@@ -147,6 +147,6 @@ def _build(parts: dict[str, _Parts]) -> Fleet:
         digest.update(f"{item.key}\0{item.mod_revision}\n".encode())
     return Fleet(
         records=[_parsed(item) for item in records],
-        latest={item.key.rsplit("/", 1)[-1]: _latest(item) for item in latest_items},
+        latest={item.key.rsplit("/", 1)[-1]: latest_values(item) for item in latest_items},
         version=digest.hexdigest(),
     )

@@ -141,8 +141,10 @@ def get_ranges_since(ranges: Sequence[tuple[str, str]], revision: int | None) ->
     return Ranges(items, counts, int(header.revision), int(header.cluster_id))
 
 
-def _range_op(start: bytes, end: bytes, count_only: bool = False) -> Any:
-    request = etcd_rpc.RangeRequest(key=start, range_end=end, count_only=count_only)
+def _range_op(start: bytes, end: bytes, count_only: bool = False, keys_only: bool = False) -> Any:
+    request = etcd_rpc.RangeRequest(
+        key=start, range_end=end, count_only=count_only, keys_only=keys_only
+    )
     return etcd_rpc.RequestOp(request_range=request)
 
 
@@ -341,8 +343,12 @@ def keys_in_ranges(ranges: Sequence[tuple[str, str]]) -> list[Listing]:
     each at one revision (a fleet's block plans in one round trip, not one each)."""
     out: list[Listing] = []
     for i in range(0, len(ranges), MAX_TXN_OPS):
+        ops = [
+            _range_op(start.encode(), end.encode(), keys_only=True)
+            for start, end in ranges[i : i + MAX_TXN_OPS]
+        ]
         with translated("keys_in_ranges"):
-            response = client.get().keys_in_ranges_response(ranges[i : i + MAX_TXN_OPS])
+            response = client.get().txn_request(etcd_rpc.TxnRequest(success=ops))
         at = int(response.header.revision)
         out += [Listing(r.response_range, at) for r in response.responses]
     return out

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from store import client, kv, shards
+from store import client, fleet, kv, shards
 from store.cache import shared as shared_cache
 from store.codec import Samples, decode_block, merge
 from store.errors import NotFound
@@ -245,26 +245,8 @@ def open_gpu(keys: Keys, uuid: str, ranges: list[tuple[str, str]]) -> GpuWindow:
         record = json.loads(item.value)
         _records.put(keys.root, uuid, locator.mod_revision, record)
     latest = found.get(latest_key)
-    latest_values = _latest_values(latest) if latest else None
-    return GpuWindow(record, latest_values, ranged, periods_of(found.get(workloads_key)))
-
-
-# latest values parsed, by key: (mod revision, values); the same object while unchanged
-_latest: dict[tuple[str, str], tuple[int, dict[str, list]]] = {}
-
-
-def _latest_values(item: kv.Item) -> dict[str, list]:
-    """A GPU's latest values as {metric: [ts, value]}, parsed once per revision (shared:
-    read-only). An entry is [ts, value, upload order...]: readers get [ts, value]."""
-    slot = (shards.current(), item.key)
-    seen = _latest.get(slot)
-    if seen is not None and seen[0] == item.mod_revision:
-        return seen[1]
-    values = {m: e[:2] for m, e in json.loads(item.value).items()}
-    if len(_latest) >= 100_000:
-        _latest.clear()  # a bound, not a policy
-    _latest[slot] = (item.mod_revision, values)
-    return values
+    values = fleet.latest_values(latest) if latest else None  # the same object while unchanged
+    return GpuWindow(record, values, ranged, periods_of(found.get(workloads_key)))
 
 
 def raw_ranges(keys: Keys, uuid: str, start: int, end: int, window_ms: int) -> list:
@@ -326,11 +308,10 @@ def read_buckets(
     first, last = _bucket_span(start, end, step_ms)
     if not prefetched:
         return _trim(_buckets(keys, uuid, first, last, step_ms, raw, tier, None), first, end)
-    made_from = hashlib.blake2b(digest_size=16)
-    for item in (*prefetched[0], *(prefetched[1] if tier is not None else ())):
-        made_from.update(f"{item.key}\0{item.mod_revision}\n".encode())
+    items = (*prefetched[0], *(prefetched[1] if tier is not None else ()))
+    made_from = _digest([kv.KeyInfo(item.key, item.mod_revision) for item in items])
     of = f"{tier.name}/{tier.resolution_ms}/{tier.window_ms}" if tier is not None else "raw"
-    key = f"buckets/{uuid}/{first}-{last}/{step_ms}/{raw.window_ms}/{of}/{made_from.hexdigest()}"
+    key = f"buckets/{uuid}/{first}-{last}/{step_ms}/{raw.window_ms}/{of}/{made_from}"
     cache = shared_cache()
     made = cache.get(key)
     if made is None:
@@ -364,7 +345,7 @@ def _buckets(
     raw_by_tw = _by_window(raw_infos, tier.window_ms, first, last)
     roll_by_tw: dict[int, list[kv.Item]] = defaultdict(list)
     for item in rollups:
-        roll_by_tw[Keys.parse_block(item.key).t_first // tier.window_ms].append(item)
+        roll_by_tw[Keys.block_start(item.key) // tier.window_ms].append(item)
     parts = []
     for tw in sorted(set(raw_by_tw) | set(roll_by_tw)):
         newest_raw = max((i.mod_revision for i in raw_by_tw.get(tw, [])), default=0)
@@ -403,7 +384,7 @@ def _stale_items(
     w_first, w_last = first // raw.window_ms, last // raw.window_ms
     out = []
     for item in prefetched[0]:
-        t_first = Keys.parse_block(item.key).t_first
+        t_first = Keys.block_start(item.key)
         if first_tw <= t_first <= last_tw and w_first <= t_first // raw.window_ms <= w_last:
             out.append(item)
     return out
@@ -426,7 +407,7 @@ def refreshed(
     """
     by_window: dict[int, list[kv.Item]] = defaultdict(list)
     for item in raw_items:
-        by_window[Keys.parse_block(item.key).t_first // raw_window_ms].append(item)
+        by_window[Keys.block_start(item.key) // raw_window_ms].append(item)
     if not raw_items:
         fresh = []
     elif cached and raw_window_ms % resolution_ms == 0:  # no bucket straddles two windows

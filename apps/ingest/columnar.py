@@ -191,12 +191,6 @@ class _Chain(io.RawIOBase):
         return len(data)
 
 
-def _structure(block: bytes | bytearray, limit: int) -> np.ndarray:
-    """The content length of each line of a block of whole lines; _Irregular when the
-    block is not regular (see the module doc)."""
-    return _shape(block, limit)[1]
-
-
 def _shape(block: bytes | bytearray, limit: int) -> tuple[np.ndarray, np.ndarray]:
     """(the offset of each line's `\n`, each line's content length) of a block of whole
     lines; _Irregular when the block is not regular (see the module doc).
@@ -307,7 +301,7 @@ def _read_table(
     data: bytes | bytearray, width: int, include: list[int] | None, skip: Any
 ) -> pa.Table:
     """Arrow's parse of regular lines into string columns `c0`, `c1`, ... (only those in
-    `include`; every one with None). The bytes are ASCII (_structure checked): no UTF-8
+    `include`; every one with None). The bytes are ASCII (_shape checked): no UTF-8
     check."""
     names = _column_names(width)
     return pcsv.read_csv(

@@ -28,12 +28,7 @@ def no_workload(row: Row) -> dict:
 
 def note(periods: list[Period], ts: int, labels: dict) -> None:
     """Extend the last period when `labels` are its labels, else open a new one."""
-    if periods and periods[-1][2] == labels:
-        last = periods[-1]
-        last[0] = min(last[0], ts)
-        last[1] = max(last[1], ts)
-    else:
-        periods.append([ts, ts, labels])
+    note_span(periods, ts, ts, labels)
 
 
 def note_span(periods: list[Period], first: int, last: int, labels: dict) -> None:

@@ -170,10 +170,10 @@ def telemetry_answer(
 
     Raises store errors (NotFound...), which the caller answers.
     """
-    if data["format"] in ("csv", "wide"):
-        return _csv_response(uuid, telemetry_query(uuid, data), data["format"])
-    columns = data["format"] == "columns"
     query = telemetry_query(uuid, data)
+    if data["format"] in ("csv", "wide"):
+        return _csv_response(uuid, query, data["format"])
+    columns = data["format"] == "columns"
     try:
         page = queries.read_page(query, columns=columns)
     except queries.TooManyPoints as exc:

@@ -35,7 +35,7 @@ def _cases() -> list[dict]:
 
 
 @pytest.mark.parametrize("data", _cases(), ids=lambda d: repr(d)[:80])
-def test_telemetry_parameters_read_as_the_serializer_reads_them(settings, data):
+def test_telemetry_parameters_read_as_the_serializer_reads_them(data):
     serializer = TelemetryParams(data=data)
     ours = plainly_valid(TelemetryParams, data)
     if not serializer.is_valid():

@@ -11,6 +11,7 @@ one-to-one with `on`/`ignoring`; unary minus and parentheses.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -219,10 +220,7 @@ class Evaluator:
         got = self._rolled(vs, at, range_ms) if name in rolled.CLAIMED else None
         if got is not None:
             values, ok = windows.over_time_all(name, [(r[1], r[2]) for r in got], at, range_ms)
-
-            def from_buckets(s: rolled.BucketSeries, when: np.ndarray, _res: int) -> tuple:
-                return rolled.over_time(name, s, when, range_ms)
-
+            from_buckets = functools.partial(rolled.over_time, name, range_ms=range_ms)
             self._from_buckets(got, at, range_ms, values, ok, from_buckets)
             labels = [r[0] if keep_name else without_name(r[0]) for r in got]
             return merged(self._stacked(labels, values, ok))
@@ -258,7 +256,7 @@ class Evaluator:
             use = at - reach_ms < boundary
             if not use.any():
                 continue
-            v, present, known = evaluate(buckets, at[use], reach_ms)
+            v, present, known = evaluate(buckets, at[use])
             values[i, use] = v
             ok[i, use] = present & known
 

@@ -100,7 +100,7 @@ def _bad_prefix(s: BucketSeries, counter: bool = False) -> np.ndarray:
     return np.concatenate(([0], np.cumsum(bad)))
 
 
-def lookback(s: BucketSeries, at: np.ndarray, _reach_ms: int = 0) -> tuple[np.ndarray, ...]:
+def lookback(s: BucketSeries, at: np.ndarray) -> tuple[np.ndarray, ...]:
     """(values, present, known) of the instant lookup at each t of `at` (bucket edges)."""
     resolution_ms = s.resolution_ms
     n = len(at)
