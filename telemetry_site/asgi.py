@@ -16,6 +16,7 @@ django.setup(set_prefix=False)  # what get_asgi_application does, for our handle
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set up)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
+from django.urls import get_resolver  # noqa: E402
 
 from apps.accounts.channels_auth import TokenAuthMiddleware  # noqa: E402
 from apps.read.routing import BrowserOriginValidator, websocket_urlpatterns  # noqa: E402
@@ -24,6 +25,10 @@ from telemetry_site.guard import BodyGuard, GuardedASGIHandler  # noqa: E402
 from telemetry_site.lane import ReadLane  # noqa: E402
 
 django_application = GuardedASGIHandler()
+# The URL conf, and with it every view module, loaded now rather than by the first
+# request, which would wait ~0.3 s for it (measured: 40 % of a fresh gateway's CPU during
+# its first upload). Imports only: no store or broker client is made (fork safety).
+get_resolver().url_patterns  # noqa: B018
 redact_access_log()
 
 # The lane inside the guard: a form POST it takes is bounded and paced as Django's would be.

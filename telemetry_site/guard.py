@@ -24,6 +24,7 @@ written from a thread (`GuardedASGIHandler`), so a large body does not stall oth
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import tempfile
 import time
@@ -283,28 +284,68 @@ class GuardedASGIHandler(ASGIHandler):
     """Django's handler, spooling bodies into FILE_UPLOAD_TEMP_DIR and off the event loop.
 
     Django's own reader spools into the system temporary directory and writes to
-    disk on the event loop, where a large upload stalls every other request.
+    disk on the event loop, where a large upload stalls every other request. A body
+    whose Content-Length already says it goes to disk is spooled into a named file
+    (deleted when the request ends), which a large upload's job can take over by a
+    link instead of a copy (apps/ingest/service.py); writes are gathered into SPOOL_WRITE
+    bytes, so a body costs one thread hop per MiB, not one per socket read.
     """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        token = _declared.set(_declared_length(scope))
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            _declared.reset(token)
 
     async def read_body(self, receive: Receive) -> Any:
         limit = settings.FILE_UPLOAD_MAX_MEMORY_SIZE
-        spool = tempfile.SpooledTemporaryFile(  # noqa: SIM115  (returned open: Django closes it)
-            max_size=limit,
-            mode="w+b",
-            dir=settings.FILE_UPLOAD_TEMP_DIR,
-        )
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                spool.close()
-                raise RequestAborted()
-            chunk = message.get("body", b"")
-            to_disk = getattr(spool, "_rolled", False) or spool.tell() + len(chunk) > limit
-            if chunk and to_disk:
-                await asyncio.to_thread(spool.write, chunk)
-            elif chunk:
-                spool.write(chunk)
-            if not message.get("more_body", False):
-                break
+        spool: Any
+        if _declared.get() > limit:
+            spool = tempfile.NamedTemporaryFile(  # noqa: SIM115  (returned open: Django closes it)
+                mode="w+b", dir=settings.FILE_UPLOAD_TEMP_DIR, prefix="body-"
+            )
+        else:
+            spool = tempfile.SpooledTemporaryFile(  # noqa: SIM115  (as above)
+                max_size=limit, mode="w+b", dir=settings.FILE_UPLOAD_TEMP_DIR
+            )
+        pending = bytearray()
+        try:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise RequestAborted()
+                pending += message.get("body", b"")
+                last = not message.get("more_body", False)
+                if len(pending) >= SPOOL_WRITE or (last and pending):
+                    await _spool_write(spool, bytes(pending), limit)
+                    pending.clear()
+                if last:
+                    break
+        except BaseException:
+            spool.close()
+            raise
         spool.seek(0)
         return spool
+
+
+# Bytes gathered before one write of a request body to its spool.
+SPOOL_WRITE = 1024 * 1024
+_declared: contextvars.ContextVar[int] = contextvars.ContextVar("declared_length", default=-1)
+
+
+def _declared_length(scope: Scope) -> int:
+    """The request's Content-Length (-1: none or not a number)."""
+    value = _headers(scope).get(b"content-length", b"")
+    return int(value) if value.strip().isdigit() else -1
+
+
+async def _spool_write(spool: Any, data: bytes, limit: int) -> None:
+    """Write `data` to the spool: from a thread when it goes to disk."""
+    on_disk = not isinstance(spool, tempfile.SpooledTemporaryFile) or (
+        getattr(spool, "_rolled", False) or spool.tell() + len(data) > limit
+    )
+    if on_disk:
+        await asyncio.to_thread(spool.write, data)
+    else:
+        spool.write(data)

@@ -261,7 +261,8 @@ def accept(raw: BinaryIO, *, source: str, cluster: str | None = None) -> dict[st
     fd, name = tempfile.mkstemp(dir=spool, suffix=".csv")
     try:
         with os.fdopen(fd, "wb") as out:
-            shutil.copyfileobj(_LimitedReader(raw, settings.INGEST_MAX_UPLOAD_BYTES, None), out)
+            if not _linked(raw, name):
+                shutil.copyfileobj(_LimitedReader(raw, settings.INGEST_MAX_UPLOAD_BYTES, None), out)
         with open(name, "rb") as fh:
             fmt = _parser(_LimitedReader(fh, settings.INGEST_MAX_UPLOAD_BYTES, None)).format
         job = Job(source=source, cluster=cluster, fmt=fmt)
@@ -275,6 +276,37 @@ def accept(raw: BinaryIO, *, source: str, cluster: str | None = None) -> dict[st
         raise
     log.info("upload %s of %s accepted, parsed in a worker", job.id, source)
     return job.job
+
+
+def _linked(raw: BinaryIO, name: str) -> bool:
+    """Whether the request body's own spool file (telemetry_site/guard.py) now also is
+    `name`, a hard link in its place: no copy of a large body. False when there is no
+    such file or it lies on another filesystem; UploadTooLarge past the limit."""
+    spooled = _spooled_file(raw)
+    if spooled is None:
+        return False
+    if os.stat(spooled).st_size > settings.INGEST_MAX_UPLOAD_BYTES:
+        raise UploadTooLarge(
+            f"the upload is larger than the limit of {settings.INGEST_MAX_UPLOAD_BYTES} bytes"
+        )
+    link = f"{name}.link"  # a new name beside `name`: replacing `name` by it is atomic
+    try:
+        os.link(spooled, link)
+    except OSError:  # another filesystem (EXDEV), links refused: copy instead
+        return False
+    os.replace(link, name)
+    return True
+
+
+def _spooled_file(raw: Any) -> str | None:
+    """The path of a request's body spool when it is a named file not yet read: the gateway
+    spools a body declared larger than FILE_UPLOAD_MAX_MEMORY_SIZE into one
+    (telemetry_site/guard.py). None for anything else (a multipart file, a read body)."""
+    stream = getattr(raw, "_stream", None)  # where Django's ASGIRequest keeps its body file
+    name = getattr(stream, "name", None)
+    if not isinstance(name, str) or getattr(raw, "_read_started", True):
+        return None
+    return name if stream.tell() == 0 else None
 
 
 def parse_spooled(path: str, source: str, cluster: str, resume: tuple[str, str, int]) -> None:

@@ -134,10 +134,10 @@ def test_the_rebuild_button_runs_the_sync(admin_client, fleet):
 def test_mirror_logs_and_carries_on_when_the_database_fails(db, monkeypatch, caplog):
     from django.db import OperationalError
 
-    def broken(**kwargs):
+    def broken(*args, **kwargs):
         raise OperationalError("database is locked")
 
-    monkeypatch.setattr(Gpu.objects, "update_or_create", broken)
+    monkeypatch.setattr(Gpu.objects, "bulk_create", broken)
     record = {"uuid": "GPU-x", "cluster": "c", "host": "h", "first_seen": 1}
     assert inventory.mirror([record]) == 0
     assert "database is locked" in caplog.text and "sync_inventory" in caplog.text

@@ -1,0 +1,103 @@
+"""A large raw upload is written to disk once by the gateway: its body spool becomes the
+worker's file by a hard link, and by a copy only where the two folders lie on different
+filesystems. Measured by the bytes the gateway process writes (/proc/<pid>/io, wchar)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from django.conf import settings as django_settings
+
+from tests.conftest import start_gateway
+from tests.helpers import wait_for
+from tools.generate_sample import write as write_csv
+
+SHM = Path("/dev/shm")
+TMP = Path(django_settings.INGEST_SPOOL_DIR).parent  # where the worker's folder is made
+
+
+def written(pid: int) -> int:
+    """Bytes the process has passed to write() so far."""
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("wchar:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no wchar in /proc/{pid}/io")
+
+
+@pytest.fixture(scope="module")
+def body(tmp_path_factory) -> tuple[bytes, int]:
+    """A DCGM export of ~6 MB (over the 2 MiB kept in memory) and its row count."""
+    path = tmp_path_factory.mktemp("upload") / "large.csv"
+    rows = write_csv(path, hosts=4, gpus_per_host=8, samples=50, seed=3)
+    return path.read_bytes(), rows
+
+
+def gateway_with(
+    bodies: Path, logs: Path, etcd, redis_server, root: str
+) -> Iterator[tuple[str, int]]:
+    bodies.mkdir(parents=True, exist_ok=True)
+    env = {
+        "ETCD_PREFIX": root,
+        "FILE_UPLOAD_TEMP_DIR": str(bodies),
+        "INGEST_SPOOL_DIR": str(django_settings.INGEST_SPOOL_DIR),  # the worker's
+        "INGEST_ASYNC_BYTES": "1000000",
+        "TELEMETRY_WRITE_AUTH": "false",
+        "THROTTLE_UPLOADS": "off",
+        "THROTTLE_READS": "off",
+    }
+    with start_gateway(logs, etcd.url, redis_server.url, **env) as svc:
+        yield f"http://127.0.0.1:{svc.port}", svc.proc.pid
+
+
+def upload_and_wait(url: str, pid: int, data: bytes) -> tuple[dict, int]:
+    """The finished job of a raw upload of `data`, and the bytes the gateway wrote for it."""
+    before = written(pid)
+    response = requests.post(
+        f"{url}/api/v1/csv/upload", data=data, headers={"Content-Type": "text/csv"}, timeout=120
+    )
+    assert response.status_code == 202, response.text
+    accepted = written(pid) - before  # the upload is answered once its file is in place
+    job_id = response.json()["id"]
+
+    def finished() -> dict | None:
+        job = requests.get(f"{url}/api/v1/ingest/jobs/{job_id}", timeout=30).json()
+        assert job["state"] != "failed", job
+        return job if job["state"] == "done" else None
+
+    return wait_for(finished, 120, f"job {job_id} done"), accepted
+
+
+def test_a_large_upload_is_linked_to_the_workers_folder_not_copied(
+    worker, etcd, redis_server, etcd_root, tmp_path, body
+):
+    data, rows = body
+    for url, pid in gateway_with(tmp_path / "bodies", tmp_path, etcd, redis_server, etcd_root):
+        job, wrote = upload_and_wait(url, pid, data)
+        assert job["rows_accepted"] == rows and job["rows_rejected"] == 0, job
+        assert len(data) <= wrote < 1.5 * len(data), (wrote, len(data))
+        # the body's own name is gone with its request; the worker deleted its link
+        assert wait_for(lambda: not list((tmp_path / "bodies").iterdir()), 10, "bodies gone")
+
+
+@pytest.mark.skipif(
+    not SHM.is_dir() or os.stat(SHM).st_dev == os.stat(TMP).st_dev,
+    reason="needs /dev/shm on a filesystem other than INGEST_SPOOL_DIR's to refuse the link",
+)
+def test_across_filesystems_the_body_is_copied_and_every_row_kept(
+    worker, etcd, redis_server, etcd_root, tmp_path, body
+):
+    data, rows = body
+    bodies = SHM / f"bodies-{etcd_root.strip('/')}"
+    try:
+        for url, pid in gateway_with(bodies, tmp_path, etcd, redis_server, etcd_root):
+            job, wrote = upload_and_wait(url, pid, data)
+            assert job["rows_accepted"] == rows and job["rows_rejected"] == 0, job
+            assert wrote >= 2 * len(data), (wrote, len(data))
+    finally:
+        for leftover in bodies.glob("*"):
+            leftover.unlink()
+        bodies.rmdir()
