@@ -169,8 +169,13 @@ class CompressionMiddleware(DualStackMiddleware):
 
 
 async def acompress(request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
-    """`compress` on the event loop, a large body off it (also the read lane's)."""
-    if response.streaming or len(response.content) < _OFF_LOOP_SIZE:
+    """`compress` on the event loop, a large body off it (also the read lane's); a body
+    left as it is (no coding asked for) never leaves the loop."""
+    if (
+        response.streaming
+        or len(response.content) < _OFF_LOOP_SIZE
+        or choose(request.headers.get("Accept-Encoding", "")) is None
+    ):
         return compress(request, response)
     # A large body takes milliseconds to encode: not on the event loop (the
     # compressors release the GIL, so the other core can work meanwhile).
