@@ -287,6 +287,10 @@ INGEST_ASYNC_BYTES = env_int("INGEST_ASYNC_BYTES", 64 * 1024**2, minimum=0)
 INGEST_SPOOL_DIR = env_str(
     "INGEST_SPOOL_DIR", os.path.join(tempfile.gettempdir(), "telemetry-uploads")
 )
+# The Celery queue a large upload's parse is sent to ("": the default queue). Set it where
+# INGEST_SPOOL_DIR is not shared by every worker: a queue per gateway, consumed by workers
+# that see its folder (deploy/k8s: a parser container in the gateway's pod).
+INGEST_PARSE_QUEUE = env_str("INGEST_PARSE_QUEUE", "")
 INGEST_PARSER = env_str("INGEST_PARSER", "columnar")
 if INGEST_PARSER not in ("columnar", "rows"):
     raise ImproperlyConfigured(f"INGEST_PARSER={INGEST_PARSER!r}: expected columnar or rows")

@@ -47,10 +47,16 @@ def migrate_children_db(etcd_url: str, broker_url: str) -> None:
 
 
 def start_worker(
-    tmp: Path, etcd_url: str, broker_url: str, concurrency: int = 2, **env: str
+    tmp: Path,
+    etcd_url: str,
+    broker_url: str,
+    concurrency: int = 2,
+    queues: str = "telemetry",
+    **env: str,
 ) -> services.Service:
     log = tmp / f"worker-{uuid.uuid4().hex[:8]}.log"
-    return processes.start_worker(log, service_env(etcd_url, broker_url, **env), concurrency)
+    environment = service_env(etcd_url, broker_url, **env)
+    return processes.start_worker(log, environment, concurrency, queues)
 
 
 def start_gateway(tmp: Path, etcd_url: str, broker_url: str, **env: str) -> services.Service:

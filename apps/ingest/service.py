@@ -268,7 +268,11 @@ def accept(raw: BinaryIO, *, source: str, cluster: str | None = None) -> dict[st
         job = Job(source=source, cluster=cluster, fmt=fmt)
         resume = job.save_queued()
         try:
-            current_app.send_task(PARSE_TASK, args=[name, source, cluster, *resume])
+            current_app.send_task(
+                PARSE_TASK,
+                args=[name, source, cluster, *resume],
+                queue=settings.INGEST_PARSE_QUEUE or None,  # None: the default queue
+            )
         except OperationalError as exc:
             raise BrokerUnavailable(f"the task broker is unavailable: {exc}") from exc
     except BaseException:

@@ -285,3 +285,20 @@ def test_docker_compose_config() -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_gateways_and_workers_share_the_large_upload_folder(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    """A large upload waits in INGEST_SPOOL_DIR for a worker: both must see the same folder,
+    and its body spool must lie on the same volume (a link, not a copy)."""
+    mounts = {}
+    for name in ("gateway1", "gateway2", "worker"):
+        env = services[name]["environment"]
+        spool, bodies = Path(env["INGEST_SPOOL_DIR"]), Path(env["FILE_UPLOAD_TEMP_DIR"])
+        volumes = dict(reversed(v.split(":")[:2]) for v in services[name]["volumes"])
+        holding = [Path(p) for p in volumes if spool.is_relative_to(p)]
+        assert holding, f"{name}: INGEST_SPOOL_DIR {spool} is on no volume"
+        assert bodies.is_relative_to(holding[0]), f"{name}: bodies spooled off that volume"
+        mounts[name] = volumes[str(holding[0])]
+    assert len(set(mounts.values())) == 1 and set(mounts.values()) <= set(compose["volumes"])

@@ -205,7 +205,7 @@ def _http_probe(container: dict[str, Any], kind: str) -> dict[str, Any]:
 
 def test_gateway_probes(objects: Objects) -> None:
     gateway = one(objects, "Deployment", "gateway")
-    (container,) = pod_spec(gateway)["containers"]
+    (container,) = [c for c in pod_spec(gateway)["containers"] if c["name"] == "gateway"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     ready = _http_probe(container, "readinessProbe")
     alive = _http_probe(container, "livenessProbe")
@@ -218,6 +218,25 @@ def test_gateway_probes(objects: Objects) -> None:
         allowed = settings_configmap(objects)["DJANGO_ALLOWED_HOSTS"].split(",")
         assert host in allowed, "the probe's Host must pass DJANGO_ALLOWED_HOSTS"
     assert str(ports["http"]) == settings_configmap(objects)["PORT"]
+
+
+def test_large_uploads_are_parsed_in_the_gateways_pod(objects: Objects) -> None:
+    """A large upload waits in the gateway pod's /tmp (no volume is shared between pods): its
+    parse goes to a queue of that pod, consumed by a worker in the same pod and /tmp."""
+    spec = pod_spec(one(objects, "Deployment", "gateway"))
+    by_name = {c["name"]: c for c in spec["containers"]}
+    gateway, parser = by_name["gateway"], by_name["parser"]
+    env = {c: {e["name"]: e for e in by_name[c]["env"]} for c in ("gateway", "parser")}
+    for name in ("gateway", "parser"):
+        assert env[name]["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    queue = env["gateway"]["INGEST_PARSE_QUEUE"]["value"]
+    assert "$(POD_NAME)" in queue and env["parser"]["CELERY_QUEUES"]["value"] == queue
+    assert parser["args"] == ["worker"]
+    tmp = [
+        {m["name"] for m in c["volumeMounts"] if m["mountPath"] == "/tmp"} for c in by_name.values()
+    ]
+    assert tmp[0] and all(t == tmp[0] for t in tmp), "one /tmp for gateway and parser"
+    assert gateway["volumeMounts"] == parser["volumeMounts"]
 
 
 def test_gateway_service(objects: Objects) -> None:

@@ -1,6 +1,7 @@
 """A large raw upload is written to disk once by the gateway: its body spool becomes the
 worker's file by a hard link, and by a copy only where the two folders lie on different
-filesystems. Measured by the bytes the gateway process writes (/proc/<pid>/io, wchar)."""
+filesystems (measured by the bytes the gateway process writes, /proc/<pid>/io wchar). Its
+parse goes to INGEST_PARSE_QUEUE when set: the workers that share the gateway's folder."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 import requests
 from django.conf import settings as django_settings
 
-from tests.conftest import start_gateway
+from tests.conftest import start_gateway, start_worker
 from tests.helpers import wait_for
 from tools.generate_sample import write as write_csv
 
@@ -37,17 +38,18 @@ def body(tmp_path_factory) -> tuple[bytes, int]:
 
 
 def gateway_with(
-    bodies: Path, logs: Path, etcd, redis_server, root: str
+    bodies: Path, logs: Path, etcd, redis_server, root: str, **more: str
 ) -> Iterator[tuple[str, int]]:
     bodies.mkdir(parents=True, exist_ok=True)
     env = {
         "ETCD_PREFIX": root,
         "FILE_UPLOAD_TEMP_DIR": str(bodies),
-        "INGEST_SPOOL_DIR": str(django_settings.INGEST_SPOOL_DIR),  # the worker's
+        "INGEST_SPOOL_DIR": str(django_settings.INGEST_SPOOL_DIR),  # the session worker's
         "INGEST_ASYNC_BYTES": "1000000",
         "TELEMETRY_WRITE_AUTH": "false",
         "THROTTLE_UPLOADS": "off",
         "THROTTLE_READS": "off",
+        **more,
     }
     with start_gateway(logs, etcd.url, redis_server.url, **env) as svc:
         yield f"http://127.0.0.1:{svc.port}", svc.proc.pid
@@ -101,3 +103,28 @@ def test_across_filesystems_the_body_is_copied_and_every_row_kept(
         for leftover in bodies.glob("*"):
             leftover.unlink()
         bodies.rmdir()
+
+
+def test_a_large_uploads_parse_goes_to_the_queue_of_the_workers_sharing_its_folder(
+    worker, etcd, redis_server, etcd_root, tmp_path, body
+):
+    """The parse is received by the worker of that queue (the session's worker, on the
+    default queue, could read the file here: one machine)."""
+    data, rows = body
+    spool, queue = tmp_path / "uploads", f"uploads-{tmp_path.name}"
+    spool.mkdir()
+    env = {"INGEST_SPOOL_DIR": str(spool), "ETCD_PREFIX": etcd_root}
+    with start_worker(tmp_path, etcd.url, redis_server.url, 1, queues=queue, **env) as parser:
+        for url, pid in gateway_with(
+            tmp_path / "bodies",
+            tmp_path,
+            etcd,
+            redis_server,
+            etcd_root,
+            **env,
+            INGEST_PARSE_QUEUE=queue,
+        ):
+            job, _ = upload_and_wait(url, pid, data)
+            assert job["rows_accepted"] == rows and job["rows_rejected"] == 0, job
+        assert "Task apps.ingest.parse_upload[" in parser.log_path.read_text()
+    assert not list(spool.iterdir())
