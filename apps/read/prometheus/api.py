@@ -17,6 +17,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 import numpy as np
+import orjson
 import promql_parser
 
 from apps.read.prometheus.catalog import StoreSource
@@ -198,15 +199,43 @@ def matrix_result(value: Any, steps: np.ndarray) -> dict:
         )
     if isinstance(value, Scalar):
         value = Vector([{}], value.v[None, :], np.ones((1, len(steps)), dtype=bool))
+    whole = not (steps % 1000).any()
     times = format_times(steps)
     result = []
     for i in _sorted(value):
         present = np.flatnonzero(value.ok[i])
         if len(present):
-            texts = format_values(value.v[i][present])
-            points = [[times[j], text] for j, text in zip(present.tolist(), texts, strict=True)]
+            vals = value.v[i][present]
+            blob = points_json(steps[present] // 1000, vals) if whole else None
+            if blob is not None:
+                points: Any = orjson.Fragment(blob)
+            else:
+                texts = format_values(vals)
+                points = [[times[j], text] for j, text in zip(present.tolist(), texts, strict=True)]
             result.append({"metric": value.labels[i], "values": points})
     return {"resultType": "matrix", "result": result}
+
+
+_NUMPY = orjson.OPT_SERIALIZE_NUMPY
+
+
+def points_json(seconds: np.ndarray, values: np.ndarray) -> bytes | None:
+    """`[[t, "v"], ...]` as JSON bytes, each value as `format_value` writes it, made with
+    a few whole-buffer byte operations instead of two Python objects per point (a day at
+    60 s is 1,441 points per series). None when a value needs `format_value`'s care: not
+    finite, or spelled with an exponent by orjson (as by repr: below 1e-4, from 1e16)."""
+    size = np.abs(values)
+    if not np.isfinite(size).all() or ((size != 0) & ((size < 1e-4) | (size >= 1e16))).any():
+        return None
+    # orjson writes the shortest round-trip digits, as repr does; an integral value ends
+    # in ".0", which Prometheus (Go's 'f', -1) does not write: dropped before each comma
+    texts = orjson.dumps(np.ascontiguousarray(values, np.float64), option=_NUMPY)[1:-1] + b","
+    tails = texts.replace(b".0,", b",").replace(b",", b'"]\x00').split(b"\x00")[:-1]
+    heads = orjson.dumps(np.ascontiguousarray(seconds, np.int64), option=_NUMPY)[1:-1]
+    heads = (b"[" + heads.replace(b",", b',"\x00,[') + b',"').split(b"\x00")
+    pieces: list[bytes] = [b""] * (2 * len(heads))
+    pieces[0::2], pieces[1::2] = heads, tails
+    return b"[" + b"".join(pieces) + b"]"
 
 
 # Endpoints ------------------------------------------------------------------------------
