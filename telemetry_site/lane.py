@@ -245,7 +245,7 @@ class ReadLane:
     ) -> None:
         response = answer.response
         if answer.view is not None:  # as APIView.finalize_response adds them
-            headers = dict(answer.view.default_response_headers)
+            headers = dict(_default_headers(answer.view))
             if "Vary" in headers:
                 patch_vary_headers(response, (headers.pop("Vary"),))
             for name, value in headers.items():
@@ -271,6 +271,18 @@ class ReadLane:
             await self.handler.send_response(response, send)
         finally:
             response.close()
+
+
+_headers_of: dict[type, dict[str, str]] = {}
+
+
+def _default_headers(view: Any) -> dict[str, str]:
+    """DRF's `default_response_headers` (Allow, Vary), made once per view class: they
+    follow from the class alone (its methods and renderers)."""
+    kind = type(view)
+    if kind not in _headers_of:
+        _headers_of[kind] = view.default_response_headers
+    return _headers_of[kind]
 
 
 def _plain(scope: Scope) -> bool:
