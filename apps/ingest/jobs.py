@@ -195,13 +195,20 @@ class Job:
             with contextlib.suppress(StoreError):
                 save_job(self._keys, self.job)
 
-    def close(self) -> dict[str, Any] | None:
-        """Save the final document; None when the job never enqueued a chunk (not written)."""
+    def close(self, keep_refusals: bool = False) -> dict[str, Any] | None:
+        """Save the final document; None when the job never enqueued a chunk (not written).
+        With `keep_refusals`, a job that enqueued nothing but refused rows is saved failed,
+        its errors listed: a stream's refusals stay visible (an upload answers them)."""
         if self.closed:
             return self.job if self._saved else None
         self.closed = True
         if not self._saved:
-            return None
+            if not (keep_refusals and self._totals.rejected):
+                return None
+            self._update("failed", error=f"no row accepted: {self._totals.rejected} refused")
+            save_job(self._keys, self.job)
+            self._saved = True
+            return self.job
         self._update("parsed")
         save_job(self._keys, self.job)
         return self.job
@@ -373,8 +380,13 @@ class JobSeries:
         job, self._job = self._job, None
         if job is not None and self._horizon is not None:
             job.job["retention"] = self._horizon.summary()
-        if job is not None and job.close() is not None:
+        closed = job.close(keep_refusals=True) if job is not None else None
+        if closed is not None and closed["state"] == "failed":
+            self.jobs_failed += 1  # every row of its span refused
+        elif closed is not None:
             self.jobs_closed += 1
+        if closed is not None:
+            self.last_job_id = closed["id"]
 
 
 def _observe(horizon: Horizon, chunk: Chunk) -> None:

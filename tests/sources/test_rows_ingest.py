@@ -52,6 +52,18 @@ def test_a_rows_job_that_never_sent_a_chunk_is_not_written(pipeline):
     assert keys_under("jobs") == []
 
 
+def test_a_series_job_that_refused_every_row_is_saved_failed_with_its_errors(pipeline):
+    series = JobSeries(source="all bad", cluster="c", fmt="dcgm", span=3600)
+    series.send([], lambda row: {}, rejected=2, errors=[RowError(3, "bad"), RowError(4, "worse")])
+    series.close()
+    assert (series.jobs_closed, series.jobs_failed) == (0, 1)
+    (key,) = keys_under("jobs")
+    job = APIClient().get(f"/api/v1/ingest/jobs/{key.rsplit('/', 1)[1]}").json()
+    assert (job["state"], job["rows_read"], job["rows_rejected"]) == ("failed", 2, 2)
+    assert "no row accepted" in job["error"] and series.last_job_id == job["id"]
+    assert job["errors"] == [{"line": 3, "message": "bad"}, {"line": 4, "message": "worse"}]
+
+
 def test_a_failed_send_marks_the_job_failed_and_the_series_opens_a_new_one(pipeline):
     data = generated(hosts=1, gpus_per_host=2, samples=2, seed=6)
     parser, rows = parsed(data)
