@@ -43,7 +43,9 @@ def save_job(keys: Keys, job: dict[str, Any]) -> None:
 
 def job_shard(keys: Keys, job_id: str) -> str:
     """The shard holding a job; raises NotFound, or StoreUnavailable when it may be in one
-    that does not answer."""
+    that does not answer. With one shard, that one, unread (the job's read says NotFound)."""
+    if len(every := shards.names()) == 1:
+        return every[0]
     with shards.collecting() as partial:
         found = [
             s
@@ -68,10 +70,11 @@ def load_job(keys: Keys, job_id: str) -> dict[str, Any]:
 
 
 def _load_job(keys: Keys, job_id: str) -> dict[str, Any]:
-    item = kv.get(keys.job(job_id))
+    # the document and its chunk counts in one round trip (a polled job is read often)
+    item, (done, failed) = kv.get_counting(keys.job(job_id), _progress_prefixes(keys, job_id))
     if item is None:
         raise NotFound(f"no ingest job {job_id!r}")
-    job = _with_progress(keys, json.loads(item.value))
+    job = _with_progress(keys, json.loads(item.value), (done, failed))
     if job["chunks_failed"]:
         failures = kv.get_prefix(keys.failures_prefix(job_id))
         job["chunk_errors"] = [json.loads(f.value) for f in failures[:20]]
@@ -93,18 +96,30 @@ def list_jobs(keys: Keys, limit: int = 50, offset: int = 0) -> list[dict[str, An
         key=lambda pair: pair[1].key,
         reverse=True,
     )[offset:]
-    jobs = []
+    page: list[tuple[str, dict[str, Any]]] = []
     for shard, item in items:
-        if len(jobs) >= limit:
+        if len(page) >= limit:
             break
         try:
             job = json.loads(item.value)
         except ValueError:
             continue
         if isinstance(job, dict) and "id" in job:
-            with shards.use(shard):
-                jobs.append(_with_progress(keys, job))
-    return jobs
+            page.append((shard, job))
+    counts: dict[int, tuple[int, int]] = {}
+    for shard in {s for s, _ in page}:  # the page's chunk counts: a few round trips a shard
+        here = [i for i, (s, _) in enumerate(page) if s == shard]
+        with shards.use(shard):
+            found = kv.count_prefixes(
+                [p for i in here for p in _progress_prefixes(keys, str(page[i][1]["id"]))]
+            )
+        counts.update({i: (found[2 * n], found[2 * n + 1]) for n, i in enumerate(here)})
+    return [_with_progress(keys, job, counts[i]) for i, (_, job) in enumerate(page)]
+
+
+def _progress_prefixes(keys: Keys, job_id: str) -> list[str]:
+    """Where a job's stored chunks and failed chunks are counted."""
+    return [keys.chunks_prefix(job_id), keys.failures_prefix(job_id)]
 
 
 def count_jobs(keys: Keys) -> int:
@@ -112,10 +127,9 @@ def count_jobs(keys: Keys) -> int:
     return sum(shards.fan_out(lambda: kv.count_prefix(keys.jobs_prefix())).values())
 
 
-def _with_progress(keys: Keys, job: dict[str, Any]) -> dict[str, Any]:
-    job_id = str(job["id"])
-    job["chunks_done"] = kv.count_prefix(keys.chunks_prefix(job_id))
-    job["chunks_failed"] = kv.count_prefix(keys.failures_prefix(job_id))
+def _with_progress(keys: Keys, job: dict[str, Any], counts: tuple[int, int]) -> dict[str, Any]:
+    """The job with its chunk counts (done, failed) and its state."""
+    job["chunks_done"], job["chunks_failed"] = counts
     stale_ms = int(settings.INGEST_JOB_STALE * 1000)
     if is_stale(job, int(time.time() * 1000), stale_ms):
         job["state"] = "failed"
