@@ -6,7 +6,8 @@ serializer (deep-copying its fields), negotiates, authenticates, and only then
 reads (docs/PERFORMANCE.md, issue 16). This ASGI middleware, inside the body
 guard (so a body it reads is bounded and paced as Django's would be), answers
 `/health`, the GPU list (ETag/304 included), a GPU's telemetry (rows, columns,
-CSV, step) by GET, and Prometheus `query`/`query_range` by GET or form POST,
+CSV, step) by GET, an ingest job (what an upload's client polls), and Prometheus
+`query`/`query_range` by GET or form POST,
 with the same functions Django's views call, one thread hop for the store, and
 the same response steps Django's middleware would take (security and frame
 headers, Vary, partial shards, compression, request metrics).
@@ -52,6 +53,7 @@ from django.urls import ResolverMatch, resolve
 from django.utils.cache import patch_vary_headers
 from django.utils.log import log_response
 from rest_framework.authentication import SessionAuthentication
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -123,6 +125,7 @@ class ReadLane:
             "gpu-telemetry": self._telemetry,
             "prom-query": self._prometheus,
             "prom-query-range": self._prometheus,
+            "ingest-job": self._job,
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -192,6 +195,17 @@ class ReadLane:
         await self._throttle(view, drf)
         uuid = match.kwargs["uuid"]
         return await _off_loop(lambda: views.telemetry_answer(request, uuid, data), view, touched)
+
+    async def _job(self, request: ASGIRequest, match: ResolverMatch, body: _Body) -> Answer:
+        """An ingest job, as an upload's client polls it (no query string: DRF ignores one,
+        but Django parses and bounds it)."""
+        _get_only(request)
+        if request.META.get("QUERY_STRING"):
+            raise FallThrough
+        view, drf, touched = await self._admitted(request, match)
+        await self._throttle(view, drf)
+        job_id = match.kwargs["job_id"]
+        return await _off_loop(lambda: _render(view, view.get(drf, job_id)), view, touched)
 
     async def _prometheus(self, request: ASGIRequest, match: ResolverMatch, body: _Body) -> Answer:
         query = _query(request)
@@ -359,7 +373,7 @@ def _render(view: Any, response: HttpResponseBase) -> HttpResponseBase:
     """A DRF Response rendered as DRF's negotiation renders it for a JSON Accept."""
     if isinstance(response, Response):
         renderer = view.renderer_classes[0]()
-        assert isinstance(renderer, FastJSONRenderer)
+        assert isinstance(renderer, JSONRenderer)  # DRF's, or FastJSONRenderer
         response.accepted_renderer = renderer
         response.accepted_media_type = renderer.media_type
         response.renderer_context = view.get_renderer_context()

@@ -47,10 +47,11 @@ def pair_of(tmp: Path, etcd, redis_server, root: str, **env: str) -> Iterator[Pa
 @pytest.fixture
 def loaded(pipeline, api) -> dict[str, str]:
     response = upload(api, generated(hosts=2, gpus_per_host=2, samples=60, seed=11))
-    wait_job_done(api, response.json()["id"])
+    job = wait_job_done(api, response.json()["id"])["id"]
     gpus = api.get("/api/v1/gpus").json()["results"]
     first = gpus[0]
-    return {"root": pipeline, **{k: first[k] for k in ("uuid", "cluster", "last_seen")}}
+    shown = {k: first[k] for k in ("uuid", "cluster", "last_seen")}
+    return {"root": pipeline, "job": job, **shown}
 
 
 @pytest.fixture
@@ -99,6 +100,8 @@ def test_the_lane_answers_its_requests_as_django_does(loaded, open_pair):
             {"Accept": "application/json, text/plain, */*"},
         ),
         (q("/prometheus/api/v1/query_range", query=UTIL, start="0", end="1", step="0"), {}),
+        (f"/api/v1/ingest/jobs/{loaded['job']}", {}),
+        ("/api/v1/ingest/jobs/1796220000000-nosuchjob", {}),
     ]
     for path, headers in taken:
         _, served = open_pair.compare(path, headers)
@@ -118,6 +121,8 @@ def test_the_lane_answers_its_requests_as_django_does(loaded, open_pair):
         (tele, {"Authorization": "Bearer not-a-token"}),
         ("/api/v1/gpus/" + uuid, {}),
         ("/api/v1/clusters", {}),
+        (q(f"/api/v1/ingest/jobs/{loaded['job']}", fields="all"), {}),
+        ("/api/v1/ingest/jobs", {}),
     ]
     for path, headers in left:
         _, served = open_pair.compare(path, headers)
@@ -166,13 +171,16 @@ def test_reads_behind_a_token_are_answered_alike(loaded, etcd, redis_server, tmp
     token = make_token(etcd.url, redis_server.url)
     with pair_of(tmp_path, etcd, redis_server, loaded["root"], TELEMETRY_READ_AUTH="true") as pair:
         tele = f"/api/v1/gpus/{loaded['uuid']}/telemetry?limit=3"
-        for scheme in ("Bearer", "Token"):
-            answer, served = pair.compare(tele, {"Authorization": f"{scheme} {token}"})
-            assert answer.status == 200 and served
-            assert dict(answer.headers)["vary"] == "Accept, Accept-Encoding"  # no session looked at
-        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic abc"}):
-            answer, served = pair.compare(tele, headers)
-            assert answer.status == 401 and not served
+        job = f"/api/v1/ingest/jobs/{loaded['job']}"
+        for path in (tele, job):
+            for scheme in ("Bearer", "Token"):
+                answer, served = pair.compare(path, {"Authorization": f"{scheme} {token}"})
+                assert answer.status == 200 and served
+                vary = dict(answer.headers)["vary"]
+                assert vary == "Accept, Accept-Encoding"  # no session looked at
+            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic a"}):
+                answer, served = pair.compare(path, headers)
+                assert answer.status == 401 and not served
         answer, served = pair.compare("/health")
         assert answer.status == 200 and served
 
