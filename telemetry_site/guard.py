@@ -37,7 +37,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler
-from django.urls import Resolver404, resolve
+from django.urls import Resolver404, resolve, reverse
 
 from apps.accounts.auth import user_for_session, user_for_token
 from observability.metrics import HTTP_REFUSED
@@ -284,24 +284,26 @@ class GuardedASGIHandler(ASGIHandler):
     """Django's handler, spooling bodies into FILE_UPLOAD_TEMP_DIR and off the event loop.
 
     Django's own reader spools into the system temporary directory and writes to
-    disk on the event loop, where a large upload stalls every other request. A body
-    whose Content-Length already says it goes to disk is spooled into a named file
-    (deleted when the request ends), which a large upload's job can take over by a
-    link instead of a copy (apps/ingest/service.py); writes are gathered into SPOOL_WRITE
-    bytes, so a body costs one thread hop per MiB, not one per socket read.
+    disk on the event loop, where a large upload stalls every other request. Up to
+    FILE_UPLOAD_MAX_MEMORY_SIZE a body stays in memory; past it, writes are gathered into
+    SPOOL_WRITE bytes, so a body costs one thread hop per MiB, not one per socket read.
+    A raw upload declared larger than INGEST_ASYNC_BYTES (one answered once received) is
+    spooled into a named file, deleted when the request ends, which its job takes over by
+    a link instead of a copy (apps/ingest/service.py).
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        token = _declared.set(_declared_length(scope))
+        token = _linkable.set(_large_upload(scope))
         try:
             await super().__call__(scope, receive, send)
         finally:
-            _declared.reset(token)
+            _linkable.reset(token)
 
     async def read_body(self, receive: Receive) -> Any:
         limit = settings.FILE_UPLOAD_MAX_MEMORY_SIZE
         spool: Any
-        if _declared.get() > limit:
+        on_disk = _linkable.get()
+        if on_disk:
             spool = tempfile.NamedTemporaryFile(  # noqa: SIM115  (returned open: Django closes it)
                 mode="w+b", dir=settings.FILE_UPLOAD_TEMP_DIR, prefix="body-"
             )
@@ -309,17 +311,24 @@ class GuardedASGIHandler(ASGIHandler):
             spool = tempfile.SpooledTemporaryFile(  # noqa: SIM115  (as above)
                 max_size=limit, mode="w+b", dir=settings.FILE_UPLOAD_TEMP_DIR
             )
-        pending = bytearray()
+        pending = bytearray()  # on disk: what the next write takes (at most SPOOL_WRITE)
         try:
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
                     raise RequestAborted()
-                pending += message.get("body", b"")
+                chunk = message.get("body", b"")
                 last = not message.get("more_body", False)
-                if len(pending) >= SPOOL_WRITE or (last and pending):
-                    await _spool_write(spool, bytes(pending), limit)
-                    pending.clear()
+                if not on_disk and spool.tell() + len(chunk) > limit:
+                    await asyncio.to_thread(spool.rollover)
+                    on_disk = True
+                if not on_disk:
+                    spool.write(chunk)
+                else:
+                    pending += chunk
+                    if len(pending) >= SPOOL_WRITE or (last and pending):
+                        await asyncio.to_thread(spool.write, pending)
+                        pending.clear()
                 if last:
                     break
         except BaseException:
@@ -329,23 +338,19 @@ class GuardedASGIHandler(ASGIHandler):
         return spool
 
 
-# Bytes gathered before one write of a request body to its spool.
+# Bytes gathered before one write of a request body to its spool on disk.
 SPOOL_WRITE = 1024 * 1024
-_declared: contextvars.ContextVar[int] = contextvars.ContextVar("declared_length", default=-1)
+_linkable: contextvars.ContextVar[bool] = contextvars.ContextVar("linkable", default=False)
+_upload_path: list[str] = []
 
 
-def _declared_length(scope: Scope) -> int:
-    """The request's Content-Length (-1: none or not a number)."""
+def _large_upload(scope: Scope) -> bool:
+    """Whether the request is an upload declared larger than INGEST_ASYNC_BYTES (and than
+    what stays in memory): the only body whose spool a job takes over."""
     value = _headers(scope).get(b"content-length", b"")
-    return int(value) if value.strip().isdigit() else -1
-
-
-async def _spool_write(spool: Any, data: bytes, limit: int) -> None:
-    """Write `data` to the spool: from a thread when it goes to disk."""
-    on_disk = not isinstance(spool, tempfile.SpooledTemporaryFile) or (
-        getattr(spool, "_rolled", False) or spool.tell() + len(data) > limit
-    )
-    if on_disk:
-        await asyncio.to_thread(spool.write, data)
-    else:
-        spool.write(data)
+    declared = int(value) if value.strip().isdigit() else -1
+    if declared <= max(settings.INGEST_ASYNC_BYTES, settings.FILE_UPLOAD_MAX_MEMORY_SIZE):
+        return False
+    if not _upload_path:
+        _upload_path.append(reverse("csv-upload"))
+    return scope.get("path") == _upload_path[0]

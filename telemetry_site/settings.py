@@ -287,6 +287,9 @@ INGEST_ASYNC_BYTES = env_int("INGEST_ASYNC_BYTES", 64 * 1024**2, minimum=0)
 INGEST_SPOOL_DIR = env_str(
     "INGEST_SPOOL_DIR", os.path.join(tempfile.gettempdir(), "telemetry-uploads")
 )
+# The most bytes large uploads may hold in INGEST_SPOOL_DIR while they wait for their parse:
+# past it an upload is refused (503, Retry-After) before its file is kept.
+INGEST_SPOOL_MAX_BYTES = env_int("INGEST_SPOOL_MAX_BYTES", 4 * 1024**3, minimum=1)
 # The Celery queue a large upload's parse is sent to ("": the default queue). Set it where
 # INGEST_SPOOL_DIR is not shared by every worker: a queue per gateway, consumed by workers
 # that see its folder (deploy/k8s: a parser container in the gateway's pod).

@@ -19,6 +19,7 @@ Its document `{root}/jobs/{id}` (store/jobs.py) is written:
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -41,6 +42,8 @@ from store.jobs import new_job_id, new_upload_seq, save_job
 from store.keys import Keys, check_segment
 from store.tiers import tiers
 from workers import payload
+
+log = logging.getLogger(__name__)
 
 PERSIST_TASK = "workers.persist_chunk"
 
@@ -380,7 +383,13 @@ class JobSeries:
         job, self._job = self._job, None
         if job is not None and self._horizon is not None:
             job.job["retention"] = self._horizon.summary()
-        closed = job.close(keep_refusals=True) if job is not None else None
+        try:
+            closed = job.close(keep_refusals=True) if job is not None else None
+        except StoreError:  # its document stays as last saved (stale, then failed, if parsing)
+            name = job.id if job is not None else ""
+            log.warning("closing job %s: the store is unavailable", name, exc_info=True)
+            self.jobs_failed += 1
+            return
         if closed is not None and closed["state"] == "failed":
             self.jobs_failed += 1  # every row of its span refused
         elif closed is not None:

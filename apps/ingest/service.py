@@ -6,6 +6,7 @@ Views and commands call `ingest`; it holds the whole upload path. The job's life
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -66,6 +67,12 @@ class NothingAccepted(ValueError):
 
 
 UploadTooLarge = TooLarge  # the name views and commands catch (413)
+
+
+class SpoolFull(Exception):
+    """Large uploads already waiting for their parse hold INGEST_SPOOL_MAX_BYTES: retry."""
+
+    answer = Answer(503, "UNAVAILABLE", retry_after=30)
 
 
 class _LimitedReader:
@@ -247,17 +254,20 @@ def is_large(size: int | None) -> bool:
     return size is not None and size > settings.INGEST_ASYNC_BYTES
 
 
-def accept(raw: BinaryIO, *, source: str, cluster: str | None = None) -> dict[str, Any]:
+def accept(
+    raw: BinaryIO, *, source: str, cluster: str | None = None, size: int = 0
+) -> dict[str, Any]:
     """A large upload: spool its body, check its header, save its job (state parsing)
     and enqueue its parse (PARSE_TASK, in a worker); returns the job document at once.
 
     Raises what `ingest` raises before a row is read (HeaderError, InvalidSegment,
-    UploadTooLarge, StoreUnavailable, BrokerUnavailable): then nothing is kept. The
+    UploadTooLarge, StoreUnavailable, BrokerUnavailable), or SpoolFull: then nothing is kept. The
     spool file lives in INGEST_SPOOL_DIR (shared with the workers) until the parse ends.
     """
     cluster = check_segment(cluster or settings.TELEMETRY_CLUSTER, "cluster")
     spool = Path(settings.INGEST_SPOOL_DIR)
     spool.mkdir(parents=True, exist_ok=True)
+    _check_room(spool, size)
     fd, name = tempfile.mkstemp(dir=spool, suffix=".csv")
     try:
         with os.fdopen(fd, "wb") as out:
@@ -282,30 +292,53 @@ def accept(raw: BinaryIO, *, source: str, cluster: str | None = None) -> dict[st
     return job.job
 
 
+def _check_room(spool: Path, size: int) -> None:
+    """SpoolFull when the uploads waiting in `spool` and this one (`size` bytes) would hold
+    more than INGEST_SPOOL_MAX_BYTES: parses come one at a time per worker process, and
+    accepted uploads must not fill the disk they wait on."""
+    waiting = 0
+    for entry in os.scandir(spool):
+        with contextlib.suppress(OSError):  # parsed and deleted meanwhile
+            waiting += entry.stat(follow_symlinks=False).st_size
+    if waiting + size > settings.INGEST_SPOOL_MAX_BYTES:
+        raise SpoolFull(
+            f"large uploads waiting to be parsed hold {waiting} bytes; with this one "
+            f"({size} bytes) that is over INGEST_SPOOL_MAX_BYTES "
+            f"({settings.INGEST_SPOOL_MAX_BYTES}): send it again later"
+        )
+
+
 def _linked(raw: BinaryIO, name: str) -> bool:
-    """Whether the request body's own spool file (telemetry_site/guard.py) now also is
-    `name`, a hard link in its place: no copy of a large body. False when there is no
-    such file or it lies on another filesystem; UploadTooLarge past the limit."""
+    """Whether the upload's own file on disk now also is `name`, a hard link in its place:
+    no copy of a large body. False when there is no such file or it lies on another
+    filesystem; UploadTooLarge past the limit."""
     spooled = _spooled_file(raw)
     if spooled is None:
         return False
-    if os.stat(spooled).st_size > settings.INGEST_MAX_UPLOAD_BYTES:
-        raise UploadTooLarge(
-            f"the upload is larger than the limit of {settings.INGEST_MAX_UPLOAD_BYTES} bytes"
-        )
     link = f"{name}.link"  # a new name beside `name`: replacing `name` by it is atomic
     try:
+        if os.stat(spooled).st_size > settings.INGEST_MAX_UPLOAD_BYTES:
+            raise UploadTooLarge(
+                f"the upload is larger than the limit of {settings.INGEST_MAX_UPLOAD_BYTES} bytes"
+            )
         os.link(spooled, link)
-    except OSError:  # another filesystem (EXDEV), links refused: copy instead
+    except OSError:  # another filesystem (EXDEV), links refused, gone: copy instead
         return False
-    os.replace(link, name)
+    try:
+        os.replace(link, name)
+    finally:
+        Path(link).unlink(missing_ok=True)
     return True
 
 
 def _spooled_file(raw: Any) -> str | None:
-    """The path of a request's body spool when it is a named file not yet read: the gateway
-    spools a body declared larger than FILE_UPLOAD_MAX_MEMORY_SIZE into one
-    (telemetry_site/guard.py). None for anything else (a multipart file, a read body)."""
+    """The path of the upload's file on disk when nothing of it was read yet: the raw body
+    the gateway spooled into a named file (a raw upload over INGEST_ASYNC_BYTES,
+    telemetry_site/guard.py), or the file part Django's multipart parser wrote to disk.
+    None for anything else (a body in memory, a stream already read)."""
+    path_of = getattr(raw, "temporary_file_path", None)  # Django's TemporaryUploadedFile
+    if path_of is not None:
+        return path_of() if raw.tell() == 0 else None
     stream = getattr(raw, "_stream", None)  # where Django's ASGIRequest keeps its body file
     name = getattr(stream, "name", None)
     if not isinstance(name, str) or getattr(raw, "_read_started", True):

@@ -178,7 +178,7 @@ def _ingest(
     # refusals (bad file, too large, broker or etcd down) are answered by apps/read/errors.py;
     # a large upload is answered once received and its header checked (docs/INGEST.md)
     if service.is_large(size):
-        job = service.accept(raw, source=source, cluster=cluster)
+        job = service.accept(raw, source=source, cluster=cluster, size=size or 0)
     else:
         job = service.ingest(raw, source=source, cluster=cluster)
     url = reverse("ingest-job", args=[job["id"]])

@@ -59,7 +59,7 @@ def mirror(records: Iterable[dict[str, Any]]) -> int:
         # registers hundreds); the last record of a uuid wins, as one update each would
         rows = {r["uuid"]: Gpu(uuid=r["uuid"], **_fields(r)) for r in records}
         Gpu.objects.bulk_create(
-            rows.values(),
+            [rows[uuid] for uuid in sorted(rows)],  # one order for every worker: no deadlock
             update_conflicts=True,
             unique_fields=["uuid"],
             update_fields=[*MIRRORED, "mirrored_at"],

@@ -55,12 +55,15 @@ def gateway_with(
         yield f"http://127.0.0.1:{svc.port}", svc.proc.pid
 
 
-def upload_and_wait(url: str, pid: int, data: bytes) -> tuple[dict, int]:
-    """The finished job of a raw upload of `data`, and the bytes the gateway wrote for it."""
+def upload_and_wait(url: str, pid: int, data: bytes, form: bool = False) -> tuple[dict, int]:
+    """The finished job of an upload of `data` (raw, or as a multipart form's file), and the
+    bytes the gateway wrote for it."""
     before = written(pid)
-    response = requests.post(
-        f"{url}/api/v1/csv/upload", data=data, headers={"Content-Type": "text/csv"}, timeout=120
-    )
+    if form:
+        sent = {"files": {"file": ("large.csv", data, "text/csv")}}
+    else:
+        sent = {"data": data, "headers": {"Content-Type": "text/csv"}}
+    response = requests.post(f"{url}/api/v1/csv/upload", timeout=120, **sent)
     assert response.status_code == 202, response.text
     accepted = written(pid) - before  # the upload is answered once its file is in place
     job_id = response.json()["id"]
@@ -83,6 +86,18 @@ def test_a_large_upload_is_linked_to_the_workers_folder_not_copied(
         assert len(data) <= wrote < 1.5 * len(data), (wrote, len(data))
         # the body's own name is gone with its request; the worker deleted its link
         assert wait_for(lambda: not list((tmp_path / "bodies").iterdir()), 10, "bodies gone")
+
+
+def test_a_large_multipart_uploads_file_is_linked_too(
+    worker, etcd, redis_server, etcd_root, tmp_path, body
+):
+    """Django's multipart parser writes the file part to disk (a second copy of the body,
+    Django's own); the job links that file rather than writing a third."""
+    data, rows = body
+    for url, pid in gateway_with(tmp_path / "bodies", tmp_path, etcd, redis_server, etcd_root):
+        job, wrote = upload_and_wait(url, pid, data, form=True)
+        assert job["rows_accepted"] == rows and job["rows_rejected"] == 0, job
+        assert 2 * len(data) <= wrote < 2.5 * len(data), (wrote, len(data))
 
 
 @pytest.mark.skipif(
@@ -128,3 +143,30 @@ def test_a_large_uploads_parse_goes_to_the_queue_of_the_workers_sharing_its_fold
             assert job["rows_accepted"] == rows and job["rows_rejected"] == 0, job
         assert "Task apps.ingest.parse_upload[" in parser.log_path.read_text()
     assert not list(spool.iterdir())
+
+
+def test_a_large_upload_over_the_spool_budget_is_refused_and_nothing_kept(
+    worker, etcd, redis_server, etcd_root, tmp_path, body
+):
+    """Uploads waiting for their parse may hold INGEST_SPOOL_MAX_BYTES: one more is refused
+    503 with Retry-After before its file is kept, and accepted once there is room."""
+    data, rows = body
+    spool = tmp_path / "uploads"
+    spool.mkdir()
+    waiting = spool / "waiting.csv"  # an upload not parsed yet, as far as the budget goes
+    waiting.write_bytes(b"x" * (len(data) // 2))
+    env = {"INGEST_SPOOL_DIR": str(spool), "INGEST_SPOOL_MAX_BYTES": str(len(data) + 1000)}
+    for url, pid in gateway_with(
+        tmp_path / "bodies", tmp_path, etcd, redis_server, etcd_root, **env
+    ):
+        response = requests.post(
+            f"{url}/api/v1/csv/upload", data=data, headers={"Content-Type": "text/csv"}, timeout=60
+        )
+        assert response.status_code == 503, response.text
+        assert response.headers["Retry-After"] == "30"
+        assert "INGEST_SPOOL_MAX_BYTES" in response.json()["detail"]
+        assert [p.name for p in spool.iterdir()] == ["waiting.csv"]
+        assert requests.get(f"{url}/api/v1/ingest/jobs", timeout=30).json()["count"] == 0
+        waiting.unlink()
+        job, _ = upload_and_wait(url, pid, data)
+        assert job["rows_accepted"] == rows

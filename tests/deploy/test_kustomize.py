@@ -232,6 +232,9 @@ def test_large_uploads_are_parsed_in_the_gateways_pod(objects: Objects) -> None:
     queue = env["gateway"]["INGEST_PARSE_QUEUE"]["value"]
     assert "$(POD_NAME)" in queue and env["parser"]["CELERY_QUEUES"]["value"] == queue
     assert parser["args"] == ["worker"]
+    tmp_size = {v["name"]: v for v in spec["volumes"]}["tmp"]["emptyDir"]["sizeLimit"]
+    budget = int(settings_configmap(objects)["INGEST_SPOOL_MAX_BYTES"])
+    assert tmp_size == "2Gi" and budget <= 1024**3, "waiting uploads leave room in /tmp"
     tmp = [
         {m["name"] for m in c["volumeMounts"] if m["mountPath"] == "/tmp"} for c in by_name.values()
     ]

@@ -200,7 +200,7 @@ def matrix_result(value: Any, steps: np.ndarray) -> dict:
     if isinstance(value, Scalar):
         value = Vector([{}], value.v[None, :], np.ones((1, len(steps)), dtype=bool))
     whole = not (steps % 1000).any()
-    times = format_times(steps)
+    times: list[int | float] | None = None  # formatted when a series needs them one by one
     result = []
     for i in _sorted(value):
         present = np.flatnonzero(value.ok[i])
@@ -210,6 +210,7 @@ def matrix_result(value: Any, steps: np.ndarray) -> dict:
             if blob is not None:
                 points: Any = orjson.Fragment(blob)
             else:
+                times = format_times(steps) if times is None else times
                 texts = format_values(vals)
                 points = [[times[j], text] for j, text in zip(present.tolist(), texts, strict=True)]
             result.append({"metric": value.labels[i], "values": points})
@@ -224,6 +225,8 @@ def points_json(seconds: np.ndarray, values: np.ndarray) -> bytes | None:
     a few whole-buffer byte operations instead of two Python objects per point (a day at
     60 s is 1,441 points per series). None when a value needs `format_value`'s care: not
     finite, or spelled with an exponent by orjson (as by repr: below 1e-4, from 1e16)."""
+    if not len(values):
+        return b"[]"
     size = np.abs(values)
     if not np.isfinite(size).all() or ((size != 0) & ((size < 1e-4) | (size >= 1e16))).any():
         return None
