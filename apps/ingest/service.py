@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -295,11 +296,22 @@ def accept(
 def _check_room(spool: Path, size: int) -> None:
     """SpoolFull when the uploads waiting in `spool` and this one (`size` bytes) would hold
     more than INGEST_SPOOL_MAX_BYTES: parses come one at a time per worker process, and
-    accepted uploads must not fill the disk they wait on."""
+    accepted uploads must not fill the disk they wait on.
+
+    A file older than INGEST_JOB_STALE is deleted, not counted: its job already shows as
+    failed (a parse that started keeps reading it through its open file), and a file whose
+    parse never came (a process killed, a queue nobody reads) must not hold the room for
+    good."""
     waiting = 0
+    oldest = time.time() - settings.INGEST_JOB_STALE
     for entry in os.scandir(spool):
         with contextlib.suppress(OSError):  # parsed and deleted meanwhile
-            waiting += entry.stat(follow_symlinks=False).st_size
+            st = entry.stat(follow_symlinks=False)
+            if st.st_mtime < oldest:
+                os.unlink(entry.path)
+                log.warning("deleted %s: waited for its parse past INGEST_JOB_STALE", entry.path)
+                continue
+            waiting += st.st_size
     if waiting + size > settings.INGEST_SPOOL_MAX_BYTES:
         raise SpoolFull(
             f"large uploads waiting to be parsed hold {waiting} bytes; with this one "

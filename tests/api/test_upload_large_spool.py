@@ -6,6 +6,7 @@ parse goes to INGEST_PARSE_QUEUE when set: the workers that share the gateway's 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -149,7 +150,8 @@ def test_a_large_upload_over_the_spool_budget_is_refused_and_nothing_kept(
     worker, etcd, redis_server, etcd_root, tmp_path, body
 ):
     """Uploads waiting for their parse may hold INGEST_SPOOL_MAX_BYTES: one more is refused
-    503 with Retry-After before its file is kept, and accepted once there is room."""
+    503 with Retry-After before its file is kept, and accepted once the waiting file is older
+    than INGEST_JOB_STALE (deleted then: its parse never came)."""
     data, rows = body
     spool = tmp_path / "uploads"
     spool.mkdir()
@@ -167,6 +169,8 @@ def test_a_large_upload_over_the_spool_budget_is_refused_and_nothing_kept(
         assert "INGEST_SPOOL_MAX_BYTES" in response.json()["detail"]
         assert [p.name for p in spool.iterdir()] == ["waiting.csv"]
         assert requests.get(f"{url}/api/v1/ingest/jobs", timeout=30).json()["count"] == 0
-        waiting.unlink()
+        stale = time.time() - 3600  # older than INGEST_JOB_STALE (600 s): its job shows failed
+        os.utime(waiting, (stale, stale))
         job, _ = upload_and_wait(url, pid, data)
         assert job["rows_accepted"] == rows
+        assert not waiting.exists(), "a file left past INGEST_JOB_STALE is swept, not counted"
