@@ -74,7 +74,7 @@ def _load_job(keys: Keys, job_id: str) -> dict[str, Any]:
     item, (done, failed) = kv.get_counting(keys.job(job_id), _progress_prefixes(keys, job_id))
     if item is None:
         raise NotFound(f"no ingest job {job_id!r}")
-    job = _with_progress(keys, json.loads(item.value), (done, failed))
+    job = _with_progress(json.loads(item.value), (done, failed))
     if job["chunks_failed"]:
         failures = kv.get_prefix(keys.failures_prefix(job_id))
         job["chunk_errors"] = [json.loads(f.value) for f in failures[:20]]
@@ -114,7 +114,7 @@ def list_jobs(keys: Keys, limit: int = 50, offset: int = 0) -> list[dict[str, An
                 [p for i in here for p in _progress_prefixes(keys, str(page[i][1]["id"]))]
             )
         counts.update({i: (found[2 * n], found[2 * n + 1]) for n, i in enumerate(here)})
-    return [_with_progress(keys, job, counts[i]) for i, (_, job) in enumerate(page)]
+    return [_with_progress(job, counts[i]) for i, (_, job) in enumerate(page)]
 
 
 def _progress_prefixes(keys: Keys, job_id: str) -> list[str]:
@@ -127,7 +127,7 @@ def count_jobs(keys: Keys) -> int:
     return sum(shards.fan_out(lambda: kv.count_prefix(keys.jobs_prefix())).values())
 
 
-def _with_progress(keys: Keys, job: dict[str, Any], counts: tuple[int, int]) -> dict[str, Any]:
+def _with_progress(job: dict[str, Any], counts: tuple[int, int]) -> dict[str, Any]:
     """The job with its chunk counts (done, failed) and its state."""
     job["chunks_done"], job["chunks_failed"] = counts
     stale_ms = int(settings.INGEST_JOB_STALE * 1000)

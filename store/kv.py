@@ -148,10 +148,15 @@ def _range_op(start: bytes, end: bytes, count_only: bool = False, keys_only: boo
     return etcd_rpc.RequestOp(request_range=request)
 
 
+def _count_op(prefix: str) -> Any:
+    """A count-only read of the keys under `prefix`, as a transaction op."""
+    return _range_op(prefix.encode(), prefix_end(prefix).encode(), count_only=True)
+
+
 def get_counting(key: str, prefixes: Sequence[str]) -> tuple[Item | None, list[int]]:
     """One key and how many keys each prefix holds, read at one revision in one round trip."""
     ops = [etcd_rpc.RequestOp(request_range=etcd_rpc.RangeRequest(key=key.encode()))]
-    ops += [_range_op(p.encode(), prefix_end(p).encode(), count_only=True) for p in prefixes]
+    ops += [_count_op(p) for p in prefixes]
     with translated("get_counting"):
         response = client.get().txn_request(etcd_rpc.TxnRequest(success=ops))
     found = _items(response.responses[0].response_range)
@@ -163,10 +168,7 @@ def count_prefixes(prefixes: Sequence[str]) -> list[int]:
     """How many keys each prefix holds: one round trip per MAX_TXN_OPS prefixes."""
     counts: list[int] = []
     for at in range(0, len(prefixes), MAX_TXN_OPS):
-        ops = [
-            _range_op(p.encode(), prefix_end(p).encode(), count_only=True)
-            for p in prefixes[at : at + MAX_TXN_OPS]
-        ]
+        ops = [_count_op(p) for p in prefixes[at : at + MAX_TXN_OPS]]
         with translated("count_prefixes"):
             response = client.get().txn_request(etcd_rpc.TxnRequest(success=ops))
         counts += [int(r.response_range.count) for r in response.responses]

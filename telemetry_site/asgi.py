@@ -19,7 +19,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.urls import get_resolver  # noqa: E402
 from django.utils.module_loading import import_string  # noqa: E402
-from kombu.transport import get_transport_cls  # noqa: E402
+from kombu import Connection  # noqa: E402
 
 from apps.accounts.channels_auth import TokenAuthMiddleware  # noqa: E402
 from apps.read.routing import BrowserOriginValidator, websocket_urlpatterns  # noqa: E402
@@ -29,18 +29,24 @@ from telemetry_site.guard import BodyGuard, GuardedASGIHandler  # noqa: E402
 from telemetry_site.lane import ReadLane  # noqa: E402
 
 django_application = GuardedASGIHandler()
-# Modules loaded now rather than by the first request that needs them, which would hold
-# the event loop (or the GIL) meanwhile and stall every request in flight. Imports only: no
-# store or broker client is made (fork safety). Measured with py-spy on a fresh gateway:
-# the URL conf and every view module (~0.3 s, 40 % of its CPU during its first upload), the
-# channel layer's backend (~40 ms at the first WebSocket client: the good client's p99 went
-# 3.2-3.9x its baseline in bench/abuse.py's WebSocket attacks), the result backend and the
-# broker transport (~150 ms at the first upload's send_task).
-get_resolver().url_patterns  # noqa: B018
-if settings.ENABLE_WEBSOCKET:
-    import_string(settings.CHANNEL_LAYERS["default"]["BACKEND"])
-by_url(celery_app.conf.result_backend, celery_app.loader)
-get_transport_cls(celery_app.conf.broker_url.partition("://")[0] or "redis")
+
+
+def _preload() -> None:
+    """Modules loaded now rather than by the first request that needs them, which would hold
+    the event loop (or the GIL) meanwhile and stall every request in flight. Imports only: no
+    store or broker connection is made (fork safety). Measured with py-spy on a fresh
+    gateway: the URL conf and every view module (~0.3 s, 40 % of its CPU during its first
+    upload), the channel layer's backend (~40 ms at the first WebSocket client: the good
+    client's p99 went 3.2-3.9x its baseline in bench/abuse.py's WebSocket attacks), the
+    result backend and the broker transport (~150 ms at the first upload's send_task)."""
+    get_resolver().url_patterns  # noqa: B018
+    if settings.ENABLE_WEBSOCKET:
+        import_string(settings.CHANNEL_LAYERS["default"]["BACKEND"])
+    by_url(celery_app.conf.result_backend, celery_app.loader)
+    Connection(celery_app.conf.broker_url)  # resolves its transport class; connects lazily
+
+
+_preload()
 redact_access_log()
 
 # The lane inside the guard: a form POST it takes is bounded and paced as Django's would be.

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import json
 import tempfile
 import time
@@ -341,7 +342,11 @@ class GuardedASGIHandler(ASGIHandler):
 # Bytes gathered before one write of a request body to its spool on disk.
 SPOOL_WRITE = 1024 * 1024
 _linkable: contextvars.ContextVar[bool] = contextvars.ContextVar("linkable", default=False)
-_upload_path: list[str] = []
+
+
+@functools.cache
+def _upload_path() -> str:
+    return reverse("csv-upload")
 
 
 def _large_upload(scope: Scope) -> bool:
@@ -351,6 +356,4 @@ def _large_upload(scope: Scope) -> bool:
     declared = int(value) if value.strip().isdigit() else -1
     if declared <= max(settings.INGEST_ASYNC_BYTES, settings.FILE_UPLOAD_MAX_MEMORY_SIZE):
         return False
-    if not _upload_path:
-        _upload_path.append(reverse("csv-upload"))
-    return scope.get("path") == _upload_path[0]
+    return scope.get("path") == _upload_path()

@@ -5,7 +5,10 @@ from __future__ import annotations
 import logging
 import time
 
-import numpy.ma  # noqa: F401  (see below)
+# numpy's unique() imports numpy.ma on its first call: imported here, in the worker's main
+# process before it forks, it is not imported again by every child (~0.1 s of CPU in each
+# fresh worker process, measured: 5 % of a 300k-row upload's)
+import numpy.ma  # noqa: F401
 from celery import shared_task
 
 from observability.logs import job_context
@@ -20,9 +23,6 @@ from workers import payload
 from workers.payload import PayloadError
 
 log = logging.getLogger(__name__)
-# numpy.ma is imported by numpy's unique() on its first call: imported here, in the
-# worker's main process before it forks, it is not imported again by every child
-# (~0.1 s of CPU in each fresh worker process, measured: 5 % of a 300k-row upload's).
 
 
 @shared_task(

@@ -381,21 +381,23 @@ class JobSeries:
 
     def _close_current(self) -> None:
         job, self._job = self._job, None
-        if job is not None and self._horizon is not None:
+        if job is None:
+            return
+        if self._horizon is not None:
             job.job["retention"] = self._horizon.summary()
         try:
-            closed = job.close(keep_refusals=True) if job is not None else None
+            closed = job.close(keep_refusals=True)
         except StoreError:  # its document stays as last saved (stale, then failed, if parsing)
-            name = job.id if job is not None else ""
-            log.warning("closing job %s: the store is unavailable", name, exc_info=True)
+            log.warning("closing job %s: the store is unavailable", job.id, exc_info=True)
             self.jobs_failed += 1
             return
-        if closed is not None and closed["state"] == "failed":
+        if closed is None:
+            return
+        if closed["state"] == "failed":
             self.jobs_failed += 1  # every row of its span refused
-        elif closed is not None:
+        else:
             self.jobs_closed += 1
-        if closed is not None:
-            self.last_job_id = closed["id"]
+        self.last_job_id = closed["id"]
 
 
 def _observe(horizon: Horizon, chunk: Chunk) -> None:

@@ -144,11 +144,17 @@ def value_texts(values: np.ndarray) -> list[bytes]:
     if not len(values):
         return []
     texts = orjson.dumps(np.ascontiguousarray(values), option=_NUMPY)[1:-1].split(b",")
-    size = np.abs(values)
-    odd = np.flatnonzero((size != 0) & ((size < 1e-4) | (size >= 1e16)))
+    odd = np.flatnonzero(exponent_spelled(values))
     for i in odd.tolist():
         texts[i] = repr(float(values[i])).encode()
     return texts
+
+
+def exponent_spelled(values: np.ndarray) -> np.ndarray:
+    """Which finite values orjson (like repr) writes with an exponent: below 1e-4 or from
+    1e16, zero aside."""
+    size = np.abs(values)
+    return (size != 0) & ((size < 1e-4) | (size >= 1e16))
 
 
 def _distinct_times(ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -5,6 +5,7 @@ parse goes to INGEST_PARSE_QUEUE when set: the workers that share the gateway's 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterator
@@ -38,6 +39,7 @@ def body(tmp_path_factory) -> tuple[bytes, int]:
     return path.read_bytes(), rows
 
 
+@contextlib.contextmanager
 def gateway_with(
     bodies: Path, logs: Path, etcd, redis_server, root: str, **more: str
 ) -> Iterator[tuple[str, int]]:
@@ -81,7 +83,7 @@ def test_a_large_upload_is_linked_to_the_workers_folder_not_copied(
     worker, etcd, redis_server, etcd_root, tmp_path, body
 ):
     data, rows = body
-    for url, pid in gateway_with(tmp_path / "bodies", tmp_path, etcd, redis_server, etcd_root):
+    with gateway_with(tmp_path / "bodies", tmp_path, etcd, redis_server, etcd_root) as (url, pid):
         job, wrote = upload_and_wait(url, pid, data)
         assert job["rows_accepted"] == rows and job["rows_rejected"] == 0, job
         assert len(data) <= wrote < 1.5 * len(data), (wrote, len(data))
@@ -95,7 +97,7 @@ def test_a_large_multipart_uploads_file_is_linked_too(
     """Django's multipart parser writes the file part to disk (a second copy of the body,
     Django's own); the job links that file rather than writing a third."""
     data, rows = body
-    for url, pid in gateway_with(tmp_path / "bodies", tmp_path, etcd, redis_server, etcd_root):
+    with gateway_with(tmp_path / "bodies", tmp_path, etcd, redis_server, etcd_root) as (url, pid):
         job, wrote = upload_and_wait(url, pid, data, form=True)
         assert job["rows_accepted"] == rows and job["rows_rejected"] == 0, job
         assert 2 * len(data) <= wrote < 2.5 * len(data), (wrote, len(data))
@@ -111,7 +113,7 @@ def test_across_filesystems_the_body_is_copied_and_every_row_kept(
     data, rows = body
     bodies = SHM / f"bodies-{etcd_root.strip('/')}"
     try:
-        for url, pid in gateway_with(bodies, tmp_path, etcd, redis_server, etcd_root):
+        with gateway_with(bodies, tmp_path, etcd, redis_server, etcd_root) as (url, pid):
             job, wrote = upload_and_wait(url, pid, data)
             assert job["rows_accepted"] == rows and job["rows_rejected"] == 0, job
             assert wrote >= 2 * len(data), (wrote, len(data))
@@ -131,7 +133,7 @@ def test_a_large_uploads_parse_goes_to_the_queue_of_the_workers_sharing_its_fold
     spool.mkdir()
     env = {"INGEST_SPOOL_DIR": str(spool), "ETCD_PREFIX": etcd_root}
     with start_worker(tmp_path, etcd.url, redis_server.url, 1, queues=queue, **env) as parser:
-        for url, pid in gateway_with(
+        with gateway_with(
             tmp_path / "bodies",
             tmp_path,
             etcd,
@@ -139,7 +141,7 @@ def test_a_large_uploads_parse_goes_to_the_queue_of_the_workers_sharing_its_fold
             etcd_root,
             **env,
             INGEST_PARSE_QUEUE=queue,
-        ):
+        ) as (url, pid):
             job, _ = upload_and_wait(url, pid, data)
             assert job["rows_accepted"] == rows and job["rows_rejected"] == 0, job
         assert "Task apps.ingest.parse_upload[" in parser.log_path.read_text()
@@ -158,8 +160,9 @@ def test_a_large_upload_over_the_spool_budget_is_refused_and_nothing_kept(
     waiting = spool / "waiting.csv"  # an upload not parsed yet, as far as the budget goes
     waiting.write_bytes(b"x" * (len(data) // 2))
     env = {"INGEST_SPOOL_DIR": str(spool), "INGEST_SPOOL_MAX_BYTES": str(len(data) + 1000)}
-    for url, pid in gateway_with(
-        tmp_path / "bodies", tmp_path, etcd, redis_server, etcd_root, **env
+    with gateway_with(tmp_path / "bodies", tmp_path, etcd, redis_server, etcd_root, **env) as (
+        url,
+        pid,
     ):
         response = requests.post(
             f"{url}/api/v1/csv/upload", data=data, headers={"Content-Type": "text/csv"}, timeout=60

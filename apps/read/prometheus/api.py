@@ -20,6 +20,7 @@ import numpy as np
 import orjson
 import promql_parser
 
+from apps.read.columns import exponent_spelled
 from apps.read.prometheus.catalog import StoreSource
 from apps.read.prometheus.engine import Evaluator, parse
 from apps.read.prometheus.limits import is_panic
@@ -227,8 +228,7 @@ def points_json(seconds: np.ndarray, values: np.ndarray) -> bytes | None:
     finite, or spelled with an exponent by orjson (as by repr: below 1e-4, from 1e16)."""
     if not len(values):
         return b"[]"
-    size = np.abs(values)
-    if not np.isfinite(size).all() or ((size != 0) & ((size < 1e-4) | (size >= 1e16))).any():
+    if not np.isfinite(values).all() or exponent_spelled(values).any():
         return None
     # orjson writes the shortest round-trip digits, as repr does; an integral value ends
     # in ".0", which Prometheus (Go's 'f', -1) does not write: dropped before each comma
