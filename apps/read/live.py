@@ -2,10 +2,10 @@
 
 Workers announce each stored chunk (store.events.chunk_stored); `on_chunk_stored`,
 connected in apps/read/apps.py, calls `publish_chunk` after its etcd transactions committed: one
-message per chunk and group (the GPU's, its host's and its cluster's), each
-holding the new samples grouped per GPU. Consumers keep a `Subscriptions` and
-use it to filter and de-duplicate (a client subscribed to a GPU and to its host
-gets each sample once).
+message per chunk and group (the GPU's, its host's and its cluster's) that some gateway
+subscribes to (asked of Redis first), each holding the new samples grouped per GPU.
+Consumers keep a `Subscriptions` and use it to filter and de-duplicate (a client
+subscribed to a GPU and to its host gets each sample once).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+import redis
 from django.conf import settings
 
 from store.codec import dedupe
@@ -78,16 +79,101 @@ def samples_message(chunk: str, fragments: Sequence[str], dropped: int) -> str:
     return f'{head},"gpus":[{",".join(fragments)}]}}'
 
 
-def chunk_events(chunk_id: str, gpus: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """{group: event} for one chunk: one event per GPU, host and cluster group touched."""
+def groups_of(facts: dict[str, Any]) -> tuple[str, str, str]:
+    """The groups a GPU's samples go to: its own, its host's and its cluster's."""
+    return (
+        group_name("gpu", facts["uuid"]),
+        group_name("host", facts["host"]),
+        group_name("cluster", facts["cluster"]),
+    )
+
+
+def chunk_events(
+    chunk_id: str, gpus: Sequence[dict[str, Any]], heard: set[str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """{group: event} for one chunk: one event per GPU, host and cluster group touched
+    (only the groups in `heard`, when given)."""
     members: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for gpu in gpus:
-        members[group_name("gpu", gpu["uuid"])].append(gpu)
-        members[group_name("host", gpu["host"])].append(gpu)
-        members[group_name("cluster", gpu["cluster"])].append(gpu)
+        for group in groups_of(gpu):
+            if heard is None or group in heard:
+                members[group].append(gpu)
     return {
         g: {"type": EVENT_TYPE, "chunk": chunk_id, "gpus": items} for g, items in members.items()
     }
+
+
+def _group_channels() -> tuple[str, str] | None:
+    """(Redis URL, channel prefix) of the pub/sub layer's groups; None for another layer.
+
+    channels_redis' pub/sub layer publishes a group's messages on the Redis channel
+    `<prefix>__group__<group>`, so Redis itself knows which groups a gateway listens to.
+    """
+    layer = settings.CHANNEL_LAYERS.get("default", {})
+    if layer.get("BACKEND") != "channels_redis.pubsub.RedisPubSubChannelLayer":
+        return None
+    config = layer.get("CONFIG", {})
+    hosts = config.get("hosts", [])
+    if len(hosts) != 1:  # sharded: the layer hashes each group to a host
+        return None
+    host = hosts[0]
+    address = host.get("address") if isinstance(host, dict) else host
+    if not isinstance(address, str):
+        return None
+    return address, f"{config.get('prefix', 'asgi')}__group__"
+
+
+class _Listeners:
+    """Which groups a gateway subscribes to right now, asked of Redis (PUBSUB NUMSUB).
+
+    Building a chunk's payloads costs more than storing it (a stored 4,640-sample chunk: ~13 ms
+    of JSON against ~19 ms for everything else), so a worker builds and publishes only
+    what somebody listens to. One round trip per chunk; a Redis client per process.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._client: redis.Redis | None = None
+        self._key: tuple[int, str] = (0, "")
+
+    def _redis(self, address: str) -> redis.Redis:
+        with self._lock:
+            if self._client is None or self._key != (os.getpid(), address):
+                self._client = redis.Redis.from_url(
+                    address, socket_timeout=5, socket_connect_timeout=5
+                )
+                self._key = (os.getpid(), address)
+            return self._client
+
+    def heard(self, groups: Sequence[str]) -> set[str] | None:
+        """The groups among `groups` with a subscriber; None when Redis cannot tell (then
+        every group is published to, as a subscriber might be missed otherwise)."""
+        where = _group_channels()
+        if where is None:
+            return None
+        address, prefix = where
+        try:
+            counts = self._redis(address).pubsub_numsub(*(prefix + g for g in groups))
+        except redis.RedisError as exc:
+            log.warning("live feed: cannot ask Redis who listens (%s); publishing to all", exc)
+            return None
+        return {g for g, (_, count) in zip(groups, counts, strict=True) if count > 0}
+
+
+_listeners = _Listeners()
+
+
+def chunk_to_publish(chunk_id: str, batches: Sequence[GpuBatch]) -> dict[str, dict[str, Any]]:
+    """{group: event} of a stored chunk for the groups a gateway listens to: the JSON of a
+    GPU nobody follows (by itself, its host or its cluster) is never built."""
+    wanted = {g for b in batches for g in groups_of(b.facts)}
+    heard = _listeners.heard(sorted(wanted)) if wanted else set()
+    gpus = [
+        gpu_payload(b.facts, dedupe(b.samples).rows())
+        for b in batches
+        if heard is None or not heard.isdisjoint(groups_of(b.facts))
+    ]
+    return chunk_events(chunk_id, gpus, heard) if gpus else {}
 
 
 class _Publisher:
@@ -132,15 +218,14 @@ def enabled() -> bool:
     return bool(settings.ENABLE_WEBSOCKET)
 
 
-def publish_chunk(chunk_id: str, gpus: Sequence[dict[str, Any]]) -> int:
+def publish_chunk(chunk_id: str, events: dict[str, dict[str, Any]]) -> int:
     """Send a chunk's events to the channel layer; returns how many. Never raises.
 
     The samples are already stored: a broken channel layer costs live updates,
     never data, so errors are logged and swallowed.
     """
-    if not settings.ENABLE_WEBSOCKET or not gpus:
+    if not settings.ENABLE_WEBSOCKET or not events:
         return 0
-    events = chunk_events(chunk_id, gpus)
     try:
         _publisher.send(events)
     except Exception:
@@ -155,7 +240,7 @@ def on_chunk_stored(*, chunk_id: str, batches: Sequence[GpuBatch], fresh: bool, 
     A redelivered chunk was published the first time; with the feed off no payload is built.
     """
     if fresh and enabled():
-        publish_chunk(chunk_id, [gpu_payload(b.facts, dedupe(b.samples).rows()) for b in batches])
+        publish_chunk(chunk_id, chunk_to_publish(chunk_id, batches))
 
 
 # Subscriptions (consumers) -------------------------------------------------------------
