@@ -10,7 +10,7 @@ import numpy as np
 import promql_parser as pp
 import pytest
 
-from apps.read.prometheus import matching
+from apps.read.prometheus import engine, matching
 from apps.read.prometheus.engine import Evaluator, _quantile, parse
 from apps.read.prometheus.limits import (
     MAX_EVAL_DEPTH,
@@ -88,3 +88,27 @@ def test_regexes_are_bounded_and_only_short_ones_are_cached() -> None:
     assert long_one.matches({"UUID": "b" * (matching.CACHED_REGEX_BYTES + 1)})
     assert short.matches({"UUID": "GPU-1"}) and not short.matches({"UUID": "x"})
     assert matching._cached_regex.cache_info().currsize == 1
+
+
+def test_a_match_anything_regex_answers_as_re2_would() -> None:
+    values = ["", "a", "GPU-1", "two\nlines", "\n", "tab\there", "é"]
+    for op in ("=~", "!~"):
+        shortcut = Matcher("Hostname", op, ".*")
+        spelled = Matcher("Hostname", op, "(?:.*)")  # the same pattern, through RE2
+        for value in values:
+            labels = {"Hostname": value}
+            assert shortcut.matches(labels) == spelled.matches(labels), (op, value)
+        assert shortcut.matches({}) == spelled.matches({})
+
+
+def test_short_queries_are_parsed_once_and_refusals_never_kept() -> None:
+    text = 'max(DCGM_FI_DEV_GPU_TEMP{Hostname=~".*"}) by (Hostname)'
+    assert parse(text) is parse(text)
+    long_text = text + " " * engine.CACHED_QUERY_BYTES
+    assert parse(long_text) is not parse(long_text)
+    too_many = "+".join(["x"] * (MAX_QUERY_OPERATORS + 2))
+    for _ in range(2):
+        with pytest.raises(BadData, match="operators"):
+            parse(too_many)
+    with pytest.raises(BadData, match="empty query"):
+        parse("   ")

@@ -52,6 +52,9 @@ class Matcher:
             return got == self.value
         if self.op == "!=":
             return got != self.value
+        if self.value == ".*":  # the dashboards' "any value": RE2's `.` stops at a newline only
+            hit = "\n" not in got
+            return hit if self.op == "=~" else not hit
         hit = self.seen.get(got)
         if hit is None:
             hit = self.regex.fullmatch(got) is not None  # type: ignore[union-attr]
