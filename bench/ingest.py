@@ -17,7 +17,8 @@ sum, so its split says where a row's cost is. In the same run: the raw read rate
 by pyarrow's CSV reader alone (the limit of the parse), the naive baseline (bench/naive.py:
 one task per 100 JSON rows, one etcd key per sample) on --baseline-rows rows, and promtool's
 backfill (`promtool tsdb create-blocks-from openmetrics`) of the same samples with 2 h and
-24 h blocks.
+24 h blocks. The stack runs with its defaults, the live feed on (ENABLE_WEBSOCKET): with no
+client listening, a worker builds no live payload (docs/LIVE.md).
 """
 
 from __future__ import annotations
@@ -289,7 +290,6 @@ def main() -> None:
                     metrics_dir = st.tmp / "metrics"
                     metrics_dir.mkdir()
                     st.env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-                    st.env["ENABLE_WEBSOCKET"] = "false"  # measured in bench/live.py
                     tries[parser].append(ours(st, path, rows, args.workers, parser))
                 speeds[parser].append(parse_alone(path, parser == "columnar"))
         runs = {parser: median_run(done) for parser, done in tries.items()}

@@ -91,13 +91,28 @@ class _Listing:
     # selectors name a metric: matching only its entries, not every metric's, is most
     # of what an instant query saves
     by_name: dict[str, list[Entry]]
+    # and one GPU's panels name its UUID too: one entry per period, not the fleet's
+    by_uuid: dict[tuple[str, str], list[Entry]]
 
     @classmethod
     def of(cls, entries: list[Entry]) -> _Listing:
         by_name: dict[str, list[Entry]] = defaultdict(list)
+        by_uuid: dict[tuple[str, str], list[Entry]] = defaultdict(list)
         for entry in entries:
             by_name[entry.metric].append(entry)
-        return cls(entries, dict(by_name))
+            by_uuid[entry.metric, entry.labels.get("UUID", "")].append(entry)
+        return cls(entries, dict(by_name), dict(by_uuid))
+
+    def candidates(self, matchers: list[Matcher]) -> list[Entry]:
+        """The entries the equality matchers on the name and UUID leave (all the others
+        are still to be applied)."""
+        named = next((m.value for m in matchers if m.name == NAME and m.op == "="), None)
+        if named is None:
+            return self.entries
+        uuid = next((m.value for m in matchers if m.name == "UUID" and m.op == "="), None)
+        if uuid is None:
+            return self.by_name.get(named, [])
+        return self.by_uuid.get((named, uuid), [])
 
 
 class _Catalog:
@@ -167,8 +182,7 @@ class StoreSource:
         return out
 
     def matching(self, matchers: list[Matcher], start: int = 0, end: int = MAX_TS) -> list[Entry]:
-        named = next((m.value for m in matchers if m.name == NAME and m.op == "="), None)
-        candidates = self.entries() if named is None else self._listing().by_name.get(named, [])
+        candidates = self._listing().candidates(matchers)
         return [
             e
             for e in candidates
