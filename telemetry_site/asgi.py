@@ -25,7 +25,7 @@ from apps.accounts.channels_auth import TokenAuthMiddleware  # noqa: E402
 from apps.read.routing import BrowserOriginValidator, websocket_urlpatterns  # noqa: E402
 from observability.redact import redact_access_log  # noqa: E402
 from telemetry_site.celery import app as celery_app  # noqa: E402
-from telemetry_site.guard import BodyGuard, GuardedASGIHandler  # noqa: E402
+from telemetry_site.guard import BodyGuard, GuardedASGIHandler, sweep_bodies  # noqa: E402
 from telemetry_site.lane import ReadLane  # noqa: E402
 
 django_application = GuardedASGIHandler()
@@ -47,6 +47,7 @@ def _preload() -> None:
 
 
 _preload()
+sweep_bodies()  # what a killed gateway process left (files only: no connection is made)
 redact_access_log()
 
 # The lane inside the guard: a form POST it takes is bounded and paced as Django's would be.

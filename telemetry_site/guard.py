@@ -24,9 +24,12 @@ written from a thread (`GuardedASGIHandler`), so a large body does not stall oth
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import json
+import logging
+import os
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -42,6 +45,8 @@ from django.urls import Resolver404, resolve, reverse
 
 from apps.accounts.auth import user_for_session, user_for_token
 from observability.metrics import HTTP_REFUSED
+
+log = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -281,6 +286,36 @@ async def _answer(send: Send, refusal: Refusal, policy: Policy) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+# A large raw body's file: named so that one left by a killed gateway can be told apart
+BODY_PREFIX = "telemetry-body-"
+SWEEP_EVERY = 60.0  # seconds between two sweeps of a gateway process
+_swept_at = float("-inf")
+
+
+def sweep_bodies() -> int:
+    """Delete the bodies a gateway process killed mid-request left in FILE_UPLOAD_TEMP_DIR
+    (its own are deleted when their request ends): files of ours untouched for
+    INGEST_JOB_STALE. A live body so slow to arrive loses only its name: its request keeps
+    writing and reading it through its open file, and its job copies it instead of
+    linking it. Returns how many were deleted."""
+    global _swept_at
+    _swept_at = time.monotonic()
+    folder = settings.FILE_UPLOAD_TEMP_DIR or tempfile.gettempdir()
+    oldest = time.time() - settings.INGEST_JOB_STALE
+    gone = 0
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:  # no folder: none left
+        for entry in entries:
+            if not entry.name.startswith(BODY_PREFIX):
+                continue
+            with contextlib.suppress(OSError):  # its request ended meanwhile
+                if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < oldest:
+                    os.unlink(entry.path)
+                    gone += 1
+    if gone:
+        log.warning("deleted %d request bodies left in %s by a killed gateway", gone, folder)
+    return gone
+
+
 class GuardedASGIHandler(ASGIHandler):
     """Django's handler, spooling bodies into FILE_UPLOAD_TEMP_DIR and off the event loop.
 
@@ -290,7 +325,8 @@ class GuardedASGIHandler(ASGIHandler):
     SPOOL_WRITE bytes, so a body costs one thread hop per MiB, not one per socket read.
     A raw upload declared larger than INGEST_ASYNC_BYTES (one answered once received) is
     spooled into a named file, deleted when the request ends, which its job takes over by
-    a link instead of a copy (apps/ingest/service.py).
+    a link instead of a copy (apps/ingest/service.py); those a killed gateway left are
+    swept at start and then at most every SWEEP_EVERY (`sweep_bodies`).
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -305,8 +341,10 @@ class GuardedASGIHandler(ASGIHandler):
         spool: Any
         on_disk = _linkable.get()
         if on_disk:
+            if time.monotonic() - _swept_at > SWEEP_EVERY:
+                await asyncio.to_thread(sweep_bodies)
             spool = tempfile.NamedTemporaryFile(  # noqa: SIM115  (returned open: Django closes it)
-                mode="w+b", dir=settings.FILE_UPLOAD_TEMP_DIR, prefix="body-"
+                mode="w+b", dir=settings.FILE_UPLOAD_TEMP_DIR, prefix=BODY_PREFIX
             )
         else:
             spool = tempfile.SpooledTemporaryFile(  # noqa: SIM115  (as above)

@@ -177,3 +177,45 @@ def test_a_large_upload_over_the_spool_budget_is_refused_and_nothing_kept(
         job, _ = upload_and_wait(url, pid, data)
         assert job["rows_accepted"] == rows
         assert not waiting.exists(), "a file left past INGEST_JOB_STALE is swept, not counted"
+
+
+def _aged(path: Path, seconds: float) -> Path:
+    path.write_bytes(b"timestamp,gpu_id\n")
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+    return path
+
+
+def test_bodies_a_killed_gateway_left_are_swept_at_start(
+    worker, etcd, redis_server, etcd_root, tmp_path, body
+):
+    from telemetry_site.guard import BODY_PREFIX
+
+    bodies = tmp_path / "bodies"
+    bodies.mkdir()
+    stale = django_settings.INGEST_JOB_STALE
+    dead = _aged(bodies / f"{BODY_PREFIX}dead", stale + 60)
+    live = _aged(bodies / f"{BODY_PREFIX}live", 1)  # a slow body still arriving
+    foreign = _aged(bodies / "body-someone-elses", stale + 60)
+    with gateway_with(bodies, tmp_path / "logs", etcd, redis_server, etcd_root) as (url, pid):
+        assert not dead.exists()
+        assert live.exists() and foreign.exists()
+        job, _ = upload_and_wait(url, pid, body[0])
+        assert job["rows_accepted"] == body[1]
+    # and the upload's own body is gone with its request
+    assert sorted(p.name for p in bodies.iterdir()) == sorted([live.name, foreign.name])
+
+
+def test_a_sweep_deletes_only_our_bodies_past_the_stale_age(tmp_path, settings):
+    from telemetry_site.guard import BODY_PREFIX, sweep_bodies
+
+    settings.FILE_UPLOAD_TEMP_DIR = str(tmp_path)
+    settings.INGEST_JOB_STALE = 600.0
+    old = _aged(tmp_path / f"{BODY_PREFIX}old", 601)
+    young = _aged(tmp_path / f"{BODY_PREFIX}young", 590)
+    (tmp_path / f"{BODY_PREFIX}folder").mkdir()
+    os.utime(tmp_path / f"{BODY_PREFIX}folder", (0, 0))
+    assert sweep_bodies() == 1
+    assert not old.exists() and young.exists() and (tmp_path / f"{BODY_PREFIX}folder").is_dir()
+    settings.FILE_UPLOAD_TEMP_DIR = str(tmp_path / "missing")
+    assert sweep_bodies() == 0
