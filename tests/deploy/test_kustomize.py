@@ -160,7 +160,8 @@ def test_scaling_limits(overlay: str, objects: Objects) -> None:
         target = hpa["spec"]["scaleTargetRef"]
         assert target["kind"] == "Deployment"
         one(objects, "Deployment", target["name"])
-        metrics = {m["resource"]["name"] for m in hpa["spec"]["metrics"] if m["type"] == "Resource"}
+        kinds = {"Resource": "resource", "ContainerResource": "containerResource"}
+        metrics = {m[kinds[m["type"]]]["name"] for m in hpa["spec"]["metrics"]}
         assert "cpu" in metrics
         limits[target["name"]] = (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"])
     for scaled in find(objects, "ScaledObject"):
@@ -240,6 +241,14 @@ def test_large_uploads_are_parsed_in_the_gateways_pod(objects: Objects) -> None:
     ]
     assert tmp[0] and all(t == tmp[0] for t in tmp), "one /tmp for gateway and parser"
     assert gateway["volumeMounts"] == parser["volumeMounts"]
+
+
+def test_the_gateways_hpa_counts_the_gateway_container_not_the_parser(objects: Objects) -> None:
+    hpa = one(objects, "HorizontalPodAutoscaler", "gateway")
+    assert [m["type"] for m in hpa["spec"]["metrics"]] == ["ContainerResource"]
+    metric = hpa["spec"]["metrics"][0]["containerResource"]
+    assert (metric["name"], metric["container"]) == ("cpu", "gateway")
+    assert "gateway" in {c["name"] for c in containers(one(objects, "Deployment", "gateway"))}
 
 
 def test_gateway_service(objects: Objects) -> None:
