@@ -44,6 +44,7 @@ from django.core.handlers.asgi import ASGIHandler
 from django.urls import Resolver404, resolve, reverse
 
 from apps.accounts.auth import user_for_session, user_for_token
+from apps.api.lengths import declared_length
 from observability.metrics import HTTP_REFUSED
 
 log = logging.getLogger(__name__)
@@ -175,9 +176,8 @@ def _size_refusal(policy: Policy, headers: dict[bytes, bytes]) -> Refusal | None
     declared = headers.get(b"content-length")
     if declared is None:
         return None  # chunked: counted as it arrives
-    try:
-        length = int(declared)
-    except ValueError:
+    length = declared_length(declared)
+    if length is None:
         return Refusal(400, "bad_length", "Content-Length is not a number")
     if length > policy.limit:
         return _too_large(policy)
@@ -390,8 +390,9 @@ def _upload_path() -> str:
 def _large_upload(scope: Scope) -> bool:
     """Whether the request is an upload declared larger than INGEST_ASYNC_BYTES (and than
     what stays in memory): the only body whose spool a job takes over."""
-    value = _headers(scope).get(b"content-length", b"")
-    declared = int(value) if value.strip().isdigit() else -1
-    if declared <= max(settings.INGEST_ASYNC_BYTES, settings.FILE_UPLOAD_MAX_MEMORY_SIZE):
+    declared = declared_length(_headers(scope).get(b"content-length"))
+    if declared is None or declared <= max(
+        settings.INGEST_ASYNC_BYTES, settings.FILE_UPLOAD_MAX_MEMORY_SIZE
+    ):
         return False
     return scope.get("path") == _upload_path()

@@ -19,6 +19,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.api.lengths import declared_length
 from apps.api.openapi import SEGMENT
 from apps.api.pagination import StrictLimitOffsetPagination
 from apps.ingest import remote_write, service
@@ -133,10 +134,7 @@ class UploadView(APIView):
 
 
 def _declared_size(request: Request) -> int | None:
-    try:
-        return int(request.META.get("CONTENT_LENGTH") or "")
-    except ValueError:
-        return None
+    return declared_length(request.META.get("CONTENT_LENGTH"))
 
 
 def _several_files(request: Request) -> Response | None:
