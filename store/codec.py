@@ -261,12 +261,20 @@ def encode_block(samples: Samples) -> bytes:
     canon = dedupe(samples)
     stamps, column = np.unique(canon.ts, return_inverse=True)  # column: row -> timestamp slot
     parts = [_U32.pack(len(stamps)), *_encode_timestamps(stamps), _U32.pack(len(canon.names))]
-    # Rows are sorted by ts; a stable sort by metric gives each metric's rows in ts order.
-    by_metric = np.argsort(canon.metric, kind="stable")
-    bounds = np.searchsorted(canon.metric[by_metric], np.arange(len(canon.names) + 1))
-    for m, name in enumerate(canon.names):
-        rows = by_metric[bounds[m] : bounds[m + 1]]
-        parts.extend(_encode_metric(name, column[rows], canon.value[rows], len(stamps)))
+    if len(canon) == len(stamps) * len(canon.names):
+        # dense (every metric at every timestamp, DCGM's usual block): rows sorted by (ts,
+        # metric) are a timestamps x metrics matrix, packed a whole block at a time
+        columns = canon.value.reshape(len(stamps), len(canon.names)).T
+        for name, packed in zip(canon.names, _pack_columns(columns), strict=True):
+            parts.extend(_metric_section(name, packed, None, len(stamps)))
+    else:
+        # Rows are sorted by ts; a stable sort by metric gives each metric's rows in ts order.
+        by_metric = np.argsort(canon.metric, kind="stable")
+        bounds = np.searchsorted(canon.metric[by_metric], np.arange(len(canon.names) + 1))
+        for m, name in enumerate(canon.names):
+            rows = by_metric[bounds[m] : bounds[m + 1]]
+            packed = _pack_values(canon.value[rows])
+            parts.extend(_metric_section(name, packed, column[rows], len(stamps)))
     body = b"".join(parts)
     if len(body) > MAX_BODY_SIZE:
         raise ValueError(f"block body of {len(body)} bytes exceeds limit {MAX_BODY_SIZE}")
@@ -289,21 +297,24 @@ def _encode_timestamps(stamps: np.ndarray) -> list[bytes]:
     return [_I64.pack(first), bytes([width]), gaps.astype(_DELTA_DTYPES[width]).tobytes()]
 
 
-def _encode_metric(name: str, slots: np.ndarray, values: np.ndarray, n_stamps: int) -> list[bytes]:
-    """One metric section: name, flags, optional presence bitmap, packed values."""
+def _metric_section(
+    name: str, packed: tuple[int, bytes], slots: np.ndarray | None, n_stamps: int
+) -> list[bytes]:
+    """One metric section: name, flags, optional presence bitmap, packed values (`slots`:
+    the timestamps it is present at, None for every one)."""
     raw_name = name.encode("utf-8")
     if len(raw_name) > 0xFFFF:
         raise ValueError(f"metric name too long ({len(raw_name)} UTF-8 bytes, max 65535)")
-    encoding, packed = _pack_values(values)
+    encoding, data = packed
     flags = encoding << _ENC_SHIFT
     out = [_U16.pack(len(raw_name)), raw_name]
-    if len(slots) == n_stamps:
+    if slots is None or len(slots) == n_stamps:
         out.append(bytes([flags]))  # dense: present at every timestamp, no bitmap needed
     else:
         present = np.zeros(n_stamps, dtype=bool)
         present[slots] = True
         out += [bytes([flags | _FLAG_SPARSE]), np.packbits(present, bitorder="little").tobytes()]
-    out.append(packed)
+    out.append(data)
     return out
 
 
@@ -325,6 +336,71 @@ def _pack_values(values: np.ndarray) -> tuple[int, bytes]:
     decimals, zigzag, width = scaled
     planes = zigzag.astype(_DELTA_DTYPES[width]).view(np.uint8).reshape(-1, width).T
     return _ENC_SCALED, bytes([decimals, width]) + planes.tobytes()
+
+
+def _pack_columns(columns: np.ndarray) -> list[tuple[int, bytes]]:
+    """`_pack_values` of each row of `columns` (metrics x timestamps), the same bytes by the
+    same rules, with a few numpy calls per block instead of ~15 per metric: a block's
+    columns hold ~60 values each, where numpy's per-call cost is most of the work."""
+    bits = np.ascontiguousarray(columns, dtype="<f8").view("<u8")
+    out: list[tuple[int, bytes] | None] = [None] * len(bits)
+    pending: dict[int, int | None] = {}
+    constant = (bits == bits[:, :1]).all(axis=1).tolist() if bits.size else []
+    for row in range(len(bits)):
+        if constant[row]:
+            out[row] = (_ENC_CONST, bits[row, :1].tobytes())
+        else:
+            pending[row] = _first_fit(columns[row], 0)
+    while pending:  # rows grouped by the decimals each tries next
+        tries: dict[int, list[int]] = {}
+        for row, decimals in pending.items():
+            if decimals is None:
+                out[row] = (_ENC_FLOAT, bits[row].tobytes())
+            else:
+                tries.setdefault(decimals, []).append(row)
+        pending = {}
+        for decimals, rows in tries.items():
+            for row, result in zip(
+                rows, _scaled_rows(columns[rows], bits[rows], decimals), strict=True
+            ):
+                if result is None:  # not exact at these decimals: the next that fits
+                    pending[row] = _first_fit(columns[row], decimals + 1)
+                else:
+                    out[row] = result
+    return out  # type: ignore[return-value]
+
+
+def _scaled_rows(
+    values: np.ndarray, bits: np.ndarray, decimals: int
+) -> list[tuple[int, bytes] | None]:
+    """Per row, at `decimals` (as `_scaled` tries them): the scaled encoding, the float one
+    (too large, or deltas too wide), or None when these decimals are not exact."""
+    scale = 10.0**decimals
+    with np.errstate(over="ignore", invalid="ignore"):
+        rounded = np.round(values * scale) if decimals else np.round(values)
+        fits = np.abs(rounded).max(axis=1) < _MAX_EXACT_INT
+        ints = np.where(fits[:, None], rounded, 0.0).astype(np.int64)
+    exact = ((ints / scale).view("<u8") == bits).all(axis=1)
+    deltas = np.empty_like(ints)
+    deltas[:, 0] = ints[:, 0]
+    np.subtract(ints[:, 1:], ints[:, :-1], out=deltas[:, 1:])
+    zigzag = ((deltas << 1) ^ (deltas >> 63)).view(np.uint64)
+    tops = zigzag.max(axis=1).tolist()
+    out: list[tuple[int, bytes] | None] = []
+    for row, top in enumerate(tops):
+        if not fits[row]:
+            out.append((_ENC_FLOAT, bits[row].tobytes()))
+        elif not exact[row]:
+            out.append(None)
+        else:
+            width = next((w for w in _SCALED_WIDTHS if top < 1 << (8 * w)), None)
+            if width is None:
+                out.append((_ENC_FLOAT, bits[row].tobytes()))
+            else:
+                planes = zigzag[row].astype(_DELTA_DTYPES[width]).view(np.uint8)
+                data = planes.reshape(-1, width).T.tobytes()
+                out.append((_ENC_SCALED, bytes([decimals, width]) + data))
+    return out
 
 
 def _scaled(values: np.ndarray, bits: np.ndarray) -> tuple[int, np.ndarray, int] | None:

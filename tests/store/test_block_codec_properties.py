@@ -58,3 +58,44 @@ def test_rollups_round_trip_and_combine_like_direct_aggregation(data):
     assert np.array_equal(coarse_direct.min, coarse_combined.min)
     assert np.array_equal(coarse_direct.last, coarse_combined.last)
     assert np.allclose(coarse_direct.sum, coarse_combined.sum, rtol=1e-9, atol=1e-6)
+
+
+# A dense block's columns, as DCGM sends them: integers, a few decimals, constants, huge or
+# tiny values, -0.0, wide steps, and plain floats, side by side in one block.
+def _column(kind: str, n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if kind == "const":
+        return np.full(n, rng.choice([0.0, -0.0, 1.5, 1e300]))
+    if kind == "ints":
+        return rng.integers(-1000, 1000, n).astype(float)
+    if kind == "decimals":
+        digits = int(rng.integers(1, 8))
+        return np.round(rng.uniform(-1e3, 1e3, n), digits)
+    if kind == "huge":
+        return rng.integers(2**52, 2**53, n).astype(float) * rng.choice([1.0, 3.0])
+    if kind == "wide":
+        return rng.choice([0.0, 2.0**40, -(2.0**40)], n)
+    if kind == "signed_zero":
+        return rng.choice([0.0, -0.0, 1.0], n)
+    return rng.standard_normal(n) * 10.0 ** float(rng.integers(-300, 300))
+
+
+kinds = st.sampled_from(["const", "ints", "decimals", "huge", "wide", "signed_zero", "float"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(kinds, min_size=1, max_size=12), st.integers(1, 80), st.integers(0, 2**32))
+def test_a_dense_blocks_columns_pack_as_each_column_alone(column_kinds, n, seed):
+    from store.codec import _pack_columns, _pack_values
+
+    columns = np.stack([_column(k, n, seed + i) for i, k in enumerate(column_kinds)])
+    assert _pack_columns(columns) == [_pack_values(row) for row in columns]
+    stamps = np.arange(n, dtype=np.int64) * 10_000
+    names = [f"m{i:02d}" for i in range(len(column_kinds))]
+    data = [
+        (int(t), names[m], float(columns[m, j]))
+        for j, t in enumerate(stamps)
+        for m in range(len(names))
+    ]
+    expected = {(t, name): np.float64(v).view(np.uint64).item() for t, name, v in data}
+    assert as_dict(decode_block(encode_block(samples_from_rows(data)))) == expected
