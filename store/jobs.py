@@ -85,36 +85,56 @@ def list_jobs(keys: Keys, limit: int = 50, offset: int = 0) -> list[dict[str, An
     """`limit` jobs after the `offset` newest, newest first, shaped as `load_job` shapes one.
 
     Job ids start with their creation time in zero-padded epoch milliseconds
-    (new_job_id), so sorting ids sorts jobs by age. One range read of every job
-    document, then the counts of each job shown. Raises StoreUnavailable. Documents
-    that are not valid JSON are skipped rather than hiding every other job; `offset`
-    counts documents (as count_jobs does), a skipped one makes room for the next.
+    (new_job_id), so sorting ids sorts jobs by age. The keys of every job are read
+    without their documents, then the page's documents with their chunk counts: a page
+    costs what it shows, not what JOB_RETENTION keeps. Raises StoreUnavailable.
+    Documents that are not valid JSON (or gone meanwhile) are skipped rather than hiding
+    every other job; `offset` counts documents (as count_jobs does), a skipped one makes
+    room for the next.
     """
-    found = shards.fan_out(lambda: kv.get_prefix(keys.jobs_prefix()))
-    items = sorted(
-        ((shard, item) for shard, part in found.items() for item in part),
-        key=lambda pair: pair[1].key,
-        reverse=True,
+    prefix = keys.jobs_prefix()
+    listed = shards.fan_out(lambda: kv.keys_in_range(prefix, kv.prefix_end(prefix)))
+    newest = sorted(
+        ((info.key, shard) for shard, part in listed.items() for info in part), reverse=True
     )[offset:]
-    page: list[tuple[str, dict[str, Any]]] = []
-    for shard, item in items:
-        if len(page) >= limit:
-            break
+    page: list[dict[str, Any]] = []
+    while newest and len(page) < limit:
+        wanted, newest = newest[: limit - len(page)], newest[limit - len(page) :]
+        page += _jobs_at(keys, wanted)
+    return page
+
+
+def _jobs_at(keys: Keys, wanted: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """The jobs of (key, shard) pairs, in their order, each with its chunk counts read in
+    the same transactions as its document; a document that is not a job is left out."""
+    read: dict[str, tuple[kv.Item | None, tuple[int, int]]] = {}
+    for shard in {s for _, s in wanted}:
+        ids = {k: i for k, s in wanted if s == shard and (i := _job_id(keys, k))}
+        counted = [p for i in ids.values() for p in _progress_prefixes(keys, i)]
+        with shards.use(shard):
+            items, counts = kv.get_many_counting(list(ids), counted)
+        read.update(
+            {k: (items.get(k), (counts[2 * n], counts[2 * n + 1])) for n, k in enumerate(ids)}
+        )
+    page = []
+    for key, _ in wanted:
+        item, progress = read.get(key, (None, (0, 0)))
         try:
-            job = json.loads(item.value)
+            job = json.loads(item.value) if item is not None else None
         except ValueError:
             continue
         if isinstance(job, dict) and "id" in job:
-            page.append((shard, job))
-    counts: dict[int, tuple[int, int]] = {}
-    for shard in {s for s, _ in page}:  # the page's chunk counts: a few round trips a shard
-        here = [i for i, (s, _) in enumerate(page) if s == shard]
-        with shards.use(shard):
-            found = kv.count_prefixes(
-                [p for i in here for p in _progress_prefixes(keys, str(page[i][1]["id"]))]
-            )
-        counts.update({i: (found[2 * n], found[2 * n + 1]) for n, i in enumerate(here)})
-    return [_with_progress(job, counts[i]) for i, (_, job) in enumerate(page)]
+            page.append(_with_progress(job, progress))
+    return page
+
+
+def _job_id(keys: Keys, key: str) -> str:
+    """The job id a job key names; empty for a key no job is saved under."""
+    job_id = key[len(keys.jobs_prefix()) :]
+    try:
+        return job_id if keys.job(job_id) == key else ""
+    except ValueError:  # not a valid key segment
+        return ""
 
 
 def _progress_prefixes(keys: Keys, job_id: str) -> list[str]:

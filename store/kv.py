@@ -164,6 +164,22 @@ def get_counting(key: str, prefixes: Sequence[str]) -> tuple[Item | None, list[i
     return (found[0] if found else None), counts
 
 
+def get_many_counting(
+    keys: Sequence[str], prefixes: Sequence[str]
+) -> tuple[dict[str, Item], list[int]]:
+    """Some keys and how many keys each prefix holds: one round trip per MAX_TXN_OPS reads
+    (each transaction at one revision)."""
+    ops = [etcd_rpc.RequestOp(request_range=etcd_rpc.RangeRequest(key=k.encode())) for k in keys]
+    ops += [_count_op(p) for p in prefixes]
+    responses: list[Any] = []
+    for at in range(0, len(ops), MAX_TXN_OPS):
+        with translated("get_many_counting"):
+            request = etcd_rpc.TxnRequest(success=ops[at : at + MAX_TXN_OPS])
+            responses += client.get().txn_request(request).responses
+    found = {i.key: i for r in responses[: len(keys)] for i in _items(r.response_range)}
+    return found, [int(r.response_range.count) for r in responses[len(keys) :]]
+
+
 def count_prefixes(prefixes: Sequence[str]) -> list[int]:
     """How many keys each prefix holds: one round trip per MAX_TXN_OPS prefixes."""
     counts: list[int] = []

@@ -1,6 +1,7 @@
 """A job is read in one etcd request (its document and its chunk counts together), a page
-of jobs in two (the documents, then every shown job's counts), with the counts each would
-have read alone."""
+of jobs in two (every job's key without its document, then the shown jobs' documents and
+counts together), with the counts each would have read alone; and a page reads the
+documents it shows, not every job kept."""
 
 from __future__ import annotations
 
@@ -11,7 +12,17 @@ from store.jobs import list_jobs, load_job
 from tests.api.api_support import generated, upload
 from tests.helpers import spy_calls, wait_job_done
 
-READS = ("get", "get_prefix", "get_range", "count_prefix", "count_prefixes", "get_counting")
+READS = (
+    "get",
+    "get_prefix",
+    "get_range",
+    "get_many",
+    "keys_in_range",
+    "count_prefix",
+    "count_prefixes",
+    "get_counting",
+    "get_many_counting",
+)
 
 
 def test_a_job_and_a_page_of_jobs_cost_one_and_two_etcd_requests(pipeline, monkeypatch):
@@ -36,7 +47,7 @@ def test_a_job_and_a_page_of_jobs_cost_one_and_two_etcd_requests(pipeline, monke
     assert job["state"] == "done" and job["chunks_done"] == job["chunks_expected"] > 0
     made.clear()
     page = list_jobs(keys, limit=2, offset=0)
-    assert made == ["get_prefix", "count_prefixes"]
+    assert made == ["keys_in_range", "get_many_counting"]
     assert [j["id"] for j in page] == sorted(ids, reverse=True)[:2]
     assert [(j["chunks_done"], j["chunks_failed"]) for j in page] == [
         counted[j["id"]] for j in page
