@@ -71,7 +71,8 @@ def load_job(keys: Keys, job_id: str) -> dict[str, Any]:
 
 def _load_job(keys: Keys, job_id: str) -> dict[str, Any]:
     # the document and its chunk counts in one round trip (a polled job is read often)
-    item, (done, failed) = kv.get_counting(keys.job(job_id), _progress_prefixes(keys, job_id))
+    key = keys.job(job_id)
+    item, (done, failed) = kv.get_counting([(key, _progress_prefixes(keys, job_id))])[key]
     if item is None:
         raise NotFound(f"no ingest job {job_id!r}")
     job = _with_progress(json.loads(item.value), (done, failed))
@@ -106,25 +107,21 @@ def list_jobs(keys: Keys, limit: int = 50, offset: int = 0) -> list[dict[str, An
 
 def _jobs_at(keys: Keys, wanted: list[tuple[str, str]]) -> list[dict[str, Any]]:
     """The jobs of (key, shard) pairs, in their order, each with its chunk counts read in
-    the same transactions as its document; a document that is not a job is left out."""
-    read: dict[str, tuple[kv.Item | None, tuple[int, int]]] = {}
+    the same transaction as its document; a document that is not a job is left out."""
+    read: dict[str, tuple[kv.Item | None, list[int]]] = {}
     for shard in {s for _, s in wanted}:
         ids = {k: i for k, s in wanted if s == shard and (i := _job_id(keys, k))}
-        counted = [p for i in ids.values() for p in _progress_prefixes(keys, i)]
         with shards.use(shard):
-            items, counts = kv.get_many_counting(list(ids), counted)
-        read.update(
-            {k: (items.get(k), (counts[2 * n], counts[2 * n + 1])) for n, k in enumerate(ids)}
-        )
+            read.update(kv.get_counting([(k, _progress_prefixes(keys, i)) for k, i in ids.items()]))
     page = []
     for key, _ in wanted:
-        item, progress = read.get(key, (None, (0, 0)))
+        item, counts = read.get(key, (None, [0, 0]))
         try:
             job = json.loads(item.value) if item is not None else None
         except ValueError:
             continue
         if isinstance(job, dict) and "id" in job:
-            page.append(_with_progress(job, progress))
+            page.append(_with_progress(job, (counts[0], counts[1])))
     return page
 
 

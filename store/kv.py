@@ -153,31 +153,42 @@ def _count_op(prefix: str) -> Any:
     return _range_op(prefix.encode(), prefix_end(prefix).encode(), count_only=True)
 
 
-def get_counting(key: str, prefixes: Sequence[str]) -> tuple[Item | None, list[int]]:
-    """One key and how many keys each prefix holds, read at one revision in one round trip."""
-    ops = [etcd_rpc.RequestOp(request_range=etcd_rpc.RangeRequest(key=key.encode()))]
-    ops += [_count_op(p) for p in prefixes]
-    with translated("get_counting"):
-        response = client.get().txn_request(etcd_rpc.TxnRequest(success=ops))
-    found = _items(response.responses[0].response_range)
-    counts = [int(r.response_range.count) for r in response.responses[1:]]
-    return (found[0] if found else None), counts
+def get_counting(
+    wanted: Sequence[tuple[str, Sequence[str]]],
+) -> dict[str, tuple[Item | None, list[int]]]:
+    """Keys, each with how many keys its prefixes hold, read with them in one transaction
+    (at one revision): one round trip per MAX_TXN_OPS reads, a key never split from its
+    counts. {key: (item or None, counts)}."""
+    answers: dict[str, tuple[Item | None, list[int]]] = {}
+    for batch in _whole_groups(wanted, MAX_TXN_OPS):
+        ops = []
+        for key, prefixes in batch:
+            ops.append(etcd_rpc.RequestOp(request_range=etcd_rpc.RangeRequest(key=key.encode())))
+            ops += [_count_op(p) for p in prefixes]
+        with translated("get_counting"):
+            responses = iter(client.get().txn_request(etcd_rpc.TxnRequest(success=ops)).responses)
+        for key, prefixes in batch:
+            found = _items(next(responses).response_range)
+            counts = [int(next(responses).response_range.count) for _ in prefixes]
+            answers[key] = (found[0] if found else None, counts)
+    return answers
 
 
-def get_many_counting(
-    keys: Sequence[str], prefixes: Sequence[str]
-) -> tuple[dict[str, Item], list[int]]:
-    """Some keys and how many keys each prefix holds: one round trip per MAX_TXN_OPS reads
-    (each transaction at one revision)."""
-    ops = [etcd_rpc.RequestOp(request_range=etcd_rpc.RangeRequest(key=k.encode())) for k in keys]
-    ops += [_count_op(p) for p in prefixes]
-    responses: list[Any] = []
-    for at in range(0, len(ops), MAX_TXN_OPS):
-        with translated("get_many_counting"):
-            request = etcd_rpc.TxnRequest(success=ops[at : at + MAX_TXN_OPS])
-            responses += client.get().txn_request(request).responses
-    found = {i.key: i for r in responses[: len(keys)] for i in _items(r.response_range)}
-    return found, [int(r.response_range.count) for r in responses[len(keys) :]]
+def _whole_groups(
+    wanted: Sequence[tuple[str, Sequence[str]]], most: int
+) -> list[list[tuple[str, Sequence[str]]]]:
+    """`wanted` cut into batches of at most `most` reads (a key and its prefixes each),
+    never cutting one key's reads apart."""
+    batches: list[list[tuple[str, Sequence[str]]]] = [[]]
+    size = 0
+    for key, prefixes in wanted:
+        reads = 1 + len(prefixes)
+        if batches[-1] and size + reads > most:
+            batches.append([])
+            size = 0
+        batches[-1].append((key, prefixes))
+        size += reads
+    return [b for b in batches if b]
 
 
 def count_prefixes(prefixes: Sequence[str]) -> list[int]:

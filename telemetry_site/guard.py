@@ -292,16 +292,30 @@ SWEEP_EVERY = 60.0  # seconds between two sweeps of a gateway process
 _swept_at = float("-inf")
 
 
-def sweep_bodies() -> int:
-    """Delete the bodies a gateway process killed mid-request left in FILE_UPLOAD_TEMP_DIR
-    (its own are deleted when their request ends): files of ours untouched for
-    INGEST_JOB_STALE. A live body so slow to arrive loses only its name: its request keeps
-    writing and reading it through its open file, and its job copies it instead of
-    linking it. Returns how many were deleted."""
+def _note_sweep() -> None:
     global _swept_at
     _swept_at = time.monotonic()
+
+
+def body_lifetime() -> float:
+    """The longest a request body can take to arrive, in seconds: the guard cuts any body
+    slower than HTTP_BODY_GRACE plus one second per HTTP_BODY_MIN_RATE bytes, and none is
+    larger than INGEST_MAX_UPLOAD_BYTES; INGEST_JOB_STALE more for its request to end."""
+    return (
+        settings.HTTP_BODY_GRACE
+        + settings.INGEST_MAX_UPLOAD_BYTES / settings.HTTP_BODY_MIN_RATE
+        + settings.INGEST_JOB_STALE
+    )
+
+
+def sweep_bodies() -> int:
+    """Delete the bodies a gateway process killed mid-request left in FILE_UPLOAD_TEMP_DIR
+    (its own are deleted when their request ends): files of ours untouched for longer than
+    any request lives (`body_lifetime`), so no live request's body is ever touched. Returns
+    how many were deleted."""
+    _note_sweep()
     folder = settings.FILE_UPLOAD_TEMP_DIR or tempfile.gettempdir()
-    oldest = time.time() - settings.INGEST_JOB_STALE
+    oldest = time.time() - body_lifetime()
     gone = 0
     with contextlib.suppress(OSError), os.scandir(folder) as entries:  # no folder: none left
         for entry in entries:
@@ -342,6 +356,7 @@ class GuardedASGIHandler(ASGIHandler):
         on_disk = _linkable.get()
         if on_disk:
             if time.monotonic() - _swept_at > SWEEP_EVERY:
+                _note_sweep()  # before the thread starts: uploads arriving together sweep once
                 await asyncio.to_thread(sweep_bodies)
             spool = tempfile.NamedTemporaryFile(  # noqa: SIM115  (returned open: Django closes it)
                 mode="w+b", dir=settings.FILE_UPLOAD_TEMP_DIR, prefix=BODY_PREFIX

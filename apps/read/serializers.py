@@ -68,9 +68,21 @@ class LimitField(serializers.Field):
         return "all" if value is None else value
 
 
+class FilterField(serializers.CharField):
+    """A cluster or host filter: spaces around it are trimmed, nothing else. CharField's
+    trim also drops tabs, newlines and the control characters Python counts as whitespace
+    (\\x1c-\\x1f), so `\\x1fprod` filtered as `prod` where the schema refuses it; kept, the
+    store's key check refuses them (400) as it does anywhere else in a filter."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if isinstance(data, bool) or not isinstance(data, str | int | float):
+            self.fail("invalid")
+        return str(data).strip(" ")
+
+
 class GpuListParams(serializers.Serializer):
-    cluster = serializers.CharField(required=False, max_length=200)
-    host = serializers.CharField(required=False, max_length=200)
+    cluster = FilterField(required=False, max_length=200)
+    host = FilterField(required=False, max_length=200)
     # any text but NUL, as the schema says: a blank or whitespace model is a filter like any other
     model = serializers.CharField(
         required=False, max_length=200, allow_blank=True, trim_whitespace=False

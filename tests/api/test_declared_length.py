@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from apps.api.lengths import declared_length
+from apps.api.lengths import TOO_LARGE, declared_length
 
 
 @pytest.mark.parametrize(
@@ -23,6 +23,12 @@ from apps.api.lengths import declared_length
         ("1e3", None),
         ("١٢", None),  # digits, but not ASCII ones
         ("12, 12", None),
+        ("1\xa0", None),  # Unicode whitespace is not HTTP's
+        ("\t9\t", 9),
+        ("0" * 5000 + "5", 5),
+        ("9" * 5000, TOO_LARGE),
+        (b"1" * 19, TOO_LARGE),
+        ("9" * 18, 10**18 - 1),
     ],
 )
 def test_only_ascii_digits_declare_a_length(value, expected) -> None:

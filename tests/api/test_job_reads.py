@@ -21,7 +21,6 @@ READS = (
     "count_prefix",
     "count_prefixes",
     "get_counting",
-    "get_many_counting",
 )
 
 
@@ -47,7 +46,7 @@ def test_a_job_and_a_page_of_jobs_cost_one_and_two_etcd_requests(pipeline, monke
     assert job["state"] == "done" and job["chunks_done"] == job["chunks_expected"] > 0
     made.clear()
     page = list_jobs(keys, limit=2, offset=0)
-    assert made == ["keys_in_range", "get_many_counting"]
+    assert made == ["keys_in_range", "get_counting"]
     assert [j["id"] for j in page] == sorted(ids, reverse=True)[:2]
     assert [(j["chunks_done"], j["chunks_failed"]) for j in page] == [
         counted[j["id"]] for j in page

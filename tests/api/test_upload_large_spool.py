@@ -193,26 +193,40 @@ def test_bodies_a_killed_gateway_left_are_swept_at_start(
 
     bodies = tmp_path / "bodies"
     bodies.mkdir()
-    stale = django_settings.INGEST_JOB_STALE
-    dead = _aged(bodies / f"{BODY_PREFIX}dead", stale + 60)
-    live = _aged(bodies / f"{BODY_PREFIX}live", 1)  # a slow body still arriving
-    foreign = _aged(bodies / "body-someone-elses", stale + 60)
-    with gateway_with(bodies, tmp_path / "logs", etcd, redis_server, etcd_root) as (url, pid):
+    # the longest a body may take to arrive: 10 s + 64 MiB at 16 KiB/s, then 600 s to end
+    limits = {
+        "HTTP_BODY_GRACE": "10",
+        "HTTP_BODY_MIN_RATE": "16384",
+        "INGEST_MAX_UPLOAD_BYTES": str(64 * 1024**2),
+        "INGEST_JOB_STALE": "600",
+    }
+    lifetime = 10 + 64 * 1024**2 / 16384 + 600
+    dead = _aged(bodies / f"{BODY_PREFIX}dead", lifetime + 60)
+    slow = _aged(bodies / f"{BODY_PREFIX}slow", lifetime - 60)  # may still be arriving
+    foreign = _aged(bodies / "body-someone-elses", lifetime + 60)
+    with gateway_with(bodies, tmp_path / "logs", etcd, redis_server, etcd_root, **limits) as (
+        url,
+        pid,
+    ):
         assert not dead.exists()
-        assert live.exists() and foreign.exists()
+        assert slow.exists() and foreign.exists()
         job, _ = upload_and_wait(url, pid, body[0])
         assert job["rows_accepted"] == body[1]
     # and the upload's own body is gone with its request
-    assert sorted(p.name for p in bodies.iterdir()) == sorted([live.name, foreign.name])
+    assert sorted(p.name for p in bodies.iterdir()) == sorted([slow.name, foreign.name])
 
 
-def test_a_sweep_deletes_only_our_bodies_past_the_stale_age(tmp_path, settings):
-    from telemetry_site.guard import BODY_PREFIX, sweep_bodies
+def test_a_sweep_deletes_only_our_bodies_older_than_any_request(tmp_path, settings):
+    from telemetry_site.guard import BODY_PREFIX, body_lifetime, sweep_bodies
 
     settings.FILE_UPLOAD_TEMP_DIR = str(tmp_path)
+    settings.HTTP_BODY_GRACE = 10.0
+    settings.HTTP_BODY_MIN_RATE = 16384
+    settings.INGEST_MAX_UPLOAD_BYTES = 100 * 16384
     settings.INGEST_JOB_STALE = 600.0
-    old = _aged(tmp_path / f"{BODY_PREFIX}old", 601)
-    young = _aged(tmp_path / f"{BODY_PREFIX}young", 590)
+    assert body_lifetime() == 710.0
+    old = _aged(tmp_path / f"{BODY_PREFIX}old", 711)
+    young = _aged(tmp_path / f"{BODY_PREFIX}young", 700)
     (tmp_path / f"{BODY_PREFIX}folder").mkdir()
     os.utime(tmp_path / f"{BODY_PREFIX}folder", (0, 0))
     assert sweep_bodies() == 1

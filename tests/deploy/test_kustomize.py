@@ -161,7 +161,7 @@ def test_scaling_limits(overlay: str, objects: Objects) -> None:
         assert target["kind"] == "Deployment"
         one(objects, "Deployment", target["name"])
         kinds = {"Resource": "resource", "ContainerResource": "containerResource"}
-        metrics = {m[kinds[m["type"]]]["name"] for m in hpa["spec"]["metrics"]}
+        metrics = {m.get(kinds.get(m["type"], ""), {}).get("name") for m in hpa["spec"]["metrics"]}
         assert "cpu" in metrics
         limits[target["name"]] = (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"])
     for scaled in find(objects, "ScaledObject"):

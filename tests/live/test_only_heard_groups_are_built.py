@@ -71,9 +71,10 @@ def test_a_cluster_subscriber_gets_every_gpu_of_the_chunk(fresh_layer):
     assert uuids(events[cluster]) == set(GPUS)
 
 
-def test_when_redis_cannot_tell_every_group_is_published(fresh_layer, settings):
+@pytest.mark.parametrize("address", ["redis://127.0.0.1:1/0", "nonsense://nowhere"])
+def test_when_redis_cannot_tell_every_group_is_published(fresh_layer, settings, address):
     hosts = settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"]
-    settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [{"address": "redis://127.0.0.1:1/0"}]
+    settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [{"address": address}]
     try:
         events = live.chunk_to_publish("job:1", batches("dark"))
     finally:

@@ -19,7 +19,7 @@ from tests.security.conftest import UPLOAD_LIMIT
 ATTACK = 64 * MiB  # 8 x the gateway's upload limit
 
 
-def headers_only(port: int, headers: dict[str, str], length: int) -> bytes:
+def headers_only(port: int, headers: dict[str, str], length: int | str) -> bytes:
     """Send a request's headers declaring `length` bytes, none of them; return the answer."""
     head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
@@ -109,3 +109,12 @@ def test_slow_bodies_are_cut_off_without_holding_threads(hostile_gateway, attack
     # HTTP_BODY_GRACE=2s and 16 KiB/s: one byte each half second is cut after about 2 s
     assert all(o.answers == [408] for o in outcomes), [o.answers for o in outcomes]
     assert max(o.seconds for o in outcomes) < 6, [o.seconds for o in outcomes]
+
+
+def test_a_content_length_of_thousands_of_digits_is_refused_not_a_crash(hostile_gateway):
+    # int() refuses strings of over 4,300 digits with a ValueError; the guard must answer
+    for length in ("9" * 5000, "0" * 5000 + "5"):
+        answer = headers_only(hostile_gateway.port, {"Content-Type": "text/csv"}, length)
+        status = int(answer.split(b" ", 2)[1])
+        assert status in (400, 401, 413), answer[:200]
+    assert requests.get(f"{hostile_gateway.url}/health", timeout=10).status_code == 200
