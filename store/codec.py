@@ -259,7 +259,7 @@ def encode_block(samples: Samples) -> bytes:
     if not np.isfinite(samples.value).all():
         raise ValueError("block values must be finite (no NaN or inf)")
     canon = dedupe(samples)
-    stamps, column = np.unique(canon.ts, return_inverse=True)  # column: row -> timestamp slot
+    stamps = np.unique(canon.ts)
     parts = [_U32.pack(len(stamps)), *_encode_timestamps(stamps), _U32.pack(len(canon.names))]
     if len(canon) == len(stamps) * len(canon.names):
         # dense (every metric at every timestamp, DCGM's usual block): rows sorted by (ts,
@@ -271,6 +271,7 @@ def encode_block(samples: Samples) -> bytes:
         # Rows are sorted by ts; a stable sort by metric gives each metric's rows in ts order.
         by_metric = np.argsort(canon.metric, kind="stable")
         bounds = np.searchsorted(canon.metric[by_metric], np.arange(len(canon.names) + 1))
+        column = np.searchsorted(stamps, canon.ts)  # row -> its timestamp's slot
         for m, name in enumerate(canon.names):
             rows = by_metric[bounds[m] : bounds[m + 1]]
             packed = _pack_values(canon.value[rows])

@@ -15,8 +15,8 @@ from typing import Any
 from django.conf import settings
 
 from store import kv, shards
-from store.errors import NotFound, StoreUnavailable
-from store.keys import Keys
+from store.errors import InvalidSegment, NotFound, StoreUnavailable
+from store.keys import Keys, check_segment
 
 
 def new_job_id() -> str:
@@ -127,10 +127,9 @@ def _jobs_at(keys: Keys, wanted: list[tuple[str, str]]) -> list[dict[str, Any]]:
 
 def _job_id(keys: Keys, key: str) -> str:
     """The job id a job key names; empty for a key no job is saved under."""
-    job_id = key[len(keys.jobs_prefix()) :]
     try:
-        return job_id if keys.job(job_id) == key else ""
-    except ValueError:  # not a valid key segment
+        return check_segment(key[len(keys.jobs_prefix()) :], "job id")
+    except InvalidSegment:
         return ""
 
 

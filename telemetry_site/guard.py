@@ -24,12 +24,10 @@ written from a thread (`GuardedASGIHandler`), so a large body does not stall oth
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import functools
 import json
 import logging
-import os
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -45,6 +43,7 @@ from django.urls import Resolver404, resolve, reverse
 
 from apps.accounts.auth import user_for_session, user_for_token
 from apps.api.lengths import declared_length
+from apps.ingest.service import delete_older_files
 from observability.metrics import HTTP_REFUSED
 
 log = logging.getLogger(__name__)
@@ -315,16 +314,7 @@ def sweep_bodies() -> int:
     how many were deleted."""
     _note_sweep()
     folder = settings.FILE_UPLOAD_TEMP_DIR or tempfile.gettempdir()
-    oldest = time.time() - body_lifetime()
-    gone = 0
-    with contextlib.suppress(OSError), os.scandir(folder) as entries:  # no folder: none left
-        for entry in entries:
-            if not entry.name.startswith(BODY_PREFIX):
-                continue
-            with contextlib.suppress(OSError):  # its request ended meanwhile
-                if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < oldest:
-                    os.unlink(entry.path)
-                    gone += 1
+    gone, _ = delete_older_files(folder, body_lifetime(), BODY_PREFIX)
     if gone:
         log.warning("deleted %d request bodies left in %s by a killed gateway", gone, folder)
     return gone

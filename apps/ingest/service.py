@@ -302,22 +302,39 @@ def _check_room(spool: Path, size: int) -> None:
     failed (a parse that started keeps reading it through its open file), and a file whose
     parse never came (a process killed, a queue nobody reads) must not hold the room for
     good."""
-    waiting = 0
-    oldest = time.time() - settings.INGEST_JOB_STALE
-    for entry in os.scandir(spool):
-        with contextlib.suppress(OSError):  # parsed and deleted meanwhile
-            st = entry.stat(follow_symlinks=False)
-            if st.st_mtime < oldest:
-                os.unlink(entry.path)
-                log.warning("deleted %s: waited for its parse past INGEST_JOB_STALE", entry.path)
-                continue
-            waiting += st.st_size
+    gone, waiting = delete_older_files(spool, settings.INGEST_JOB_STALE)
+    if gone:
+        log.warning(
+            "deleted %d uploads of %s: waited for their parse past INGEST_JOB_STALE", gone, spool
+        )
     if waiting + size > settings.INGEST_SPOOL_MAX_BYTES:
         raise SpoolFull(
             f"large uploads waiting to be parsed hold {waiting} bytes; with this one "
             f"({size} bytes) that is over INGEST_SPOOL_MAX_BYTES "
             f"({settings.INGEST_SPOOL_MAX_BYTES}): send it again later"
         )
+
+
+def delete_older_files(folder: str | Path, age: float, prefix: str = "") -> tuple[int, int]:
+    """Delete the regular files of `folder` (named `prefix`...) not modified for `age`
+    seconds; (how many were deleted, bytes of those kept). A missing folder holds none; a
+    file gone meanwhile (its parse or request ended) is skipped."""
+    oldest = time.time() - age
+    gone = kept = 0
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        for entry in entries:
+            if not entry.name.startswith(prefix):
+                continue
+            with contextlib.suppress(OSError):
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                st = entry.stat(follow_symlinks=False)
+                if st.st_mtime < oldest:
+                    os.unlink(entry.path)
+                    gone += 1
+                else:
+                    kept += st.st_size
+    return gone, kept
 
 
 def _linked(raw: BinaryIO, name: str) -> bool:
