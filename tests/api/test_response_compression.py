@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import gzip
 import urllib.request
+import zlib
 
 import brotli
 import pytest
 import zstandard
 
-from telemetry_site.compression import choose
+from telemetry_site.compression import ENCODERS, choose
 from tests.api.api_support import generated, upload
 from tests.helpers import wait_job_done
 
@@ -19,6 +20,30 @@ DECODE = {
     "br": brotli.decompress,
     "gzip": gzip.decompress,
 }
+
+
+# Incremental decoders, as a browser or Grafana reads a streamed answer piece by piece
+STREAM_DECODERS = {
+    "zstd": lambda: zstandard.ZstdDecompressor().decompressobj().decompress,
+    "br": lambda: brotli.Decompressor().process,
+    "gzip": lambda: zlib.decompressobj(31).decompress,  # the standard library's, not ours
+}
+
+
+@pytest.mark.parametrize("coding", ["zstd", "br", "gzip"])
+def test_each_flushed_piece_decodes_at_once(coding):
+    """A streamed export stays a stream: what the encoder gave after each piece decodes,
+    with a standard decoder, to every byte given so far (nothing held back until the end)."""
+    encoder, decode = ENCODERS[coding](), STREAM_DECODERS[coding]()
+    pieces = [b"timestamp,uuid,metric,value\n"] + [
+        f"{1752800000 + i},GPU-{i % 7},DCGM_FI_DEV_GPU_UTIL,{i % 101}\n".encode() * 40
+        for i in range(30)
+    ]
+    got = b""
+    for n, piece in enumerate(pieces, 1):
+        got += decode(encoder.compress(piece) + encoder.flush())
+        assert got == b"".join(pieces[:n])
+    assert got + decode(encoder.finish()) == b"".join(pieces)
 
 
 @pytest.fixture
