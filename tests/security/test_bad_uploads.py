@@ -129,6 +129,7 @@ def test_oversized_upload_is_refused_with_413(pipeline, settings):
 
 def test_gzip_bomb_is_stopped_at_the_decompressed_cap(pipeline, settings):
     settings.INGEST_MAX_DECOMPRESSED_BYTES = 1_000_000
+    settings.INGEST_MAX_GZIP_RATIO = 10_000  # the cap, not the ratio check, is under test
     bomb = gzip.compress(HEADER + GOOD * 50_000)  # ~5 MB of CSV in ~30 kB
     response = APIClient().post("/api/v1/csv/upload", bomb, content_type="application/gzip")
     assert response.status_code == 413 and "decompresses to more than" in response.json()["detail"]
