@@ -265,6 +265,13 @@ def op_put(key: str, value: bytes) -> Any:
     return pyetcd.transactions.Put(key, value)
 
 
+def put_bytes(op: Any) -> int:
+    """The key and value bytes a put of `op_put` sends (0 for any other operation)."""
+    if not isinstance(op, pyetcd.transactions.Put):
+        return 0
+    return len(op.key) + len(op.value)
+
+
 def op_get(key: str) -> Any:
     return pyetcd.transactions.Get(key)
 

@@ -28,6 +28,7 @@ from store.registry import (
     plan_registration,
 )
 from store.workloads import update_workloads
+from store.workloads import write_ops as workload_ops
 
 _MAX_CAS_ATTEMPTS = 16
 _ONE_TXN_ATTEMPTS = 3
@@ -77,8 +78,7 @@ def write_chunk(
     the marker last), each step idempotent.
     """
     batches = [b for b in batches if len(b.samples)]
-    # periods first: idempotent, so a crash before the blocks only repeats them
-    update_workloads(keys, {b.uuid: list(b.workloads) for b in batches if b.workloads})
+    periods = {b.uuid: list(b.workloads) for b in batches if b.workloads}
     total = sum(len(b.samples) for b in batches)
     order = (upload, seq)
     blocks = [item for batch in batches for item in _blocks(keys, batch, window_ms, order)]
@@ -89,7 +89,7 @@ def write_chunk(
     newest = {b.uuid: _newest_per_metric(b.samples, upload) for b in batches}
     try:
         done, records = kv.guaranteed_update(
-            lambda: _write_in_one_txn(keys, regs, newest, blocks, marker),
+            lambda: _write_in_one_txn(keys, regs, newest, periods, blocks, marker),
             attempts=_ONE_TXN_ATTEMPTS,
             conflict=lambda: "the chunk did not fit one transaction or kept losing races",
         )
@@ -99,6 +99,8 @@ def write_chunk(
         pass  # the step-by-step path below
     if kv.get(marker[0]) is not None:
         return ChunkResult(total, 0, 0, already_done=True)
+    # periods first: idempotent, so a crash before the blocks only repeats them
+    update_workloads(keys, periods)
     records = ensure_registered(keys, regs)
     update_latest(keys, newest)
     kv.put_batches([*blocks, marker])
@@ -109,20 +111,28 @@ def _write_in_one_txn(
     keys: Keys,
     regs: list[Registration],
     newest: dict[str, dict[str, list]],
+    periods: dict[str, list],
     blocks: list[tuple[str, bytes]],
     marker: tuple[str, bytes],
 ) -> tuple[bool, list[dict]] | None:
-    """(already_done, records written) on success; None when it did not fit or lost a race."""
+    """(already_done, records written) on success; None when it did not fit or lost a race.
+    The workload periods go in the same transaction: a chunk is stored whole or not at all,
+    in one read and one write (two of each when the periods were a step of their own)."""
     todo = pending(keys, regs)
-    read = [marker[0], *(keys.latest(u) for u in newest), *keys_to_read(keys, todo)]
+    read = [
+        marker[0],
+        *(keys.latest(u) for u in newest),
+        *(keys.workloads(u) for u in periods),
+        *keys_to_read(keys, todo),
+    ]
     if len(read) > kv.MAX_TXN_OPS:
         return None
     current = kv.get_many(read)
     if marker[0] in current:
         return True, []
     plans = [p for p in (plan_registration(keys, r, current) for r in todo) if p is not None]
-    compare = [kv.cmp_absent(marker[0])]
-    ops = []
+    compare, ops = workload_ops(keys, periods, current)
+    compare.append(kv.cmp_absent(marker[0]))
     for plan in plans:
         compare += plan.compare
         ops += plan.ops
@@ -132,7 +142,7 @@ def _write_in_one_txn(
             compare.append(guarded[0])
             ops.append(guarded[1])
     ops += [kv.op_put(k, v) for k, v in (*blocks, marker)]
-    size = sum(len(k) + len(v) for k, v in (*blocks, marker))
+    size = sum(kv.put_bytes(op) for op in ops)  # a GPU's periods can be long: all counted
     if len(ops) > kv.MAX_TXN_OPS or len(compare) > kv.MAX_TXN_OPS or size > kv.MAX_TXN_BYTES:
         return None
     if not kv.txn(compare, ops):

@@ -12,7 +12,9 @@ from store.codec import samples_from_rows
 from store.keys import Keys
 from store.read import read_samples
 from store.registry import known
+from store.workloads import read_workloads
 from store.write import GpuBatch, latest_values, write_chunk
+from tests.helpers import spy_calls
 
 WINDOW = 3_600_000
 
@@ -83,6 +85,40 @@ def test_chunk_too_big_for_one_transaction_still_lands_whole(keys):
     assert kv.get(keys.chunk("j", 0)) is not None
     assert len(latest_values(keys)) == 150
     assert kv.count_prefix(keys.records_prefix()) == 150
+
+
+POD_A = {"pod": "train-0", "namespace": "ml"}
+POD_B = {"pod": "train-1", "namespace": "ml"}
+
+
+def with_periods(uuid: str, start: int, periods: tuple) -> GpuBatch:
+    rows = [(start + 1000 * i, "m", float(i)) for i in range(4)]
+    return GpuBatch(facts(uuid), samples_from_rows(rows), periods)
+
+
+def test_a_chunk_and_its_workload_periods_are_one_read_and_one_transaction(keys, monkeypatch):
+    write_chunk(keys, "j", 0, [with_periods("GPU-1", 0, ((0, 3000, POD_A),))], WINDOW)
+    made = spy_calls(monkeypatch, kv, ("get", "get_many", "txn", "put_batches"))
+    chunk = [
+        with_periods("GPU-1", 4000, ((4000, 5000, POD_A), (6000, 7000, POD_B))),
+        with_periods("GPU-2", 4000, ((4000, 7000, {}),)),
+    ]
+    write_chunk(keys, "j", 1, chunk, WINDOW)
+    assert made == ["get_many", "txn"]
+    assert read_workloads(keys) == {
+        "GPU-1": [(0, 5000, POD_A), (6000, 7000, POD_B)],
+        "GPU-2": [(4000, 7000, {})],
+    }
+    before = revision_now()
+    assert write_chunk(keys, "j", 1, chunk, WINDOW).already_done
+    assert revision_now() == before
+
+
+def test_periods_of_a_chunk_too_big_for_one_transaction_are_stored(keys):
+    batches = [with_periods(f"GPU-{i}", 0, ((0, 3000, POD_A),)) for i in range(70)]
+    result = write_chunk(keys, "j", 0, batches, WINDOW)
+    assert not result.already_done and result.blocks == 70
+    assert read_workloads(keys) == {f"GPU-{i}": [(0, 3000, POD_A)] for i in range(70)}
 
 
 def test_gpu_that_moves_host_keeps_one_record_and_its_first_seen(keys):
