@@ -265,11 +265,16 @@ def op_put(key: str, value: bytes) -> Any:
     return pyetcd.transactions.Put(key, value)
 
 
+def put_cost(key: str, value: bytes) -> int:
+    """What a put counts toward MAX_TXN_BYTES: its key and value, and a margin for framing."""
+    return len(key) + len(value) + 16
+
+
 def put_bytes(op: Any) -> int:
-    """The key and value bytes a put of `op_put` sends (0 for any other operation)."""
+    """`put_cost` of a put made by `op_put` (0 for any other operation)."""
     if not isinstance(op, pyetcd.transactions.Put):
         return 0
-    return len(op.key) + len(op.value)
+    return put_cost(op.key, op.value)
 
 
 def op_get(key: str) -> Any:
@@ -350,7 +355,7 @@ def put_batches(items: Sequence[tuple[str, bytes]]) -> int:
     ops: list[Any] = []
     size = 0
     for key, value in items:
-        cost = len(key) + len(value) + 16
+        cost = put_cost(key, value)
         if ops and (len(ops) >= MAX_TXN_OPS or size + cost > MAX_TXN_BYTES):
             txn([], ops)
             batches += 1

@@ -1,10 +1,12 @@
 """Samples in and out: blocks, latest values and chunk markers.
 
-Write order for one chunk (see docs/STORAGE.md): GPU records, then latest
-values (compare-and-swap), then blocks with the chunk marker in the last
-transaction. Every step is idempotent, so a chunk retried after a crash at any
-point ends in the same state: block keys carry a digest of their content and
-latest values only move forward in time.
+A chunk is usually one read and one transaction: its GPUs' workload periods, GPU
+records, latest values, blocks and chunk marker together (see docs/STORAGE.md). A chunk
+too large for that takes steps: workload periods, GPU records, latest values
+(compare-and-swap), then blocks with the chunk marker in the last transaction.
+Every step is idempotent, so a chunk retried after a crash at any point ends in the
+same state: block keys carry a digest of their content, latest values only move
+forward in time and periods merge as a union.
 """
 
 from __future__ import annotations
@@ -71,11 +73,12 @@ def write_chunk(
     goes into each block's key and each latest value, so the newest upload of a
     sample wins whatever order chunks arrive in (store/order.py).
 
-    The usual case is one read and one transaction: GPU records (when new or
-    changed), latest values, blocks and the chunk marker, all guarded by compares
-    on what was read. A chunk too large for one transaction, or one that keeps
-    losing races, takes the step-by-step path (records, latest, then blocks with
-    the marker last), each step idempotent.
+    The usual case is one read and one transaction: workload periods, GPU records
+    (when new or changed), latest values, blocks and the chunk marker, all guarded by
+    compares on what was read. When all of that cannot fit one transaction, the periods
+    are merged first, on their own, and the rest may still fit. A chunk still too large,
+    or one that keeps losing races, takes the step-by-step path (periods, records,
+    latest, then blocks with the marker last), each step idempotent.
     """
     batches = [b for b in batches if len(b.samples)]
     periods = {b.uuid: list(b.workloads) for b in batches if b.workloads}
@@ -87,15 +90,18 @@ def write_chunk(
         Registration(b.facts, int(b.samples.ts.min()), int(b.samples.ts.max())) for b in batches
     ]
     newest = {b.uuid: _newest_per_metric(b.samples, upload) for b in batches}
+    if _ops_bound(pending(keys, regs), newest, periods, blocks) > kv.MAX_TXN_OPS:
+        update_workloads(keys, periods)  # a step of their own: the rest may fit one txn
+        periods = {}
     try:
         done, records = kv.guaranteed_update(
             lambda: _write_in_one_txn(keys, regs, newest, periods, blocks, marker),
             attempts=_ONE_TXN_ATTEMPTS,
-            conflict=lambda: "the chunk did not fit one transaction or kept losing races",
+            conflict=lambda: "the chunk kept losing races",
         )
         blocks_written = 0 if done else len(blocks)
         return ChunkResult(total, blocks_written, len(records), done, tuple(records))
-    except Conflict:
+    except (Conflict, _TooBig):
         pass  # the step-by-step path below
     if kv.get(marker[0]) is not None:
         return ChunkResult(total, 0, 0, already_done=True)
@@ -107,6 +113,25 @@ def write_chunk(
     return ChunkResult(total, len(blocks), len(records), False, tuple(records))
 
 
+class _TooBig(Exception):
+    """The chunk's writes do not fit one etcd transaction: no use reading again."""
+
+
+# etcd operations a pending GPU registration may take: record, locator, the old record's
+# delete (moved host), the MIG instance key (store/registry.py::plan_registration)
+_REGISTRATION_OPS = 4
+
+
+def _ops_bound(
+    todo: Sequence[Registration],
+    newest: dict[str, dict[str, list]],
+    periods: dict[str, list],
+    blocks: list[tuple[str, bytes]],
+) -> int:
+    """The most operations (or compares) the chunk's one transaction can take."""
+    return 1 + len(blocks) + len(newest) + len(periods) + _REGISTRATION_OPS * len(todo)
+
+
 def _write_in_one_txn(
     keys: Keys,
     regs: list[Registration],
@@ -115,9 +140,9 @@ def _write_in_one_txn(
     blocks: list[tuple[str, bytes]],
     marker: tuple[str, bytes],
 ) -> tuple[bool, list[dict]] | None:
-    """(already_done, records written) on success; None when it did not fit or lost a race.
-    The workload periods go in the same transaction: a chunk is stored whole or not at all,
-    in one read and one write (two of each when the periods were a step of their own)."""
+    """(already_done, records written) on success; None when it lost a race; _TooBig
+    when it does not fit. The workload periods go in the same transaction: a chunk is
+    stored whole or not at all, in one read and one write."""
     todo = pending(keys, regs)
     read = [
         marker[0],
@@ -126,7 +151,7 @@ def _write_in_one_txn(
         *keys_to_read(keys, todo),
     ]
     if len(read) > kv.MAX_TXN_OPS:
-        return None
+        raise _TooBig
     current = kv.get_many(read)
     if marker[0] in current:
         return True, []
@@ -144,7 +169,7 @@ def _write_in_one_txn(
     ops += [kv.op_put(k, v) for k, v in (*blocks, marker)]
     size = sum(kv.put_bytes(op) for op in ops)  # a GPU's periods can be long: all counted
     if len(ops) > kv.MAX_TXN_OPS or len(compare) > kv.MAX_TXN_OPS or size > kv.MAX_TXN_BYTES:
-        return None
+        raise _TooBig
     if not kv.txn(compare, ops):
         return None
     for plan in plans:

@@ -7,7 +7,7 @@ compress ~10x, so the encoder's speed matters as much as the ratio: zstd level
 a better ratio. Gzip, what Grafana's proxy and most programs ask for, is made by
 ISA-L (`isal`) at its default level 2: ~9x faster than zlib level 5 on our JSON
 (0.06 vs 0.54 ms for one GPU's day at 60 s, the bulk of a small query's CPU),
-2-11 % larger, a fifth of zlib's memory per stream (docs/PERFORMANCE.md).
+2-11 % larger, with less memory per stream than zlib's (docs/PERFORMANCE.md).
 
 The client chooses with q-values; among equal ones we prefer zstd, then br,
 then gzip. Streamed answers (CSV exports) are compressed piece by piece and

@@ -114,6 +114,27 @@ def test_a_chunk_and_its_workload_periods_are_one_read_and_one_transaction(keys,
     assert revision_now() == before
 
 
+@pytest.mark.parametrize(
+    ("gpus", "expected"),
+    [
+        (30, ["get_many", "txn"]),  # everything in one transaction
+        # periods with the rest would pass etcd's 128 operations: a step of their own, and
+        # the rest still one transaction (no read repeated for a transaction that cannot fit)
+        (45, ["get_many", "txn", "get_many", "txn"]),
+    ],
+)
+def test_a_chunk_of_many_gpus_reads_once_for_each_transaction(keys, monkeypatch, gpus, expected):
+    uuids = [f"GPU-{i}" for i in range(gpus)]
+    write_chunk(keys, "j", 0, [with_periods(u, 0, ((0, 3000, POD_A),)) for u in uuids], WINDOW)
+    made = spy_calls(monkeypatch, kv, ("get", "get_many", "txn", "put_batches"))
+    chunk = [with_periods(u, 4000, ((4000, 7000, POD_B),)) for u in uuids]
+    result = write_chunk(keys, "j", 1, chunk, WINDOW)
+    assert made == expected
+    assert not result.already_done and result.blocks == gpus
+    assert read_workloads(keys) == {u: [(0, 3000, POD_A), (4000, 7000, POD_B)] for u in uuids}
+    assert kv.get(keys.chunk("j", 1)) is not None
+
+
 def test_periods_of_a_chunk_too_big_for_one_transaction_are_stored(keys):
     batches = [with_periods(f"GPU-{i}", 0, ((0, 3000, POD_A),)) for i in range(70)]
     result = write_chunk(keys, "j", 0, batches, WINDOW)
