@@ -158,7 +158,11 @@ def test_concurrent_writers_of_the_same_gpu_converge(keys):
     def run(seq: int) -> None:
         try:
             rows = [(1000 * seq + i, "m", float(seq)) for i in range(5)]
-            write_chunk(keys, "race", seq, [batch("GPU-R", rows)], WINDOW)
+            pod = {"pod": f"p{seq}"}  # each writer's own workload: none may be lost
+            gpu = GpuBatch(
+                facts("GPU-R"), samples_from_rows(rows), ((1000 * seq, 1000 * seq + 4, pod),)
+            )
+            write_chunk(keys, "race", seq, [gpu], WINDOW)
         except BaseException as exc:
             errors.append(exc)
 
@@ -173,6 +177,9 @@ def test_concurrent_writers_of_the_same_gpu_converge(keys):
     got = read_samples(keys, "GPU-R", 0, 10**12, WINDOW)
     assert len(got) == 40
     assert latest_values(keys)["GPU-R"]["m"] == [7004, 7.0]
+    assert read_workloads(keys)["GPU-R"] == [
+        (1000 * s, 1000 * s + 4, {"pod": f"p{s}"}) for s in range(8)
+    ]
 
 
 def test_overlapping_blocks_newest_write_wins(keys):
