@@ -11,6 +11,16 @@ asking for gzip (as Grafana's data source proxy sends them) and on a new connect
 request without it; the table shows medians and the ratios ours / Prometheus (below 1.0:
 we are faster). The goals (issue 15): query_range over 24 h of one GPU and over the fleet
 <= 1.0, instant fleet queries <= 2.0.
+
+    python -m bench.promql --ingest   # ours written to between queries, as a live store is
+
+With --ingest, one scrape of the fleet (a sample per GPU and metric, stamped a step after
+the last, as if the clock went on) is written through the worker's write path before each
+of our requests, untimed: every query finds the store written since the previous one (its
+plans are read again, the newest window's columns rebuilt), as under steady ingest with a
+dashboard refreshed at the scrape interval, where the default measures a store at rest.
+Prometheus is not written to (its head appends do not change what a query reads from its
+blocks).
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ import statistics
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 
 import numpy as np
 
@@ -194,12 +205,48 @@ def run(args: argparse.Namespace) -> None:
         log(f"prometheus: backfilled in {backfill:.1f} s")
         with prometheus.start_prometheus(st.tmp / "prom", tsdb_dir=st.tmp / "tsdb") as prom:
             theirs = f"{prom.url}/api/v1"
-            table(measure(queries(data, args.hours), ours, theirs, args.reps))
+            scrape = Scraper(data) if args.ingest else None
+            table(measure(queries(data, args.hours), ours, theirs, args.reps, scrape))
+            if scrape is not None:
+                log(f"ingest: {scrape.count} scrapes of {len(data)} GPUs, one before each query")
 
 
-def measure(plan: list, ours: str, theirs: str, reps: int) -> list[tuple]:
+class Scraper:
+    """Writes one scrape of the fleet (a sample per GPU and metric, stamped one step after
+    the last) through the worker's write path, each time it is called."""
+
+    def __init__(self, data: list) -> None:
+        from django.conf import settings
+
+        from store import window_ms
+        from store.keys import Keys
+
+        self.keys, self.window = Keys(settings.ETCD_PREFIX), window_ms()
+        self.facts = [d[0] for d in data]
+        self.at = int(data[0][1][-1])
+        self.count = 0
+        self.rng = np.random.default_rng(0)
+
+    def __call__(self) -> None:
+        from store.codec import Samples
+        from store.write import GpuBatch, write_chunk
+
+        self.at += STEP_MS
+        names = tuple(METRICS)
+        metric = np.arange(len(names), dtype=np.int32)
+        ts = np.full(len(names), self.at)
+        batches = [
+            GpuBatch(f, Samples(ts, metric, self.rng.random(len(names)), names)) for f in self.facts
+        ]
+        write_chunk(self.keys, "scrape", self.count, batches, self.window)
+        self.count += 1
+
+
+def measure(
+    plan: list, ours: str, theirs: str, reps: int, scrape: Callable[[], None] | None = None
+) -> list[tuple]:
     """Per query: the medians on kept-alive connections (ours, Prometheus) and on a new
-    connection per request, each side in turn."""
+    connection per request, each side in turn; `scrape` (untimed) before each of ours."""
     rows = []
     clients = (Client(ours), Client(theirs))
     prefixes = tuple(urllib.parse.urlsplit(base).path for base in (ours, theirs))
@@ -214,7 +261,11 @@ def measure(plan: list, ours: str, theirs: str, reps: int) -> list[tuple]:
         fresh: tuple[list[float], list[float]] = ([], [])
         for _ in range(reps):
             for side in (0, 1):
+                if scrape is not None and side == 0:
+                    scrape()
                 kept[side].append(timed_on(clients[side], paths[side]))
+                if scrape is not None and side == 0:
+                    scrape()
                 fresh[side].append(timed(urls[side])[0])
         a, b = statistics.median(kept[0]), statistics.median(kept[1])
         c, d = statistics.median(fresh[0]), statistics.median(fresh[1])
@@ -244,6 +295,9 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=30)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="8 GPUs x 6 h, 5 reps")
+    parser.add_argument(
+        "--ingest", action="store_true", help="a scrape of the fleet written before each query"
+    )
     args = parser.parse_args()
     if args.quick:
         args.gpus, args.hours, args.reps = 8, 6.0, 5
