@@ -14,13 +14,14 @@ we are faster). The goals (issue 15): query_range over 24 h of one GPU and over 
 
     python -m bench.promql --ingest   # ours written to between queries, as a live store is
 
-With --ingest, one scrape of the fleet (a sample per GPU and metric, stamped a step after
-the last, as if the clock went on) is written through the worker's write path before each
-of our requests, untimed: every query finds the store written since the previous one (its
-plans are read again, the newest window's columns rebuilt), as under steady ingest with a
-dashboard refreshed at the scrape interval, where the default measures a store at rest.
-Prometheus is not written to (its head appends do not change what a query reads from its
-blocks).
+With --ingest, before each pair of requests (ours, Prometheus') one scrape of the fleet (a
+sample per GPU and metric, stamped a step after the last, as if the clock went on) is
+written, untimed, into ours through the worker's write path and into Prometheus by remote
+write; the query then moves to that scrape's time (an instant at it, a range ending at it,
+aligned to the step), as a dashboard at "now" refreshed at the scrape interval asks. Every
+query of ours finds the store written since the previous one (its plans are read again, the
+newest window's columns rebuilt), where the default measures a store at rest. Ours is
+compacted as the upkeep would be, every COMPACTION_INTERVAL of scrape time (untimed).
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ import statistics
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
 
 import numpy as np
 
@@ -203,70 +203,112 @@ def run(args: argparse.Namespace) -> None:
         prometheus.write_openmetrics(prometheus_series(data), om)
         backfill = prometheus.create_blocks(om, st.tmp / "tsdb")
         log(f"prometheus: backfilled in {backfill:.1f} s")
-        with prometheus.start_prometheus(st.tmp / "prom", tsdb_dir=st.tmp / "tsdb") as prom:
+        extra = ["--web.enable-remote-write-receiver"] if args.ingest else []
+        with prometheus.start_prometheus(
+            st.tmp / "prom", tsdb_dir=st.tmp / "tsdb", extra_args=extra
+        ) as prom:
             theirs = f"{prom.url}/api/v1"
-            scrape = Scraper(data) if args.ingest else None
-            table(measure(queries(data, args.hours), ours, theirs, args.reps, scrape))
+            scrape = Scraper(data, f"{theirs}/write") if args.ingest else None
+            plan = queries(data, args.hours)
+            table(measure(plan, ours, theirs, args.reps, scrape, args.hours))
             if scrape is not None:
-                log(f"ingest: {scrape.count} scrapes of {len(data)} GPUs, one before each query")
+                log(f"ingest: {scrape.count} scrapes of {len(data)} GPUs, one before each pair")
 
 
 class Scraper:
-    """Writes one scrape of the fleet (a sample per GPU and metric, stamped one step after
-    the last) through the worker's write path, each time it is called."""
+    """One scrape of the fleet each call (a sample per GPU and metric, stamped one step after
+    the last): written into ours through the worker's write path, and remote-written into
+    Prometheus (`prom`: its /api/v1/write), so both hold the same samples. Ours is compacted
+    (untimed) as the upkeep would, every COMPACTION_INTERVAL of scrape time, the first
+    scrape included."""
 
-    def __init__(self, data: list) -> None:
+    def __init__(self, data: list, prom: str) -> None:
         from django.conf import settings
 
         from store import window_ms
         from store.keys import Keys
 
-        self.keys, self.window = Keys(settings.ETCD_PREFIX), window_ms()
+        self.keys, self.window, self.prom = Keys(settings.ETCD_PREFIX), window_ms(), prom
         self.facts = [d[0] for d in data]
         self.at = int(data[0][1][-1])
         self.count = 0
         self.rng = np.random.default_rng(0)
+        # compaction runs every COMPACTION_INTERVAL: as many scrapes of STEP_MS apart
+        self.compact_every = max(1, round(settings.COMPACTION_INTERVAL * 1000 / STEP_MS))
 
-    def __call__(self) -> None:
+    def __call__(self) -> int:
+        """Writes the next scrape; its time (ms)."""
         from store.codec import Samples
+        from store.compaction import compact
+        from store.tiers import tiers
         from store.write import GpuBatch, write_chunk
 
         self.at += STEP_MS
         names = tuple(METRICS)
+        values = self.rng.random((len(self.facts), len(names))) * 100
         metric = np.arange(len(names), dtype=np.int32)
         ts = np.full(len(names), self.at)
         batches = [
-            GpuBatch(f, Samples(ts, metric, self.rng.random(len(names)), names)) for f in self.facts
+            GpuBatch(f, Samples(ts, metric, values[i], names)) for i, f in enumerate(self.facts)
         ]
         write_chunk(self.keys, "scrape", self.count, batches, self.window)
+        if self.count % self.compact_every == 0:  # the upkeep's cadence, in scrape time
+            compact(self.keys, tiers(), retention=False)
+        series = [
+            (
+                {"__name__": name, **f["labels"], "cluster": f["cluster"]},
+                [(self.at, float(values[i, j]))],
+            )
+            for i, f in enumerate(self.facts)
+            for j, name in enumerate(names)
+        ]
+        prometheus.remote_write(self.prom, prometheus.remote_write_body(series))
         self.count += 1
+        return self.at
+
+
+def at_scrape(params: dict, at_ms: int, hours: float) -> dict:
+    """`params` moved to a scrape at `at_ms`, as a dashboard at "now" asks: an instant at
+    it; a range ending at it (aligned to the step, as Grafana aligns) over the same span."""
+    if "time" in params:
+        return {**params, "time": at_ms / 1000}
+    step = params["step"]
+    end = at_ms / 1000 // step * step
+    return {**params, "start": end - min(hours, 24) * 3600, "end": end}
 
 
 def measure(
-    plan: list, ours: str, theirs: str, reps: int, scrape: Callable[[], None] | None = None
+    plan: list, ours: str, theirs: str, reps: int, scrape: Scraper | None = None, hours: float = 24
 ) -> list[tuple]:
     """Per query: the medians on kept-alive connections (ours, Prometheus) and on a new
-    connection per request, each side in turn; `scrape` (untimed) before each of ours."""
+    connection per request, each side in turn. With `scrape`, a scrape is written (untimed)
+    before each pair of requests, and the query moves to its time."""
     rows = []
     clients = (Client(ours), Client(theirs))
     prefixes = tuple(urllib.parse.urlsplit(base).path for base in (ours, theirs))
     for label, query, params in plan:
         path = "query_range" if "step" in params else "query"
-        qs = urllib.parse.urlencode({"query": query, **params})
-        urls = (f"{ours}/{path}?{qs}", f"{theirs}/{path}?{qs}")
-        paths = tuple(f"{prefix}/{path}?{qs}" for prefix in prefixes)
-        for url in urls:  # warm both (connections, caches) before timing
+
+        # (full URLs for new connections, paths for the kept-alive clients) of both sides
+        def urls(params: dict, query: str = query, path: str = path) -> tuple[tuple, tuple]:
+            qs = urllib.parse.urlencode({"query": query, **params})
+            full = (f"{ours}/{path}?{qs}", f"{theirs}/{path}?{qs}")
+            return full, (f"{prefixes[0]}/{path}?{qs}", f"{prefixes[1]}/{path}?{qs}")
+
+        full, paths = urls(params)
+        for url in full:  # warm both (connections, caches) before timing
             timed(url)
         kept: tuple[list[float], list[float]] = ([], [])
         fresh: tuple[list[float], list[float]] = ([], [])
         for _ in range(reps):
+            if scrape is not None:
+                full, paths = urls(at_scrape(params, scrape(), hours))
             for side in (0, 1):
-                if scrape is not None and side == 0:
-                    scrape()
                 kept[side].append(timed_on(clients[side], paths[side]))
-                if scrape is not None and side == 0:
-                    scrape()
-                fresh[side].append(timed(urls[side])[0])
+            if scrape is not None:
+                full, paths = urls(at_scrape(params, scrape(), hours))
+            for side in (0, 1):
+                fresh[side].append(timed(full[side])[0])
         a, b = statistics.median(kept[0]), statistics.median(kept[1])
         c, d = statistics.median(fresh[0]), statistics.median(fresh[1])
         rows.append((label, a * 1000, b * 1000, a / b, c * 1000, d * 1000, c / d))

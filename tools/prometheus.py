@@ -146,6 +146,39 @@ def start_prometheus(
     return service
 
 
+def remote_write_body(series: Iterable[tuple[dict[str, str], list[tuple[int, float]]]]) -> bytes:
+    """A remote write 1.0 body: the snappy-compressed (block format) protobuf WriteRequest of
+    `series`, each (labels with `__name__`, [(timestamp ms, value), ...])."""
+    import cramjam
+
+    from apps.ingest.prompb import remote_pb2
+
+    request = remote_pb2.WriteRequest()
+    for labels, points in series:
+        ts = request.timeseries.add()
+        for name, value in sorted(labels.items()):
+            ts.labels.add(name=name, value=value)
+        for t, v in points:
+            ts.samples.add(timestamp=t, value=v)
+    return bytes(cramjam.snappy.compress_raw(request.SerializeToString()))
+
+
+def remote_write(url: str, body: bytes, timeout: float = 60) -> None:
+    """POST a `remote_write_body` to `url` (a receiver's /api/v1/write); raises on refusal."""
+    request = urllib.request.Request(
+        url,
+        data=body,
+        method="POST",
+        headers={
+            "Content-Type": "application/x-protobuf",
+            "Content-Encoding": "snappy",
+            "X-Prometheus-Remote-Write-Version": "0.1.0",
+        },
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as resp:
+        resp.read()
+
+
 def api_get(base_url: str, path: str, params: dict[str, str | float], timeout: float = 60) -> dict:
     """GET ``base_url + path`` with ``params``; return the decoded JSON (errors included)."""
     url = f"{base_url}{path}?{urllib.parse.urlencode(params)}"

@@ -8,10 +8,10 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from apps.ingest.exposition import Limits, Sample, from_samples
-from apps.ingest.prompb import remote_pb2
 from apps.ingest.remote_write import series_for
 from tests.api.api_support import all_gpus, stored_samples
 from tests.helpers import wait_for, wait_job_done
+from tools import prometheus
 
 URL = "/prometheus/api/v1/write"
 GPU = "GPU-11112222-3333-4444-5555-666677778888"
@@ -19,14 +19,7 @@ T = 1_752_800_000_000
 
 
 def write_request(series: list[tuple[dict[str, str], list[tuple[int, float]]]]) -> bytes:
-    request = remote_pb2.WriteRequest()
-    for labels, points in series:
-        ts = request.timeseries.add()
-        for name, value in sorted(labels.items()):
-            ts.labels.add(name=name, value=value)
-        for t, v in points:
-            ts.samples.add(timestamp=t, value=v)
-    return bytes(cramjam.snappy.compress_raw(request.SerializeToString()))
+    return prometheus.remote_write_body(series)
 
 
 def dcgm(name: str, **extra: str) -> dict[str, str]:
