@@ -90,19 +90,52 @@ def write_chunk(
         Registration(b.facts, int(b.samples.ts.min()), int(b.samples.ts.max())) for b in batches
     ]
     newest = {b.uuid: _newest_per_metric(b.samples, upload) for b in batches}
-    if _ops_bound(pending(keys, regs), newest, periods, blocks) > kv.MAX_TXN_OPS:
-        update_workloads(keys, periods)  # a step of their own: the rest may fit one txn
-        periods = {}
+    if _ops_bound(pending(keys, regs), newest, periods, blocks) <= kv.MAX_TXN_OPS:
+        try:
+            return _in_one_txn(keys, regs, newest, periods, blocks, marker, total)
+        except Conflict:
+            return _step_by_step(keys, regs, newest, periods, blocks, marker, total)
+        except _TooBig:
+            pass  # too many bytes with the periods (long period lists): without them
+    if kv.get(marker[0]) is not None:  # a redelivery: merge nothing again
+        return ChunkResult(total, 0, 0, already_done=True)
+    update_workloads(keys, periods)  # a step of their own: the rest may fit one txn
     try:
-        done, records = kv.guaranteed_update(
-            lambda: _write_in_one_txn(keys, regs, newest, periods, blocks, marker),
-            attempts=_ONE_TXN_ATTEMPTS,
-            conflict=lambda: "the chunk kept losing races",
-        )
-        blocks_written = 0 if done else len(blocks)
-        return ChunkResult(total, blocks_written, len(records), done, tuple(records))
+        return _in_one_txn(keys, regs, newest, {}, blocks, marker, total)
     except (Conflict, _TooBig):
-        pass  # the step-by-step path below
+        return _step_by_step(keys, regs, newest, {}, blocks, marker, total)
+
+
+def _in_one_txn(
+    keys: Keys,
+    regs: list[Registration],
+    newest: dict[str, dict[str, list]],
+    periods: dict[str, list],
+    blocks: list[tuple[str, bytes]],
+    marker: tuple[str, bytes],
+    total: int,
+) -> ChunkResult:
+    """The chunk in one read and one transaction; Conflict after losing every race,
+    _TooBig when it cannot fit."""
+    done, records = kv.guaranteed_update(
+        lambda: _write_in_one_txn(keys, regs, newest, periods, blocks, marker),
+        attempts=_ONE_TXN_ATTEMPTS,
+        conflict=lambda: "the chunk kept losing races",
+    )
+    return ChunkResult(total, 0 if done else len(blocks), len(records), done, tuple(records))
+
+
+def _step_by_step(
+    keys: Keys,
+    regs: list[Registration],
+    newest: dict[str, dict[str, list]],
+    periods: dict[str, list],
+    blocks: list[tuple[str, bytes]],
+    marker: tuple[str, bytes],
+    total: int,
+) -> ChunkResult:
+    """The chunk in idempotent steps, the marker last (too large for one transaction, or
+    losing races): a crash at any point is repaired by doing it again."""
     if kv.get(marker[0]) is not None:
         return ChunkResult(total, 0, 0, already_done=True)
     # periods first: idempotent, so a crash before the blocks only repeats them

@@ -118,9 +118,10 @@ def test_a_chunk_and_its_workload_periods_are_one_read_and_one_transaction(keys,
     ("gpus", "expected"),
     [
         (30, ["get_many", "txn"]),  # everything in one transaction
-        # periods with the rest would pass etcd's 128 operations: a step of their own, and
-        # the rest still one transaction (no read repeated for a transaction that cannot fit)
-        (45, ["get_many", "txn", "get_many", "txn"]),
+        # periods with the rest would pass etcd's 128 operations: the marker checked (a
+        # redelivery merges nothing again), the periods a step of their own, and the rest
+        # still one transaction (no read repeated for a transaction that cannot fit)
+        (45, ["get", "get_many", "txn", "get_many", "txn"]),
     ],
 )
 def test_a_chunk_of_many_gpus_reads_once_for_each_transaction(keys, monkeypatch, gpus, expected):
@@ -132,6 +133,26 @@ def test_a_chunk_of_many_gpus_reads_once_for_each_transaction(keys, monkeypatch,
     assert made == expected
     assert not result.already_done and result.blocks == gpus
     assert read_workloads(keys) == {u: [(0, 3000, POD_A), (4000, 7000, POD_B)] for u in uuids}
+    assert kv.get(keys.chunk("j", 1)) is not None
+    made.clear()
+    before = revision_now()
+    assert write_chunk(keys, "j", 1, chunk, WINDOW).already_done
+    assert revision_now() == before and "txn" not in made
+
+
+def test_periods_too_long_for_the_chunks_transaction_go_first(keys, monkeypatch):
+    """A GPU's period list is kept whole: when it takes the transaction past its byte bound,
+    the periods are merged on their own and the chunk is still one transaction."""
+    many = tuple((10 * i, 10 * i + 5, {"pod": f"job-{i}"}) for i in range(400))
+    write_chunk(keys, "j", 0, [with_periods("GPU-1", 0, many)], WINDOW)
+    stored = len(kv.get(keys.workloads("GPU-1")).value)
+    monkeypatch.setattr(kv, "MAX_TXN_BYTES", stored)  # the periods alone fill the bound
+    made = spy_calls(monkeypatch, kv, ("get", "get_many", "txn", "put_batches"))
+    chunk = [with_periods("GPU-1", 10_000, ((10_000, 13_000, POD_B),))]
+    result = write_chunk(keys, "j", 1, chunk, WINDOW)
+    assert made == ["get_many", "get", "get_many", "txn", "get_many", "txn"]
+    assert not result.already_done and result.blocks == 1
+    assert read_workloads(keys)["GPU-1"] == [*many, (10_000, 13_000, POD_B)]
     assert kv.get(keys.chunk("j", 1)) is not None
 
 
