@@ -90,60 +90,57 @@ def write_chunk(
         Registration(b.facts, int(b.samples.ts.min()), int(b.samples.ts.max())) for b in batches
     ]
     newest = {b.uuid: _newest_per_metric(b.samples, upload) for b in batches}
+    chunk = _Writes(keys, regs, newest, blocks, marker, total)
     if _ops_bound(pending(keys, regs), newest, periods, blocks) <= kv.MAX_TXN_OPS:
         try:
-            return _in_one_txn(keys, regs, newest, periods, blocks, marker, total)
+            return _in_one_txn(chunk, periods)
         except Conflict:
-            return _step_by_step(keys, regs, newest, periods, blocks, marker, total)
+            return _step_by_step(chunk, periods)
         except _TooBig:
             pass  # too many bytes with the periods (long period lists): without them
     if kv.get(marker[0]) is not None:  # a redelivery: merge nothing again
         return ChunkResult(total, 0, 0, already_done=True)
     update_workloads(keys, periods)  # a step of their own: the rest may fit one txn
     try:
-        return _in_one_txn(keys, regs, newest, {}, blocks, marker, total)
+        return _in_one_txn(chunk, {})
     except (Conflict, _TooBig):
-        return _step_by_step(keys, regs, newest, {}, blocks, marker, total)
+        return _step_by_step(chunk, {})
 
 
-def _in_one_txn(
-    keys: Keys,
-    regs: list[Registration],
-    newest: dict[str, dict[str, list]],
-    periods: dict[str, list],
-    blocks: list[tuple[str, bytes]],
-    marker: tuple[str, bytes],
-    total: int,
-) -> ChunkResult:
+@dataclass(frozen=True, slots=True)
+class _Writes:
+    """What storing one chunk writes, but its workload periods."""
+
+    keys: Keys
+    regs: list[Registration]
+    newest: dict[str, dict[str, list]]
+    blocks: list[tuple[str, bytes]]
+    marker: tuple[str, bytes]
+    total: int
+
+
+def _in_one_txn(c: _Writes, periods: dict[str, list]) -> ChunkResult:
     """The chunk in one read and one transaction; Conflict after losing every race,
     _TooBig when it cannot fit."""
     done, records = kv.guaranteed_update(
-        lambda: _write_in_one_txn(keys, regs, newest, periods, blocks, marker),
+        lambda: _write_in_one_txn(c.keys, c.regs, c.newest, periods, c.blocks, c.marker),
         attempts=_ONE_TXN_ATTEMPTS,
         conflict=lambda: "the chunk kept losing races",
     )
-    return ChunkResult(total, 0 if done else len(blocks), len(records), done, tuple(records))
+    return ChunkResult(c.total, 0 if done else len(c.blocks), len(records), done, tuple(records))
 
 
-def _step_by_step(
-    keys: Keys,
-    regs: list[Registration],
-    newest: dict[str, dict[str, list]],
-    periods: dict[str, list],
-    blocks: list[tuple[str, bytes]],
-    marker: tuple[str, bytes],
-    total: int,
-) -> ChunkResult:
+def _step_by_step(c: _Writes, periods: dict[str, list]) -> ChunkResult:
     """The chunk in idempotent steps, the marker last (too large for one transaction, or
     losing races): a crash at any point is repaired by doing it again."""
-    if kv.get(marker[0]) is not None:
-        return ChunkResult(total, 0, 0, already_done=True)
+    if kv.get(c.marker[0]) is not None:
+        return ChunkResult(c.total, 0, 0, already_done=True)
     # periods first: idempotent, so a crash before the blocks only repeats them
-    update_workloads(keys, periods)
-    records = ensure_registered(keys, regs)
-    update_latest(keys, newest)
-    kv.put_batches([*blocks, marker])
-    return ChunkResult(total, len(blocks), len(records), False, tuple(records))
+    update_workloads(c.keys, periods)
+    records = ensure_registered(c.keys, c.regs)
+    update_latest(c.keys, c.newest)
+    kv.put_batches([*c.blocks, c.marker])
+    return ChunkResult(c.total, len(c.blocks), len(records), False, tuple(records))
 
 
 class _TooBig(Exception):
