@@ -272,11 +272,26 @@ def _die_with_parent() -> None:
 
     The child has its own session, so a signal to the parent's group does not
     reach it; without this, a test run or launcher killed hard would leave etcd,
-    Redis and workers running.
+    Redis and workers running. Used only where util-linux's `setpriv` is missing
+    (`_with_death_signal`): Python code between fork and exec is unsafe in a
+    process with threads, and a test process has gRPC's.
     """
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _with_death_signal(argv: list[str]) -> tuple[list[str], dict]:
+    """`argv` and the Popen arguments that make it get SIGTERM when its parent dies:
+    `setpriv --pdeathsig` in front (no Python runs in the forked child, so a parent
+    with threads, gRPC's among them, cannot deadlock or crash it between fork and
+    exec: a gateway started by the tests once died before serving with gRPC's
+    "epoll_wait error: Bad file descriptor", most likely there), else
+    `_die_with_parent` as the child's preexec_fn."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return argv, {"preexec_fn": _die_with_parent}
+    return [setpriv, "--pdeathsig", "TERM", "--", *argv], {}
 
 
 _PR_SET_PDEATHSIG = 1
@@ -299,15 +314,18 @@ def _spawn(
     with open(log_path, "ab") as log:
         offset = log.tell()
         try:
+            if shutil.which(argv[0], path=(env or os.environ).get("PATH")) is None:
+                raise FileNotFoundError(argv[0])
+            # set after a `user=` switch (in setpriv, or as preexec_fn), so it survives it
+            command, death = _with_death_signal(argv)
             proc = subprocess.Popen(
-                argv,
+                command,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,
-                # runs after a `user=` switch, so the death signal survives it
-                preexec_fn=_die_with_parent,
+                **death,
                 **(popen_kwargs or {}),
             )
         except FileNotFoundError as exc:

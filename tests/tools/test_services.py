@@ -170,3 +170,42 @@ def test_wait_for_port_sees_exited_process() -> None:
     proc.wait()
     with pytest.raises(RuntimeError, match="exited with code 0"):
         wait_for_port("127.0.0.1", free_port(), 30, proc)
+
+
+def _gone(pid: int) -> bool:
+    """The process has exited (a zombie not yet reaped by init counts as exited)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return any(line.split() == ["State:", "Z", "(zombie)"] for line in status)
+    except FileNotFoundError:
+        return True
+
+
+def test_a_service_gets_sigterm_when_the_process_that_started_it_dies(tmp_path: Path) -> None:
+    """A launcher killed hard (SIGKILL: no cleanup runs) leaves no service behind: each one
+    asks for SIGTERM when its parent dies (setpriv --pdeathsig, no Python in the child)."""
+    code = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from tools import services\n"
+        "tmp = Path(sys.argv[1])\n"
+        "svc = services._spawn('sleeper', ['sleep', '120'], data_dir=tmp, "
+        "log_path=tmp / 'sleeper.log', port=0, url='', env=None)\n"
+        "print(svc.proc.pid, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    repo = Path(__file__).resolve().parents[2]
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, cwd=repo
+    )
+    try:
+        pid = int(launcher.stdout.readline())  # type: ignore[union-attr]
+        assert not _gone(pid)
+        launcher.kill()
+        launcher.wait(10)
+        deadline = time.monotonic() + 10
+        while not _gone(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _gone(pid), "the service outlived the process that started it"
+    finally:
+        launcher.kill()
