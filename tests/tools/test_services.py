@@ -184,9 +184,12 @@ def _gone(pid: int) -> bool:
 def test_a_service_gets_sigterm_when_the_process_that_started_it_dies(tmp_path: Path) -> None:
     """A launcher killed hard (SIGKILL: no cleanup runs) leaves no service behind: each one
     asks for SIGTERM when its parent dies (setpriv --pdeathsig, no Python in the child)."""
+    # the launcher clears its signal mask first: a mask is inherited across fork and exec,
+    # and somewhere in the whole suite SIGTERM ends up blocked in the test process
     code = (
-        "import sys, time\n"
+        "import signal, sys, time\n"
         "from pathlib import Path\n"
+        "signal.pthread_sigmask(signal.SIG_SETMASK, [])\n"
         "from tools import services\n"
         "tmp = Path(sys.argv[1])\n"
         "svc = services._spawn('sleeper', ['sleep', '120'], data_dir=tmp, "
