@@ -126,13 +126,17 @@ def load_ours(data: list, root: str) -> float:
     return time.perf_counter() - started
 
 
+def prometheus_labels(facts: dict) -> dict[str, str]:
+    """A GPU's series labels on Prometheus' side (its name aside)."""
+    return {**facts["labels"], "cluster": facts["cluster"]}
+
+
 def prometheus_series(data: list):
     for metric in METRICS:
         for facts, ts, values in data:
-            labels = {**facts["labels"], "cluster": facts["cluster"]}
             yield (
                 metric,
-                labels,
+                prometheus_labels(facts),
                 list(zip((ts / 1000).tolist(), values[metric].tolist(), strict=True)),
             )
 
@@ -261,7 +265,7 @@ class Scraper:
         write_chunk(self.keys, "scrape", self.count, batches, self.window)
         series = [
             (
-                {"__name__": name, **f["labels"], "cluster": f["cluster"]},
+                {"__name__": name, **prometheus_labels(f)},
                 [(self.at, float(values[i, j]))],
             )
             for i, f in enumerate(self.facts)

@@ -18,8 +18,7 @@ GPU = "GPU-11112222-3333-4444-5555-666677778888"
 T = 1_752_800_000_000
 
 
-def write_request(series: list[tuple[dict[str, str], list[tuple[int, float]]]]) -> bytes:
-    return prometheus.remote_write_body(series)
+write_request = prometheus.remote_write_body
 
 
 def dcgm(name: str, **extra: str) -> dict[str, str]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import wait_for
 from tools.services import (
     Service,
     ensure_binaries,
@@ -206,9 +207,6 @@ def test_a_service_gets_sigterm_when_the_process_that_started_it_dies(tmp_path: 
         assert not _gone(pid)
         launcher.kill()
         launcher.wait(10)
-        deadline = time.monotonic() + 10
-        while not _gone(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert _gone(pid), "the service outlived the process that started it"
+        wait_for(lambda: _gone(pid), 10, "the service's end after its launcher was killed")
     finally:
         launcher.kill()
