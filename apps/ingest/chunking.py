@@ -64,6 +64,7 @@ class Chunker:
         chunk_rows: int,
         buffer_rows: int,
         workload: workloads.RowWorkload = workloads.no_workload,
+        first_seq: int = 0,
     ) -> None:
         self._emit = emit
         self._facts = facts
@@ -75,6 +76,7 @@ class Chunker:
         self._gpus: dict[str, GpuBuffer] = {}
         self._held = 0
         self.chunks = 0
+        self.next_seq = first_seq  # a series' jobs number their chunks on (jobs.JobSeries)
         self.samples = 0
 
     def add(self, row: Row | ColumnBatch) -> None:
@@ -172,7 +174,8 @@ class Chunker:
         self._held = 0
 
     def _send(self, gpus: list[GpuBuffer]) -> None:
-        chunk = Chunk(self.chunks, list(self._names), gpus)
+        chunk = Chunk(self.next_seq, list(self._names), gpus)
         self.chunks += 1
+        self.next_seq += 1
         self.samples += chunk.samples
         self._emit(chunk)

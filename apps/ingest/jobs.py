@@ -7,7 +7,8 @@ Its document `{root}/jobs/{id}` (store/jobs.py) is written:
 - before the job's first chunk is enqueued (state "parsing", shown as running), so no chunk
   is ever queued for a job etcd does not know; a job that enqueues nothing is never written.
   The job takes its upload sequence then (store/jobs.py::new_upload_seq), and every chunk
-  carries it: the newest upload of a sample wins (store/order.py);
+  carries it: the newest upload of a sample wins (store/order.py). The jobs of a series
+  (JobSeries) share one, their chunks numbered on: a live source is one upload;
 - while it is parsed, at least every INGEST_JOB_HEARTBEAT as rows come in (`updated_at`
   and the counts so far), so a job whose process died is shown failed after
   INGEST_JOB_STALE with the counts it reached;
@@ -85,6 +86,24 @@ def enqueue(chunk: Chunk, root: str, job_id: str, upload: int = 0) -> None:
         raise BrokerUnavailable(f"the task broker is unavailable: {exc}") from exc
 
 
+# A series takes a new upload sequence once its chunk numbers pass this: block keys hold six
+# digits of them (store/keys.py), which leaves a job of the series 499,999 chunks.
+CHUNKS_PER_SHARED_UPLOAD = 500_000
+
+
+@dataclass
+class SharedUpload:
+    """One upload sequence for a series of jobs, their chunks numbered on from job to job.
+
+    A live source (the stream and scrape commands, remote write) is one upload: its later
+    chunks win, as a file's later rows do, and compaction merges a window of it into one
+    block. With a sequence per job (a minute), a window kept a block per job forever:
+    compaction keeps one per upload (store/order.py), and reads list and decode each."""
+
+    seq: int | None = None  # taken by the first job that enqueues a chunk
+    next_chunk: int = 0
+
+
 class Job:
     """One ingest job: its document, its chunker, and when the document is saved.
 
@@ -104,14 +123,19 @@ class Job:
         fmt: str,
         on_chunk: Callable[[Chunk], None] | None = None,
         resume: tuple[str, str, int] | None = None,
+        shared: SharedUpload | None = None,
     ) -> None:
         """`on_chunk` sees each chunk before it is enqueued (the upload's retention tally).
 
         `resume` (job id, etcd root, upload sequence): continue a job whose document the
         upload already saved (`save_queued`; a large upload parsed in a worker, whose
-        ETCD_PREFIX may not be the root the upload chose)."""
+        ETCD_PREFIX may not be the root the upload chose).
+
+        `shared`: the upload sequence of a series of jobs (JobSeries), and the number this
+        job's first chunk takes."""
         self.cluster = check_segment(cluster or settings.TELEMETRY_CLUSTER, "cluster")
         self._on_chunk = on_chunk
+        self._shared = shared
         self.job: dict[str, Any] = {
             "id": resume[0] if resume else new_job_id(),
             "source": source[:500],
@@ -138,6 +162,7 @@ class Job:
             workload=lambda row: self._workload(row),
             chunk_rows=settings.INGEST_CHUNK_ROWS,
             buffer_rows=settings.INGEST_BUFFER_ROWS,
+            first_seq=shared.next_chunk if shared else 0,
         )
 
     @property
@@ -250,15 +275,24 @@ class Job:
         return self.id, self._keys.root, self.job["upload_seq"]
 
     def _emit(self, chunk: Chunk) -> None:
+        if self._shared is not None:
+            self._shared.next_chunk = chunk.seq + 1  # taken, even if it is never enqueued
         if self._on_chunk is not None:
             self._on_chunk(chunk)
         if not self._saved:
-            self.job["upload_seq"] = new_upload_seq(self._keys, self.cluster)
+            self.job["upload_seq"] = self._upload_seq()
             self._save("parsing")
             self._saved = True
         enqueue(chunk, self._keys.root, self.id, self.job["upload_seq"])
         self._enqueued += 1
         self.alive()
+
+    def _upload_seq(self) -> int:
+        if self._shared is None:
+            return new_upload_seq(self._keys, self.cluster)
+        if self._shared.seq is None:
+            self._shared.seq = new_upload_seq(self._keys, self.cluster)
+        return self._shared.seq
 
     def _update(self, state: str, error: str = "") -> None:
         totals, current = self._totals, self._current or Counts()
@@ -292,6 +326,8 @@ class JobSeries:
     refused and counted as rejected with the reason (`refused_as_too_old` counts them for
     the whole series), and the job's document says at close, in `retention`, which rows
     each tier keeps only as rollups. One batch check per GPU and send.
+
+    The jobs share one upload sequence (SharedUpload): the series is one upload.
     """
 
     def __init__(
@@ -314,6 +350,7 @@ class JobSeries:
         self._lock = threading.Lock()
         self.refused_as_too_old = 0
         self._job: Job | None = None
+        self._upload = SharedUpload()
         self._horizon: Horizon | None = None
         self._opened = 0.0
 
@@ -333,11 +370,14 @@ class JobSeries:
                 self._close_current()
             if self._job is None:
                 horizon = self._horizon = Horizon(default_keys(), tiers(), self.cluster)
+                if self._upload.next_chunk >= CHUNKS_PER_SHARED_UPLOAD:
+                    self._upload = SharedUpload()
                 self._job = Job(
                     source=self.source,
                     cluster=self.cluster,
                     fmt=self.fmt,
                     on_chunk=lambda chunk: _observe(horizon, chunk),
+                    shared=self._upload,
                 )
                 self._opened = self._clock()
             job, horizon = self._job, self._horizon

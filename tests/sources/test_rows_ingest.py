@@ -10,6 +10,10 @@ from rest_framework.test import APIClient
 from apps.ingest.jobs import Job, JobSeries
 from apps.ingest.parsing import Parser, Row, RowError, open_text
 from apps.ingest.service import NothingAccepted, ingest_rows
+from store import default_keys, window_ms
+from store.compaction import compact
+from store.keys import Keys
+from store.tiers import tiers
 from tests.api.api_support import expected_samples, generated, keys_under
 from tests.helpers import wait_job_done
 from tests.sources.sources_support import stored_by_gpu
@@ -122,3 +126,27 @@ def test_span_zero_is_one_job_per_send(pipeline):
         series.send([row], lambda r: parser.facts(r, "c"))
     assert series.jobs_closed == 3
     assert len(keys_under("jobs")) == 3
+
+
+def test_a_series_is_one_upload_so_compaction_leaves_a_block_per_window(pipeline):
+    """A live source sends a job a minute; with an upload sequence per job, compaction kept
+    one block per job in every window (one per upload, store/order.py), for good."""
+    data = generated(hosts=1, gpus_per_host=1, samples=3, seed=10)
+    parser, rows = parsed(data)
+    series = JobSeries(source="live", cluster="c", fmt="dcgm", span=0)
+    ids = []
+    for row in rows:
+        series.send([row], lambda r: parser.facts(r, "c"))
+        ids.append(series.last_job_id)
+    api = APIClient()
+    jobs = [wait_job_done(api, job_id) for job_id in ids]
+    assert len(jobs) == len(rows) > 2 and len({job["upload_seq"] for job in jobs}) == 1
+    names = [Keys.parse_block(key) for key in keys_under("blocks")]
+    orders = sorted((name.upload, name.chunk) for name in names)
+    assert orders == [(jobs[0]["upload_seq"], n) for n in range(len(rows))]  # numbered on
+
+    compact(default_keys(), tiers(), retention=False)
+    expected = expected_samples(data)
+    windows = {ts // window_ms() for samples in expected.values() for ts, _ in samples}
+    assert len(keys_under("blocks")) == len(windows) < len(rows)
+    assert stored_by_gpu(api) == expected
