@@ -27,10 +27,11 @@ _ENTRY_OVERHEAD = 512  # key string, dataclass and dict slot: a rough constant
 
 
 def _cost(key: str, value: Any) -> int:
-    """Bytes held by a decoded block (a dataclass of numpy arrays, as Samples and Buckets)."""
+    """Bytes held by a decoded block (a dataclass of numpy arrays, as Samples and Buckets),
+    plus its `extra_bytes` when it holds more than arrays."""
     arrays = [getattr(value, f.name) for f in dataclasses.fields(value)]
     held = sum(a.nbytes for a in arrays if isinstance(a, np.ndarray))
-    return _ENTRY_OVERHEAD + len(key) + held
+    return _ENTRY_OVERHEAD + len(key) + held + getattr(value, "extra_bytes", 0)
 
 
 class BlockCache:

@@ -6,6 +6,7 @@ until they have a page.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import threading
@@ -106,25 +107,35 @@ def _window(
     cache = shared_cache()
     group = f"{prefix}{w}"
     cache.settle(group, {i.key for i in infos})  # blocks a compaction merged away
+    parts = _held_blocks(group, infos, fetched)
+    if parts is not None:
+        return _merge_ordered(parts)
+    items = _span_items(prefix, w * window_ms, (w + 1) * window_ms - 1)
+    cache.settle(group, {i.key for i in items})
+    return _merge_ordered(
+        [
+            (block_order(i.key, i.mod_revision), _decoded(i.key, i.value, decode_block, group))
+            for i in items
+        ]
+    )
+
+
+def _held_blocks(
+    group: str, infos: Sequence[kv.KeyInfo], fetched: dict[str, kv.Item]
+) -> list[tuple[tuple[int, int, int], Samples]] | None:
+    """The blocks decoded, with their merge order, from the cache and `fetched` (None when
+    one is in neither)."""
+    cache = shared_cache()
     parts = []
     for info in infos:
         hit = cache.get(info.key)
         if hit is None:
             item = fetched.get(info.key)
             if item is None:
-                items = _span_items(prefix, w * window_ms, (w + 1) * window_ms - 1)
-                cache.settle(group, {i.key for i in items})
-                decoded = [
-                    (
-                        block_order(i.key, i.mod_revision),
-                        _decoded(i.key, i.value, decode_block, group),
-                    )
-                    for i in items
-                ]
-                return _merge_ordered(decoded)
+                return None
             hit = _decoded(item.key, item.value, decode_block, group)
         parts.append((block_order(info.key, info.mod_revision), hit))
-    return _merge_ordered(parts)
+    return parts
 
 
 def iter_raw(
@@ -577,7 +588,8 @@ def _columns(
     history = {m: cache.get(base + m) if older else _EMPTY for m in metrics}
     todo = [m for m, col in history.items() if col is None]
     # one pass (one fetch of the missing blocks) over the windows that are needed
-    read = _window_columns(prefix, windows, (older if todo else []) + newest, window_ms, metrics)
+    wanted = (older if todo else []) + newest
+    read = _window_columns(prefix, windows, wanted, window_ms, metrics, growing=order[-1])
     if todo:
         for m, col in _joined({m: read[m][:-1] for m in todo}).items():
             cache.put(base + m, col)
@@ -606,18 +618,29 @@ def _window_columns(
     order: list[int],
     window_ms: int,
     metrics: Sequence[str],
+    growing: int | None = None,
 ) -> dict[str, list[Column]]:
     """Each metric's column of each window in `order`, cached under a digest of the
-    window's blocks; the windows not cached are read as `iter_raw` reads them."""
+    window's blocks; the windows not cached are read as `iter_raw` reads them.
+
+    The `growing` window (a GPU's newest, which live data writes a block to at every
+    scrape) keeps its merged samples with the blocks they came from: a new block is
+    merged onto them (`_Grown`) instead of every block of the window again."""
     cache = shared_cache()
     names = {w: f"{prefix}window-columns/{_digest(windows[w])}/" for w in order}
     held = {(w, m): cache.get(names[w] + m) for w in order for m in metrics}
     stale = [w for w in order if any(held[w, m] is None for m in metrics)]
     for g in range(0, len(stale), _WINDOWS_PER_FETCH):
         group = stale[g : g + _WINDOWS_PER_FETCH]
-        fetched = _fetch_missing([i for w in group for i in windows[w]])
+        grown = _Grown.find(prefix, growing, windows[growing]) if growing in group else None
+        need = [i for w in group if w != growing or not grown for i in windows[w]]
+        need += grown.added if grown else []
+        fetched = _fetch_missing(need)
         for w in group:
-            samples = _window(prefix, w, window_ms, windows[w], fetched)
+            if w == growing:
+                samples = _Grown.read(prefix, w, window_ms, windows[w], fetched, grown)
+            else:
+                samples = _window(prefix, w, window_ms, windows[w], fetched)
             for metric in metrics:
                 column = _EMPTY
                 if metric in samples.names:
@@ -626,6 +649,89 @@ def _window_columns(
                 cache.put(names[w] + metric, column)
                 held[w, metric] = column
     return {m: [held[w, m] for w in order] for m in metrics}  # type: ignore[misc]
+
+
+@dataclass(frozen=True)
+class _Grown:
+    """A growing window's merged samples (`ts`, `metric`, `value`, `names`: a Samples'
+    fields, so the cache counts their bytes) and the blocks they came from, with the latest
+    `t_last` and the greatest merge order among those blocks.
+
+    A new listing of the window that still holds every one of those blocks takes the
+    samples and merges only the blocks `added` since, when that is exact: each added block
+    starts after every kept sample (appended), or comes later in merge order than every
+    kept block (merged on top, `store/order.py`'s rule). Anything else (a compaction
+    replaced blocks, a late chunk of an older upload) reads the window whole."""
+
+    ts: np.ndarray
+    metric: np.ndarray
+    value: np.ndarray
+    names: tuple[str, ...]
+    blocks: frozenset[kv.KeyInfo]
+    t_last: int
+    newest: tuple[int, int, int]
+    added: tuple[kv.KeyInfo, ...] = ()
+
+    @property
+    def extra_bytes(self) -> int:
+        """The block set's own memory (a key, a tuple and a set slot each), for the cache."""
+        return sum(len(i.key) + 160 for i in self.blocks)
+
+    @staticmethod
+    def find(prefix: str, w: int, infos: list[kv.KeyInfo]) -> _Grown | None:
+        held = shared_cache().get(f"{prefix}window-grown/{w}")
+        if held is None or not held.blocks.issubset(infos):
+            return None
+        added = tuple(i for i in infos if i not in held.blocks)
+        after = all(Keys.block_start(i.key) > held.t_last for i in added)
+        if not after and not all(block_order(*i) > held.newest for i in added):
+            return None
+        return dataclasses.replace(held, added=added)
+
+    @staticmethod
+    def read(
+        prefix: str,
+        w: int,
+        window_ms: int,
+        infos: list[kv.KeyInfo],
+        fetched: dict[str, kv.Item],
+        grown: _Grown | None,
+    ) -> Samples:
+        """The window's merged samples (from `grown` when given), kept for the next read."""
+        cache = shared_cache()
+        parts = None if grown is None else _held_blocks(f"{prefix}{w}", grown.added, fetched)
+        if grown is None or parts is None:
+            samples = _window(prefix, w, window_ms, infos, fetched)
+        else:
+            cache.settle(f"{prefix}{w}", {i.key for i in infos})
+            kept = Samples(grown.ts, grown.metric, grown.value, grown.names)
+            samples = _on_top(kept, _merge_ordered(parts)) if parts else kept
+        names = [Keys.parse_block(i.key) for i in infos]
+        cache.put(
+            f"{prefix}window-grown/{w}",
+            _Grown(
+                samples.ts,
+                samples.metric,
+                samples.value,
+                samples.names,
+                frozenset(infos),
+                max(n.t_last for n in names),
+                max(block_order(*i) for i in infos),
+            ),
+        )
+        return samples
+
+
+def _on_top(kept: Samples, added: Samples) -> Samples:
+    """`added` merged over `kept` (its samples win): appended when it starts later."""
+    if kept.names == added.names and len(kept) and added.ts[0] > kept.ts[-1]:
+        return Samples(
+            np.concatenate([kept.ts, added.ts]),
+            np.concatenate([kept.metric, added.metric]),
+            np.concatenate([kept.value, added.value]),
+            kept.names,
+        )
+    return merge([kept, added])
 
 
 def _digest(infos: list[kv.KeyInfo]) -> str:

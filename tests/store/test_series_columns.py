@@ -139,3 +139,20 @@ def test_a_plan_is_reused_only_while_nothing_was_written(keys, monkeypatch):
     assert txns == [1, 1] and again["G0"].digest == first["G0"].digest
     write(keys, 2, [(HOUR0 + 20_000, "a", 3.0)], "G0")  # this GPU's new block is seen
     assert series(keys, uuid="G0") == [(HOUR0, 1.0), (HOUR0 + 20_000, 3.0)]
+
+
+def test_a_live_window_merges_only_the_blocks_written_since(keys, monkeypatch):
+    from store import read
+
+    merged: list[int] = []
+    real = read._merge_ordered
+
+    def counted(parts):
+        merged.append(len(parts))
+        return real(parts)
+
+    monkeypatch.setattr(read, "_merge_ordered", counted)
+    for n in range(6):  # a scrape every 30 s: a block each in the newest hour
+        write(keys, n, [(HOUR0 + n * 30_000, "a", float(n))])
+        assert series(keys) == [(HOUR0 + i * 30_000, float(i)) for i in range(n + 1)]
+    assert merged == [1] * 6  # the block written since the last read, not all of them
