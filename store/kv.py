@@ -400,6 +400,10 @@ class Listing:
     def infos(self) -> list[KeyInfo]:
         return [KeyInfo(kv.key.decode(), kv.mod_revision) for kv in self._kvs]
 
+    def first_key(self) -> str | None:
+        """The first key in key order (etcd lists a range sorted by key), None when empty."""
+        return self._kvs[0].key.decode() if len(self._kvs) else None
+
     def __len__(self) -> int:
         return len(self._kvs)
 

@@ -752,9 +752,11 @@ def _clip_column(col: Column, start: int, end: int) -> tuple[np.ndarray, np.ndar
 
 def raw_from(planned: kv.Listing, window_ms: int) -> int | None:
     """The start of the earliest raw window holding a block in a plan (None: no block).
-    PromQL reads rollups only before it: from there on raw blocks are the truth."""
-    starts = [Keys.block_start(i.key) for i in planned.infos]
-    return min(starts) // window_ms * window_ms if starts else None
+    PromQL reads rollups only before it: from there on raw blocks are the truth.
+    Block keys begin with their start, zero-padded: the first key in key order has the
+    earliest (a fleet's plans hold thousands of keys, decoded only where needed)."""
+    first = planned.first_key()
+    return None if first is None else Keys.block_start(first) // window_ms * window_ms
 
 
 def read_rollups(

@@ -99,3 +99,69 @@ def test_a_dense_blocks_columns_pack_as_each_column_alone(column_kinds, n, seed)
     ]
     expected = {(t, name): np.float64(v).view(np.uint64).item() for t, name, v in data}
     assert as_dict(decode_block(encode_block(samples_from_rows(data)))) == expected
+
+
+one_stamp = st.dictionaries(metrics, st.one_of(values, st.integers(-(10**6), 10**6).map(float)))
+
+
+def _outcome(data: bytes, one_stamp_path: bool):
+    """What decode_block gives: the samples bit for bit, or the refusal's message."""
+    from store.codec import BlockFormatError
+
+    try:
+        got = decode_block(data, one_stamp_path=one_stamp_path)
+    except BlockFormatError as exc:
+        return str(exc)
+    return got.names, got.ts.tolist(), got.metric.tolist(), got.value.view(np.uint64).tolist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 10**13 - 1), one_stamp)
+def test_a_one_stamp_block_decodes_as_the_general_path_does(stamp, row):
+    """Live scrapes write blocks of one timestamp, read by a path of their own."""
+    block = encode_block(samples_from_rows([(stamp, m, v) for m, v in row.items()]))
+    assert _outcome(block, True) == _outcome(block, False) != ()
+
+
+@st.composite
+def _section(draw: st.DrawFn) -> bytes:
+    """One metric section as the format lays it out, any field possibly wrong."""
+    import struct
+
+    name = draw(st.sampled_from([b"a", b"b", b"m", b"\xff", b"z" * 3]))
+    flags = draw(st.one_of(st.sampled_from([0, 1, 2, 3, 4, 5, 6, 7]), st.integers(0, 255)))
+    out = struct.pack("<H", len(name)) + name + bytes([flags])
+    if flags & 1:
+        out += bytes([draw(st.sampled_from([0, 1, 2, 3, 255]))])
+    if (flags >> 1) & 3 == 2:  # scaled: decimals, width, then width bytes
+        width = draw(st.sampled_from([0, 1, 2, 3, 4, 8]))
+        out += bytes([draw(st.integers(0, 8)), width]) + draw(
+            st.binary(min_size=width, max_size=width)
+        )
+    else:
+        value = draw(st.one_of(values, st.sampled_from([float("nan"), float("inf")])))
+        out += struct.pack("<d", value)
+    return out
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.integers(0, 10**13 - 1),
+    st.integers(1, 2),
+    st.lists(_section(), max_size=4),
+    st.integers(-1, 3),
+    st.sampled_from([1, 2]),
+)
+def test_a_damaged_one_stamp_block_is_refused_as_the_general_path_refuses_it(
+    stamp, version, sections, count_off, end
+):
+    """Bodies built field by field (flags, bitmaps, encodings, names out of order, counts
+    off, cut short or too long): both paths give the same samples or the same refusal."""
+    import struct
+
+    import zstandard
+
+    body = struct.pack("<IqBI", 1, stamp, 1, max(len(sections) + count_off, 0)) + b"".join(sections)
+    body = body[: len(body) - 1] if end == 1 else body + b"\0" * (end - 1)
+    block = b"GTB" + bytes([version]) + zstandard.ZstdCompressor().compress(body)
+    assert _outcome(block, True) == _outcome(block, False)
