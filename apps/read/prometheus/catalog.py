@@ -30,7 +30,14 @@ from store import default_keys, shards, window_ms
 from store.codec import Samples
 from store.keys import MAX_TS, Keys
 from store.kv import Listing
-from store.read import cached_series, plan_blocks, raw_from, read_rollups, read_series
+from store.read import (
+    cached_series,
+    plan_blocks,
+    prefetch_newest,
+    raw_from,
+    read_rollups,
+    read_series,
+)
 from store.registry import gpu_shard, list_records
 from store.rollup import Buckets, aggregate, select
 from store.tiers import Tier, rollups, tiers
@@ -151,6 +158,18 @@ class StoreSource:
         self.keys = keys or default_keys()
         self._held: _Listing | None = None
         self._series: dict[tuple[str, str, int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._plans: dict[tuple[str, int, int], dict[str, Listing]] = {}
+
+    def _plan(self, shard: str, uuids: list[str], start: int, end: int) -> dict[str, Listing]:
+        """The GPUs' block plans of [start, end] in `shard`, read once per query: a range
+        query plans for its rollups and its raw samples alike (a store written since would
+        take a new listing, and a second check of the revision, for the same answer)."""
+        held = self._plans.setdefault((shard, start, end), {})
+        todo = [u for u in uuids if u not in held]
+        if todo:
+            with shards.use(shard):
+                held.update(plan_blocks(self.keys, todo, start, end, window_ms()))
+        return {u: held[u] for u in uuids}
 
     def entries(self) -> list[Entry]:
         return self._listing().entries
@@ -260,8 +279,8 @@ class StoreSource:
             by_shard[gpu_shard(self.keys, uuid)].append(uuid)
         out: dict[str, tuple[Buckets | None, int]] = {}
         for shard, group in by_shard.items():
+            plans = self._plan(shard, group, start, end)
             with shards.use(shard):
-                plans = plan_blocks(self.keys, group, start, end, window_ms())
                 need = {}
                 for uuid in group:
                     boundary = raw_from(plans[uuid], window_ms())
@@ -303,7 +322,9 @@ class StoreSource:
         self, todo: dict[str, list[str]], start: int, end: int
     ) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
         """Plan every GPU of a shard in one keys-only transaction; answer from the cached
-        columns what they hold, and read the rest on threads (etcd round trips and
+        columns what they hold. For the rest, the newest windows' blocks missing (a live
+        store's since the last read) are read in one transaction per 120; what is left is
+        then CPU work, done here, else the GPUs are read on threads (etcd round trips and
         zstd release the GIL)."""
         window = window_ms()
         by_shard: dict[str, list[str]] = defaultdict(list)
@@ -311,22 +332,29 @@ class StoreSource:
             by_shard[gpu_shard(self.keys, uuid)].append(uuid)
         out: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
         misses: list[tuple[str, str, Listing]] = []
+        fetched = True  # the misses' newest blocks are cached (no read left but cold ones)
         for shard, uuids in by_shard.items():
-            with shards.use(shard):
-                plans = plan_blocks(self.keys, uuids, start, end, window)
+            plans = self._plan(shard, uuids, start, end)
+            missed = {}
             for uuid, planned in plans.items():
                 got = cached_series(self.keys, uuid, start, end, todo[uuid], planned)
                 if got is None:
                     misses.append((shard, uuid, planned))
+                    missed[uuid] = planned
                 else:
                     out[uuid] = got
+            if missed:
+                with shards.use(shard):
+                    fetched = prefetch_newest(self.keys, missed, window, todo) and fetched
 
         def read(miss: tuple[str, str, Listing]) -> dict:
             shard, uuid, planned = miss
             with shards.use(shard):
                 return read_series(self.keys, uuid, start, end, window, todo[uuid], planned)
 
-        if misses:
+        if misses and fetched:  # live data: what is left is CPU work, done here
+            out.update((miss[1], read(miss)) for miss in misses)
+        elif misses:
             with ThreadPoolExecutor(max_workers=min(_THREADS, len(misses))) as pool:
                 for miss, got in zip(misses, pool.map(read, misses), strict=True):
                     out[miss[1]] = got
