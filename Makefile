@@ -10,11 +10,15 @@ STAMP := $(VENV)/.installed
 run: install
 	$(PY) -m tools.run
 
+# TEST_WORKERS pytest processes share the test files (pytest-xdist, a file's tests in one):
+# most of the suite's time is spent waiting on the services it starts (README.md)
+TEST_WORKERS ?= 2
+
 test: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile
 
 # lint-imports: the parts' arrows ([tool.importlinter] in pyproject.toml, docs/ARCHITECTURE.md)
 lint: install

@@ -20,7 +20,7 @@ written, untimed, into ours through the worker's write path and into Prometheus 
 write; the query then moves to that scrape's time (an instant at it, a range ending at it,
 aligned to the step), as a dashboard at "now" refreshed at the scrape interval asks. Every
 query of ours finds the store written since the previous one (its plans are read again, the
-newest window's columns rebuilt), where the default measures a store at rest. Ours is
+newest window's new blocks read and merged), where the default measures a store at rest. Ours is
 compacted (untimed) before each query's runs, so each query meets what the first 2 x reps
 scrapes after a compaction leave (30 minutes of 30 s scrapes at the defaults). Not like a
 live store: the data set is dated 2025, so ranges read rollup tiers where they exist (as a
