@@ -599,9 +599,11 @@ def _decode_one_stamp(reader: _Reader, stamp: int, n_metrics: int, version: int)
         if pos + 2 > size:
             raise BlockFormatError("truncated block body")
         end = pos + 2 + _U16.unpack_from(buf, pos)[0]
-        if end + 1 > size:
+        if end > size:
             raise BlockFormatError("truncated block body")
         name = bytes(buf[pos + 2 : end]).decode("utf-8")
+        if end + 1 > size:
+            raise BlockFormatError("truncated block body")
         flags, pos = buf[end], end + 1
         encoding = (flags >> _ENC_SHIFT) & 0b11
         if flags & ~known or encoding > _ENC_SCALED:

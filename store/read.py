@@ -545,9 +545,10 @@ def prefetch_newest(
     keys: Keys, plans: dict[str, kv.Listing], window_ms: int, metrics: dict[str, list[str]]
 ) -> bool:
     """Read, in one transaction per 120 keys, the blocks of each planned GPU's newest window
-    that the cache does not hold, and keep them decoded (none when they are more than
-    _PREFETCH_MAX). Live data writes a block per GPU and scrape there: the GPUs' reads then
-    find them cached, instead of taking a round trip each. The current shard.
+    that the cache does not hold (only those added since, when the window grows: `_Grown`),
+    and keep them decoded (none when they are more than _PREFETCH_MAX). Live data writes a
+    block per GPU and scrape there: the GPUs' reads then find them cached, instead of taking
+    a round trip each. The current shard.
 
     True when `read_series` of these plans and metrics needs no read now: the newest
     blocks are cached and so are the older windows' columns."""
@@ -559,8 +560,10 @@ def prefetch_newest(
             continue
         older, newest = _split(planned.infos, window_ms)
         prefix = keys.blocks_prefix(uuid)
-        group = f"{prefix}{Keys.block_start(newest[0].key) // window_ms}"
-        wanted.update((i.key, group) for i in newest if i.key not in cache)
+        w = Keys.block_start(newest[0].key) // window_ms
+        grown = _Grown.find(prefix, w, newest)  # its kept blocks are not read again
+        need = newest if grown is None else grown.added
+        wanted.update((i.key, f"{prefix}{w}") for i in need if i.key not in cache)
         base = _history_base(prefix, older)
         ready = ready and (not older or all(base + m in cache for m in metrics[uuid]))
         if len(wanted) > _PREFETCH_MAX:

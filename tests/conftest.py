@@ -7,6 +7,7 @@ where the test's gateway code decided.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -23,13 +24,17 @@ REPO = Path(__file__).resolve().parents[1]
 REAL_CSV = REPO.parent / "shared" / "peers-data" / "dcgm_metrics_20250718_134233.csv"
 
 
+# One file per pytest process: `make test` runs two (pytest-xdist), each migrating its own.
+CHILDREN_DB = REPO / "var" / f"test-children{os.environ.get('PYTEST_XDIST_WORKER', '')}.sqlite3"
+
+
 def service_env(etcd_url: str, broker_url: str, **extra: str) -> dict[str, str]:
     """Environment for a child process (worker, server) of the test session."""
     base = {
         "DJANGO_SECRET_KEY": django_settings.SECRET_KEY,
         "DJANGO_DEBUG": "false",
         "DJANGO_ALLOWED_HOSTS": "*",
-        "DATABASE_URL": f"sqlite:///{REPO / 'var' / 'test-children.sqlite3'}",
+        "DATABASE_URL": f"sqlite:///{CHILDREN_DB}",
     }
     return services.child_env(etcd_url, broker_url, REPO, **{**base, **extra})
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from store.codec import decode_block, dedupe, encode_block, merge, samples_from_rows
@@ -150,18 +150,20 @@ def _section(draw: st.DrawFn) -> bytes:
     st.integers(1, 2),
     st.lists(_section(), max_size=4),
     st.integers(-1, 3),
-    st.sampled_from([1, 2]),
+    st.integers(-3, 12),
 )
+@example(1000, 1, [b"\x01\x00\xff"], 0, 0)  # a name not UTF-8, the body ending after it
 def test_a_damaged_one_stamp_block_is_refused_as_the_general_path_refuses_it(
-    stamp, version, sections, count_off, end
+    stamp, version, sections, count_off, cut
 ):
     """Bodies built field by field (flags, bitmaps, encodings, names out of order, counts
-    off, cut short or too long): both paths give the same samples or the same refusal."""
+    off, cut short anywhere or too long): both paths give the same samples or the same
+    refusal."""
     import struct
 
     import zstandard
 
     body = struct.pack("<IqBI", 1, stamp, 1, max(len(sections) + count_off, 0)) + b"".join(sections)
-    body = body[: len(body) - 1] if end == 1 else body + b"\0" * (end - 1)
+    body = body[: max(len(body) - cut, 17)] if cut > 0 else body + b"\0" * -cut
     block = b"GTB" + bytes([version]) + zstandard.ZstdCompressor().compress(body)
     assert _outcome(block, True) == _outcome(block, False)

@@ -156,3 +156,27 @@ def test_a_live_window_merges_only_the_blocks_written_since(keys, monkeypatch):
         write(keys, n, [(HOUR0 + n * 30_000, "a", float(n))])
         assert series(keys) == [(HOUR0 + i * 30_000, float(i)) for i in range(n + 1)]
     assert merged == [1] * 6  # the block written since the last read, not all of them
+
+
+def test_the_fleet_prefetch_reads_only_the_blocks_a_growing_window_lacks(keys, gets, monkeypatch):
+    from store.read import prefetch_newest
+
+    for n in range(4):  # a live window grown block by block
+        write(keys, n, [(HOUR0 + n * 30_000, "a", float(n))])
+        assert len(series(keys)) == n + 1
+    # its blocks age out of the cache; the window's merged samples stay
+    cache.shared().settle(f"{keys.blocks_prefix('GPU-1')}{HOUR0 // HOUR}", set())
+    write(keys, 4, [(HOUR0 + 4 * 30_000, "a", 4.0)])
+    plans = plan_blocks(keys, ["GPU-1"], *SPAN, RAW.window_ms)
+    fetched: list[str] = []
+    real = kv.get_many
+
+    def counted(wanted):
+        fetched.extend(wanted)
+        return real(wanted)
+
+    monkeypatch.setattr(kv, "get_many", counted)
+    assert prefetch_newest(keys, plans, RAW.window_ms, {"GPU-1": ["a"]})
+    assert [Keys.parse_block(k).t_first for k in fetched] == [HOUR0 + 4 * 30_000]
+    gets.clear()
+    assert series(keys) == [(HOUR0 + i * 30_000, float(i)) for i in range(5)] and gets == []
