@@ -89,7 +89,7 @@ def write_chunk(
     regs = [
         Registration(b.facts, int(b.samples.ts.min()), int(b.samples.ts.max())) for b in batches
     ]
-    newest = {b.uuid: _newest_per_metric(b.samples, upload) for b in batches}
+    newest = {b.uuid: _newest_per_metric(b.samples, upload, seq) for b in batches}
     chunk = _Writes(keys, regs, newest, blocks, marker, total)
     if _ops_bound(pending(keys, regs), newest, periods, blocks) <= kv.MAX_TXN_OPS:
         try:
@@ -230,8 +230,8 @@ def _blocks(
 
 
 # Latest values ---------------------------------------------------------------------
-def _newest_per_metric(samples: Samples, upload: int = 0) -> dict[str, list]:
-    """{metric: [ts, value, upload]} of the newest sample of each metric (last wins on
+def _newest_per_metric(samples: Samples, upload: int = 0, chunk: int = 0) -> dict[str, list]:
+    """{metric: [ts, value, upload, chunk]} of the newest sample of each metric (last wins on
     equal ts)."""
     if not len(samples):
         return {}
@@ -244,14 +244,17 @@ def _newest_per_metric(samples: Samples, upload: int = 0) -> dict[str, list]:
             int(samples.ts[i]),
             float(samples.value[i]),
             upload,
+            chunk,
         ]
         for i in last.tolist()
     }
 
 
-def _latest_order(entry: list) -> tuple[int, int]:
-    """(ts, upload): a newer sample wins; at equal ts the newer upload (store/order.py)."""
-    return entry[0], entry[2] if len(entry) > 2 else 0
+def _latest_order(entry: list) -> tuple[int, int, int]:
+    """(ts, upload, chunk): a newer sample wins; at equal ts the newer upload, then the later
+    chunk of one upload, as blocks are ordered (store/order.py). Entries written before
+    chunks were kept count as chunk 0, before upload order as upload 0."""
+    return entry[0], entry[2] if len(entry) > 2 else 0, entry[3] if len(entry) > 3 else 0
 
 
 def _merge_latest(old: dict[str, list], new: dict[str, list]) -> dict[str, list]:
@@ -264,10 +267,10 @@ def _merge_latest(old: dict[str, list], new: dict[str, list]) -> dict[str, list]
 
 
 def update_latest(keys: Keys, newest: dict[str, dict[str, list]]) -> None:
-    """Move each GPU's latest values ({uuid: {metric: [ts, value, upload]}}) forward.
+    """Move each GPU's latest values ({uuid: {metric: [ts, value, upload, chunk]}}) forward.
 
-    Compare-and-swap on mod revision, retried; a value only replaces one with
-    an older timestamp, or an equal one from an older or the same upload.
+    Compare-and-swap on mod revision, retried; a value only replaces one with an older
+    timestamp, or an equal one from an older upload or an earlier or the same chunk.
     """
     todo = dict(newest)
 

@@ -86,3 +86,13 @@ def test_a_redelivered_chunk_of_the_same_upload_writes_nothing_new(keys):
     again = chunk(keys, "j", upload, [(T0, "m", 1.0)])
     assert again.already_done
     assert [i.key for i in kv.get_prefix(keys.all_blocks())] == before
+
+
+def test_latest_at_the_same_time_takes_the_later_chunk_of_one_upload(keys):
+    """A live source's run is one upload: the later of two of its chunks that hold one
+    sample wins in the latest values as in the blocks, whatever order they arrive in."""
+    upload = new_upload_seq(keys, "c")
+    chunk(keys, "live", upload, [(T0, "m", 2.0)], seq=8)
+    chunk(keys, "live", upload, [(T0, "m", 1.0)], seq=3)  # an earlier chunk, delivered late
+    assert stored(keys) == [(T0, "m", 2.0)]
+    assert latest_values(keys)["GPU-1"]["m"] == [T0, 2.0]
