@@ -236,10 +236,26 @@ def admin_login() -> tuple[str, str]:
     return name, password
 
 
+MIG_ROWS = "\n".join(
+    [
+        "timestamp,metric_name,gpu_id,device,uuid,modelName,Hostname,GPU_I_ID,GPU_I_PROFILE,value",
+        *(
+            "2025-07-18T20:00:00Z,DCGM_FI_DEV_GPU_UTIL,0,nvidia0,"
+            "GPU-5fd4f087-86f3-7a43-b711-4771313afc50,NVIDIA H100 80GB HBM3,"
+            f"ui-09-dgx1-hgpu-031,{instance},{profile},{n}"
+            for n, (instance, profile) in enumerate([("", ""), ("1", "1g.10gb"), ("2", "3g.40gb")])
+        ),
+        "",
+    ]
+)
+
+
 def test_every_page_is_clean_tables_fit_1280_and_charts_stay_readable(gateway: str, browser):
     data = generated(hosts=2, gpus_per_host=4, samples=120, seed=21, cluster_prefix="ui")
     job = upload(gateway, data, "ui.csv")
     assert job["state"] == "done"
+    # the widest row a fleet shows: a MIG instance (46-character uuid) on a long host name
+    assert upload(gateway, MIG_ROWS.encode(), "ui-mig.csv")["state"] == "done"
     gpus = requests.get(f"{gateway}/api/v1/gpus", timeout=30).json()["results"]
     name, password = admin_login()
 
@@ -266,11 +282,13 @@ def test_every_page_is_clean_tables_fit_1280_and_charts_stay_readable(gateway: s
     # database, some with hostile-length names (and which ran before depends on the order)
     page.goto(f"{gateway}/admin/gpus/gpu/?q=ui-0")
     page.wait_for_selector("#result_list .field-uuid a", timeout=WAIT_MS)
-    assert len(page.query_selector_all("#result_list tbody tr")) == 8  # 2 hosts x 4 GPUs
+    rows = len(page.query_selector_all("#result_list tbody tr"))
+    assert rows == 11  # 2 hosts x 4 GPUs, and a GPU with its 2 MIG instances
     cells = "#result_list tbody td, #result_list tbody th, #result_list thead .text > *"
     wrapped = page.eval_on_selector_all(cells, ONE_LINE)
     assert wrapped == [], f"cells over several lines at 1280px: {wrapped[:5]}"
-    assert page.eval_on_selector(".results", FITS), "the GPU table scrolls sideways at 1280px"
+    widths = page.eval_on_selector(".results", "(box) => [box.scrollWidth, box.clientWidth]")
+    assert widths[0] <= widths[1], f"the GPU table scrolls sideways at 1280px: {widths}"
     page.goto(f"{gateway}/admin/gpus/ingestjob/")
     page.wait_for_selector("#result_list", timeout=WAIT_MS)
     gaps = page.eval_on_selector_all("#result_list thead th", HEADER_GAPS)
@@ -287,7 +305,7 @@ def test_every_page_is_clean_tables_fit_1280_and_charts_stay_readable(gateway: s
     graphiql.click(".graphiql-execute-button")
     graphiql.wait_for_function(
         "() => (document.querySelector('.graphiql-response') || {}).innerText"
-        "?.includes('\"totalCount\": 8')",
+        "?.includes('\"totalCount\": 11')",  # 8 GPUs, and one with its 2 MIG instances
         timeout=WAIT_MS,
     )
     assert '"errors"' not in graphiql.locator(".graphiql-response").inner_text()
