@@ -579,11 +579,16 @@ def _section_head(reader: _Reader, version: int) -> tuple[str, int, int]:
     """A metric section's name, flags and value encoding."""
     name = bytes(reader.take(reader.u16())).decode("utf-8")
     flags = reader.u8()
+    return name, flags, _encoding(flags, version)
+
+
+def _encoding(flags: int, version: int) -> int:
+    """A section's value encoding, from its flags (refused when a bit is unknown)."""
     known = _FLAG_SPARSE if version == 1 else _FLAG_SPARSE | (0b11 << _ENC_SHIFT)
     encoding = (flags >> _ENC_SHIFT) & 0b11
     if flags & ~known or encoding > _ENC_SCALED:
         raise BlockFormatError(f"unknown metric flags {flags:#x}")
-    return name, flags, encoding
+    return encoding
 
 
 def _decode_one_stamp(reader: _Reader, stamp: int, n_metrics: int, version: int) -> Samples:
@@ -592,7 +597,6 @@ def _decode_one_stamp(reader: _Reader, stamp: int, n_metrics: int, version: int)
     call per field cost as much as numpy did)."""
     buf, pos = reader.rest()
     size = len(buf)
-    known = _FLAG_SPARSE if version == 1 else _FLAG_SPARSE | (0b11 << _ENC_SHIFT)
     names: list[str] = []
     values: list[float] = []
     for _ in range(n_metrics):
@@ -605,9 +609,7 @@ def _decode_one_stamp(reader: _Reader, stamp: int, n_metrics: int, version: int)
         if end + 1 > size:
             raise BlockFormatError("truncated block body")
         flags, pos = buf[end], end + 1
-        encoding = (flags >> _ENC_SHIFT) & 0b11
-        if flags & ~known or encoding > _ENC_SCALED:
-            raise BlockFormatError(f"unknown metric flags {flags:#x}")
+        encoding = _encoding(flags, version)
         if flags & _FLAG_SPARSE:
             if pos + 1 > size:
                 raise BlockFormatError("truncated block body")

@@ -279,7 +279,7 @@ def test_every_page_is_clean_tables_fit_1280_and_charts_stay_readable(gateway: s
     assert problems == [], problems  # the favicon among them: no 404 in any console
 
     # this test's rows only: the session's other tests mirror their GPUs into the same admin
-    # database, some with hostile-length names (and which ran before depends on the order)
+    # database, and which of them ran before this one depends on the order of files
     page.goto(f"{gateway}/admin/gpus/gpu/?q=ui-0")
     page.wait_for_selector("#result_list .field-uuid a", timeout=WAIT_MS)
     rows = len(page.query_selector_all("#result_list tbody tr"))
