@@ -27,8 +27,11 @@ PARSER_SURVIVES = 4000  # `+` in a chain; 5,000 crash the process
 
 
 class NoSeries:
-    def select(self, matchers, start, end, newest_only=False):
+    def select(self, matchers, start, end):
         return []
+
+    def latest_at(self, matchers, t, lookback):
+        return [], np.zeros(0), []
 
 
 def test_the_bounds_sit_well_under_what_the_parser_survives() -> None:

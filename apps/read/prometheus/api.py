@@ -183,12 +183,13 @@ def instant_result(value: Any, at: int) -> dict:
     if isinstance(value, Text):
         return {"resultType": "string", "result": [format_time(at), value.s]}
     t = format_time(at)
+    shown = [i for i in _sorted(value) if value.ok[i, 0]]
+    texts = format_values(value.v[shown, 0])
     return {
         "resultType": "vector",
         "result": [
-            {"metric": value.labels[i], "value": [t, format_value(float(value.v[i, 0]))]}
-            for i in _sorted(value)
-            if value.ok[i, 0]
+            {"metric": value.labels[i], "value": [t, text]}
+            for i, text in zip(shown, texts, strict=True)
         ],
     }
 

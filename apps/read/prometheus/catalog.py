@@ -18,7 +18,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -92,34 +92,75 @@ def dcgm_labels(record: dict, metric: str) -> dict[str, str]:
     return {k: v for k, v in labels.items() if v != ""}  # Prometheus has no empty labels
 
 
+# Selectors whose matches a listing keeps (entry positions, at most this many in all): a
+# dashboard asks the same few selectors at every refresh, and matching a fleet's labels is
+# most of an instant query's own work.
+_MATCHED_POSITIONS = 200_000
+
+
 @dataclass(frozen=True)
 class _Listing:
     entries: list[Entry]
     # selectors name a metric: matching only its entries, not every metric's, is most
     # of what an instant query saves
-    by_name: dict[str, list[Entry]]
+    by_name: dict[str, list[int]]
     # and one GPU's panels name its UUID too: one entry per period, not the fleet's
-    by_uuid: dict[tuple[str, str], list[Entry]]
+    by_uuid: dict[tuple[str, str], list[int]]
+    starts: np.ndarray  # per entry: first and last ms it covers (Entry.start, Entry.end)
+    ends: np.ndarray
+    newest_ts: np.ndarray  # per entry: its GPU's latest sample of the metric (Entry.newest)
+    newest_v: np.ndarray
+    newest_inside: np.ndarray  # that sample lies in one of the entry's spans
+    matched: dict[tuple, np.ndarray] = field(default_factory=dict, compare=False)
+    kept: list[int] = field(default_factory=lambda: [0], compare=False)  # positions in `matched`
 
     @classmethod
     def of(cls, entries: list[Entry]) -> _Listing:
-        by_name: dict[str, list[Entry]] = defaultdict(list)
-        by_uuid: dict[tuple[str, str], list[Entry]] = defaultdict(list)
-        for entry in entries:
-            by_name[entry.metric].append(entry)
-            by_uuid[entry.metric, entry.labels.get("UUID", "")].append(entry)
-        return cls(entries, dict(by_name), dict(by_uuid))
+        by_name: dict[str, list[int]] = defaultdict(list)
+        by_uuid: dict[tuple[str, str], list[int]] = defaultdict(list)
+        for i, entry in enumerate(entries):
+            by_name[entry.metric].append(i)
+            by_uuid[entry.metric, entry.labels.get("UUID", "")].append(i)
+        newest = [e.newest for e in entries]
+        return cls(
+            entries,
+            dict(by_name),
+            dict(by_uuid),
+            np.array([e.start for e in entries], np.int64),
+            np.array([e.end for e in entries], np.int64),
+            np.array([ts for ts, _ in newest], np.int64),
+            np.array([v for _, v in newest], np.float64),
+            np.array([any(lo <= e.newest[0] <= hi for lo, hi in e.spans) for e in entries], bool),
+        )
 
-    def candidates(self, matchers: list[Matcher]) -> list[Entry]:
-        """The entries the equality matchers on the name and UUID leave (all the others
+    def candidates(self, matchers: list[Matcher]) -> list[int] | range:
+        """The positions the equality matchers on the name and UUID leave (all the others
         are still to be applied)."""
         named = next((m.value for m in matchers if m.name == NAME and m.op == "="), None)
         if named is None:
-            return self.entries
+            return range(len(self.entries))
         uuid = next((m.value for m in matchers if m.name == "UUID" and m.op == "="), None)
         if uuid is None:
             return self.by_name.get(named, [])
         return self.by_uuid.get((named, uuid), [])
+
+    def matching(self, matchers: list[Matcher], start: int, end: int) -> np.ndarray:
+        """Positions of the entries every matcher accepts that cover part of [start, end]."""
+        key = tuple((m.name, m.op, m.value) for m in matchers)
+        found = self.matched.get(key)
+        if found is None:
+            found = np.array(
+                [
+                    i
+                    for i in self.candidates(matchers)
+                    if matches_all(matchers, self.entries[i].labels)
+                ],
+                np.int64,
+            )
+            if self.kept[0] + len(found) <= _MATCHED_POSITIONS:  # racing threads: same answer
+                self.matched[key] = found
+                self.kept[0] += len(found)
+        return found[(self.ends[found] >= start) & (self.starts[found] <= end)]
 
 
 class _Catalog:
@@ -201,27 +242,30 @@ class StoreSource:
         return out
 
     def matching(self, matchers: list[Matcher], start: int = 0, end: int = MAX_TS) -> list[Entry]:
-        candidates = self._listing().candidates(matchers)
-        return [
-            e
-            for e in candidates
-            if e.end >= start and e.start <= end and matches_all(matchers, e.labels)
-        ]
+        listing = self._listing()
+        return [listing.entries[i] for i in listing.matching(matchers, start, end)]
 
-    def select(
-        self, matchers: list[Matcher], start: int, end: int, newest_only: bool = False
-    ) -> list[Series]:
-        """Matching series with their samples in [start, end].
+    def select(self, matchers: list[Matcher], start: int, end: int) -> list[Series]:
+        """Matching series with their samples in [start, end]."""
+        return self.select_entries(self.matching(matchers, start, end), start, end)
 
-        `newest_only`: the caller needs only each series' newest sample in the span
-        (an instant lookup); when that is the GPU's latest sample, the latest key
-        already read gives it and no block is read (the dashboard's usual query).
-        """
-        found = self.matching(matchers, start, end)
-        if newest_only:
-            out, found = _from_latest(found, start, end)
-            return out + self.select_entries(found, start, end)
-        return self.select_entries(found, start, end)
+    def latest_at(
+        self, matchers: list[Matcher], t: int, lookback: int
+    ) -> tuple[list[dict[str, str]], np.ndarray, list[Series]]:
+        """An instant lookup at `t`: the matching series whose GPU's latest sample (the
+        latest key, already read) is the one the lookback finds, as labels and values,
+        without a block read (the dashboard's usual query); and the others' samples in
+        [t - lookback, t] (newer samples than `t`, or another period holds the latest)."""
+        start = t - lookback
+        listing = self._listing()
+        found = listing.matching(matchers, start, t)
+        ts = listing.newest_ts[found]
+        live = ts >= start  # else the newest sample is older than the span: nothing in it
+        answered = live & (ts <= t) & listing.newest_inside[found]
+        hit = found[answered]
+        rest = [listing.entries[i] for i in found[live & ~answered]]
+        labels = [listing.entries[i].labels for i in hit]
+        return labels, listing.newest_v[hit], self.select_entries(rest, start, t)
 
     def select_entries(self, found: list[Entry], start: int, end: int) -> list[Series]:
         by_gpu = _by_uuid(found)
@@ -434,21 +478,6 @@ def with_idle(periods: list[Period]) -> list[tuple[dict[str, str], list[tuple[in
 
 def _cut(spans: list[tuple[int, int]], first: int, last: int) -> tuple[tuple[int, int], ...]:
     return tuple((max(s, first), min(e, last)) for s, e in spans if max(s, first) <= min(e, last))
-
-
-def _from_latest(found: list[Entry], start: int, end: int) -> tuple[list[Series], list[Entry]]:
-    """Series answered by their latest sample, and the entries that need blocks."""
-    out: list[Series] = []
-    rest: list[Entry] = []
-    for e in found:
-        ts, value = e.newest
-        if ts < start:
-            continue  # the GPU's newest sample is older than the span: nothing in it
-        if ts <= end and any(lo <= ts <= hi for lo, hi in e.spans):
-            out.append((e.labels, np.array([ts], np.int64), np.array([value])))
-        else:  # newer samples than asked for, or another period holds the latest
-            rest.append(e)
-    return out, rest
 
 
 def _within(ts: np.ndarray, values: np.ndarray, spans: tuple) -> tuple[np.ndarray, np.ndarray]:

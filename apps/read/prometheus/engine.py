@@ -42,11 +42,15 @@ RolledSeries = tuple[dict[str, str], np.ndarray, np.ndarray, "rolled.BucketSerie
 
 
 class Source(Protocol):
-    def select(
-        self, matchers: list[Matcher], start: int, end: int, newest_only: bool = False
-    ) -> list[Series]:
-        """Series matching every matcher, with their samples in [start, end] (with
-        `newest_only`, at least each series' newest sample in it)."""
+    def select(self, matchers: list[Matcher], start: int, end: int) -> list[Series]:
+        """Series matching every matcher, with their samples in [start, end]."""
+        ...
+
+    def latest_at(
+        self, matchers: list[Matcher], t: int, lookback: int
+    ) -> tuple[list[dict[str, str]], np.ndarray, list[Series]]:
+        """The matching series at `t` answered by their newest sample (labels, values),
+        and the others with their samples in [t - lookback, t]."""
         ...
 
 
@@ -172,14 +176,22 @@ class Evaluator:
             values, ok = windows.lookback_all([(ts, v) for _, ts, v, _, _ in got], at)
             self._from_buckets(got, at, windows.LOOKBACK_MS, values, ok, rolled.lookback)
             return self._stacked([r[0] for r in got], values, ok)
+        if len(at) == 1:  # an instant lookup: most series answer with their latest sample
+            return self._latest(node, int(at[0]))
         series = self.source.select(
-            from_selector(node),
-            int(at[0]) - windows.LOOKBACK_MS,
-            int(at[-1]),
-            newest_only=len(at) == 1,  # an instant lookup needs one sample per series
+            from_selector(node), int(at[0]) - windows.LOOKBACK_MS, int(at[-1])
         )
         values, ok = windows.lookback_all([(ts, v) for _, ts, v in series], at)
         return self._stacked([labels for labels, _, _ in series], values, ok)
+
+    def _latest(self, node: Any, t: int) -> Vector:
+        labels, latest, rest = self.source.latest_at(from_selector(node), t, windows.LOOKBACK_MS)
+        values, ok = windows.lookback_all([(ts, v) for _, ts, v in rest], np.array([t]))
+        return self._stacked(
+            labels + [lb for lb, _, _ in rest],
+            np.concatenate([latest.reshape(-1, 1), values]),
+            np.concatenate([np.ones((len(labels), 1), bool), ok]),
+        )
 
     def _eval_MatrixSelector(self, node: Any) -> Vector:
         raise BadData("a range vector is only allowed as the argument of a range function")
@@ -351,24 +363,25 @@ def _type_name(value: Value) -> str:
 
 def _groups(labels: list[dict[str, str]], modifier: Any) -> tuple[np.ndarray, list[dict]]:
     """Group index of each series and the labels of each group."""
+    if modifier is None and labels:  # `sum(x)`: one group, of no labels
+        return np.zeros(len(labels), dtype=np.int64), [{}]
     index: dict[tuple, int] = {}
     out: list[dict] = []
-    ids = np.zeros(len(labels), dtype=np.int64)
+    ids = []
     by = modifier is not None and modifier.type == pp.AggModifierType.By
     names = set(modifier.labels) if modifier is not None else set()
-    for i, lb in enumerate(labels):
-        if modifier is None:
-            group: dict[str, str] = {}
-        elif by:
-            group = {k: v for k, v in lb.items() if k in names}
+    ordered = sorted(names)
+    for lb in labels:
+        if by:  # the group's label_key, without building its labels for every series
+            key = tuple([(n, lb[n]) for n in ordered if n in lb])
         else:
-            group = {k: v for k, v in lb.items() if k not in names and k != NAME}
-        key = label_key(group)
-        if key not in index:
-            index[key] = len(out)
-            out.append(group)
-        ids[i] = index[key]
-    return ids, out
+            key = label_key({k: v for k, v in lb.items() if k not in names and k != NAME})
+        group = index.get(key)
+        if group is None:
+            group = index[key] = len(out)
+            out.append(dict(key))
+        ids.append(group)
+    return np.array(ids, dtype=np.int64), out
 
 
 def _aggregate(
