@@ -49,7 +49,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase, QueryDict
 from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.common import CommonMiddleware
 from django.middleware.security import SecurityMiddleware
-from django.urls import ResolverMatch, resolve
+from django.urls import ResolverMatch, get_resolver, get_urlconf
 from django.utils.cache import patch_vary_headers
 from django.utils.log import log_response
 from rest_framework.authentication import SessionAuthentication
@@ -91,6 +91,11 @@ FORM_TYPES = frozenset(
 # parser takes ~0.1 s per MB of percent-escapes (and a metric list as long costs as much
 # again to check), which would stall every request; a longer one goes to Django's thread.
 MAX_PARSED = 16 * 1024
+# Routes the lane keeps per path (resolving one through Django's URL patterns costs more than
+# the rest of `/health`); a GPU's path names its UUID, so these are bounded in number and
+# length, not kept for every path a client makes up.
+KEPT_ROUTES = 4096
+KEPT_PATH_CHARS = 256
 
 
 class FallThrough(Exception):
@@ -119,6 +124,8 @@ class ReadLane:
         self.security = SecurityMiddleware(_unused)
         self.common = CommonMiddleware(_unused)
         self.frames = XFrameOptionsMiddleware(_unused)
+        self._resolver: Any = None
+        self._matches: dict[str, ResolverMatch] = {}  # path -> one of the lane's routes
         self.routes: dict[str, Callable[[ASGIRequest, ResolverMatch, _Body], Any]] = {
             "health": self._health,
             "gpu-list": self._gpu_list,
@@ -149,7 +156,7 @@ class ReadLane:
         request checks (HTTPS redirect, allowed hosts, user agents) let it through."""
         try:
             request = ASGIRequest(scope, io.BytesIO())  # a form is parsed by the lane
-            match = resolve(request.path_info)
+            match = self._route(request.path_info)
         except Exception:  # undecodable, no route: Django's answer
             raise FallThrough from None
         if match.url_name not in self.routes:
@@ -163,6 +170,21 @@ class ReadLane:
             raise FallThrough from None
         request.resolver_match = match
         return request, match
+
+    def _route(self, path: str) -> ResolverMatch:
+        """Django's `resolve(path)`, kept per path for the lane's routes (a match is only
+        read: its view, arguments and route)."""
+        resolver = get_resolver(get_urlconf())
+        if resolver is not self._resolver:  # another URLconf (tests override it): start over
+            self._resolver, self._matches = resolver, {}
+        match = self._matches.get(path)
+        if match is None:
+            match = resolver.resolve(path)
+            if match.url_name in self.routes and len(path) <= KEPT_PATH_CHARS:
+                if len(self._matches) >= KEPT_ROUTES:
+                    self._matches.clear()
+                self._matches[path] = match
+        return match
 
     async def _health(self, request: ASGIRequest, match: ResolverMatch, body: _Body) -> Answer:
         _get_only(request)
