@@ -26,6 +26,13 @@ scrapes after a compaction leave (30 minutes of 30 s scrapes at the defaults). N
 live store: the data set is dated 2025, so ranges read rollup tiers where they exist (as a
 range past raw retention does), and our series catalog lives one second of wall clock, which
 here spans many scrapes.
+
+    python -m bench.promql --in-process   # our answers' own CPU, no HTTP and no Prometheus
+
+With --in-process, each query's answer is made in this process by the function the views
+call (apps.read.prometheus.views.respond, over real etcd), `--reps` x 30 times after a
+warm-up: the CPU and wall time of the store and evaluation work alone, for comparing two
+trees run one after the other (the HTTP rows add uvicorn, the read lane and the client).
 """
 
 from __future__ import annotations
@@ -195,6 +202,30 @@ def timed_on(client: Client, path: str) -> float:
     return time.perf_counter() - started
 
 
+def in_process(args: argparse.Namespace) -> None:
+    """CPU and wall ms per answer of each query, made by `views.respond` in this process."""
+    data = dataset(args.gpus, args.hours, args.seed)
+    with stack() as st:
+        configure_this_process(st)
+        from django.conf import settings
+
+        from apps.read.prometheus import api, views
+
+        log(f"ours: written in {load_ours(data, settings.ETCD_PREFIX):.1f} s")
+        print("| query | CPU ms | wall ms |\n|---|---:|---:|")
+        for label, query, params in queries(data, args.hours):
+            given = {"query": [query], **{k: [str(v)] for k, v in params.items()}}
+            endpoint = api.query_range if "step" in params else api.query
+            calls = args.reps * 30
+            for _ in range(calls // 5):
+                views.respond(endpoint, lambda name, given=given: given.get(name, []))
+            cpu, wall = time.process_time(), time.perf_counter()
+            for _ in range(calls):
+                views.respond(endpoint, lambda name, given=given: given.get(name, []))
+            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+            print(f"| {label} | {cpu / calls * 1000:.3f} | {wall / calls * 1000:.3f} |")
+
+
 def run(args: argparse.Namespace) -> None:
     data = dataset(args.gpus, args.hours, args.seed)
     samples = sum(len(ts) * len(METRICS) for _, ts, _ in data)
@@ -362,11 +393,17 @@ def main() -> None:
     parser.add_argument(
         "--ingest", action="store_true", help="a scrape of the fleet written before each query"
     )
+    parser.add_argument(
+        "--in-process", action="store_true", help="our answers' CPU alone (no HTTP, no Prometheus)"
+    )
     args = parser.parse_args()
     if args.quick:
         args.gpus, args.hours, args.reps = 8, 6.0, 5
     if args.gpus < 1 or args.hours <= 0 or args.reps < 1:
         parser.error("--gpus, --hours and --reps must be positive")
+    if args.in_process:
+        in_process(args)
+        return
     prometheus.ensure_binaries()
     run(args)
 
