@@ -181,8 +181,8 @@ class ReadLane:
         if match is None:
             match = resolver.resolve(path)
             if match.url_name in self.routes and len(path) <= KEPT_PATH_CHARS:
-                if len(self._matches) >= KEPT_ROUTES:
-                    self._matches.clear()
+                if len(self._matches) >= KEPT_ROUTES:  # the oldest goes
+                    del self._matches[next(iter(self._matches))]
                 self._matches[path] = match
         return match
 

@@ -30,7 +30,7 @@ class NoSeries:
     def select(self, matchers, start, end):
         return []
 
-    def latest_at(self, matchers, t, lookback):
+    def latest_at(self, matchers, t):
         return [], np.zeros(0), []
 
 

@@ -26,6 +26,7 @@ from apps.read.prometheus import rolled
 from apps.read.prometheus.engine import RolledSeries, Series
 from apps.read.prometheus.matching import Matcher, matches_all
 from apps.read.prometheus.values import NAME
+from apps.read.prometheus.windows import LOOKBACK_MS
 from store import default_keys, shards, window_ms
 from store.codec import Samples
 from store.keys import MAX_TS, Keys
@@ -92,10 +93,14 @@ def dcgm_labels(record: dict, metric: str) -> dict[str, str]:
     return {k: v for k, v in labels.items() if v != ""}  # Prometheus has no empty labels
 
 
-# Selectors whose matches a listing keeps (entry positions, at most this many in all): a
-# dashboard asks the same few selectors at every refresh, and matching a fleet's labels is
-# most of an instant query's own work.
-_MATCHED_POSITIONS = 200_000
+# What a listing keeps of the selectors it matched, in 8-byte words: a dashboard asks the same
+# few selectors at every refresh, and matching a fleet's labels is most of an instant query's
+# own work. A kept selector costs its positions, its text / 8 and KEPT_OVERHEAD (its tuple
+# and array); one over KEPT_SELECTOR_CHARS is matched per query, never kept. So a client
+# sending selectors that match nothing holds at most ~1.6 MB a listing (CATALOG_TTL_S).
+_MATCHED_WORDS = 200_000
+KEPT_OVERHEAD = 16
+KEPT_SELECTOR_CHARS = 1024
 
 
 @dataclass(frozen=True)
@@ -112,7 +117,8 @@ class _Listing:
     newest_v: np.ndarray
     newest_inside: np.ndarray  # that sample lies in one of the entry's spans
     matched: dict[tuple, np.ndarray] = field(default_factory=dict, compare=False)
-    kept: list[int] = field(default_factory=lambda: [0], compare=False)  # positions in `matched`
+    kept: list[int] = field(default_factory=lambda: [0], compare=False)  # words in `matched`
+    lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
 
     @classmethod
     def of(cls, entries: list[Entry]) -> _Listing:
@@ -121,17 +127,15 @@ class _Listing:
         for i, entry in enumerate(entries):
             by_name[entry.metric].append(i)
             by_uuid[entry.metric, entry.labels.get("UUID", "")].append(i)
-        newest = [e.newest for e in entries]
-        return cls(
-            entries,
-            dict(by_name),
-            dict(by_uuid),
-            np.array([e.start for e in entries], np.int64),
-            np.array([e.end for e in entries], np.int64),
-            np.array([ts for ts, _ in newest], np.int64),
-            np.array([v for _, v in newest], np.float64),
-            np.array([any(lo <= e.newest[0] <= hi for lo, hi in e.spans) for e in entries], bool),
-        )
+        starts = np.array([e.start for e in entries], np.int64)
+        ends = np.array([e.end for e in entries], np.int64)
+        newest_ts = np.array([e.newest[0] for e in entries], np.int64)
+        inside = (starts <= newest_ts) & (newest_ts <= ends)  # exact for one span
+        for i, e in enumerate(entries):
+            if len(e.spans) > 1:  # a GPU's workloads came and went: between them is not it
+                inside[i] = any(lo <= e.newest[0] <= hi for lo, hi in e.spans)
+        newest_v = np.array([e.newest[1] for e in entries], np.float64)
+        return cls(entries, dict(by_name), dict(by_uuid), starts, ends, newest_ts, newest_v, inside)
 
     def candidates(self, matchers: list[Matcher]) -> list[int] | range:
         """The positions the equality matchers on the name and UUID leave (all the others
@@ -143,6 +147,16 @@ class _Listing:
         if uuid is None:
             return self.by_name.get(named, [])
         return self.by_uuid.get((named, uuid), [])
+
+    def _keep(self, key: tuple, found: np.ndarray) -> None:
+        chars = sum(len(name) + len(value) for name, _, value in key)
+        if chars > KEPT_SELECTOR_CHARS:
+            return
+        words = KEPT_OVERHEAD + len(found) + chars // 8
+        with self.lock:  # threads share the listing: count each kept selector once
+            if key not in self.matched and self.kept[0] + words <= _MATCHED_WORDS:
+                self.matched[key] = found
+                self.kept[0] += words
 
     def matching(self, matchers: list[Matcher], start: int, end: int) -> np.ndarray:
         """Positions of the entries every matcher accepts that cover part of [start, end]."""
@@ -157,9 +171,7 @@ class _Listing:
                 ],
                 np.int64,
             )
-            if self.kept[0] + len(found) <= _MATCHED_POSITIONS:  # racing threads: same answer
-                self.matched[key] = found
-                self.kept[0] += len(found)
+            self._keep(key, found)
         return found[(self.ends[found] >= start) & (self.starts[found] <= end)]
 
 
@@ -250,13 +262,13 @@ class StoreSource:
         return self.select_entries(self.matching(matchers, start, end), start, end)
 
     def latest_at(
-        self, matchers: list[Matcher], t: int, lookback: int
+        self, matchers: list[Matcher], t: int
     ) -> tuple[list[dict[str, str]], np.ndarray, list[Series]]:
         """An instant lookup at `t`: the matching series whose GPU's latest sample (the
         latest key, already read) is the one the lookback finds, as labels and values,
         without a block read (the dashboard's usual query); and the others' samples in
-        [t - lookback, t] (newer samples than `t`, or another period holds the latest)."""
-        start = t - lookback
+        [t - LOOKBACK_MS, t] (newer samples than `t`, or another period holds the latest)."""
+        start = t - LOOKBACK_MS
         listing = self._listing()
         found = listing.matching(matchers, start, t)
         ts = listing.newest_ts[found]

@@ -47,10 +47,10 @@ class Source(Protocol):
         ...
 
     def latest_at(
-        self, matchers: list[Matcher], t: int, lookback: int
+        self, matchers: list[Matcher], t: int
     ) -> tuple[list[dict[str, str]], np.ndarray, list[Series]]:
         """The matching series at `t` answered by their newest sample (labels, values),
-        and the others with their samples in [t - lookback, t]."""
+        and the others with their samples in [t - LOOKBACK_MS, t]."""
         ...
 
 
@@ -185,7 +185,7 @@ class Evaluator:
         return self._stacked([labels for labels, _, _ in series], values, ok)
 
     def _latest(self, node: Any, t: int) -> Vector:
-        labels, latest, rest = self.source.latest_at(from_selector(node), t, windows.LOOKBACK_MS)
+        labels, latest, rest = self.source.latest_at(from_selector(node), t)
         values, ok = windows.lookback_all([(ts, v) for _, ts, v in rest], np.array([t]))
         return self._stacked(
             labels + [lb for lb, _, _ in rest],
@@ -375,11 +375,12 @@ def _groups(labels: list[dict[str, str]], modifier: Any) -> tuple[np.ndarray, li
         if by:  # the group's label_key, without building its labels for every series
             key = tuple([(n, lb[n]) for n in ordered if n in lb])
         else:
-            key = label_key({k: v for k, v in lb.items() if k not in names and k != NAME})
+            kept = {k: v for k, v in lb.items() if k not in names and k != NAME}
+            key = label_key(kept)
         group = index.get(key)
-        if group is None:
+        if group is None:  # its labels in the first series' order
             group = index[key] = len(out)
-            out.append(dict(key))
+            out.append({k: v for k, v in lb.items() if k in names} if by else kept)
         ids.append(group)
     return np.array(ids, dtype=np.int64), out
 
