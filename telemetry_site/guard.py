@@ -28,6 +28,7 @@ import contextvars
 import functools
 import json
 import logging
+import os
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -38,6 +39,8 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.core.exceptions import RequestAborted
+from django.core.files.uploadedfile import TemporaryUploadedFile, UploadedFile
+from django.core.files.uploadhandler import FileUploadHandler, TemporaryFileUploadHandler
 from django.core.handlers.asgi import ASGIHandler
 from django.urls import Resolver404, resolve, reverse
 
@@ -318,6 +321,31 @@ def sweep_bodies() -> int:
     if gone:
         log.warning("deleted %d request bodies left in %s by a killed gateway", gone, folder)
     return gone
+
+
+class SweptUploadedFile(TemporaryUploadedFile):
+    """A multipart file part on disk (Django's TemporaryUploadedFile), named as the guard's
+    bodies are, so that one a killed gateway left is swept with them (`sweep_bodies`)."""
+
+    def __init__(
+        self, name: str, content_type: str, size: int, charset: str | None, extra: Any = None
+    ) -> None:
+        _, ext = os.path.splitext(name)
+        file = tempfile.NamedTemporaryFile(  # noqa: SIM115  (closed with the upload)
+            prefix=BODY_PREFIX, suffix=".upload" + ext, dir=settings.FILE_UPLOAD_TEMP_DIR
+        )
+        UploadedFile.__init__(self, file, name, content_type, size, charset, extra)
+
+
+class SweptFileUploadHandler(TemporaryFileUploadHandler):
+    """Django's handler for file parts past FILE_UPLOAD_MAX_MEMORY_SIZE, with swept names
+    (settings.FILE_UPLOAD_HANDLERS)."""
+
+    def new_file(self, *args: Any, **kwargs: Any) -> None:
+        FileUploadHandler.new_file(self, *args, **kwargs)
+        self.file = SweptUploadedFile(
+            self.file_name, self.content_type, 0, self.charset, self.content_type_extra
+        )
 
 
 class GuardedASGIHandler(ASGIHandler):

@@ -142,6 +142,12 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 # Where request bodies past FILE_UPLOAD_MAX_MEMORY_SIZE are spooled (empty: the system's
 # temporary directory); the guard bounds what one request may write there.
 FILE_UPLOAD_TEMP_DIR = env_str("FILE_UPLOAD_TEMP_DIR", "") or None
+# A multipart file part past FILE_UPLOAD_MAX_MEMORY_SIZE goes to FILE_UPLOAD_TEMP_DIR under the
+# guard's body prefix, so that one a killed gateway left is swept like a raw body.
+FILE_UPLOAD_HANDLERS = [
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "telemetry_site.guard.SweptFileUploadHandler",
+]
 # Slow clients: a body must arrive within HTTP_BODY_GRACE plus one second per
 # HTTP_BODY_MIN_RATE bytes received so far, or it is cut off with 408.
 HTTP_BODY_GRACE = env_duration("HTTP_BODY_GRACE", 10.0)

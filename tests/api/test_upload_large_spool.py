@@ -233,3 +233,25 @@ def test_a_sweep_deletes_only_our_bodies_older_than_any_request(tmp_path, settin
     assert not old.exists() and young.exists() and (tmp_path / f"{BODY_PREFIX}folder").is_dir()
     settings.FILE_UPLOAD_TEMP_DIR = str(tmp_path / "missing")
     assert sweep_bodies() == 0
+
+
+def test_a_multipart_file_part_is_named_as_a_body_and_swept_when_left(tmp_path, settings, rf):
+    """Django writes a file part past FILE_UPLOAD_MAX_MEMORY_SIZE to disk; a gateway killed
+    while it parsed one would leave it. It carries the bodies' prefix, so the sweep takes it."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from telemetry_site.guard import BODY_PREFIX, body_lifetime, sweep_bodies
+
+    settings.FILE_UPLOAD_TEMP_DIR = str(tmp_path)
+    big = b"timestamp,gpu_id\n" + b"0" * (settings.FILE_UPLOAD_MAX_MEMORY_SIZE + 1)
+    request = rf.post("/api/v1/uploads", {"file": SimpleUploadedFile("export.csv", big)})
+    part = request.FILES["file"]
+    path = Path(part.temporary_file_path())
+    assert path.parent == tmp_path
+    assert path.name.startswith(BODY_PREFIX) and path.name.endswith(".upload.csv")
+    assert path.read_bytes() == big
+    assert sweep_bodies() == 0  # a part as young as a live request is never touched
+    then = time.time() - body_lifetime() - 1
+    os.utime(path, (then, then))  # as if its gateway had been killed long ago
+    assert sweep_bodies() == 1 and not path.exists()
+    part.close()  # Django's close allows for a file gone
