@@ -10,7 +10,7 @@ One run (under a lease lock, so never two at once):
    (store/closing.py) and was touched or closed since the last run; open
    windows are left to reads, so a run never rewrites a growing rollup block,
 4. deletes what is older than each tier keeps, counted back from the newest
-   sample in the store,
+   sample in the store, and the workload periods that attributed only what is gone,
 5. moves the cursor to the revision read at the start, unless a step lost a
    race with ingest (then the next run sees the same windows again).
 
@@ -42,6 +42,7 @@ from store.read import refreshed
 from store.rollup import decode_rollup, encode_rollup
 from store.rollup_windows import split_old_windows
 from store.tiers import Tier
+from store.workloads import trim_periods
 from store.write import latest_values
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class Report:
     rollups_written: int = 0
     rollups_split: int = 0  # blocks of an older, longer rollup window split (upgrade)
     deleted_by_retention: int = 0
+    periods_trimmed: int = 0  # workload periods older than anything retention keeps
     conflicts: int = 0
     cursor: int = 0
     notes: list[str] = field(default_factory=list)
@@ -246,6 +248,10 @@ def _retain_gpu(keys: Keys, tiers: list[Tier], uuid: str, reference: int, report
         infos = kv.keys_in_range(start, end)
         old = [k.key for k in infos if Keys.parse_block(k.key).t_last < cutoff]
         report.deleted_by_retention += kv.delete_in_batches(old)
+    # what any tier keeps starts at its cutoff's window at the earliest
+    horizon = min(reference - tier.retention_ms - tier.window_ms for tier in tiers)
+    if horizon > 0:
+        report.periods_trimmed += trim_periods(keys, uuid, horizon)
 
 
 def expire_jobs(keys: Keys, max_age_ms: int, now_ms: int) -> int:

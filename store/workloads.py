@@ -94,6 +94,22 @@ def update_workloads(keys: Keys, periods: dict[str, list[Period]]) -> None:
         raise Conflict(f"workload periods of {len(todo)} GPU(s) kept changing; giving up")
 
 
+def trim_periods(keys: Keys, uuid: str, before: int) -> int:
+    """Drop the periods of `uuid` that end before `before` (retention has deleted every sample
+    and bucket they attributed), so the key holds what retention keeps, not all history.
+    One compare-and-swap: a lost race with ingest is left to the next run. How many went."""
+    key = keys.workloads(uuid)
+    item = kv.get(key)
+    old = _decode(item)
+    kept = [p for p in old if p[1] >= before]
+    if item is None or len(kept) == len(old):
+        return 0
+    put = kv.op_put(key, _encode(kept)) if kept else kv.op_delete(key)
+    return (
+        len(old) - len(kept) if kv.txn([kv.cmp_mod_revision(key, item.mod_revision)], [put]) else 0
+    )
+
+
 def read_workloads(keys: Keys, uuids: Sequence[str] | None = None) -> dict[str, list[Period]]:
     """{uuid: periods}: every GPU's (one range read) or the given ones'.
 

@@ -1,0 +1,88 @@
+"""Compaction's retention also trims each GPU's workload periods: the periods whose samples
+and buckets every tier has deleted go, the rest stay, so the periods key holds what
+retention keeps instead of a GPU's whole history. On real etcd."""
+
+from __future__ import annotations
+
+import pytest
+
+from store import kv
+from store.codec import samples_from_rows
+from store.compaction import compact
+from store.keys import Keys
+from store.registry import known
+from store.tiers import Tier
+from store.workloads import read_workloads, trim_periods, update_workloads
+from store.write import GpuBatch, write_chunk
+
+HOUR = 3_600_000
+DAY = 24 * HOUR
+RAW = Tier("raw", 0, 2 * DAY, HOUR)
+ONE_MIN = Tier("1m", 60_000, 10 * DAY, DAY)
+TIERS = [RAW, ONE_MIN]
+T0 = 1_752_796_800_000  # 2025-07-18T00:00:00Z
+NOW = 1_796_083_200_000  # the clock of the run, far ahead: each GPU's newest sample counts
+
+
+def pod(name: str) -> dict[str, str]:
+    return {"pod": name, "namespace": "ml", "container": "train"}
+
+
+def write(keys: Keys, seq: int, at: int, name: str) -> None:
+    facts = {"uuid": "GPU-1", "cluster": "c", "host": "h", "gpu_index": 0, "device": "",
+             "model": "", "driver": "", "labels": {}}  # fmt: skip
+    rows = [(at + i * 10_000, "m", float(i)) for i in range(6)]
+    period = (at, at + 50_000, pod(name))
+    batch = GpuBatch(facts, samples_from_rows(rows), (period,))
+    write_chunk(keys, "j", seq, [batch], RAW.window_ms)
+
+
+@pytest.fixture
+def keys(etcd_root: str) -> Keys:
+    known.clear()
+    return Keys(etcd_root)
+
+
+def test_periods_older_than_anything_kept_are_trimmed(keys):
+    days = [0, 2, 9, 13, 14]  # a pod a day; the newest sample is on day 14
+    for seq, day in enumerate(days):
+        write(keys, seq, T0 + day * DAY, f"p{day}")
+    assert len(read_workloads(keys, ["GPU-1"])["GPU-1"]) == 5
+    report = compact(keys, TIERS, now_ms=NOW)
+    # the 1m tier keeps 10 days back from day 14, and a period stays while a block that may
+    # hold its samples could (the cutoff less a window: day 3): days 0 and 2 go
+    kept = read_workloads(keys, ["GPU-1"])["GPU-1"]
+    assert [p[2]["pod"] for p in kept] == ["p9", "p13", "p14"]
+    assert report.periods_trimmed == 2 and not report.failures
+    assert compact(keys, TIERS, now_ms=NOW).periods_trimmed == 0  # nothing more to trim
+    # no block of any tier left holds a sample of a trimmed period
+    trimmed_end = T0 + 2 * DAY + 50_000
+    for tier in TIERS:
+        prefix = (
+            keys.blocks_prefix("GPU-1") if tier.is_raw else keys.rollups_prefix(tier.name, "GPU-1")
+        )
+        firsts = [
+            Keys.parse_block(i.key).t_first for i in kv.keys_in_range(prefix, prefix + "\xff")
+        ]
+        assert firsts and all(t > trimmed_end for t in firsts), (tier.name, firsts)
+
+
+def test_a_trim_that_loses_a_race_keeps_the_new_periods(keys, monkeypatch):
+    update_workloads(keys, {"GPU-1": [(T0, T0 + 1, pod("old")), (T0 + DAY, T0 + DAY, pod("new"))]})
+    real_txn = kv.txn
+
+    def racing(compare, success, failure=()):
+        monkeypatch.setattr(kv, "txn", real_txn)  # once
+        # ingest adds a period between the trim's read and its write
+        update_workloads(keys, {"GPU-1": [(T0 + 2 * DAY, T0 + 2 * DAY, pod("newer"))]})
+        return real_txn(compare, success, failure)
+
+    monkeypatch.setattr(kv, "txn", racing)
+    assert trim_periods(keys, "GPU-1", T0 + DAY) == 0  # lost: left to the next run
+    assert [p[2]["pod"] for p in read_workloads(keys, ["GPU-1"])["GPU-1"]] == [
+        "old",
+        "new",
+        "newer",
+    ]
+    assert trim_periods(keys, "GPU-1", T0 + DAY) == 1
+    assert [p[2]["pod"] for p in read_workloads(keys, ["GPU-1"])["GPU-1"]] == ["new", "newer"]
