@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
 from store import kv, shards
 from store.errors import Conflict
@@ -58,11 +59,11 @@ def _encode(periods: list[Period]) -> bytes:
     return json.dumps([[s, e, lb] for s, e, lb in periods], separators=(",", ":")).encode()
 
 
-def write_ops(
+def _changes(
     keys: Keys, periods: dict[str, list[Period]], current: dict[str, kv.Item]
-) -> tuple[list, list]:
-    """(compares, puts) merging `periods` ({uuid: [...]}) into what `current` holds."""
-    compare, ops = [], []
+) -> list[tuple[str, Any, Any]]:
+    """(uuid, compare, put) of each GPU whose key `periods` would change."""
+    out = []
     for uuid, new in periods.items():
         key = keys.workloads(uuid)
         item = current.get(key)
@@ -70,28 +71,54 @@ def write_ops(
         merged = merge_periods(old, new)
         if merged == old:
             continue
-        compare.append(
+        compare = (
             kv.cmp_absent(key) if item is None else kv.cmp_mod_revision(key, item.mod_revision)
         )
-        ops.append(kv.op_put(key, _encode(merged)))
-    return compare, ops
+        out.append((uuid, compare, kv.op_put(key, _encode(merged))))
+    return out
+
+
+def write_ops(
+    keys: Keys, periods: dict[str, list[Period]], current: dict[str, kv.Item]
+) -> tuple[list, list]:
+    """(compares, puts) merging `periods` ({uuid: [...]}) into what `current` holds."""
+    changes = _changes(keys, periods, current)
+    return [c for _, c, _ in changes], [op for _, _, op in changes]
 
 
 def update_workloads(keys: Keys, periods: dict[str, list[Period]]) -> None:
-    """Merge each GPU's new periods into its key (compare-and-swap, retried)."""
+    """Merge each GPU's new periods into its key (compare-and-swap, retried), in
+    transactions of at most MAX_TXN_OPS keys and MAX_TXN_BYTES (a GPU's periods can be
+    long: docs/STORAGE.md)."""
     todo = {u: p for u, p in periods.items() if p}
     for _ in range(_MAX_CAS_ATTEMPTS):
         if not todo:
             return
-        uuids = list(todo)[: kv.MAX_TXN_OPS]
-        part = {u: todo[u] for u in uuids}
+        part = {u: todo[u] for u in list(todo)[: kv.MAX_TXN_OPS]}
         current = kv.get_many([keys.workloads(u) for u in part])
-        compare, ops = write_ops(keys, part, current)
-        if not ops or kv.txn(compare, ops):
-            for u in uuids:
-                del todo[u]
+        changes = _changes(keys, part, current)
+        for u in set(part) - {u for u, _, _ in changes}:
+            del todo[u]  # nothing new for it
+        for group in _within_bytes(changes):
+            if kv.txn([c for _, c, _ in group], [op for _, _, op in group]):
+                for u, _, _ in group:
+                    del todo[u]
     if todo:
         raise Conflict(f"workload periods of {len(todo)} GPU(s) kept changing; giving up")
+
+
+def _within_bytes(changes: list[tuple[str, Any, Any]]) -> list[list[tuple[str, Any, Any]]]:
+    """`changes` in groups whose puts fit MAX_TXN_BYTES (one alone may not: its own group)."""
+    groups: list[list[tuple[str, Any, Any]]] = []
+    size = 0
+    for change in changes:
+        cost = kv.put_bytes(change[2])
+        if not groups or size + cost > kv.MAX_TXN_BYTES:
+            groups.append([])
+            size = 0
+        groups[-1].append(change)
+        size += cost
+    return groups
 
 
 def trim_periods(keys: Keys, uuid: str, before: int) -> int:
