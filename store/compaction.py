@@ -239,19 +239,28 @@ def apply_retention(
 
 
 def _retain_gpu(keys: Keys, tiers: list[Tier], uuid: str, reference: int, report: Report) -> None:
+    since = kv.revision()  # the trim below holds only if no block arrived meanwhile
+    horizon = reference  # no kept block of any tier holds a sample older than this
+    scanned = []
     for tier in tiers:
         cutoff = reference - tier.retention_ms
         if cutoff <= 0:
+            horizon = 0  # this tier keeps everything
             continue
         prefix = keys.blocks_prefix(uuid) if tier.is_raw else keys.rollups_prefix(tier.name, uuid)
         start, end = window_span(prefix, 0, cutoff - 1)
-        infos = kv.keys_in_range(start, end)
-        old = [k.key for k in infos if Keys.parse_block(k.key).t_last < cutoff]
+        scanned.append((start, end))
+        spans = [(k.key, Keys.parse_block(k.key)) for k in kv.keys_in_range(start, end)]
+        old = [key for key, block in spans if block.t_last < cutoff]
+        # a kept block may start before the cutoff (by more than a window when it was
+        # written with an older, longer window), and one written later may start a
+        # window before it
+        kept = [block.t_first for _, block in spans if block.t_last >= cutoff]
+        horizon = min(horizon, cutoff - tier.window_ms, *kept)
         report.deleted_by_retention += kv.delete_in_batches(old)
-    # what any tier keeps starts at its cutoff's window at the earliest
-    horizon = min(reference - tier.retention_ms - tier.window_ms for tier in tiers)
     if horizon > 0:
-        report.periods_trimmed += trim_periods(keys, uuid, horizon)
+        guards = [kv.cmp_range_unchanged(start, end, since) for start, end in scanned]
+        report.periods_trimmed += trim_periods(keys, uuid, horizon, guards)
 
 
 def expire_jobs(keys: Keys, max_age_ms: int, now_ms: int) -> int:

@@ -121,10 +121,11 @@ def _within_bytes(changes: list[tuple[str, Any, Any]]) -> list[list[tuple[str, A
     return groups
 
 
-def trim_periods(keys: Keys, uuid: str, before: int) -> int:
+def trim_periods(keys: Keys, uuid: str, before: int, guards: Sequence[Any] = ()) -> int:
     """Drop the periods of `uuid` that end before `before` (retention has deleted every sample
     and bucket they attributed), so the key holds what retention keeps, not all history.
-    One compare-and-swap: a lost race with ingest is left to the next run. How many went."""
+    One compare-and-swap, also holding `guards` (no block written since the caller looked):
+    a lost race with ingest is left to the next run. How many went."""
     key = keys.workloads(uuid)
     item = kv.get(key)
     old = _decode(item)
@@ -132,9 +133,8 @@ def trim_periods(keys: Keys, uuid: str, before: int) -> int:
     if item is None or len(kept) == len(old):
         return 0
     put = kv.op_put(key, _encode(kept)) if kept else kv.op_delete(key)
-    return (
-        len(old) - len(kept) if kv.txn([kv.cmp_mod_revision(key, item.mod_revision)], [put]) else 0
-    )
+    compare = [kv.cmp_mod_revision(key, item.mod_revision), *guards]
+    return len(old) - len(kept) if kv.txn(compare, [put]) else 0
 
 
 def read_workloads(keys: Keys, uuids: Sequence[str] | None = None) -> dict[str, list[Period]]:

@@ -28,7 +28,6 @@ import contextvars
 import functools
 import json
 import logging
-import os
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -330,9 +329,10 @@ class SweptUploadedFile(TemporaryUploadedFile):
     def __init__(
         self, name: str, content_type: str, size: int, charset: str | None, extra: Any = None
     ) -> None:
-        _, ext = os.path.splitext(name)
+        # no extension from the client's file name: nothing reads it, and a long one made
+        # the name too long for the file system (a 500)
         file = tempfile.NamedTemporaryFile(  # noqa: SIM115  (closed with the upload)
-            prefix=BODY_PREFIX, suffix=".upload" + ext, dir=settings.FILE_UPLOAD_TEMP_DIR
+            prefix=BODY_PREFIX, suffix=".upload", dir=settings.FILE_UPLOAD_TEMP_DIR
         )
         UploadedFile.__init__(self, file, name, content_type, size, charset, extra)
 

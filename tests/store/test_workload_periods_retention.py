@@ -44,27 +44,40 @@ def keys(etcd_root: str) -> Keys:
 
 
 def test_periods_older_than_anything_kept_are_trimmed(keys):
-    days = [0, 2, 9, 13, 14]  # a pod a day; the newest sample is on day 14
-    for seq, day in enumerate(days):
-        write(keys, seq, T0 + day * DAY, f"p{day}")
-    assert len(read_workloads(keys, ["GPU-1"])["GPU-1"]) == 5
+    # a pod now and then; the newest sample is at day 14.5, so the 1m tier's cutoff is day
+    # 4.5 (+50 s), inside the day-long window [4, 5) that p4 and p4b share
+    at = {"p0": 0, "p2": 2 * DAY, "p4": 4 * DAY, "p4b": 4 * DAY + 18 * HOUR,
+          "p9": 9 * DAY, "p14": 14 * DAY + 12 * HOUR}  # fmt: skip
+    for seq, (name, offset) in enumerate(at.items()):
+        write(keys, seq, T0 + offset, name)
     report = compact(keys, TIERS, now_ms=NOW)
-    # the 1m tier keeps 10 days back from day 14, and a period stays while a block that may
-    # hold its samples could (the cutoff less a window: day 3): days 0 and 2 go
+    # p4 ends before the cutoff, but the window's rollup block is kept (p4b is after the
+    # cutoff) and holds p4's samples: p4 stays; p0 and p2 are gone with all their blocks
     kept = read_workloads(keys, ["GPU-1"])["GPU-1"]
-    assert [p[2]["pod"] for p in kept] == ["p9", "p13", "p14"]
+    assert [p[2]["pod"] for p in kept] == ["p4", "p4b", "p9", "p14"]
     assert report.periods_trimmed == 2 and not report.failures
     assert compact(keys, TIERS, now_ms=NOW).periods_trimmed == 0  # nothing more to trim
-    # no block of any tier left holds a sample of a trimmed period
+    # no block of any tier left holds a sample of a trimmed period, and one holds p4's
     trimmed_end = T0 + 2 * DAY + 50_000
+    firsts = []
     for tier in TIERS:
         prefix = (
             keys.blocks_prefix("GPU-1") if tier.is_raw else keys.rollups_prefix(tier.name, "GPU-1")
         )
-        firsts = [
+        firsts += [
             Keys.parse_block(i.key).t_first for i in kv.keys_in_range(prefix, prefix + "\xff")
         ]
-        assert firsts and all(t > trimmed_end for t in firsts), (tier.name, firsts)
+    assert min(firsts) > trimmed_end and min(firsts) == T0 + 4 * DAY
+
+
+def test_a_block_written_during_the_trim_keeps_the_periods(keys):
+    update_workloads(keys, {"GPU-1": [(T0, T0 + 1, pod("old")), (T0 + DAY, T0 + DAY, pod("new"))]})
+    since = kv.revision()
+    write(keys, 0, T0, "old")  # a block arrives after the caller looked at the blocks
+    prefix = keys.blocks_prefix("GPU-1")
+    guard = kv.cmp_range_unchanged(prefix, prefix + "\xff", since)
+    assert trim_periods(keys, "GPU-1", T0 + DAY, [guard]) == 0
+    assert [p[2]["pod"] for p in read_workloads(keys, ["GPU-1"])["GPU-1"]] == ["old", "new"]
 
 
 def test_a_trim_that_loses_a_race_keeps_the_new_periods(keys, monkeypatch):
