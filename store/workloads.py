@@ -91,20 +91,20 @@ def update_workloads(keys: Keys, periods: dict[str, list[Period]]) -> None:
     transactions of at most MAX_TXN_OPS keys and MAX_TXN_BYTES (a GPU's periods can be
     long: docs/STORAGE.md)."""
     todo = {u: p for u, p in periods.items() if p}
-    for _ in range(_MAX_CAS_ATTEMPTS):
-        if not todo:
-            return
+    lost = 0  # rounds in a row without progress (each lost its compare-and-swaps)
+    while todo:
         part = {u: todo[u] for u in list(todo)[: kv.MAX_TXN_OPS]}
         current = kv.get_many([keys.workloads(u) for u in part])
         changes = _changes(keys, part, current)
-        for u in set(part) - {u for u, _, _ in changes}:
-            del todo[u]  # nothing new for it
+        done = set(part) - {u for u, _, _ in changes}  # nothing new for these
         for group in _within_bytes(changes):
             if kv.txn([c for _, c, _ in group], [op for _, _, op in group]):
-                for u, _, _ in group:
-                    del todo[u]
-    if todo:
-        raise Conflict(f"workload periods of {len(todo)} GPU(s) kept changing; giving up")
+                done |= {u for u, _, _ in group}
+        for u in done:
+            del todo[u]
+        lost = 0 if done else lost + 1
+        if lost >= _MAX_CAS_ATTEMPTS:
+            raise Conflict(f"workload periods of {len(todo)} GPU(s) kept changing; giving up")
 
 
 def _within_bytes(changes: list[tuple[str, Any, Any]]) -> list[list[tuple[str, Any, Any]]]:

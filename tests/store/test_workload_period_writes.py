@@ -1,6 +1,6 @@
-"""Long workload period lists of many GPUs are merged in transactions that fit etcd's request
-bound (kv.MAX_TXN_BYTES), not only its operation bound, and every GPU's periods land. On real
-etcd."""
+"""Workload periods of many GPUs are merged in transactions that fit etcd's bounds (bytes as
+well as operations), and every GPU's periods land: long lists, and more GPUs than the
+compare-and-swap's retry budget times a transaction's keys. On real etcd."""
 
 from __future__ import annotations
 
@@ -37,3 +37,10 @@ def test_long_period_lists_are_written_within_the_byte_bound(etcd_root, monkeypa
     sizes.clear()
     update_workloads(keys, periods)  # written again (a retried chunk): nothing changes
     assert sizes == []
+
+
+def test_a_fleet_larger_than_the_retry_budget_is_written_whole(etcd_root):
+    keys = Keys(etcd_root)
+    periods = {f"GPU-{g:05d}": churn(1) for g in range(17 * kv.MAX_TXN_OPS)}  # 17 rounds
+    update_workloads(keys, periods)  # gave up after 16 rounds, with no contention at all
+    assert read_workloads(keys) == periods
