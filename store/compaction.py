@@ -225,6 +225,7 @@ def apply_retention(
     last `retention` of data. One keys-only range read per GPU and tier, bounded
     to blocks that start before the cutoff.
     """
+    since = kv.revision()  # a GPU's periods are trimmed only if no old block arrived since
     for uuid, values in latest_values(keys).items():
         stamps = [ts for ts, _ in values.values()]
         if not stamps:
@@ -234,12 +235,13 @@ def apply_retention(
             report,
             "retention",
             uuid,
-            lambda u=uuid, r=reference: _retain_gpu(keys, tiers, u, r, report),
+            lambda u=uuid, r=reference: _retain_gpu(keys, tiers, u, r, since, report),
         )
 
 
-def _retain_gpu(keys: Keys, tiers: list[Tier], uuid: str, reference: int, report: Report) -> None:
-    since = kv.revision()  # the trim below holds only if no block arrived meanwhile
+def _retain_gpu(
+    keys: Keys, tiers: list[Tier], uuid: str, reference: int, since: int, report: Report
+) -> None:
     horizon = reference  # no kept block of any tier holds a sample older than this
     scanned = []
     for tier in tiers:
