@@ -49,6 +49,18 @@ class InvalidSegment(StoreError, ValueError):
     answer = Answer(400, "BAD_ARGUMENT")
 
 
+class OverBound(StoreError, ValueError):
+    """A write would take a stored value past a stated bound: refused whole, never retried
+    (retrying cannot fix it), nothing of it written."""
+
+    answer = Answer(413, "OVER_BOUND")
+
+
+class Refused(StoreError, ValueError):
+    """etcd refused the request as invalid (too large, too many operations): no retry
+    can make it pass, so it is never retried as an outage is."""
+
+
 class Conflict(StoreError):
     """An optimistic update lost its race too many times."""
 

@@ -18,7 +18,7 @@ from pyetcd import utils as etcd_utils
 
 from observability.metrics import ETCD_ERRORS, ETCD_SECONDS
 from store import client, shards
-from store.errors import Conflict, StoreUnavailable
+from store.errors import Conflict, Refused, StoreUnavailable
 
 R = TypeVar("R")
 
@@ -37,12 +37,15 @@ _UNAVAILABLE = (
 
 @contextlib.contextmanager
 def translated(op: str = "other") -> Iterator[None]:
-    """Turn client and gRPC failures into StoreUnavailable; time the request as `op`."""
+    """Turn client and gRPC failures into StoreUnavailable (Refused when etcd refused the
+    request itself); time the request as `op`."""
     started = time.perf_counter()
     try:
         yield
     except _UNAVAILABLE as exc:
         ETCD_ERRORS.labels(op).inc()
+        if _invalid(exc):  # e.g. "etcdserver: request is too large": retrying cannot help
+            raise Refused(f"{_which()} refused the request: {exc.details()}") from exc  # type: ignore[attr-defined]
         reason = f"{type(exc).__name__} {exc}".strip()
         raise StoreUnavailable(f"{_which()} is unavailable: {reason}") from exc
     except ValueError as exc:
@@ -53,6 +56,16 @@ def translated(op: str = "other") -> Iterator[None]:
         raise
     finally:
         ETCD_SECONDS.labels(op).observe(time.perf_counter() - started)
+
+
+def _invalid(exc: Exception) -> bool:
+    """etcd answered INVALID_ARGUMENT: the request itself is wrong, etcd is fine."""
+    code = getattr(exc, "code", None)
+    return (
+        isinstance(exc, grpc.RpcError)
+        and callable(code)
+        and code() == grpc.StatusCode.INVALID_ARGUMENT
+    )
 
 
 def _which() -> str:

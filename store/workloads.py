@@ -19,12 +19,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from store import kv, shards
-from store.errors import Conflict
+from store.errors import Conflict, OverBound
 from store.keys import Keys
 
 WORKLOAD_LABELS = ("pod", "namespace", "container")
 Period = tuple[int, int, dict[str, str]]
 _MAX_CAS_ATTEMPTS = 16
+# One GPU's periods, encoded, at most: under etcd's 1.5 MiB request limit with room for the
+# key and the transaction's framing (~9,500 workload changes of Kubernetes-length names
+# kept over the retention). Past it a write fails whole, with a message: before, etcd
+# refused it and the chunk was retried as if etcd were down, forever.
+MAX_PERIODS_BYTES = 1024 * 1024
 
 
 def workload_of(labels: dict[str, str]) -> dict[str, str]:
@@ -71,10 +76,18 @@ def _changes(
         merged = merge_periods(old, new)
         if merged == old:
             continue
+        encoded = _encode(merged)
+        if len(encoded) > MAX_PERIODS_BYTES:
+            raise OverBound(
+                f"GPU {uuid}: its workload periods would take {len(encoded):,} bytes "
+                f"({len(merged):,} periods), over the bound of {MAX_PERIODS_BYTES:,} bytes a "
+                "GPU: its pod, namespace or container changes too often within the "
+                "retention (docs/STORAGE.md); nothing of this write was stored"
+            )
         compare = (
             kv.cmp_absent(key) if item is None else kv.cmp_mod_revision(key, item.mod_revision)
         )
-        out.append((uuid, compare, kv.op_put(key, _encode(merged))))
+        out.append((uuid, compare, kv.op_put(key, encoded)))
     return out
 
 
@@ -89,15 +102,16 @@ def write_ops(
 def update_workloads(keys: Keys, periods: dict[str, list[Period]]) -> None:
     """Merge each GPU's new periods into its key (compare-and-swap, retried), in
     transactions of at most MAX_TXN_OPS keys and MAX_TXN_BYTES (a GPU's periods can be
-    long: docs/STORAGE.md)."""
+    long: docs/STORAGE.md). Every GPU's merge is computed before any is written, so a GPU
+    past MAX_PERIODS_BYTES (OverBound) leaves every key as it was; only a later round,
+    after a lost race, can meet it with some written."""
     todo = {u: p for u, p in periods.items() if p}
     lost = 0  # rounds in a row without progress (each lost its compare-and-swaps)
     while todo:
-        part = {u: todo[u] for u in list(todo)[: kv.MAX_TXN_OPS]}
-        current = kv.get_many([keys.workloads(u) for u in part])
-        changes = _changes(keys, part, current)
-        done = set(part) - {u for u, _, _ in changes}  # nothing new for these
-        for group in _within_bytes(changes):
+        current = kv.get_many([keys.workloads(u) for u in todo])
+        changes = _changes(keys, todo, current)
+        done = set(todo) - {u for u, _, _ in changes}  # nothing new for these
+        for group in _within_bounds(changes):
             if kv.txn([c for _, c, _ in group], [op for _, _, op in group]):
                 done |= {u for u, _, _ in group}
         for u in done:
@@ -107,13 +121,14 @@ def update_workloads(keys: Keys, periods: dict[str, list[Period]]) -> None:
             raise Conflict(f"workload periods of {len(todo)} GPU(s) kept changing; giving up")
 
 
-def _within_bytes(changes: list[tuple[str, Any, Any]]) -> list[list[tuple[str, Any, Any]]]:
-    """`changes` in groups whose puts fit MAX_TXN_BYTES (one alone may not: its own group)."""
+def _within_bounds(changes: list[tuple[str, Any, Any]]) -> list[list[tuple[str, Any, Any]]]:
+    """`changes` in groups of at most MAX_TXN_OPS whose puts fit MAX_TXN_BYTES (one alone
+    may not: its own group)."""
     groups: list[list[tuple[str, Any, Any]]] = []
     size = 0
     for change in changes:
         cost = kv.put_bytes(change[2])
-        if not groups or size + cost > kv.MAX_TXN_BYTES:
+        if not groups or size + cost > kv.MAX_TXN_BYTES or len(groups[-1]) >= kv.MAX_TXN_OPS:
             groups.append([])
             size = 0
         groups[-1].append(change)

@@ -65,7 +65,8 @@ def _persist(chunk: dict) -> dict:
         CHUNKS.labels("retried").inc()
         raise  # autoretry: the chunk is written once etcd answers again
     except (PayloadError, ValueError) as exc:
-        # Nothing a retry can fix (a corrupt payload, an invalid key segment): record it on
+        # Nothing a retry can fix (a corrupt payload, an invalid key segment, a GPU's
+        # workload periods past their bound, a request etcd refused): record it on
         # the job so it ends "failed" instead of waiting for this chunk forever.
         _record_failure(chunk, exc)
         return {"failed": str(exc)}

@@ -1,0 +1,98 @@
+"""A GPU's workload periods are bounded (MAX_PERIODS_BYTES): a write that would take them
+past it is refused whole, with a message naming the GPU, and nothing of it is stored; before,
+etcd refused the oversized request and the chunk was retried as if etcd were down, forever.
+On real etcd, and through the whole pipeline (gateway, Redis, a Celery worker)."""
+
+from __future__ import annotations
+
+import pytest
+from rest_framework.test import APIClient
+
+from store import default_keys, kv
+from store.codec import samples_from_rows
+from store.errors import OverBound
+from store.keys import Keys
+from store.registry import known
+from store.workloads import MAX_PERIODS_BYTES, read_workloads, update_workloads
+from store.write import GpuBatch, write_chunk
+from tests.api.api_support import upload
+from tests.helpers import wait_for
+
+HOUR = 3_600_000
+T0 = 1_752_796_800_000  # 2025-07-18T00:00:00Z
+# a Kubernetes-length pod name: each period takes ~110 bytes encoded
+POD = "training-job-{:06d}-worker-0-7f9c8d6b5-x2k4q"
+
+
+def churn(n: int, first: int = 0) -> list[tuple[int, int, dict[str, str]]]:
+    """`n` periods of a new pod every 10 s (none joins the one before)."""
+    return [
+        (T0 + i * 10_000, T0 + i * 10_000, {"pod": POD.format(i), "namespace": "ml"})
+        for i in range(first, first + n)
+    ]
+
+
+def over_bound() -> int:
+    """How many `churn` periods take more than MAX_PERIODS_BYTES."""
+    return MAX_PERIODS_BYTES // 90 + 1
+
+
+@pytest.fixture
+def keys(etcd_root: str) -> Keys:
+    known.clear()
+    return Keys(etcd_root)
+
+
+def test_a_gpu_past_the_bound_is_refused_and_no_gpu_of_the_write_changes(keys):
+    update_workloads(keys, {"GPU-a": churn(3), "GPU-b": churn(3)})
+    before = read_workloads(keys)
+    with pytest.raises(OverBound, match=r"^GPU GPU-b: .* over the bound of 1,048,576 bytes"):
+        update_workloads(keys, {"GPU-a": churn(5, 3), "GPU-b": churn(over_bound(), 3)})
+    assert read_workloads(keys) == before  # GPU-a's new periods were not written either
+    update_workloads(keys, {"GPU-a": churn(5, 3)})  # within the bound: written
+    assert len(read_workloads(keys, ["GPU-a"])["GPU-a"]) == 8
+
+
+def test_a_chunk_past_the_bound_stores_nothing(keys):
+    facts = {"uuid": "GPU-b", "cluster": "c", "host": "h", "gpu_index": 0, "device": "",
+             "model": "", "driver": "", "labels": {}}  # fmt: skip
+    periods = churn(over_bound())
+    rows = [(start, "m", 1.0) for start, _, _ in periods]
+    batch = GpuBatch(facts, samples_from_rows(rows), tuple(periods))
+    with pytest.raises(OverBound, match="GPU GPU-b"):
+        write_chunk(keys, "j", 0, [batch], HOUR)
+    written = kv.keys_in_range(keys.root + "/", keys.root + "/\xff")
+    assert [i.key for i in written] == []  # no block, record, latest value, marker or period
+
+
+def _csv(rows: int) -> bytes:
+    """One GPU whose pod changes on every row (a hostile or a very busy fleet)."""
+    uuid = "GPU-5fd4f087-86f3-7a43-b711-4771313afc50"
+    header = "timestamp,metric_name,gpu_id,device,uuid,modelName,Hostname,pod,namespace,value\n"
+    body = "".join(
+        f"{T0 // 1000 + i},DCGM_FI_DEV_GPU_UTIL,0,nvidia0,{uuid},H100,h1,{POD.format(i)},ml,{i}\n"
+        for i in range(rows)
+    )
+    return (header + body).encode()
+
+
+def test_an_upload_past_the_bound_ends_failed_naming_the_gpu(pipeline: str) -> None:
+    api = APIClient()
+    # ~103 bytes a period: 18,000 rows make ~1.85 MB of periods, past the bound and past
+    # etcd's 1.5 MiB request limit (the chunk that crossed it was retried forever)
+    response = upload(api, _csv(18_000), "churn.csv")
+    assert response.status_code == 202, response.content
+    job_id = response.json()["id"]
+
+    def finished() -> dict | None:
+        body = api.get(f"/api/v1/ingest/jobs/{job_id}").json()
+        return body if body["state"] in ("done", "failed") else None
+
+    job = wait_for(finished, 90, f"job {job_id} finished")
+    assert job["state"] == "failed", job
+    assert job["chunks_failed"] >= 1
+    assert job["chunks_done"] + job["chunks_failed"] == job["chunks_expected"]
+    error = job["chunk_errors"][0]["error"]
+    assert "GPU-5fd4f087-86f3-7a43-b711-4771313afc50" in error and "over the bound" in error
+    stored = kv.get(default_keys().workloads("GPU-5fd4f087-86f3-7a43-b711-4771313afc50"))
+    assert stored is not None and len(stored.value) <= MAX_PERIODS_BYTES
