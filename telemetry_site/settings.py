@@ -323,6 +323,9 @@ CELERY_BEAT_SCHEDULE = {
 }
 TELEMETRY_MAX_LIMIT = env_int("TELEMETRY_MAX_LIMIT", 10_000, minimum=1)
 TELEMETRY_MAX_BUCKETS = env_int("TELEMETRY_MAX_BUCKETS", 100_000, minimum=1)
+# The Prometheus API's series catalog, held by every gateway process: ~0.85 KB and ~10 us of
+# build a series (docs/PROMETHEUS.md); past this many it answers 422 instead of growing
+PROMETHEUS_MAX_SERIES = env_int("PROMETHEUS_MAX_SERIES", 500_000, minimum=1)
 TELEMETRY_DEFAULT_LIMIT = env_int("TELEMETRY_DEFAULT_LIMIT", 1000, minimum=1)
 # One telemetry response (JSON page or columns) stops at this many bytes and links the
 # rest with `next`: a day of one GPU (86,400 samples, ~7 MB as rows) fits by default.

@@ -21,11 +21,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+from django.conf import settings
 
 from apps.read.prometheus import rolled
 from apps.read.prometheus.engine import RolledSeries, Series
 from apps.read.prometheus.matching import Matcher, matches_all
-from apps.read.prometheus.values import NAME
+from apps.read.prometheus.values import NAME, ExecutionError
 from apps.read.prometheus.windows import LOOKBACK_MS
 from store import default_keys, shards, window_ms
 from store.codec import Samples
@@ -181,20 +182,24 @@ class _Catalog:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._held: dict[str, tuple[float, _Listing]] = {}
+        self._held: dict[str, tuple[float, _Listing | ExecutionError]] = {}
 
     def get(self, root: str, build: Callable[[], list[Entry]]) -> _Listing:
         now = time.monotonic()
         with self._lock:
             held = self._held.get(root)
-        if held is not None and held[0] > now:
-            return held[1]
-        listing = _Listing.of(build())
-        with self._lock:
-            if len(self._held) > 64:  # roots come and go in tests; keep this small
-                self._held.clear()
-            self._held[root] = (now + CATALOG_TTL_S, listing)
-        return listing
+        if held is None or held[0] <= now:
+            try:
+                got: _Listing | ExecutionError = _Listing.of(build())
+            except ExecutionError as exc:
+                got = exc  # kept as a listing is: a refused store is not read every query
+            with self._lock:
+                if len(self._held) > 64:  # roots come and go in tests; keep this small
+                    self._held.clear()
+                self._held[root] = held = (now + CATALOG_TTL_S, got)
+        if isinstance(held[1], ExecutionError):
+            raise held[1]
+        return held[1]
 
     def clear(self) -> None:
         with self._lock:
@@ -236,10 +241,12 @@ class StoreSource:
         records = list_records(self.keys)
         latest = latest_values(self.keys) if records else {}
         workloads = read_workloads(self.keys, [r["uuid"] for r in records]) if records else {}
+        groups = {r["uuid"]: with_idle(workloads.get(r["uuid"]) or []) for r in records}
+        _within_series_bound(latest, groups)
         out = []
         for record in records:
             uuid = record["uuid"]
-            periods = with_idle(workloads.get(uuid) or [])
+            periods = groups[uuid]
             for metric, (last_ts, last_value) in sorted((latest.get(uuid) or {}).items()):
                 base = dcgm_labels(record, metric)
                 for extra, spans in periods:
@@ -466,6 +473,19 @@ def _series_buckets(
         tier.resolution_ms,
     )
     return rolled.joined(before, rolled.BucketSeries.of(fresh, 0, tier.resolution_ms))
+
+
+def _within_series_bound(latest: dict[str, dict], groups: dict[str, list]) -> None:
+    """ExecutionError when the catalog would hold more than PROMETHEUS_MAX_SERIES series,
+    counted before any is built: each GPU's metrics times its workloads (and idle) kept."""
+    most = settings.PROMETHEUS_MAX_SERIES
+    total = sum(len(latest.get(uuid) or ()) * len(spans) for uuid, spans in groups.items())
+    if total > most:
+        raise ExecutionError(
+            f"the store holds up to {total:,} series (GPUs x metrics x workloads kept), "
+            f"over PROMETHEUS_MAX_SERIES ({most:,}): each costs every gateway process ~1 KB "
+            "and ~10 us of each catalog build (docs/PROMETHEUS.md)"
+        )
 
 
 def with_idle(periods: list[Period]) -> list[tuple[dict[str, str], list[tuple[int, int]]]]:
