@@ -8,7 +8,8 @@ Contracts shared by every ``start_*`` function:
 * The child runs in its own session (``start_new_session=True``) and gets SIGTERM when
   its parent dies (``PR_SET_PDEATHSIG``, Linux), from the moment ``_spawn`` returns: a
   Ctrl-C sent to the launcher's process group does not reach it, so the launcher can
-  stop services in order.
+  stop services in order. A launcher that ignores or blocks SIGTERM passes that on to
+  its services (exec keeps both), and they then outlive it.
 * stdout and stderr go to a log file next to the data directory. The file is
   opened in append mode; error messages quote only the part written by this start.
 * The function returns only once the service answers a real protocol request
@@ -303,19 +304,22 @@ def _await_handover(proc: subprocess.Popen[bytes], setpriv: str) -> None:
 
     Popen returns when `setpriv` itself is exec'd, before it asks for the signal: a
     launcher killed in that gap left the service running for good (up to 20 times in
-    100 when killed right after Popen on a busy machine, measured). The executable is
-    read, not the command name: the kernel renames a process after it closes the exec's
-    close-on-exec pipe, so Popen can return while the name is still the parent's. Past
-    the deadline or the child's exit, return anyway: the caller's readiness probe
-    reports a service that never came up.
+    100 when killed right after Popen on a busy machine, measured). The command line is
+    read: the name changes only after the exec's close-on-exec pipe closed (Popen can
+    return while it is still the parent's); the executable cannot be read once `user=`
+    switched to another user without CAP_SYS_PTRACE, and is setpriv's own for a
+    multi-call binary. Past the deadline or the child's exit, return anyway: the caller's
+    readiness probe reports a service that never came up.
     """
     deadline = time.monotonic() + HANDOVER_DEADLINE_S
-    ours = os.path.realpath(setpriv)
+    ours = setpriv.encode()
     while proc.poll() is None and time.monotonic() < deadline:
         try:
-            if os.readlink(f"/proc/{proc.pid}/exe") != ours:
-                return
+            with open(f"/proc/{proc.pid}/cmdline", "rb") as cmdline:
+                first = cmdline.read().split(b"\0", 1)[0]
         except OSError:
+            return  # gone, or /proc hidden from us: nothing to wait on
+        if first and first != ours:  # empty while an exec swaps the process image
             return
         time.sleep(0.001)
 
