@@ -51,14 +51,13 @@ class InvalidSegment(StoreError, ValueError):
 
 class OverBound(StoreError, ValueError):
     """A write would take a stored value past a stated bound: refused whole, never retried
-    (retrying cannot fix it), nothing of it written."""
-
-    answer = Answer(413, "OVER_BOUND")
+    as an outage is. Raised by the workers' writes only: no client request meets it."""
 
 
 class Refused(StoreError, ValueError):
-    """etcd refused the request as invalid (too large, too many operations): no retry
-    can make it pass, so it is never retried as an outage is."""
+    """etcd refused the request itself (too large, too many operations, a key twice): no
+    retry can make it pass, so it is never retried as an outage is. A request of ours
+    that etcd refuses is a bug: no answer, so a transport answers 500."""
 
 
 class Conflict(StoreError):

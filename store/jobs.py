@@ -202,10 +202,14 @@ def public_state(job: dict[str, Any]) -> str:
 
 
 def mark_chunk_failed(keys: Keys, job_id: str, seq: int, error: str) -> None:
-    """Record that a chunk can never be stored (a bug or a corrupt payload, not an outage)."""
+    """Record that a chunk can never be stored (a bug or a corrupt payload, not an outage).
+    Not when its marker is there: a chunk stored by an earlier delivery would be counted
+    twice (done and failed)."""
     try:
         shard = job_shard(keys, job_id)
     except NotFound:
         shard = shards.current()
+    failure = json.dumps({"seq": seq, "error": error[:500]}).encode()
     with shards.use(shard):
-        kv.put(keys.failure(job_id, seq), json.dumps({"seq": seq, "error": error[:500]}).encode())
+        marker = keys.chunk(job_id, seq)
+        kv.txn([kv.cmp_absent(marker)], [kv.op_put(keys.failure(job_id, seq), failure)])

@@ -44,7 +44,7 @@ def translated(op: str = "other") -> Iterator[None]:
         yield
     except _UNAVAILABLE as exc:
         ETCD_ERRORS.labels(op).inc()
-        if _invalid(exc):  # e.g. "etcdserver: request is too large": retrying cannot help
+        if _invalid(exc):  # retrying cannot help
             raise Refused(f"{_which()} refused the request: {exc.details()}") from exc  # type: ignore[attr-defined]
         reason = f"{type(exc).__name__} {exc}".strip()
         raise StoreUnavailable(f"{_which()} is unavailable: {reason}") from exc
@@ -58,14 +58,24 @@ def translated(op: str = "other") -> Iterator[None]:
         ETCD_SECONDS.labels(op).observe(time.perf_counter() - started)
 
 
+# What etcd answers (INVALID_ARGUMENT) to a request that can never pass. Not every
+# INVALID_ARGUMENT: failed authentication and "revision of auth store is old" (which
+# etcd's own client retries) are answered so too, and stay StoreUnavailable.
+_REFUSALS = (
+    "request is too large",
+    "too many operations in txn request",
+    "duplicate key given in txn request",
+)
+
+
 def _invalid(exc: Exception) -> bool:
-    """etcd answered INVALID_ARGUMENT: the request itself is wrong, etcd is fine."""
-    code = getattr(exc, "code", None)
-    return (
-        isinstance(exc, grpc.RpcError)
-        and callable(code)
-        and code() == grpc.StatusCode.INVALID_ARGUMENT
-    )
+    """etcd refused the request itself (one of _REFUSALS): etcd is fine."""
+    if not isinstance(exc, grpc.RpcError) or not callable(getattr(exc, "code", None)):
+        return False
+    if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:  # type: ignore[attr-defined]
+        return False
+    details = str(exc.details() or "")  # type: ignore[attr-defined]
+    return any(refusal in details for refusal in _REFUSALS)
 
 
 def _which() -> str:

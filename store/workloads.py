@@ -15,7 +15,7 @@ and a period joins the one before it when their labels are equal.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from store import kv, shards
@@ -25,11 +25,12 @@ from store.keys import Keys
 WORKLOAD_LABELS = ("pod", "namespace", "container")
 Period = tuple[int, int, dict[str, str]]
 _MAX_CAS_ATTEMPTS = 16
-# One GPU's periods, encoded, at most: under etcd's 1.5 MiB request limit with room for the
-# key and the transaction's framing (~9,500 workload changes of Kubernetes-length names
-# kept over the retention). Past it a write fails whole, with a message: before, etcd
-# refused it and the chunk was retried as if etcd were down, forever.
-MAX_PERIODS_BYTES = 1024 * 1024
+# One GPU's periods, encoded, at most: just under etcd's 1.5 MiB request limit, with room
+# for the key and the transaction's framing (~13,000 workload changes of Kubernetes-length
+# names kept over the retention). Past it a write fails whole, naming the GPU, where etcd
+# refused it and the chunk was retried as if etcd were down, forever. Only a key split by
+# time would lift it (docs/STORAGE.md).
+MAX_PERIODS_BYTES = 1_450_000
 
 
 def workload_of(labels: dict[str, str]) -> dict[str, str]:
@@ -82,7 +83,7 @@ def _changes(
                 f"GPU {uuid}: its workload periods would take {len(encoded):,} bytes "
                 f"({len(merged):,} periods), over the bound of {MAX_PERIODS_BYTES:,} bytes a "
                 "GPU: its pod, namespace or container changes too often within the "
-                "retention (docs/STORAGE.md); nothing of this write was stored"
+                "retention (docs/STORAGE.md); the write was refused"
             )
         compare = (
             kv.cmp_absent(key) if item is None else kv.cmp_mod_revision(key, item.mod_revision)
@@ -102,15 +103,20 @@ def write_ops(
 def update_workloads(keys: Keys, periods: dict[str, list[Period]]) -> None:
     """Merge each GPU's new periods into its key (compare-and-swap, retried), in
     transactions of at most MAX_TXN_OPS keys and MAX_TXN_BYTES (a GPU's periods can be
-    long: docs/STORAGE.md). Every GPU's merge is computed before any is written, so a GPU
-    past MAX_PERIODS_BYTES (OverBound) leaves every key as it was; only a later round,
-    after a lost race, can meet it with some written."""
+    long: docs/STORAGE.md). Every GPU is checked against MAX_PERIODS_BYTES before any is
+    written, so an OverBound leaves every key as it was (unless another writer added
+    periods between the check and the write); the check and the writes read MAX_TXN_OPS
+    GPUs at a time, so memory follows one part, not the chunk."""
     todo = {u: p for u, p in periods.items() if p}
+    if len(todo) > kv.MAX_TXN_OPS:  # else the first round's read is the check
+        for part in _parts(todo):
+            _changes(keys, part, kv.get_many([keys.workloads(u) for u in part]))
     lost = 0  # rounds in a row without progress (each lost its compare-and-swaps)
     while todo:
-        current = kv.get_many([keys.workloads(u) for u in todo])
-        changes = _changes(keys, todo, current)
-        done = set(todo) - {u for u, _, _ in changes}  # nothing new for these
+        part = next(_parts(todo))
+        current = kv.get_many([keys.workloads(u) for u in part])
+        changes = _changes(keys, part, current)
+        done = set(part) - {u for u, _, _ in changes}  # nothing new for these
         for group in _within_bounds(changes):
             if kv.txn([c for _, c, _ in group], [op for _, _, op in group]):
                 done |= {u for u, _, _ in group}
@@ -119,6 +125,13 @@ def update_workloads(keys: Keys, periods: dict[str, list[Period]]) -> None:
         lost = 0 if done else lost + 1
         if lost >= _MAX_CAS_ATTEMPTS:
             raise Conflict(f"workload periods of {len(todo)} GPU(s) kept changing; giving up")
+
+
+def _parts(todo: dict[str, list[Period]]) -> Iterator[dict[str, list[Period]]]:
+    """`todo` in parts of MAX_TXN_OPS GPUs."""
+    uuids = list(todo)
+    for at in range(0, len(uuids), kv.MAX_TXN_OPS):
+        yield {u: todo[u] for u in uuids[at : at + kv.MAX_TXN_OPS]}
 
 
 def _within_bounds(changes: list[tuple[str, Any, Any]]) -> list[list[tuple[str, Any, Any]]]:
