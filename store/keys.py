@@ -17,7 +17,10 @@ Layout under the root (default `/telemetry`), documented in docs/STORAGE.md:
     {root}/compaction/layout/{tier}                       rollup window its blocks fit (ms)
     {root}/compaction/defragmented_at                     time of the last defragmentation
     {root}/compaction/report                              summary of the last upkeep run
-    {root}/workloads/{uuid}                               workload periods of a GPU (JSON)
+    {root}/workloads/{uuid}/{day_ms:013d}                 workload periods of a GPU starting
+                                                          that UTC day (JSON)
+    {root}/workloads/{uuid}                               all of them, in stores written
+                                                          before day keys (read, never written)
 
 Times in block keys are zero-padded epoch milliseconds, so byte order is time
 order and one range read finds the blocks of a window:
@@ -192,7 +195,33 @@ class Keys:
         return f"{self.root}/workloads/"
 
     def workloads(self, uuid: str) -> str:
+        """All of a GPU's periods in one key: how stores written before day keys
+        (2026-12-03) kept them (read and trimmed, never written)."""
         return self.workloads_prefix() + check_segment(uuid, "uuid")
+
+    def workloads_day(self, uuid: str, day_ms: int) -> str:
+        """The GPU's periods that start on one UTC day (`day_ms`, its midnight)."""
+        return f"{self.workloads(uuid)}/{day_ms:013d}"
+
+    def workloads_days(self, uuid: str) -> tuple[str, str]:
+        """[start, end) of every day key of the GPU, and of no other GPU's (no character
+        sorts between `/` and `0`, and a uuid holds no `/`):
+
+        >>> k = Keys("/t")
+        >>> start, end = k.workloads_days("GPU-1")
+        >>> start <= k.workloads_day("GPU-1", 0) < end
+        True
+        >>> [start <= k.workloads_day(u, 0) < end for u in ("GPU-10", "GPU-1.x", "GPU-1-x")]
+        [False, False, False]
+        >>> start <= k.workloads("GPU-1") < end  # the old single key is read on its own
+        False
+        """
+        return f"{self.workloads(uuid)}/", f"{self.workloads(uuid)}0"
+
+    def workloads_of(self, uuid: str) -> tuple[str, str]:
+        """[start, end) holding the GPU's old single key and its day keys (and maybe other
+        GPUs' keys, `GPU-1-x` for `GPU-1`: a reader keeps only the keys naming `uuid`)."""
+        return self.workloads(uuid), f"{self.workloads(uuid)}0"
 
     def compaction_cursor(self) -> str:
         return f"{self.root}/compaction/cursor"

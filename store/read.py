@@ -25,7 +25,7 @@ from store.keys import Keys, window_span
 from store.order import block_order, merge_blocks
 from store.rollup import Buckets, aggregate, concat, decode_rollup, rebucket, select
 from store.tiers import Tier
-from store.workloads import Period, periods_of
+from store.workloads import Period, periods_in
 
 T = TypeVar("T")
 
@@ -243,7 +243,10 @@ def open_gpu(keys: Keys, uuid: str, ranges: list[tuple[str, str]]) -> GpuWindow:
         keys.latest(uuid),
         keys.workloads(uuid),
     )
-    found, ranged = kv.get_together([locator_key, latest_key, workloads_key], ranges)
+    found, ranged = kv.get_together(
+        [locator_key, latest_key, workloads_key], [*ranges, keys.workloads_days(uuid)]
+    )
+    days = ranged.pop()
     locator = found.get(locator_key)
     if locator is None:
         raise NotFound(f"no GPU with uuid {uuid!r}")
@@ -257,7 +260,8 @@ def open_gpu(keys: Keys, uuid: str, ranges: list[tuple[str, str]]) -> GpuWindow:
         _records.put(keys.root, uuid, locator.mod_revision, record)
     latest = found.get(latest_key)
     values = fleet.latest_values(latest) if latest else None  # the same object while unchanged
-    return GpuWindow(record, values, ranged, periods_of(found.get(workloads_key)))
+    legacy = found.get(workloads_key)  # a store written before day keys
+    return GpuWindow(record, values, ranged, periods_in([legacy, *days] if legacy else days))
 
 
 def raw_ranges(keys: Keys, uuid: str, start: int, end: int, window_ms: int) -> list:

@@ -29,7 +29,7 @@ from store.registry import (
     pending,
     plan_registration,
 )
-from store.workloads import update_workloads
+from store.workloads import period_keys, update_workloads
 from store.workloads import write_ops as workload_ops
 
 _MAX_CAS_ATTEMPTS = 16
@@ -91,7 +91,8 @@ def write_chunk(
     ]
     newest = {b.uuid: _newest_per_metric(b.samples, upload, seq) for b in batches}
     chunk = _Writes(keys, regs, newest, blocks, marker, total)
-    if _ops_bound(pending(keys, regs), newest, periods, blocks) <= kv.MAX_TXN_OPS:
+    days = len(period_keys(keys, periods))
+    if _ops_bound(pending(keys, regs), newest, days, blocks) <= kv.MAX_TXN_OPS:
         try:
             return _in_one_txn(chunk, periods)
         except Conflict:
@@ -155,11 +156,11 @@ _REGISTRATION_OPS = 4
 def _ops_bound(
     todo: Sequence[Registration],
     newest: dict[str, dict[str, list]],
-    periods: dict[str, list],
+    period_days: int,
     blocks: list[tuple[str, bytes]],
 ) -> int:
     """The most operations (or compares) the chunk's one transaction can take."""
-    return 1 + len(blocks) + len(newest) + len(periods) + _REGISTRATION_OPS * len(todo)
+    return 1 + len(blocks) + len(newest) + period_days + _REGISTRATION_OPS * len(todo)
 
 
 def _write_in_one_txn(
@@ -177,7 +178,7 @@ def _write_in_one_txn(
     read = [
         marker[0],
         *(keys.latest(u) for u in newest),
-        *(keys.workloads(u) for u in periods),
+        *period_keys(keys, periods),
         *keys_to_read(keys, todo),
     ]
     if len(read) > kv.MAX_TXN_OPS:

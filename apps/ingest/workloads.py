@@ -3,7 +3,7 @@
 The chunker notes each row's workload on its GPU buffer (`note`); consecutive
 rows with the same labels extend one period `[first ts, last ts, labels]`. The
 periods travel in the chunk payload and the worker merges them into the GPU's
-`workloads/{uuid}` key (store/workloads.py). Where the labels come from:
+day keys, `workloads/{uuid}/{day}` (store/workloads.py). Where the labels come from:
 
 * long-format CSV: the `container`, `pod` and `namespace` columns (`csv_workload`);
 * a scrape or remote write: the samples' labels (`Exposition.workload_of`).

@@ -145,7 +145,7 @@ def test_periods_too_long_for_the_chunks_transaction_go_first(keys, monkeypatch)
     the periods are merged on their own and the chunk is still one transaction."""
     many = tuple((10 * i, 10 * i + 5, {"pod": f"job-{i}"}) for i in range(400))
     write_chunk(keys, "j", 0, [with_periods("GPU-1", 0, many)], WINDOW)
-    stored = len(kv.get(keys.workloads("GPU-1")).value)
+    stored = len(kv.get(keys.workloads_day("GPU-1", 0)).value)
     monkeypatch.setattr(kv, "MAX_TXN_BYTES", stored)  # the periods alone fill the bound
     made = spy_calls(monkeypatch, kv, ("get", "get_many", "txn", "put_batches"))
     chunk = [with_periods("GPU-1", 10_000, ((10_000, 13_000, POD_B),))]

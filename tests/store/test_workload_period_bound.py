@@ -1,5 +1,5 @@
-"""A GPU's workload periods are bounded (MAX_PERIODS_BYTES): a write that would take them
-past it is refused whole, with a message naming the GPU, and nothing of it is stored; before,
+"""A GPU's workload periods of one day are bounded (MAX_PERIODS_BYTES): a write that would
+take them past it is refused whole, with a message naming the GPU, nothing of it stored; before,
 etcd refused the oversized request and the chunk was retried as if etcd were down, forever.
 On real etcd, and through the whole pipeline (gateway, Redis, a Celery worker)."""
 
@@ -25,9 +25,9 @@ POD = "training-job-{:06d}-worker-0-7f9c8d6b5-x2k4q"
 
 
 def churn(n: int, first: int = 0) -> list[tuple[int, int, dict[str, str]]]:
-    """`n` periods of a new pod every 10 s (none joins the one before)."""
+    """`n` periods of a new pod every 5 s, all on T0's day (none joins the one before)."""
     return [
-        (T0 + i * 10_000, T0 + i * 10_000, {"pod": POD.format(i), "namespace": "ml"})
+        (T0 + i * 5_000, T0 + i * 5_000, {"pod": POD.format(i), "namespace": "ml"})
         for i in range(first, first + n)
     ]
 
@@ -106,5 +106,5 @@ def test_an_upload_past_the_bound_ends_failed_naming_the_gpu(pipeline: str) -> N
     assert job["chunks_done"] + job["chunks_failed"] == job["chunks_expected"]
     error = job["chunk_errors"][0]["error"]
     assert "GPU-5fd4f087-86f3-7a43-b711-4771313afc50" in error and "over the bound" in error
-    stored = kv.get(default_keys().workloads("GPU-5fd4f087-86f3-7a43-b711-4771313afc50"))
-    assert stored is not None and len(stored.value) <= MAX_PERIODS_BYTES
+    days = kv.get_range(*default_keys().workloads_days("GPU-5fd4f087-86f3-7a43-b711-4771313afc50"))
+    assert len(days) == 1 and len(days[0].value) <= MAX_PERIODS_BYTES  # its first chunks

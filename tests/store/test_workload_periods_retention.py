@@ -1,5 +1,5 @@
 """Compaction's retention also trims each GPU's workload periods: the periods whose samples
-and buckets every tier has deleted go, the rest stay, so the periods key holds what
+and buckets every tier has deleted go, the rest stay, so the periods keys hold what
 retention keeps instead of a GPU's whole history. On real etcd."""
 
 from __future__ import annotations
@@ -97,16 +97,39 @@ def test_a_trim_that_loses_a_race_keeps_the_new_periods(keys, monkeypatch):
 
     def racing(compare, success, failure=()):
         monkeypatch.setattr(kv, "txn", real_txn)  # once
-        # ingest adds a period between the trim's read and its write
-        update_workloads(keys, {"GPU-1": [(T0 + 2 * DAY, T0 + 2 * DAY, pod("newer"))]})
+        # ingest adds a period between the trim's read and its write, to the day key the
+        # trim changes (one that starts that day and lasts past the horizon)
+        update_workloads(keys, {"GPU-1": [(T0 + 2, T0 + 2 * DAY, pod("newer"))]})
         return real_txn(compare, success, failure)
 
     monkeypatch.setattr(kv, "txn", racing)
     assert trim_periods(keys, "GPU-1", T0 + DAY) == 0  # lost: left to the next run
     assert [p[2]["pod"] for p in read_workloads(keys, ["GPU-1"])["GPU-1"]] == [
         "old",
-        "new",
         "newer",
+        "new",
     ]
     assert trim_periods(keys, "GPU-1", T0 + DAY) == 1
-    assert [p[2]["pod"] for p in read_workloads(keys, ["GPU-1"])["GPU-1"]] == ["new", "newer"]
+    assert [p[2]["pod"] for p in read_workloads(keys, ["GPU-1"])["GPU-1"]] == ["newer", "new"]
+
+
+def test_old_days_go_whole_and_a_write_to_another_day_does_not_stop_the_trim(keys, monkeypatch):
+    update_workloads(
+        keys, {"GPU-1": [(T0 + i * DAY, T0 + i * DAY + 1, pod(f"d{i}")) for i in range(4)]}
+    )
+    real_txn = kv.txn
+
+    def racing(compare, success, failure=()):
+        monkeypatch.setattr(kv, "txn", real_txn)  # once
+        update_workloads(keys, {"GPU-1": [(T0 + 5 * DAY, T0 + 5 * DAY, pod("d5"))]})
+        return real_txn(compare, success, failure)
+
+    monkeypatch.setattr(kv, "txn", racing)
+    assert trim_periods(keys, "GPU-1", T0 + 2 * DAY) == 2  # today's writes touch no old day
+    assert [p[2]["pod"] for p in read_workloads(keys, ["GPU-1"])["GPU-1"]] == ["d2", "d3", "d5"]
+    days = kv.get_range(*keys.workloads_days("GPU-1"))
+    assert [int(i.key.rsplit("/", 1)[1]) for i in days] == [
+        T0 + 2 * DAY,
+        T0 + 3 * DAY,
+        T0 + 5 * DAY,
+    ]
