@@ -44,3 +44,18 @@ def spy_calls(monkeypatch, owner: object, names: tuple[str, ...]) -> list[str]:
 
         monkeypatch.setattr(owner, name, counted)
     return made
+
+
+def txn_put_sizes(monkeypatch) -> list[int]:
+    """The bytes each etcd transaction from now on puts (`kv.put_bytes`); still made for real."""
+    from store import kv
+
+    sizes: list[int] = []
+    real = kv.txn
+
+    def measured(compare, success, failure=()):
+        sizes.append(sum(kv.put_bytes(op) for op in success))
+        return real(compare, success, failure)
+
+    monkeypatch.setattr(kv, "txn", measured)
+    return sizes

@@ -20,6 +20,7 @@ from store.workloads import (
     trim_periods,
     update_workloads,
 )
+from tests.helpers import txn_put_sizes
 
 T0 = 1_752_796_800_000  # 2025-07-18T00:00:00Z
 HOUR = 3_600_000
@@ -52,14 +53,7 @@ def test_a_write_rewrites_its_days_key_not_the_history(keys, monkeypatch):
         (T0 + i * 600_000, T0 + i * 600_000 + 500_000, pod(f"job-{i}")) for i in range(30 * 144)
     ]  # 30 days of 10-minute jobs
     update_workloads(keys, {"GPU-1": history})
-    sizes: list[int] = []
-    real = kv.txn
-
-    def measured(compare, success, failure=()):
-        sizes.append(sum(kv.put_bytes(op) for op in success))
-        return real(compare, success, failure)
-
-    monkeypatch.setattr(kv, "txn", measured)
+    sizes = txn_put_sizes(monkeypatch)
     today = history[-1][1] + 10_000
     update_workloads(keys, {"GPU-1": [(today, today + 10_000, pod("now"))]})
     whole = sum(len(i.value) for i in kv.get_range(*keys.workloads_days("GPU-1")))

@@ -7,6 +7,7 @@ from __future__ import annotations
 from store import kv
 from store.keys import Keys
 from store.workloads import read_workloads, update_workloads
+from tests.helpers import txn_put_sizes
 
 MIN = 60_000
 
@@ -22,14 +23,7 @@ def churn(n: int) -> list[tuple[int, int, dict[str, str]]]:
 def test_long_period_lists_are_written_within_the_byte_bound(etcd_root, monkeypatch):
     keys = Keys(etcd_root)
     periods = {f"GPU-{g}": churn(800) for g in range(40)}  # ~60 KB a GPU, ~2.4 MB in all
-    sizes: list[int] = []
-    real = kv.txn
-
-    def measured(compare, success, failure=()):
-        sizes.append(sum(kv.put_bytes(op) for op in success))
-        return real(compare, success, failure)
-
-    monkeypatch.setattr(kv, "txn", measured)
+    sizes = txn_put_sizes(monkeypatch)
     update_workloads(keys, periods)
     assert sum(sizes) > 2 * kv.MAX_TXN_BYTES  # more than one transaction's worth
     assert len(sizes) >= 3 and max(sizes) <= kv.MAX_TXN_BYTES
