@@ -51,7 +51,12 @@ class InvalidSegment(StoreError, ValueError):
 
 class OverBound(StoreError, ValueError):
     """A write would take a stored value past a stated bound: refused whole, never retried
-    as an outage is. Raised by the workers' writes only: no client request meets it."""
+    as an outage is. Raised by the workers' writes only: no client request meets it.
+    `uuid` names the GPU whose value it is, when one GPU's."""
+
+    def __init__(self, message: str, uuid: str | None = None) -> None:
+        super().__init__(message)
+        self.uuid = uuid
 
 
 class Refused(StoreError, ValueError):

@@ -108,7 +108,8 @@ def _changes(
                 f"{time.strftime('%Y-%m-%d', time.gmtime(day / 1000))} would take "
                 f"{len(encoded):,} bytes ({len(merged):,} periods), over the bound of "
                 f"{MAX_PERIODS_BYTES:,} bytes a GPU and day: its pod, namespace or container "
-                "changes too often (docs/STORAGE.md); the write was refused"
+                "changes too often (docs/STORAGE.md); the write was refused",
+                uuid,
             )
         compare = (
             kv.cmp_absent(key) if item is None else kv.cmp_mod_revision(key, item.mod_revision)

@@ -11,6 +11,7 @@ forward in time and periods merge as a union.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import numpy as np
 
 from store import kv, shards
 from store.codec import Samples, block_digest, encode_block
-from store.errors import Conflict
+from store.errors import Conflict, OverBound
 from store.keys import Keys
 from store.registry import (
     Registration,
@@ -57,6 +58,8 @@ class ChunkResult:
     already_done: bool
     # GPU records this call created or changed (for mirrors such as the admin inventory)
     records: tuple[dict, ...] = ()
+    # GPUs of the chunk refused (OverBound) while the others were stored
+    refused: tuple[str, ...] = ()
 
 
 def write_chunk(
@@ -66,6 +69,35 @@ def write_chunk(
     batches: Sequence[GpuBatch],
     window_ms: int,
     upload: int = 0,
+) -> ChunkResult:
+    """Persist one chunk (`_write_chunk`). A GPU past a stored bound (OverBound) is refused
+    and the chunk's other GPUs are stored: a scrape or a stream chunk holds a fleet, which
+    one GPU must not stop. The chunk then records, in its last transaction and instead of
+    its marker, a failure naming what was refused, so its job ends failed and counts it
+    once; a redelivery finds it as it would the marker. OverBound when every GPU is."""
+    batches = [b for b in batches if len(b.samples)]
+    refused: dict[str, str] = {}
+    while True:
+        try:
+            result = _write_chunk(keys, job_id, seq, batches, window_ms, upload, refused)
+        except OverBound as exc:
+            kept = [b for b in batches if b.uuid != exc.uuid]
+            if exc.uuid is None or exc.uuid in refused or not kept:
+                raise
+            refused[exc.uuid] = str(exc)
+            batches = kept
+            continue
+        return dataclasses.replace(result, refused=tuple(refused))
+
+
+def _write_chunk(
+    keys: Keys,
+    job_id: str,
+    seq: int,
+    batches: list[GpuBatch],
+    window_ms: int,
+    upload: int,
+    refused: dict[str, str],
 ) -> ChunkResult:
     """Persist one chunk; safe to call again with the same arguments (retries, redelivery).
 
@@ -80,17 +112,20 @@ def write_chunk(
     or one that keeps losing races, takes the step-by-step path (periods, records,
     latest, then blocks with the marker last), each step idempotent.
     """
-    batches = [b for b in batches if len(b.samples)]
     periods = {b.uuid: list(b.workloads) for b in batches if b.workloads}
     total = sum(len(b.samples) for b in batches)
     order = (upload, seq)
     blocks = [item for batch in batches for item in _blocks(keys, batch, window_ms, order)]
     marker = (keys.chunk(job_id, seq), _encode({"samples": total, "blocks": len(blocks)}))
+    if refused:
+        marker = _refusal(keys, job_id, seq, refused)
+    # either one says a delivery already stored what it could: a chunk counts once
+    done = (keys.chunk(job_id, seq), keys.failure(job_id, seq))
     regs = [
         Registration(b.facts, int(b.samples.ts.min()), int(b.samples.ts.max())) for b in batches
     ]
     newest = {b.uuid: _newest_per_metric(b.samples, upload, seq) for b in batches}
-    chunk = _Writes(keys, regs, newest, blocks, marker, total)
+    chunk = _Writes(keys, regs, newest, blocks, marker, done, total)
     days = len(period_keys(keys, periods))
     if _ops_bound(pending(keys, regs), newest, days, blocks) <= kv.MAX_TXN_OPS:
         try:
@@ -99,13 +134,23 @@ def write_chunk(
             return _step_by_step(chunk, periods)
         except _TooBig:
             pass  # too many bytes with the periods (long period lists): without them
-    if kv.get(marker[0]) is not None:  # a redelivery: merge nothing again
+    if kv.get_many(list(done)):  # a redelivery: merge nothing again
         return ChunkResult(total, 0, 0, already_done=True)
     update_workloads(keys, periods)  # a step of their own: the rest may fit one txn
     try:
         return _in_one_txn(chunk, {})
     except (Conflict, _TooBig):
         return _step_by_step(chunk, {})
+
+
+def _refusal(keys: Keys, job_id: str, seq: int, refused: dict[str, str]) -> tuple[str, bytes]:
+    """The failure a partly stored chunk records in place of its marker (as
+    store.jobs.mark_chunk_failed writes one)."""
+    error = "; ".join(refused.values())
+    if len(error) > 400:
+        error = f"{error[:400]}... ({len(refused)} GPUs)"
+    error += "; the chunk's other GPUs were stored"
+    return keys.failure(job_id, seq), _encode({"seq": seq, "error": error})
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +162,7 @@ class _Writes:
     newest: dict[str, dict[str, list]]
     blocks: list[tuple[str, bytes]]
     marker: tuple[str, bytes]
+    done: tuple[str, str]  # the marker's key and the failure's: either means stored
     total: int
 
 
@@ -124,7 +170,7 @@ def _in_one_txn(c: _Writes, periods: dict[str, list]) -> ChunkResult:
     """The chunk in one read and one transaction; Conflict after losing every race,
     _TooBig when it cannot fit."""
     done, records = kv.guaranteed_update(
-        lambda: _write_in_one_txn(c.keys, c.regs, c.newest, periods, c.blocks, c.marker),
+        lambda: _write_in_one_txn(c.keys, c.regs, c.newest, periods, c.blocks, c.marker, c.done),
         attempts=_ONE_TXN_ATTEMPTS,
         conflict=lambda: "the chunk kept losing races",
     )
@@ -134,7 +180,7 @@ def _in_one_txn(c: _Writes, periods: dict[str, list]) -> ChunkResult:
 def _step_by_step(c: _Writes, periods: dict[str, list]) -> ChunkResult:
     """The chunk in idempotent steps, the marker last (too large for one transaction, or
     losing races): a crash at any point is repaired by doing it again."""
-    if kv.get(c.marker[0]) is not None:
+    if kv.get_many(list(c.done)):
         return ChunkResult(c.total, 0, 0, already_done=True)
     # periods first: idempotent, so a crash before the blocks only repeats them
     update_workloads(c.keys, periods)
@@ -160,7 +206,7 @@ def _ops_bound(
     blocks: list[tuple[str, bytes]],
 ) -> int:
     """The most operations (or compares) the chunk's one transaction can take."""
-    return 1 + len(blocks) + len(newest) + period_days + _REGISTRATION_OPS * len(todo)
+    return 2 + len(blocks) + len(newest) + period_days + _REGISTRATION_OPS * len(todo)
 
 
 def _write_in_one_txn(
@@ -170,13 +216,14 @@ def _write_in_one_txn(
     periods: dict[str, list],
     blocks: list[tuple[str, bytes]],
     marker: tuple[str, bytes],
+    done: tuple[str, str],
 ) -> tuple[bool, list[dict]] | None:
     """(already_done, records written) on success; None when it lost a race; _TooBig
     when it does not fit. The workload periods go in the same transaction: a chunk is
     stored whole or not at all, in one read and one write."""
     todo = pending(keys, regs)
     read = [
-        marker[0],
+        *done,
         *(keys.latest(u) for u in newest),
         *period_keys(keys, periods),
         *keys_to_read(keys, todo),
@@ -184,11 +231,11 @@ def _write_in_one_txn(
     if len(read) > kv.MAX_TXN_OPS:
         raise _TooBig
     current = kv.get_many(read)
-    if marker[0] in current:
+    if any(key in current for key in done):
         return True, []
     plans = [p for p in (plan_registration(keys, r, current) for r in todo) if p is not None]
     compare, ops = workload_ops(keys, periods, current)
-    compare.append(kv.cmp_absent(marker[0]))
+    compare += [kv.cmp_absent(key) for key in done]
     for plan in plans:
         compare += plan.compare
         ops += plan.ops

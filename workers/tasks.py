@@ -70,6 +70,8 @@ def _persist(chunk: dict) -> dict:
         # the job so it ends "failed" instead of waiting for this chunk forever.
         _record_failure(chunk, exc)
         return {"failed": str(exc)}
+    if result.refused:  # recorded on the job with the chunk (store.write.write_chunk)
+        log.error("chunk %s: GPUs refused, the others stored: %s", decoded.seq, result.refused)
     CHUNKS.labels("already_done" if result.already_done else "stored").inc()
     if not result.already_done:
         SAMPLES_STORED.inc(result.samples)
@@ -87,7 +89,7 @@ def _persist(chunk: dict) -> dict:
     chunk_stored.send(
         sender=persist_chunk,
         chunk_id=f"{decoded.job}:{decoded.seq}",
-        batches=decoded.batches,
+        batches=[b for b in decoded.batches if b.uuid not in result.refused],
         records=result.records,
         fresh=not result.already_done,
     )

@@ -5,12 +5,16 @@ On real etcd, and through the whole pipeline (gateway, Redis, a Celery worker)."
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from django.test import Client
 from rest_framework.test import APIClient
 
 from store import default_keys, kv
 from store.codec import samples_from_rows
 from store.errors import OverBound
+from store.jobs import mark_chunk_failed
 from store.keys import Keys
 from store.registry import known
 from store.workloads import MAX_PERIODS_BYTES, read_workloads, update_workloads
@@ -64,6 +68,39 @@ def test_every_gpu_is_checked_before_any_is_written(keys):
     assert read_workloads(keys) == {}
 
 
+def test_a_chunk_stores_its_gpus_within_the_bound_and_records_the_refused_one(keys):
+    def facts(uuid: str) -> dict:
+        return {"uuid": uuid, "cluster": "c", "host": "h", "gpu_index": 0, "device": "",
+                "model": "", "driver": "", "labels": {}}  # fmt: skip
+
+    periods = churn(over_bound())
+    crowded = GpuBatch(facts("GPU-b"), samples_from_rows([(p[0], "m", 1.0) for p in periods]),
+                       tuple(periods))  # fmt: skip
+    quiet = GpuBatch(facts("GPU-a"), samples_from_rows([(T0, "m", 1.0)]), ((T0, T0, {}),))
+    result = write_chunk(keys, "j", 0, [quiet, crowded], HOUR)
+    assert result.refused == ("GPU-b",) and result.samples == 1
+    assert kv.get(keys.chunk("j", 0)) is None  # not done whole: failed, counted once
+    failure = json.loads(kv.get(keys.failure("j", 0)).value)
+    assert failure["seq"] == 0 and failure["error"].startswith("GPU GPU-b: its workload")
+    assert read_workloads(keys) == {"GPU-a": [(T0, T0, {})]}
+    stored = kv.keys_in_range(keys.root + "/", keys.root + "/\xff")
+    assert not [i.key for i in stored if "GPU-b" in i.key]  # no block, record or value
+    before = kv.revision()
+    again = write_chunk(keys, "j", 0, [quiet, crowded], HOUR)  # a redelivery
+    assert again.already_done and kv.revision() == before
+
+
+def test_a_chunk_recorded_failed_is_not_stored_again_by_a_redelivery(keys):
+    # a delivery failed the chunk (a worker recorded it); room was made since, and the
+    # message came back: storing it now would count it twice, done and failed
+    facts = {"uuid": "GPU-a", "cluster": "c", "host": "h", "gpu_index": 0, "device": "",
+             "model": "", "driver": "", "labels": {}}  # fmt: skip
+    mark_chunk_failed(keys, "j", 0, "GPU GPU-a: over the bound")
+    batch = GpuBatch(facts, samples_from_rows([(T0, "m", 1.0)]), ((T0, T0, {}),))
+    assert write_chunk(keys, "j", 0, [batch], HOUR).already_done
+    assert kv.get(keys.chunk("j", 0)) is None and read_workloads(keys) == {}
+
+
 def test_a_chunk_past_the_bound_stores_nothing(keys):
     facts = {"uuid": "GPU-b", "cluster": "c", "host": "h", "gpu_index": 0, "device": "",
              "model": "", "driver": "", "labels": {}}  # fmt: skip
@@ -76,22 +113,27 @@ def test_a_chunk_past_the_bound_stores_nothing(keys):
     assert [i.key for i in written] == []  # no block, record, latest value, marker or period
 
 
+CHURNING = "GPU-5fd4f087-86f3-7a43-b711-4771313afc50"
+QUIET = "GPU-0c7d2a11-3b2e-4f5a-9d61-2e8f0a4b7c13"
+
+
 def _csv(rows: int) -> bytes:
-    """One GPU whose pod changes on every row (a hostile or a very busy fleet)."""
-    uuid = "GPU-5fd4f087-86f3-7a43-b711-4771313afc50"
+    """Two GPUs, row by row: one whose pod changes on every row (a hostile or a very busy
+    fleet), one with no workload."""
     header = "timestamp,metric_name,gpu_id,device,uuid,modelName,Hostname,pod,namespace,value\n"
+    util = "DCGM_FI_DEV_GPU_UTIL"
     body = "".join(
-        f"{T0 // 1000 + i},DCGM_FI_DEV_GPU_UTIL,0,nvidia0,{uuid},H100,h1,{POD.format(i)},ml,{i}\n"
+        f"{T0 // 1000 + i},{util},0,nvidia0,{CHURNING},H100,h1,{POD.format(i)},ml,{i}\n"
+        f"{T0 // 1000 + i},{util},1,nvidia1,{QUIET},H100,h1,,,{i}\n"
         for i in range(rows)
     )
     return (header + body).encode()
 
 
-def test_an_upload_past_the_bound_ends_failed_naming_the_gpu(pipeline: str) -> None:
+def test_an_upload_past_the_bound_refuses_that_gpu_and_stores_the_others(pipeline: str) -> None:
     api = APIClient()
-    # ~103 bytes a period: 18,000 rows make ~1.85 MB of periods, past the bound and past
-    # etcd's 1.5 MiB request limit (the chunk that crossed it was retried forever); the
-    # GPU's first chunks are stored
+    # ~103 bytes a period: 18,000 rows make ~1.85 MB of periods on one day, past the bound
+    # and past etcd's 1.5 MiB request limit (the chunk that crossed it was retried forever)
     response = upload(api, _csv(18_000), "churn.csv")
     assert response.status_code == 202, response.content
     job_id = response.json()["id"]
@@ -105,6 +147,14 @@ def test_an_upload_past_the_bound_ends_failed_naming_the_gpu(pipeline: str) -> N
     assert job["chunks_failed"] >= 1 and job["chunks_done"] >= 1  # its first chunks fit
     assert job["chunks_done"] + job["chunks_failed"] == job["chunks_expected"]
     error = job["chunk_errors"][0]["error"]
-    assert "GPU-5fd4f087-86f3-7a43-b711-4771313afc50" in error and "over the bound" in error
-    days = kv.get_range(*default_keys().workloads_days("GPU-5fd4f087-86f3-7a43-b711-4771313afc50"))
-    assert len(days) == 1 and len(days[0].value) <= MAX_PERIODS_BYTES  # its first chunks
+    assert f"GPU {CHURNING}" in error and "over the bound" in error
+    days = kv.get_range(*default_keys().workloads_days(CHURNING))
+    assert len(days) == 1 and len(days[0].value) <= MAX_PERIODS_BYTES
+    # the other GPU was stored whole (the chunker gives these two GPUs chunks of their
+    # own: a chunk holding both is the test above)
+    counted = Client().get(
+        "/prometheus/api/v1/query",
+        {"query": f'count_over_time(DCGM_FI_DEV_GPU_UTIL{{UUID="{QUIET}"}}[1d])',
+         "time": T0 // 1000 + 18_000},
+    ).json()  # fmt: skip
+    assert [r["value"][1] for r in counted["data"]["result"]] == ["18000"]
