@@ -146,9 +146,11 @@ def _write_chunk(
 def _refusal(keys: Keys, job_id: str, seq: int, refused: dict[str, str]) -> tuple[str, bytes]:
     """The failure a partly stored chunk records in place of its marker (as
     store.jobs.mark_chunk_failed writes one)."""
-    error = "; ".join(refused.values())
-    if len(error) > 400:
-        error = f"{error[:400]}... ({len(refused)} GPUs)"
+    first = next(iter(refused.values()))
+    others = list(refused)[1:]
+    error = first if not others else f"{first}; also refused: {', '.join(others)}"
+    if len(error) > 480:
+        error = f"{error[:440]}... ({len(refused)} GPUs)"
     error += "; the chunk's other GPUs were stored"
     return keys.failure(job_id, seq), _encode({"seq": seq, "error": error})
 

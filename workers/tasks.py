@@ -72,7 +72,8 @@ def _persist(chunk: dict) -> dict:
         return {"failed": str(exc)}
     if result.refused:  # recorded on the job with the chunk (store.write.write_chunk)
         log.error("chunk %s: GPUs refused, the others stored: %s", decoded.seq, result.refused)
-    CHUNKS.labels("already_done" if result.already_done else "stored").inc()
+    outcome = "partial" if result.refused and not result.already_done else "stored"
+    CHUNKS.labels("already_done" if result.already_done else outcome).inc()
     if not result.already_done:
         SAMPLES_STORED.inc(result.samples)
     elapsed = time.perf_counter() - started

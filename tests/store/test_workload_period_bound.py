@@ -130,7 +130,9 @@ def _csv(rows: int) -> bytes:
     return (header + body).encode()
 
 
-def test_an_upload_past_the_bound_refuses_that_gpu_and_stores_the_others(pipeline: str) -> None:
+def test_an_upload_past_the_bound_ends_failed_naming_the_gpu_and_keeps_the_other(
+    pipeline: str,
+) -> None:
     api = APIClient()
     # ~103 bytes a period: 18,000 rows make ~1.85 MB of periods on one day, past the bound
     # and past etcd's 1.5 MiB request limit (the chunk that crossed it was retried forever)
