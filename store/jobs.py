@@ -201,6 +201,11 @@ def public_state(job: dict[str, Any]) -> str:
     return "failed" if job.get("chunks_failed") else "done"
 
 
+def failure_record(seq: int, error: str) -> bytes:
+    """What a chunk's failure key holds (`chunk_errors` shows it)."""
+    return json.dumps({"seq": seq, "error": error[:500]}).encode()
+
+
 def mark_chunk_failed(keys: Keys, job_id: str, seq: int, error: str) -> None:
     """Record that a chunk can never be stored (a bug or a corrupt payload, not an outage).
     Not when its marker is there: a chunk stored by an earlier delivery would be counted
@@ -209,7 +214,7 @@ def mark_chunk_failed(keys: Keys, job_id: str, seq: int, error: str) -> None:
         shard = job_shard(keys, job_id)
     except NotFound:
         shard = shards.current()
-    failure = json.dumps({"seq": seq, "error": error[:500]}).encode()
+    failure = failure_record(seq, error)
     with shards.use(shard):
         marker = keys.chunk(job_id, seq)
         kv.txn([kv.cmp_absent(marker)], [kv.op_put(keys.failure(job_id, seq), failure)])

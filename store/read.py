@@ -25,7 +25,7 @@ from store.keys import Keys, window_span
 from store.order import block_order, merge_blocks
 from store.rollup import Buckets, aggregate, concat, decode_rollup, rebucket, select
 from store.tiers import Tier
-from store.workloads import Period, periods_in
+from store.workloads import Period, periods_of
 
 T = TypeVar("T")
 
@@ -238,15 +238,9 @@ def open_gpu(keys: Keys, uuid: str, ranges: list[tuple[str, str]]) -> GpuWindow:
 
     Raises NotFound for an unknown GPU.
     """
-    locator_key, latest_key, workloads_key = (
-        keys.locator(uuid),
-        keys.latest(uuid),
-        keys.workloads(uuid),
-    )
-    found, ranged = kv.get_together(
-        [locator_key, latest_key, workloads_key], [*ranges, keys.workloads_days(uuid)]
-    )
-    days = ranged.pop()
+    locator_key, latest_key = keys.locator(uuid), keys.latest(uuid)
+    found, ranged = kv.get_together([locator_key, latest_key], [*ranges, keys.workloads_of(uuid)])
+    workloads = ranged.pop()
     locator = found.get(locator_key)
     if locator is None:
         raise NotFound(f"no GPU with uuid {uuid!r}")
@@ -260,8 +254,7 @@ def open_gpu(keys: Keys, uuid: str, ranges: list[tuple[str, str]]) -> GpuWindow:
         _records.put(keys.root, uuid, locator.mod_revision, record)
     latest = found.get(latest_key)
     values = fleet.latest_values(latest) if latest else None  # the same object while unchanged
-    legacy = found.get(workloads_key)  # a store written before day keys
-    return GpuWindow(record, values, ranged, periods_in([legacy, *days] if legacy else days))
+    return GpuWindow(record, values, ranged, periods_of(uuid, workloads))
 
 
 def raw_ranges(keys: Keys, uuid: str, start: int, end: int, window_ms: int) -> list:

@@ -218,6 +218,11 @@ def periods_in(items: Sequence[kv.Item]) -> list[Period]:
     return merge_periods([], [p for item in items for p in _decode(item)])
 
 
+def periods_of(uuid: str, items: Sequence[kv.Item]) -> list[Period]:
+    """`uuid`'s periods out of what a read of `Keys.workloads_of(uuid)` found."""
+    return periods_in([i for i in items if _names(i, uuid)])
+
+
 def read_workloads(keys: Keys, uuids: Sequence[str] | None = None) -> dict[str, list[Period]]:
     """{uuid: periods}: every GPU's (one range read) or the given ones'.
 

@@ -21,6 +21,7 @@ import numpy as np
 from store import kv, shards
 from store.codec import Samples, block_digest, encode_block
 from store.errors import Conflict, OverBound
+from store.jobs import failure_record
 from store.keys import Keys
 from store.registry import (
     Registration,
@@ -152,7 +153,7 @@ def _refusal(keys: Keys, job_id: str, seq: int, refused: dict[str, str]) -> tupl
     if len(error) > 480:
         error = f"{error[:440]}... ({len(refused)} GPUs)"
     error += "; the chunk's other GPUs were stored"
-    return keys.failure(job_id, seq), _encode({"seq": seq, "error": error})
+    return keys.failure(job_id, seq), failure_record(seq, error)
 
 
 @dataclass(frozen=True, slots=True)

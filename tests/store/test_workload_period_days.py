@@ -10,8 +10,10 @@ import json
 import pytest
 
 from store import kv
+from store.codec import samples_from_rows
 from store.errors import OverBound
 from store.keys import Keys
+from store.read import open_gpu
 from store.registry import known
 from store.workloads import (
     DAY_MS,
@@ -20,6 +22,7 @@ from store.workloads import (
     trim_periods,
     update_workloads,
 )
+from store.write import GpuBatch, write_chunk
 from tests.helpers import txn_put_sizes
 
 T0 = 1_752_796_800_000  # 2025-07-18T00:00:00Z
@@ -100,3 +103,15 @@ def test_a_store_written_before_day_keys_is_read_and_trimmed(keys):
     assert trim_periods(keys, "GPU-1", T0 + HOUR) == 1  # the old key's last one: it goes
     assert kv.get(keys.workloads("GPU-1")) is None
     assert [p[2]["pod"] for p in read_workloads(keys)["GPU-1"]] == ["now"]
+
+
+def test_a_gpu_window_reads_the_old_key_and_the_days_but_not_a_longer_uuids(keys):
+    facts = {"cluster": "c", "host": "h", "gpu_index": 0, "device": "", "model": "",
+             "driver": "", "labels": {}}  # fmt: skip
+    for seq, uuid in enumerate(("GPU-1", "GPU-1-x")):  # one uuid a prefix of the other
+        samples = samples_from_rows([(T0, "m", 1.0)])
+        write_chunk(keys, "j", seq, [GpuBatch({**facts, "uuid": uuid}, samples)], HOUR)
+    kv.put(keys.workloads("GPU-1"), json.dumps([[T0 - DAY_MS, T0 - 1, pod("then")]]).encode())
+    update_workloads(keys, {"GPU-1": [(T0, T0, pod("now"))], "GPU-1-x": [(T0, T0, pod("x"))]})
+    window = open_gpu(keys, "GPU-1", [])  # what REST and the GPU page read
+    assert [p[2]["pod"] for p in window.workloads] == ["then", "now"]
