@@ -131,7 +131,7 @@ class Lab:
         self.workers.append(worker)
         return worker
 
-    def start_gateway(self, endpoints: str | None = None) -> services.Service:
+    def start_gateway(self, endpoints: str | None = None, **env: str) -> services.Service:
         assert self.redis is not None and self.etcd
         port = services.free_port()
         gateway = services.start_command(
@@ -147,7 +147,7 @@ class Lab:
                 str(port),
             ],
             log_path=self.tmp / f"gateway-{len(self.gateways)}.log",
-            env=service_env(endpoints or self.endpoints, self.redis.url, **self.child_env()),
+            env=service_env(endpoints or self.endpoints, self.redis.url, **self.child_env(**env)),
             ready=lambda: services.http_ok(services.LOCALHOST, port),
             port=port,
             url=f"http://{services.LOCALHOST}:{port}",
