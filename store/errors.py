@@ -52,11 +52,11 @@ class InvalidSegment(StoreError, ValueError):
 class OverBound(StoreError, ValueError):
     """A write would take a stored value past a stated bound: refused whole, never retried
     as an outage is. Raised by the workers' writes only: no client request meets it.
-    `uuid` names the GPU whose value it is, when one GPU's."""
+    `each` names the GPUs whose values they are ({uuid: message}), when GPUs'."""
 
-    def __init__(self, message: str, uuid: str | None = None) -> None:
+    def __init__(self, message: str, each: dict[str, str] | None = None) -> None:
         super().__init__(message)
-        self.uuid = uuid
+        self.each = each or {}
 
 
 class Refused(StoreError, ValueError):

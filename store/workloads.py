@@ -92,8 +92,11 @@ def period_keys(keys: Keys, periods: dict[str, list[Period]]) -> list[str]:
 def _changes(
     keys: Keys, slots: dict[Slot, list[Period]], current: dict[str, kv.Item]
 ) -> list[tuple[Slot, Any, Any]]:
-    """(slot, compare, put) of each day key that `slots` would change."""
+    """(slot, compare, put) of each day key that `slots` would change. OverBound naming
+    every GPU a key of which would pass MAX_PERIODS_BYTES (all at once: a chunk drops them
+    in one pass)."""
     out = []
+    over: dict[str, str] = {}
     for (uuid, day), new in slots.items():
         key = keys.workloads_day(uuid, day)
         item = current.get(key)
@@ -103,18 +106,21 @@ def _changes(
             continue
         encoded = _encode(merged)
         if len(encoded) > MAX_PERIODS_BYTES:
-            raise OverBound(
+            over.setdefault(
+                uuid,
                 f"GPU {uuid}: its workload periods starting on "
                 f"{time.strftime('%Y-%m-%d', time.gmtime(day / 1000))} would take "
                 f"{len(encoded):,} bytes ({len(merged):,} periods), over the bound of "
                 f"{MAX_PERIODS_BYTES:,} bytes a GPU and day: its pod, namespace or container "
                 "changes too often (docs/STORAGE.md); the write was refused",
-                uuid,
             )
+            continue
         compare = (
             kv.cmp_absent(key) if item is None else kv.cmp_mod_revision(key, item.mod_revision)
         )
         out.append(((uuid, day), compare, kv.op_put(key, encoded)))
+    if over:
+        raise OverBound(next(iter(over.values())), over)
     return out
 
 

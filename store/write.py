@@ -82,10 +82,10 @@ def write_chunk(
         try:
             result = _write_chunk(keys, job_id, seq, batches, window_ms, upload, refused)
         except OverBound as exc:
-            kept = [b for b in batches if b.uuid != exc.uuid]
-            if exc.uuid is None or exc.uuid in refused or not kept:
+            kept = [b for b in batches if b.uuid not in exc.each]
+            if not exc.each or exc.each.keys() & refused.keys() or not kept:
                 raise
-            refused[exc.uuid] = str(exc)
+            refused.update(exc.each)  # every GPU past its bound, found in one pass
             batches = kept
             continue
         return dataclasses.replace(result, refused=tuple(refused))
@@ -189,7 +189,12 @@ def _step_by_step(c: _Writes, periods: dict[str, list]) -> ChunkResult:
     update_workloads(c.keys, periods)
     records = ensure_registered(c.keys, c.regs)
     update_latest(c.keys, c.newest)
-    kv.put_batches([*c.blocks, c.marker])
+    kv.put_batches(c.blocks)
+    # The marker alone, only while neither key is there: another delivery running at the
+    # same time may have recorded the chunk the other way (a GPU refused by one, stored by
+    # the other after a trim), and a chunk must count once.
+    if not kv.txn([kv.cmp_absent(key) for key in c.done], [kv.op_put(*c.marker)]):
+        return ChunkResult(c.total, 0, len(records), True, tuple(records))
     return ChunkResult(c.total, len(c.blocks), len(records), False, tuple(records))
 
 

@@ -87,6 +87,28 @@ def test_chunk_too_big_for_one_transaction_still_lands_whole(keys):
     assert kv.count_prefix(keys.records_prefix()) == 150
 
 
+def test_a_chunk_recorded_failed_by_another_delivery_meanwhile_gets_no_marker(keys, monkeypatch):
+    """Two deliveries of one chunk at once can disagree (one refused a GPU, the other stored
+    it after a trim). The step-by-step path writes its marker only while neither key is
+    there, so the chunk counts once."""
+    from store import jobs
+    from store import write as write_module
+
+    real = write_module.update_latest
+
+    def other_delivery_records_it_first(*args, **kwargs) -> None:
+        real(*args, **kwargs)
+        kv.put(keys.failure("j", 0), jobs.failure_record(0, "refused by the other delivery"))
+
+    monkeypatch.setattr(write_module, "update_latest", other_delivery_records_it_first)
+    batches = [batch(f"GPU-{i}", [(1000, "m", float(i))]) for i in range(150)]  # step by step
+    result = write_chunk(keys, "j", 0, batches, WINDOW)
+    assert result.already_done
+    assert kv.get(keys.failure("j", 0)) is not None
+    assert kv.get(keys.chunk("j", 0)) is None
+    assert len(latest_values(keys)) == 150  # what it wrote is the chunk's own, harmless
+
+
 POD_A = {"pod": "train-0", "namespace": "ml"}
 POD_B = {"pod": "train-1", "namespace": "ml"}
 

@@ -90,6 +90,32 @@ def test_a_chunk_stores_its_gpus_within_the_bound_and_records_the_refused_one(ke
     assert again.already_done and kv.revision() == before
 
 
+def test_every_gpu_past_the_bound_is_dropped_in_one_pass(keys, monkeypatch):
+    """k GPUs past their bound cost two tries of the chunk, not k + 1 (each a read of every
+    GPU's periods and a merge of them)."""
+    from store import write as write_module
+
+    def facts(uuid: str) -> dict:
+        return {"uuid": uuid, "cluster": "c", "host": "h", "gpu_index": 0, "device": "",
+                "model": "", "driver": "", "labels": {}}  # fmt: skip
+
+    periods = churn(over_bound())
+    rows = samples_from_rows([(p[0], "m", 1.0) for p in periods])
+    crowded = [GpuBatch(facts(f"GPU-{c}"), rows, tuple(periods)) for c in "bcd"]
+    quiet = GpuBatch(facts("GPU-a"), samples_from_rows([(T0, "m", 1.0)]), ((T0, T0, {}),))
+    tries = []
+    real = write_module._write_chunk
+    monkeypatch.setattr(
+        write_module, "_write_chunk", lambda *a, **k: tries.append(1) or real(*a, **k)
+    )
+    result = write_chunk(keys, "j", 0, [crowded[0], quiet, *crowded[1:]], HOUR)
+    assert sorted(result.refused) == ["GPU-b", "GPU-c", "GPU-d"] and result.samples == 1
+    assert len(tries) == 2
+    error = json.loads(kv.get(keys.failure("j", 0)).value)["error"]
+    assert error.startswith("GPU GPU-b: its workload") and "also refused: GPU-c, GPU-d" in error
+    assert read_workloads(keys) == {"GPU-a": [(T0, T0, {})]}
+
+
 def test_a_chunk_recorded_failed_is_not_stored_again_by_a_redelivery(keys):
     # a delivery failed the chunk (a worker recorded it); room was made since, and the
     # message came back: storing it now would count it twice, done and failed
