@@ -119,8 +119,11 @@ class InMemory(StoreSource):
 
     def __init__(self, listing: _Listing, samples: dict[str, np.ndarray]) -> None:
         super().__init__()
-        self._held = listing
+        self.listing = listing
         self.samples = samples  # per GPU: its sample times (value = time / 1000)
+
+    def _listing(self, start: int) -> _Listing:
+        return self.listing
 
     def select_entries(self, found, start, end):
         out = []

@@ -176,29 +176,78 @@ class _Listing:
         return found[(self.ends[found] >= start) & (self.starts[found] <= end)]
 
 
+# The series a query can meet are those of workloads that ran in its range. A listing holds
+# those of one reach back from the store's newest sample (the last two days, the last eight,
+# all kept): a churning fleet's dashboards ("last 6 hours") hold the workloads of two days,
+# not of the whole retention. Nested, so a query takes the smallest that covers its start.
+REACH_MS = (2 * 86_400_000, 8 * 86_400_000)
+
+
+@dataclass
+class _Base:
+    """What a catalog is built from, read once per CATALOG_TTL_S: each GPU's record, its
+    metrics' latest samples and its workload groups; the listings of each reach, built
+    when a query first needs them."""
+
+    gpus: list[tuple[dict, list[tuple[str, tuple[int, float]]], list]]
+    newest: int  # the store's newest sample (ms), where the reaches are counted from
+    listings: dict[int, _Listing | ExecutionError] = field(default_factory=dict)
+    counts: dict[int, int] = field(default_factory=dict)  # groups x metrics a reach kept
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def listing(self, start: int) -> _Listing:
+        """The smallest listing holding every series a query from `start` on can match."""
+        reach = next(
+            (i for i, ms in enumerate(REACH_MS) if start >= self.newest - ms), len(REACH_MS)
+        )
+        held = self.listings.get(reach)
+        if held is None:
+            with self.lock:  # one build a reach, whichever thread asks first
+                held = self.listings.get(reach)
+                if held is None:
+                    held = self._build(reach)
+                    self.listings[reach] = held
+        if isinstance(held, ExecutionError):
+            raise held  # kept as a listing is: a refused reach is not counted every query
+        return held
+
+    def _build(self, reach: int) -> _Listing | ExecutionError:
+        since = self.newest - REACH_MS[reach] if reach < len(REACH_MS) else None
+        wanted = [
+            (record, metrics, [g for g in groups if since is None or g[1][-1][1] >= since])
+            for record, metrics, groups in self.gpus
+        ]
+        try:
+            _within_series_bound(wanted, since)
+        except ExecutionError as exc:
+            return exc
+        count = sum(len(m) * len(g) for _, m, g in wanted)
+        for other, listing in self.listings.items():
+            # reaches are nested: as many groups kept means the same groups, the same series
+            if self.counts.get(other) == count and isinstance(listing, _Listing):
+                return listing
+        self.counts[reach] = count
+        return _Listing.of(_entries(wanted))
+
+
 class _Catalog:
-    """Per-process entries of each root, kept CATALOG_TTL_S: a dashboard refreshing many
+    """Per-process catalog of each root, kept CATALOG_TTL_S: a dashboard refreshing many
     panels reads records, latest values and workloads once, not once per panel."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._held: dict[str, tuple[float, _Listing | ExecutionError]] = {}
+        self._held: dict[str, tuple[float, _Base]] = {}
 
-    def get(self, root: str, build: Callable[[], list[Entry]]) -> _Listing:
+    def get(self, root: str, build: Callable[[], _Base]) -> _Base:
         now = time.monotonic()
         with self._lock:
             held = self._held.get(root)
         if held is None or held[0] <= now:
-            try:
-                got: _Listing | ExecutionError = _Listing.of(build())
-            except ExecutionError as exc:
-                got = exc  # kept as a listing is: a refused store is not read every query
+            got = build()
             with self._lock:
                 if len(self._held) > 64:  # roots come and go in tests; keep this small
                     self._held.clear()
                 self._held[root] = held = (now + CATALOG_TTL_S, got)
-        if isinstance(held[1], ExecutionError):
-            raise held[1]
         return held[1]
 
     def clear(self) -> None:
@@ -214,7 +263,8 @@ class StoreSource:
 
     def __init__(self, keys: Keys | None = None) -> None:
         self.keys = keys or default_keys()
-        self._held: _Listing | None = None
+        self._base: _Base | None = None
+        self._held: dict[int, _Listing] = {}  # by the start asked: a query asks one or two
         self._series: dict[tuple[str, str, int, int], tuple[np.ndarray, np.ndarray]] = {}
         self._plans: dict[tuple[str, int, int], dict[str, Listing]] = {}
 
@@ -229,39 +279,33 @@ class StoreSource:
                 held.update(plan_blocks(self.keys, todo, start, end, window_ms()))
         return {u: held[u] for u in uuids}
 
-    def entries(self) -> list[Entry]:
-        return self._listing().entries
+    def entries(self, start: int = 0) -> list[Entry]:
+        """Every series with samples from `start` on (its catalog's listing of that reach)."""
+        listing = self._listing(start)
+        return [listing.entries[i] for i in np.flatnonzero(listing.ends >= start)]
 
-    def _listing(self) -> _Listing:
-        if self._held is None:
-            self._held = _CATALOG.get(self.keys.root, self._build)
-        return self._held
+    def _listing(self, start: int) -> _Listing:
+        held = self._held.get(start)
+        if held is None:
+            base = self._base or _CATALOG.get(self.keys.root, self._build)
+            self._base = base  # one base a query: its reads see one catalog
+            held = self._held[start] = base.listing(start)
+        return held
 
-    def _build(self) -> list[Entry]:
+    def _build(self) -> _Base:
         records = list_records(self.keys)
         latest = latest_values(self.keys) if records else {}
         workloads = read_workloads(self.keys, [r["uuid"] for r in records]) if records else {}
-        groups = {r["uuid"]: with_idle(workloads.get(r["uuid"]) or []) for r in records}
-        _within_series_bound(latest, groups)
-        out = []
+        gpus = []
         for record in records:
-            uuid = record["uuid"]
-            periods = groups[uuid]
-            for metric, (last_ts, last_value) in sorted((latest.get(uuid) or {}).items()):
-                base = dcgm_labels(record, metric)
-                for extra, spans in periods:
-                    cut = _cut(spans, int(record["first_seen"]), int(last_ts))
-                    if cut:
-                        newest = (int(last_ts), float(last_value))
-                        # the current period stays open: samples newer than the
-                        # catalog (cached for CATALOG_TTL_S) still belong to it
-                        current = cut[-1][1] == int(last_ts)
-                        reads = (*cut[:-1], (cut[-1][0], MAX_TS)) if current else cut
-                        out.append(Entry({**base, **extra}, uuid, metric, cut, newest, reads))
-        return out
+            metrics = sorted((latest.get(record["uuid"]) or {}).items())
+            groups = with_idle(workloads.get(record["uuid"]) or [])
+            gpus.append((record, [(m, (int(t), float(v))) for m, (t, v) in metrics], groups))
+        newest = max((t for _, ms, _ in gpus for _, (t, _) in ms), default=0)
+        return _Base(gpus, newest)
 
     def matching(self, matchers: list[Matcher], start: int = 0, end: int = MAX_TS) -> list[Entry]:
-        listing = self._listing()
+        listing = self._listing(start)
         return [listing.entries[i] for i in listing.matching(matchers, start, end)]
 
     def select(self, matchers: list[Matcher], start: int, end: int) -> list[Series]:
@@ -276,7 +320,7 @@ class StoreSource:
         without a block read (the dashboard's usual query); and the others' samples in
         [t - LOOKBACK_MS, t] (newer samples than `t`, or another period holds the latest)."""
         start = t - LOOKBACK_MS
-        listing = self._listing()
+        listing = self._listing(start)
         found = listing.matching(matchers, start, t)
         ts = listing.newest_ts[found]
         live = ts >= start  # else the newest sample is older than the span: nothing in it
@@ -475,17 +519,43 @@ def _series_buckets(
     return rolled.joined(before, rolled.BucketSeries.of(fresh, 0, tier.resolution_ms))
 
 
-def _within_series_bound(latest: dict[str, dict], groups: dict[str, list]) -> None:
-    """ExecutionError when the catalog would hold more than PROMETHEUS_MAX_SERIES series,
+def _entries(gpus: list) -> list[Entry]:
+    """The series of `gpus` ((record, metrics, workload groups)): each group kept is a
+    series of each metric (unless its spans miss the GPU's samples), so a listing is a
+    function of the groups kept, and two reaches keeping as many are the same."""
+    out = []
+    for record, metrics, groups in gpus:
+        uuid = record["uuid"]
+        for metric, newest in metrics:
+            base = dcgm_labels(record, metric)
+            for extra, spans in groups:
+                cut = _cut(spans, int(record["first_seen"]), newest[0])
+                if cut:
+                    # the current period stays open: samples newer than the catalog
+                    # (cached for CATALOG_TTL_S) still belong to it
+                    current = cut[-1][1] == newest[0]
+                    reads = (*cut[:-1], (cut[-1][0], MAX_TS)) if current else cut
+                    out.append(Entry({**base, **extra}, uuid, metric, cut, newest, reads))
+    return out
+
+
+def _within_series_bound(gpus: list, since: int | None) -> None:
+    """ExecutionError when a listing would hold more than PROMETHEUS_MAX_SERIES series,
     counted before any is built: each GPU's metrics times its workloads (and idle) kept."""
     most = settings.PROMETHEUS_MAX_SERIES
-    total = sum(len(latest.get(uuid) or ()) * len(spans) for uuid, spans in groups.items())
+    total = sum(len(metrics) * len(groups) for _, metrics, groups in gpus)
     if total > most:
+        since_text = "" if since is None else f" since {_utc(since)}"
         raise ExecutionError(
-            f"the store holds up to {total:,} series (GPUs x metrics x workloads kept), "
-            f"over PROMETHEUS_MAX_SERIES ({most:,}): each costs every gateway process ~1 KB "
-            "and ~10 us of each catalog build (docs/PROMETHEUS.md)"
+            f"a query from this start meets up to {total:,} series (GPUs x metrics x "
+            f"workloads kept{since_text}), over PROMETHEUS_MAX_SERIES ({most:,}): each costs "
+            "every gateway process ~1 KB and ~10 us of each catalog build "
+            "(docs/PROMETHEUS.md); a query over the last two days meets fewer"
         )
+
+
+def _utc(ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ms / 1000))
 
 
 def with_idle(periods: list[Period]) -> list[tuple[dict[str, str], list[tuple[int, int]]]]:
