@@ -141,8 +141,14 @@ def update_workloads(keys: Keys, periods: dict[str, list[Period]]) -> None:
     and the writes read MAX_TXN_OPS keys at a time, so memory follows one part."""
     todo = _slots({u: p for u, p in periods.items() if p})
     if len(todo) > kv.MAX_TXN_OPS:  # else the first round's read is the check
+        over: dict[str, str] = {}
         for part in _parts(todo):
-            _changes(keys, part, kv.get_many(_keys_of(keys, part)))
+            try:
+                _changes(keys, part, kv.get_many(_keys_of(keys, part)))
+            except OverBound as exc:
+                over.update(exc.each)  # every part's: a chunk drops them in one pass
+        if over:
+            raise OverBound(next(iter(over.values())), over)
     lost = 0  # rounds in a row without progress (each lost its compare-and-swaps)
     while todo:
         part = next(_parts(todo))

@@ -83,9 +83,11 @@ def write_chunk(
             result = _write_chunk(keys, job_id, seq, batches, window_ms, upload, refused)
         except OverBound as exc:
             kept = [b for b in batches if b.uuid not in exc.each]
-            if not exc.each or exc.each.keys() & refused.keys() or not kept:
+            if not exc.each or exc.each.keys() & refused.keys():
                 raise
             refused.update(exc.each)  # every GPU past its bound, found in one pass
+            if not kept:  # the chunk fails whole, naming every GPU refused
+                raise OverBound(_refused_text(refused), refused) from exc
             batches = kept
             continue
         return dataclasses.replace(result, refused=tuple(refused))
@@ -147,13 +149,16 @@ def _write_chunk(
 def _refusal(keys: Keys, job_id: str, seq: int, refused: dict[str, str]) -> tuple[str, bytes]:
     """The failure a partly stored chunk records in place of its marker (as
     store.jobs.mark_chunk_failed writes one)."""
+    error = f"{_refused_text(refused)}; the chunk's other GPUs were stored"
+    return keys.failure(job_id, seq), failure_record(seq, error)
+
+
+def _refused_text(refused: dict[str, str]) -> str:
+    """The first refusal's message, naming the other GPUs refused (at most ~480 chars)."""
     first = next(iter(refused.values()))
     others = list(refused)[1:]
     error = first if not others else f"{first}; also refused: {', '.join(others)}"
-    if len(error) > 480:
-        error = f"{error[:440]}... ({len(refused)} GPUs)"
-    error += "; the chunk's other GPUs were stored"
-    return keys.failure(job_id, seq), failure_record(seq, error)
+    return error if len(error) <= 480 else f"{error[:440]}... ({len(refused)} GPUs)"
 
 
 @dataclass(frozen=True, slots=True)

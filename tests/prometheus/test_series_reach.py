@@ -106,3 +106,20 @@ def test_a_churning_fleet_past_the_bound_answers_its_recent_queries(churned, set
     # the refusal is the far reach's only: recent queries go on
     status, body = _get("query", query=METRIC, time=NEWEST / 1000)
     assert status == 200 and len(body["data"]["result"]) == len(GPUS), body
+
+
+def test_a_workload_whose_earlier_period_ends_later_is_found_near_its_end(etcd_root) -> None:
+    """Rows out of time order in one chunk: pod a at 0 s and 1000 s, pod b at 5 s, pod a at
+    10-20 s make a's periods (0, 1000) and (10, 20). A series ends at its latest sample,
+    not at its last period's end (the catalog took the last, and lost a after 20 s)."""
+    known.clear()
+    s = 1000
+    a, b = {"pod": "a"}, {"pod": "b"}
+    rows = [(T0 + t * s, METRIC, float(t)) for t in (0, 5, 10, 20, 1000)]
+    periods = ((T0, T0 + 1000 * s, a), (T0 + 5 * s, T0 + 5 * s, b), (T0 + 10 * s, T0 + 20 * s, a))
+    batch = GpuBatch(_facts("GPU-a"), samples_from_rows(rows), periods)
+    write_chunk(Keys(etcd_root), "order", 0, [batch], window_ms())
+    _CATALOG.clear()
+    status, body = _get("query", query=METRIC, time=(T0 + 1100 * s) / 1000)
+    assert status == 200, body
+    assert [(r["metric"]["pod"], r["value"][1]) for r in body["data"]["result"]] == [("a", "1000")]

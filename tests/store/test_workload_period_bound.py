@@ -41,6 +41,11 @@ def over_bound() -> int:
     return MAX_PERIODS_BYTES // 90 + 1
 
 
+def facts(uuid: str) -> dict:
+    return {"uuid": uuid, "cluster": "c", "host": "h", "gpu_index": 0, "device": "",
+            "model": "", "driver": "", "labels": {}}  # fmt: skip
+
+
 @pytest.fixture
 def keys(etcd_root: str) -> Keys:
     known.clear()
@@ -69,10 +74,6 @@ def test_every_gpu_is_checked_before_any_is_written(keys):
 
 
 def test_a_chunk_stores_its_gpus_within_the_bound_and_records_the_refused_one(keys):
-    def facts(uuid: str) -> dict:
-        return {"uuid": uuid, "cluster": "c", "host": "h", "gpu_index": 0, "device": "",
-                "model": "", "driver": "", "labels": {}}  # fmt: skip
-
     periods = churn(over_bound())
     crowded = GpuBatch(facts("GPU-b"), samples_from_rows([(p[0], "m", 1.0) for p in periods]),
                        tuple(periods))  # fmt: skip
@@ -95,10 +96,6 @@ def test_every_gpu_past_the_bound_is_dropped_in_one_pass(keys, monkeypatch):
     GPU's periods and a merge of them)."""
     from store import write as write_module
 
-    def facts(uuid: str) -> dict:
-        return {"uuid": uuid, "cluster": "c", "host": "h", "gpu_index": 0, "device": "",
-                "model": "", "driver": "", "labels": {}}  # fmt: skip
-
     periods = churn(over_bound())
     rows = samples_from_rows([(p[0], "m", 1.0) for p in periods])
     crowded = [GpuBatch(facts(f"GPU-{c}"), rows, tuple(periods)) for c in "bcd"]
@@ -116,23 +113,53 @@ def test_every_gpu_past_the_bound_is_dropped_in_one_pass(keys, monkeypatch):
     assert read_workloads(keys) == {"GPU-a": [(T0, T0, {})]}
 
 
+def test_a_chunk_of_many_gpus_drops_those_past_the_bound_in_every_part_at_once(keys, monkeypatch):
+    """More GPU days than one check reads (MAX_TXN_OPS): every part is checked, so two
+    GPUs past their bound in different parts still cost two tries of the chunk."""
+    from store import write as write_module
+
+    periods = churn(over_bound())
+    crowded = samples_from_rows([(p[0], "m", 1.0) for p in periods])
+    quiet = samples_from_rows([(T0, "m", 1.0)])
+    uuids = [f"GPU-{g:03d}" for g in range(kv.MAX_TXN_OPS + 10)]
+    over = {uuids[0], uuids[-1]}  # the first part's and the last's
+    batches = [
+        GpuBatch(facts(u), crowded, tuple(periods))
+        if u in over
+        else GpuBatch(facts(u), quiet, ((T0, T0, {}),))
+        for u in uuids
+    ]
+    tries = []
+    real = write_module._write_chunk
+    monkeypatch.setattr(
+        write_module, "_write_chunk", lambda *a, **k: tries.append(1) or real(*a, **k)
+    )
+    result = write_chunk(keys, "j", 0, batches, HOUR)
+    assert set(result.refused) == over and len(tries) == 2
+    assert len(read_workloads(keys)) == len(uuids) - 2
+
+
+def test_a_chunk_whose_every_gpu_is_past_the_bound_names_them_all(keys):
+    periods = churn(over_bound())
+    rows = samples_from_rows([(p[0], "m", 1.0) for p in periods])
+    batches = [GpuBatch(facts(u), rows, tuple(periods)) for u in ("GPU-b", "GPU-c")]
+    with pytest.raises(OverBound, match=r"^GPU GPU-b: .*; also refused: GPU-c$"):
+        write_chunk(keys, "j", 0, batches, HOUR)
+
+
 def test_a_chunk_recorded_failed_is_not_stored_again_by_a_redelivery(keys):
     # a delivery failed the chunk (a worker recorded it); room was made since, and the
     # message came back: storing it now would count it twice, done and failed
-    facts = {"uuid": "GPU-a", "cluster": "c", "host": "h", "gpu_index": 0, "device": "",
-             "model": "", "driver": "", "labels": {}}  # fmt: skip
     mark_chunk_failed(keys, "j", 0, "GPU GPU-a: over the bound")
-    batch = GpuBatch(facts, samples_from_rows([(T0, "m", 1.0)]), ((T0, T0, {}),))
+    batch = GpuBatch(facts("GPU-a"), samples_from_rows([(T0, "m", 1.0)]), ((T0, T0, {}),))
     assert write_chunk(keys, "j", 0, [batch], HOUR).already_done
     assert kv.get(keys.chunk("j", 0)) is None and read_workloads(keys) == {}
 
 
 def test_a_chunk_past_the_bound_stores_nothing(keys):
-    facts = {"uuid": "GPU-b", "cluster": "c", "host": "h", "gpu_index": 0, "device": "",
-             "model": "", "driver": "", "labels": {}}  # fmt: skip
     periods = churn(over_bound())
     rows = [(start, "m", 1.0) for start, _, _ in periods]
-    batch = GpuBatch(facts, samples_from_rows(rows), tuple(periods))
+    batch = GpuBatch(facts("GPU-b"), samples_from_rows(rows), tuple(periods))
     with pytest.raises(OverBound, match="GPU GPU-b"):
         write_chunk(keys, "j", 0, [batch], HOUR)
     written = kv.keys_in_range(keys.root + "/", keys.root + "/\xff")

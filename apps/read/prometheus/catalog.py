@@ -70,7 +70,9 @@ class Entry:
 
     @property
     def end(self) -> int:
-        return self.spans[-1][1]
+        # spans are sorted by start; rows out of time order can leave an earlier span
+        # ending later (A 0-1000, B at 5, A 10-20)
+        return max(e for _, e in self.spans)
 
 
 def dcgm_labels(record: dict, metric: str) -> dict[str, str]:
@@ -193,7 +195,11 @@ class _Base:
     newest: int  # the store's newest sample (ms), where the reaches are counted from
     listings: dict[int, _Listing | ExecutionError] = field(default_factory=dict)
     counts: dict[int, int] = field(default_factory=dict)  # groups x metrics a reach kept
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # one a reach: a recent listing is not kept waiting behind a build of every workload
+    locks: tuple[threading.Lock, ...] = field(
+        default_factory=lambda: tuple(threading.Lock() for _ in range(len(REACH_MS) + 1)),
+        repr=False,
+    )
 
     def listing(self, start: int) -> _Listing:
         """The smallest listing holding every series a query from `start` on can match."""
@@ -202,7 +208,7 @@ class _Base:
         )
         held = self.listings.get(reach)
         if held is None:
-            with self.lock:  # one build a reach, whichever thread asks first
+            with self.locks[reach]:  # one build a reach, whichever thread asks first
                 held = self.listings.get(reach)
                 if held is None:
                     held = self._build(reach)
@@ -214,7 +220,7 @@ class _Base:
     def _build(self, reach: int) -> _Listing | ExecutionError:
         since = self.newest - REACH_MS[reach] if reach < len(REACH_MS) else None
         wanted = [
-            (record, metrics, [g for g in groups if since is None or g[1][-1][1] >= since])
+            (record, metrics, [g for g in groups if since is None or _last(g[1]) >= since])
             for record, metrics, groups in self.gpus
         ]
         try:
@@ -222,7 +228,7 @@ class _Base:
         except ExecutionError as exc:
             return exc
         count = sum(len(m) * len(g) for _, m, g in wanted)
-        for other, listing in self.listings.items():
+        for other, listing in list(self.listings.items()):
             # reaches are nested: as many groups kept means the same groups, the same series
             if self.counts.get(other) == count and isinstance(listing, _Listing):
                 return listing
@@ -533,8 +539,7 @@ def _entries(gpus: list) -> list[Entry]:
                 if cut:
                     # the current period stays open: samples newer than the catalog
                     # (cached for CATALOG_TTL_S) still belong to it
-                    current = cut[-1][1] == newest[0]
-                    reads = (*cut[:-1], (cut[-1][0], MAX_TS)) if current else cut
+                    reads = tuple((lo, MAX_TS if hi == newest[0] else hi) for lo, hi in cut)
                     out.append(Entry({**base, **extra}, uuid, metric, cut, newest, reads))
     return out
 
@@ -550,8 +555,14 @@ def _within_series_bound(gpus: list, since: int | None) -> None:
             f"a query from this start meets up to {total:,} series (GPUs x metrics x "
             f"workloads kept{since_text}), over PROMETHEUS_MAX_SERIES ({most:,}): each costs "
             "every gateway process ~1 KB and ~10 us of each catalog build "
-            "(docs/PROMETHEUS.md); a query over the last two days meets fewer"
+            "(docs/PROMETHEUS.md); a query reaching less far back from the store's newest "
+            "sample meets fewer"
         )
+
+
+def _last(spans: list[tuple[int, int]]) -> int:
+    """When a group's spans end (the latest end: see Entry.end)."""
+    return max(e for _, e in spans)
 
 
 def _utc(ms: int) -> str:
