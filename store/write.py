@@ -61,6 +61,8 @@ class ChunkResult:
     records: tuple[dict, ...] = ()
     # GPUs of the chunk refused (OverBound) while the others were stored
     refused: tuple[str, ...] = ()
+    # already_done, and the earlier delivery recorded the chunk failed (not stored)
+    recorded_failed: bool = False
 
 
 def write_chunk(
@@ -90,6 +92,9 @@ def write_chunk(
                 raise OverBound(_refused_text(refused), refused) from exc
             batches = kept
             continue
+        if result.already_done:  # an earlier delivery's record stands: say which it was
+            failed = kv.get(keys.failure(job_id, seq)) is not None
+            return dataclasses.replace(result, recorded_failed=failed)
         return dataclasses.replace(result, refused=tuple(refused))
 
 

@@ -18,7 +18,7 @@ from store.errors import Conflict, StoreUnavailable
 from store.events import chunk_stored
 from store.jobs import mark_chunk_failed
 from store.keys import Keys
-from store.write import write_chunk
+from store.write import ChunkResult, write_chunk
 from workers import payload
 from workers.payload import PayloadError
 
@@ -84,7 +84,7 @@ def _persist(chunk: dict) -> dict:
         result.samples,
         result.blocks,
         elapsed * 1000,
-        " (already stored: a redelivery)" if result.already_done else "",
+        _redelivery(result),
     )
     # the admin's inventory mirror and the live feed listen (apps/read/apps.py); never raise
     chunk_stored.send(
@@ -95,6 +95,14 @@ def _persist(chunk: dict) -> dict:
         fresh=not result.already_done,
     )
     return {"samples": result.samples, "blocks": result.blocks, "already_done": result.already_done}
+
+
+def _redelivery(result: ChunkResult) -> str:
+    if not result.already_done:
+        return ""
+    if result.recorded_failed:
+        return " (a redelivery: an earlier delivery recorded it failed)"
+    return " (already stored: a redelivery)"
 
 
 def _record_failure(chunk: dict, exc: Exception) -> None:

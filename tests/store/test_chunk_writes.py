@@ -103,7 +103,7 @@ def test_a_chunk_recorded_failed_by_another_delivery_meanwhile_gets_no_marker(ke
     monkeypatch.setattr(write_module, "update_latest", other_delivery_records_it_first)
     batches = [batch(f"GPU-{i}", [(1000, "m", float(i))]) for i in range(150)]  # step by step
     result = write_chunk(keys, "j", 0, batches, WINDOW)
-    assert result.already_done
+    assert result.already_done and result.recorded_failed
     assert kv.get(keys.failure("j", 0)) is not None
     assert kv.get(keys.chunk("j", 0)) is None
     assert len(latest_values(keys)) == 150  # what it wrote is the chunk's own, harmless
@@ -132,7 +132,8 @@ def test_a_chunk_and_its_workload_periods_are_one_read_and_one_transaction(keys,
         "GPU-2": [(4000, 7000, {})],
     }
     before = revision_now()
-    assert write_chunk(keys, "j", 1, chunk, WINDOW).already_done
+    again = write_chunk(keys, "j", 1, chunk, WINDOW)
+    assert again.already_done and not again.recorded_failed
     assert revision_now() == before
 
 

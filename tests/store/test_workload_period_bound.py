@@ -152,7 +152,8 @@ def test_a_chunk_recorded_failed_is_not_stored_again_by_a_redelivery(keys):
     # message came back: storing it now would count it twice, done and failed
     mark_chunk_failed(keys, "j", 0, "GPU GPU-a: over the bound")
     batch = GpuBatch(facts("GPU-a"), samples_from_rows([(T0, "m", 1.0)]), ((T0, T0, {}),))
-    assert write_chunk(keys, "j", 0, [batch], HOUR).already_done
+    again = write_chunk(keys, "j", 0, [batch], HOUR)
+    assert again.already_done and again.recorded_failed  # the worker logs it so
     assert kv.get(keys.chunk("j", 0)) is None and read_workloads(keys) == {}
 
 
