@@ -284,6 +284,10 @@ REMOTE_WRITE_MAX_BYTES = env_int("REMOTE_WRITE_MAX_BYTES", 8 * 1024**2, minimum=
 REMOTE_WRITE_MAX_SAMPLES = env_int("REMOTE_WRITE_MAX_SAMPLES", 50_000, minimum=1)
 INGEST_MAX_DECOMPRESSED_BYTES = env_int("INGEST_MAX_DECOMPRESSED_BYTES", 8 * 1024**3, minimum=1)
 INGEST_MAX_ROWS = env_int("INGEST_MAX_ROWS", 100_000_000, minimum=1)
+# Samples one writer (a user's token or session; all anonymous writers together) may send a
+# UTC day, uploads and remote write alike; 0: no quota. The default holds the design's fleet
+# of 10,000 GPUs x 10 metrics every 10 s (864 M a day) sent with one token.
+INGEST_QUOTA_SAMPLES_PER_DAY = env_int("INGEST_QUOTA_SAMPLES_PER_DAY", 1_000_000_000, minimum=0)
 INGEST_MAX_LINE_CHARS = env_int("INGEST_MAX_LINE_CHARS", 256 * 1024, minimum=64)
 INGEST_MAX_METRICS_PER_GPU = env_int("INGEST_MAX_METRICS_PER_GPU", 1000, minimum=1)
 INGEST_MAX_GZIP_RATIO = env_int("INGEST_MAX_GZIP_RATIO", 100, minimum=1)

@@ -175,7 +175,8 @@ class Chunker:
 
     def _send(self, gpus: list[GpuBuffer]) -> None:
         chunk = Chunk(self.next_seq, list(self._names), gpus)
-        self.chunks += 1
-        self.next_seq += 1
-        self.samples += chunk.samples
+        self.next_seq += 1  # taken even when `emit` refuses the chunk: never reused
         self._emit(chunk)
+        # counted once emitted: a chunk refused (a quota, the broker down) holds none
+        self.chunks += 1
+        self.samples += chunk.samples

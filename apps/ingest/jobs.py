@@ -125,7 +125,8 @@ class Job:
         resume: tuple[str, str, int] | None = None,
         shared: SharedUpload | None = None,
     ) -> None:
-        """`on_chunk` sees each chunk before it is enqueued (the upload's retention tally).
+        """`on_chunk` sees each chunk before it is enqueued (the upload's quota and retention
+        tally), once the job is saved; what it raises refuses the chunk and fails the job.
 
         `resume` (job id, etcd root, upload sequence): continue a job whose document the
         upload already saved (`save_queued`; a large upload parsed in a worker, whose
@@ -277,12 +278,12 @@ class Job:
     def _emit(self, chunk: Chunk) -> None:
         if self._shared is not None:
             self._shared.next_chunk = chunk.seq + 1  # taken, even if it is never enqueued
-        if self._on_chunk is not None:
-            self._on_chunk(chunk)
         if not self._saved:
             self.job["upload_seq"] = self._upload_seq()
             self._save("parsing")
             self._saved = True
+        if self._on_chunk is not None:  # after the save: a chunk it refuses fails a saved job
+            self._on_chunk(chunk)
         enqueue(chunk, self._keys.root, self.id, self.job["upload_seq"])
         self._enqueued += 1
         self.alive()

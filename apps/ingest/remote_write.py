@@ -40,6 +40,7 @@ from google.protobuf.message import DecodeError
 from apps.ingest.exposition import Limits, Sample, from_samples
 from apps.ingest.jobs import JobSeries
 from apps.ingest.prompb import remote_pb2
+from apps.ingest.quota import charge, refund
 from store import default_keys
 from store.keys import MAX_TS, check_segment
 
@@ -133,12 +134,13 @@ def series_for(cluster: str) -> JobSeries:
         return found
 
 
-def receive(body: bytes, cluster: str | None, now_ms: int) -> Received:
-    """Decode `body` and send its DCGM samples down the chunk pipeline.
+def receive(body: bytes, cluster: str | None, now_ms: int, owner: str | None = None) -> Received:
+    """Decode `body` and send its DCGM samples down the chunk pipeline, charged to
+    `owner`'s daily quota first (apps/ingest/quota.py).
 
-    Raises RemoteWriteError (bad body), InvalidSegment (bad cluster name), and
-    whatever the pipeline raises when the broker or etcd is down (answered 503,
-    so Prometheus retries).
+    Raises RemoteWriteError (bad body), InvalidSegment (bad cluster name), QuotaExceeded
+    (429: nothing sent), and whatever the pipeline raises when the broker or etcd is down
+    (answered 503, so Prometheus retries).
     """
     cluster = check_segment(cluster or settings.TELEMETRY_CLUSTER, "cluster")
     request = decode(body, settings.REMOTE_WRITE_MAX_BYTES)
@@ -155,15 +157,20 @@ def receive(body: bytes, cluster: str | None, now_ms: int) -> Received:
         max_errors=settings.INGEST_MAX_ERRORS,
         limits=limits,
     )
+    charge(owner, parsed.samples)
     jobs = series_for(cluster)
-    jobs.tick()
-    if parsed.rows or parsed.rejected:
-        jobs.send(
-            parsed.rows,
-            parsed.facts_of,
-            rejected=parsed.rejected,
-            errors=parsed.errors,
-            accepted=parsed.samples,
-            workload=parsed.workload_of,
-        )
+    try:
+        jobs.tick()
+        if parsed.rows or parsed.rejected:
+            jobs.send(
+                parsed.rows,
+                parsed.facts_of,
+                rejected=parsed.rejected,
+                errors=parsed.errors,
+                accepted=parsed.samples,
+                workload=parsed.workload_of,
+            )
+    except Exception:
+        refund(owner, parsed.samples)  # answered 503: Prometheus sends them again
+        raise
     return Received(parsed.samples, skipped[0] + parsed.ignored, parsed.rejected)

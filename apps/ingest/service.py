@@ -34,6 +34,7 @@ from apps.ingest.parsing import (
     readinto_of,
     text_of,
 )
+from apps.ingest.quota import QuotaExceeded, charge
 from apps.ingest.workloads import csv_workload
 from observability.logs import job_context
 from observability.metrics import ROWS
@@ -117,9 +118,11 @@ def ingest(
     cluster: str | None = None,
     progress: Callable[[int], None] | None = None,
     resume: tuple[str, str, int] | None = None,
+    owner: str | None = None,
 ) -> dict[str, Any]:
     """Parse `raw` and enqueue its chunks; returns the saved job document (with
-    `resume`: the job `accept` saved for a large upload, see Job).
+    `resume`: the job `accept` saved for a large upload, see Job). Each chunk is
+    charged to `owner`'s daily quota before it is enqueued (apps/ingest/quota.py).
 
     Raises HeaderError, NoRows, NothingAccepted, InvalidSegment (bad cluster
     name): nothing was written or enqueued. Raises UploadTooLarge,
@@ -134,7 +137,11 @@ def ingest(
     keys = Keys(resume[1]) if resume else default_keys()
     horizon = Horizon(keys, tiers(), cluster)
     job = Job(
-        source=source, cluster=cluster, fmt=parser.format, on_chunk=_tally(horizon), resume=resume
+        source=source,
+        cluster=cluster,
+        fmt=parser.format,
+        on_chunk=_charged(owner, _tally(horizon)),
+        resume=resume,
     )
     with job_context(job.id):
         log.info("ingest of %s into cluster %s started (%s format)", source, cluster, parser.format)
@@ -147,6 +154,8 @@ def ingest(
             )
         except Exception as exc:
             log.warning("ingest of %s stopped: %s", source, exc)
+            if isinstance(exc, QuotaExceeded):  # the job is saved failed: name it
+                exc.details = {"job": job.id, "samples_enqueued": job.job.get("samples", 0)}
             raise
         ROWS.labels("accepted").inc(parser.accepted)
         ROWS.labels("rejected").inc(parser.rejected)
@@ -173,6 +182,16 @@ def ingest(
     # a sample was enqueued (or the job was saved before the parse), so close() saved it
     assert document is not None
     return document
+
+
+def _charged(owner: str | None, then: Callable[[Chunk], None]) -> Callable[[Chunk], None]:
+    """Charge each chunk to `owner`'s quota (QuotaExceeded: not enqueued), then `then`."""
+
+    def observe(chunk: Chunk) -> None:
+        charge(owner, chunk.samples)
+        then(chunk)
+
+    return observe
 
 
 def _tally(horizon: Horizon) -> Callable[[Chunk], None]:
@@ -256,7 +275,12 @@ def is_large(size: int | None) -> bool:
 
 
 def accept(
-    raw: BinaryIO, *, source: str, cluster: str | None = None, size: int = 0
+    raw: BinaryIO,
+    *,
+    source: str,
+    cluster: str | None = None,
+    size: int = 0,
+    owner: str | None = None,
 ) -> dict[str, Any]:
     """A large upload: spool its body, check its header, save its job (state parsing)
     and enqueue its parse (PARSE_TASK, in a worker); returns the job document at once.
@@ -281,7 +305,7 @@ def accept(
         try:
             current_app.send_task(
                 PARSE_TASK,
-                args=[name, source, cluster, *resume],
+                args=[name, source, cluster, *resume, owner],
                 queue=settings.INGEST_PARSE_QUEUE or None,  # None: the default queue
             )
         except OperationalError as exc:
@@ -375,7 +399,13 @@ def _spooled_file(raw: Any) -> str | None:
     return name if stream.tell() == 0 else None
 
 
-def parse_spooled(path: str, source: str, cluster: str, resume: tuple[str, str, int]) -> None:
+def parse_spooled(
+    path: str,
+    source: str,
+    cluster: str,
+    resume: tuple[str, str, int],
+    owner: str | None = None,
+) -> None:
     """The worker's half of `accept`: parse the spooled body into its job, then delete it.
 
     A refusal found while parsing (no row accepted, a limit passed) ends the job as
@@ -385,7 +415,7 @@ def parse_spooled(path: str, source: str, cluster: str, resume: tuple[str, str, 
     numbered the same and stored idempotently."""
     try:
         with open(path, "rb") as fh:
-            ingest(fh, source=source, cluster=cluster, resume=resume)
+            ingest(fh, source=source, cluster=cluster, resume=resume, owner=owner)
     except (ValueError, OSError) as exc:  # HeaderError, NoRows, NothingAccepted, TooLarge
         summary = getattr(exc, "summary", {})
         fail_job(Keys(resume[1]), resume[0], str(exc), summary)

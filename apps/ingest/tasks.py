@@ -12,5 +12,13 @@ from apps.ingest import service
 
 
 @shared_task(name=service.PARSE_TASK, acks_late=True)
-def parse_upload(path: str, source: str, cluster: str, job_id: str, root: str, seq: int) -> None:
-    service.parse_spooled(path, source, cluster, (job_id, root, seq))
+def parse_upload(
+    path: str,
+    source: str,
+    cluster: str,
+    job_id: str,
+    root: str,
+    seq: int,
+    owner: str | None = None,  # None: a message queued before quotas (not counted)
+) -> None:
+    service.parse_spooled(path, source, cluster, (job_id, root, seq), owner)

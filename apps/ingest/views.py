@@ -22,7 +22,7 @@ from rest_framework.views import APIView
 from apps.api.lengths import declared_length
 from apps.api.openapi import SEGMENT
 from apps.api.pagination import StrictLimitOffsetPagination
-from apps.ingest import remote_write, service
+from apps.ingest import quota, remote_write, service
 from apps.ingest.serializers import AcceptedJobSerializer, JobSerializer
 from apps.ingest.streaming import now_ms
 from store import default_keys
@@ -175,10 +175,11 @@ def _ingest(
 ) -> Response:
     # refusals (bad file, too large, broker or etcd down) are answered by apps/read/errors.py;
     # a large upload is answered once received and its header checked (docs/INGEST.md)
+    owner = quota.owner_of(request.user)
     if service.is_large(size):
-        job = service.accept(raw, source=source, cluster=cluster, size=size or 0)
+        job = service.accept(raw, source=source, cluster=cluster, size=size or 0, owner=owner)
     else:
-        job = service.ingest(raw, source=source, cluster=cluster)
+        job = service.ingest(raw, source=source, cluster=cluster, owner=owner)
     url = reverse("ingest-job", args=[job["id"]])
     body = {**shown(load_job(default_keys(), job["id"])), "url": request.build_absolute_uri(url)}
     return Response(body, status=202, headers={"Location": url})
@@ -260,7 +261,9 @@ class RemoteWriteView(APIView):
                 {"detail": f"the body is larger than the limit of {limit} bytes"}, status=413
             )
         try:
-            remote_write.receive(body, request.query_params.get("cluster"), now_ms())
+            remote_write.receive(
+                body, request.query_params.get("cluster"), now_ms(), quota.owner_of(request.user)
+            )
         except remote_write.RemoteWriteError as exc:
             return Response({"detail": str(exc)}, status=400)
         return Response(status=204)
