@@ -5,7 +5,8 @@ command (a batch per send) and the `scrape` command (a scrape round per send) al
 Its document `{root}/jobs/{id}` (store/jobs.py) is written:
 
 - before the job's first chunk is enqueued (state "parsing", shown as running), so no chunk
-  is ever queued for a job etcd does not know; a job that enqueues nothing is never written.
+  is ever queued for a job etcd does not know; a job that enqueues nothing is never written
+  (but one whose first chunk its writer's quota refused: saved failed, naming the quota).
   The job takes its upload sequence then (store/jobs.py::new_upload_seq), and every chunk
   carries it: the newest upload of a sample wins (store/order.py). The jobs of a series
   (JobSeries) share one, their chunks numbered on: a live source is one upload;
@@ -124,9 +125,11 @@ class Job:
         on_chunk: Callable[[Chunk], None] | None = None,
         resume: tuple[str, str, int] | None = None,
         shared: SharedUpload | None = None,
+        on_unsent: Callable[[Chunk], None] | None = None,
     ) -> None:
         """`on_chunk` sees each chunk before it is enqueued (the upload's quota and retention
         tally), once the job is saved; what it raises refuses the chunk and fails the job.
+        `on_unsent` sees a chunk `on_chunk` saw that the broker then refused (a refund).
 
         `resume` (job id, etcd root, upload sequence): continue a job whose document the
         upload already saved (`save_queued`; a large upload parsed in a worker, whose
@@ -136,6 +139,7 @@ class Job:
         job's first chunk takes."""
         self.cluster = check_segment(cluster or settings.TELEMETRY_CLUSTER, "cluster")
         self._on_chunk = on_chunk
+        self._on_unsent = on_unsent
         self._shared = shared
         self.job: dict[str, Any] = {
             "id": resume[0] if resume else new_job_id(),
@@ -153,6 +157,7 @@ class Job:
             self.job["upload_seq"] = resume[2]
         self._last_save = 0.0
         self._enqueued = 0
+        self._samples = 0  # in the chunks enqueued
         self._totals = Counts()
         self._current: Tally | None = None  # the running send's tally, when it keeps one
         self._facts: RowFacts = lambda row: {}
@@ -284,8 +289,14 @@ class Job:
             self._saved = True
         if self._on_chunk is not None:  # after the save: a chunk it refuses fails a saved job
             self._on_chunk(chunk)
-        enqueue(chunk, self._keys.root, self.id, self.job["upload_seq"])
+        try:
+            enqueue(chunk, self._keys.root, self.id, self.job["upload_seq"])
+        except BaseException:
+            if self._on_unsent is not None:
+                self._on_unsent(chunk)
+            raise
         self._enqueued += 1
+        self._samples += chunk.samples
         self.alive()
 
     def _upload_seq(self) -> int:
@@ -305,7 +316,7 @@ class Job:
             rows_accepted=totals.accepted + current.accepted,
             rows_rejected=totals.rejected + current.rejected,
             blank=totals.blank + current.blank,
-            samples=self._chunker.samples,
+            samples=self._samples,
             errors=[asdict(e) for e in errors],
             chunks_expected=self._enqueued,
             parse_seconds=round(time.monotonic() - self._started, 3),

@@ -157,7 +157,7 @@ def receive(body: bytes, cluster: str | None, now_ms: int, owner: str | None = N
         max_errors=settings.INGEST_MAX_ERRORS,
         limits=limits,
     )
-    charge(owner, parsed.samples)
+    given = charge(owner, parsed.samples)
     jobs = series_for(cluster)
     try:
         jobs.tick()
@@ -171,6 +171,6 @@ def receive(body: bytes, cluster: str | None, now_ms: int, owner: str | None = N
                 workload=parsed.workload_of,
             )
     except Exception:
-        refund(owner, parsed.samples)  # answered 503: Prometheus sends them again
+        refund(given)  # answered 503: Prometheus sends them again
         raise
     return Received(parsed.samples, skipped[0] + parsed.ignored, parsed.rejected)

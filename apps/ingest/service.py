@@ -34,7 +34,7 @@ from apps.ingest.parsing import (
     readinto_of,
     text_of,
 )
-from apps.ingest.quota import QuotaExceeded, charge
+from apps.ingest.quota import Charge, QuotaExceeded, charge, check_room, refund
 from apps.ingest.workloads import csv_workload
 from observability.logs import job_context
 from observability.metrics import ROWS
@@ -136,13 +136,16 @@ def ingest(
     parser = _parser(reader)
     keys = Keys(resume[1]) if resume else default_keys()
     horizon = Horizon(keys, tiers(), cluster)
+    charged = _Charged(owner, _tally(horizon))
     job = Job(
         source=source,
         cluster=cluster,
         fmt=parser.format,
-        on_chunk=_charged(owner, _tally(horizon)),
+        on_chunk=charged,
         resume=resume,
+        on_unsent=charged.unsent,
     )
+    charged.job_id = job.id
     with job_context(job.id):
         log.info("ingest of %s into cluster %s started (%s format)", source, cluster, parser.format)
         try:
@@ -184,14 +187,22 @@ def ingest(
     return document
 
 
-def _charged(owner: str | None, then: Callable[[Chunk], None]) -> Callable[[Chunk], None]:
-    """Charge each chunk to `owner`'s quota (QuotaExceeded: not enqueued), then `then`."""
+class _Charged:
+    """Charges each chunk to `owner`'s quota, once per job and chunk (QuotaExceeded: the
+    chunk is not enqueued), then tallies it; gives the charge back when the broker refuses
+    the chunk."""
 
-    def observe(chunk: Chunk) -> None:
-        charge(owner, chunk.samples)
-        then(chunk)
+    def __init__(self, owner: str | None, tally: Callable[[Chunk], None]) -> None:
+        self.owner, self.tally = owner, tally
+        self.job_id = ""
+        self.last: Charge | None = None
 
-    return observe
+    def __call__(self, chunk: Chunk) -> None:
+        self.last = charge(self.owner, chunk.samples, self.job_id, chunk.seq)
+        self.tally(chunk)
+
+    def unsent(self, chunk: Chunk) -> None:
+        refund(self.last)
 
 
 def _tally(horizon: Horizon) -> Callable[[Chunk], None]:
@@ -290,6 +301,7 @@ def accept(
     spool file lives in INGEST_SPOOL_DIR (shared with the workers) until the parse ends.
     """
     cluster = check_segment(cluster or settings.TELEMETRY_CLUSTER, "cluster")
+    check_room(owner)  # a writer with no sample left today holds no spool nor parse
     spool = Path(settings.INGEST_SPOOL_DIR)
     spool.mkdir(parents=True, exist_ok=True)
     _check_room(spool, size)

@@ -245,7 +245,8 @@ class RemoteWriteView(APIView):
     """POST /prometheus/api/v1/write: Prometheus remote write 1.0 (docs/PROMETHEUS.md).
 
     Answers 204 when stored (or ignored by the rule), 400 for a body it cannot
-    read, 401 without a token, 503 when the pipeline is down (Prometheus retries).
+    read, 401 without a token, 429 past the writer's daily quota (INGEST_QUOTA_SAMPLES_PER_DAY),
+    503 when the pipeline is down (Prometheus retries).
     Not throttled: the guard bounds each body and Prometheus paces its own sends.
     """
 

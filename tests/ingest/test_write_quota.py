@@ -107,6 +107,73 @@ def test_a_large_upload_parsed_in_a_worker_stops_at_the_quota(writers, settings,
     assert not spooled.exists()
 
 
+def test_a_parse_delivered_again_is_charged_once(writers, settings, tmp_path) -> None:
+    """A worker that died mid-parse leaves the task to be delivered again: it parses from
+    the start, and its chunks are charged once per job and chunk."""
+    data, samples = _file(5)
+    settings.INGEST_CHUNK_ROWS = 10
+    resume = Job(source="again.csv", cluster=None, fmt="dcgm").save_queued()
+    for _ in range(2):
+        spooled = tmp_path / "again.csv"
+        spooled.write_bytes(data)
+        service.parse_spooled(str(spooled), "again.csv", "default", resume, writers["alice-owner"])
+    assert quota.used(writers["alice-owner"]) == samples
+
+
+def test_a_large_upload_is_refused_before_it_is_spooled_when_no_sample_is_left(
+    writers, settings, tmp_path
+) -> None:
+    settings.INGEST_SPOOL_DIR = str(tmp_path / "spool")
+    settings.INGEST_ASYNC_BYTES = 0  # every upload with a declared size is large
+    settings.INGEST_QUOTA_SAMPLES_PER_DAY = 5
+    quota.charge(writers["alice-owner"], 5)
+    refused = upload(writers["alice"], _file(6)[0], "large.csv")
+    assert refused.status_code == 429, refused.content
+    assert not list((tmp_path / "spool").glob("*"))  # nothing kept, nothing queued
+
+
+def test_two_writers_near_the_quota_are_never_both_refused_when_one_fits(writers, settings):
+    """Check and add are one step: a refused charge never makes a charge that fits fail."""
+    import threading
+
+    owner = writers["alice-owner"]
+    settings.INGEST_QUOTA_SAMPLES_PER_DAY = 1000
+    quota.charge(owner, 990)
+    refused_small = []
+
+    def big() -> None:
+        for _ in range(300):
+            with pytest.raises(quota.QuotaExceeded):
+                quota.charge(owner, 20)
+
+    def small() -> None:
+        for _ in range(300):
+            try:
+                given = quota.charge(owner, 5)
+            except quota.QuotaExceeded:
+                refused_small.append(1)
+            else:
+                quota.refund(given)
+
+    threads = [threading.Thread(target=big) for _ in range(3)] + [threading.Thread(target=small)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert refused_small == [] and quota.used(owner) == 990
+
+
+def test_a_refund_goes_to_the_day_it_was_charged_on(writers, settings) -> None:
+    owner = writers["alice-owner"]
+    midnight = (int(time.time()) // quota.DAY_S + 1) * quota.DAY_S
+    given = quota.charge(owner, 10, now=midnight - 0.5)
+    assert quota.used(owner, now=midnight - 0.5) == 10
+    quota.refund(given)  # after midnight: the charge was yesterday's
+    assert quota.used(owner, now=midnight - 0.5) == 0
+    assert quota.used(owner, now=midnight + 1) == 0
+    assert not quota._client().exists(f"telemetry:quota:{owner}:{midnight // quota.DAY_S}")
+
+
 def test_remote_write_past_the_quota_is_refused_with_429(writers, settings) -> None:
     series = {"__name__": "DCGM_FI_DEV_GPU_TEMP", "UUID": "GPU-1", "gpu": "0", "Hostname": "h"}
     now = int(time.time() * 1000)
@@ -121,6 +188,7 @@ def test_remote_write_past_the_quota_is_refused_with_429(writers, settings) -> N
     refused = post()  # 4 samples in the day would pass 3
     assert refused.status_code == 429, refused.content
     assert "INGEST_QUOTA_SAMPLES_PER_DAY" in refused.json()["detail"]
+    assert 0 < int(refused["Retry-After"]) <= 86_401
     assert quota.used(writers["alice-owner"]) == 2
 
 
