@@ -204,7 +204,7 @@ def _step_by_step(c: _Writes, periods: dict[str, list]) -> ChunkResult:
     # same time may have recorded the chunk the other way (a GPU refused by one, stored by
     # the other after a trim), and a chunk must count once.
     if not kv.txn([kv.cmp_absent(key) for key in c.done], [kv.op_put(*c.marker)]):
-        return ChunkResult(c.total, 0, len(records), True, tuple(records))
+        return ChunkResult(c.total, len(c.blocks), len(records), True, tuple(records))
     return ChunkResult(c.total, len(c.blocks), len(records), False, tuple(records))
 
 
