@@ -86,7 +86,7 @@ def _slots(periods: dict[str, list[Period]]) -> dict[Slot, list[Period]]:
 
 def period_keys(keys: Keys, periods: dict[str, list[Period]]) -> list[str]:
     """The keys that merging `periods` ({uuid: [...]}) reads and may write."""
-    return [keys.workloads_day(uuid, day) for uuid, day in _slots(periods)]
+    return _keys_of(keys, _slots(periods))
 
 
 def _changes(

@@ -224,10 +224,9 @@ class _Base:
             for record, metrics, groups in self.gpus
         ]
         try:
-            _within_series_bound(wanted, since)
+            count = _within_series_bound(wanted, since)
         except ExecutionError as exc:
             return exc
-        count = sum(len(m) * len(g) for _, m, g in wanted)
         for other, listing in list(self.listings.items()):
             # reaches are nested: as many groups kept means the same groups, the same series
             if self.counts.get(other) == count and isinstance(listing, _Listing):
@@ -544,9 +543,9 @@ def _entries(gpus: list) -> list[Entry]:
     return out
 
 
-def _within_series_bound(gpus: list, since: int | None) -> None:
-    """ExecutionError when a listing would hold more than PROMETHEUS_MAX_SERIES series,
-    counted before any is built: each GPU's metrics times its workloads (and idle) kept."""
+def _within_series_bound(gpus: list, since: int | None) -> int:
+    """How many series a listing of `gpus` may hold (each GPU's metrics times its workloads,
+    and idle, kept), counted before any is built; ExecutionError past PROMETHEUS_MAX_SERIES."""
     most = settings.PROMETHEUS_MAX_SERIES
     total = sum(len(metrics) * len(groups) for _, metrics, groups in gpus)
     if total > most:
@@ -558,6 +557,7 @@ def _within_series_bound(gpus: list, since: int | None) -> None:
             "(docs/PROMETHEUS.md); a query reaching less far back from the store's newest "
             "sample meets fewer"
         )
+    return total
 
 
 def _last(spans: list[tuple[int, int]]) -> int:
