@@ -63,6 +63,12 @@ READ_LANE_ANSWERS = Counter(
     "HTTP requests answered by the read lane (telemetry_site/lane.py) rather than Django, by route",
     ["route"],
 )
+READ_LANE_INLINE = Counter(
+    "telemetry_read_lane_inline_total",
+    "PromQL queries the read lane tried on the event loop, by outcome: answered there, or "
+    "retried on its threads (the query needed etcd or was too large)",
+    ["outcome"],
+)
 HTTP_SECONDS = Histogram(
     "telemetry_http_request_seconds",
     "HTTP request latency, by method and route",

@@ -17,7 +17,7 @@ from pyetcd import exceptions as etcd_exc
 from pyetcd import utils as etcd_utils
 
 from observability.metrics import ETCD_ERRORS, ETCD_SECONDS
-from store import client, shards
+from store import client, inline, shards
 from store.errors import Conflict, Refused, StoreUnavailable
 
 R = TypeVar("R")
@@ -38,7 +38,9 @@ _UNAVAILABLE = (
 @contextlib.contextmanager
 def translated(op: str = "other") -> Iterator[None]:
     """Turn client and gRPC failures into StoreUnavailable (Refused when etcd refused the
-    request itself); time the request as `op`."""
+    request itself); time the request as `op`. Refused inside `inline.inline()`: a
+    request waits on etcd."""
+    inline.check(f"etcd {op}")
     started = time.perf_counter()
     try:
         yield

@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -457,11 +458,16 @@ _EMPTY = Column(np.zeros(0, np.int64), np.zeros(0))
 
 
 def plan_blocks(
-    keys: Keys, uuids: Sequence[str], start: int, end: int, window_ms: int
+    keys: Keys, uuids: Sequence[str], start: int, end: int, window_ms: int, fresh_s: float = 0.0
 ) -> dict[str, kv.Listing]:
     """Each GPU's block keys that may overlap [start, end] (the current shard): one keys-only
-    transaction per 120 GPUs, where `read_series` alone plans a GPU per round trip."""
-    return _plans.get(keys, uuids, start, end, window_ms)
+    transaction per 120 GPUs, where `read_series` alone plans a GPU per round trip.
+
+    `fresh_s` > 0 lets the plans miss what was written in the last `fresh_s` seconds: a
+    plan is then reused without reading etcd while the store was seen at its revision
+    less than `fresh_s` ago (the Prometheus API's view of the store is that old at most,
+    as its series catalog is)."""
+    return _plans.get(keys, uuids, start, end, window_ms, fresh_s)
 
 
 class _Plans:
@@ -469,31 +475,62 @@ class _Plans:
     one they were read at: nothing was written since, so the keys are the same. Checking
     the revision is one small read (~0.3 ms) where planning a fleet makes etcd read every
     planned block (~3 ms for 1,600); a dashboard's panels refreshed together, or a store
-    between uploads, skip it. Any write in the shard (an upload, a compaction) ends it."""
+    between uploads, skip it. Any write in the shard (an upload, a compaction) ends it.
 
-    def __init__(self, size: int = 256) -> None:
+    Each etcd's newest revision seen is kept with when the read that saw it was sent:
+    every write acknowledged before then is at or below it. A caller that accepts
+    `fresh_s` of lag skips the check while that is recent enough."""
+
+    def __init__(self, size: int = 256, clock: Callable[[], float] = time.monotonic) -> None:
         self._size = size
+        self._clock = clock
         self._lock = threading.Lock()
         self._held: dict[tuple, tuple[int, dict[str, kv.Listing]]] = {}
+        self._seen: dict[tuple, tuple[int, float]] = {}  # (client, shard) -> revision, sent
 
     def get(
-        self, keys: Keys, uuids: Sequence[str], start: int, end: int, window_ms: int
+        self,
+        keys: Keys,
+        uuids: Sequence[str],
+        start: int,
+        end: int,
+        window_ms: int,
+        fresh_s: float = 0.0,
     ) -> dict[str, kv.Listing]:
         # the client names the etcd (a new one after a fork or a settings change)
-        span = (id(client.get()), shards.current(), keys.root, start, end, window_ms)
+        store = (id(client.get()), shards.current())
+        span = (*store, keys.root, start, end, window_ms)
         with self._lock:
             held = self._held.get(span)
-        if held is not None and all(u in held[1] for u in uuids) and kv.revision() == held[0]:
-            return {u: held[1][u] for u in uuids}
+            seen = self._seen.get(store)
+        if held is not None and all(u in held[1] for u in uuids):
+            if seen is not None and seen[0] == held[0] and self._clock() - seen[1] < fresh_s:
+                return {u: held[1][u] for u in uuids}
+            sent = self._clock()
+            revision = kv.revision()
+            self._saw(store, revision, sent)
+            if revision == held[0]:
+                return {u: held[1][u] for u in uuids}
         ranges = [keys.block_range(u, start, end, window_ms) for u in uuids]
+        sent = self._clock()
         plans = dict(zip(uuids, kv.keys_in_ranges(ranges), strict=True))
         revisions = {p.revision for p in plans.values()}
         if len(revisions) == 1:  # one transaction (up to 120 GPUs): one revision names it
+            revision = revisions.pop()
+            self._saw(store, revision, sent)
             with self._lock:
                 if len(self._held) >= self._size:
                     self._held.clear()  # a bound, not a policy
-                self._held[span] = (revisions.pop(), plans)
+                self._held[span] = (revision, plans)
         return plans
+
+    def _saw(self, store: tuple, revision: int, sent: float) -> None:
+        with self._lock:
+            if len(self._seen) >= self._size:
+                self._seen.clear()
+            old = self._seen.get(store)
+            if old is None or (revision, sent) > old:  # never back to an older revision
+                self._seen[store] = (revision, sent)
 
 
 _plans = _Plans()

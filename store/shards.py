@@ -26,6 +26,7 @@ from typing import TypeVar
 
 from django.conf import settings
 
+from store import inline
 from store.errors import NotFound, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,7 @@ def fan_out(work: Callable[[], T]) -> dict[str, T]:
         return {current(): work()}
     if len(shards) == 1:
         return {DEFAULT: work()}
+    inline.check("a fan-out to every shard")  # threads, which wait on etcd
     holder = _partial.get()
 
     def run(shard: str) -> tuple[str, T | StoreUnavailable]:

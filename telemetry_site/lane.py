@@ -64,9 +64,9 @@ from apps.read.middleware import mark_partial
 from apps.read.prometheus import views as prom_views
 from apps.read.render import FastJSONRenderer
 from apps.read.serializers import GpuListParams, TelemetryParams, plainly_valid
-from observability.metrics import READ_LANE_ANSWERS
+from observability.metrics import READ_LANE_ANSWERS, READ_LANE_INLINE
 from observability.middleware import observe
-from store import shards
+from store import inline, shards
 from store.errors import StoreError
 from telemetry_site.compression import acompress
 from telemetry_site.guard import App, Message, Receive, Scope, Send
@@ -239,7 +239,10 @@ class ReadLane:
         await self._throttle(view, drf)
         endpoint = type(view).endpoint
         return await _off_loop(
-            lambda: prom_views.respond(endpoint, get, **match.kwargs), view, touched
+            lambda: prom_views.respond(endpoint, get, **match.kwargs),
+            view,
+            touched,
+            first_inline=True,
         )
 
     # --- DRF's checks, with DRF's own classes -----------------------------------------
@@ -417,9 +420,13 @@ def store_pool() -> ThreadPoolExecutor:
     return _pool[1]
 
 
-async def _off_loop(work: Callable[[], HttpResponseBase], view: Any, touched: bool) -> Answer:
+async def _off_loop(
+    work: Callable[[], HttpResponseBase], view: Any, touched: bool, first_inline: bool = False
+) -> Answer:
     """`work` in a worker thread (it blocks on etcd), its shards collected; a store error
-    answered as the views' exception handler answers it."""
+    answered as the views' exception handler answers it. With `first_inline`, tried first
+    on the event loop, where it stops at its first wait (store/inline.py): answered from
+    memory, a query saves the two thread hops (~1 ms of a 3 ms answer here)."""
 
     def run() -> tuple[HttpResponseBase, shards.Partial]:
         with shards.collecting() as partial:
@@ -437,6 +444,17 @@ async def _off_loop(work: Callable[[], HttpResponseBase], view: Any, touched: bo
                     response[name] = value
                 return response, partial
 
+    if first_inline:
+        try:
+            with inline.inline():
+                response, partial = run()
+        except inline.WouldWait:
+            READ_LANE_INLINE.labels("retried").inc()  # again, from the start, on a thread
+        except Exception:  # a bug of ours: Django answers (and logs) it as it would
+            raise FallThrough from None
+        else:
+            READ_LANE_INLINE.labels("answered").inc()
+            return Answer(response, view, touched, partial)
     try:
         loop = asyncio.get_running_loop()
         response, partial = await loop.run_in_executor(

@@ -131,6 +131,30 @@ def test_the_lane_answers_its_requests_as_django_does(loaded, open_pair):
     assert not served
 
 
+INLINE = re.compile(r'^telemetry_read_lane_inline_total\{outcome="(\w+)"\} ([0-9.e+]+)$', re.M)
+
+
+def test_queries_answered_on_the_lanes_event_loop_are_djangos_answers(loaded, open_pair):
+    """A PromQL query asked again finds its plans and columns in memory: the lane answers it
+    on its event loop (store/inline.py), the same bytes as Django's."""
+    uuid = loaded["uuid"]
+    asked = [
+        q("/prometheus/api/v1/query_range", query=f'avg_over_time({UTIL}{{UUID="{uuid}"}}[5m])',
+          start="1.7e9", end="1.70001e9", step="60"),
+        q("/prometheus/api/v1/query_range", query=UTIL, start="1.7e9", end="1.8e9", step="1e4"),
+        q("/prometheus/api/v1/query", query=f"sum by (Hostname) ({UTIL})",
+          time=loaded["last_seen"]),
+    ]  # fmt: skip
+    for path in asked:
+        for _ in range(4):  # the first reads etcd (on a thread); the rest may not
+            answer, served = open_pair.compare(path, {"Accept-Encoding": "gzip"})
+            assert served and answer.status == 200, path
+    metrics = open_pair.ask(open_pair.lane, "/metrics").body.decode()
+    outcomes = {k: float(v) for k, v in INLINE.findall(metrics)}
+    assert outcomes.get("retried", 0) >= 1, outcomes  # a cold query went to the threads
+    assert outcomes.get("answered", 0) >= len(asked), outcomes  # warm ones did not
+
+
 def test_grafana_form_posts_are_answered_alike(loaded, open_pair):
     form = {"Content-Type": "application/x-www-form-urlencoded"}
     rng = {"query": f"max by (UUID) ({UTIL})", "start": "1.7e9", "end": "1.8e9", "step": "1e4"}

@@ -302,7 +302,7 @@ def query_range(params: Params) -> dict:
             'invalid expression type "range vector" for range query, '
             "must be Scalar or instant Vector"
         )
-    return matrix_result(Evaluator(StoreSource(), steps).eval(expr), steps)
+    return matrix_result(Evaluator(StoreSource(points=len(steps)), steps).eval(expr), steps)
 
 
 def _matched(params: Params, required: bool) -> list[dict[str, str]]:

@@ -28,7 +28,7 @@ from apps.read.prometheus.engine import RolledSeries, Series
 from apps.read.prometheus.matching import Matcher, matches_all
 from apps.read.prometheus.values import NAME, ExecutionError
 from apps.read.prometheus.windows import LOOKBACK_MS
-from store import default_keys, shards, window_ms
+from store import default_keys, inline, shards, window_ms
 from store.codec import Samples
 from store.keys import MAX_TS, Keys
 from store.kv import Listing
@@ -48,7 +48,8 @@ from store.write import latest_values
 
 _THREADS = 8  # parallel GPU reads of one query
 # How long a process reuses the series catalog; a GPU or metric that appears is seen
-# after at most this long, and instant queries "now" may lag as much behind the latest.
+# after at most this long, instant queries "now" may lag as much behind the latest, and
+# range queries may miss as long of writes (their block plans are reused as long).
 CATALOG_TTL_S = 1.0
 _OWN = frozenset({NAME, "cluster", *WORKLOAD_LABELS})
 
@@ -208,6 +209,7 @@ class _Base:
         )
         held = self.listings.get(reach)
         if held is None:
+            inline.check("a series listing build")  # seconds for a large catalog
             with self.locks[reach]:  # one build a reach, whichever thread asks first
                 held = self.listings.get(reach)
                 if held is None:
@@ -264,10 +266,14 @@ _CATALOG = _Catalog()
 
 
 class StoreSource:
-    """Series of one etcd root; records, latest values and samples read once per query."""
+    """Series of one etcd root; records, latest values and samples read once per query.
 
-    def __init__(self, keys: Keys | None = None) -> None:
+    `points`: the query's evaluation steps (1 for an instant query), by which a series
+    it matches costs (`inline.spend`)."""
+
+    def __init__(self, keys: Keys | None = None, points: int = 1) -> None:
         self.keys = keys or default_keys()
+        self.points = points
         self._base: _Base | None = None
         self._held: dict[int, _Listing] = {}  # by the start asked: a query asks one or two
         self._series: dict[tuple[str, str, int, int], tuple[np.ndarray, np.ndarray]] = {}
@@ -276,12 +282,13 @@ class StoreSource:
     def _plan(self, shard: str, uuids: list[str], start: int, end: int) -> dict[str, Listing]:
         """The GPUs' block plans of [start, end] in `shard`, read once per query: a range
         query plans for its rollups and its raw samples alike (a store written since would
-        take a new listing, and a second check of the revision, for the same answer)."""
+        take a new listing, and a second check of the revision, for the same answer). The
+        plans may miss the last CATALOG_TTL_S of writes, as the catalog does."""
         held = self._plans.setdefault((shard, start, end), {})
         todo = [u for u in uuids if u not in held]
         if todo:
             with shards.use(shard):
-                held.update(plan_blocks(self.keys, todo, start, end, window_ms()))
+                held.update(plan_blocks(self.keys, todo, start, end, window_ms(), CATALOG_TTL_S))
         return {u: held[u] for u in uuids}
 
     def entries(self, start: int = 0) -> list[Entry]:
@@ -311,7 +318,13 @@ class StoreSource:
 
     def matching(self, matchers: list[Matcher], start: int = 0, end: int = MAX_TS) -> list[Entry]:
         listing = self._listing(start)
-        return [listing.entries[i] for i in listing.matching(matchers, start, end)]
+        found = listing.matching(matchers, start, end)
+        self._spend(len(found))
+        return [listing.entries[i] for i in found]
+
+    def _spend(self, series: int) -> None:
+        # a series costs its points and its labels (its JSON, the grouping by labels)
+        inline.spend(series * (self.points + 64))
 
     def select(self, matchers: list[Matcher], start: int, end: int) -> list[Series]:
         """Matching series with their samples in [start, end]."""
@@ -327,6 +340,7 @@ class StoreSource:
         start = t - LOOKBACK_MS
         listing = self._listing(start)
         found = listing.matching(matchers, start, t)
+        self._spend(len(found))
         ts = listing.newest_ts[found]
         live = ts >= start  # else the newest sample is older than the span: nothing in it
         answered = live & (ts <= t) & listing.newest_inside[found]
@@ -467,6 +481,7 @@ class StoreSource:
         if misses and fetched:  # live data: what is left is CPU work, done here
             out.update((miss[1], read(miss)) for miss in misses)
         elif misses:
+            inline.check("reading blocks on threads")
             with ThreadPoolExecutor(max_workers=min(_THREADS, len(misses))) as pool:
                 for miss, got in zip(misses, pool.map(read, misses), strict=True):
                     out[miss[1]] = got
