@@ -19,7 +19,7 @@ import pyetcd
 from django.conf import settings
 from pyetcd import exceptions as etcd_exc
 
-from store import shards
+from store import inline, shards
 from store.errors import StoreUnavailable
 
 # etcd answers up to the request limit; ranges of many blocks can be larger than
@@ -142,6 +142,7 @@ def get() -> pyetcd.MultiEndpointEtcd3Client:
     client = _clients.get(shard)
     if client is not None and _pid == pid:
         return client
+    inline.check("connecting to etcd")  # another thread may hold the lock while it connects
     with _lock:
         if _pid != pid:
             _clients.clear()  # made by the parent before fork: never used, never closed here

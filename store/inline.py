@@ -5,10 +5,12 @@ hop to a worker thread and back (docs/PERFORMANCE.md, issue 15: ~1 ms of a 3 ms
 query on this machine). The read lane tries such a read on the event loop inside
 `inline()`; everything that could keep the loop waiting (an etcd request, a fan-out
 to shard threads, a long build another thread may hold the lock of) calls `check()`
-first, and anything whose size follows the request calls `spend()`. In `inline()`,
-both raise `WouldWait`, and the lane starts the request again on its threads: what
-the first try did is dropped, not half-used (the caches it filled are keyed by
-content, so they hold nothing the second try must not see).
+first, and every step whose cost follows the request (series matched, windows
+gathered, samples formatted) calls `spend()` with its size *before* it starts. In
+`inline()`, both raise `WouldWait` (so does any `spend` once the try has run
+MAX_SECONDS), and the lane starts the request again on its threads: what the first
+try did is dropped, not half-used (the caches it filled are keyed by content, so they
+hold nothing the second try must not see).
 
 `WouldWait` is a BaseException, as the event loop's own cancellation is: handlers that
 turn failures into answers (`except Exception`) let it through.
@@ -18,48 +20,62 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
-# Work units a try on the loop may spend (`spend`): the Prometheus API counts
-# series x (steps + 64), so one GPU's metric over a day at 10 s steps (8,641 steps)
-# or an instant query of ~150 series fits, a 64-GPU range query does not. Measured
-# at ~0.1-0.3 us of CPU a unit on this machine: ~3 ms at most on the loop.
-BUDGET = 10_000
+# Work units a try on the loop may spend: an array element a numpy step touches is 1, an
+# item Python handles one by one is PER_ITEM. One GPU's metric over a day at 60 s steps,
+# its windows gathered, or an instant query of ~100 series fits; a 64-GPU range query,
+# a day-long window at every step, or a thousand samples formatted one by one do not.
+BUDGET = 20_000
+PER_ITEM = 20
+# And a try stops at its next `spend` past this much time (what the units missed).
+MAX_SECONDS = 0.005
 
 
 class WouldWait(BaseException):
     """The work must wait or grow: run it again off the event loop."""
 
 
-_budget: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
-    "inline_budget", default=None
-)
+@dataclass
+class _Try:
+    left: int
+    deadline: float
+
+
+_try: contextvars.ContextVar[_Try | None] = contextvars.ContextVar("inline_try", default=None)
 
 
 @contextlib.contextmanager
 def inline(budget: int | None = None) -> Iterator[None]:
     """Run the block as a try on the event loop (see the module's text); BUDGET units."""
-    token = _budget.set([BUDGET if budget is None else budget])
+    left = BUDGET if budget is None else budget
+    token = _try.set(_Try(left, time.perf_counter() + MAX_SECONDS))
     try:
         yield
     finally:
-        _budget.reset(token)
+        _try.reset(token)
 
 
 def active() -> bool:
-    return _budget.get() is not None
+    return _try.get() is not None
 
 
 def check(what: str) -> None:
     """Raise WouldWait inside `inline()`: `what` would wait (I/O, a thread, a lock)."""
-    if _budget.get() is not None:
+    if _try.get() is not None:
         raise WouldWait(what)
 
 
 def spend(units: int) -> None:
-    """Count `units` of work against the try's budget; WouldWait past it."""
-    left = _budget.get()
-    if left is not None:
-        left[0] -= units
-        if left[0] < 0:
-            raise WouldWait("the work exceeds what a try on the event loop may take")
+    """Count `units` of work about to be done against the try's budget and time: WouldWait
+    past either (before the work starts)."""
+    held = _try.get()
+    if held is None:
+        return
+    held.left -= units
+    if held.left < 0:
+        raise WouldWait("more work than a try on the event loop may take")
+    if time.perf_counter() > held.deadline:
+        raise WouldWait(f"a try on the event loop ran past {MAX_SECONDS * 1000:g} ms")

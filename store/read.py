@@ -477,15 +477,18 @@ class _Plans:
     planned block (~3 ms for 1,600); a dashboard's panels refreshed together, or a store
     between uploads, skip it. Any write in the shard (an upload, a compaction) ends it.
 
-    Each etcd's newest revision seen is kept with when the read that saw it was sent:
-    every write acknowledged before then is at or below it. A caller that accepts
-    `fresh_s` of lag skips the check while that is recent enough."""
+    Each plan is kept with when it was last confirmed: when the read that made it, or the
+    last revision check that found it current, was sent (every write acknowledged before
+    then is in it); a check for another plan that finds the store at its revision
+    confirms it too. A caller that accepts `fresh_s` of lag skips the check while that is
+    recent enough."""
 
     def __init__(self, size: int = 256, clock: Callable[[], float] = time.monotonic) -> None:
         self._size = size
         self._clock = clock
         self._lock = threading.Lock()
-        self._held: dict[tuple, tuple[int, dict[str, kv.Listing]]] = {}
+        # span -> (revision, plans, confirmed)
+        self._held: dict[tuple, tuple[int, dict[str, kv.Listing], float]] = {}
         self._seen: dict[tuple, tuple[int, float]] = {}  # (client, shard) -> revision, sent
 
     def get(
@@ -504,13 +507,17 @@ class _Plans:
             held = self._held.get(span)
             seen = self._seen.get(store)
         if held is not None and all(u in held[1] for u in uuids):
-            if seen is not None and seen[0] == held[0] and self._clock() - seen[1] < fresh_s:
-                return {u: held[1][u] for u in uuids}
+            revision, plans, confirmed = held
+            if seen is not None and seen[0] == revision:
+                confirmed = max(confirmed, seen[1])
+            if self._clock() - confirmed < fresh_s:
+                return {u: plans[u] for u in uuids}
             sent = self._clock()
-            revision = kv.revision()
-            self._saw(store, revision, sent)
-            if revision == held[0]:
-                return {u: held[1][u] for u in uuids}
+            now = kv.revision()
+            self._saw(store, now, sent)
+            if now == revision:
+                self._keep(span, revision, plans, sent)
+                return {u: plans[u] for u in uuids}
         ranges = [keys.block_range(u, start, end, window_ms) for u in uuids]
         sent = self._clock()
         plans = dict(zip(uuids, kv.keys_in_ranges(ranges), strict=True))
@@ -518,11 +525,14 @@ class _Plans:
         if len(revisions) == 1:  # one transaction (up to 120 GPUs): one revision names it
             revision = revisions.pop()
             self._saw(store, revision, sent)
-            with self._lock:
-                if len(self._held) >= self._size:
-                    self._held.clear()  # a bound, not a policy
-                self._held[span] = (revision, plans)
+            self._keep(span, revision, plans, sent)
         return plans
+
+    def _keep(self, span: tuple, revision: int, plans: dict, confirmed: float) -> None:
+        with self._lock:
+            if len(self._held) >= self._size:
+                self._held.clear()  # a bound, not a policy
+            self._held[span] = (revision, plans, confirmed)
 
     def _saw(self, store: tuple, revision: int, sent: float) -> None:
         with self._lock:

@@ -77,7 +77,8 @@ def test_a_check_that_finds_the_plan_current_makes_it_fresh_again(cached_keys, r
 
 def test_an_older_revision_seen_later_never_makes_a_plan_fresh(cached_keys):
     """etcd restored from a backup goes back in revisions: what was seen at the newer one
-    is kept, so plans read at the older one are checked every time."""
+    is kept, so a check at the older one never extends a plan of the newer one (plans are
+    fresh by their own reads then; docs/OPERATIONS.md: restart gateways after a restore)."""
     plans = _Plans(clock=Clock())
     store = ("etcd", "default")
     plans._saw(store, 50, 10.0)
@@ -85,3 +86,18 @@ def test_an_older_revision_seen_later_never_makes_a_plan_fresh(cached_keys):
     assert plans._seen[store] == (50, 10.0)
     plans._saw(store, 50, 30.0)
     assert plans._seen[store] == (50, 30.0)
+
+
+def test_a_plan_stays_fresh_by_its_own_read_when_another_span_sees_a_newer_revision(
+    cached_keys, revisions
+):
+    clock = Clock()
+    plans = _Plans(clock=clock)
+    write(cached_keys, 0, [(HOUR0, "a", 1.0)])
+    assert blocks(plans, cached_keys, FRESH_S) == 1  # read at R1
+    write(cached_keys, 1, [(HOUR0 + 2 * 3_600_000, "a", 2.0)])  # R2
+    wider = plans.get(cached_keys, ["GPU-1"], SPAN[0] - 3_600_000, SPAN[1], RAW.window_ms)
+    assert len(wider["GPU-1"]) == 2  # another span, read at R2
+    clock.now += FRESH_S * 0.5
+    assert blocks(plans, cached_keys, FRESH_S) == 1  # read half a lag ago: still fresh
+    assert revisions == []

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import orjson
 import promql_parser
+from django.core.exceptions import SynchronousOnlyOperation
 
 from apps.read.columns import exponent_spelled
 from apps.read.prometheus.catalog import StoreSource
@@ -27,6 +28,7 @@ from apps.read.prometheus.limits import is_panic
 from apps.read.prometheus.matching import parse_match
 from apps.read.prometheus.values import NAME, BadData, QueryError, Scalar, Text, Vector
 from apps.read.prometheus.windows import LOOKBACK_MS
+from store import inline
 from store.errors import StoreUnavailable
 from store.keys import MAX_TS
 from store.rollup import COUNTERS
@@ -59,7 +61,9 @@ def handle(fn: Callable[[Params], Any], params: Params) -> tuple[int, dict]:
         return success(fn(params))
     except QueryError as exc:
         return error(exc.kind, str(exc))
-    except StoreUnavailable:
+    except (StoreUnavailable, SynchronousOnlyOperation):
+        # the second: the database touched on the read lane's event loop (a try of
+        # store/inline.py), which Django's thread answers instead
         raise
     except Exception as exc:
         log.exception("prometheus API: unexpected error evaluating a request")
@@ -263,6 +267,7 @@ def _raw_matrix(expr: Any, at: int) -> dict:
     end = at - round(vs.offset.total_seconds() * 1000) if vs.offset else at
     start = end - round(expr.range.total_seconds() * 1000)
     series = StoreSource().select(from_selector(vs), start, end)
+    inline.spend(sum(len(ts) for _, ts, _ in series) * inline.PER_ITEM)  # formatted one by one
     result = [
         {
             "metric": labels,

@@ -167,12 +167,10 @@ class _Listing:
         key = tuple((m.name, m.op, m.value) for m in matchers)
         found = self.matched.get(key)
         if found is None:
+            candidates = self.candidates(matchers)
+            inline.spend(len(candidates) * inline.PER_ITEM)  # matched one by one
             found = np.array(
-                [
-                    i
-                    for i in self.candidates(matchers)
-                    if matches_all(matchers, self.entries[i].labels)
-                ],
+                [i for i in candidates if matches_all(matchers, self.entries[i].labels)],
                 np.int64,
             )
             self._keep(key, found)
@@ -376,12 +374,12 @@ class StoreSource:
             return None
         start, end = int(at[0]) - reach_ms, int(at[-1])
         found = self.matching(matchers, start, end)
+        by_gpu = _by_uuid(found)
+        old = self._rollups(list(by_gpu), tier, start, end)  # a rollup read first: see inline
         raw = {
             (e.uuid, e.metric, tuple(sorted(e.labels.items()))): pair
             for e, pair in zip(found, self._raw_pairs(found, start, end), strict=True)
         }
-        by_gpu = _by_uuid(found)
-        old = self._rollups(list(by_gpu), tier, start, end)
         out: list[RolledSeries] = []
         for uuid, entries in by_gpu.items():
             buckets, boundary = old[uuid]
@@ -612,6 +610,7 @@ def _within(ts: np.ndarray, values: np.ndarray, spans: tuple) -> tuple[np.ndarra
     """The samples inside the series' spans (its workload periods)."""
     if not len(ts) or (len(spans) == 1 and spans[0][0] <= ts[0] and spans[0][1] >= ts[-1]):
         return ts, values
+    inline.spend(len(spans) * len(ts))
     inside = np.zeros(len(ts), dtype=bool)
     for lo, hi in spans:
         inside |= (ts >= lo) & (ts <= hi)

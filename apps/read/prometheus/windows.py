@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from store import inline
+
 LOOKBACK_MS = 300_000
 _GATHER_CELLS = 1 << 20  # elements of one gathered block
 
@@ -49,7 +51,7 @@ def _gather(
     v: np.ndarray, lo: np.ndarray, hi: np.ndarray, fill: float, reduce: Callable
 ) -> np.ndarray:
     """reduce(block, axis=1) where block[i] is v[lo[i]:hi[i]] padded with `fill`."""
-    width = int((hi - lo).max(initial=0))
+    width = _width(lo, hi)
     out = np.full(len(lo), fill, dtype=float)
     if width == 0:
         return out
@@ -61,6 +63,13 @@ def _gather(
         block = np.where(inside, v[np.minimum(idx, len(v) - 1)], fill)
         out[s : s + step] = reduce(block, axis=1)
     return out
+
+
+def _width(lo: np.ndarray, hi: np.ndarray) -> int:
+    """The longest window, its (windows x longest) cells charged before they are gathered."""
+    width = int((hi - lo).max(initial=0))
+    inline.spend(len(lo) * width)
+    return width
 
 
 def over_time(
@@ -175,7 +184,7 @@ def _rows(rows: list[tuple[np.ndarray, np.ndarray]], steps: int) -> tuple[np.nda
 
 def _gather_centered(v: np.ndarray, lo: np.ndarray, hi: np.ndarray, mean: np.ndarray) -> np.ndarray:
     """Sum of (v - mean[step])^2 over each window."""
-    width = int((hi - lo).max(initial=0))
+    width = _width(lo, hi)
     out = np.zeros(len(lo))
     if width == 0:
         return out
@@ -277,7 +286,7 @@ def _deriv(
     first = np.minimum(lo, len(ts) - 1)
     x = ts.astype(float)
     out = np.zeros(len(lo))
-    width = int((hi - lo).max(initial=0))
+    width = _width(lo, hi)
     if width == 0:
         return out, ok
     span = np.arange(width)
