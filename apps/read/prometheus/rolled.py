@@ -82,7 +82,9 @@ class BucketSeries:
 
 def aligned(at: np.ndarray, range_ms: int, resolution_ms: int) -> bool:
     """Whether every window's both ends fall on bucket edges of this resolution."""
-    return bool(range_ms % resolution_ms == 0 and not (at % resolution_ms).any())
+    if range_ms % resolution_ms or (len(at) and int(at[0]) % resolution_ms):
+        return False  # most often decided here, without an array the size of the steps
+    return not (at % resolution_ms).any()
 
 
 def _edge(s: BucketSeries, at: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
