@@ -29,7 +29,7 @@ from isal import isal_zlib
 from observability.middleware import DualStackMiddleware
 
 MIN_SIZE = 1024  # below this the headers cost more than compression saves
-_OFF_LOOP_SIZE = 256 * 1024
+OFF_LOOP_SIZE = 256 * 1024
 PREFERENCE = ("zstd", "br", "gzip")
 GZIP_LEVEL = isal_zlib.ISAL_DEFAULT_COMPRESSION  # 2 of 0-3
 # Media types made of text (JSON and its +json kinds, OpenAPI, scripts, XML, SVG).
@@ -124,21 +124,33 @@ def _compressible(response: HttpResponseBase) -> bool:
     return response.streaming or len(response.content) >= MIN_SIZE
 
 
+def planned(request: HttpRequest, response: HttpResponseBase) -> str | None:
+    """The coding `compress` gives `response` (None: left as it is)."""
+    coding = choose(request.headers.get("Accept-Encoding", ""))
+    return coding if coding is not None and _compressible(response) else None
+
+
+def encoded(coding: str, content: bytes) -> bytes:
+    """A whole body in `coding`, as `compress` encodes it."""
+    encoder = ENCODERS[coding]()
+    return encoder.compress(content) + encoder.finish()
+
+
 def compress(request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
     """`response` encoded as the request's Accept-Encoding prefers (or as it was)."""
     patch_vary_headers(response, ("Accept-Encoding",))
-    coding = choose(request.headers.get("Accept-Encoding", ""))
-    if coding is None or not _compressible(response):
+    coding = planned(request, response)
+    if coding is None:
         return response
-    encoder = ENCODERS[coding]()
     if response.streaming:
+        encoder = ENCODERS[coding]()
         if response.is_async:
             response.streaming_content = _async_pieces(response.streaming_content, encoder)
         else:
             response.streaming_content = _pieces(response.streaming_content, encoder)
         del response["Content-Length"]
     else:
-        response.content = encoder.compress(response.content) + encoder.finish()
+        response.content = encoded(coding, response.content)
         response["Content-Length"] = str(len(response.content))
     etag = response.get("ETag")
     if etag and etag.startswith('"'):
@@ -178,7 +190,7 @@ async def acompress(request: HttpRequest, response: HttpResponseBase) -> HttpRes
     left as it is (no coding asked for) never leaves the loop."""
     if (
         response.streaming
-        or len(response.content) < _OFF_LOOP_SIZE
+        or len(response.content) < OFF_LOOP_SIZE
         or choose(request.headers.get("Accept-Encoding", "")) is None
     ):
         return compress(request, response)
