@@ -14,6 +14,7 @@ numpy arrays plus a fixed overhead.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -22,6 +23,7 @@ import numpy as np
 from django.conf import settings
 
 from observability.metrics import READ_CACHE, READ_CACHE_SIZE
+from store import inline
 
 _ENTRY_OVERHEAD = 512  # key string, dataclass and dict slot: a rough constant
 
@@ -55,13 +57,18 @@ class BlockCache:
     def get(self, key: str) -> Any | None:
         with self._lock:
             entry = self._entries.get(key)
-            if entry is None:
-                self.misses += 1
-            else:
+            if entry is not None:
                 self._entries.move_to_end(key)
-                self.hits += 1
-        READ_CACHE.labels("miss" if entry is None else "hit").inc()
+        inline.counted(functools.partial(self._count, entry is not None))
         return None if entry is None else entry[0]
+
+    def _count(self, hit: bool) -> None:
+        with self._lock:
+            if hit:
+                self.hits += 1
+            else:
+                self.misses += 1
+        READ_CACHE.labels("hit" if hit else "miss").inc()
 
     def put(self, key: str, value: Any, group: str | None = None) -> None:
         """Keep `value` (its arrays become read-only: every reader shares them)."""

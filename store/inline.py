@@ -21,8 +21,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 # Work units a try on the loop may spend: an array element a numpy step touches is 1, an
 # item Python handles one by one is PER_ITEM. One GPU's metric over a day at 60 s steps,
@@ -42,6 +42,7 @@ class WouldWait(BaseException):
 class _Try:
     left: int
     deadline: float
+    later: list[Callable[[], object]] = field(default_factory=list)
 
 
 _try: contextvars.ContextVar[_Try | None] = contextvars.ContextVar("inline_try", default=None)
@@ -51,11 +52,24 @@ _try: contextvars.ContextVar[_Try | None] = contextvars.ContextVar("inline_try",
 def inline(budget: int | None = None) -> Iterator[None]:
     """Run the block as a try on the event loop (see the module's text); BUDGET units."""
     left = BUDGET if budget is None else budget
-    token = _try.set(_Try(left, time.perf_counter() + MAX_SECONDS))
+    held = _Try(left, time.perf_counter() + MAX_SECONDS)
+    token = _try.set(held)
     try:
         yield
     finally:
         _try.reset(token)
+    for step in held.later:  # the try answered: what it counted stands
+        step()
+
+
+def counted(step: Callable[[], object]) -> None:
+    """Run `step` (a metric counted) now, or inside `inline()` once the try has answered: a
+    try stopped by WouldWait is run again on a thread, which counts for itself."""
+    held = _try.get()
+    if held is None:
+        step()
+    else:
+        held.later.append(step)
 
 
 def active() -> bool:

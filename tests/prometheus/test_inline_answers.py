@@ -11,7 +11,7 @@ import pytest
 
 from apps.read.prometheus import api, catalog, views
 from apps.read.prometheus.catalog import _CATALOG
-from observability.metrics import ETCD_SECONDS
+from observability.metrics import ETCD_SECONDS, READ_CACHE
 from store import cache, inline, kv, shards, window_ms
 from store.codec import samples_from_rows
 from store.keys import Keys
@@ -157,3 +157,28 @@ def test_waits_stop_the_try_and_pass_through_every_handler(stored, settings) -> 
         with pytest.raises(inline.WouldWait, match="fan-out"):
             shards.fan_out(lambda: None)
     assert kv.revision() > 0  # outside a try, etcd is asked as always
+
+
+def cache_lookups() -> float:
+    return sum(
+        s.value
+        for m in READ_CACHE.collect()
+        for s in m.samples
+        if s.name.endswith("_total") and s.labels.get("outcome") in ("hit", "miss")
+    )
+
+
+def test_cache_lookups_are_counted_once_whether_the_try_answers_or_stops(stored) -> None:
+    warm(api.query_range, RANGE)
+    before = cache_lookups()
+    warm(api.query_range, RANGE)
+    on_thread = cache_lookups() - before
+    assert on_thread > 0
+    before = cache_lookups()
+    on_loop(api.query_range, RANGE)  # answered: counted as the thread counts
+    assert cache_lookups() - before == on_thread
+    cache.shared().clear()
+    before = cache_lookups()
+    with pytest.raises(inline.WouldWait):  # stopped after its lookups: none counted
+        on_loop(api.query_range, RANGE)
+    assert cache_lookups() == before
