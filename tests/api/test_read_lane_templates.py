@@ -1,6 +1,8 @@
 """A plain answer the lane sent through Django's response steps gives later ones like it their
 headers (telemetry_site/lane.py::_Templates): the same bytes as the steps give, each answer's
-own length and coding, and a setting the steps read, once changed, is read again."""
+own length and coding; an answer differing in what decides the headers (a caller's session,
+HTTPS, the coding, the type) takes the steps, an answer with another header (a partial
+shard's) is never a template, and a setting the steps read, once changed, is read again."""
 
 from __future__ import annotations
 
@@ -9,40 +11,64 @@ import gzip
 import io
 
 import orjson
+import pytest
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpResponse
 
 from apps.read.prometheus import views as prom_views
+from store import shards
 from telemetry_site import lane
 
 PATH = "/prometheus/api/v1/query_range"
 
 
-def scope(accept_encoding: str | None) -> dict:
+def scope(accept_encoding: str | None, https: bool) -> dict:
     headers = [(b"host", b"testserver")]
     if accept_encoding is not None:
         headers.append((b"accept-encoding", accept_encoding.encode()))
     return {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-        "scheme": "http", "path": PATH, "raw_path": PATH.encode(), "query_string": b"",
-        "root_path": "", "headers": headers, "client": ("127.0.0.1", 1), "server": ("t", 80),
+        "scheme": "https" if https else "http", "path": PATH, "raw_path": PATH.encode(),
+        "query_string": b"", "root_path": "", "headers": headers, "client": ("127.0.0.1", 1),
+        "server": ("t", 80),
     }  # fmt: skip
 
 
-def sent(body: bytes, accept_encoding: str | None = "gzip") -> tuple[list, bytes]:
-    """(headers, body) the lane sends for a Prometheus answer holding `body`."""
-    request = ASGIRequest(scope(accept_encoding), io.BytesIO())
-    the_lane = lane.ReadLane(None, lane.ASGIHandler())  # type: ignore[arg-type]
-    match = the_lane._route(PATH)
-    view = prom_views.query_range.view_class()  # type: ignore[attr-defined]
-    answer = lane.Answer(HttpResponse(body, content_type="application/json"), view, True)
-    messages: list[dict] = []
+class Sender:
+    """One lane (its templates live as long), counting the answers that took the steps."""
 
-    async def send(message: dict) -> None:
-        messages.append(message)
+    def __init__(self) -> None:
+        self.lane = lane.ReadLane(None, lane.ASGIHandler())  # type: ignore[arg-type]
+        self.steps = 0
+        frames = self.lane.frames.process_response
 
-    asyncio.run(the_lane._send(request, match, answer, send, 0.0))
-    return messages[0]["headers"], b"".join(m.get("body", b"") for m in messages[1:])
+        def counted(request, response):  # the first of the steps a template skips
+            self.steps += 1
+            return frames(request, response)
+
+        self.lane.frames.process_response = counted  # type: ignore[method-assign]
+
+    def send(
+        self,
+        body: bytes,
+        accept_encoding: str | None = "gzip",
+        https: bool = False,
+        touched: bool = True,
+        content_type: str = "application/json",
+        partial: shards.Partial | None = None,
+    ) -> tuple[list, bytes]:
+        request = ASGIRequest(scope(accept_encoding, https), io.BytesIO())
+        match = self.lane._route(PATH)
+        view = prom_views.query_range.view_class()  # type: ignore[attr-defined]
+        response = HttpResponse(body, content_type=content_type)
+        answer = lane.Answer(response, view, touched, partial)
+        messages: list[dict] = []
+
+        async def send(message: dict) -> None:
+            messages.append(message)
+
+        asyncio.run(self.lane._send(request, match, answer, send, 0.0))
+        return messages[0]["headers"], b"".join(m.get("body", b"") for m in messages[1:])
 
 
 def answer(points: int) -> bytes:
@@ -50,26 +76,63 @@ def answer(points: int) -> bytes:
     return orjson.dumps({"status": "success", "data": {"result": [{"values": values}]}})
 
 
-def test_later_answers_get_the_steps_headers_with_their_own_length_and_coding(settings):
-    lane._templates.clear()
-    first_headers, first_body = sent(answer(300))
-    assert lane._templates, "the answer was not kept as a template"
-    again_headers, again_body = sent(answer(300))
-    assert (again_headers, again_body) == (first_headers, first_body)
-
-    small_headers, small_body = sent(answer(100))  # another length, same template
-    lane._templates.clear()
-    assert sent(answer(100)) == (small_headers, small_body)  # as the steps make it
-    assert gzip.decompress(small_body) == answer(100)
-
-    plain = sent(answer(300), accept_encoding=None)  # no coding asked: another template
-    assert dict(plain[0]).get(b"Content-Encoding") is None and plain[1] == answer(300)
-    assert dict(first_headers)[b"Content-Encoding"] == b"gzip"
+@pytest.fixture
+def sender(settings) -> Sender:
+    settings.SECURE_HSTS_SECONDS = 3600  # HTTPS answers carry HSTS, plain ones do not
+    return Sender()
 
 
-def test_a_changed_setting_is_read_again(settings):
-    lane._templates.clear()
-    sent(answer(300))
-    assert dict(sent(answer(300))[0])[b"X-Frame-Options"] == b"DENY"
+def test_later_answers_take_the_template_with_their_own_length_and_coding(sender):
+    first = sender.send(answer(300))
+    assert sender.steps == 1 and sender.lane.templates.held
+    assert sender.send(answer(300)) == first and sender.steps == 1  # the template's
+    other = sender.send(answer(100))  # another length and body: the same template
+    assert sender.steps == 1
+    assert Sender().send(answer(100)) == other  # as the steps make it
+    assert gzip.decompress(other[1]) == answer(100)
+    assert dict(first[0])[b"Content-Encoding"] == b"gzip"
+
+
+@pytest.mark.parametrize(
+    "differs",
+    [
+        {"touched": False},  # a token's caller: no Vary: Cookie
+        {"https": True},  # HSTS
+        {"accept_encoding": None},  # not compressed
+        {"accept_encoding": "br"},
+        {"accept_encoding": "zstd"},
+        {"content_type": "application/json; charset=utf-8"},
+    ],
+)
+def test_an_answer_differing_in_what_decides_the_headers_takes_the_steps(sender, differs):
+    sender.send(answer(300))
+    sender.send(answer(300))
+    steps = sender.steps
+    got = sender.send(answer(300), **differs)
+    assert sender.steps == steps + 1  # not the first one's template
+    assert got == Sender().send(answer(300), **differs)
+    assert sender.send(answer(300), **differs) == got and sender.steps == steps + 1  # its own
+
+
+def test_a_body_too_small_to_compress_is_sent_as_it_is(sender):
+    sender.send(answer(300))
+    small = sender.send(answer(10))  # under compression's MIN_SIZE, gzip asked
+    assert small[1] == answer(10) and b"Content-Encoding" not in dict(small[0])
+    assert small == Sender().send(answer(10))
+
+
+def test_a_partial_answer_is_never_a_template(sender):
+    partial = shards.Partial()
+    partial.add("prod-b", "etcd shard prod-b is unavailable")
+    marked = sender.send(answer(300), partial=partial)
+    assert dict(marked[0])[b"X-Telemetry-Partial"] == b"prod-b"
+    healthy = sender.send(answer(300))
+    assert b"X-Telemetry-Partial" not in dict(healthy[0])
+    assert sender.send(answer(300)) == healthy
+
+
+def test_a_changed_setting_is_read_again(sender, settings):
+    sender.send(answer(300))
+    assert dict(sender.send(answer(300))[0])[b"X-Frame-Options"] == b"DENY"
     settings.X_FRAME_OPTIONS = "SAMEORIGIN"
-    assert dict(sent(answer(300))[0])[b"X-Frame-Options"] == b"SAMEORIGIN"
+    assert dict(sender.send(answer(300))[0])[b"X-Frame-Options"] == b"SAMEORIGIN"
