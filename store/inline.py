@@ -72,10 +72,6 @@ def counted(step: Callable[[], object]) -> None:
         held.later.append(step)
 
 
-def active() -> bool:
-    return _try.get() is not None
-
-
 def check(what: str) -> None:
     """Raise WouldWait inside `inline()`: `what` would wait (I/O, a thread, a lock)."""
     if _try.get() is not None:
