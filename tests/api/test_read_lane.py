@@ -152,20 +152,24 @@ def test_queries_answered_on_the_lanes_event_loop_are_djangos_answers(loaded, op
            end=last, step="1"), False),
     ]  # fmt: skip
 
+    # a warm try may still be retried (its catalog ended, or the machine paused it past
+    # the try's 5 ms): enough asks that some are answered on the loop
+    asks = 8
+
     def outcomes() -> dict[str, float]:
         metrics = open_pair.ask(open_pair.lane, "/metrics").body.decode()
         return {k: float(v) for k, v in INLINE.findall(metrics)}
 
     for path, fits in asked:
         before = outcomes()
-        for _ in range(4):  # the first may read etcd (on a thread); the rest need not
+        for _ in range(asks):  # the first may read etcd (on a thread); the rest need not
             answer, served = open_pair.compare(path)
             assert served and answer.status == 200, path
             assert b'"result":[{' in answer.body, path
         after = outcomes()
         answered = after.get("answered", 0) - before.get("answered", 0)
         retried = after.get("retried", 0) - before.get("retried", 0)
-        assert answered + retried == 4, (path, before, after)  # each tried on the loop first
+        assert answered + retried == asks, (path, before, after)  # each tried on the loop first
         assert (answered >= 1) == fits, (path, answered, retried)
 
 

@@ -29,14 +29,16 @@ END = T0 + (SAMPLES - 1) * STEP
 
 @pytest.fixture
 def stored(etcd_root: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Four hours of three GPUs, a sample every 30 s; the catalog kept as long as a test
-    runs (its expiry is a test of its own), so a slow machine cannot end it midway."""
+    """Four hours of three GPUs, a sample every 30 s; the catalog kept, and a try given
+    time, as long as a test runs (expiry and the time guard are tests of their own), so a
+    slow or loaded machine cannot end either midway."""
     known.clear()
     rows = [(T0 + i * STEP, METRIC, float(i % 97)) for i in range(SAMPLES)]
     batches = [GpuBatch(facts(u), samples_from_rows(rows)) for u in GPUS]
     write_chunk(Keys(etcd_root), "job", 0, batches, window_ms())
     _CATALOG.clear()
     monkeypatch.setattr(catalog, "CATALOG_TTL_S", 600.0)
+    monkeypatch.setattr(inline, "MAX_SECONDS", 600.0)
 
 
 def asked(query: str, **params: object) -> api.Params:
