@@ -17,8 +17,6 @@ is not charged again for the chunks it had reached.
 from __future__ import annotations
 
 import contextlib
-import os
-import threading
 import time
 from dataclasses import dataclass
 
@@ -26,6 +24,7 @@ import redis
 from django.conf import settings
 
 from apps.ingest.jobs import BrokerUnavailable
+from observability.clients import redis_client
 from store.errors import Answer
 
 DAY_S = 86_400
@@ -159,18 +158,5 @@ def _run(script: str, owner: str, day: int, *args: object) -> list:
         raise BrokerUnavailable(f"the task broker is unavailable: {exc}") from exc
 
 
-_lock = threading.Lock()
-_held: tuple[int, str, redis.Redis] | None = None
-
-
 def _client() -> redis.Redis:
-    """One client a process and broker URL (made after a fork, never inherited)."""
-    global _held
-    url = settings.CELERY_BROKER_URL
-    with _lock:
-        if _held is None or _held[:2] != (os.getpid(), url):
-            client = redis.Redis.from_url(
-                url, socket_timeout=_TIMEOUT_S, socket_connect_timeout=_TIMEOUT_S
-            )
-            _held = (os.getpid(), url, client)
-        return _held[2]
+    return redis_client(settings.CELERY_BROKER_URL, _TIMEOUT_S)

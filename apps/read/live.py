@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-import redis
 from django.conf import settings
 
+from observability.clients import redis_client
 from store.codec import dedupe
 from store.write import GpuBatch
 from timeparse.timestamps import format_timestamp
@@ -140,19 +140,7 @@ class _Listeners:
     QUIET_AFTER_FAILURE = 10.0
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._client: redis.Redis | None = None
-        self._key: tuple[int, str] = (0, "")
         self._quiet_until: dict[str, float] = {}  # Redis URL -> when it may be asked again
-
-    def _redis(self, address: str) -> redis.Redis:
-        with self._lock:
-            if self._client is None or self._key != (os.getpid(), address):
-                self._client = redis.Redis.from_url(
-                    address, socket_timeout=self.TIMEOUT, socket_connect_timeout=self.TIMEOUT
-                )
-                self._key = (os.getpid(), address)
-            return self._client
 
     def heard(self, groups: Sequence[str]) -> set[str] | None:
         """The groups among `groups` with a subscriber; None when Redis cannot tell (then
@@ -163,7 +151,8 @@ class _Listeners:
             return None
         address, prefix = where
         try:
-            counts = self._redis(address).pubsub_numsub(*(prefix + g for g in groups))
+            client = redis_client(address, self.TIMEOUT)
+            counts = client.pubsub_numsub(*(prefix + g for g in groups))
             return {g for g, (_, count) in zip(groups, counts, strict=True) if int(count) > 0}
         except Exception as exc:  # a bad URL, Redis away, an answer of another shape
             self._quiet_until[address] = time.monotonic() + self.QUIET_AFTER_FAILURE
