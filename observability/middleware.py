@@ -8,7 +8,7 @@ from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
-from observability.metrics import HTTP_REQUESTS, HTTP_SECONDS
+from observability.metrics import HTTP_REQUESTS, HTTP_SECONDS, child
 
 
 def _route(request: Any) -> str:
@@ -19,8 +19,8 @@ def _route(request: Any) -> str:
 def observe(request: Any, status: int, started: float) -> None:
     """Count one answered request and its latency (also called by the read lane)."""
     route = _route(request)
-    HTTP_REQUESTS.labels(request.method, route, str(status)).inc()
-    HTTP_SECONDS.labels(request.method, route).observe(time.perf_counter() - started)
+    child(HTTP_REQUESTS, request.method, route, str(status)).inc()
+    child(HTTP_SECONDS, request.method, route).observe(time.perf_counter() - started)
 
 
 class DualStackMiddleware:

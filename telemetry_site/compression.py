@@ -126,7 +126,7 @@ def _compressible(response: HttpResponseBase) -> bool:
 
 def planned(request: HttpRequest, response: HttpResponseBase) -> str | None:
     """The coding `compress` gives `response` (None: left as it is)."""
-    coding = choose(request.headers.get("Accept-Encoding", ""))
+    coding = choose(request.META.get("HTTP_ACCEPT_ENCODING", ""))
     return coding if coding is not None and _compressible(response) else None
 
 
@@ -191,7 +191,7 @@ async def acompress(request: HttpRequest, response: HttpResponseBase) -> HttpRes
     if (
         response.streaming
         or len(response.content) < OFF_LOOP_SIZE
-        or choose(request.headers.get("Accept-Encoding", "")) is None
+        or choose(request.META.get("HTTP_ACCEPT_ENCODING", "")) is None
     ):
         return compress(request, response)
     # A large body takes milliseconds to encode: not on the event loop (the

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from collections.abc import Callable
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -76,8 +77,23 @@ def _one(params: Params, name: str) -> str | None:
     return values[-1] if values else None
 
 
+# epoch seconds with at most a millisecond's digits (what Grafana sends): exact in integers
+_PLAIN_SECONDS = re.compile(r"([0-9]{1,12})(?:\.([0-9]{0,3}))?")
+
+
 def parse_time(text: str, name: str) -> int:
     """Epoch seconds (fraction allowed) or RFC 3339, to epoch ms."""
+    plain = _PLAIN_SECONDS.fullmatch(text)
+    if plain is not None:  # what the general steps give it, for ~1/10 of their cost
+        whole, fraction = plain.groups()
+        ms = int(whole) * 1000 + int((fraction or "").ljust(3, "0"))
+        if ms <= MAX_TS:
+            return ms
+    return parse_any_time(text, name)
+
+
+def parse_any_time(text: str, name: str) -> int:
+    """parse_time's general steps: any decimal number of seconds, or RFC 3339."""
     try:
         seconds = Decimal(text)
     except InvalidOperation:
