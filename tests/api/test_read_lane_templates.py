@@ -136,3 +136,14 @@ def test_a_changed_setting_is_read_again(sender, settings):
     assert dict(sender.send(answer(300))[0])[b"X-Frame-Options"] == b"DENY"
     settings.X_FRAME_OPTIONS = "SAMEORIGIN"
     assert dict(sender.send(answer(300))[0])[b"X-Frame-Options"] == b"SAMEORIGIN"
+
+
+def test_request_finished_has_only_the_receivers_a_plain_answer_may_skip() -> None:
+    """A plain answer does not send request_finished (lane.FINISHED_RECEIVERS says why);
+    a receiver connected anywhere else would then miss the lane's answers."""
+    from django.core import signals
+    from django.core.handlers.asgi import ASGIHandler  # connects reset_urlconf, as served
+
+    sync, asynchronous = signals.request_finished._live_receivers(ASGIHandler)
+    names = {f"{r.__module__}.{r.__qualname__}" for r in [*sync, *asynchronous]}
+    assert names == lane.FINISHED_RECEIVERS
