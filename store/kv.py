@@ -113,18 +113,36 @@ def get_range(start: str, end: str) -> list[Item]:
         return [_item(v, m) for v, m in client.get().get_range(start, end)]
 
 
+class Together(NamedTuple):
+    found: dict[str, Item]  # the keys asked for, by key (absent ones left out)
+    ranged: list[list[Item]]  # each range's items
+    listed: list[list[KeyInfo]]  # each listed range's keys, without values
+
+
 def get_together(
-    keys: Sequence[str], ranges: Sequence[tuple[str, str]]
-) -> tuple[dict[str, Item], list[list[Item]]]:
-    """Some keys and some [start, end) ranges, all read at one revision in one round trip."""
+    keys: Sequence[str],
+    ranges: Sequence[tuple[str, str]],
+    listed: Sequence[tuple[str, str]] = (),
+) -> Together:
+    """Some keys, some [start, end) ranges, and the keys (no values) of `listed` ranges, all
+    read at one revision in one round trip."""
     # the request built and the answer read here, not by pyetcd (a third of the client's
     # own time on a small read: its op objects, and metadata objects per key read)
     ops = [etcd_rpc.RequestOp(request_range=etcd_rpc.RangeRequest(key=k.encode())) for k in keys]
     ops += [_range_op(start.encode(), end.encode()) for start, end in ranges]
+    ops += [_range_op(start.encode(), end.encode(), keys_only=True) for start, end in listed]
     with translated("get_together"):
         response = client.get().txn_request(etcd_rpc.TxnRequest(success=ops))
-    found = [_items(r.response_range) for r in response.responses]
-    return {i.key: i for got in found[: len(keys)] for i in got}, found[len(keys) :]
+    answers = [r.response_range for r in response.responses]
+    found = [_items(a) for a in answers[: len(keys) + len(ranges)]]
+    return Together(
+        {i.key: i for got in found[: len(keys)] for i in got},
+        found[len(keys) :],
+        [
+            [KeyInfo(kv.key.decode(), kv.mod_revision) for kv in a.kvs]
+            for a in answers[len(found) :]
+        ],
+    )
 
 
 def _items(found: Any) -> list[Item]:

@@ -146,20 +146,17 @@ def iter_raw(
     end: int,
     window_ms: int,
     descending: bool = False,
-    blocks: list[kv.Item] | None = None,
+    planned: list[kv.KeyInfo] | None = None,
 ) -> Iterator[Samples]:
     """Raw samples in [start, end], one merged window at a time, in time order.
 
-    One keys-only range read to plan; then the blocks the cache does not hold,
-    fetched a group of windows at a time (each window sorted by (ts, metric
-    name); windows ascending or descending). `blocks`: every block of the range,
-    already read (see `open_gpu`): nothing more is read.
+    One keys-only range read to plan (`planned`: its keys, already read along, see
+    `open_gpu`); then the blocks the cache does not hold, fetched a group of windows at a
+    time (each window sorted by (ts, metric name); windows ascending or descending).
     """
-    if blocks is not None:
-        yield from _iter_read(blocks, window_ms, start, end, descending)
-        return
-    infos = kv.keys_in_range(*keys.block_range(uuid, start, end, window_ms))
-    windows = _by_window(infos, window_ms, start, end)
+    if planned is None:
+        planned = kv.keys_in_range(*keys.block_range(uuid, start, end, window_ms))
+    windows = _by_window(planned, window_ms, start, end)
     prefix = keys.blocks_prefix(uuid)
     order = sorted(windows, reverse=descending)
     for g in range(0, len(order), _WINDOWS_PER_FETCH):
@@ -171,37 +168,15 @@ def iter_raw(
                 yield samples
 
 
-def _iter_read(
-    blocks: list[kv.Item], window_ms: int, start: int, end: int, descending: bool
-) -> Iterator[Samples]:
-    by_window: dict[int, list[kv.Item]] = defaultdict(list)
-    for item in blocks:
-        name = Keys.parse_block(item.key)
-        if name.t_last >= start and name.t_first <= end:
-            by_window[name.t_first // window_ms].append(item)
-    for w in sorted(by_window, reverse=descending):
-        items = by_window[w]
-        prefix = items[0].key.rsplit("/", 1)[0] + "/"
-        shared_cache().settle(f"{prefix}{w}", {i.key for i in items})
-        decoded = [
-            (
-                block_order(i.key, i.mod_revision),
-                _decoded(i.key, i.value, decode_block, f"{prefix}{w}"),
-            )
-            for i in items
-        ]
-        samples = _clip(_merge_ordered(decoded), start, end)
-        if len(samples):
-            yield samples
-
-
 @dataclass(frozen=True)
 class GpuWindow:
     """What a telemetry read of one GPU starts from, read at one revision."""
 
     record: dict[str, Any]
     latest: dict[str, list] | None  # metric -> [ts, value]
-    ranged: list[list[kv.Item]]  # what was read along (raw_ranges, bucket_ranges)
+    # the keys of the blocks the read needs (raw_ranges, bucket_ranges), listed along
+    # without their values: a warm read finds them in the cache (a day of blocks is ~1 MB)
+    planned: list[list[kv.KeyInfo]]
     workloads: list[Period]  # (start, end, labels) of every workload the GPU ran
 
 
@@ -233,15 +208,15 @@ _records = _Records()
 
 
 def open_gpu(keys: Keys, uuid: str, ranges: list[tuple[str, str]]) -> GpuWindow:
-    """The GPU's record, latest values and workloads, and every key/value in `ranges`
-    (blocks the caller knows it needs), read at one revision: one round trip in the
-    usual case.
+    """The GPU's record, latest values and workloads, and the keys in `ranges` (blocks the
+    caller knows it needs), read at one revision: one round trip in the usual case.
 
     Raises NotFound for an unknown GPU.
     """
     locator_key, latest_key = keys.locator(uuid), keys.latest(uuid)
-    found, ranged = kv.get_together([locator_key, latest_key], [*ranges, keys.workloads_of(uuid)])
-    workloads = ranged.pop()
+    found, (workloads,), planned = kv.get_together(
+        [locator_key, latest_key], [keys.workloads_of(uuid)], ranges
+    )
     locator = found.get(locator_key)
     if locator is None:
         raise NotFound(f"no GPU with uuid {uuid!r}")
@@ -255,7 +230,7 @@ def open_gpu(keys: Keys, uuid: str, ranges: list[tuple[str, str]]) -> GpuWindow:
         _records.put(keys.root, uuid, locator.mod_revision, record)
     latest = found.get(latest_key)
     values = fleet.latest_values(latest) if latest else None  # the same object while unchanged
-    return GpuWindow(record, values, ranged, periods_of(uuid, workloads))
+    return GpuWindow(record, values, planned, periods_of(uuid, workloads))
 
 
 def raw_ranges(keys: Keys, uuid: str, start: int, end: int, window_ms: int) -> list:
@@ -303,30 +278,60 @@ def read_buckets(
     step_ms: int,
     raw: Tier,
     tier: Tier | None,
-    prefetched: list[list[kv.Item]] | None = None,
+    planned: list[list[kv.KeyInfo]] | None = None,
 ) -> Buckets:
     """Whole `step_ms` buckets starting in [floor(start), end], sorted by (metric, bucket).
 
     With a rollup `tier`, each of its windows is read from its rollup block when
     that block is newer than every raw block of the window (up to date), and
     computed from raw blocks otherwise (fresh data not yet rolled up).
-    `prefetched`: what `bucket_ranges` named for a window holding this one, already
-    read (then only stale rollup windows are read again, and the buckets made from them
-    are kept in the block cache under a key naming every block they came from).
+    `planned`: the keys `bucket_ranges` named for a window holding this one, already
+    listed; the buckets made from them are kept in the block cache under a key naming
+    every block they came from, so a warm read reads no block. Else (or when a planned
+    block is gone: a compaction merged it) the blocks are read again.
     """
     first, last = _bucket_span(start, end, step_ms)
-    if not prefetched:
+    if not planned:
         return _trim(_buckets(keys, uuid, first, last, step_ms, raw, tier, None), first, end)
-    items = (*prefetched[0], *(prefetched[1] if tier is not None else ()))
-    made_from = _digest([kv.KeyInfo(item.key, item.mod_revision) for item in items])
+    infos = [*planned[0], *(planned[1] if tier is not None else ())]
     of = f"{tier.name}/{tier.resolution_ms}/{tier.window_ms}" if tier is not None else "raw"
-    key = f"buckets/{uuid}/{first}-{last}/{step_ms}/{raw.window_ms}/{of}/{made_from}"
+    key = f"buckets/{uuid}/{first}-{last}/{step_ms}/{raw.window_ms}/{of}/{_digest(infos)}"
     cache = shared_cache()
     made = cache.get(key)
-    if made is None:
-        made = _buckets(keys, uuid, first, last, step_ms, raw, tier, prefetched)
+    if made is None and tier is None:  # raw windows: iter_raw reads what the cache lacks
+        made = _raw_buckets(keys, uuid, first, last, step_ms, raw, planned[0])
         cache.put(key, made)
+    elif made is None:
+        items = _planned_items(planned)
+        made = _buckets(keys, uuid, first, last, step_ms, raw, tier, items)
+        if items is not None:  # made from what the key names
+            cache.put(key, made)
     return _trim(made, first, end)
+
+
+def _planned_items(planned: list[list[kv.KeyInfo]]) -> list[list[kv.Item]] | None:
+    """The planned blocks with their values (one read per 120 keys), None when one is gone
+    or changed since it was listed."""
+    wanted = [info for part in planned for info in part]
+    got = kv.get_many([info.key for info in wanted]) if wanted else {}
+    for info in wanted:
+        item = got.get(info.key)
+        if item is None or item.mod_revision != info.mod_revision:
+            return None
+    return [[got[info.key] for info in part] for part in planned]
+
+
+def _raw_buckets(
+    keys: Keys,
+    uuid: str,
+    first: int,
+    last: int,
+    step_ms: int,
+    raw: Tier,
+    planned: list[kv.KeyInfo] | None,
+) -> Buckets:
+    windows = iter_raw(keys, uuid, first, last, raw.window_ms, planned=planned)
+    return rebucket(concat([aggregate(s, step_ms) for s in windows]), step_ms)
 
 
 def _buckets(
@@ -339,12 +344,10 @@ def _buckets(
     tier: Tier | None,
     prefetched: list[list[kv.Item]] | None,
 ) -> Buckets:
-    """read_buckets' buckets of [first, last], not yet trimmed to the query's end."""
-    raw_items = prefetched[0] if prefetched else None
+    """read_buckets' buckets of [first, last], not yet trimmed to the query's end.
+    `prefetched`: the planned raw blocks and rollup blocks, with their values."""
     if tier is None:
-        windows = iter_raw(keys, uuid, first, last, raw.window_ms, blocks=raw_items)
-        parts = [aggregate(s, step_ms) for s in windows]
-        return rebucket(concat(parts), step_ms)
+        return _raw_buckets(keys, uuid, first, last, step_ms, raw, None)
     if prefetched:
         raw_infos = [kv.KeyInfo(i.key, i.mod_revision) for i in prefetched[0]]
         rollups = prefetched[1]

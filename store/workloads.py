@@ -202,7 +202,7 @@ def trim_periods(keys: Keys, uuid: str, before: int, guards: Sequence[Any] = ())
     the caller looked): a lost race with ingest is left to the next run. How many went."""
     first, _ = keys.workloads_days(uuid)
     last = keys.workloads_day(uuid, before - before % DAY_MS + DAY_MS)
-    found, (days,) = kv.get_together([keys.workloads(uuid)], [(first, last)])
+    found, (days,), _ = kv.get_together([keys.workloads(uuid)], [(first, last)])
     changes = []
     for item in [*found.values(), *days]:
         old = _decode(item)
@@ -247,7 +247,7 @@ def read_workloads(keys: Keys, uuids: Sequence[str] | None = None) -> dict[str, 
         out: list[kv.Item] = []
         for at in range(0, len(uuids), kv.MAX_TXN_OPS):
             some = uuids[at : at + kv.MAX_TXN_OPS]
-            _, found = kv.get_together([], [keys.workloads_of(u) for u in some])
+            found = kv.get_together([], [keys.workloads_of(u) for u in some]).ranged
             out += [i for u, got in zip(some, found, strict=True) for i in got if _names(i, u)]
         return out
 

@@ -282,7 +282,7 @@ def _read_page(keys: Keys, q: TelemetryQuery, columns: bool) -> Page:
     taken: list[Samples] = []
     count = spent = 0
     more = False
-    for chunk in iter_columns(keys, q, record, latest, opened.ranged):
+    for chunk in iter_columns(keys, q, record, latest, opened.planned):
         if count >= limit or spent >= budget:
             more = True
             break
@@ -368,18 +368,18 @@ def iter_columns(
     q: TelemetryQuery,
     record: dict[str, Any],
     latest: dict[str, list] | None,
-    ranged: list | None = None,
+    planned: list | None = None,
 ) -> Iterator[Samples]:
     """Non-empty column chunks in answer order ((time, metric) or reversed), filtered,
     beyond the cursor. Memory is bounded by one block window (raw) or the bucket count.
-    `ranged`: what `_open` read along (`open_gpu`), if anything.
+    `planned`: the block keys `_open` listed along (`open_gpu`), if any.
     """
     start, end = _window(q)
     wanted = frozenset(q.metrics)
     if q.step_ms:
-        source = iter([_buckets(keys, q, record, latest, start, end, ranged or None)])
+        source = iter([_buckets(keys, q, record, latest, start, end, planned or None)])
     else:
-        blocks = ranged[0] if ranged else None
+        blocks = planned[0] if planned else None
         source = iter_raw(keys, q.uuid, start, end, window_ms(), q.descending, blocks)
     for chunk in source:
         chunk = col.only_metrics(chunk, wanted)
@@ -398,7 +398,7 @@ def _buckets(
     latest: dict[str, list] | None,
     start: int,
     end: int,
-    prefetched: list | None = None,
+    planned: list | None = None,
 ) -> Samples:
     """The window's buckets as columns sorted by (bucket, metric name), or reversed."""
     step = int(q.step_ms or 0)
@@ -412,7 +412,7 @@ def _buckets(
             f"step {step // 1000}s over this window gives {buckets} buckets per metric; at most "
             f"{settings.TELEMETRY_MAX_BUCKETS}: use a larger step or a smaller window"
         )
-    b = read_buckets(keys, q.uuid, start, end, step, tiers()[0], tier_for_step(step), prefetched)
+    b = read_buckets(keys, q.uuid, start, end, step, tiers()[0], tier_for_step(step), planned)
     names = sorted(b.names)
     rank = np.array([names.index(n) for n in b.names], dtype=np.int32)
     metric = rank[b.metric] if len(b) else np.zeros(0, np.int32)
@@ -435,7 +435,7 @@ def telemetry_csv(q: TelemetryQuery, wide: bool = False) -> Iterator[bytes]:
     with shards.use(shard):
         opened = _open(keys, q)
     latest = opened.latest or {}
-    chunks = _in_shard(shard, iter_columns(keys, q, opened.record, latest, opened.ranged))
+    chunks = _in_shard(shard, iter_columns(keys, q, opened.record, latest, opened.planned))
     if not wide:
         yield b"timestamp,metric_name,value\r\n"
         for chunk in chunks:

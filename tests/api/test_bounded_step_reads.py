@@ -1,6 +1,7 @@
-"""Downsampled reads of a bounded window (read along with the GPU in one transaction) give
-the buckets the samples make, from raw blocks, from up-to-date rollups, and from rollups that
-newer samples have made stale."""
+"""Downsampled reads of a bounded window (their blocks listed along with the GPU in one
+transaction) give the buckets the samples make, from raw blocks, from up-to-date rollups, and
+from rollups that newer samples have made stale; a warm read reads no block's value, and a
+block merged away after it was listed is read again."""
 
 from __future__ import annotations
 
@@ -119,7 +120,7 @@ def test_buckets_read_along_are_those_of_a_second_read(pipeline, api):
             start, end = day0 + start_min * 60_000, day0 + end_min * 60_000 - 1
             along = open_gpu(
                 keys, uuid, bucket_ranges(keys, uuid, start, end, step_ms, raw, tier)
-            ).ranged
+            ).planned
             assert along, "a window of minutes is read along"
             a = read_buckets(keys, uuid, start, end, step_ms, raw, tier, along)
             b = read_buckets(keys, uuid, start, end, step_ms, raw, tier)
@@ -141,3 +142,85 @@ def test_buckets_kept_from_a_read_follow_newer_samples(pipeline, api):
         for _ in range(2):
             got = telemetry(api, uuid, step="5m", limit=10_000, **window)["results"]
             assert close(got, want) and len({r["timestamp"] for r in got}) == samples // 30 - 1
+
+
+def test_a_warm_read_lists_its_blocks_without_their_values(pipeline, api, monkeypatch):
+    # a day of blocks is ~1 MB of values a warm read has in its cache: only keys are read
+    from store import client, kv
+
+    real_get_many = kv.get_many
+    load(api, samples=90)
+    call_command("compact", stdout=io.StringIO())
+    uuid = next(iter(load(api, samples=180)))
+    window = {"start_time": "2025-07-18T20:05:00Z", "end_time": "2025-07-18T20:24:59Z"}
+    answers: list[kv.Together] = []
+    real = kv.get_together
+
+    def kept(*args, **kwargs):
+        answers.append(real(*args, **kwargs))
+        return answers[-1]
+
+    monkeypatch.setattr(kv, "get_together", kept)
+    sizes: list[int] = []  # bytes of each etcd transaction's answer
+    real_txn = client._Client.txn_request
+
+    def measured(self, *args, **kwargs):
+        response = real_txn(self, *args, **kwargs)
+        sizes.append(response.ByteSize())
+        return response
+
+    monkeypatch.setattr(client._Client, "txn_request", measured)
+    for params in ({"step": "5m"}, {"step": "7m"}, {}):  # rollups, raw buckets, raw samples
+        telemetry(api, uuid, limit=10_000, **params, **window)
+        reads = spy_calls(monkeypatch, kv, ("get_many", "get_range", "keys_in_range"))
+        answers.clear()
+        sizes.clear()
+        telemetry(api, uuid, limit=10_000, **params, **window)
+        (answer,) = answers
+        assert reads == [], params
+        assert len(answer.ranged) == 1  # the GPU's workloads, and no block
+        blocks = [info.key for listing in answer.listed for info in listing]
+        assert blocks and all("/blocks/" in k or "/rollups/" in k for k in blocks), blocks
+        values = sum(len(item.value) for item in real_get_many(blocks).values())
+        assert sizes[0] < values, (params, sizes, values)  # the keys came, not the blocks
+
+
+def test_blocks_merged_after_they_were_listed_are_read_again(pipeline, api):
+    # a compaction between the listing and the values read: the answer is the fresh one
+    from store import default_keys
+    from store.cache import shared
+    from store.read import bucket_ranges, iter_raw, open_gpu, raw_ranges, read_buckets
+    from store.tiers import for_step, tiers
+
+    load(api, samples=90)
+    uuid = next(iter(load(api, samples=180)))  # two blocks in the window: a merge ahead
+    keys, raw = default_keys(), tiers()[0]
+    start, end = parse_timestamp(START), parse_timestamp(START) + 1_800_000 - 1
+    listings = {
+        step_ms: open_gpu(
+            keys, uuid, bucket_ranges(keys, uuid, start, end, step_ms, raw, for_step(step_ms))
+        ).planned
+        for step_ms in (300_000, 420_000)
+    }
+    raw_listing = open_gpu(keys, uuid, raw_ranges(keys, uuid, start, end, raw.window_ms)).planned
+    before = {info.key for listing in raw_listing for info in listing}
+    call_command("compact", stdout=io.StringIO())
+    shared().clear()
+    after = {
+        info.key
+        for info in open_gpu(keys, uuid, raw_ranges(keys, uuid, start, end, raw.window_ms)).planned[
+            0
+        ]
+    }
+    assert before - after, "the compaction merged listed blocks away"
+    for step_ms, listing in listings.items():
+        tier = for_step(step_ms)
+        a = read_buckets(keys, uuid, start, end, step_ms, raw, tier, listing)
+        b = read_buckets(keys, uuid, start, end, step_ms, raw, tier)
+        assert a.ts.tolist() == b.ts.tolist() and len(a), step_ms
+        for field in FIELDS:
+            assert np.array_equal(getattr(a, field), getattr(b, field), equal_nan=True), field
+    listed = list(iter_raw(keys, uuid, start, end, raw.window_ms, planned=raw_listing[0]))
+    fresh = list(iter_raw(keys, uuid, start, end, raw.window_ms))
+    assert [s.ts.tolist() for s in listed] == [s.ts.tolist() for s in fresh] and fresh
+    assert [s.value.tolist() for s in listed] == [s.value.tolist() for s in fresh]
