@@ -214,7 +214,8 @@ class ReadLane:
 
     async def _telemetry(self, request: ASGIRequest, match: ResolverMatch, body: _Body) -> Answer:
         _get_only(request)
-        data = plainly_valid(TelemetryParams, views.telemetry_data(_query(request)))
+        query = query_params(request.META["QUERY_STRING"])
+        data = plainly_valid(TelemetryParams, views.telemetry_data(query))
         if data is None:
             raise FallThrough
         view, drf, touched = await self._admitted(request, match)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -11,7 +11,6 @@ from django.http import (
     HttpRequest,
     HttpResponse,
     HttpResponseNotModified,
-    QueryDict,
     StreamingHttpResponse,
 )
 from drf_spectacular.utils import (
@@ -158,7 +157,7 @@ class GpuTelemetryView(_ReadView):
         },
     )
     def get(self, request: Request, uuid: str) -> Response | HttpResponse:
-        params = TelemetryParams(data=telemetry_data(request.query_params))
+        params = TelemetryParams(data=telemetry_data(dict(request.query_params.lists())))
         params.is_valid(raise_exception=True)
         return telemetry_answer(request._request, uuid, params.validated_data)
 
@@ -222,11 +221,12 @@ def _fmt(ms: int | None) -> str | None:
     return None if ms is None else format_timestamp(ms)
 
 
-def telemetry_data(query: QueryDict) -> dict[str, Any]:
-    """The query string as TelemetryParams reads it: the last of each name, and every
-    `metric` (repeated or comma-separated) in one list."""
-    data: dict[str, Any] = {k: v for k, v in query.items() if k != "metric"}
-    metrics = [m.strip() for raw in query.getlist("metric") for m in raw.split(",")]
+def telemetry_data(query: Mapping[str, list[str]]) -> dict[str, Any]:
+    """The query string (each name's values, as QueryDict.lists() gives them) as
+    TelemetryParams reads it: the last of each name, and every `metric` (repeated or
+    comma-separated) in one list."""
+    data: dict[str, Any] = {k: v[-1] for k, v in query.items() if k != "metric" and v}
+    metrics = [m.strip() for raw in query.get("metric", ()) for m in raw.split(",")]
     if any(metrics):
         data["metric"] = [m for m in metrics if m]
     return data
