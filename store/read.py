@@ -45,11 +45,24 @@ def _by_window(infos: list[kv.KeyInfo], window_ms: int, start: int, end: int) ->
 _WINDOWS_PER_FETCH = 24
 
 
-def _decoded(key: str, data: bytes, decode: Callable[[bytes], T], group: str | None = None) -> T:
-    """Decode through the shared cache: a block key names its content forever."""
+class Vanished(Exception):
+    """A listed block is gone (a compaction merged it) or evicted unread: read again."""
+
+
+def _decoded(
+    key: str, data: bytes | None, decode: Callable[[bytes], T], group: str | None = None
+) -> T:
+    """Decode through the shared cache: a block key names its content forever. `data` None:
+    the block was cached when it was planned (`_planned_items`); evicted since, it is read
+    now, and Vanished when it is gone."""
     cache = shared_cache()
     hit = cache.get(key)
     if hit is None:
+        if data is None:
+            item = kv.get(key)
+            if item is None:
+                raise Vanished(key)
+            data = item.value
         hit = decode(data)
         cache.put(key, hit, group)
     return hit
@@ -98,12 +111,18 @@ def _fetch_missing(infos: list[kv.KeyInfo]) -> dict[str, kv.Item]:
 
 
 def _window(
-    prefix: str, w: int, window_ms: int, infos: list[kv.KeyInfo], fetched: dict[str, kv.Item]
+    prefix: str,
+    w: int,
+    window_ms: int,
+    infos: list[kv.KeyInfo],
+    fetched: dict[str, kv.Item],
+    strict: bool = False,
 ) -> Samples:
     """One window's blocks merged: from the cache and `fetched`, else one consistent range read.
 
     A planned key that is neither cached nor fetched was merged away by a
-    compaction after the plan: the window is then read again by range.
+    compaction after the plan: the window is then read again by range (`strict`: Vanished,
+    for a caller keeping what it makes under the plan's name).
     """
     cache = shared_cache()
     group = f"{prefix}{w}"
@@ -111,6 +130,8 @@ def _window(
     parts = _held_blocks(group, infos, fetched)
     if parts is not None:
         return _merge_ordered(parts)
+    if strict:
+        raise Vanished(group)
     items = _span_items(prefix, w * window_ms, (w + 1) * window_ms - 1)
     cache.settle(group, {i.key for i in items})
     return _merge_ordered(
@@ -147,12 +168,14 @@ def iter_raw(
     window_ms: int,
     descending: bool = False,
     planned: list[kv.KeyInfo] | None = None,
+    strict: bool = False,
 ) -> Iterator[Samples]:
     """Raw samples in [start, end], one merged window at a time, in time order.
 
-    One keys-only range read to plan (`planned`: its keys, already read along, see
+    One keys-only range read to plan (`planned`: its keys, already listed along, see
     `open_gpu`); then the blocks the cache does not hold, fetched a group of windows at a
     time (each window sorted by (ts, metric name); windows ascending or descending).
+    `strict`: Vanished when a planned block is gone, rather than reading its window again.
     """
     if planned is None:
         planned = kv.keys_in_range(*keys.block_range(uuid, start, end, window_ms))
@@ -163,7 +186,8 @@ def iter_raw(
         group = order[g : g + _WINDOWS_PER_FETCH]
         fetched = _fetch_missing([i for w in group for i in windows[w]])
         for w in group:
-            samples = _clip(_window(prefix, w, window_ms, windows[w], fetched), start, end)
+            window = _window(prefix, w, window_ms, windows[w], fetched, strict)
+            samples = _clip(window, start, end)
             if len(samples):
                 yield samples
 
@@ -234,7 +258,7 @@ def open_gpu(keys: Keys, uuid: str, ranges: list[tuple[str, str]]) -> GpuWindow:
 
 
 def raw_ranges(keys: Keys, uuid: str, start: int, end: int, window_ms: int) -> list:
-    """What `open_gpu` should read along for a raw query: its blocks, when they are a day's
+    """What `open_gpu` should list along for a raw query: its blocks, when they are a day's
     worth or less (longer windows are read a day at a time, through the cache)."""
     if (end - start) // window_ms >= _WINDOWS_PER_FETCH:
         return []
@@ -244,12 +268,12 @@ def raw_ranges(keys: Keys, uuid: str, start: int, end: int, window_ms: int) -> l
 def bucket_ranges(
     keys: Keys, uuid: str, start: int, end: int, step_ms: int, raw: Tier, tier: Tier | None
 ) -> list:
-    """What `open_gpu` should read along for `read_buckets` of a window of a day or less
+    """What `open_gpu` should list along for `read_buckets` of a window of a day or less
     (and its edges): the raw blocks of every raw window it touches, whole, and, with a
     tier, its rollup blocks (else nothing).
 
     Whole raw windows, so that a rollup window not yet rolled up (today's) is computed
-    from what this read holds, with no second read (`read_buckets`).
+    from the blocks this listing names, with no second listing (`read_buckets`).
     """
     first, last = _bucket_span(start, end, step_ms)
     if last // raw.window_ms - first // raw.window_ms >= _WINDOWS_PER_FETCH + 1:
@@ -298,27 +322,41 @@ def read_buckets(
     key = f"buckets/{uuid}/{first}-{last}/{step_ms}/{raw.window_ms}/{of}/{_digest(infos)}"
     cache = shared_cache()
     made = cache.get(key)
-    if made is None and tier is None:  # raw windows: iter_raw reads what the cache lacks
-        made = _raw_buckets(keys, uuid, first, last, step_ms, raw, planned[0])
-        cache.put(key, made)
-    elif made is None:
-        items = _planned_items(planned)
-        made = _buckets(keys, uuid, first, last, step_ms, raw, tier, items)
-        if items is not None:  # made from what the key names
+    if made is None:
+        try:  # made from exactly the blocks the key names, or not kept
+            if tier is None:  # raw windows: iter_raw reads what the cache lacks
+                made = _raw_buckets(keys, uuid, first, last, step_ms, raw, planned[0], True)
+            else:
+                items = _planned_items(planned, tier)
+                made = _buckets(keys, uuid, first, last, step_ms, raw, tier, items)
             cache.put(key, made)
+        except Vanished:  # a compaction merged a listed block: read the store as it is now
+            made = _buckets(keys, uuid, first, last, step_ms, raw, tier, None)
     return _trim(made, first, end)
 
 
-def _planned_items(planned: list[list[kv.KeyInfo]]) -> list[list[kv.Item]] | None:
-    """The planned blocks with their values (one read per 120 keys), None when one is gone
-    or changed since it was listed."""
-    wanted = [info for part in planned for info in part]
-    got = kv.get_many([info.key for info in wanted]) if wanted else {}
-    for info in wanted:
+def _planned_items(planned: list[list[kv.KeyInfo]], tier: Tier) -> list[list[kv.Item]]:
+    """The planned raw and rollup blocks, with the values of those the cache lacks (one
+    read per 120 keys; a cached one's value is None, read by `_decoded` if evicted since).
+    Vanished when a block is gone or changed since it was listed."""
+    cache = shared_cache()
+
+    def held(info: kv.KeyInfo) -> bool:  # a block, or a raw block's buckets at this tier
+        return info.key in cache or f"{info.key}@{tier.resolution_ms}" in cache
+
+    missing = [info for part in planned for info in part if not held(info)]
+    got = kv.get_many([info.key for info in missing]) if missing else {}
+    for info in missing:
         item = got.get(info.key)
         if item is None or item.mod_revision != info.mod_revision:
-            return None
-    return [[got[info.key] for info in part] for part in planned]
+            raise Vanished(info.key)
+    return [
+        [
+            got.get(info.key) or kv.Item(info.key, None, info.mod_revision, 0)  # type: ignore[arg-type]
+            for info in part
+        ]
+        for part in planned
+    ]
 
 
 def _raw_buckets(
@@ -329,8 +367,9 @@ def _raw_buckets(
     step_ms: int,
     raw: Tier,
     planned: list[kv.KeyInfo] | None,
+    strict: bool = False,
 ) -> Buckets:
-    windows = iter_raw(keys, uuid, first, last, raw.window_ms, planned=planned)
+    windows = iter_raw(keys, uuid, first, last, raw.window_ms, planned=planned, strict=strict)
     return rebucket(concat([aggregate(s, step_ms) for s in windows]), step_ms)
 
 
@@ -383,10 +422,10 @@ def _stale_items(
 ) -> list[kv.Item]:
     """The raw blocks a rollup window not up to date is recomputed from.
 
-    Read along (`bucket_ranges`): the whole raw windows of the window that [first, last]
-    touches, already at hand. The buckets of [first, last] are the same as from the
-    rollup window's every raw block: each raw window is whole, and the ones left out
-    only hold buckets outside [first, last], trimmed from the answer. Else one range
+    Listed along (`bucket_ranges`): the whole raw windows of the window that [first, last]
+    touches, already at hand (`_planned_items`). The buckets of [first, last] are the same
+    as from the rollup window's every raw block: each raw window is whole, and the ones left
+    out only hold buckets outside [first, last], trimmed from the answer. Else one range
     read of the rollup window's raw blocks.
     """
     first_tw = tw * tier.window_ms
@@ -424,8 +463,10 @@ def refreshed(
         fresh = []
     elif cached and raw_window_ms % resolution_ms == 0:  # no bucket straddles two windows
         fresh = [_window_buckets(by_window[w], resolution_ms) for w in sorted(by_window)]
-    else:
-        fresh = [aggregate(merge_blocks(raw_items), resolution_ms)]
+    else:  # a reader's blocks decode through the cache (a planned one may carry no value)
+        fresh = [
+            aggregate(_merged(raw_items) if cached else merge_blocks(raw_items), resolution_ms)
+        ]
     covered = sorted(by_window)
     kept = [select(b, ~np.isin(b.ts // raw_window_ms, covered)) for b in old]
     return concat([*kept, *fresh])

@@ -47,7 +47,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.core.handlers.asgi import ASGIHandler, ASGIRequest
-from django.core.signals import setting_changed
+from django.core.signals import request_finished, setting_changed
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, QueryDict
 from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.common import CommonMiddleware
@@ -130,6 +130,7 @@ class ReadLane:
         self._resolver: Any = None
         self._matches: dict[str, ResolverMatch] = {}  # path -> one of the lane's routes
         self.templates = _Templates()
+        self.finish_plain = finished_receivers() != FINISHED_RECEIVERS  # checked once, here
         self.routes: dict[str, Callable[[ASGIRequest, ResolverMatch, _Body], Any]] = {
             "health": self._health,
             "gpu-list": self._gpu_list,
@@ -338,26 +339,28 @@ class ReadLane:
         body = response.content if coding is None else encoded(coding, response.content)
         length = str(len(body)).encode("latin1")
         headers = [(name, length if value is None else value) for name, value in template]
+        observe(request, response.status_code, started)  # as _send: before it is sent
+        child(READ_LANE_ANSWERS, f"/{match.route}").inc()
         try:
             await send(
                 {"type": "http.response.start", "status": response.status_code, "headers": headers}
             )
             for piece, last in self.handler.chunk_bytes(body):  # as send_response cuts it
                 await send({"type": "http.response.body", "body": piece, "more_body": not last})
-        finally:  # counted once the client has its answer: off its wait
-            observe(request, response.status_code, started)
-            child(READ_LANE_ANSWERS, f"/{match.route}").inc()
-            # Not response.close(): a plain answer holds no resource, and the signal it
-            # sends, request_finished, has nothing to do on the event loop (~5 % of a
-            # PromQL answer's CPU): see FINISHED_RECEIVERS.
+        finally:
+            # A plain answer holds no resource, and the signal close() sends,
+            # request_finished, has nothing to do on the event loop (~5 % of a PromQL
+            # answer's CPU): skipped while its receivers are FINISHED_RECEIVERS.
+            if self.finish_plain:
+                response.close()
 
 
 # request_finished's receivers, all Django's, each with nothing to do for a plain answer
 # on the event loop: no database connection is opened on this thread (Django refuses it,
 # async-unsafe; token checks run in database_sync_to_async, which closes its own), the
 # cache is in-process memory (no CACHES set: closing it does nothing), and the lane sets
-# no URLconf. A receiver added elsewhere must be added here and called for plain answers;
-# a test holds this list to the signal's.
+# no URLconf. With any other receiver connected when a lane is made, plain answers are
+# closed (and the signal sent) as Django closes them; a test holds this list to the signal's.
 FINISHED_RECEIVERS = frozenset(
     {
         "django.db.close_old_connections",
@@ -365,6 +368,12 @@ FINISHED_RECEIVERS = frozenset(
         "django.core.handlers.base.reset_urlconf",
     }
 )
+
+
+def finished_receivers() -> frozenset[str]:
+    """The names of request_finished's receivers (for a response Django's ASGI handler made)."""
+    sync, asynchronous = request_finished._live_receivers(ASGIHandler)
+    return frozenset(f"{r.__module__}.{r.__qualname__}" for r in [*sync, *asynchronous])
 
 
 class _Templates:

@@ -352,7 +352,7 @@ def _window(q: TelemetryQuery) -> tuple[int, int]:
 
 
 def _open(keys: Keys, q: TelemetryQuery) -> GpuWindow:
-    """Record, latest values and (windows of up to a day) the blocks: one round trip."""
+    """Record, latest values and (windows of up to a day) the blocks' keys: one round trip."""
     start, end = _window(q)
     if q.step_ms:
         ranges = bucket_ranges(

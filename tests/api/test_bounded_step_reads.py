@@ -5,6 +5,7 @@ block merged away after it was listed is read again."""
 
 from __future__ import annotations
 
+import csv
 import io
 from collections import defaultdict
 
@@ -85,7 +86,8 @@ def etcd_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 @pytest.mark.parametrize("compacted", [False, True], ids=["not-rolled-up", "rollup-stale"])
 def test_a_step_read_of_a_day_not_rolled_up_is_one_etcd_read(pipeline, api, etcd_reads, compacted):
     # the day is not over (the newest sample is in it): its buckets come from raw blocks
-    # (and, after a compaction and newer samples, a stale rollup), all read along with the GPU
+    # (and, after a compaction and newer samples, a stale rollup), all listed along with the
+    # GPU; then a window moved by a step (a dashboard at "now") finds them in the cache
     if compacted:
         load(api, samples=90)
         call_command("compact", stdout=io.StringIO())
@@ -99,6 +101,12 @@ def test_a_step_read_of_a_day_not_rolled_up_is_one_etcd_read(pipeline, api, etcd
     got = telemetry(api, uuid, step="5m", limit=10_000, **window)["results"]
     assert close(got, want) and len({r["timestamp"] for r in got}) == 4
     assert etcd_reads == ["get_together"]
+    moved = {"start_time": "2025-07-18T20:10:00Z", "end_time": "2025-07-18T20:29:59Z"}
+    etcd_reads.clear()
+    got = telemetry(api, uuid, step="5m", limit=10_000, **moved)["results"]
+    first, last = (parse_timestamp(moved[k]) for k in ("start_time", "end_time"))
+    assert close(got, buckets(samples[uuid], 300_000, first, last)) and len(got)
+    assert etcd_reads == ["get_together"]  # new buckets, from blocks the cache holds
 
 
 def test_buckets_read_along_are_those_of_a_second_read(pipeline, api):
@@ -200,7 +208,7 @@ def test_blocks_merged_after_they_were_listed_are_read_again(pipeline, api):
         step_ms: open_gpu(
             keys, uuid, bucket_ranges(keys, uuid, start, end, step_ms, raw, for_step(step_ms))
         ).planned
-        for step_ms in (300_000, 420_000)
+        for step_ms in (90_000, 300_000, 420_000)  # no tier (raw buckets), 5m, 1m
     }
     raw_listing = open_gpu(keys, uuid, raw_ranges(keys, uuid, start, end, raw.window_ms)).planned
     before = {info.key for listing in raw_listing for info in listing}
@@ -213,6 +221,7 @@ def test_blocks_merged_after_they_were_listed_are_read_again(pipeline, api):
         ]
     }
     assert before - after, "the compaction merged listed blocks away"
+    old = {}
     for step_ms, listing in listings.items():
         tier = for_step(step_ms)
         a = read_buckets(keys, uuid, start, end, step_ms, raw, tier, listing)
@@ -220,7 +229,28 @@ def test_blocks_merged_after_they_were_listed_are_read_again(pipeline, api):
         assert a.ts.tolist() == b.ts.tolist() and len(a), step_ms
         for field in FIELDS:
             assert np.array_equal(getattr(a, field), getattr(b, field), equal_nan=True), field
+        old[step_ms] = a
     listed = list(iter_raw(keys, uuid, start, end, raw.window_ms, planned=raw_listing[0]))
     fresh = list(iter_raw(keys, uuid, start, end, raw.window_ms))
     assert [s.ts.tolist() for s in listed] == [s.ts.tolist() for s in fresh] and fresh
     assert [s.value.tolist() for s in listed] == [s.value.tolist() for s in fresh]
+    # what a stale listing made was not kept under its name: new values for the same
+    # times (a newer upload wins) show in its next read too
+    data = generated(hosts=1, gpus_per_host=1, samples=180, seed=41, start=START)
+    rows = list(csv.DictReader(io.StringIO(data.decode())))
+    for row in rows:
+        row["value"] = str(float(row["value"]) + 1)
+    again = io.StringIO()
+    writer = csv.DictWriter(again, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    response = upload(api, again.getvalue().encode(), "again.csv")
+    assert response.status_code == 202, response.content
+    wait_job_done(api, response.json()["id"])
+    for step_ms, listing in listings.items():
+        tier = for_step(step_ms)
+        a = read_buckets(keys, uuid, start, end, step_ms, raw, tier, listing)
+        b = read_buckets(keys, uuid, start, end, step_ms, raw, tier)
+        assert np.array_equal(a.sum, b.sum), step_ms
+        before_upload = old[step_ms]
+        assert not np.array_equal(a.sum, before_upload.sum), step_ms

@@ -141,9 +141,28 @@ def test_a_changed_setting_is_read_again(sender, settings):
 def test_request_finished_has_only_the_receivers_a_plain_answer_may_skip() -> None:
     """A plain answer does not send request_finished (lane.FINISHED_RECEIVERS says why);
     a receiver connected anywhere else would then miss the lane's answers."""
-    from django.core import signals
-    from django.core.handlers.asgi import ASGIHandler  # connects reset_urlconf, as served
+    from django.core.handlers.asgi import ASGIHandler  # noqa: F401  connects reset_urlconf
 
-    sync, asynchronous = signals.request_finished._live_receivers(ASGIHandler)
-    names = {f"{r.__module__}.{r.__qualname__}" for r in [*sync, *asynchronous]}
-    assert names == lane.FINISHED_RECEIVERS
+    assert lane.finished_receivers() == lane.FINISHED_RECEIVERS
+
+
+def test_a_lane_made_with_another_receiver_closes_its_plain_answers(settings) -> None:
+    from django.core.signals import request_finished
+
+    usual = Sender()  # made with Django's receivers only
+    finished: list[object] = []
+
+    def receiver(sender: object, **kwargs: object) -> None:
+        finished.append(sender)
+
+    request_finished.connect(receiver)
+    try:
+        for _ in range(2):  # the first takes the steps (closed), the second its template
+            usual.send(answer(200))
+        assert len(finished) == 1 and usual.steps == 1
+        careful = Sender()  # made with a receiver of ours connected
+        for _ in range(2):
+            careful.send(answer(200))
+        assert len(finished) == 3 and careful.steps == 1
+    finally:
+        request_finished.disconnect(receiver)
