@@ -11,7 +11,7 @@ import hashlib
 import json
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -126,12 +126,12 @@ def _window(
     """
     cache = shared_cache()
     group = f"{prefix}{w}"
+    if strict:
+        return _merge_ordered(_listed_blocks(group, infos, fetched))
     cache.settle(group, {i.key for i in infos})  # blocks a compaction merged away
     parts = _held_blocks(group, infos, fetched)
     if parts is not None:
         return _merge_ordered(parts)
-    if strict:
-        raise Vanished(group)
     items = _span_items(prefix, w * window_ms, (w + 1) * window_ms - 1)
     cache.settle(group, {i.key for i in items})
     return _merge_ordered(
@@ -140,6 +140,26 @@ def _window(
             for i in items
         ]
     )
+
+
+def _listed_blocks(
+    group: str, infos: Sequence[kv.KeyInfo], fetched: dict[str, kv.Item]
+) -> list[tuple[tuple[int, int, int], Samples]]:
+    """`_held_blocks` of exactly the listed blocks: those the cache dropped since they were
+    fetched or found are read again (one read per 120 keys); Vanished when one is gone, the
+    cache then left as it is (the listing is stale, newer blocks may be cached)."""
+    parts = _held_blocks(group, infos, fetched)
+    if parts is None:
+        cache = shared_cache()
+        evicted = [i for i in infos if i.key not in fetched and i.key not in cache]
+        got = kv.get_many([i.key for i in evicted])
+        if any(i.key not in got or got[i.key].mod_revision != i.mod_revision for i in evicted):
+            raise Vanished(group)
+        parts = _held_blocks(group, infos, {**fetched, **got})
+        if parts is None:  # evicted again at once: a cache far too small for one window
+            raise Vanished(group)
+    shared_cache().settle(group, {i.key for i in infos})
+    return parts
 
 
 def _held_blocks(
@@ -327,7 +347,7 @@ def read_buckets(
             if tier is None:  # raw windows: iter_raw reads what the cache lacks
                 made = _raw_buckets(keys, uuid, first, last, step_ms, raw, planned[0], True)
             else:
-                items = _planned_items(planned, tier)
+                items = _planned_items(planned, tier, raw, first, last)
                 made = _buckets(keys, uuid, first, last, step_ms, raw, tier, items)
             cache.put(key, made)
         except Vanished:  # a compaction merged a listed block: read the store as it is now
@@ -335,16 +355,41 @@ def read_buckets(
     return _trim(made, first, end)
 
 
-def _planned_items(planned: list[list[kv.KeyInfo]], tier: Tier) -> list[list[kv.Item]]:
-    """The planned raw and rollup blocks, with the values of those the cache lacks (one
-    read per 120 keys; a cached one's value is None, read by `_decoded` if evicted since).
-    Vanished when a block is gone or changed since it was listed."""
+def _planned_items(
+    planned: list[list[kv.KeyInfo]], tier: Tier, raw: Tier, first: int, last: int
+) -> list[list[kv.Item]]:
+    """The planned raw and rollup blocks, with the values `_buckets` will decode and the
+    cache lacks (one read per 120 keys). Not read: a cached one's (None, read by `_decoded`
+    if evicted since) and the raw blocks of a rollup window that is up to date (never
+    decoded). Vanished when a block is gone or changed since it was listed."""
     cache = shared_cache()
+    raw_infos, rollups = planned
+    raw_by_tw = _by_window(raw_infos, tier.window_ms, first, last)
+    oldest_roll: dict[int, int] = {}
+    for info in rollups:
+        tw = Keys.block_start(info.key) // tier.window_ms
+        oldest_roll[tw] = min(oldest_roll.get(tw, info.mod_revision), info.mod_revision)
+    stale = {
+        tw
+        for tw, infos in raw_by_tw.items()
+        if tw not in oldest_roll or oldest_roll[tw] <= max(i.mod_revision for i in infos)
+    }
+    alone = Counter(Keys.block_start(i.key) // raw.window_ms for i in raw_infos)
 
-    def held(info: kv.KeyInfo) -> bool:  # a block, or a raw block's buckets at this tier
-        return info.key in cache or f"{info.key}@{tier.resolution_ms}" in cache
+    def needed(info: kv.KeyInfo, is_raw: bool) -> bool:
+        if info.key in cache:
+            return False
+        if not is_raw:
+            return True
+        start = Keys.block_start(info.key)
+        if start // tier.window_ms not in stale:
+            return False
+        # a lone block's buckets are kept under its key and the resolution
+        return not (
+            alone[start // raw.window_ms] == 1 and f"{info.key}@{tier.resolution_ms}" in cache
+        )
 
-    missing = [info for part in planned for info in part if not held(info)]
+    missing = [i for i in raw_infos if needed(i, True)] + [i for i in rollups if needed(i, False)]
     got = kv.get_many([info.key for info in missing]) if missing else {}
     for info in missing:
         item = got.get(info.key)

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
@@ -351,8 +352,8 @@ class ReadLane:
             # A plain answer holds no resource, and the signal close() sends,
             # request_finished, has nothing to do on the event loop (~5 % of a PromQL
             # answer's CPU): skipped while its receivers are FINISHED_RECEIVERS.
-            if self.finish_plain:
-                response.close()
+            if self.finish_plain:  # a receiver of unknown kind: in Django's thread, as it does
+                await sync_to_async(response.close, thread_sensitive=True)()
 
 
 # request_finished's receivers, all Django's, each with nothing to do for a plain answer

@@ -208,7 +208,7 @@ def test_blocks_merged_after_they_were_listed_are_read_again(pipeline, api):
         step_ms: open_gpu(
             keys, uuid, bucket_ranges(keys, uuid, start, end, step_ms, raw, for_step(step_ms))
         ).planned
-        for step_ms in (90_000, 300_000, 420_000)  # no tier (raw buckets), 5m, 1m
+        for step_ms in (90_000, 300_000, 420_000)  # raw buckets, the 5m tier, raw buckets
     }
     raw_listing = open_gpu(keys, uuid, raw_ranges(keys, uuid, start, end, raw.window_ms)).planned
     before = {info.key for listing in raw_listing for info in listing}
@@ -254,3 +254,31 @@ def test_blocks_merged_after_they_were_listed_are_read_again(pipeline, api):
         assert np.array_equal(a.sum, b.sum), step_ms
         before_upload = old[step_ms]
         assert not np.array_equal(a.sum, before_upload.sum), step_ms
+
+
+def test_a_listed_block_the_cache_dropped_is_read_again_and_a_merged_one_is_not(pipeline, api):
+    # a cache evicting a block between its fetch and its use is not a vanished block
+    from store import default_keys
+    from store.cache import shared
+    from store.keys import Keys
+    from store.read import Vanished, _listed_blocks, open_gpu, raw_ranges
+    from store.tiers import tiers
+
+    load(api, samples=90)
+    uuid = next(iter(load(api, samples=180)))
+    keys, raw = default_keys(), tiers()[0]
+    start = parse_timestamp(START)
+    (listing,) = open_gpu(
+        keys, uuid, raw_ranges(keys, uuid, start, start + 1, raw.window_ms)
+    ).planned
+    w = Keys.parse_block(listing[0].key).t_first // raw.window_ms
+    infos = [i for i in listing if Keys.parse_block(i.key).t_first // raw.window_ms == w]
+    group = f"{keys.blocks_prefix(uuid)}{w}"
+    assert len(infos) == 2, infos  # two uploads: two blocks in the window
+    shared().clear()
+    parts = _listed_blocks(group, infos, {})
+    assert sum(len(samples) for _, samples in parts) > 0 and len(parts) == 2
+    call_command("compact", stdout=io.StringIO())  # merges the two into one
+    shared().clear()
+    with pytest.raises(Vanished):
+        _listed_blocks(group, infos, {})
