@@ -21,8 +21,8 @@ from timeparse.timestamps import format_timestamp, parse_timestamp
 START = "2025-07-18T20:00:00Z"
 
 
-def load(api, samples: int, seed: int = 41) -> dict:
-    data = generated(hosts=1, gpus_per_host=1, samples=samples, seed=seed, start=START)
+def load(api, samples: int, seed: int = 41, start: str = START) -> dict:
+    data = generated(hosts=1, gpus_per_host=1, samples=samples, seed=seed, start=start)
     response = upload(api, data, "bounded.csv")
     assert response.status_code == 202, response.content
     wait_job_done(api, response.json()["id"])
@@ -282,3 +282,28 @@ def test_a_listed_block_the_cache_dropped_is_read_again_and_a_merged_one_is_not(
     shared().clear()
     with pytest.raises(Vanished):
         _listed_blocks(group, infos, {})
+
+
+def test_a_cold_read_of_rolled_up_windows_fetches_their_rollups_only(pipeline, api, monkeypatch):
+    from store import kv
+    from store.cache import shared
+
+    # to 01:05 the next day: the first day's window is closed (store/closing.py)
+    samples = load(api, samples=570, start="2025-07-18T23:30:00Z")
+    uuid = next(iter(samples))
+    call_command("compact", stdout=io.StringIO())  # its 5m rollup is written, up to date
+    window = {"start_time": "2025-07-18T23:30:00Z", "end_time": "2025-07-18T23:59:59Z"}
+    first, last = (parse_timestamp(window[k]) for k in ("start_time", "end_time"))
+    telemetry(api, uuid, step="5m", limit=10_000, **window)  # the GPU's record now known
+    shared().clear()
+    asked: list[str] = []
+    real = kv.get_many
+
+    def get_many(keys):
+        asked.extend(keys)
+        return real(keys)
+
+    monkeypatch.setattr(kv, "get_many", get_many)
+    got = telemetry(api, uuid, step="5m", limit=10_000, **window)["results"]
+    assert close(got, buckets(samples[uuid], 300_000, first, last)) and len(got)
+    assert asked and all("/rollups/" in key for key in asked), asked  # no raw block
