@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 
-from observability.metrics import READ_CACHE, READ_CACHE_SIZE
+from observability.metrics import READ_CACHE, READ_CACHE_SIZE, child
 from store import inline
 
 _ENTRY_OVERHEAD = 512  # key string, dataclass and dict slot: a rough constant
@@ -68,7 +68,7 @@ class BlockCache:
                 self.hits += 1
             else:
                 self.misses += 1
-        READ_CACHE.labels("hit" if hit else "miss").inc()
+        child(READ_CACHE, "hit" if hit else "miss").inc()
 
     def put(self, key: str, value: Any, group: str | None = None) -> None:
         """Keep `value` (its arrays become read-only: every reader shares them)."""
@@ -88,7 +88,7 @@ class BlockCache:
             while self.size > self.capacity:
                 self._drop(next(iter(self._entries)))
                 self.evictions += 1
-                READ_CACHE.labels("evicted").inc()
+                child(READ_CACHE, "evicted").inc()
             READ_CACHE_SIZE.set(self.size)
 
     def settle(self, group: str, present: set[str]) -> None:
@@ -97,7 +97,7 @@ class BlockCache:
             for key in self._groups.get(group, set()) - present:
                 self._drop(key)
                 self.evictions += 1
-                READ_CACHE.labels("replaced").inc()
+                child(READ_CACHE, "replaced").inc()
             READ_CACHE_SIZE.set(self.size)
 
     def _drop(self, key: str) -> None:

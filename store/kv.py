@@ -16,7 +16,7 @@ from pyetcd import etcdrpc as etcd_rpc
 from pyetcd import exceptions as etcd_exc
 from pyetcd import utils as etcd_utils
 
-from observability.metrics import ETCD_ERRORS, ETCD_SECONDS
+from observability.metrics import ETCD_ERRORS, ETCD_SECONDS, child
 from store import client, inline, shards
 from store.errors import Conflict, Refused, StoreUnavailable
 
@@ -45,7 +45,7 @@ def translated(op: str = "other") -> Iterator[None]:
     try:
         yield
     except _UNAVAILABLE as exc:
-        ETCD_ERRORS.labels(op).inc()
+        child(ETCD_ERRORS, op).inc()
         if _invalid(exc):  # retrying cannot help
             raise Refused(f"{_which()} refused the request: {exc.details()}") from exc  # type: ignore[attr-defined]
         reason = f"{type(exc).__name__} {exc}".strip()
@@ -53,11 +53,11 @@ def translated(op: str = "other") -> Iterator[None]:
     except ValueError as exc:
         # pyetcd raises ValueError('Trying to use a failed node') while an endpoint rests.
         if "failed node" in str(exc):
-            ETCD_ERRORS.labels(op).inc()
+            child(ETCD_ERRORS, op).inc()
             raise StoreUnavailable(f"{_which()} is unavailable: every endpoint failed") from exc
         raise
     finally:
-        ETCD_SECONDS.labels(op).observe(time.perf_counter() - started)
+        child(ETCD_SECONDS, op).observe(time.perf_counter() - started)
 
 
 # What etcd answers (INVALID_ARGUMENT) to a request that can never pass. Not every
@@ -138,10 +138,7 @@ def get_together(
     return Together(
         {i.key: i for got in found[: len(keys)] for i in got},
         found[len(keys) :],
-        [
-            [KeyInfo(kv.key.decode(), kv.mod_revision) for kv in a.kvs]
-            for a in answers[len(found) :]
-        ],
+        [_key_infos(a.kvs) for a in answers[len(found) :]],
     )
 
 
@@ -418,13 +415,17 @@ class KeyInfo(NamedTuple):
     mod_revision: int
 
 
+def _key_infos(kvs: Any) -> list[KeyInfo]:
+    return [KeyInfo(kv.key.decode(), kv.mod_revision) for kv in kvs]
+
+
 def keys_in_range(start: str, end: str, min_mod_revision: int | None = None) -> list[KeyInfo]:
     """Keys (no values) in [start, end), optionally only those changed at or after a revision."""
     with translated("keys_in_range"):
         response = client.get().get_range_response(
             start, end, keys_only=True, min_mod_revision=min_mod_revision
         )
-    return [KeyInfo(kv.key.decode(), kv.mod_revision) for kv in response.kvs]
+    return _key_infos(response.kvs)
 
 
 class Listing:
@@ -441,7 +442,7 @@ class Listing:
 
     @functools.cached_property
     def infos(self) -> list[KeyInfo]:
-        return [KeyInfo(kv.key.decode(), kv.mod_revision) for kv in self._kvs]
+        return _key_infos(self._kvs)
 
     def first_key(self) -> str | None:
         """The first key in key order (etcd lists a range sorted by key), None when empty."""

@@ -376,20 +376,14 @@ def _planned_items(
     }
     alone = Counter(Keys.block_start(i.key) // raw.window_ms for i in raw_infos)
 
-    def needed(info: kv.KeyInfo, is_raw: bool) -> bool:
-        if info.key in cache:
-            return False
-        if not is_raw:
-            return True
+    def decoded_here(info: kv.KeyInfo) -> bool:  # a raw block of a stale window, not held
         start = Keys.block_start(info.key)
-        if start // tier.window_ms not in stale:
-            return False
         # a lone block's buckets are kept under its key and the resolution
-        return not (
-            alone[start // raw.window_ms] == 1 and f"{info.key}@{tier.resolution_ms}" in cache
-        )
+        held = alone[start // raw.window_ms] == 1 and f"{info.key}@{tier.resolution_ms}" in cache
+        return start // tier.window_ms in stale and not held
 
-    missing = [i for i in raw_infos if needed(i, True)] + [i for i in rollups if needed(i, False)]
+    missing = [i for i in rollups if i.key not in cache]
+    missing += [i for i in raw_infos if i.key not in cache and decoded_here(i)]
     got = kv.get_many([info.key for info in missing]) if missing else {}
     for info in missing:
         item = got.get(info.key)
