@@ -7,9 +7,12 @@
    (bench/storage.py's data set and value model).
 2. Ours: etcd and Redis (bench.harness.stack); the samples go through the ingest
    chunker and payload codec into store.write.write_chunk (as a worker writes them),
-   then one compaction run (raw 1 h blocks, 1m and 5m rollups); then two uvicorn
-   gateways over that etcd: one as shipped (decoded-block cache on), one with
-   READ_CACHE_BYTES=0 (every query decodes its blocks again).
+   then one compaction run (raw 1 h blocks, 1m and 5m rollups); then three uvicorn
+   gateways over that etcd: one as shipped (decoded-block cache on; an answer asked
+   again is given from memory while the store's watched view says nothing it read
+   changed, apps/read/answers.py), one with READ_VIEW_LAG=0 (nothing kept: every query
+   asks etcd, the block cache on), one with READ_CACHE_BYTES=0 and READ_VIEW_LAG=0
+   (every query asks etcd and decodes its blocks again).
 3. Prometheus: the same samples as OpenMetrics text (labels as dcgm-exporter's),
    backfilled with `promtool tsdb create-blocks-from openmetrics` (24 h blocks), then
    a real `prometheus` over those blocks (tools/prometheus.py).
@@ -395,9 +398,14 @@ def run(args: argparse.Namespace) -> None:
         log(f"prometheus: loaded and started in {prom_s:.1f} s")
         try:
             cached = Client(f"http://127.0.0.1:{st.start_gateway('gateway')}")
-            st.env["READ_CACHE_BYTES"] = "0"
+            # as shipped, but no answer kept: every read asks etcd (the block cache is on)
+            st.env["READ_VIEW_LAG"] = "0"
+            strict = Client(f"http://127.0.0.1:{st.start_gateway('gateway-strict')}")
+            # no cache at all: blocks decoded again, no answer kept (etcd asked every time)
+            st.env.update(READ_CACHE_BYTES="0", READ_VIEW_LAG="0")
             cold = Client(f"http://127.0.0.1:{st.start_gateway('gateway-nocache')}")
-            del st.env["READ_CACHE_BYTES"]  # the profile and --before run as shipped
+            for name in ("READ_CACHE_BYTES", "READ_VIEW_LAG"):
+                del st.env[name]  # the profile and --before run as shipped
             old = (
                 Client(f"http://127.0.0.1:{before_gateway(st, args.before)}")
                 if args.before
@@ -405,7 +413,7 @@ def run(args: argparse.Namespace) -> None:
             )
             theirs = Client(prom.url)
             qs = queries(uuid, len(data), args.hours)
-            rows = measure(qs, cached, cold, old, theirs, args.reps)
+            rows = measure(qs, cached, strict, cold, old, theirs, args.reps)
         finally:
             prom.stop()
         print(report(args, samples, load_s, prom_s, rows))
@@ -432,11 +440,21 @@ def before_gateway(st: Stack, tree: Path) -> int:
 
 
 def measure(
-    qs: list[Query], cached: Client, cold: Client, old: Client | None, theirs: Client, reps: int
+    qs: list[Query],
+    cached: Client,
+    strict: Client,
+    cold: Client,
+    old: Client | None,
+    theirs: Client,
+    reps: int,
 ) -> list:
     rows, shared = [], {}
     for q in qs:
-        runs = {"ours": lambda q=q: q.ours(cached), "no cache": lambda q=q: q.ours(cold)}
+        runs = {
+            "ours": lambda q=q: q.ours(cached),
+            "nothing kept": lambda q=q: q.ours(strict),
+            "no cache": lambda q=q: q.ours(cold),
+        }
         if old is not None and q.before is not None:
             runs["before"] = lambda q=q: q.before(old)
         if q.prom is not None:
@@ -449,7 +467,7 @@ def measure(
                     f"{q.name}: ours {got['ours'].samples}, prometheus {got['prometheus'].samples}"
                 )
         prom = shared[q.key]
-        rows.append((q, got["ours"], got["no cache"], got.get("before"), prom))
+        rows.append((q, got["ours"], got["nothing kept"], got["no cache"], got.get("before"), prom))
     return rows
 
 
@@ -459,16 +477,18 @@ def report(args, samples: int, load_s: float, prom_s: float, rows: list) -> str:
         f" ours stored + compacted in {load_s:.0f} s, Prometheus backfilled + started in"
         f" {prom_s:.0f} s. {args.reps} runs after one warm-up, ms.",
         "",
-        "| query | ours p50 / p99 | ours, cache off p50 | before p50 / p99 | before / ours "
-        "| Prometheus p50 / p99 | ours / Prometheus |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| query | ours p50 / p99 | ours, nothing kept p50 | ours, cache off p50 "
+        "| before p50 / p99 | before / ours | Prometheus p50 / p99 | ours / Prometheus "
+        "| nothing kept / Prometheus |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for q, ours, nocache, before, prom in rows:
+    for q, ours, strict, nocache, before, prom in rows:
         old = f"{before.p50:,.1f} / {before.p99:,.1f}" if before else "n/a"
         gain = f"{before.p50 / ours.p50:.1f}x" if before else ""
         lines.append(
-            f"| {q.name} | {ours.p50:,.1f} / {ours.p99:,.1f} | {nocache.p50:,.1f} | {old} | "
-            f"{gain} | {prom.p50:,.1f} / {prom.p99:,.1f} | {ours.p50 / prom.p50:.2f} |"
+            f"| {q.name} | {ours.p50:,.1f} / {ours.p99:,.1f} | {strict.p50:,.1f} | "
+            f"{nocache.p50:,.1f} | {old} | {gain} | {prom.p50:,.1f} / {prom.p99:,.1f} | "
+            f"{ours.p50 / prom.p50:.2f} | {strict.p50 / prom.p50:.2f} |"
         )
     return "\n".join(lines)
 

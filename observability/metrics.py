@@ -64,6 +64,12 @@ READ_LANE_ANSWERS = Counter(
     "HTTP requests answered by the read lane (telemetry_site/lane.py) rather than Django, by route",
     ["route"],
 )
+READ_KEPT_ANSWERS = Counter(
+    "telemetry_read_kept_answers_total",
+    "Lane reads asked again, by outcome: answered from a kept answer (hit), or read from the "
+    "store because none was kept (miss) or the kept one may be stale (stale)",
+    ["outcome"],
+)
 READ_LANE_INLINE = Counter(
     "telemetry_read_lane_inline_total",
     "PromQL queries the read lane tried on the event loop, by outcome: answered there, or "

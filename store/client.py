@@ -66,14 +66,42 @@ def _once_more_elsewhere(name: str) -> Callable[..., Any]:
     @functools.wraps(method)
     def call(self: _Client, *args: Any, **kwargs: Any) -> Any:
         try:
-            return method(self, *args, **kwargs)
+            answer = method(self, *args, **kwargs)
         except etcd_exc.ConnectionFailedError:
             # pyetcd has just marked the member in use failed; is there another?
             if not self.failover or all(ep.is_failed() for ep in self.endpoints.values()):
                 raise
-            return method(self, *args, **kwargs)
+            answer = method(self, *args, **kwargs)
+        header = getattr(answer, "header", None)
+        if header is not None:
+            _saw(self, int(header.revision))
+        return answer
 
     return call
+
+
+_observed_lock = threading.Lock()
+_observed: tuple[int, int] = (0, 0)  # (id of the default shard's client, revision)
+
+
+def _saw(used: Any, revision: int) -> None:
+    """Note the revision an answer of the default shard's etcd was given at."""
+    global _observed
+    if _clients.get(shards.DEFAULT) is not used:
+        return
+    with _observed_lock:
+        if _observed[0] != id(used) or revision > _observed[1]:
+            _observed = (id(used), revision)
+
+
+def observed() -> int:
+    """The newest revision this process has been answered at by the default shard's etcd
+    (its client of now; 0 before any answer): a read served from memory must not be older
+    than what this process has already seen (store/view.py)."""
+    current = _clients.get(shards.DEFAULT)
+    with _observed_lock:
+        held, revision = _observed
+    return revision if current is not None and held == id(current) else 0
 
 
 # The RPCs store/kv.py makes (get, get_prefix and get_range call the *_response ones).
@@ -158,8 +186,10 @@ def reset() -> None:
     An inherited client is dropped without closing: closing a channel that the
     parent still uses can hang in the child.
     """
-    global _pid
+    global _pid, _observed
     with _lock:
+        with _observed_lock:
+            _observed = (0, 0)
         if _pid == os.getpid():
             for client in _clients.values():
                 client.close()

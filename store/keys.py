@@ -283,3 +283,51 @@ class Keys:
 
     def failure(self, job_id: str, seq: int) -> str:
         return f"{self.failures_prefix(job_id)}{seq:06d}"
+
+
+# Keys whose writes no cached answer reads: progress of uploads and compaction's own
+# bookkeeping (its rolled and layout markers are read by step reads: not here).
+_UNREAD = frozenset({"jobs", "chunks", "chunk-failures", "upload-seq"})
+_UNREAD_COMPACTION = frozenset({"cursor", "lock", "report", "defragmented_at"})
+
+
+@dataclass(frozen=True, slots=True)
+class Touched:
+    """What a write to one key can change in a read (store/view.py): the GPUs it names,
+    the fleet's records and latest values, or anything else (`other`)."""
+
+    uuids: tuple[str, ...] = ()
+    fleet: bool = False
+    other: bool = False
+
+
+def touched(root: str, key: str) -> Touched | None:
+    """What a write to `key` can change in reads of the store under `root` (a Keys root);
+    None when the key is not under it.
+
+    >>> touched("/t", "/t/blocks/GPU-1/0000000001000-0000000002000-ab")
+    Touched(uuids=('GPU-1',), fleet=False, other=False)
+    >>> touched("/t", "/t/clusters/c/hosts/h/gpus/GPU-1")
+    Touched(uuids=('GPU-1',), fleet=True, other=False)
+    >>> touched("/t", "/t/jobs/j1"), touched("/t2", "/t/latest/GPU-1")
+    (Touched(uuids=(), fleet=False, other=False), None)
+    >>> touched("/t", "/t/compaction/rolled/5m")
+    Touched(uuids=(), fleet=False, other=True)
+    """
+    if not key.startswith(root + "/"):
+        return None
+    parts = key[len(root) + 1 :].split("/")
+    kind, rest = parts[0], parts[1:]
+    if kind in _UNREAD or (kind == "compaction" and rest[:1] and rest[0] in _UNREAD_COMPACTION):
+        return Touched()
+    if kind in ("blocks", "workloads") and rest:
+        return Touched((rest[0],))
+    if kind == "rollups" and len(rest) >= 2:
+        return Touched((rest[1],))
+    if kind in ("latest", "gpus") and rest:
+        return Touched((rest[0],), fleet=True)
+    if kind == "instances" and rest:
+        return Touched(tuple(rest[:2]), fleet=True)
+    if kind == "clusters":  # a GPU record: clusters/{c}/hosts/{h}/gpus/{uuid}
+        return Touched(tuple(rest[4:5]), fleet=True)
+    return Touched(other=True)

@@ -62,7 +62,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.accounts.auth import BearerOrTokenAuthentication
-from apps.read import views
+from apps.read import answers, views
 from apps.read.errors import store_error_answer
 from apps.read.middleware import mark_partial
 from apps.read.prometheus import views as prom_views
@@ -198,32 +198,51 @@ class ReadLane:
 
     async def _gpu_list(self, request: ASGIRequest, match: ResolverMatch, body: _Body) -> Answer:
         _get_only(request)
-        query = _query(request)
-        if not query.keys() <= GPU_LIST_KEYS:
-            raise FallThrough
-        filters = plainly_valid(GpuListParams, {k: query[k] for k in query if k in FILTERS})
-        if filters is None:
-            raise FallThrough
+        key = answers.key_of("gpu-list", request)
+        kept = answers.held(key, request)  # asked again: parameters checked the first time
+        if kept is None:
+            query = _query(request)
+            if not query.keys() <= GPU_LIST_KEYS:
+                raise FallThrough
+            filters = plainly_valid(GpuListParams, {k: query[k] for k in query if k in FILTERS})
+            if filters is None:
+                raise FallThrough
         view, drf, touched = await self._admitted(request, match)
-        paginator = view.pagination_class()
-        try:  # the page parameters, checked before the throttle counts the request
-            paginator.get_limit(drf)
-            paginator.get_offset(drf)
-        except Exception:
-            raise FallThrough from None
+        if kept is None:
+            paginator = view.pagination_class()
+            try:  # the page parameters, checked before the throttle counts the request
+                paginator.get_limit(drf)
+                paginator.get_offset(drf)
+            except Exception:
+                raise FallThrough from None
         await self._throttle(view, drf)
-        return await _off_loop(lambda: _render(view, view.gpus(drf, filters)), view, touched)
+        if kept is not None:
+            return Answer(kept, view, touched)
+        return await _off_loop(
+            lambda: answers.built(key, None, lambda: _render(view, view.gpus(drf, filters))),
+            view,
+            touched,
+        )
 
     async def _telemetry(self, request: ASGIRequest, match: ResolverMatch, body: _Body) -> Answer:
         _get_only(request)
-        query = query_params(request.META["QUERY_STRING"])
-        data = plainly_valid(TelemetryParams, views.telemetry_data(query))
-        if data is None:
-            raise FallThrough
+        key = answers.key_of("gpu-telemetry", request)
+        kept = answers.held(key, request)  # asked again: parameters checked the first time
+        if kept is None:
+            query = query_params(request.META["QUERY_STRING"])
+            data = plainly_valid(TelemetryParams, views.telemetry_data(query))
+            if data is None:
+                raise FallThrough
         view, drf, touched = await self._admitted(request, match)
         await self._throttle(view, drf)
+        if kept is not None:
+            return Answer(kept, view, touched)
         uuid = match.kwargs["uuid"]
-        return await _off_loop(lambda: views.telemetry_answer(request, uuid, data), view, touched)
+        return await _off_loop(
+            lambda: answers.built(key, uuid, lambda: views.telemetry_answer(request, uuid, data)),
+            view,
+            touched,
+        )
 
     async def _job(self, request: ASGIRequest, match: ResolverMatch, body: _Body) -> Answer:
         """An ingest job, as an upload's client polls it (no query string: DRF ignores one,
@@ -447,13 +466,14 @@ def _plain_answer(request: ASGIRequest, answer: Answer) -> tuple | None:
         or getattr(response, "xframe_options_exempt", False)
         or response.cookies
         or len(response.headers) != 1
-        or len(response.content) >= OFF_LOOP_SIZE  # compressed on a thread
     ):
         return None
     content_type = response.get("Content-Type")
     if content_type is None:
         return None
     coding = planned(request, response)
+    if coding is not None and len(response.content) >= OFF_LOOP_SIZE:
+        return None  # compressed on a thread (acompress)
     return (type(answer.view), answer.session_touched, request.is_secure(), coding, content_type)
 
 

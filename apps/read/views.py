@@ -70,7 +70,7 @@ class _PagedListView(_ReadView):
         self, request: Request, fleet: Fleet, build: Callable[[], list[dict]]
     ) -> Response | HttpResponseNotModified:
         etag = f'W/"{fleet.version}"'
-        if _matches(request.headers.get("If-None-Match", ""), fleet.version):
+        if etag_matches(request.headers.get("If-None-Match", ""), fleet.version):
             response: Response | HttpResponseNotModified = HttpResponseNotModified()
         else:
             response = self.paged(request, build())
@@ -79,7 +79,7 @@ class _PagedListView(_ReadView):
         return response
 
 
-def _matches(header: str, version: str) -> bool:
+def etag_matches(header: str, version: str) -> bool:
     """If-None-Match holds this version (weak comparison, as RFC 9110 asks for it) or `*`."""
     tags = [t.strip().removeprefix("W/").strip('"') for t in header.split(",")]
     return version in tags or "*" in tags
