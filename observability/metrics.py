@@ -67,7 +67,8 @@ READ_LANE_ANSWERS = Counter(
 READ_KEPT_ANSWERS = Counter(
     "telemetry_read_kept_answers_total",
     "Lane reads asked again, by outcome: answered from a kept answer (hit), or read from the "
-    "store because none was kept (miss) or the kept one may be stale (stale)",
+    "store because none was kept (miss), what it read changed (stale), or the store's view "
+    "could not vouch for it then (unvouched)",
     ["outcome"],
 )
 READ_LANE_INLINE = Counter(

@@ -180,6 +180,11 @@ def get() -> pyetcd.MultiEndpointEtcd3Client:
         return _clients[shard]
 
 
+def existing() -> pyetcd.MultiEndpointEtcd3Client | None:
+    """This process's client of the default shard if one was made; never connects."""
+    return _clients.get(shards.DEFAULT) if _pid == os.getpid() else None
+
+
 def reset() -> None:
     """Forget every client (after fork, or when settings change in tests).
 

@@ -285,10 +285,9 @@ class Keys:
         return f"{self.failures_prefix(job_id)}{seq:06d}"
 
 
-# Keys whose writes no cached answer reads: progress of uploads and compaction's own
-# bookkeeping (its rolled and layout markers are read by step reads: not here).
-_UNREAD = frozenset({"jobs", "chunks", "chunk-failures", "upload-seq"})
-_UNREAD_COMPACTION = frozenset({"cursor", "lock", "report", "defragmented_at"})
+# Keys no kept answer reads: the progress of uploads, and compaction's own bookkeeping
+# (cursor, lock, report, rolled and layout markers: read by compaction alone).
+_UNREAD = frozenset({"jobs", "chunks", "chunk-failures", "upload-seq", "compaction"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,14 +310,14 @@ def touched(root: str, key: str) -> Touched | None:
     Touched(uuids=('GPU-1',), fleet=True, other=False)
     >>> touched("/t", "/t/jobs/j1"), touched("/t2", "/t/latest/GPU-1")
     (Touched(uuids=(), fleet=False, other=False), None)
-    >>> touched("/t", "/t/compaction/rolled/5m")
-    Touched(uuids=(), fleet=False, other=True)
+    >>> touched("/t", "/t/compaction/rolled/5m"), touched("/t", "/t/clusters/c/hosts/h")
+    (Touched(uuids=(), fleet=False, other=False), Touched(uuids=(), fleet=True, other=True))
     """
     if not key.startswith(root + "/"):
         return None
     parts = key[len(root) + 1 :].split("/")
     kind, rest = parts[0], parts[1:]
-    if kind in _UNREAD or (kind == "compaction" and rest[:1] and rest[0] in _UNREAD_COMPACTION):
+    if kind in _UNREAD:
         return Touched()
     if kind in ("blocks", "workloads") and rest:
         return Touched((rest[0],))
@@ -328,6 +327,8 @@ def touched(root: str, key: str) -> Touched | None:
         return Touched((rest[0],), fleet=True)
     if kind == "instances" and rest:
         return Touched(tuple(rest[:2]), fleet=True)
-    if kind == "clusters":  # a GPU record: clusters/{c}/hosts/{h}/gpus/{uuid}
-        return Touched(tuple(rest[4:5]), fleet=True)
+    if kind == "clusters":
+        if len(rest) == 5 and rest[1] == "hosts" and rest[3] == "gpus":  # a GPU's record
+            return Touched((rest[4],), fleet=True)
+        return Touched(fleet=True, other=True)
     return Touched(other=True)

@@ -338,11 +338,22 @@ def cmp_mod_revision(key: str, revision: int) -> Any:
     return pyetcd.transactions.Mod(key) == revision
 
 
+def _txn(compare: Sequence[Any], success: Sequence[Any], failure: Sequence[Any] = ()) -> Any:
+    """A transaction of pyetcd's compares and ops, sent as store/client.py sends ours (its
+    revision noted: store/client.py::observed); etcd's answer as it is."""
+    etcd = client.get()
+    request = etcd_rpc.TxnRequest(
+        compare=[c.build_message() for c in compare],
+        success=etcd._ops_to_requests(list(success)),
+        failure=etcd._ops_to_requests(list(failure)),
+    )
+    return etcd.txn_request(request)
+
+
 def txn(compare: Sequence[Any], success: Sequence[Any], failure: Sequence[Any] = ()) -> bool:
     """Run one transaction; True when the comparisons held and `success` ran."""
     with translated("txn"):
-        ok, _ = client.get().transaction(list(compare), list(success), list(failure))
-    return bool(ok)
+        return bool(_txn(compare, success, failure).succeeded)
 
 
 def guaranteed_update(
@@ -376,10 +387,9 @@ def get_many(keys: Sequence[str]) -> dict[str, Item]:
     for i in range(0, len(keys), MAX_TXN_OPS):
         batch = keys[i : i + MAX_TXN_OPS]
         with translated("get_many"):
-            _, responses = client.get().transaction([], [op_get(k) for k in batch], [])
-        for kvs in responses:
-            for value, meta in kvs:
-                item = _item(value, meta)
+            response = _txn([], [op_get(k) for k in batch])
+        for answer in response.responses:
+            for item in _items(answer.response_range):
                 found[item.key] = item
     return found
 

@@ -27,6 +27,7 @@ READ_VIEW_LAG=0; their reads ask etcd every time, as before.
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import threading
@@ -34,9 +35,10 @@ import time
 from typing import Any
 
 from django.conf import settings
+from django.core.signals import setting_changed
 from pyetcd import etcdrpc
 
-from store import client, kv, shards
+from store import client
 from store.keys import touched
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,12 @@ MAX_GPUS = 200_000
 IDLE_S = 60.0
 RETRY_S = 0.5  # between a broken watch and the next, doubled while it keeps breaking
 MAX_PAUSE_S = 30.0
+
+
+class Verdict(enum.Enum):
+    UNCHANGED = "unchanged"  # nothing the answer read changed: it is the store's answer
+    CHANGED = "changed"  # a write to what it read was delivered (or the watch restarted)
+    UNKNOWN = "unknown"  # the view cannot vouch now (unconfirmed, or behind this process)
 
 
 class View:
@@ -71,15 +79,20 @@ class View:
         self._stop = threading.Event()
         self._kick = threading.Event()
         self._stream: Any = None
+        self._done: threading.Event | None = None  # ends the running stream's requests
+        self._kv = etcdrpc.KVStub(etcd.channel)
         for target, name in ((self._watch, "store-view"), (self._confirm, "store-view-confirm")):
             threading.Thread(target=target, name=name, daemon=True).start()
 
     # --- asked by readers ---------------------------------------------------------------
     def stamp(self, root: str) -> int | None:
-        """The revision an answer built from now on may be kept under, or None when the
-        view may not answer now (read etcd, keep nothing)."""
+        """The revision an answer built from now on (its reads made after this call) may be
+        kept under; None while no watch runs. A build reads etcd at this revision or later,
+        so a stamp behind the store only makes the answer's check stricter."""
         with self._cond:
-            if not self._usable():
+            self.used = time.monotonic()
+            if not self.start:
+                self._kick.set()
                 return None
             if root not in self._roots:
                 if len(self._roots) >= MAX_ROOTS:
@@ -87,23 +100,22 @@ class View:
                 self._roots[root] = self.seen
             return self.seen
 
-    def unchanged(
-        self, root: str, stamp: int, uuid: str | None = None, fleet: bool = False
-    ) -> bool:
+    def check(self, root: str, stamp: int, uuid: str | None = None, fleet: bool = False) -> Verdict:
         """Whether an answer stamped `stamp` (reading `uuid`'s keys, or the fleet's, and
         the root's other read keys) is still the store's answer."""
         with self._cond:
             since = self._roots.get(root)
-            return (
-                self._usable()
-                and since is not None
-                and since <= stamp
-                and self._other.get(root, 0) <= stamp
-                and (uuid is None or self._gpus.get((root, uuid), 0) <= stamp)
-                and (not fleet or self._fleet.get(root, 0) <= stamp)
-            )
+            if (
+                since is None
+                or since > stamp
+                or self._other.get(root, 0) > stamp
+                or (uuid is not None and self._gpus.get((root, uuid), 0) > stamp)
+                or (fleet and self._fleet.get(root, 0) > stamp)
+            ):
+                return Verdict.CHANGED
+            return Verdict.UNCHANGED if self._vouches() else Verdict.UNKNOWN
 
-    def _usable(self) -> bool:
+    def _vouches(self) -> bool:
         now = time.monotonic()
         self.used = now
         fresh = self.start and now - self.confirmed <= self.lag_s
@@ -112,7 +124,7 @@ class View:
         return bool(fresh) and self.seen >= client.observed()
 
     def _forget(self) -> None:
-        """Drop what is followed: every stamp before `seen` is refused from now on."""
+        """Drop what is followed: every stamp made before is refused from now on."""
         self._roots.clear()
         self._gpus.clear()
         self._fleet.clear()
@@ -133,71 +145,102 @@ class View:
                 self._cond.notify_all()
             # a watch that keeps failing at once (no read permission on every key, say)
             # is retried less and less often
-            pause = (
-                RETRY_S if time.monotonic() - began > MAX_PAUSE_S else min(pause * 2, MAX_PAUSE_S)
-            )
+            lasted = time.monotonic() - began > MAX_PAUSE_S
+            pause = RETRY_S if lasted else min(pause * 2, MAX_PAUSE_S)
             self._stop.wait(pause)
+
+    def _revision(self) -> int:
+        """etcd's revision now (a linearizable read through the followed client's channel;
+        not noted as seen by this process: only the view's own business)."""
+        etcd = self.etcd
+        response = self._kv.Range(
+            etcdrpc.RangeRequest(key=b"\0", count_only=True),
+            etcd.timeout,
+            credentials=etcd.call_credentials,
+            metadata=etcd.metadata,
+        )
+        return int(response.header.revision)
 
     def _follow(self) -> None:
         asked = time.monotonic()
-        start = kv.revision()  # linearizable: every write acknowledged before `asked`
+        start = self._revision()  # every write acknowledged before `asked` is at or below
         with self._cond:
             self._forget()
             self.start = self.seen = start
             self.confirmed = asked
         create = etcdrpc.WatchCreateRequest(key=b"\0", range_end=b"\0", start_revision=start + 1)
-        stopped = self._stop
+        done = threading.Event()
 
         def requests() -> Any:
             yield etcdrpc.WatchRequest(create_request=create)
-            stopped.wait()  # the stream stays open until the view stops
+            done.wait()  # the stream's requests end with it (or with the view)
 
         etcd = self.etcd
-        stream = etcdrpc.WatchStub(etcd.channel).Watch(
-            requests(), credentials=etcd.call_credentials, metadata=etcd.metadata
-        )
-        self._stream = stream
-        if self._stop.is_set():
-            stream.cancel()
-        for response in stream:
-            if response.canceled or response.compact_revision:
-                raise RuntimeError(f"etcd ended the watch: {response.cancel_reason or 'compacted'}")
-            if response.events:
-                self._apply(response.events)
+        self._done = done
+        try:
+            stream = etcdrpc.WatchStub(etcd.channel).Watch(
+                requests(), credentials=etcd.call_credentials, metadata=etcd.metadata
+            )
+            self._stream = stream
+            if self._stop.is_set():
+                stream.cancel()
+            for response in stream:
+                if response.canceled or response.compact_revision:
+                    reason = response.cancel_reason or "compacted"
+                    raise RuntimeError(f"etcd ended the watch: {reason}")
+                if response.events:
+                    self._apply(response.events)
+        finally:
+            done.set()
+            stream_ended = getattr(self._stream, "cancel", None)
+            if stream_ended is not None:
+                stream_ended()
 
     def _apply(self, events: Any) -> None:
         with self._cond:
-            top = self.seen
-            for event in events:
-                revision = event.kv.mod_revision
-                top = max(top, revision)
-                key = event.kv.key.decode(errors="replace")
-                for root in self._roots:
-                    what = touched(root, key)
-                    if what is None:
-                        continue
-                    for uuid in what.uuids:
-                        self._gpus[(root, uuid)] = revision
-                    if what.fleet:
-                        self._fleet[root] = revision
-                    if what.other:
-                        self._other[root] = revision
+            roots = list(self._roots)
+        top = 0
+        gpus: dict[tuple[str, str], int] = {}
+        fleet: dict[str, int] = {}
+        other: dict[str, int] = {}
+        for event in events:  # classified outside the lock: readers on the event loop wait on it
+            revision = event.kv.mod_revision
+            top = max(top, revision)
+            key = event.kv.key.decode(errors="replace")
+            for root in roots:
+                what = touched(root, key)
+                if what is None:
+                    continue
+                for uuid in what.uuids:
+                    gpus[(root, uuid)] = revision
+                if what.fleet:
+                    fleet[root] = revision
+                if what.other:
+                    other[root] = revision
+        with self._cond:
+            for root in self._roots.keys() - set(roots):
+                # followed since this batch was classified: its stamps so far are refused
+                self._roots[root] = max(self._roots[root], top)
+            self._gpus.update(gpus)
+            self._fleet.update(fleet)
+            self._other.update(other)
             if len(self._gpus) > MAX_GPUS:
                 self._forget()
-            self.seen = top
+            self.seen = max(self.seen, top)
             self._cond.notify_all()
 
     # --- confirmations ----------------------------------------------------------------
     def _confirm(self) -> None:
+        behind = 0
         while not self._stop.is_set():
             idle = time.monotonic() - self.used > IDLE_S
             self._kick.wait(None if idle else self.lag_s / 2)
-            self._kick.clear()
             if self._stop.is_set() or not self.start:
+                self._kick.clear()
                 continue
             asked = time.monotonic()
             try:
-                now = kv.revision()
+                now = self._revision()
             except Exception:  # etcd away: unconfirmed, reads ask etcd (and fail as it does)
                 self._stop.wait(RETRY_S)
                 continue
@@ -207,10 +250,18 @@ class View:
                 )
                 if caught_up and self.start:
                     self.confirmed = max(self.confirmed, asked)
+            self._kick.clear()  # kicks made while confirming are answered by this one
+            behind = 0 if caught_up else behind + 1
+            if behind >= 2 and self._stream is not None:  # an open stream delivering nothing
+                log.warning("store view: the watch is behind etcd; following it again")
+                self._stream.cancel()
+                behind = 0
 
     def stop(self) -> None:
         self._stop.set()
         self._kick.set()
+        if self._done is not None:
+            self._done.set()
         if self._stream is not None:
             self._stream.cancel()
 
@@ -221,26 +272,26 @@ _view: tuple[int, View] | None = None  # (pid, its view)
 
 def get() -> View | None:
     """This process's view of the default shard's etcd, started on first use; None when
-    there is none (READ_VIEW_LAG=0, or etcd shards)."""
+    there is none: READ_VIEW_LAG=0, etcd shards, or no client made yet (the view never
+    connects: it may be asked on the event loop, where a connection must not be waited for;
+    the first store read, on a thread, makes the client)."""
     global _view
     lag = float(settings.READ_VIEW_LAG)
     if lag <= 0 or settings.ETCD_SHARDS:
+        if _view is not None:
+            reset()
         return None
-    with shards.use(shards.DEFAULT):
-        etcd = client.get()
+    etcd = client.existing()
+    if etcd is None:
+        return None
     held = _view
-    if (
-        held is not None
-        and held[0] == os.getpid()
-        and held[1].etcd is etcd
-        and held[1].lag_s == lag
-    ):
-        return held[1]
+    if _fits(held, etcd, lag):
+        return held[1]  # type: ignore[index]
     with _lock:
         held = _view
+        if _fits(held, etcd, lag):
+            return held[1]  # type: ignore[index]
         if held is not None and held[0] == os.getpid():
-            if held[1].etcd is etcd and held[1].lag_s == lag:
-                return held[1]
             held[1].stop()  # another etcd or lag (tests change settings): a new view
         # (a view made by the parent before fork is dropped, never stopped: its threads are
         # not in this process)
@@ -250,18 +301,18 @@ def get() -> View | None:
 
 
 def _fits(held: tuple[int, View] | None, etcd: Any, lag: float) -> bool:
-    return (
-        held is not None
-        and held[0] == os.getpid()
-        and held[1].etcd is etcd
-        and held[1].lag_s == lag
-    )
+    if held is None or held[0] != os.getpid():
+        return False
+    return held[1].etcd is etcd and held[1].lag_s == lag
 
 
-def reset() -> None:
-    """Stop and forget this process's view (tests start each from nothing)."""
+def reset(**signal: Any) -> None:
+    """Stop and forget this process's view (settings changed; tests start from nothing)."""
     global _view
     with _lock:
         held, _view = _view, None
     if held is not None and held[0] == os.getpid():
         held[1].stop()
+
+
+setting_changed.connect(reset)

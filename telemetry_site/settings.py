@@ -341,6 +341,8 @@ READ_CACHE_BYTES = env_int("READ_CACHE_BYTES", 128 * 1024 * 1024, minimum=0)
 # How old the store's watched view (store/view.py) may be when a kept answer is served
 # from it; 0: every read asks etcd. Answers kept per process (apps/read/answers.py).
 READ_VIEW_LAG = env_duration("READ_VIEW_LAG", 1.0)
+if 0 < READ_VIEW_LAG < 0.1:  # it is confirmed every READ_VIEW_LAG / 2: an etcd read each
+    raise ImproperlyConfigured(f"READ_VIEW_LAG={READ_VIEW_LAG}s: 0 (off) or at least 100ms")
 READ_ANSWER_CACHE_BYTES = env_int("READ_ANSWER_CACHE_BYTES", 64 * 1024 * 1024, minimum=0)
 PORT = env_int("PORT", 8000, minimum=1)
 # `manage.py stream` (the original streamer's settings): the file it replays, rows per

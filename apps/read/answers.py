@@ -16,6 +16,7 @@ answer follows from besides the store: the route, the store root, the scheme and
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -29,8 +30,9 @@ from apps.read.views import etag_matches
 from observability.metrics import READ_KEPT_ANSWERS, child
 from store import default_keys, view
 
+log = logging.getLogger(__name__)
 Key = tuple[str, str, bool, str, str, str]
-_OVERHEAD = 200  # bytes an entry costs besides its body and key texts
+_OVERHEAD = 1024  # bytes an entry costs besides its body, key and headers (objects, links)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,7 @@ class Answers:
         self._lock = threading.Lock()
         self._held: OrderedDict[Key, tuple[Kept, int]] = OrderedDict()
         self.bytes = 0
+        self.generation = 0  # moved by clear(): a build started before it keeps nothing
 
     def get(self, key: Key) -> Kept | None:
         with self._lock:
@@ -57,11 +60,17 @@ class Answers:
             return None
         kept = held[0]
         seen = view.get()
-        if seen is None or not seen.unchanged(
-            kept.root, kept.stamp, kept.uuid, fleet=kept.uuid is None
-        ):
+        verdict = (
+            view.Verdict.UNKNOWN
+            if seen is None
+            else seen.check(kept.root, kept.stamp, kept.uuid, fleet=kept.uuid is None)
+        )
+        if verdict is view.Verdict.CHANGED:
             self._drop(key, held)
             child(READ_KEPT_ANSWERS, "stale").inc()
+            return None
+        if verdict is view.Verdict.UNKNOWN:  # kept: the view may vouch for it again soon
+            child(READ_KEPT_ANSWERS, "unvouched").inc()
             return None
         with self._lock:
             if key in self._held:
@@ -69,11 +78,15 @@ class Answers:
         child(READ_KEPT_ANSWERS, "hit").inc()
         return kept
 
-    def put(self, key: Key, kept: Kept, limit: int) -> None:
-        size = len(kept.body) + sum(len(part) for part in key if isinstance(part, str)) + _OVERHEAD
+    def put(self, key: Key, kept: Kept, limit: int, generation: int) -> None:
+        size = len(kept.body) + _OVERHEAD
+        size += sum(len(part.encode()) for part in key if isinstance(part, str))
+        size += sum(len(name) + len(value) for name, value in kept.headers)
         if size > limit // 8:
             return
         with self._lock:
+            if generation != self.generation:
+                return
             old = self._held.pop(key, None)
             if old is not None:
                 self.bytes -= old[1]
@@ -93,6 +106,7 @@ class Answers:
         with self._lock:
             self._held.clear()
             self.bytes = 0
+            self.generation += 1
 
 
 answers = Answers()
@@ -106,8 +120,14 @@ setting_changed.connect(_forget)
 
 
 def key_of(route: str, request: HttpRequest) -> Key | None:
-    """The key of a lane request's answer; None when the view is off (nothing is kept)."""
-    if not settings.READ_ANSWER_CACHE_BYTES or view.get() is None:
+    """The key of a lane request's answer; None when nothing is kept (no view)."""
+    if not settings.READ_ANSWER_CACHE_BYTES:
+        return None
+    try:
+        if view.get() is None:
+            return None
+    except Exception:  # on the event loop: a failure here only means nothing is kept
+        log.exception("store view: not available")
         return None
     return (
         route,
@@ -121,7 +141,11 @@ def key_of(route: str, request: HttpRequest) -> Key | None:
 
 def held(key: Key | None, request: HttpRequest) -> HttpResponseBase | None:
     """The kept answer to this request, as a new response; None when there is none."""
-    kept = None if key is None else answers.get(key)
+    try:
+        kept = None if key is None else answers.get(key)
+    except Exception:  # on the event loop: read the store instead
+        log.exception("store view: kept answers not available")
+        return None
     if kept is None:
         return None
     if kept.etag is not None and etag_matches(
@@ -144,10 +168,11 @@ def built(
     build: Callable[[], HttpResponseBase],
 ) -> HttpResponseBase:
     """`build()`'s answer, kept under `key` when it is a plain 200 and the view stamped its
-    start (an answer built while the view cannot vouch for it is not kept)."""
+    start (no watch running: nothing is kept)."""
     if key is None:
         return build()
     seen = view.get()
+    generation = answers.generation
     stamp = None if seen is None else seen.stamp(key[1])
     response = build()
     if (
@@ -160,5 +185,5 @@ def built(
         etag = response.get("ETag") if uuid is None else None
         version = None if etag is None else etag.removeprefix("W/").strip('"')
         kept = Kept(key[1], stamp, uuid, headers, response.content, version)
-        answers.put(key, kept, settings.READ_ANSWER_CACHE_BYTES)
+        answers.put(key, kept, settings.READ_ANSWER_CACHE_BYTES, generation)
     return response
