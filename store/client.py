@@ -94,6 +94,12 @@ def _saw(used: Any, revision: int) -> None:
             _observed = (id(used), revision)
 
 
+def _forget_observed() -> None:
+    global _observed
+    with _observed_lock:
+        _observed = (0, 0)
+
+
 def observed() -> int:
     """The newest revision this process has been answered at by the default shard's etcd
     (its client of now; 0 before any answer): a read served from memory must not be older
@@ -175,6 +181,7 @@ def get() -> pyetcd.MultiEndpointEtcd3Client:
         if _pid != pid:
             _clients.clear()  # made by the parent before fork: never used, never closed here
             _pid = pid
+            _forget_observed()
         if shard not in _clients:
             _clients[shard] = _connect(shard)
         return _clients[shard]
@@ -191,10 +198,12 @@ def reset() -> None:
     An inherited client is dropped without closing: closing a channel that the
     parent still uses can hang in the child.
     """
-    global _pid, _observed
+    global _pid
+    from store import view  # (it imports this module)
+
+    view.reset()  # it follows a client about to be closed
     with _lock:
-        with _observed_lock:
-            _observed = (0, 0)
+        _forget_observed()
         if _pid == os.getpid():
             for client in _clients.values():
                 client.close()

@@ -32,7 +32,7 @@ import logging
 import os
 import threading
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.core.signals import setting_changed
@@ -60,6 +60,14 @@ class Verdict(enum.Enum):
     UNKNOWN = "unknown"  # the view cannot vouch now (unconfirmed, or behind this process)
 
 
+class Stamp(NamedTuple):
+    """When an answer's build started: the view's follow (a restarted watch, or a store
+    restored with lower revisions, is another) and every event applied by then."""
+
+    epoch: int
+    revision: int
+
+
 class View:
     """The changes of one etcd (the default shard's client of this process), as a watch
     delivers them. Thread-safe; two threads of its own (the watch, the confirmations)."""
@@ -69,6 +77,7 @@ class View:
         self.lag_s = lag_s
         self._cond = threading.Condition()
         self.start = 0  # revision the running watch follows from (0: none running)
+        self.epoch = 0  # moved by every follow: a stamp of another follow is refused
         self.seen = 0  # every event up to this revision has been applied
         self.confirmed = -1e18  # monotonic time of the last confirmation's request
         self.used = time.monotonic()
@@ -80,12 +89,11 @@ class View:
         self._kick = threading.Event()
         self._stream: Any = None
         self._done: threading.Event | None = None  # ends the running stream's requests
-        self._kv = etcdrpc.KVStub(etcd.channel)
         for target, name in ((self._watch, "store-view"), (self._confirm, "store-view-confirm")):
             threading.Thread(target=target, name=name, daemon=True).start()
 
     # --- asked by readers ---------------------------------------------------------------
-    def stamp(self, root: str) -> int | None:
+    def stamp(self, root: str) -> Stamp | None:
         """The revision an answer built from now on (its reads made after this call) may be
         kept under; None while no watch runs. A build reads etcd at this revision or later,
         so a stamp behind the store only makes the answer's check stricter."""
@@ -98,15 +106,19 @@ class View:
                 if len(self._roots) >= MAX_ROOTS:
                     self._forget()
                 self._roots[root] = self.seen
-            return self.seen
+            return Stamp(self.epoch, self.seen)
 
-    def check(self, root: str, stamp: int, uuid: str | None = None, fleet: bool = False) -> Verdict:
-        """Whether an answer stamped `stamp` (reading `uuid`'s keys, or the fleet's, and
+    def check(
+        self, root: str, made: Stamp, uuid: str | None = None, fleet: bool = False
+    ) -> Verdict:
+        """Whether an answer stamped `made` (reading `uuid`'s keys, or the fleet's, and
         the root's other read keys) is still the store's answer."""
         with self._cond:
             since = self._roots.get(root)
+            stamp = made.revision
             if (
-                since is None
+                made.epoch != self.epoch
+                or since is None
                 or since > stamp
                 or self._other.get(root, 0) > stamp
                 or (uuid is not None and self._gpus.get((root, uuid), 0) > stamp)
@@ -139,21 +151,22 @@ class View:
                 self._follow()
             except Exception as exc:  # etcd away, stream broken, no permission: start over
                 if not self._stop.is_set():
-                    log.warning("store view: watch ended (%s); reads ask etcd meanwhile", exc)
+                    reason = getattr(exc, "details", lambda: None)() or exc
+                    log.warning("store view: watch ended (%s); reads ask etcd meanwhile", reason)
             with self._cond:
                 self.start = 0
                 self._cond.notify_all()
             # a watch that keeps failing at once (no read permission on every key, say)
             # is retried less and less often
+            self._stop.wait(pause)
             lasted = time.monotonic() - began > MAX_PAUSE_S
             pause = RETRY_S if lasted else min(pause * 2, MAX_PAUSE_S)
-            self._stop.wait(pause)
 
     def _revision(self) -> int:
         """etcd's revision now (a linearizable read through the followed client's channel;
         not noted as seen by this process: only the view's own business)."""
         etcd = self.etcd
-        response = self._kv.Range(
+        response = etcd.kvstub.Range(  # pyetcd's stub: it follows a failover
             etcdrpc.RangeRequest(key=b"\0", count_only=True),
             etcd.timeout,
             credentials=etcd.call_credentials,
@@ -166,6 +179,7 @@ class View:
         start = self._revision()  # every write acknowledged before `asked` is at or below
         with self._cond:
             self._forget()
+            self.epoch += 1
             self.start = self.seen = start
             self.confirmed = asked
         create = etcdrpc.WatchCreateRequest(key=b"\0", range_end=b"\0", start_revision=start + 1)
@@ -177,6 +191,7 @@ class View:
 
         etcd = self.etcd
         self._done = done
+        stream = None
         try:
             stream = etcdrpc.WatchStub(etcd.channel).Watch(
                 requests(), credentials=etcd.call_credentials, metadata=etcd.metadata
@@ -192,9 +207,9 @@ class View:
                     self._apply(response.events)
         finally:
             done.set()
-            stream_ended = getattr(self._stream, "cancel", None)
-            if stream_ended is not None:
-                stream_ended()
+            if stream is not None:
+                stream.cancel()
+            self._stream = None
 
     def _apply(self, events: Any) -> None:
         with self._cond:
@@ -231,7 +246,7 @@ class View:
 
     # --- confirmations ----------------------------------------------------------------
     def _confirm(self) -> None:
-        behind = 0
+        behind, last = 0, (0, 0)  # confirmations in a row the watch did not move in
         while not self._stop.is_set():
             idle = time.monotonic() - self.used > IDLE_S
             self._kick.wait(None if idle else self.lag_s / 2)
@@ -242,6 +257,7 @@ class View:
             try:
                 now = self._revision()
             except Exception:  # etcd away: unconfirmed, reads ask etcd (and fail as it does)
+                self._kick.clear()
                 self._stop.wait(RETRY_S)
                 continue
             with self._cond:
@@ -251,10 +267,14 @@ class View:
                 if caught_up and self.start:
                     self.confirmed = max(self.confirmed, asked)
             self._kick.clear()  # kicks made while confirming are answered by this one
-            behind = 0 if caught_up else behind + 1
-            if behind >= 2 and self._stream is not None:  # an open stream delivering nothing
-                log.warning("store view: the watch is behind etcd; following it again")
-                self._stream.cancel()
+            # behind and not moving (a slow watch under load moves: it is waited for)
+            moved = (self.start, self.seen) != last
+            behind = 0 if caught_up or moved else behind + 1
+            last = (self.start, self.seen)
+            stream = self._stream
+            if behind >= 2 and stream is not None:  # an open stream delivering nothing
+                log.warning("store view: the watch delivers nothing; following it again")
+                stream.cancel()
                 behind = 0
 
     def stop(self) -> None:

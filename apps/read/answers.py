@@ -38,7 +38,7 @@ _OVERHEAD = 1024  # bytes an entry costs besides its body, key and headers (obje
 @dataclass(frozen=True, slots=True)
 class Kept:
     root: str
-    stamp: int
+    stamp: view.Stamp
     uuid: str | None  # the GPU whose keys the answer read (None: the fleet's)
     headers: tuple[tuple[str, str], ...]
     body: bytes

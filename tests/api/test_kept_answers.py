@@ -80,14 +80,10 @@ def test_a_gpus_answer_is_kept_until_its_gpu_is_written(pair, api):
     gpus = [g["uuid"] for g in api.get("/api/v1/gpus").json()["results"]]
     tele = q(f"/api/v1/gpus/{gpus[0]}/telemetry", limit="all", **WINDOW)
     step = q(f"/api/v1/gpus/{gpus[0]}/telemetry", step="5m", agg="avg", **WINDOW)
-    for path in (tele, step):
-        answered_from_memory(pair, path)  # read and kept (once the view has started)
-    before, first = hits_after(pair, tele)
-    after, again = hits_after(pair, step)
-    assert again and first
-    assert after > before > 0  # asked again: answered from memory (equal to Django's, above)
-    hits, _ = hits_after(pair, tele)
-    assert hits > after
+    for path in (tele, step):  # read, kept, and given again (equal to Django's answers)
+        answered_from_memory(pair, path)
+    _, first = hits_after(pair, tele)
+    assert b'"results":[{' in first
 
     # another GPU written (a new one, in the same host): this GPU's answer is not dropped,
     # and is given again once the watch has delivered what the lane's process saw
@@ -114,10 +110,9 @@ def test_the_fleet_list_and_its_304_are_kept_until_the_fleet_changes(pair, api):
     assert served and listed.status == 200
     etag = dict(listed.headers)["etag"]
     answered_from_memory(pair, "/api/v1/gpus")
-    hits = kept(pair).get("hit", 0.0)
+    answered_from_memory(pair, "/api/v1/gpus", {"If-None-Match": etag})  # a 304 from memory
     not_modified, served = pair.compare("/api/v1/gpus", {"If-None-Match": etag})
     assert served and not_modified.status == 304
-    assert kept(pair).get("hit", 0.0) > hits  # the 304 came from the kept answer
 
     other = upload(api, generated(hosts=1, gpus_per_host=1, samples=30, seed=78, start=START))
     job_seen_by_lane(pair, other.json()["id"])
