@@ -157,10 +157,11 @@ class View:
                 self.start = 0
                 self._cond.notify_all()
             # a watch that keeps failing at once (no read permission on every key, say)
-            # is retried less and less often
+            # is retried less and less often; one that lasted starts the pauses over
+            if time.monotonic() - began > MAX_PAUSE_S:
+                pause = RETRY_S
             self._stop.wait(pause)
-            lasted = time.monotonic() - began > MAX_PAUSE_S
-            pause = RETRY_S if lasted else min(pause * 2, MAX_PAUSE_S)
+            pause = min(pause * 2, MAX_PAUSE_S)
 
     def _revision(self) -> int:
         """etcd's revision now (a linearizable read through the followed client's channel;
