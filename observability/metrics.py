@@ -71,6 +71,13 @@ READ_KEPT_ANSWERS = Counter(
     "could not vouch for it then (unvouched)",
     ["outcome"],
 )
+READ_LANE_RECALLED = Counter(
+    "telemetry_read_lane_recalled_total",
+    "GETs the read lane recognised as one it answered before (same path, query and headers, "
+    "no credentials) and answered from the kept answer without its request steps, by outcome: "
+    "sent, or stepped (no kept answer, no header template, or refused: the steps decide)",
+    ["outcome"],
+)
 READ_LANE_INLINE = Counter(
     "telemetry_read_lane_inline_total",
     "PromQL queries the read lane tried on the event loop, by outcome: answered there, or "

@@ -118,10 +118,20 @@ def choose(accept_encoding: str) -> str | None:
 def _compressible(response: HttpResponseBase) -> bool:
     if response.has_header("Content-Encoding") or response.status_code in (204, 206, 304):
         return False
-    media = response.get("Content-Type", "").lower().partition(";")[0]
-    if not (media.startswith("text/") or any(kind in media for kind in _TEXT_KINDS)):
+    if not _text(response.get("Content-Type", "")):
         return False
     return response.streaming or len(response.content) >= MIN_SIZE
+
+
+def _text(content_type: str) -> bool:
+    media = content_type.lower().partition(";")[0]
+    return media.startswith("text/") or any(kind in media for kind in _TEXT_KINDS)
+
+
+def coding_for(chosen: str | None, content_type: str, size: int) -> str | None:
+    """What `planned` gives a 200 answer of `size` bytes with only a Content-Type, to a
+    request whose Accept-Encoding `choose` read as `chosen`."""
+    return chosen if chosen is not None and size >= MIN_SIZE and _text(content_type) else None
 
 
 def planned(request: HttpRequest, response: HttpResponseBase) -> str | None:

@@ -68,12 +68,18 @@ from apps.read.middleware import mark_partial
 from apps.read.prometheus import views as prom_views
 from apps.read.render import FastJSONRenderer
 from apps.read.serializers import GpuListParams, TelemetryParams, plainly_valid
-from observability.metrics import READ_LANE_ANSWERS, READ_LANE_INLINE, child
+from observability.metrics import (
+    READ_LANE_ANSWERS,
+    READ_LANE_INLINE,
+    READ_LANE_RECALLED,
+    child,
+)
 from observability.middleware import observe
 from store import inline, shards
 from store.errors import StoreError
-from telemetry_site.compression import OFF_LOOP_SIZE, acompress, encoded, planned
+from telemetry_site.compression import OFF_LOOP_SIZE, acompress, coding_for, encoded, planned
 from telemetry_site.guard import App, Message, Receive, Scope, Send
+from telemetry_site.recall import Caller, Recall, Recalls
 from telemetry_site.streaming import pulled_in_batches
 
 # Accept headers under which DRF's negotiation picks the JSON renderer as it is (no
@@ -113,6 +119,7 @@ class Answer:
     view: Any = None  # the DRF view, whose default headers (Allow, Vary: Accept) it gets
     session_touched: bool = False  # DRF looked for a session: Django says Vary: Cookie
     partial: shards.Partial | None = None
+    kept_key: answers.Key | None = None  # the key its kept answer is (or would be) under
 
 
 def _unused(request: HttpRequest) -> HttpResponse:  # the middlewares' get_response
@@ -131,6 +138,7 @@ class ReadLane:
         self._resolver: Any = None
         self._matches: dict[str, ResolverMatch] = {}  # path -> one of the lane's routes
         self.templates = _Templates()
+        self.recalls = Recalls()
         self.finish_plain = finished_receivers() != FINISHED_RECEIVERS  # checked once, here
         self.routes: dict[str, Callable[[ASGIRequest, ResolverMatch, _Body], Any]] = {
             "health": self._health,
@@ -147,6 +155,9 @@ class ReadLane:
             return
         started = time.perf_counter()
         body = _Body(receive)
+        recall = self.recalls.get(scope)
+        if recall is not None and await self._recall(recall, scope, body, send, started):
+            return
         try:
             request, match = self._understood(scope)
             route = self.routes[match.url_name]  # type: ignore[index]
@@ -227,7 +238,8 @@ class ReadLane:
     async def _telemetry(self, request: ASGIRequest, match: ResolverMatch, body: _Body) -> Answer:
         _get_only(request)
         key = answers.key_of("gpu-telemetry", request)
-        kept = answers.held(key, request)  # asked again: parameters checked the first time
+        # asked again: parameters checked the first time (and the recall asked already)
+        kept = None if body.asked else answers.held(key, request)
         if kept is None:
             query = query_params(request.META["QUERY_STRING"])
             data = plainly_valid(TelemetryParams, views.telemetry_data(query))
@@ -236,13 +248,15 @@ class ReadLane:
         view, drf, touched = await self._admitted(request, match)
         await self._throttle(view, drf)
         if kept is not None:
-            return Answer(kept, view, touched)
+            return Answer(kept, view, touched, kept_key=key)
         uuid = match.kwargs["uuid"]
-        return await _off_loop(
+        answer = await _off_loop(
             lambda: answers.built(key, uuid, lambda: views.telemetry_answer(request, uuid, data)),
             view,
             touched,
         )
+        answer.kept_key = key
+        return answer
 
     async def _job(self, request: ASGIRequest, match: ResolverMatch, body: _Body) -> Answer:
         """An ingest job, as an upload's client polls it (no query string: DRF ignores one,
@@ -304,12 +318,57 @@ class ReadLane:
         if not all(t.allow_request(drf, view) for t in view.get_throttles()):
             raise FallThrough
 
+    async def _recall(
+        self, recall: Recall, scope: Scope, body: _Body, send: Send, started: float
+    ) -> bool:
+        """A request the lane answered before (telemetry_site/recall.py): its kept answer
+        sent with the header template the steps gave it, after the view's permissions and
+        throttles. False: the steps answer it (nothing sent, nothing counted but the kept
+        answer's lookup)."""
+        kept = answers.recalled(recall.key)
+        body.asked = True
+        sendable = None if kept is None else self._template_for(recall, kept)
+        if kept is None or sendable is None:
+            child(READ_LANE_RECALLED, "stepped").inc()
+            return False
+        template, coding = sendable
+        caller = Caller(scope, recall.match)
+        view = recall.view_class(**recall.initkwargs)
+        if not all(p.has_permission(caller, view) for p in view.get_permissions()):
+            child(READ_LANE_RECALLED, "stepped").inc()
+            return False  # the steps refuse it, as Django would
+        if not all(t.allow_request(caller, view) for t in view.get_throttles()):
+            child(READ_LANE_RECALLED, "stepped").inc()
+            await self.app(scope, body.replay, send)  # DRF's 429 (its throttles count again)
+            return True
+        child(READ_LANE_RECALLED, "sent").inc()
+        await _deliver(caller, recall.match, kept.body, template, coding, send, started)
+        return True
+
+    def _template_for(
+        self, recall: Recall, kept: answers.Kept
+    ) -> tuple[_Template, str | None] | None:
+        """The header template and coding `_send` would give this kept answer (a plain one:
+        its Content-Type its only header), None when it would not send it plain."""
+        if len(kept.headers) != 1 or kept.headers[0][0].lower() != "content-type":
+            return None
+        content_type = kept.headers[0][1]
+        coding = coding_for(recall.coding, content_type, len(kept.body))
+        if coding is not None and len(kept.body) >= OFF_LOOP_SIZE:
+            return None  # compressed on a thread
+        template = self.templates.get(
+            (recall.view_class, True, recall.secure, coding, content_type)
+        )
+        return None if template is None else (template, coding)
+
     # --- the answer, through the steps Django's middleware takes ---------------------------
     async def _send(
         self, request: ASGIRequest, match: ResolverMatch, answer: Answer, send: Send, started: float
     ) -> None:
         response = answer.response
         plain = _plain_answer(request, answer)
+        if plain is not None:
+            self.recalls.note(request, match, answer, self.finish_plain)
         if plain is not None and (template := self.templates.get(plain)) is not None:
             await self._send_plain(request, match, response, template, plain[3], send, started)
             return
@@ -356,18 +415,8 @@ class ReadLane:
     ) -> None:
         """A plain answer sent with the headers the steps above gave the last one like it
         (`_Templates`): its body encoded as they said, its length filled in."""
-        body = response.content if coding is None else encoded(coding, response.content)
-        length = str(len(body)).encode("latin1")
-        headers = [(name, length if value is None else value) for name, value in template]
-        observe(request, response.status_code, started)  # as _send: before it is sent
-        child(READ_LANE_ANSWERS, f"/{match.route}").inc()
         try:
-            await send(
-                {"type": "http.response.start", "status": response.status_code, "headers": headers}
-            )
-            # one message: the ASGI server writes it as the socket takes it (Django's
-            # send_response cuts 64 KB copies, 110 of them for a day of rows as JSON)
-            await send({"type": "http.response.body", "body": body, "more_body": False})
+            await _deliver(request, match, response.content, template, coding, send, started)
         finally:
             # A plain answer holds no resource, and the signal close() sends,
             # request_finished, has nothing to do on the event loop (~5 % of a PromQL
@@ -521,12 +570,38 @@ def _get_only(request: ASGIRequest) -> None:
         raise FallThrough
 
 
+_Template = list[tuple[bytes, bytes | None]]
+
+
+async def _deliver(
+    request: Any,
+    match: ResolverMatch,
+    content: bytes,
+    template: _Template,
+    coding: str | None,
+    send: Send,
+    started: float,
+) -> None:
+    """A plain answer's body sent with `template`'s headers, its length filled in, and
+    counted (`observe` reads the request's method and route)."""
+    body = content if coding is None else encoded(coding, content)
+    length = str(len(body)).encode("latin1")
+    headers = [(name, length if value is None else value) for name, value in template]
+    observe(request, 200, started)  # as _send: before it is sent
+    child(READ_LANE_ANSWERS, f"/{match.route}").inc()
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    # one message: the ASGI server writes it as the socket takes it (Django's
+    # send_response cuts 64 KB copies, 110 of them for a day of rows as JSON)
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
 class _Body:
     """The request's `receive`, recording what the lane reads so Django can be given it."""
 
     def __init__(self, receive: Receive) -> None:
         self.receive = receive
         self.read: list[Message] = []
+        self.asked = False  # the recall asked for the kept answer: the steps do not again
 
     async def all(self) -> bytes | None:
         """The whole body (already bounded and paced by the guard), None if cut short."""
