@@ -74,8 +74,8 @@ READ_KEPT_ANSWERS = Counter(
 READ_LANE_RECALLED = Counter(
     "telemetry_read_lane_recalled_total",
     "GETs the read lane recognised as one it answered before (same path, query and headers, "
-    "no credentials) and answered from the kept answer without its request steps, by outcome: "
-    "sent, or stepped (no kept answer, no header template, or refused: the steps decide)",
+    "no credentials), by outcome: sent their kept answer without the request steps, or "
+    "stepped (no kept answer, no header template, or refused: the steps answer them)",
     ["outcome"],
 )
 READ_LANE_INLINE = Counter(

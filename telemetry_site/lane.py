@@ -27,6 +27,10 @@ answered here by the functions the views use; an unexpected exception goes to
 Django, which answers it as always (that request then counts twice against the
 throttle). READ_LANE=off sends every request to Django;
 `telemetry_read_lane_answers_total` counts the lane's answers.
+
+A GET the lane answered plainly before, asked again alike by an anonymous caller, skips
+these steps (telemetry_site/recall.py): its kept answer goes out after the view's
+permission and throttle, with the header template the steps gave it.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import io
+import logging
 import os
 import time
 import weakref
@@ -81,6 +86,8 @@ from telemetry_site.compression import OFF_LOOP_SIZE, acompress, coding_for, enc
 from telemetry_site.guard import App, Message, Receive, Scope, Send
 from telemetry_site.recall import Caller, Recall, Recalls
 from telemetry_site.streaming import pulled_in_batches
+
+log = logging.getLogger(__name__)
 
 # Accept headers under which DRF's negotiation picks the JSON renderer as it is (no
 # indent, no browsable page): what programs, Grafana and our dashboard send, or none (an
@@ -238,8 +245,9 @@ class ReadLane:
     async def _telemetry(self, request: ASGIRequest, match: ResolverMatch, body: _Body) -> Answer:
         _get_only(request)
         key = answers.key_of("gpu-telemetry", request)
-        # asked again: parameters checked the first time (and the recall asked already)
-        kept = None if body.asked else answers.held(key, request)
+        # asked again: parameters checked the first time (the recall may have asked already)
+        found = body.kept if body.asked else answers.looked_up(key)
+        kept = answers.as_response(found, request)
         if kept is None:
             query = query_params(request.META["QUERY_STRING"])
             data = plainly_valid(TelemetryParams, views.telemetry_data(query))
@@ -325,21 +333,29 @@ class ReadLane:
         sent with the header template the steps gave it, after the view's permissions and
         throttles. False: the steps answer it (nothing sent, nothing counted but the kept
         answer's lookup)."""
-        kept = answers.recalled(recall.key)
-        body.asked = True
+        kept = answers.looked_up(recall.key)
+        body.asked, body.kept = True, kept  # the steps are given it: not asked for twice
         sendable = None if kept is None else self._template_for(recall, kept)
         if kept is None or sendable is None:
+            if kept is not None:  # no longer sent plainly (compressed off the loop, say)
+                self.recalls.drop(scope)
             child(READ_LANE_RECALLED, "stepped").inc()
             return False
         template, coding = sendable
-        caller = Caller(scope, recall.match)
-        view = recall.view_class(**recall.initkwargs)
-        if not all(p.has_permission(caller, view) for p in view.get_permissions()):
+        try:
+            caller = Caller(scope, recall.match)
+            view = recall.view_class(**recall.initkwargs)
+            allowed = all(p.has_permission(caller, view) for p in view.get_permissions())
+            counted = allowed and all(t.allow_request(caller, view) for t in view.get_throttles())
+        except Exception:  # a bug of ours: the steps answer it as Django would
+            log.exception("read lane: a recalled request's checks failed")
+            allowed = counted = False
+        if not allowed:
             child(READ_LANE_RECALLED, "stepped").inc()
             return False  # the steps refuse it, as Django would
-        if not all(t.allow_request(caller, view) for t in view.get_throttles()):
+        if not counted:
             child(READ_LANE_RECALLED, "stepped").inc()
-            await self.app(scope, body.replay, send)  # DRF's 429 (its throttles count again)
+            await self.app(scope, body.replay, send)  # DRF's 429 (a refusal counts nothing)
             return True
         child(READ_LANE_RECALLED, "sent").inc()
         await _deliver(caller, recall.match, kept.body, template, coding, send, started)
@@ -350,7 +366,9 @@ class ReadLane:
     ) -> tuple[_Template, str | None] | None:
         """The header template and coding `_send` would give this kept answer (a plain one:
         its Content-Type its only header), None when it would not send it plain."""
-        if len(kept.headers) != 1 or kept.headers[0][0].lower() != "content-type":
+        if kept.etag is not None or len(kept.headers) != 1:
+            return None  # If-None-Match decides its status; another header: not plain
+        if kept.headers[0][0].lower() != "content-type":
             return None
         content_type = kept.headers[0][1]
         coding = coding_for(recall.coding, content_type, len(kept.body))
@@ -601,7 +619,9 @@ class _Body:
     def __init__(self, receive: Receive) -> None:
         self.receive = receive
         self.read: list[Message] = []
-        self.asked = False  # the recall asked for the kept answer: the steps do not again
+        # the recall asked for the kept answer (None: none vouched): the steps do not again
+        self.asked = False
+        self.kept: answers.Kept | None = None
 
     async def all(self) -> bytes | None:
         """The whole body (already bounded and paced by the guard), None if cut short."""

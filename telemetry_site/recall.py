@@ -11,48 +11,67 @@ has answered an anonymous GET plainly (`_send_plain`'s template), the request is
 under all of those inputs, and the next request with the same inputs skips the steps: its
 kept answer is looked up, the view's permissions and throttles run (on a caller made from
 the scope), and the body goes out with the same template. Anything else (no kept answer,
-another header, a refusal) and the steps run as before.
+another header, a refusal) and the steps run as before, given the kept answer if there is
+one. The headers proxies and tracers make new for every request (PER_REQUEST_HEADERS:
+request ids, trace contexts) are left out of the key: no step reads them.
 
 Only what cannot differ is skipped:
 - a request with credentials (an Authorization header) or a cookie is never noted: the
   caller would have to be looked up;
 - only views whose permissions and throttles read nothing but the method, the caller and
-  its address are noted (RECALL_PERMISSIONS, RECALL_THROTTLES): the caller made from the
-  scope carries exactly those;
+  its address are noted (RECALL_PERMISSIONS, at most one of RECALL_THROTTLES, and APIView's
+  own methods that run them): the caller made from the scope carries exactly those;
 - a setting change forgets every noted request (tests change settings; a process does not).
 
-Bounded: at most MAX_RECALLS requests of at most MAX_RECALL_BYTES each (path, query string
-and headers), least recently used out first: ~4.5 MiB a gateway process.
+Bounded: at most MAX_RECALLS requests of at most MAX_RECALL_BYTES each, counting each
+header's objects (HEADER_BYTES) besides its bytes, so at most 32 headers; least recently
+used out first: ~5 MiB a gateway process.
 """
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth.models import AnonymousUser
 from django.core.signals import setting_changed
 from django.http import HttpRequest
 from django.urls import ResolverMatch
 from rest_framework.throttling import AnonRateThrottle, ScopedRateThrottle, UserRateThrottle
+from rest_framework.views import APIView
 
 from apps.accounts.auth import TelemetryAccess
+from apps.read.answers import Key
 from telemetry_site.compression import choose
 from telemetry_site.guard import Scope
 
+if TYPE_CHECKING:
+    from telemetry_site.lane import Answer
+
 MAX_RECALLS = 1024
 MAX_RECALL_BYTES = 4096
+HEADER_BYTES = 128  # a header's tuple and bytes objects, besides its name's and value's bytes
 RECALL_PERMISSIONS = frozenset({TelemetryAccess})
 RECALL_THROTTLES = frozenset({ScopedRateThrottle, AnonRateThrottle, UserRateThrottle})
+# the methods that run a view's permissions and throttles: APIView's own, or not noted
+_CHECKS = ("initial", "get_permissions", "check_permissions", "get_throttles", "check_throttles")
+PER_REQUEST_HEADERS = frozenset(
+    {
+        b"x-request-id", b"x-correlation-id", b"traceparent", b"tracestate", b"baggage",
+        b"x-amzn-trace-id", b"x-cloud-trace-context", b"uber-trace-id", b"b3",
+        b"x-b3-traceid", b"x-b3-spanid", b"x-b3-parentspanid", b"x-b3-sampled",
+    }
+)  # fmt: skip
 
 RecallKey = tuple[Any, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class Recall:
-    key: Any  # the kept answer's (apps/read/answers.py Key)
+    key: Key  # the kept answer's
     match: ResolverMatch  # the route: the metrics' label
     view_class: type
     initkwargs: dict[str, Any]
@@ -78,16 +97,19 @@ class Caller:
 
 
 def recall_key(scope: Scope) -> RecallKey | None:
-    """Everything the lane's steps read of a GET, besides its caller's address."""
+    """Everything the lane's steps read of a GET, besides its caller's address; None for
+    another method. Unhashable when the scope's parts are lists (the ASGI spec allows them):
+    such a request is never noted."""
     if scope["method"] != "GET":
         return None
+    headers = tuple(h for h in scope.get("headers", ()) if h[0] not in PER_REQUEST_HEADERS)
     return (
         scope["scheme"],
         scope.get("server"),
         scope.get("root_path", ""),
         scope["path"],
         scope.get("query_string", b""),
-        tuple(scope.get("headers", ())),
+        headers,
     )
 
 
@@ -98,34 +120,47 @@ class Recalls:
 
     def get(self, scope: Scope) -> Recall | None:
         key = recall_key(scope)
-        recall = None if key is None else self.held.get(key)
+        try:
+            recall = None if key is None else self.held.get(key)
+        except TypeError:  # lists in the scope: never noted
+            return None
         if recall is not None:
             self.held.move_to_end(key)
         return recall
 
-    def note(self, request: HttpRequest, match: ResolverMatch, answer: Any, closes: bool) -> None:
-        """Note a request the lane is answering plainly (`answer`, a lane Answer), when the
-        next one alike may skip the steps. `closes`: the lane closes plain answers through
-        Django (a request_finished receiver it does not know): never skipped."""
+    def drop(self, scope: Scope) -> None:
+        """Forget a noted request whose kept answer is no longer sent plainly."""
+        with contextlib.suppress(TypeError):  # lists in the scope: never noted
+            self.held.pop(recall_key(scope), None)
+
+    def note(
+        self, request: HttpRequest, match: ResolverMatch, answer: Answer, closes: bool
+    ) -> None:
+        """Note a request the lane is answering plainly, when the next one alike may skip
+        the steps. `closes`: the lane closes plain answers through Django (a
+        request_finished receiver it does not know): never skipped."""
         scope = getattr(request, "scope", None)
-        view = answer.view
         if (
             closes
             or scope is None
             or answer.kept_key is None
-            or answer.partial is not None
-            or not answer.session_touched  # a caller with credentials
+            or (answer.partial is not None and answer.partial.missing)  # as _plain_answer
+            or not answer.session_touched  # authenticated by a token: DRF looked for no session
             or "HTTP_AUTHORIZATION" in request.META
-            or not _plain_checks(type(view))
+            or not _plain_checks(type(answer.view))
         ):
             return
         key = recall_key(scope)
         if key is None or _size(key) > MAX_RECALL_BYTES:
             return
+        try:
+            hash(key)
+        except TypeError:  # lists in the scope
+            return
         self.held[key] = Recall(
             key=answer.kept_key,
             match=match,
-            view_class=type(view),
+            view_class=type(answer.view),
             initkwargs=match.func.view_initkwargs,  # type: ignore[attr-defined]
             secure=request.is_secure(),
             coding=choose(request.META.get("HTTP_ACCEPT_ENCODING", "")),
@@ -139,19 +174,24 @@ class Recalls:
 
 
 def _plain_checks(view_class: type) -> bool:
+    """Whether the view's checks read no more than a Caller carries. At most one throttle:
+    a refusal by a second would leave the first counted twice (here, then by Django)."""
     permissions = getattr(view_class, "permission_classes", None)
     throttles = getattr(view_class, "throttle_classes", None)
     return (
         permissions is not None
         and throttles is not None
+        and len(throttles) <= 1
         and all(p in RECALL_PERMISSIONS for p in permissions)
         and all(t in RECALL_THROTTLES for t in throttles)
+        and all(getattr(view_class, name, None) is getattr(APIView, name) for name in _CHECKS)
     )
 
 
 def _size(key: RecallKey) -> int:
     _, _, root, path, query, headers = key
-    return len(root) + len(path) + len(query) + sum(len(n) + len(v) for n, v in headers)
+    held = sum(HEADER_BYTES + len(name) + len(value) for name, value in headers)
+    return len(root) + len(path) + len(query) + held
 
 
 _every_set: weakref.WeakSet[Recalls] = weakref.WeakSet()

@@ -139,11 +139,10 @@ def key_of(route: str, request: HttpRequest) -> Key | None:
     )
 
 
-def recalled(key: Key) -> Kept | None:
-    """The kept answer under `key`, for the lane to send as it is (no response is made);
-    None when there is none. Counted as `held` counts."""
+def looked_up(key: Key | None) -> Kept | None:
+    """The kept answer under `key`, None when there is none (or no key). Counted."""
     try:
-        return answers.get(key)
+        return None if key is None else answers.get(key)
     except Exception:  # on the event loop: read the store instead
         log.exception("store view: kept answers not available")
         return None
@@ -151,11 +150,12 @@ def recalled(key: Key) -> Kept | None:
 
 def held(key: Key | None, request: HttpRequest) -> HttpResponseBase | None:
     """The kept answer to this request, as a new response; None when there is none."""
-    try:
-        kept = None if key is None else answers.get(key)
-    except Exception:  # on the event loop: read the store instead
-        log.exception("store view: kept answers not available")
-        return None
+    return as_response(looked_up(key), request)
+
+
+def as_response(kept: Kept | None, request: HttpRequest) -> HttpResponseBase | None:
+    """A kept answer as a new response to `request` (a 304 when its If-None-Match names
+    the kept version)."""
     if kept is None:
         return None
     if kept.etag is not None and etag_matches(

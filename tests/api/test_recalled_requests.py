@@ -21,17 +21,36 @@ from rest_framework.throttling import ScopedRateThrottle
 
 from apps.read import views
 from telemetry_site import recall
-from tests.api.test_kept_answers import WINDOW, answered_from_memory, load, q
+from tests.api.api_support import generated, upload
+from tests.api.lane_support import HOST
+from tests.api.test_kept_answers import (
+    KEPT,
+    WINDOW,
+    answered_from_memory,
+    job_seen_by_lane,
+    load,
+    q,
+)
 from tests.api.test_read_lane import pair_of
+from tests.helpers import wait_for
 from tests.security.conftest import make_token
 
 RECALLED = re.compile(r'^telemetry_read_lane_recalled_total\{outcome="(\w+)"\} ([0-9.e+]+)$', re.M)
+ETCD_REQUESTS = re.compile(r"^telemetry_etcd_request_seconds_count\{[^}]*\} ([0-9.e+]+)$", re.M)
 TELE = "/api/v1/gpus/GPU-1/telemetry"
 
 
 def recalled(pair) -> dict[str, float]:
     text = pair.ask(pair.lane, "/metrics").body.decode()
     return {outcome: float(count) for outcome, count in RECALLED.findall(text)}
+
+
+def store_reads(pair) -> tuple[float, float]:
+    """The lane gateway's kept answers given, and its etcd requests (its store view's own
+    are not counted; this scrape's are), from one /metrics."""
+    text = pair.ask(pair.lane, "/metrics").body.decode()
+    hits = sum(float(n) for outcome, n in KEPT.findall(text) if outcome == "hit")
+    return hits, sum(float(n) for n in ETCD_REQUESTS.findall(text))
 
 
 def scope(path: str = TELE, query: bytes = b"limit=all", **headers: str) -> dict:
@@ -74,15 +93,22 @@ def test_a_request_is_recalled_only_with_everything_the_steps_read_alike():
     assert recalls.get({**scope(accept="application/json"), "client": ("10.9.9.9", 1)})
 
 
+def note(recalls: recall.Recalls, closes: bool = False, **fields: object) -> bool:
+    request = ASGIRequest(scope(), io.BytesIO())
+    match = SimpleNamespace(func=SimpleNamespace(view_initkwargs={}), route="r")
+    given = {**vars(answer(views.GpuTelemetryView())), **fields}
+    recalls.note(request, match, SimpleNamespace(**given), closes=closes)  # type: ignore[arg-type]
+    return recalls.get(scope()) is not None
+
+
 def test_credentials_other_checks_and_large_requests_are_never_noted():
     recalls = recall.Recalls()
     assert not noted(recalls, scope(authorization="Bearer x"))
-    request = ASGIRequest(scope(), io.BytesIO())
-    match = SimpleNamespace(func=SimpleNamespace(view_initkwargs={}), route="r")
-    recalls.note(request, match, answer(views.GpuTelemetryView(), touched=False), closes=False)
-    recalls.note(request, match, answer(views.GpuTelemetryView(), kept_key=None), closes=False)
-    recalls.note(request, match, answer(views.GpuTelemetryView()), closes=True)
-    assert recalls.get(scope()) is None
+    assert not note(recalls, session_touched=False)  # authenticated by a token
+    assert not note(recalls, kept_key=None)  # nothing kept to give again
+    assert not note(recalls, closes=True)  # plain answers closed through Django
+    assert not note(recalls, partial=SimpleNamespace(missing=["shard-1"]))
+    assert note(recall.Recalls(), partial=SimpleNamespace(missing=[]))  # every shard answered
 
     class Strict(views.GpuTelemetryView):
         permission_classes = [IsAuthenticated]
@@ -90,10 +116,37 @@ def test_credentials_other_checks_and_large_requests_are_never_noted():
     class Counted(views.GpuTelemetryView):
         throttle_classes = [type("Own", (ScopedRateThrottle,), {})]
 
-    assert not noted(recalls, scope(), Strict)
-    assert not noted(recalls, scope(), Counted)
+    class Twice(views.GpuTelemetryView):
+        throttle_classes = [ScopedRateThrottle, ScopedRateThrottle]
+
+    class OwnChecks(views.GpuTelemetryView):
+        def get_throttles(self):  # reads what a Caller may not carry
+            return super().get_throttles()
+
+    for view_class in (Strict, Counted, Twice, OwnChecks):
+        assert not noted(recalls, scope(), view_class), view_class
     assert not noted(recalls, scope(user_agent="x" * recall.MAX_RECALL_BYTES))
+    # many tiny headers: each costs its objects, not only its two bytes
+    assert not noted(recalls, scope(**{f"x_{i}": "y" for i in range(40)}))
+    assert noted(recalls, scope(**{f"x_{i}": "y" for i in range(20)}))
     assert noted(recalls, scope(), views.GpuTelemetryView)
+
+
+def test_request_ids_and_trace_contexts_are_not_part_of_the_key():
+    recalls = recall.Recalls()
+    assert noted(recalls, scope(x_request_id="a1", traceparent="00-aa-bb-01"))
+    assert recalls.get(scope(x_request_id="b2", traceparent="00-cc-dd-01")) is not None
+    assert recalls.get(scope()) is not None
+    assert recalls.get(scope(x_forwarded_for="10.1.1.1")) is None  # read by the throttle
+
+
+def test_a_scope_with_lists_is_never_noted_and_never_fails():
+    recalls = recall.Recalls()
+    assert noted(recalls, scope())
+    listed = {**scope(), "headers": [[b"host", b"testserver"]], "server": ["t", 80]}
+    assert recalls.get(listed) is None
+    recalls.drop(listed)
+    assert not noted(recall.Recalls(), listed)
 
 
 def test_noted_requests_are_bounded_least_recently_used_out_first():
@@ -146,22 +199,69 @@ def loaded(pipeline, api) -> str:
 def test_a_request_asked_again_alike_is_sent_without_the_steps_and_as_django_answers(
     loaded, pipeline, etcd, redis_server, tmp_path
 ):
-    with pair_of(tmp_path, etcd, redis_server, pipeline, THROTTLE_READS="off") as pair:
+    env = {"THROTTLE_READS": "off", "DJANGO_ALLOWED_HOSTS": f"{HOST},127.0.0.1"}
+    with pair_of(tmp_path, etcd, redis_server, pipeline, **env) as pair:
         answered_from_memory(pair, loaded)  # compares with Django at every ask
         before = recalled(pair).get("sent", 0.0)
-        for _ in range(3):
-            answer, served = pair.compare(loaded)
+        for i in range(3):  # a new request id each time: still the same request
+            answer, served = pair.compare(loaded, {"X-Request-ID": f"req-{i}"})
             assert served and answer.status == 200
         assert recalled(pair).get("sent", 0.0) == before + 3
-        # anything the steps read differing: the steps run, and answer as Django does
-        for headers in (
-            {"Host": "elsewhere.example"},  # not an allowed host: Django's 400
-            {"Accept": "text/html"},  # DRF's browsable page
-            {"Cookie": "sessionid=x"},
-            {"Accept-Encoding": "gzip"},
+        # anything the steps refuse, asked again and again: refused as Django refuses it
+        for headers, status in (
+            ({"Host": "elsewhere.example"}, 400),  # not an allowed host
+            ({"Accept": "text/html"}, 200),  # DRF's browsable page, from Django
+            ({"Cookie": "sessionid=x"}, 200),  # Django's, sessions looked up
         ):
-            answer, _ = pair.compare(loaded, headers)
+            for _ in range(3):
+                answer, _ = pair.compare(loaded, headers)
+                assert answer.status == status, headers
         assert recalled(pair).get("sent", 0.0) == before + 3
+        # compressed: noted and recalled alike, its own coding
+        for _ in range(4):
+            answer, served = pair.compare(loaded, {"Accept-Encoding": "gzip"})
+            assert served and dict(answer.headers).get("content-encoding") == "gzip"
+        assert recalled(pair).get("sent", 0.0) >= before + 5
+
+
+def test_an_answer_grown_past_what_is_compressed_on_the_loop_is_still_given_from_memory(
+    pipeline, api, etcd, redis_server, tmp_path
+):
+    load(api, seed=9, samples=200)  # ~180 KB of rows a GPU: compressed on the loop
+    uuid = api.get("/api/v1/gpus").json()["results"][0]["uuid"]
+    tele = q(f"/api/v1/gpus/{uuid}/telemetry", limit="all", **WINDOW)
+    gzip = {"Accept-Encoding": "gzip"}
+    with pair_of(tmp_path, etcd, redis_server, pipeline, THROTTLE_READS="off") as pair:
+        answered_from_memory(pair, tele, gzip)
+        before = recalled(pair).get("sent", 0.0)
+        pair.compare(tele, gzip)
+        assert recalled(pair).get("sent", 0.0) == before + 1
+        # its GPU written: the answer, built again, is past OFF_LOOP_SIZE (a thread compresses it)
+        more = generated(
+            hosts=1, gpus_per_host=2, samples=150, seed=9, start="2025-07-18T20:33:20Z"
+        )
+        job_seen_by_lane(pair, upload(api, more, "more.csv").json()["id"])
+        # /metrics reads etcd too: what one scrape costs, measured by two in a row
+        first = store_reads(pair)[1]
+        per_scrape = store_reads(pair)[1] - first
+
+        def given_from_memory() -> bool:
+            hits, reads = store_reads(pair)
+            ours, theirs = pair.ask(pair.lane, tele, gzip), pair.ask(pair.django, tele, gzip)
+            assert ours == theirs and ours.status == 200
+            now = store_reads(pair)
+            if now[0] == hits:
+                return False  # read from the store (the write not yet seen, or the rebuild)
+            assert now[1] == reads + per_scrape, "a kept answer given, and the store read too"
+            return True
+
+        # the first answer from memory after the rebuild meets the noted request, which can
+        # no longer send it plainly: the steps are given it (no store read), and then the
+        # next asks take the steps from the start
+        wait_for(given_from_memory, 30, "the rebuilt answer given from memory")
+        for _ in range(3):
+            assert given_from_memory()
+        assert recalled(pair).get("sent", 0.0) == before + 1
 
 
 def test_recalled_requests_are_throttled_and_refused_as_django_does(
