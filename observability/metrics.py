@@ -73,9 +73,10 @@ READ_KEPT_ANSWERS = Counter(
 )
 READ_LANE_RECALLED = Counter(
     "telemetry_read_lane_recalled_total",
-    "GETs the read lane recognised as one it answered before (same path, query and headers, "
-    "no credentials), by outcome: sent their kept answer without the request steps, or "
-    "stepped (no kept answer, no header template, or refused: the steps answer them)",
+    "GETs the read lane recognised as one it answered before (same path, query and headers "
+    "but request ids and trace contexts, no credentials), by outcome: sent their kept answer "
+    "without the request steps, or stepped (no kept answer, no header template, refused: "
+    "the steps or Django answer them)",
     ["outcome"],
 )
 READ_LANE_INLINE = Counter(

@@ -12,7 +12,9 @@ under all of those inputs, and the next request with the same inputs skips the s
 kept answer is looked up, the view's permissions and throttles run (on a caller made from
 the scope), and the body goes out with the same template. Anything else (no kept answer,
 another header, a refusal) and the steps run as before, given the kept answer if there is
-one. The headers proxies and tracers make new for every request (PER_REQUEST_HEADERS:
+one (a throttled request goes to Django, which words the 429). A kept answer the recall can
+no longer send plainly (grown past what is compressed on the event loop, say) forgets the
+noted request. The headers proxies and tracers make new for every request (PER_REQUEST_HEADERS:
 request ids, trace contexts) are left out of the key: no step reads them.
 
 Only what cannot differ is skipped:
@@ -23,9 +25,12 @@ Only what cannot differ is skipped:
   own methods that run them): the caller made from the scope carries exactly those;
 - a setting change forgets every noted request (tests change settings; a process does not).
 
-Bounded: at most MAX_RECALLS requests of at most MAX_RECALL_BYTES each, counting each
-header's objects (HEADER_BYTES) besides its bytes, so at most 32 headers; least recently
-used out first: ~5 MiB a gateway process.
+Bounded: at most MAX_RECALLS requests of at most MAX_RECALL_BYTES each, counting the path
+and query string twice (both keys hold them), each header's objects (HEADER_BYTES) besides
+its bytes (so at most ~50 headers), and the route's match (MATCH_BYTES); least recently used
+out first. Measured with tracemalloc at the worst cases (longest path, query string, most
+headers): about 9 MiB a gateway process.
+A server that gives the scope's headers or server as lists (daphne's server) gets no recall.
 """
 
 from __future__ import annotations
@@ -52,8 +57,9 @@ if TYPE_CHECKING:
     from telemetry_site.lane import Answer
 
 MAX_RECALLS = 1024
-MAX_RECALL_BYTES = 4096
+MAX_RECALL_BYTES = 8192
 HEADER_BYTES = 128  # a header's tuple and bytes objects, besides its name's and value's bytes
+MATCH_BYTES = 1280  # the route's ResolverMatch, when the lane does not keep it for the path
 RECALL_PERMISSIONS = frozenset({TelemetryAccess})
 RECALL_THROTTLES = frozenset({ScopedRateThrottle, AnonRateThrottle, UserRateThrottle})
 # the methods that run a view's permissions and throttles: APIView's own, or not noted
@@ -74,7 +80,6 @@ class Recall:
     key: Key  # the kept answer's
     match: ResolverMatch  # the route: the metrics' label
     view_class: type
-    initkwargs: dict[str, Any]
     secure: bool  # request.is_secure(), from the scheme and headers noted
     coding: str | None  # what the request's Accept-Encoding chose (compression.choose)
 
@@ -148,6 +153,8 @@ class Recalls:
             or not answer.session_touched  # authenticated by a token: DRF looked for no session
             or "HTTP_AUTHORIZATION" in request.META
             or not _plain_checks(type(answer.view))
+            # as_view(**initkwargs) may set a view's checks on the instance: not noted
+            or match.func.view_initkwargs  # type: ignore[attr-defined]
         ):
             return
         key = recall_key(scope)
@@ -161,7 +168,6 @@ class Recalls:
             key=answer.kept_key,
             match=match,
             view_class=type(answer.view),
-            initkwargs=match.func.view_initkwargs,  # type: ignore[attr-defined]
             secure=request.is_secure(),
             coding=choose(request.META.get("HTTP_ACCEPT_ENCODING", "")),
         )
@@ -191,7 +197,7 @@ def _plain_checks(view_class: type) -> bool:
 def _size(key: RecallKey) -> int:
     _, _, root, path, query, headers = key
     held = sum(HEADER_BYTES + len(name) + len(value) for name, value in headers)
-    return len(root) + len(path) + len(query) + held
+    return len(root) + 2 * (len(path) + len(query)) + held + MATCH_BYTES
 
 
 _every_set: weakref.WeakSet[Recalls] = weakref.WeakSet()

@@ -8,6 +8,8 @@ count."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import io
 import re
 from types import SimpleNamespace
@@ -19,8 +21,9 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.throttling import ScopedRateThrottle
 
-from apps.read import views
-from telemetry_site import recall
+from apps.read import answers, views
+from store import view as view_module
+from telemetry_site import lane, recall
 from tests.api.api_support import generated, upload
 from tests.api.lane_support import HOST
 from tests.api.test_kept_answers import (
@@ -127,7 +130,7 @@ def test_credentials_other_checks_and_large_requests_are_never_noted():
         assert not noted(recalls, scope(), view_class), view_class
     assert not noted(recalls, scope(user_agent="x" * recall.MAX_RECALL_BYTES))
     # many tiny headers: each costs its objects, not only its two bytes
-    assert not noted(recalls, scope(**{f"x_{i}": "y" for i in range(40)}))
+    assert not noted(recalls, scope(**{f"x_{i}": "y" for i in range(70)}))
     assert noted(recalls, scope(**{f"x_{i}": "y" for i in range(20)}))
     assert noted(recalls, scope(), views.GpuTelemetryView)
 
@@ -186,6 +189,85 @@ def test_the_caller_made_from_the_scope_is_counted_as_drfs_request(proxies):
             api_settings.reload()
     plain = recall.Caller(scope(), SimpleNamespace(route="r"))  # type: ignore[arg-type]
     assert throttle.get_ident(plain) == "10.0.0.7"
+
+
+# --- the lane's recall, with a kept answer given to it -------------------------------------
+class Lane:
+    """A lane whose Django is a stub recording what it was handed, with one noted request."""
+
+    def __init__(self, monkeypatch, kept: answers.Kept | None, view_class: type) -> None:
+        self.handed: list[dict] = []
+
+        async def django(scope, receive, send) -> None:
+            self.handed.append(scope)
+
+        self.lane = lane.ReadLane(django, lane.ASGIHandler())  # type: ignore[arg-type]
+        self.scope = scope()
+        self.recall = recall.Recall(
+            key=("gpu-telemetry", "r", False, "testserver", TELE, ""),
+            match=SimpleNamespace(route="api/v1/gpus/<str:uuid>/telemetry"),  # type: ignore[arg-type]
+            view_class=view_class,
+            secure=False,
+            coding=None,
+        )
+        self.lane.recalls.held[recall.recall_key(self.scope)] = self.recall
+        template = [(b"content-type", b"application/json"), (b"content-length", None)]
+        self.lane.templates.held[(view_class, True, False, None, "application/json")] = template
+        monkeypatch.setattr(lane.answers, "looked_up", lambda key: kept)
+        self.sent: list[dict] = []
+        self.body = lane._Body(self._receive)
+
+    async def _receive(self) -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def _send(self, message: dict) -> None:
+        self.sent.append(message)
+
+    def ask(self) -> bool:
+        return asyncio.run(self.lane._recall(self.recall, self.scope, self.body, self._send, 0.0))
+
+    def noted(self) -> bool:
+        return self.lane.recalls.get(self.scope) is not None
+
+
+def kept_answer(body: bytes = b"[1]", etag: str | None = None) -> answers.Kept:
+    headers = (("Content-Type", "application/json"),)
+    return answers.Kept("r", view_module.Stamp(1, 1), "GPU-1", headers, body, etag)
+
+
+class Open(views.GpuTelemetryView):
+    throttle_classes = []
+
+
+def test_a_kept_answer_the_recall_can_send_goes_out_with_the_template(monkeypatch):
+    asked = Lane(monkeypatch, kept_answer(), Open)
+    assert asked.ask() and asked.handed == []
+    assert asked.sent[1]["body"] == b"[1]"
+    assert (b"content-length", b"3") in asked.sent[0]["headers"]
+
+
+def test_a_kept_answer_the_recall_cannot_send_goes_to_the_steps_and_is_forgotten(monkeypatch):
+    big = kept_answer(b"[" + b"1," * lane.OFF_LOOP_SIZE + b"1]")
+    asked = Lane(monkeypatch, big, Open)
+    asked.recall = dataclasses.replace(asked.recall, coding="gzip")  # compressed off the loop
+    assert not asked.ask() and asked.sent == []
+    assert asked.body.asked and asked.body.kept is big  # the steps are given it
+    assert not asked.noted()
+
+
+def test_a_kept_answer_with_a_version_is_never_recalled(monkeypatch):
+    asked = Lane(monkeypatch, kept_answer(etag="v1"), Open)
+    assert not asked.ask() and asked.sent == []  # If-None-Match decides its status
+
+
+def test_a_recalled_requests_failing_check_goes_to_django_and_is_forgotten(monkeypatch):
+    class Failing(Open):
+        def get_permissions(self):
+            raise RuntimeError("a bug")
+
+    asked = Lane(monkeypatch, kept_answer(), Failing)
+    assert asked.ask() and asked.sent == [] and asked.handed == [asked.scope]
+    assert not asked.noted()
 
 
 # --- on real gateways: the lane with recalls against Django ----------------------------
@@ -259,8 +341,10 @@ def test_an_answer_grown_past_what_is_compressed_on_the_loop_is_still_given_from
         # no longer send it plainly: the steps are given it (no store read), and then the
         # next asks take the steps from the start
         wait_for(given_from_memory, 30, "the rebuilt answer given from memory")
+        stepped = recalled(pair).get("stepped", 0.0)
         for _ in range(3):
             assert given_from_memory()
+        assert recalled(pair).get("stepped", 0.0) == stepped  # forgotten: not asked again
         assert recalled(pair).get("sent", 0.0) == before + 1
 
 
