@@ -374,12 +374,10 @@ class ReadLane:
         if kept.headers[0][0].lower() != "content-type":
             return None
         content_type = kept.headers[0][1]
-        coding = coding_for(recall.coding, content_type, len(kept.body))
-        if coding is not None and len(kept.body) >= OFF_LOOP_SIZE:
-            return None  # compressed on a thread
-        template = self.templates.get(
-            (recall.view_class, True, recall.secure, coding, content_type)
-        )
+        size = len(kept.body)
+        coding = coding_for(recall.coding, content_type, size)
+        key = _template_key(recall.view_class, True, recall.secure, coding, content_type, size)
+        template = None if key is None else self.templates.get(key)
         return None if template is None else (template, coding)
 
     # --- the answer, through the steps Django's middleware takes ---------------------------
@@ -543,9 +541,21 @@ def _plain_answer(request: ASGIRequest, answer: Answer) -> tuple | None:
     if content_type is None:
         return None
     coding = planned(request, response)
-    if coding is not None and len(response.content) >= OFF_LOOP_SIZE:
-        return None  # compressed on a thread (acompress)
-    return (type(answer.view), answer.session_touched, request.is_secure(), coding, content_type)
+    size = 0 if coding is None else len(response.content)  # only a coded body's size matters
+    secure = request.is_secure()
+    return _template_key(
+        type(answer.view), answer.session_touched, secure, coding, content_type, size
+    )
+
+
+def _template_key(
+    kind: type, touched: bool, secure: bool, coding: str | None, content_type: str, size: int
+) -> tuple | None:
+    """A plain answer's template key (`_Templates`, the recall's too); None when its body
+    is compressed on a thread (acompress), so never sent plainly."""
+    if coding is not None and size >= OFF_LOOP_SIZE:
+        return None
+    return (kind, touched, secure, coding, content_type)
 
 
 _headers_of: dict[type, dict[str, str]] = {}
