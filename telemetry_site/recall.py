@@ -45,9 +45,10 @@ from django.contrib.auth.models import AnonymousUser
 from django.core.signals import setting_changed
 from django.http import HttpRequest
 from django.urls import ResolverMatch
-from rest_framework.throttling import AnonRateThrottle, ScopedRateThrottle, UserRateThrottle
+from rest_framework import throttling
 from rest_framework.views import APIView
 
+from apps.accounts import throttles
 from apps.accounts.auth import TelemetryAccess
 from apps.read.answers import Key
 from telemetry_site.compression import choose
@@ -61,7 +62,12 @@ MAX_RECALL_BYTES = 8192
 HEADER_BYTES = 128  # a header's tuple and bytes objects, besides its name's and value's bytes
 MATCH_BYTES = 1280  # the route's ResolverMatch, when the lane does not keep it for the path
 RECALL_PERMISSIONS = frozenset({TelemetryAccess})
-RECALL_THROTTLES = frozenset({ScopedRateThrottle, AnonRateThrottle, UserRateThrottle})
+RECALL_THROTTLES = frozenset(
+    {
+        *(throttling.ScopedRateThrottle, throttling.AnonRateThrottle, throttling.UserRateThrottle),
+        *(throttles.ScopedRateThrottle, throttles.AnonRateThrottle, throttles.UserRateThrottle),
+    }
+)
 # the methods that run a view's permissions and throttles: APIView's own, or not noted
 _CHECKS = ("initial", "get_permissions", "check_permissions", "get_throttles", "check_throttles")
 PER_REQUEST_HEADERS = frozenset(

@@ -164,8 +164,9 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["apps.accounts.auth.TelemetryAccess"],
-    # per-view scope (uploads, reads); a rate of `off` turns a scope off
-    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.ScopedRateThrottle"],
+    # per-view scope (uploads, reads); a rate of `off` turns a scope off. DRF's class with
+    # its histories held as arrays, not pickled per request (apps/accounts/throttles.py)
+    "DEFAULT_THROTTLE_CLASSES": ["apps.accounts.throttles.ScopedRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {
         "uploads": env_rate("THROTTLE_UPLOADS", "120/min"),
         "reads": env_rate("THROTTLE_READS", "6000/min"),

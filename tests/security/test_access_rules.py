@@ -119,18 +119,19 @@ def test_dashboard_pages_ask_for_login_when_reads_are_locked(locked):
 
 
 def test_upload_throttle_answers_429(settings, live_services, etcd_root, token, monkeypatch):
-    from django.core.cache import cache
     from rest_framework.throttling import ScopedRateThrottle
+
+    from apps.accounts.throttles import HISTORIES
 
     settings.TELEMETRY_WRITE_AUTH = True
     # the rates are read once, when DRF's throttling module loads: set them where it looks
     monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"uploads": "2/min", "reads": None})
-    cache.clear()
+    HISTORIES.clear()
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
     codes = [
         client.post("/api/v1/csv/upload", b"bad", content_type="text/csv").status_code
         for _ in range(3)
     ]
-    cache.clear()
+    HISTORIES.clear()
     assert codes == [400, 400, 429]
