@@ -36,6 +36,7 @@ __all__ = [
     "decode_block",
     "dedupe",
     "encode_block",
+    "encode_blocks",
     "merge",
     "samples_from_rows",
 ]
@@ -262,31 +263,105 @@ def encode_block(samples: Samples) -> bytes:
         raise ValueError("block values must be finite (no NaN or inf)")
     canon = dedupe(samples)
     stamps = np.unique(canon.ts)
-    parts = [_U32.pack(len(stamps)), *_encode_timestamps(stamps), _U32.pack(len(canon.names))]
     if len(canon) == len(stamps) * len(canon.names):
         # dense (every metric at every timestamp, DCGM's usual block): rows sorted by (ts,
         # metric) are a timestamps x metrics matrix, packed a whole block at a time
         columns = canon.value.reshape(len(stamps), len(canon.names)).T
-        for name, packed in zip(canon.names, _pack_columns(columns), strict=True):
-            parts.extend(_metric_section(name, packed, None, len(stamps)))
-    else:
-        # Rows are sorted by ts; a stable sort by metric gives each metric's rows in ts order.
-        by_metric = np.argsort(canon.metric, kind="stable")
-        bounds = np.searchsorted(canon.metric[by_metric], np.arange(len(canon.names) + 1))
-        column = np.searchsorted(stamps, canon.ts)  # row -> its timestamp's slot
-        for m, name in enumerate(canon.names):
-            rows = by_metric[bounds[m] : bounds[m + 1]]
-            packed = _pack_values(canon.value[rows])
-            parts.extend(_metric_section(name, packed, column[rows], len(stamps)))
-    body = b"".join(parts)
-    if len(body) > MAX_BODY_SIZE:
-        raise ValueError(f"block body of {len(body)} bytes exceeds limit {MAX_BODY_SIZE}")
+        return _framed(_dense_body(stamps, canon.names, _pack_columns(columns)))
+    parts = [_U32.pack(len(stamps)), *_encode_timestamps(stamps), _U32.pack(len(canon.names))]
+    # Rows are sorted by ts; a stable sort by metric gives each metric's rows in ts order.
+    by_metric = np.argsort(canon.metric, kind="stable")
+    bounds = np.searchsorted(canon.metric[by_metric], np.arange(len(canon.names) + 1))
+    column = np.searchsorted(stamps, canon.ts)  # row -> its timestamp's slot
+    for m, name in enumerate(canon.names):
+        rows = by_metric[bounds[m] : bounds[m + 1]]
+        packed = _pack_values(canon.value[rows])
+        parts.extend(_metric_section(name, packed, column[rows], len(stamps)))
+    return _framed(b"".join(parts))
+
+
+def encode_blocks(blocks: Sequence[Samples]) -> list[bytes]:
+    """`encode_block` of each of `blocks`, the same bytes, with numpy's calls made once for
+    all of them where they are alike (a chunk's GPUs: the same metric names, dense): a
+    block of a few hundred samples costs mostly numpy's per-call time, ~60 calls each
+    (measured: 0.86 ms a block of 58 timestamps x 10 metrics). Blocks that differ (other
+    names, sparse, an empty one, a value not finite) are encoded one by one, as before."""
+    names = blocks[0].names if blocks else ()
+    if len(blocks) < 2 or any(b.names != names or not len(b) for b in blocks):
+        return [encode_block(b) for b in blocks]
+    value = np.concatenate([b.value for b in blocks])
+    if not np.isfinite(value).all():
+        return [encode_block(b) for b in blocks]  # raises at the first, as one by one
+    part, ts, rank, value = _deduped(blocks, value)
+    bounds = np.searchsorted(part, np.arange(len(blocks) + 1))
+    width = len(names)
+    used = np.zeros((len(blocks), width), dtype=bool)
+    used[part, rank] = True
+    new_stamp = np.ones(len(ts), dtype=bool)
+    new_stamp[1:] = (ts[1:] != ts[:-1]) | (part[1:] != part[:-1])
+    stamps = np.add.reduceat(new_stamp, bounds[:-1], dtype=np.int64).tolist()
+    sizes = np.diff(bounds).tolist()
+    dense = [bool(used[i].all()) and sizes[i] == stamps[i] * width for i in range(len(blocks))]
+    out: list[bytes | None] = [None] * len(blocks)
+    compressor = _compressor()
+    sorted_names = tuple(sorted(names))
+    by_stamps: dict[int, list[int]] = {}
+    for i, is_dense in enumerate(dense):
+        if is_dense:
+            by_stamps.setdefault(stamps[i], []).append(i)
+        else:
+            out[i] = encode_block(blocks[i])
+    for n, members in by_stamps.items():
+        # each block's rows, sorted by (ts, metric), are an n x width matrix: its columns
+        # are the block's metrics, stacked for every block of the group
+        rows = np.concatenate([value[bounds[i] : bounds[i + 1]] for i in members])
+        packed = _pack_columns(
+            rows.reshape(len(members), n, width).transpose(0, 2, 1).reshape(-1, n)
+        )
+        for k, i in enumerate(members):
+            block_stamps = ts[bounds[i] : bounds[i + 1] : width]
+            mine = packed[k * width : (k + 1) * width]
+            out[i] = _framed(_dense_body(block_stamps, sorted_names, mine), compressor)
+    return out  # type: ignore[return-value]
+
+
+def _deduped(
+    blocks: Sequence[Samples], value: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`dedupe` of every block at once (the same names): (block, ts, metric rank, value),
+    sorted by block, then as dedupe sorts, the last of a repeated (ts, metric) kept."""
+    names = blocks[0].names
+    rank = np.empty(len(names), dtype=np.int32)
+    rank[sorted(range(len(names)), key=names.__getitem__)] = np.arange(len(names), dtype=np.int32)
+    part = np.repeat(np.arange(len(blocks), dtype=np.int32), [len(b) for b in blocks])
+    ts = np.concatenate([b.ts for b in blocks])
+    metric = rank[np.concatenate([b.metric for b in blocks])]
+    order = np.lexsort((np.arange(len(ts)), metric, ts, part))
+    part, ts, metric, value = part[order], ts[order], metric[order], value[order]
+    last = np.ones(len(ts), dtype=bool)
+    last[:-1] = (part[1:] != part[:-1]) | (ts[1:] != ts[:-1]) | (metric[1:] != metric[:-1])
+    return part[last], ts[last], metric[last], value[last]
+
+
+def _dense_body(
+    stamps: np.ndarray, names: tuple[str, ...], packed: Sequence[tuple[int, bytes]]
+) -> bytes:
+    parts = [_U32.pack(len(stamps)), *_encode_timestamps(stamps), _U32.pack(len(names))]
+    for name, column in zip(names, packed, strict=True):
+        parts.extend(_metric_section(name, column, None, len(stamps)))
+    return b"".join(parts)
+
+
+def _compressor() -> zstandard.ZstdCompressor:
     # write_content_size lets decode bound memory before decompressing; the
     # checksum turns most bit flips into a clean BlockFormatError.
-    compressor = zstandard.ZstdCompressor(
-        level=ZSTD_LEVEL, write_content_size=True, write_checksum=True
-    )
-    return MAGIC + bytes([BLOCK_VERSION]) + compressor.compress(body)
+    return zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True, write_checksum=True)
+
+
+def _framed(body: bytes, compressor: zstandard.ZstdCompressor | None = None) -> bytes:
+    if len(body) > MAX_BODY_SIZE:
+        raise ValueError(f"block body of {len(body)} bytes exceeds limit {MAX_BODY_SIZE}")
+    return MAGIC + bytes([BLOCK_VERSION]) + (compressor or _compressor()).compress(body)
 
 
 def _encode_timestamps(stamps: np.ndarray) -> list[bytes]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from store import kv, shards
-from store.codec import Samples, block_digest, encode_block
+from store.codec import Samples, block_digest, encode_blocks
 from store.errors import Conflict, OverBound
 from store.jobs import failure_record
 from store.keys import Keys
@@ -123,7 +123,7 @@ def _write_chunk(
     periods = {b.uuid: list(b.workloads) for b in batches if b.workloads}
     total = sum(len(b.samples) for b in batches)
     order = (upload, seq)
-    blocks = [item for batch in batches for item in _blocks(keys, batch, window_ms, order)]
+    blocks = _blocks(keys, batches, window_ms, order)
     marker = (keys.chunk(job_id, seq), _encode({"samples": total, "blocks": len(blocks)}))
     if refused:
         marker = _refusal(keys, job_id, seq, refused)
@@ -278,21 +278,25 @@ def _encode(obj: object) -> bytes:
 
 
 def _blocks(
-    keys: Keys, batch: GpuBatch, window_ms: int, order: tuple[int, int]
+    keys: Keys, batches: Sequence[GpuBatch], window_ms: int, order: tuple[int, int]
 ) -> list[tuple[str, bytes]]:
-    """One block per time window the batch touches, keyed by its content digest."""
-    s = batch.samples
-    windows = s.ts // window_ms
-    out = []
-    for w in np.unique(windows):
-        sel = windows == w
-        part = Samples(s.ts[sel], s.metric[sel], s.value[sel], s.names)
-        data = encode_block(part)
-        key = keys.block(
-            batch.uuid, int(part.ts.min()), int(part.ts.max()), block_digest(data), *order
-        )
-        out.append((key, data))
-    return out
+    """One block per GPU and time window its samples touch, keyed by its content digest;
+    encoded together (store.codec.encode_blocks: the same bytes as one by one)."""
+    parts: list[tuple[str, Samples]] = []
+    for batch in batches:
+        s = batch.samples
+        windows = s.ts // window_ms
+        if windows.min() == windows.max():  # the usual chunk: one window a GPU
+            parts.append((batch.uuid, s))
+            continue
+        for w in np.unique(windows):
+            sel = windows == w
+            parts.append((batch.uuid, Samples(s.ts[sel], s.metric[sel], s.value[sel], s.names)))
+    encoded = encode_blocks([part for _, part in parts])
+    return [
+        (keys.block(uuid, int(p.ts.min()), int(p.ts.max()), block_digest(data), *order), data)
+        for (uuid, p), data in zip(parts, encoded, strict=True)
+    ]
 
 
 # Latest values ---------------------------------------------------------------------
