@@ -79,6 +79,7 @@ BODY_ROUTES: dict[str, tuple[str, str, bool]] = {
     "csv-upload": ("INGEST_MAX_UPLOAD_BYTES", "write", False),
     "prom-remote-write": ("REMOTE_WRITE_MAX_BYTES", "write", False),
     "graphql": ("DATA_UPLOAD_MAX_MEMORY_SIZE", "read", True),
+    "admin-login": ("DATA_UPLOAD_MAX_MEMORY_SIZE", "", False),  # the admin's, paced (accounts)
 }
 FORM_LIMIT = "DATA_UPLOAD_MAX_MEMORY_SIZE"
 

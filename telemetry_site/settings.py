@@ -170,6 +170,9 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "uploads": env_rate("THROTTLE_UPLOADS", "120/min"),
         "reads": env_rate("THROTTLE_READS", "6000/min"),
+        # password checks (~0.5 s of CPU each): per client address, and per process
+        "logins": env_rate("THROTTLE_LOGINS", "10/min"),
+        "logins-process": env_rate("THROTTLE_LOGINS_PROCESS", "30/min"),
     },
     # The client address an anonymous caller is throttled by: with N proxies in front, each
     # appending to X-Forwarded-For, the N-th address from its end (the one the nearest proxy

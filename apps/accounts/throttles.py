@@ -20,16 +20,25 @@ recently seen dropped first; a dropped caller starts over, as LocMemCache's cull
 The caller just counted is never the one dropped, so a rate allowing more than MAX_BYTES
 of history still throttles (the bound is then MAX_BYTES plus that caller's history).
 A setting change (tests) forgets every history.
+
+Password checks are paced here too (`login_refusal`): Django checks a login's password
+with PBKDF2 at 1,000,000 iterations, ~0.5 s of CPU, and for an unknown user as well (so
+that the time tells nothing), so any anonymous POST to the admin's login page spent half
+a second of a core. Each client address has THROTTLE_LOGINS attempts (10/min), the whole
+process THROTTLE_LOGINS_PROCESS (30/min: at most ~0.25 of a core in password checks,
+however many addresses ask); past either, 429 before the password is looked at.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from array import array
 from collections import OrderedDict
 from typing import Any
 
 from django.core.signals import setting_changed
+from django.http import HttpRequest, HttpResponse
 from rest_framework import throttling
 
 MAX_BYTES = 32 * 1024 * 1024
@@ -102,6 +111,46 @@ class AnonRateThrottle(_Held, throttling.AnonRateThrottle):
 
 class UserRateThrottle(_Held, throttling.UserRateThrottle):
     """DRF's UserRateThrottle."""
+
+
+class LoginThrottle(_Held, throttling.SimpleRateThrottle):
+    """Password checks asked by one client address (as the others key it: NUM_PROXIES)."""
+
+    scope = "logins"
+
+    def get_cache_key(self, request: Any, view: Any) -> str:
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+
+class ProcessLoginThrottle(_Held, throttling.SimpleRateThrottle):
+    """Password checks asked of this process, by every address together."""
+
+    scope = "logins-process"
+
+    def get_cache_key(self, request: Any, view: Any) -> str:
+        return self.cache_format % {"scope": self.scope, "ident": "all"}
+
+
+_LOGIN_REFUSALS = (
+    (LoginThrottle, "too many login attempts from your address"),
+    (ProcessLoginThrottle, "too many login attempts on this server"),
+)
+
+
+def login_refusal(request: HttpRequest) -> HttpResponse | None:
+    """429 when a password check now would pass a login rate (then nothing is counted
+    further), None when it may run (counted)."""
+    for kind, message in _LOGIN_REFUSALS:
+        throttle = kind()
+        if not throttle.allow_request(request, None):
+            wait = throttle.wait()
+            after = max(1, math.ceil(wait if wait is not None else throttle.duration))
+            response = HttpResponse(
+                f"{message}: retry in {after} s\n", status=429, content_type="text/plain"
+            )
+            response["Retry-After"] = str(after)
+            return response
+    return None
 
 
 def _forget(**kwargs: Any) -> None:

@@ -1,0 +1,95 @@
+"""Login attempts are paced before their password is checked (~0.5 s of CPU each, for an
+unknown user too): per client address and per process (apps/accounts/throttles.py)."""
+
+from __future__ import annotations
+
+import django.contrib.auth.forms as auth_forms
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+from rest_framework import throttling
+
+from apps.accounts.throttles import HISTORIES
+from telemetry_site.guard import policy_for
+
+LOGIN = "/admin/login/"
+
+
+@pytest.fixture
+def checks(monkeypatch, settings):
+    """The password checks Django's login form runs (counted, then run as always), with a
+    cheap hasher for the test's speed, and a clean slate of histories."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    seen: list[str] = []
+    real = auth_forms.authenticate
+
+    def counted(request=None, **credentials):
+        seen.append(credentials.get("username", ""))
+        return real(request, **credentials)
+
+    monkeypatch.setattr(auth_forms, "authenticate", counted)
+    HISTORIES.clear()
+    yield seen
+    HISTORIES.clear()
+
+
+def rates(monkeypatch, per_address: str, per_process: str) -> None:
+    # the rates are read once, when DRF's throttling module loads: set them where it looks
+    monkeypatch.setattr(
+        throttling.SimpleRateThrottle,
+        "THROTTLE_RATES",
+        {"logins": per_address, "logins-process": per_process},
+    )
+
+
+def attempt(address: str, username: str = "nobody", password: str = "guess", **headers):
+    return Client(REMOTE_ADDR=address, **headers).post(
+        LOGIN, {"username": username, "password": password, "next": "/admin/"}
+    )
+
+
+@pytest.mark.django_db
+def test_attempts_past_the_address_rate_are_refused_before_the_password_is_checked(
+    checks, monkeypatch
+):
+    rates(monkeypatch, "3/min", "100/min")
+    codes = [attempt("10.0.0.1").status_code for _ in range(5)]
+    assert codes == [200, 200, 200, 429, 429]  # 200: the form again, "wrong password"
+    assert checks == ["nobody"] * 3
+    refused = attempt("10.0.0.1")
+    assert 0 < int(refused["Retry-After"]) <= 60
+    assert b"too many login attempts from your address" in refused.content
+    assert Client(REMOTE_ADDR="10.0.0.1").get(LOGIN).status_code == 200  # the page: not paced
+
+
+@pytest.mark.django_db
+def test_each_address_has_its_own_attempts_and_the_process_bounds_them_all(checks, monkeypatch):
+    rates(monkeypatch, "2/min", "5/min")
+    got = {a: [attempt(a).status_code for _ in range(2)] for a in ("10.0.0.1", "10.0.0.2")}
+    assert got == {"10.0.0.1": [200, 200], "10.0.0.2": [200, 200]}
+    assert attempt("10.0.0.3").status_code == 200  # the process's fifth
+    refused = attempt("10.0.0.4")
+    assert refused.status_code == 429 and b"on this server" in refused.content
+    assert len(checks) == 5
+
+
+@pytest.mark.django_db
+def test_a_forwarded_for_the_client_writes_gives_it_no_new_attempts(checks, monkeypatch):
+    rates(monkeypatch, "2/min", "100/min")
+    codes = [
+        attempt("10.0.0.9", HTTP_X_FORWARDED_FOR=f"203.0.113.{i}").status_code for i in range(4)
+    ]
+    assert codes == [200, 200, 429, 429] and len(checks) == 2
+
+
+@pytest.mark.django_db
+def test_the_right_password_still_logs_in_and_the_guard_takes_the_form(
+    checks, monkeypatch, settings
+):
+    rates(monkeypatch, "3/min", "100/min")
+    get_user_model().objects.create_superuser("ops", "ops@example.com", "s3cret-pass")
+    assert attempt("10.0.0.5", "ops", "wrong").status_code == 200
+    ok = attempt("10.0.0.5", "ops", "s3cret-pass")
+    assert ok.status_code == 302 and ok["Location"] == "/admin/"
+    form = policy_for("POST", LOGIN)
+    assert (form.limit, form.access) == (settings.DATA_UPLOAD_MAX_MEMORY_SIZE, "")
