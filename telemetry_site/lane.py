@@ -19,7 +19,7 @@ other than JSON's (an empty one included), more than MAX_PARSED of query string 
 form, a form without one Content-Type and a Content-Length, a parameter the lane's parser
 (apps.read.serializers.plainly_valid) does not find plainly valid, a token DRF
 refuses, a caller without read access, a throttled caller, an HTTPS redirect, a
-host Django refuses. The throttle is Django's own (same class, histories, rate),
+host Django refuses. The throttle is DRF's (the same class, histories and rate as Django's),
 consulted last before the store, so a request counts once, and a refused one is
 not counted and is refused again by Django, with its 429. Errors found while
 reading (unknown GPU, store down, too many buckets, a bad PromQL query) are

@@ -26,7 +26,9 @@ with PBKDF2 at 1,000,000 iterations, ~0.5 s of CPU, and for an unknown user as w
 that the time tells nothing), so any anonymous POST to the admin's login page spent half
 a second of a core. Each client address has THROTTLE_LOGINS attempts (10/min), the whole
 process THROTTLE_LOGINS_PROCESS (30/min: at most ~0.25 of a core in password checks,
-however many addresses ask); past either, 429 before the password is looked at.
+however many addresses ask); past either, 429 before the password is looked at, and
+neither counts the attempt. Their histories are kept apart (LOGIN_HISTORIES, 4 MiB), so
+that no flood of other requests can push the process's count out.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from django.http import HttpRequest, HttpResponse
 from rest_framework import throttling
 
 MAX_BYTES = 32 * 1024 * 1024
-OVERHEAD = 256  # a caller's key, its array object and its place in the order
+OVERHEAD = 384  # a caller's key, its array object and its place in the order (~340 measured)
 
 
 class Histories:
@@ -113,9 +115,15 @@ class UserRateThrottle(_Held, throttling.UserRateThrottle):
     """DRF's UserRateThrottle."""
 
 
+# Login histories apart: a flood of reads from ever new addresses must not push the
+# process's login count out of memory (and with it, the bound on password checks).
+LOGIN_HISTORIES = Histories(4 * 1024 * 1024)
+
+
 class LoginThrottle(_Held, throttling.SimpleRateThrottle):
     """Password checks asked by one client address (as the others key it: NUM_PROXIES)."""
 
+    cache = LOGIN_HISTORIES
     scope = "logins"
 
     def get_cache_key(self, request: Any, view: Any) -> str:
@@ -125,6 +133,7 @@ class LoginThrottle(_Held, throttling.SimpleRateThrottle):
 class ProcessLoginThrottle(_Held, throttling.SimpleRateThrottle):
     """Password checks asked of this process, by every address together."""
 
+    cache = LOGIN_HISTORIES
     scope = "logins-process"
 
     def get_cache_key(self, request: Any, view: Any) -> str:
@@ -138,24 +147,45 @@ _LOGIN_REFUSALS = (
 
 
 def login_refusal(request: HttpRequest) -> HttpResponse | None:
-    """429 when a password check now would pass a login rate (then nothing is counted
-    further), None when it may run (counted)."""
-    for kind, message in _LOGIN_REFUSALS:
-        throttle = kind()
-        if not throttle.allow_request(request, None):
-            wait = throttle.wait()
-            after = max(1, math.ceil(wait if wait is not None else throttle.duration))
-            response = HttpResponse(
-                f"{message}: retry in {after} s\n", status=429, content_type="text/plain"
-            )
-            response["Retry-After"] = str(after)
-            return response
+    """429 when a password check now would pass either login rate, and then neither counts
+    it (an address refused by the process's rate keeps its own attempts); None when it may
+    run, counted by both."""
+    throttles = [(kind(), message) for kind, message in _LOGIN_REFUSALS]
+    with LOGIN_HISTORIES.lock:
+        for throttle, message in throttles:
+            if throttle.rate is not None and not _has_room(throttle, request):
+                return _too_many(throttle, message)
+        for throttle, _ in throttles:
+            if throttle.rate is not None:
+                throttle.throttle_success()
     return None
+
+
+def _has_room(throttle: throttling.SimpleRateThrottle, request: HttpRequest) -> bool:
+    """DRF's allow_request up to its decision, counting nothing: the history read and its
+    times past the period dropped, as DRF drops them."""
+    throttle.key = throttle.get_cache_key(request, None)
+    throttle.history = throttle.cache.get(throttle.key, [])
+    throttle.now = throttle.timer()
+    while throttle.history and throttle.history[-1] <= throttle.now - throttle.duration:
+        throttle.history.pop()
+    return len(throttle.history) < throttle.num_requests
+
+
+def _too_many(throttle: throttling.SimpleRateThrottle, message: str) -> HttpResponse:
+    wait = throttle.wait()
+    after = max(1, math.ceil(wait if wait is not None else throttle.duration))
+    response = HttpResponse(
+        f"{message}: retry in {after} s\n", status=429, content_type="text/plain"
+    )
+    response["Retry-After"] = str(after)
+    return response
 
 
 def _forget(**kwargs: Any) -> None:
     if kwargs.get("setting") == "REST_FRAMEWORK":
         HISTORIES.clear()
+        LOGIN_HISTORIES.clear()
 
 
 setting_changed.connect(_forget)

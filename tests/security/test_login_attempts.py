@@ -9,7 +9,8 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from rest_framework import throttling
 
-from apps.accounts.throttles import HISTORIES
+from apps.accounts import throttles
+from apps.accounts.throttles import HISTORIES, LOGIN_HISTORIES
 from telemetry_site.guard import policy_for
 
 LOGIN = "/admin/login/"
@@ -29,8 +30,10 @@ def checks(monkeypatch, settings):
 
     monkeypatch.setattr(auth_forms, "authenticate", counted)
     HISTORIES.clear()
+    LOGIN_HISTORIES.clear()
     yield seen
     HISTORIES.clear()
+    LOGIN_HISTORIES.clear()
 
 
 def rates(monkeypatch, per_address: str, per_process: str) -> None:
@@ -65,12 +68,18 @@ def test_attempts_past_the_address_rate_are_refused_before_the_password_is_check
 @pytest.mark.django_db
 def test_each_address_has_its_own_attempts_and_the_process_bounds_them_all(checks, monkeypatch):
     rates(monkeypatch, "2/min", "5/min")
+    clock = [1_000.0]
+    monkeypatch.setattr(throttling.SimpleRateThrottle, "timer", lambda self: clock[0])
     got = {a: [attempt(a).status_code for _ in range(2)] for a in ("10.0.0.1", "10.0.0.2")}
     assert got == {"10.0.0.1": [200, 200], "10.0.0.2": [200, 200]}
     assert attempt("10.0.0.3").status_code == 200  # the process's fifth
-    refused = attempt("10.0.0.4")
-    assert refused.status_code == 429 and b"on this server" in refused.content
+    for _ in range(3):  # refused by the process's rate: the address's own are not spent
+        refused = attempt("10.0.0.4")
+        assert refused.status_code == 429 and b"on this server" in refused.content
     assert len(checks) == 5
+    clock[0] += 61  # a minute on: the process has room again, and 10.0.0.4 its two
+    assert [attempt("10.0.0.4").status_code for _ in range(3)] == [200, 200, 429]
+    assert len(checks) == 7
 
 
 @pytest.mark.django_db
@@ -80,6 +89,28 @@ def test_a_forwarded_for_the_client_writes_gives_it_no_new_attempts(checks, monk
         attempt("10.0.0.9", HTTP_X_FORWARDED_FOR=f"203.0.113.{i}").status_code for i in range(4)
     ]
     assert codes == [200, 200, 429, 429] and len(checks) == 2
+
+
+@pytest.mark.django_db
+def test_a_flood_of_reads_from_new_addresses_does_not_push_the_login_count_out(checks, monkeypatch):
+    """The read histories are bounded and drop their least recently seen callers; the
+    login counts are kept apart, so the process's bound on password checks holds."""
+    rates(monkeypatch, "100/min", "2/min")
+    monkeypatch.setattr(throttling.ScopedRateThrottle, "THROTTLE_RATES", {"reads": "5/min"})
+    monkeypatch.setattr(HISTORIES, "max_bytes", 64 * 1024)
+    assert [attempt(f"10.1.0.{i}").status_code for i in range(3)] == [200, 200, 429]
+    from django.test import RequestFactory
+    from rest_framework.request import Request
+    from rest_framework.views import APIView
+
+    class Reads(APIView):
+        throttle_scope = "reads"
+
+    for i in range(2_000):  # ~800 KB of read histories: far past the bound
+        request = Request(RequestFactory().get("/", REMOTE_ADDR=f"2001:db8::{i:x}"))
+        assert throttles.ScopedRateThrottle().allow_request(request, Reads())
+    assert HISTORIES.bytes <= HISTORIES.max_bytes
+    assert attempt("10.1.0.9").status_code == 429 and len(checks) == 2
 
 
 @pytest.mark.django_db

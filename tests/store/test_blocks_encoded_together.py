@@ -29,19 +29,22 @@ def _values(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
 
 @st.composite
 def blocks(draw: st.DrawFn) -> list[Samples]:
-    """Blocks as a chunk holds them (one per GPU), mostly dense and alike, some not: other
+    """Blocks as a chunk holds them (one per GPU): mostly dense and alike, as DCGM sends
+    them, so that most examples take the path that encodes them together; some not: other
     timestamps counts, a metric missing at some times, repeated (ts, metric) rows, rows in
     file order or shuffled, a NaN, another name table, an empty block."""
     rng = np.random.default_rng(draw(st.integers(0, 2**32)))
     out = []
     for _ in range(draw(st.integers(1, 9))):
         n = draw(st.sampled_from([1, 2, 58, 58, 58, 7]))
-        names = NAMES[: draw(st.sampled_from([4, 4, 4, 2]))]
+        names = NAMES[: draw(st.sampled_from([4] * 9 + [2]))]
         kinds = [draw(st.sampled_from(KINDS)) for _ in names]
         ts = np.repeat(1_752_868_800_000 + np.arange(n, dtype=np.int64) * 10_000, len(names))
         metric = np.tile(np.arange(len(names), dtype=np.int32), n)
         value = np.stack([_values(k, n, rng) for k in kinds], axis=1).ravel()
-        shape = draw(st.sampled_from(["dense", "dense", "sparse", "repeats", "shuffled", "nan"]))
+        shape = draw(
+            st.sampled_from(["dense"] * 12 + ["sparse", "repeats", "repeats", "shuffled", "nan"])
+        )
         keep = np.ones(len(ts), dtype=bool)
         if shape == "sparse":
             keep = rng.random(len(ts)) > 0.2
@@ -53,7 +56,7 @@ def blocks(draw: st.DrawFn) -> list[Samples]:
             value[rng.integers(0, len(value))] = np.nan
         order = rng.permutation(int(keep.sum())) if shape == "shuffled" else slice(None)
         out.append(Samples(ts[keep][order], metric[keep][order], value[keep][order], names))
-    if draw(st.booleans()) and out:
+    if draw(st.integers(0, 9)) == 0:
         out.insert(0, Samples(np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0), NAMES))
     return out
 
@@ -72,21 +75,32 @@ def test_blocks_encoded_together_are_the_bytes_of_each_alone(parts):
     assert _outcome(encode_blocks, parts) == alone
 
 
-def test_a_chunk_of_alike_dense_blocks_is_encoded_together():
-    """The fast path is taken (no block encoded alone) for the usual chunk, and gives each
-    block's bytes."""
+def test_the_alike_dense_blocks_of_a_chunk_are_encoded_together_the_others_alone():
+    """The usual chunk takes the fast path for every block; a GPU with other metrics or no
+    sample in the chunk is encoded alone and does not send the others one by one."""
     import store.codec as codec
 
     rng = np.random.default_rng(3)
     parts = []
-    for _ in range(8):
-        ts = np.repeat(np.arange(58, dtype=np.int64) * 10_000, len(NAMES))
-        metric = np.tile(np.arange(len(NAMES), dtype=np.int32), 58)
-        value = np.stack([_values(k, 58, rng) for k in KINDS[:4]], axis=1).ravel()
-        parts.append(Samples(ts, metric, value, NAMES))
+    for names in [NAMES] * 7 + [NAMES[:2]]:
+        ts = np.repeat(np.arange(58, dtype=np.int64) * 10_000, len(names))
+        metric = np.tile(np.arange(len(names), dtype=np.int32), 58)
+        value = np.stack([_values(k, 58, rng) for k in KINDS[: len(names)]], axis=1).ravel()
+        parts.append(Samples(ts, metric, value, names))
+    parts.insert(3, Samples(np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0), NAMES))
     expected = [encode_block(p) for p in parts]
-    alone = []
+    alone: list[Samples] = []
+    real, real_deduped = codec.encode_block, codec._deduped
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(codec, "encode_block", lambda p: alone.append(p) or expected[0])
+        mp.setattr(codec, "encode_block", lambda p: alone.append(p) or real(p))
         assert codec.encode_blocks(parts) == expected
-    assert alone == []
+    assert [len(p.names) if len(p) else 0 for p in alone] == [0, 2]  # the empty, the other
+    got = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(
+            codec,
+            "_deduped",
+            lambda blocks, value: got.append(len(blocks)) or real_deduped(blocks, value),
+        )
+        codec.encode_blocks(parts)
+    assert got == [7]
