@@ -160,6 +160,7 @@ def attack_table(target: Target, attack_bytes: int) -> dict[str, Callable[[], Ou
         ),
         "WS 100k nested brackets x5": nested_sockets,
         "WS 30 x 300 subscriptions": subscription_flood,
+        "200 wrong logins, 4 at once": lambda: attacks.login_flood(target.base, 200),
     }
 
 
@@ -248,12 +249,17 @@ def main() -> None:
     parser.add_argument("--limit-mib", type=int, default=64, help="INGEST_MAX_UPLOAD_BYTES")
     parser.add_argument("--baseline-s", type=float, default=8.0)
     parser.add_argument("--only", default="", help="comma-separated attack names (substrings)")
+    parser.add_argument(
+        "--logins-unpaced", action="store_true", help="THROTTLE_LOGINS(_PROCESS)=off: as before"
+    )
     args = parser.parse_args()
     env = {
         "TELEMETRY_WRITE_AUTH": "true",
         "INGEST_MAX_UPLOAD_BYTES": str(args.limit_mib * MiB),
         "HTTP_BODY_GRACE": "2s",
     }
+    if args.logins_unpaced:
+        env |= {"THROTTLE_LOGINS": "off", "THROTTLE_LOGINS_PROCESS": "off"}
     with stack(**env) as st:
         target = prepare(st, args.limit_mib)
         measure(target, lambda: Outcome(), 2.0)  # warm-up: first reads fill caches

@@ -7,9 +7,11 @@ cost is read from /proc of the gateway process (`ProcessMeter`).
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -124,6 +126,34 @@ class Outcome:
     sent: int = 0  # bytes sent
     seconds: float = 0.0
     answers: list[Any] = field(default_factory=list)  # statuses, or messages
+
+
+# Logins -------------------------------------------------------------------------------
+def login_flood(base: str, attempts: int, at_once: int = 4) -> Outcome:
+    """`attempts` wrong passwords POSTed to the admin's login form, `at_once` at a time, each
+    sender with its CSRF cookie and token and a new X-Forwarded-For every time."""
+    started = time.monotonic()
+    out = Outcome()
+
+    def sender(n: int) -> list[int]:
+        session = requests.Session()
+        page = session.get(f"{base}/admin/login/", timeout=30).text
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
+        form = {"csrfmiddlewaretoken": token.group(1) if token else "", "next": "/admin/"}
+        codes = []
+        for i in range(n):
+            data = {**form, "username": f"admin{i % 3}", "password": f"guess-{i}"}
+            headers = {"X-Forwarded-For": f"198.51.100.{i % 250}", "Referer": base}
+            got = session.post(f"{base}/admin/login/", data=data, headers=headers, timeout=120)
+            codes.append(got.status_code)
+            out.sent += len(got.request.body or b"")
+        return codes
+
+    with concurrent.futures.ThreadPoolExecutor(at_once) as pool:
+        for codes in pool.map(sender, [attempts // at_once] * at_once):
+            out.answers += codes
+    out.seconds = time.monotonic() - started
+    return out
 
 
 # HTTP bodies ----------------------------------------------------------------------------

@@ -124,3 +124,36 @@ def test_the_right_password_still_logs_in_and_the_guard_takes_the_form(
     assert ok.status_code == 302 and ok["Location"] == "/admin/"
     form = policy_for("POST", LOGIN)
     assert (form.limit, form.access) == (settings.DATA_UPLOAD_MAX_MEMORY_SIZE, "")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_password_checks_run_one_at_a_time(checks, monkeypatch):
+    """Two attempts at once: the second's check waits for the first's, so checks let
+    through by the rates take at most one core."""
+    import threading
+    import time
+
+    rates(monkeypatch, "100/min", "100/min")
+    running, most = [0], [0]
+    real = auth_forms.authenticate  # the fixture's counting wrapper
+
+    def overlapping(request=None, **credentials):
+        running[0] += 1
+        most[0] = max(most[0], running[0])
+        time.sleep(0.05)  # not a wait: a check long enough for the other to arrive
+        try:
+            return real(request, **credentials)
+        finally:
+            running[0] -= 1
+
+    monkeypatch.setattr(auth_forms, "authenticate", overlapping)
+    codes: list[int] = []
+    senders = [
+        threading.Thread(target=lambda a=a: codes.append(attempt(a).status_code))
+        for a in ("10.2.0.1", "10.2.0.2", "10.2.0.3")
+    ]
+    for t in senders:
+        t.start()
+    for t in senders:
+        t.join()
+    assert codes == [200, 200, 200] and len(checks) == 3 and most[0] == 1
