@@ -135,22 +135,27 @@ def login_flood(base: str, attempts: int, at_once: int = 4) -> Outcome:
     started = time.monotonic()
     out = Outcome()
 
-    def sender(n: int) -> list[int]:
+    lock = threading.Lock()
+
+    def sender(first: int) -> list[int]:
         session = requests.Session()
         page = session.get(f"{base}/admin/login/", timeout=30).text
         token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
         form = {"csrfmiddlewaretoken": token.group(1) if token else "", "next": "/admin/"}
         codes = []
-        for i in range(n):
+        for i in range(first, first + attempts // at_once):  # a new address every attempt
             data = {**form, "username": f"admin{i % 3}", "password": f"guess-{i}"}
-            headers = {"X-Forwarded-For": f"198.51.100.{i % 250}", "Referer": base}
+            address = f"198.51.{100 + i // 250}.{i % 250}"
+            headers = {"X-Forwarded-For": address, "Referer": base}
             got = session.post(f"{base}/admin/login/", data=data, headers=headers, timeout=120)
             codes.append(got.status_code)
-            out.sent += len(got.request.body or b"")
+            with lock:
+                out.sent += len(got.request.body or b"")
         return codes
 
+    firsts = [k * (attempts // at_once) for k in range(at_once)]
     with concurrent.futures.ThreadPoolExecutor(at_once) as pool:
-        for codes in pool.map(sender, [attempts // at_once] * at_once):
+        for codes in pool.map(sender, firsts):
             out.answers += codes
     out.seconds = time.monotonic() - started
     return out

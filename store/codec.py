@@ -70,6 +70,11 @@ _F64 = struct.Struct("<d")
 _DELTA_DTYPES = {1: np.dtype("<u1"), 2: np.dtype("<u2"), 4: np.dtype("<u4"), 8: np.dtype("<u8")}
 
 
+class _Refused(ValueError):
+    """What `encode_block` refuses to encode (a ValueError, as documented): kept apart so
+    that `encode_blocks` falls back on these only, never on a bug of its own."""
+
+
 class BlockFormatError(ValueError):
     """The bytes are not a valid block: wrong magic or version, corrupt, truncated or too large."""
 
@@ -261,7 +266,7 @@ def encode_block(samples: Samples) -> bytes:
     the samples into several blocks instead).
     """
     if not np.isfinite(samples.value).all():
-        raise ValueError("block values must be finite (no NaN or inf)")
+        raise _Refused("block values must be finite (no NaN or inf)")
     canon = dedupe(samples)
     stamps = np.unique(canon.ts)
     if len(canon) == len(stamps) * len(canon.names):
@@ -285,16 +290,17 @@ def encode_blocks(blocks: Sequence[Samples]) -> list[bytes]:
     """`encode_block` of each of `blocks`, the same bytes, with numpy's calls made once for
     all of them that are alike (a chunk's GPUs: the same metric names, dense): a block of
     a few hundred samples costs mostly numpy's per-call time, ~60 calls each (measured:
-    0.47 ms a block of 58 timestamps x 10 metrics). The others (other names, sparse,
-    empty) are encoded alone; a refusal (a value not finite, a body too large) is the one
-    encoding them one by one would raise first."""
+    0.47 ms a block of 58 timestamps x 10 metrics). The others (other names, empty) are
+    encoded alone, and so are alike blocks that are not dense once deduplicated (sparse:
+    a metric missing at some times); a refusal (a value not finite, a name or a body too
+    large) is the one encoding them one by one would raise first."""
     shared = Counter(b.names for b in blocks if len(b)).most_common(1)
     alike = [i for i, b in enumerate(blocks) if len(b) and shared and b.names == shared[0][0]]
     if len(alike) < 2:
         return [encode_block(b) for b in blocks]
     try:
         together = dict(zip(alike, _encoded_together([blocks[i] for i in alike]), strict=True))
-    except ValueError:
+    except _Refused:
         return [encode_block(b) for b in blocks]  # raises as one by one: the first refused
     return [together[i] if i in together else encode_block(b) for i, b in enumerate(blocks)]
 
@@ -304,7 +310,7 @@ def _encoded_together(blocks: Sequence[Samples]) -> list[bytes]:
     names = blocks[0].names
     value = np.concatenate([b.value for b in blocks])
     if not np.isfinite(value).all():
-        raise ValueError("block values must be finite (no NaN or inf)")
+        raise _Refused("block values must be finite (no NaN or inf)")
     part, ts, rank, value = _deduped(blocks, value)
     bounds = np.searchsorted(part, np.arange(len(blocks) + 1))
     width = len(names)
@@ -373,7 +379,7 @@ def _compressor() -> zstandard.ZstdCompressor:
 
 def _framed(body: bytes, compressor: zstandard.ZstdCompressor | None = None) -> bytes:
     if len(body) > MAX_BODY_SIZE:
-        raise ValueError(f"block body of {len(body)} bytes exceeds limit {MAX_BODY_SIZE}")
+        raise _Refused(f"block body of {len(body)} bytes exceeds limit {MAX_BODY_SIZE}")
     return MAGIC + bytes([BLOCK_VERSION]) + (compressor or _compressor()).compress(body)
 
 
@@ -395,7 +401,7 @@ def _metric_section(
     the timestamps it is present at, None for every one)."""
     raw_name = name.encode("utf-8")
     if len(raw_name) > 0xFFFF:
-        raise ValueError(f"metric name too long ({len(raw_name)} UTF-8 bytes, max 65535)")
+        raise _Refused(f"metric name too long ({len(raw_name)} UTF-8 bytes, max 65535)")
     encoding, data = packed
     flags = encoding << _ENC_SHIFT
     out = [_U16.pack(len(raw_name)), raw_name]

@@ -152,12 +152,12 @@ def login_refusal(request: HttpRequest) -> HttpResponse | None:
     run, counted by both."""
     throttles = [(kind(), message) for kind, message in _LOGIN_REFUSALS]
     with LOGIN_HISTORIES.lock:
-        for throttle, message in throttles:
-            if throttle.rate is not None and not _has_room(throttle, request):
-                return _too_many(throttle, message)
-        for throttle, _ in throttles:
-            if throttle.rate is not None:
-                throttle.throttle_success()
+        counted = [(t, m) for t, m in throttles if t.rate is not None]
+        full = [(_wait(t), m) for t, m in counted if not _has_room(t, request)]
+        if full:  # the longest wait: a retry after the shorter one would be refused again
+            return _too_many(*max(full))
+        for throttle, _ in counted:
+            throttle.throttle_success()
     return None
 
 
@@ -172,9 +172,12 @@ def _has_room(throttle: throttling.SimpleRateThrottle, request: HttpRequest) -> 
     return len(throttle.history) < throttle.num_requests
 
 
-def _too_many(throttle: throttling.SimpleRateThrottle, message: str) -> HttpResponse:
+def _wait(throttle: throttling.SimpleRateThrottle) -> int:
     wait = throttle.wait()
-    after = max(1, math.ceil(wait if wait is not None else throttle.duration))
+    return max(1, math.ceil(wait if wait is not None else throttle.duration))
+
+
+def _too_many(after: int, message: str) -> HttpResponse:
     response = HttpResponse(
         f"{message}: retry in {after} s\n", status=429, content_type="text/plain"
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import django.contrib.auth.forms as auth_forms
 import pytest
 from django.contrib.auth import get_user_model
+from django.db import connections
 from django.test import Client
 from rest_framework import throttling
 
@@ -148,12 +149,30 @@ def test_password_checks_run_one_at_a_time(checks, monkeypatch):
 
     monkeypatch.setattr(auth_forms, "authenticate", overlapping)
     codes: list[int] = []
+
+    def send(address: str) -> None:
+        try:
+            codes.append(attempt(address).status_code)
+        finally:
+            connections.close_all()  # this thread's own, as a request's thread ends
+
     senders = [
-        threading.Thread(target=lambda a=a: codes.append(attempt(a).status_code))
-        for a in ("10.2.0.1", "10.2.0.2", "10.2.0.3")
+        threading.Thread(target=send, args=(a,)) for a in ("10.2.0.1", "10.2.0.2", "10.2.0.3")
     ]
     for t in senders:
         t.start()
     for t in senders:
         t.join()
     assert codes == [200, 200, 200] and len(checks) == 3 and most[0] == 1
+
+
+@pytest.mark.django_db
+def test_retry_after_is_the_longer_wait_of_the_two_rates(checks, monkeypatch):
+    rates(monkeypatch, "2/min", "3/hour")
+    clock = [1_000.0]
+    monkeypatch.setattr(throttling.SimpleRateThrottle, "timer", lambda self: clock[0])
+    assert [attempt(a).status_code for a in ("10.3.0.1", "10.3.0.1", "10.3.0.2")] == [200] * 3
+    clock[0] += 10  # the address is full for 50 s more, the process for 3,590 s
+    refused = attempt("10.3.0.1")
+    assert refused.status_code == 429 and int(refused["Retry-After"]) == 3590
+    assert b"on this server" in refused.content
