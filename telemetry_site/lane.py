@@ -353,11 +353,10 @@ class ReadLane:
             child(READ_LANE_RECALLED, "stepped").inc()
             await self.app(scope, body.replay, send)
             return True
-        if not allowed:
-            child(READ_LANE_RECALLED, "stepped").inc()
-            return False  # the steps refuse it, as Django would
         if not counted:
             child(READ_LANE_RECALLED, "stepped").inc()
+            if not allowed:
+                return False  # the steps refuse it, as Django would
             await self.app(scope, body.replay, send)  # DRF's 429 (a refusal counts nothing)
             return True
         child(READ_LANE_RECALLED, "sent").inc()

@@ -62,11 +62,10 @@ MAX_RECALL_BYTES = 8192
 HEADER_BYTES = 128  # a header's tuple and bytes objects, besides its name's and value's bytes
 MATCH_BYTES = 1280  # the route's ResolverMatch, when the lane does not keep it for the path
 RECALL_PERMISSIONS = frozenset({TelemetryAccess})
+# the site's throttles (apps/accounts/throttles.py) and DRF's own: both read only a Caller
 RECALL_THROTTLES = frozenset(
-    {
-        *(throttling.ScopedRateThrottle, throttling.AnonRateThrottle, throttling.UserRateThrottle),
-        *(throttles.ScopedRateThrottle, throttles.AnonRateThrottle, throttles.UserRateThrottle),
-    }
+    {throttles.ScopedRateThrottle, throttles.AnonRateThrottle, throttles.UserRateThrottle}
+    | {throttling.ScopedRateThrottle, throttling.AnonRateThrottle, throttling.UserRateThrottle}
 )
 # the methods that run a view's permissions and throttles: APIView's own, or not noted
 _CHECKS = ("initial", "get_permissions", "check_permissions", "get_throttles", "check_throttles")
