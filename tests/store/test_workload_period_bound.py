@@ -185,8 +185,9 @@ def _csv(rows: int) -> bytes:
 
 
 def test_an_upload_past_the_bound_ends_failed_naming_the_gpu_and_keeps_the_other(
-    pipeline: str,
+    pipeline: str, settings
 ) -> None:
+    settings.INGEST_CHUNK_ROWS = 5000  # each GPU's rows in chunks: its first chunks fit
     api = APIClient()
     # ~103 bytes a period: 18,000 rows make ~1.85 MB of periods on one day, past the bound
     # and past etcd's 1.5 MiB request limit (the chunk that crossed it was retried forever)
