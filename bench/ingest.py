@@ -70,7 +70,6 @@ def parse_alone(path: Path, columnar: bool) -> float:
             facts=lambda row: parser.facts(row, "bench"),
             chunk_rows=settings.INGEST_CHUNK_ROWS,
             buffer_rows=settings.INGEST_BUFFER_ROWS,
-            max_gpus=settings.INGEST_CHUNK_GPUS,
         )
         for item in parser:
             chunker.add(item)

@@ -372,7 +372,6 @@ def load_ours(data: list[Series]) -> tuple[float, int]:
         facts=lambda row: facts[row.uuid],
         chunk_rows=settings.INGEST_CHUNK_ROWS,
         buffer_rows=settings.INGEST_BUFFER_ROWS,
-        max_gpus=settings.INGEST_CHUNK_GPUS,
     )
     lists = {s.gpu.uuid: s.values.tolist() for s in data}
     names = gs.METRICS

@@ -317,6 +317,12 @@ def put_bytes(op: Any) -> int:
     return put_cost(op.key, op.value)
 
 
+def key_of(op_or_compare: Any) -> str:
+    """The key an operation or a compare made here names."""
+    key = op_or_compare.key
+    return key.decode() if isinstance(key, bytes) else str(key)
+
+
 def op_get(key: str) -> Any:
     return pyetcd.transactions.Get(key)
 

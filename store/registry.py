@@ -127,9 +127,59 @@ def ensure_registered(keys: Keys, regs: Iterable[Registration]) -> list[dict[str
 
 
 def _register_batch(keys: Keys, regs: Sequence[Registration]) -> list[dict | bool | None]:
-    """One attempt per GPU: the record written, None when already right, False on a lost race."""
+    """One attempt per GPU: the record written, None when already right, False on a lost race.
+
+    The GPUs' plans go to etcd together, as many as one transaction takes (a fleet's first
+    upload registers hundreds: one transaction each cost etcd three times the CPU of the
+    rest of the upload's writes). Each plan keeps its own compare, so a transaction that
+    fails lost a race on some GPU's locator: its GPUs are then tried one by one, and each
+    wins or loses alone, as before."""
     current = kv.get_many(keys_to_read(keys, regs))
-    return [_register_one(keys, reg, current) for reg in regs]
+    plans = [plan_registration(keys, reg, current) for reg in regs]
+    outcomes: list[dict | bool | None] = [None] * len(regs)
+    for group in _plan_groups(plans):
+        together = len(group) > 1 and kv.txn(
+            [c for i in group for c in plans[i].compare],  # type: ignore[union-attr]
+            [o for i in group for o in plans[i].ops],  # type: ignore[union-attr]
+        )
+        for i in group:
+            plan = plans[i]
+            assert plan is not None
+            if not together and not kv.txn(plan.compare, plan.ops):
+                outcomes[i] = False
+                continue
+            known.remember(keys.root, plan.record)
+            outcomes[i] = plan.record
+    return outcomes
+
+
+def _plan_groups(plans: Sequence[Plan | None]) -> list[list[int]]:
+    """The indexes of the plans to write, cut into groups that fit one transaction (etcd's
+    operation and byte limits) and never name a key twice (etcd refuses that)."""
+    groups: list[list[int]] = []
+    group: list[int] = []
+    seen: set[str] = set()
+    compares = ops = size = 0
+    for i, plan in enumerate(plans):
+        if plan is None:
+            continue
+        names = {kv.key_of(x) for x in (*plan.ops, *plan.compare)}
+        cost = sum(kv.put_bytes(o) for o in plan.ops)
+        full = (
+            compares + len(plan.compare) > kv.MAX_TXN_OPS
+            or ops + len(plan.ops) > kv.MAX_TXN_OPS
+            or size + cost > kv.MAX_TXN_BYTES
+            or not seen.isdisjoint(names)
+        )
+        if group and full:
+            groups.append(group)
+            group, seen, compares, ops, size = [], set(), 0, 0, 0
+        group.append(i)
+        seen |= names
+        compares, ops, size = compares + len(plan.compare), ops + len(plan.ops), size + cost
+    if group:
+        groups.append(group)
+    return groups
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,18 +297,6 @@ def keys_to_read(keys: Keys, regs: Sequence[Registration]) -> list[str]:
 def pending(keys: Keys, regs: Iterable[Registration]) -> list[Registration]:
     """The registrations this process does not know to be stored already."""
     return [r for r in regs if not known.fresh(keys.root, r)]
-
-
-def _register_one(
-    keys: Keys, reg: Registration, current: dict[str, kv.Item]
-) -> dict[str, Any] | bool | None:
-    plan = plan_registration(keys, reg, current)
-    if plan is None:
-        return None
-    if not kv.txn(plan.compare, plan.ops):
-        return False
-    known.remember(keys.root, plan.record)
-    return plan.record
 
 
 def _read_record(key: str) -> dict[str, Any] | None:

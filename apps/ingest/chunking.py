@@ -5,10 +5,7 @@ that would go past it flushes first, so only a single row wider than the bound
 can exceed it; a bound below `chunk_rows` is raised to `chunk_rows`). A flush
 packs every buffer into chunks, a GPU's samples together when they fit in one,
 so a chunk carries few GPUs with many samples each and the worker writes big
-blocks. A chunk also holds at most `max_gpus` GPUs: its worker stores it in one
-etcd transaction, whose operations grow with its GPUs (store/write.py), while
-each chunk task costs a fixed share of CPU in Celery, Redis and etcd whatever
-its size. Chunks are numbered 0, 1, 2, ... in the order they are emitted.
+blocks. Chunks are numbered 0, 1, 2, ... in the order they are emitted.
 """
 
 from __future__ import annotations
@@ -68,10 +65,8 @@ class Chunker:
         buffer_rows: int,
         workload: workloads.RowWorkload = workloads.no_workload,
         first_seq: int = 0,
-        max_gpus: int = 1 << 30,
     ) -> None:
         self._emit = emit
-        self._max_gpus = max(max_gpus, 1)
         self._facts = facts
         self._workload = workload
         self._chunk_rows = chunk_rows
@@ -168,8 +163,7 @@ class Chunker:
         for buf in self._gpus.values():
             for start in range(0, len(buf), self._chunk_rows):
                 piece = buf.part(start, start + self._chunk_rows)
-                full = size + len(piece) > self._chunk_rows or len(pending) >= self._max_gpus
-                if pending and full:
+                if pending and size + len(piece) > self._chunk_rows:
                     self._send(pending)
                     pending, size = [], 0
                 pending.append(piece)

@@ -172,7 +172,6 @@ class Job:
             chunk_rows=settings.INGEST_CHUNK_ROWS,
             buffer_rows=settings.INGEST_BUFFER_ROWS,
             first_seq=shared.next_chunk if shared else 0,
-            max_gpus=settings.INGEST_CHUNK_GPUS,
         )
 
     @property

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import random
 from collections import Counter, defaultdict
 
@@ -187,26 +186,3 @@ def test_real_file_chunks_hold_every_sample_once():
     assert samples_of(recorder.chunks) == samples_in(rows)
     assert chunker.samples == 2470
     assert all(c.samples <= 100 for c in recorder.chunks)
-
-
-@pytest.mark.parametrize(("max_gpus", "chunk_rows"), [(1, 1000), (3, 1000), (4, 7), (16, 10_000)])
-def test_no_chunk_holds_more_gpus_than_max_gpus(max_gpus, chunk_rows):
-    rows = random_rows(12, 600, gpus=23, width=4)
-    recorder = Recorder()
-    chunker = Chunker(
-        recorder.emit,
-        lambda r: {"uuid": r.uuid},
-        chunk_rows=chunk_rows,
-        buffer_rows=10_000,
-        max_gpus=max_gpus,
-    )
-    for r in rows:
-        chunker.add(r)
-    chunker.finish()
-    assert all(0 < len(chunk.gpus) <= max_gpus for chunk in recorder.chunks)
-    assert all(chunk.samples <= chunk_rows for chunk in recorder.chunks)
-    assert samples_of(recorder.chunks) == samples_in(rows)
-    # as full as the bounds allow (one flush: the buffer holds every row): a chunk is cut
-    # only when it has max_gpus GPUs or the next GPU's samples would not fit
-    for chunk, after in itertools.pairwise(recorder.chunks):
-        assert len(chunk.gpus) == max_gpus or chunk.samples + len(after.gpus[0]) > chunk_rows

@@ -163,17 +163,6 @@ def test_a_chunk_of_many_gpus_reads_once_for_each_transaction(keys, monkeypatch,
     assert revision_now() == before and "txn" not in made
 
 
-def test_a_chunk_of_the_most_gpus_the_chunker_packs_is_one_transaction(keys, monkeypatch, settings):
-    """The chunker's INGEST_CHUNK_GPUS new GPUs, each with a block, a latest value and a
-    workload period (a fleet's first upload), are stored in one read and one transaction."""
-    uuids = [f"GPU-{i}" for i in range(settings.INGEST_CHUNK_GPUS)]
-    chunk = [with_periods(u, 4000, ((4000, 7000, POD_B),)) for u in uuids]
-    made = spy_calls(monkeypatch, kv, ("get", "get_many", "txn", "put_batches"))
-    result = write_chunk(keys, "j", 0, chunk, WINDOW)
-    assert made == ["get_many", "txn"]
-    assert result.gpus_registered == len(uuids) and result.blocks == len(uuids)
-
-
 def test_periods_too_long_for_the_chunks_transaction_go_first(keys, monkeypatch):
     """A GPU's period list is kept whole: when it takes the transaction past its byte bound,
     the periods are merged on their own and the chunk is still one transaction."""
