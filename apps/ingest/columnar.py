@@ -32,6 +32,7 @@ the Chunker takes both.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import ctypes
 import io
@@ -387,10 +388,27 @@ def _array(column: pa.ChunkedArray) -> pa.Array:
     return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
+_POOL_SET_IN: list[int] = []  # the process that chose Arrow's allocator (a pid)
+
+
+def use_jemalloc() -> None:
+    """Arrow allocates with jemalloc in this process, unless ARROW_DEFAULT_MEMORY_POOL says
+    otherwise or this pyarrow has none. Its default, mimalloc, made the parse of the bench
+    file 30-45 % slower in a Celery worker's forked child (0.98-1.36 s against 0.67-0.76 s,
+    alternated runs; ~10 % in a plain process): docs/PERFORMANCE.md, issue 17. Once per
+    process (by pid: a forked child chooses again); buffers keep the pool they came from."""
+    if os.getpid() in _POOL_SET_IN or "ARROW_DEFAULT_MEMORY_POOL" in os.environ:
+        return
+    _POOL_SET_IN[:] = [os.getpid()]
+    with contextlib.suppress(NotImplementedError):  # built without jemalloc: the default
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+
+
 class ColumnarParser:
     """The Parser interface (iterate; counts, errors, facts) on Arrow; see the module doc."""
 
     def __init__(self, binary: BinaryIO, *, block_bytes: int = BLOCK_BYTES, **limits: Any) -> None:
+        use_jemalloc()
         self._binary = binary
         self._block_bytes = block_bytes
         self._gzip = is_gzip(binary)
