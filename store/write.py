@@ -116,7 +116,8 @@ def _write_chunk(
     The usual case is one read and one transaction: workload periods, GPU records
     (when new or changed), latest values, blocks and the chunk marker, all guarded by
     compares on what was read. When all of that cannot fit one transaction, the periods
-    are merged first, on their own, and the rest may still fit. A chunk still too large,
+    are merged first, on their own, and the GPUs registered (when their records would not
+    fit), and the rest may still fit. A chunk still too large,
     or one that keeps losing races, takes the step-by-step path (periods, records,
     latest, then blocks with the marker last), each step idempotent.
     """
@@ -145,10 +146,19 @@ def _write_chunk(
     if kv.get_many(list(done)):  # a redelivery: merge nothing again
         return ChunkResult(total, 0, 0, already_done=True)
     update_workloads(keys, periods)  # a step of their own: the rest may fit one txn
+    # new GPUs too (their records and locators, batched): a fleet's first upload then
+    # stores each chunk in one more transaction, not the step-by-step path's four
+    early: list[dict] = []
+    if _ops_bound(pending(keys, regs), newest, 0, blocks) > kv.MAX_TXN_OPS:
+        early = ensure_registered(keys, regs)
     try:
-        return _in_one_txn(chunk, {})
+        result = _in_one_txn(chunk, {})
     except (Conflict, _TooBig):
-        return _step_by_step(chunk, {})
+        result = _step_by_step(chunk, {})
+    if not early:
+        return result
+    records = (*early, *result.records)
+    return dataclasses.replace(result, gpus_registered=len(records), records=records)
 
 
 def _refusal(keys: Keys, job_id: str, seq: int, refused: dict[str, str]) -> tuple[str, bytes]:

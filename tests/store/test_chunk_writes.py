@@ -163,6 +163,24 @@ def test_a_chunk_of_many_gpus_reads_once_for_each_transaction(keys, monkeypatch,
     assert revision_now() == before and "txn" not in made
 
 
+def test_new_gpus_that_would_not_fit_the_chunks_transaction_are_registered_first(keys, monkeypatch):
+    """A fleet's first upload: 40 new GPUs' records and locators do not fit the chunk's one
+    transaction with their blocks and latest values. They are registered first (one batched
+    transaction), and the rest is still one transaction: no step-by-step path."""
+    made = spy_calls(monkeypatch, kv, ("get", "get_many", "txn", "put_batches"))
+    batches = [batch(f"GPU-{i}", [(1000, "m", float(i)), (2000, "n", 1.0)]) for i in range(40)]
+    result = write_chunk(keys, "j", 0, batches, WINDOW)
+    assert made == ["get_many", "get_many", "txn", "get_many", "txn"]
+    assert not result.already_done and result.blocks == 40 and result.gpus_registered == 40
+    assert sorted(r["uuid"] for r in result.records) == sorted(f"GPU-{i}" for i in range(40))
+    assert kv.get(keys.chunk("j", 0)) is not None
+    assert latest_values(keys)["GPU-7"] == {"m": [1000, 7.0], "n": [2000, 1.0]}
+    assert list(read_samples(keys, "GPU-7", 0, 10**12, WINDOW).rows()) == [
+        (1000, "m", 7.0),
+        (2000, "n", 1.0),
+    ]
+
+
 def test_periods_too_long_for_the_chunks_transaction_go_first(keys, monkeypatch):
     """A GPU's period list is kept whole: when it takes the transaction past its byte bound,
     the periods are merged on their own and the chunk is still one transaction."""
