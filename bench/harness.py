@@ -66,9 +66,9 @@ def stack(**extra_env: str) -> Iterator[Stack]:
             DATABASE_URL=f"sqlite:///{tmp / 'db.sqlite3'}",
             **extra_env,
         )
-        _migrated_database(tmp / "db.sqlite3", env)
         st = Stack(tmp, etcd, redis, env, [etcd, redis])
         try:
+            _migrated_database(tmp / "db.sqlite3", env)
             yield st
         except BaseException:
             for svc in st.started[2:]:

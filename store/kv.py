@@ -318,7 +318,8 @@ def put_bytes(op: Any) -> int:
 
 
 def key_of(op_or_compare: Any) -> str:
-    """The key an operation or a compare made here names."""
+    """The key an operation or a compare made here names (its first key: a range's end is
+    not looked at, so this cannot tell whether two ranges overlap)."""
     key = op_or_compare.key
     return key.decode() if isinstance(key, bytes) else str(key)
 

@@ -2,8 +2,10 @@
 
 A chunk is usually one read and one transaction: its GPUs' workload periods, GPU
 records, latest values, blocks and chunk marker together (see docs/STORAGE.md). A chunk
-too large for that takes steps: workload periods, GPU records, latest values
-(compare-and-swap), then blocks with the chunk marker in the last transaction.
+too large for that merges its workload periods first, then registers its new GPUs
+(batched) when their records would not fit, and stores the rest in one transaction; a
+chunk still too large takes steps: GPU records, latest values (compare-and-swap), then
+blocks with the chunk marker in the last transaction.
 Every step is idempotent, so a chunk retried after a crash at any point ends in the
 same state: block keys carry a digest of their content, latest values only move
 forward in time and periods merge as a union.
@@ -149,7 +151,7 @@ def _write_chunk(
     # new GPUs too (their records and locators, batched): a fleet's first upload then
     # stores each chunk in one more transaction, not the step-by-step path's four
     early: list[dict] = []
-    if _ops_bound(pending(keys, regs), newest, 0, blocks) > kv.MAX_TXN_OPS:
+    if _ops_bound(pending(keys, regs), newest, 0, blocks, per_registration=2) > kv.MAX_TXN_OPS:
         early = ensure_registered(keys, regs)
     try:
         result = _in_one_txn(chunk, {})
@@ -232,9 +234,12 @@ def _ops_bound(
     newest: dict[str, dict[str, list]],
     period_days: int,
     blocks: list[tuple[str, bytes]],
+    per_registration: int = _REGISTRATION_OPS,
 ) -> int:
-    """The most operations (or compares) the chunk's one transaction can take."""
-    return 2 + len(blocks) + len(newest) + period_days + _REGISTRATION_OPS * len(todo)
+    """The most operations (or compares) the chunk's one transaction can take; with
+    `per_registration=2`, what it takes when no GPU moved or is a MIG instance (a record
+    and a locator each)."""
+    return 2 + len(blocks) + len(newest) + period_days + per_registration * len(todo)
 
 
 def _write_in_one_txn(

@@ -293,7 +293,8 @@ def _prepare(
     mig = _has(raw, _INSTANCE_BYTES)
     table = _read_table(raw, width, sorted({*needed, *(for_mig if mig else ())}), skip)
     # Arrow's allocator keeps each thread's freed pages: given back, a parse's peak memory
-    # is 20-40 MB lower (measured on the bench file), at no measurable CPU cost
+    # is 20-40 MB lower (measured on the bench file with mimalloc), at no measurable CPU
+    # cost; with jemalloc (use_jemalloc) a 1 GB upload's worker peaked at 254 MB
     pa.default_memory_pool().release_unused()
     return _Prepared(raw, lengths, ends, table, invalid, mig)
 
@@ -388,7 +389,7 @@ def _array(column: pa.ChunkedArray) -> pa.Array:
     return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
-_POOL_SET_IN: list[int] = []  # the process that chose Arrow's allocator (a pid)
+_POOL_CHOSEN: list[bool] = []
 
 
 def use_jemalloc() -> None:
@@ -396,10 +397,10 @@ def use_jemalloc() -> None:
     otherwise or this pyarrow has none. Its default, mimalloc, made the parse of the bench
     file 30-45 % slower in a Celery worker's forked child (0.98-1.36 s against 0.67-0.76 s,
     alternated runs; ~10 % in a plain process): docs/PERFORMANCE.md, issue 17. Once per
-    process (by pid: a forked child chooses again); buffers keep the pool they came from."""
-    if os.getpid() in _POOL_SET_IN or "ARROW_DEFAULT_MEMORY_POOL" in os.environ:
+    process (a forked child inherits the choice); buffers keep the pool they came from."""
+    if _POOL_CHOSEN or os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
         return
-    _POOL_SET_IN[:] = [os.getpid()]
+    _POOL_CHOSEN.append(True)
     with contextlib.suppress(NotImplementedError):  # built without jemalloc: the default
         pa.set_memory_pool(pa.jemalloc_memory_pool())
 
