@@ -139,12 +139,10 @@ def _register_batch(keys: Keys, regs: Sequence[Registration]) -> list[dict | boo
     outcomes: list[dict | bool | None] = [None] * len(regs)
     for group in _plan_groups(plans):
         together = len(group) > 1 and kv.txn(
-            [c for i in group for c in plans[i].compare],  # type: ignore[union-attr]
-            [o for i in group for o in plans[i].ops],  # type: ignore[union-attr]
+            [c for _, plan in group for c in plan.compare],
+            [o for _, plan in group for o in plan.ops],
         )
-        for i in group:
-            plan = plans[i]
-            assert plan is not None
+        for i, plan in group:
             if not together and not kv.txn(plan.compare, plan.ops):
                 outcomes[i] = False
                 continue
@@ -153,11 +151,11 @@ def _register_batch(keys: Keys, regs: Sequence[Registration]) -> list[dict | boo
     return outcomes
 
 
-def _plan_groups(plans: Sequence[Plan | None]) -> list[list[int]]:
-    """The indexes of the plans to write, cut into groups that fit one transaction (etcd's
-    operation and byte limits) and never name a key twice (etcd refuses that)."""
-    groups: list[list[int]] = []
-    group: list[int] = []
+def _plan_groups(plans: Sequence[Plan | None]) -> list[list[tuple[int, Plan]]]:
+    """The plans to write, with their indexes, cut into groups that fit one transaction
+    (etcd's operation and byte limits) and never name a key twice (etcd refuses that)."""
+    groups: list[list[tuple[int, Plan]]] = []
+    group: list[tuple[int, Plan]] = []
     seen: set[str] = set()
     compares = ops = size = 0
     for i, plan in enumerate(plans):
@@ -174,7 +172,7 @@ def _plan_groups(plans: Sequence[Plan | None]) -> list[list[int]]:
         if group and full:
             groups.append(group)
             group, seen, compares, ops, size = [], set(), 0, 0, 0
-        group.append(i)
+        group.append((i, plan))
         seen |= names
         compares, ops, size = compares + len(plan.compare), ops + len(plan.ops), size + cost
     if group:

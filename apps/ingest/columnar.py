@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import ctypes
+import functools
 import io
 import os
 from collections import deque
@@ -389,18 +390,15 @@ def _array(column: pa.ChunkedArray) -> pa.Array:
     return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
-_POOL_CHOSEN: list[bool] = []
-
-
+@functools.cache
 def use_jemalloc() -> None:
     """Arrow allocates with jemalloc in this process, unless ARROW_DEFAULT_MEMORY_POOL says
     otherwise or this pyarrow has none. Its default, mimalloc, made the parse of the bench
     file 30-45 % slower in a Celery worker's forked child (0.98-1.36 s against 0.67-0.76 s,
     alternated runs; ~10 % in a plain process): docs/PERFORMANCE.md, issue 17. Once per
     process (a forked child inherits the choice); buffers keep the pool they came from."""
-    if _POOL_CHOSEN or os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
         return
-    _POOL_CHOSEN.append(True)
     with contextlib.suppress(NotImplementedError):  # built without jemalloc: the default
         pa.set_memory_pool(pa.jemalloc_memory_pool())
 
