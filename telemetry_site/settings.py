@@ -118,6 +118,17 @@ DATABASES = {
 DATABASE_PASSWORD = env_secret("DATABASE_PASSWORD")
 if DATABASE_PASSWORD:
     DATABASES["default"]["PASSWORD"] = DATABASE_PASSWORD
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # Several processes write the one file: each worker process mirrors the GPUs its chunks
+    # register, the gateway its sessions. With the write-ahead log a commit is one append and
+    # no fsync (synchronous=NORMAL: a power cut may lose the last commits, never the file),
+    # so a writer holds the lock for less than a millisecond and readers never wait; a
+    # first upload's mirror cost half as much (docs/PERFORMANCE.md). IMMEDIATE takes the
+    # lock at BEGIN: a writer meeting another waits there, not failing at its first write.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        init_command="PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
+        transaction_mode="IMMEDIATE",
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en-us"
@@ -258,6 +269,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "unacked_restore_throttle": 1,
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# A worker process keeps its database connection for this many tasks (Celery's Django fixup
+# closes it before and after each task otherwise: a connection per chunk, to mirror a few
+# GPUs). One that broke is dropped by the failed transaction's rollback (Django's atomic).
+CELERY_DB_REUSE_MAX = 1000
 
 # --- Live feed (Channels) --------------------------------------------------------
 ENABLE_WEBSOCKET = env_bool("ENABLE_WEBSOCKET", True)
