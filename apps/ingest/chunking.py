@@ -129,9 +129,11 @@ class Chunker:
         run_starts_list = run_starts.tolist()
         starts = [0, *gpu_cuts.tolist()]
         stops = [*starts[1:], len(codes)]
+        # bytes views, sliced per GPU: no numpy slice nor copy before the buffer's own
+        ts_b, metric_b, value_b = (memoryview(a).cast("B") for a in (ts, metric, value))
+        ts_w, metric_w, value_w = ts.itemsize, metric.itemsize, value.itemsize
         run = 0
-        for start, stop in zip(starts, stops, strict=True):
-            code = int(codes[start])
+        for start, stop, code in zip(starts, stops, codes[starts].tolist(), strict=True):
             uuid = batch.uuids[code]
             buf = self._gpus.get(uuid)
             if buf is None:
@@ -140,9 +142,9 @@ class Chunker:
                 labels = batch.workloads[run_work[run]]
                 workloads.note_span(buf.periods, firsts[run], lasts[run], labels)
                 run += 1
-            buf.ts.frombytes(ts[start:stop].tobytes())
-            buf.metric.frombytes(metric[start:stop].tobytes())
-            buf.value.frombytes(value[start:stop].tobytes())
+            buf.ts.frombytes(ts_b[start * ts_w : stop * ts_w])
+            buf.metric.frombytes(metric_b[start * metric_w : stop * metric_w])
+            buf.value.frombytes(value_b[start * value_w : stop * value_w])
         self._held += len(batch)
         if self._held >= self._buffer_rows:
             self._flush()
