@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,25 +19,31 @@ from tests.helpers import wait_for
 from tools import services
 
 
-@pytest.fixture
-def mirror_worker(etcd, redis_server, live_services, tmp_path: Path):
-    """A worker of its own (own queue, own migrated SQLite file); yields (queue, db path)."""
-    db = tmp_path / "inventory.sqlite3"
-    queue = f"mirror-{uuid.uuid4().hex[:8]}"
-    env = service_env(etcd.url, redis_server.url)
-    env["DATABASE_URL"] = f"sqlite:///{db}"
+@contextlib.contextmanager
+def own_worker(env: dict[str, str], log: Path, name: str, *pool: str) -> Iterator[str]:
+    """Migrate the database `env` names, then start a worker of its own on a queue of its
+    own (`pool`: its pool options); yields the queue."""
+    queue = f"{name}-{uuid.uuid4().hex[:8]}"
     migrate = [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"]
     subprocess.run(migrate, cwd=REPO, env=env, check=True, timeout=120)
-    log = tmp_path / "mirror-worker.log"
-    argv = [sys.executable, "-m", "celery", "-A", "telemetry_site", "worker", "--pool", "solo"]
+    argv = [sys.executable, "-m", "celery", "-A", "telemetry_site", "worker", *pool]
     argv += ["--without-gossip", "--without-mingle", "--queues", queue, "--loglevel", "INFO"]
     with services.start_command(
-        "mirror-worker",
+        name,
         argv,
         log_path=log,
         env=env,
         ready=lambda: services.log_contains(log, 0, b" ready."),
     ):
+        yield queue
+
+
+@pytest.fixture
+def mirror_worker(etcd, redis_server, live_services, tmp_path: Path):
+    """A worker of its own (own queue, own migrated SQLite file); yields (queue, db path)."""
+    db = tmp_path / "inventory.sqlite3"
+    env = service_env(etcd.url, redis_server.url, DATABASE_URL=f"sqlite:///{db}")
+    with own_worker(env, tmp_path / "mirror-worker.log", "mirror", "--pool", "solo") as queue:
         yield queue, db
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,30 +9,16 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.admin.test_worker_mirror import chunk_payload
-from tests.conftest import REPO, service_env
+from tests.admin.test_worker_mirror import chunk_payload, own_worker
+from tests.conftest import service_env
 from tests.helpers import wait_for
-from tools import services
 
 
 @pytest.fixture
 def pg_worker(etcd, redis_server, live_services, postgres, tmp_path: Path) -> Iterator[str]:
     """A prefork worker of one process on its own queue, its database PostgreSQL."""
-    queue = f"pg-conn-{uuid.uuid4().hex[:8]}"
     env = service_env(etcd.url, redis_server.url, DATABASE_URL=postgres.url)
-    migrate = [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"]
-    subprocess.run(migrate, cwd=REPO, env=env, check=True, timeout=120)
-    log = tmp_path / "worker.log"
-    argv = [sys.executable, "-m", "celery", "-A", "telemetry_site", "worker"]
-    argv += ["--concurrency", "1", "--without-gossip", "--without-mingle", "--loglevel", "INFO"]
-    argv += ["--queues", queue]
-    with services.start_command(
-        "pg-conn-worker",
-        argv,
-        log_path=log,
-        env=env,
-        ready=lambda: services.log_contains(log, 0, b" ready."),
-    ):
+    with own_worker(env, tmp_path / "worker.log", "pg-conn", "--concurrency", "1") as queue:
         yield queue
 
 

@@ -103,10 +103,14 @@ def test_pool_process_killed_mid_chunk_redoes_the_chunk_once(lab: Lab):
     for attempt in range(ATTEMPTS):
         job, expected = _queue(lab, seed=41 + attempt)
         uploads.append((job, expected))
-        worker = worker or lab.start_worker(concurrency=1)
+        if worker is None:
+            worker = lab.start_worker(concurrency=1)
+            # found before the poll, not after: a scan of /proc between catching a chunk
+            # half-written and the kill gave the chunk time to finish (the kill then hit
+            # the process between two tasks)
+            (child,) = child_pids(worker.proc.pid)
         caught = _catch_mid_chunk(lab, job["id"], job["chunks_expected"])
         if caught:
-            (child,) = child_pids(worker.proc.pid)
             sigkill(child)
             killed_task = _running_task(worker)
             break
