@@ -15,11 +15,13 @@ from tests.helpers import wait_for
 
 
 @pytest.fixture
-def pg_worker(etcd, redis_server, live_services, postgres, tmp_path: Path) -> Iterator[str]:
-    """A prefork worker of one process on its own queue, its database PostgreSQL."""
+def pg_worker(etcd, redis_server, live_services, postgres, tmp_path: Path) -> Iterator[tuple]:
+    """A prefork worker of one process on its own queue, its database PostgreSQL;
+    yields (queue, its log)."""
     env = service_env(etcd.url, redis_server.url, DATABASE_URL=postgres.url)
-    with own_worker(env, tmp_path / "worker.log", "pg-conn", "--concurrency", "1") as queue:
-        yield queue
+    log = tmp_path / "worker.log"
+    with own_worker(env, log, "pg-conn", "--concurrency", "1") as queue:
+        yield queue, log
 
 
 def gpu(name: str) -> dict:
@@ -29,11 +31,13 @@ def gpu(name: str) -> dict:
 def test_a_worker_keeps_one_connection_and_drops_one_that_broke(pg_worker, postgres, etcd_root):
     from telemetry_site.celery import app
 
+    queue, log = pg_worker
+
     with psycopg.connect(postgres.url, autocommit=True) as db:
 
         def send(job: str, names: list[str]) -> None:
             chunk = chunk_payload(etcd_root, job, [gpu(n) for n in names])
-            app.send_task("workers.persist_chunk", args=[chunk], queue=pg_worker)
+            app.send_task("workers.persist_chunk", args=[chunk], queue=queue)
 
         def mirrored(name: str) -> bool:
             found = db.execute("SELECT 1 FROM gpus_gpu WHERE uuid = %s", [name]).fetchone()
@@ -63,4 +67,6 @@ def test_a_worker_keeps_one_connection_and_drops_one_that_broke(pg_worker, postg
         send(f"job-{prefix}-lost", [f"GPU-{prefix}-lost"])
         send(f"job-{prefix}-after", [f"GPU-{prefix}-after"])
         wait_for(lambda: mirrored(f"GPU-{prefix}-after"), 60, "a GPU mirrored after the failure")
+        assert not mirrored(f"GPU-{prefix}-lost")
+        assert "inventory mirror of 1 GPU(s) failed" in log.read_text()
         assert killed not in worker_backends()

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import random
 from collections import Counter, defaultdict
 
 import pytest
 
 from apps.ingest.chunking import Chunk, Chunker
-from apps.ingest.parsing import Row
-from tests.ingest.ingest_support import REAL_CSV, parse_all
+from apps.ingest.columnar import ColumnarParser
+from apps.ingest.parsing import Parser, Row, open_binary, open_text
+from apps.ingest.workloads import csv_workload
+from tests.ingest.ingest_support import REAL_CSV, labels_raw, long_csv, long_row, parse_all
 
 T0 = 1_752_871_354_000
 
@@ -188,10 +191,9 @@ def test_real_file_chunks_hold_every_sample_once():
     assert all(c.samples <= 100 for c in recorder.chunks)
 
 
-def chunked(parser, chunk_rows: int, buffer_rows: int) -> dict[str, tuple]:
-    """Per GPU: its samples in chunk order and its workload periods, from either parser."""
-    from apps.ingest.workloads import csv_workload
-
+def chunked(parser, chunk_rows: int, buffer_rows: int) -> tuple[dict[str, tuple], set[str]]:
+    """Per GPU, its samples in chunk order and its workload periods; and the kinds of item
+    the parser yielded (Row, ColumnBatch)."""
     recorder = Recorder()
     chunker = Chunker(
         recorder.emit,
@@ -200,52 +202,46 @@ def chunked(parser, chunk_rows: int, buffer_rows: int) -> dict[str, tuple]:
         buffer_rows=buffer_rows,
         workload=csv_workload(parser.layout),
     )
-    kinds = Counter()
+    kinds = set()
     for item in parser:
-        kinds[type(item).__name__] += 1
+        kinds.add(type(item).__name__)
         chunker.add(item)
     chunker.finish()
-    out: dict[str, tuple] = defaultdict(lambda: ([], []), kinds=kinds)
+    out: dict[str, tuple] = defaultdict(lambda: ([], []))
     for chunk in recorder.chunks:
         for gpu in chunk.gpus:
             got, periods = out[gpu.facts["uuid"]]
             names = [chunk.names[m] for m in gpu.metric]
             got.extend(zip(gpu.ts, names, gpu.value, strict=True))
             periods.extend((p[0], p[1], tuple(sorted(p[2].items()))) for p in gpu.periods)
-    return dict(out)
+    return dict(out), kinds
 
 
 @pytest.mark.parametrize(("chunk_rows", "buffer_rows"), [(7, 40), (50, 1000), (1000, 1000)])
 def test_column_batches_chunk_as_their_rows_do(chunk_rows, buffer_rows):
     """The columnar parser's batches (Chunker.add_batch) give each GPU the samples, order and
     workload periods its rows give (Chunker.add), across blocks, flushes and chunk cuts."""
-    import io
-
-    from apps.ingest.columnar import ColumnarParser
-    from apps.ingest.parsing import Parser, open_binary, open_text
-    from tests.ingest.ingest_support import LONG_HEADER, labels_raw, long_row
-
     rng = random.Random(17)
-    lines = [",".join(LONG_HEADER)]
+    rows = []
     for step in range(60):
         for g in rng.sample(range(6), rng.randint(1, 6)):
             uuid, pod = f"GPU-{g}", f"job-{(step // 15 + g) % 3}"
             for metric in rng.sample(["DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_POWER_USAGE"], 2):
-                cells = long_row(
-                    timestamp=str(1_752_871_300 + step * 10),
-                    uuid=uuid,
-                    metric_name=metric,
-                    value=str(rng.randint(0, 100)),
-                    pod=pod,
-                    labels_raw=labels_raw(uuid=uuid),
+                rows.append(
+                    long_row(
+                        timestamp=str(1_752_871_300 + step * 10),
+                        uuid=uuid,
+                        metric_name=metric,
+                        value=str(rng.randint(0, 100)),
+                        pod=pod,
+                        labels_raw=labels_raw(uuid=uuid),
+                    )
                 )
-                lines.append(",".join('"' + c.replace('"', '""') + '"' for c in cells))
-    data = ("\n".join(lines) + "\n").encode()
+    data = long_csv(rows)
     columnar = ColumnarParser(open_binary(io.BytesIO(data)), block_bytes=2000)
-    rows = Parser(open_text(io.BytesIO(data)))
-    by_batches = chunked(columnar, chunk_rows, buffer_rows)
-    assert set(by_batches.pop("kinds")) == {"ColumnBatch"}  # no row handed to the reference
-    by_rows = chunked(rows, chunk_rows, buffer_rows)
-    assert set(by_rows.pop("kinds")) == {"Row"}
+    by_batches, kinds = chunked(columnar, chunk_rows, buffer_rows)
+    assert kinds == {"ColumnBatch"}  # no row handed over to the reference parser
+    by_rows, kinds = chunked(Parser(open_text(io.BytesIO(data))), chunk_rows, buffer_rows)
+    assert kinds == {"Row"}
     assert by_batches == by_rows
     assert len(by_batches) == 6 and all(len(p) > 1 for _, p in by_batches.values())
