@@ -6,6 +6,10 @@ can exceed it; a bound below `chunk_rows` is raised to `chunk_rows`). A flush
 packs every buffer into chunks, a GPU's samples together when they fit in one,
 so a chunk carries few GPUs with many samples each and the worker writes big
 blocks. Chunks are numbered 0, 1, 2, ... in the order they are emitted.
+
+The columnar parser's batches are gathered (SETTLE_SAMPLES) and put in GPU order
+together; a row fed after them waits until they are in their buffers, so every GPU's
+samples stay in file order.
 """
 
 from __future__ import annotations
@@ -54,6 +58,12 @@ class Chunk:
         return sum(len(g) for g in self.gpus)
 
 
+# Samples of column batches gathered before they are put in GPU order: the loop over
+# GPUs then runs once per this many samples, not once per Arrow block (a block of a
+# time-ordered file holds every GPU with a few samples each). Memory: ~30 B a sample.
+SETTLE_SAMPLES = 131_072
+
+
 class Chunker:
     """Feed accepted rows with `add`; `finish` flushes the rest. `emit` gets each Chunk."""
 
@@ -74,6 +84,12 @@ class Chunker:
         self._names: list[str] = []
         self._name_ix: dict[str, int] = {}
         self._gpus: dict[str, GpuBuffer] = {}
+        self._slots: list[GpuBuffer] = []  # the buffers of `_gpus`, by their slot
+        self._slot_of: dict[str, int] = {}
+        self._pending: list[tuple[np.ndarray, ...]] = []  # batches' columns, not yet settled
+        self._pending_samples = 0
+        self._pending_work: list[dict] = []  # the pending batches' workloads, distinct
+        self._work_of: dict[tuple, int] = {}
         self._held = 0
         self.chunks = 0
         self.next_seq = first_seq  # a series' jobs number their chunks on (jobs.JobSeries)
@@ -88,9 +104,8 @@ class Chunker:
             return  # a row of DCGM blanks only: nothing to store, no facts to take
         if self._held and self._held + len(row.values) > self._buffer_rows:
             self._flush()
-        buf = self._gpus.get(row.uuid)
-        if buf is None:
-            buf = self._gpus[row.uuid] = GpuBuffer(self._facts(row))
+        self._settle()  # batches before this row: their samples come first
+        buf = self._slots[self._slot(row.uuid, row)]
         workloads.note(buf.periods, row.ts, self._workload(row))
         for name, value in row.values:
             ix = self._name_ix.get(name)
@@ -105,20 +120,73 @@ class Chunker:
     def add_batch(self, batch: ColumnBatch) -> None:
         """Every sample of `batch`, each GPU's in batch order; facts from its facts row.
 
-        The batch is put in GPU order once (numpy); the loop over GPUs then only
-        appends contiguous slices and notes each GPU's workload runs, their first
-        and last times taken for all runs at once (reduceat)."""
+        The batch's codes are made the chunker's own (GPU slots, metric and workload
+        indexes); batches are then gathered up to SETTLE_SAMPLES and put in GPU order
+        together (`_settle`)."""
         if self._held and self._held + len(batch) > self._buffer_rows:
             self._flush()
         if not len(batch):
             return
-        lookup = np.array([self._name(name) for name in batch.names], dtype=np.int64)
-        order = np.argsort(batch.gpu, kind="stable")
-        codes = batch.gpu[order]
-        ts = batch.ts[order].astype(np.int64)
-        value = batch.value[order].astype(np.float64)
-        metric = lookup[batch.metric[order]].astype(np.dtype(f"i{array('i').itemsize}"))
-        work = batch.work[order]
+        names = np.array([self._name(name) for name in batch.names], dtype=np.int64)
+        slots = np.zeros(len(batch.uuids), dtype=np.int64)
+        for code in np.unique(batch.gpu).tolist():
+            slot = self._slot_of.get(batch.uuids[code])
+            if slot is None:  # first seen here: its facts from this batch's facts row
+                slot = self._slot(batch.uuids[code], batch.facts_rows[code])
+            slots[code] = slot
+        work = np.array([self._work_ix(labels) for labels in batch.workloads], dtype=np.int64)
+        self._pending.append(
+            (
+                slots[batch.gpu],
+                batch.ts.astype(np.int64, copy=False),
+                names[batch.metric],
+                batch.value.astype(np.float64, copy=False),
+                work[batch.work],
+            )
+        )
+        self._pending_samples += len(batch)
+        self._held += len(batch)
+        if self._held >= self._buffer_rows:
+            self._flush()
+        elif self._pending_samples >= SETTLE_SAMPLES:
+            self._settle()
+
+    def _work_ix(self, labels: dict) -> int:
+        """The pending batches' index of `labels` (equal labels share one: their runs join)."""
+        key = tuple(labels.items())
+        ix = self._work_of.get(key)
+        if ix is None:
+            ix = self._work_of[key] = len(self._pending_work)
+            self._pending_work.append(labels)
+        return ix
+
+    def _slot(self, uuid: str, facts_row: Row) -> int:
+        slot = self._slot_of.get(uuid)
+        if slot is None:
+            buf = self._gpus[uuid] = GpuBuffer(self._facts(facts_row))
+            slot = self._slot_of[uuid] = len(self._slots)
+            self._slots.append(buf)
+        return slot
+
+    def _settle(self) -> None:
+        """The pending batches' samples into their GPU buffers, each GPU's in batch order.
+
+        Put in GPU order once (numpy); the loop over GPUs then only appends contiguous
+        slices and notes each GPU's workload runs, their first and last times taken for
+        all runs at once (reduceat)."""
+        if not self._pending:
+            return
+        columns = zip(*self._pending, strict=True)
+        slot, ts, metric, value, work = (np.concatenate(parts) for parts in columns)
+        labels = self._pending_work
+        self._pending, self._pending_work, self._pending_samples = [], [], 0
+        self._work_of.clear()
+        order = np.argsort(slot, kind="stable")
+        codes = slot[order]
+        ts = ts[order]
+        value = value[order]
+        metric = metric[order].astype(np.dtype(f"i{array('i').itemsize}"))
+        work = work[order]
         gpu_cuts = np.flatnonzero(codes[1:] != codes[:-1]) + 1
         # a run: consecutive samples of one GPU with one workload (the periods noted)
         runs = np.flatnonzero((codes[1:] != codes[:-1]) | (work[1:] != work[:-1])) + 1
@@ -134,20 +202,13 @@ class Chunker:
         ts_w, metric_w, value_w = ts.itemsize, metric.itemsize, value.itemsize
         run = 0
         for start, stop, code in zip(starts, stops, codes[starts].tolist(), strict=True):
-            uuid = batch.uuids[code]
-            buf = self._gpus.get(uuid)
-            if buf is None:
-                buf = self._gpus[uuid] = GpuBuffer(self._facts(batch.facts_rows[code]))
+            buf = self._slots[code]
             while run < len(run_starts_list) and run_starts_list[run] < stop:
-                labels = batch.workloads[run_work[run]]
-                workloads.note_span(buf.periods, firsts[run], lasts[run], labels)
+                workloads.note_span(buf.periods, firsts[run], lasts[run], labels[run_work[run]])
                 run += 1
             buf.ts.frombytes(ts_b[start * ts_w : stop * ts_w])
             buf.metric.frombytes(metric_b[start * metric_w : stop * metric_w])
             buf.value.frombytes(value_b[start * value_w : stop * value_w])
-        self._held += len(batch)
-        if self._held >= self._buffer_rows:
-            self._flush()
 
     def _name(self, name: str) -> int:
         ix = self._name_ix.get(name)
@@ -160,6 +221,7 @@ class Chunker:
         self._flush()
 
     def _flush(self) -> None:
+        self._settle()
         pending: list[GpuBuffer] = []
         size = 0
         for buf in self._gpus.values():
@@ -173,6 +235,8 @@ class Chunker:
         if pending:
             self._send(pending)
         self._gpus.clear()
+        self._slots.clear()
+        self._slot_of.clear()
         self._held = 0
 
     def _send(self, gpus: list[GpuBuffer]) -> None:

@@ -8,6 +8,7 @@ from collections import Counter, defaultdict
 
 import pytest
 
+from apps.ingest import chunking
 from apps.ingest.chunking import Chunk, Chunker
 from apps.ingest.columnar import ColumnarParser
 from apps.ingest.parsing import Parser, Row, open_binary, open_text
@@ -191,19 +192,19 @@ def test_real_file_chunks_hold_every_sample_once():
     assert all(c.samples <= 100 for c in recorder.chunks)
 
 
-def chunked(parser, chunk_rows: int, buffer_rows: int) -> tuple[dict[str, tuple], set[str]]:
+def chunked(items, layout, chunk_rows: int, buffer_rows: int) -> tuple[dict[str, tuple], set[str]]:
     """Per GPU, its samples in chunk order and its workload periods; and the kinds of item
-    the parser yielded (Row, ColumnBatch)."""
+    fed (Row, ColumnBatch)."""
     recorder = Recorder()
     chunker = Chunker(
         recorder.emit,
         lambda r: {"uuid": r.uuid},
         chunk_rows=chunk_rows,
         buffer_rows=buffer_rows,
-        workload=csv_workload(parser.layout),
+        workload=csv_workload(layout),
     )
     kinds = set()
-    for item in parser:
+    for item in items:
         kinds.add(type(item).__name__)
         chunker.add(item)
     chunker.finish()
@@ -217,10 +218,8 @@ def chunked(parser, chunk_rows: int, buffer_rows: int) -> tuple[dict[str, tuple]
     return dict(out), kinds
 
 
-@pytest.mark.parametrize(("chunk_rows", "buffer_rows"), [(7, 40), (50, 1000), (1000, 1000)])
-def test_column_batches_chunk_as_their_rows_do(chunk_rows, buffer_rows):
-    """The columnar parser's batches (Chunker.add_batch) give each GPU the samples, order and
-    workload periods its rows give (Chunker.add), across blocks, flushes and chunk cuts."""
+def workload_file() -> bytes:
+    """Six GPUs, two metrics, 60 steps; GPUs missing from some steps, pods changing."""
     rng = random.Random(17)
     rows = []
     for step in range(60):
@@ -237,11 +236,39 @@ def test_column_batches_chunk_as_their_rows_do(chunk_rows, buffer_rows):
                         labels_raw=labels_raw(uuid=uuid),
                     )
                 )
-    data = long_csv(rows)
+    return long_csv(rows)
+
+
+@pytest.mark.parametrize("settle", [1, 25, chunking.SETTLE_SAMPLES])
+@pytest.mark.parametrize(("chunk_rows", "buffer_rows"), [(7, 40), (50, 1000), (1000, 1000)])
+def test_column_batches_chunk_as_their_rows_do(chunk_rows, buffer_rows, settle, monkeypatch):
+    """The columnar parser's batches (Chunker.add_batch) give each GPU the samples, order and
+    workload periods its rows give (Chunker.add), across blocks, flushes, chunk cuts and
+    batches put in GPU order together (`settle`: samples gathered before that)."""
+    monkeypatch.setattr(chunking, "SETTLE_SAMPLES", settle)
+    data = workload_file()
     columnar = ColumnarParser(open_binary(io.BytesIO(data)), block_bytes=2000)
-    by_batches, kinds = chunked(columnar, chunk_rows, buffer_rows)
+    by_batches, kinds = chunked(columnar, columnar.layout, chunk_rows, buffer_rows)
     assert kinds == {"ColumnBatch"}  # no row handed over to the reference parser
-    by_rows, kinds = chunked(Parser(open_text(io.BytesIO(data))), chunk_rows, buffer_rows)
+    reference = Parser(open_text(io.BytesIO(data)))
+    by_rows, kinds = chunked(reference, reference.layout, chunk_rows, buffer_rows)
     assert kinds == {"Row"}
     assert by_batches == by_rows
     assert len(by_batches) == 6 and all(len(p) > 1 for _, p in by_batches.values())
+
+
+@pytest.mark.parametrize("settle", [1, 25, chunking.SETTLE_SAMPLES])
+def test_rows_between_batches_keep_file_order(settle, monkeypatch):
+    """Rows fed between batches (the columnar parser hands a file's rest to the row parser)
+    come after the batches before them and before those after, for every GPU."""
+    monkeypatch.setattr(chunking, "SETTLE_SAMPLES", settle)
+    data = workload_file()
+    reference = Parser(open_text(io.BytesIO(data)))
+    rows = list(reference)
+    batches = list(ColumnarParser(open_binary(io.BytesIO(data)), block_bytes=2000))
+    mixed: list = []
+    for i, batch in enumerate(batches):  # every other block as its rows (lines 2, 3, ...)
+        mixed.extend([batch] if i % 2 else [rows[line - 2] for line in sorted(set(batch.line))])
+    by_mixed, kinds = chunked(mixed, reference.layout, 50, 1000)
+    assert kinds == {"ColumnBatch", "Row"} and len(batches) > 3
+    assert by_mixed == chunked(rows, reference.layout, 50, 1000)[0]
