@@ -384,7 +384,11 @@ class GuardedASGIHandler(ASGIHandler):
             spool = tempfile.SpooledTemporaryFile(  # noqa: SIM115  (as above)
                 max_size=limit, mode="w+b", dir=settings.FILE_UPLOAD_TEMP_DIR
             )
-        pending = bytearray()  # on disk: what the next write takes (at most SPOOL_WRITE)
+        # on disk: the pieces the next write takes, as received. A bytearray grown and
+        # cleared per MiB had the kernel fault its pages in again every MiB: a 128 MB
+        # upload took 0.4-1.5 s against 0.23-0.6 s (docs/PERFORMANCE.md)
+        pending: list[bytes] = []
+        pending_bytes = 0
         try:
             while True:
                 message = await receive()
@@ -398,10 +402,11 @@ class GuardedASGIHandler(ASGIHandler):
                 if not on_disk:
                     spool.write(chunk)
                 else:
-                    pending += chunk
-                    if len(pending) >= SPOOL_WRITE or (last and pending):
-                        await asyncio.to_thread(spool.write, pending)
-                        pending.clear()
+                    pending.append(chunk)
+                    pending_bytes += len(chunk)
+                    if pending_bytes >= SPOOL_WRITE or (last and pending):
+                        await asyncio.to_thread(spool.writelines, pending)
+                        pending, pending_bytes = [], 0
                 if last:
                     break
         except BaseException:
