@@ -17,7 +17,9 @@ sum, so its split says where a row's cost is. In the same run: the raw read rate
 by pyarrow's CSV reader alone (the limit of the parse), the naive baseline (bench/naive.py:
 one task per 100 JSON rows, one etcd key per sample) on --baseline-rows rows, and promtool's
 backfill (`promtool tsdb create-blocks-from openmetrics`) of the same samples with 2 h and
-24 h blocks. The stack runs with its defaults, the live feed on (ENABLE_WEBSOCKET): with no
+24 h blocks, and the floor no upload path can go under: the same upload to a bare ASGI app
+(bench/sink.py, under uvicorn as the gateway) plus Arrow's raw read, against promtool's time.
+The stack runs with its defaults, the live feed on (ENABLE_WEBSOCKET): with no
 client listening, a worker builds no live payload (docs/LIVE.md).
 """
 
@@ -36,7 +38,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.harness import Stack, stack
-from tools import services
+from tools import processes, services
 from tools.generate_sample import write as write_csv
 
 GPUS_PER_HOST, HOSTS, METRICS = 8, 64, 10
@@ -86,8 +88,9 @@ def raw_read(path: Path) -> float:
     return rows / (time.perf_counter() - started)
 
 
-def promtool_rates(path: Path, tmp: Path) -> dict[str, float]:
-    """samples/s of promtool's backfill of the file's samples, with 2 h and 24 h blocks."""
+def promtool_rates(path: Path, tmp: Path, repeat: int) -> dict[str, float]:
+    """samples/s of promtool's backfill of the file's samples, with 2 h and 24 h blocks
+    (the median of `repeat` runs, each into a new folder)."""
     from timeparse.timestamps import parse_timestamp
     from tools import prometheus
 
@@ -105,9 +108,35 @@ def promtool_rates(path: Path, tmp: Path) -> dict[str, float]:
     )
     rates = {}
     for blocks in ("2h", "24h"):
-        seconds = prometheus.create_blocks(text, tmp / f"tsdb-{blocks}", max_block_duration=blocks)
-        rates[blocks] = count / seconds
+        seconds = [
+            prometheus.create_blocks(text, tmp / f"tsdb-{blocks}-{n}", max_block_duration=blocks)
+            for n in range(max(repeat, 1))
+        ]
+        rates[blocks] = count / statistics.median(seconds)
     return rates
+
+
+def upload_floor(path: Path, repeat: int) -> float:
+    """Seconds of the fastest of `repeat` uploads of the file, sent as `ours` sends it, to
+    bench/sink.py (the body written to a file, nothing else) served by uvicorn as the
+    gateway is: the least an upload of this file takes on this machine, before any check."""
+    with stack() as st:
+        sink = processes.start_gateway(st.tmp / "sink.log", st.env, app="bench.sink:app")
+        st.started.append(sink)
+        best = float("inf")
+        for _ in range(max(repeat, 1)):
+            started = time.perf_counter()
+            with open(path, "rb") as fh:
+                response = requests.post(
+                    f"http://127.0.0.1:{sink.port}/",
+                    data=fh,
+                    headers={"Content-Type": "text/csv"},
+                    timeout=3600,
+                )
+            best = min(best, time.perf_counter() - started)
+            if response.text != str(path.stat().st_size):
+                raise RuntimeError(f"the sink received {response.text} bytes")
+    return best
 
 
 def metric_sum(text: str, name: str, **labels: str) -> float:
@@ -294,13 +323,15 @@ def main() -> None:
                 speeds[parser].append(parse_alone(path, parser == "columnar"))
         runs = {parser: median_run(done) for parser, done in tries.items()}
         alone = {parser: statistics.median(done) for parser, done in speeds.items()}
-        raw = statistics.median(raw_read(path) for _ in range(max(args.repeat, 1)))
+        raws = [raw_read(path) for _ in range(max(args.repeat, 1))]
+        raw = statistics.median(raws)
+        floor = (upload_floor(path, args.repeat), rows / max(raws))
         for parser, done in tries.items():
             every = ", ".join(f"{r['rows_per_s']:,.0f}" for r in done)
             print(f"{parser}: rows/s end to end of each run: {every}")
         with stack() as st:
             naive_r = naive(st, path, min(args.baseline_rows, rows), args.workers)
-        promtool = promtool_rates(path, Path(tmp)) if prometheus_available() else {}
+        promtool = promtool_rates(path, Path(tmp), args.repeat) if prometheus_available() else {}
     new, old = runs["columnar"], runs["rows"]
     line("", "columnar", "row parser", "naive", fmt="")
     line("rows", new["rows"], old["rows"], naive_r["rows"], fmt=",")
@@ -330,6 +361,28 @@ def main() -> None:
     if promtool:
         ratio = new["rows_per_s"] / promtool["24h"]
         print(f"end to end, columnar / promtool 24h blocks: {ratio:.2f}x (goal > 1)")
+        print_floor(rows, floor, rows / promtool["24h"], new)
+
+
+def print_floor(rows: int, floor: tuple[float, float], promtool_s: float, new: dict) -> None:
+    """What promtool's time leaves once the two steps no upload path can skip are done:
+    receiving the body (a large upload is parsed once received) and Arrow reading it."""
+    upload_s, read_s = floor
+    floor_s = upload_s + read_s
+    left = promtool_s - floor_s
+    etcd_s = new["cpu"]["etcd"]
+    print(f"floor: upload to a bare ASGI app (bench/sink.py, best run), s: {upload_s:.2f}")
+    print(f"floor: pyarrow raw read (best run), s: {read_s:.2f}")
+    print(
+        f"floor: the two in a row, s: {floor_s:.2f} = {floor_s / promtool_s:.0%} of promtool's "
+        f"24h backfill ({promtool_s:.2f} s)"
+    )
+    print(
+        f"left for checks, grouping, encoding and storing: {left:.2f} s = "
+        f"{left / rows * 1e6:.2f} us a row (etcd's own CPU in the columnar run: "
+        f"{etcd_s / rows * 1e6:.2f} us a row; all processes: "
+        f"{sum(new['cpu'].values()) / rows * 1e6:.1f})"
+    )
 
 
 def median_run(runs: list[dict]) -> dict:

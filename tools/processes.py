@@ -58,17 +58,19 @@ def start_gateway(
     port: int | None = None,
     host: str = "127.0.0.1",
     log_level: str = "warning",
+    app: str = "telemetry_site.asgi:application",
 ) -> services.Service:
     """`uvicorn telemetry_site.asgi:application`; returns once /health answers 200.
 
     WebSocket frames are capped at 1 MiB (`--ws-max-size`, as in deploy/entrypoint.sh).
+    `app` serves another ASGI app the same way (bench/ingest.py's upload floor).
     """
     port = port or services.free_port()
     argv = [
         sys.executable,
         "-m",
         "uvicorn",
-        "telemetry_site.asgi:application",
+        app,
         "--host",
         host,
         "--port",
