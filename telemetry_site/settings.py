@@ -294,6 +294,11 @@ TELEMETRY_CLUSTER = env_str("TELEMETRY_CLUSTER", "default")
 # Samples per chunk task: a task's Celery, Redis and etcd share is fixed whatever its size
 # (20,000 against 5,000: a third less CPU storing; docs/PERFORMANCE.md, issue 17)
 INGEST_CHUNK_ROWS = env_int("INGEST_CHUNK_ROWS", 20_000, minimum=1)
+# The chunk payload version ingest writes (workers/payload.py): 1 while workers of a release
+# before version 2 still run (they refuse version 2; every worker reads both).
+CHUNK_PAYLOAD_VERSION = env_int("CHUNK_PAYLOAD_VERSION", 2, minimum=1)
+if CHUNK_PAYLOAD_VERSION not in (1, 2):
+    raise ImproperlyConfigured(f"CHUNK_PAYLOAD_VERSION={CHUNK_PAYLOAD_VERSION}: expected 1 or 2")
 # 1 M samples (20 MB): with 512 GPUs a GPU's block holds ~2,000 samples, not ~200 (per
 # block costs dominate the workers' and etcd's CPU: docs/PERFORMANCE.md, issue 17)
 INGEST_BUFFER_ROWS = env_int("INGEST_BUFFER_ROWS", 1_000_000, minimum=1)

@@ -60,7 +60,8 @@ class Chunk:
 
 # Samples of column batches gathered before they are put in GPU order: the loop over
 # GPUs then runs once per this many samples, not once per Arrow block (a block of a
-# time-ordered file holds every GPU with a few samples each). Memory: ~30 B a sample.
+# time-ordered file holds every GPU with a few samples each). Memory: 40 B a pending
+# sample, ~125 B while they settle (16 MB at this size).
 SETTLE_SAMPLES = 131_072
 
 

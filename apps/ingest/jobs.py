@@ -81,7 +81,7 @@ def enqueue(chunk: Chunk, root: str, job_id: str, upload: int = 0) -> None:
 
     Raises BrokerUnavailable."""
     try:
-        body = payload.encode(chunk, root, job_id, upload)
+        body = payload.encode(chunk, root, job_id, upload, settings.CHUNK_PAYLOAD_VERSION)
         # argsrepr: what inspect and monitors show of the task; Celery's own is a repr of
         # the payload's bytes cut at 1 KB (~0.5 ms a chunk, and of no use to anyone)
         shown = f"(chunk {chunk.seq} of job {job_id}: {chunk.samples} samples)"

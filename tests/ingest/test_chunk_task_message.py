@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from array import array
 
+import pytest
 from celery.signals import before_task_publish
 
 from apps.ingest.chunking import Chunk, GpuBuffer
@@ -15,7 +16,13 @@ from tests.helpers import wait_for
 from workers import payload
 
 
-def test_a_chunk_task_shows_its_job_and_chunk_and_carries_the_whole_payload(pipeline):
+@pytest.mark.parametrize("version", [2, 1])
+def test_a_chunk_task_shows_its_job_and_chunk_and_carries_the_whole_payload(
+    pipeline, settings, version
+):
+    """In the payload version CHUNK_PAYLOAD_VERSION names (1 while older workers still run),
+    which a worker stores either way."""
+    settings.CHUNK_PAYLOAD_VERSION = version
     facts = {"uuid": "GPU-7", "cluster": "c", "host": "h", "gpu_index": 0, "device": "",
              "model": "", "driver": "", "labels": {}}  # fmt: skip
     gpu = GpuBuffer(facts, array("q", [1_000, 2_000]), array("i", [0, 0]), array("d", [1.5, 2.5]))
@@ -28,12 +35,13 @@ def test_a_chunk_task_shows_its_job_and_chunk_and_carries_the_whole_payload(pipe
 
     before_task_publish.connect(seen, weak=False)
     try:
-        enqueue(chunk, pipeline, "job-9", upload=1)
+        enqueue(chunk, pipeline, f"job-{version}", upload=1)
     finally:
         before_task_publish.disconnect(seen)
     [(headers, body)] = published
-    assert headers["argsrepr"] == "(chunk 3 of job job-9: 2 samples)"
-    args = body[0]
-    assert payload.decode(args[0]).batches[0].samples.value.tolist() == [1.5, 2.5]
+    assert headers["argsrepr"] == f"(chunk 3 of job job-{version}: 2 samples)"
+    sent = body[0][0]
+    assert sent["v"] == version and ("z" in sent) == (version == 2)
+    assert payload.decode(sent).batches[0].samples.value.tolist() == [1.5, 2.5]
     # and a worker stores it
-    wait_for(lambda: kv.get(Keys(pipeline).chunk("job-9", 3)), 30, "chunk 3 stored")
+    wait_for(lambda: kv.get(Keys(pipeline).chunk(f"job-{version}", 3)), 30, "chunk 3 stored")

@@ -9,6 +9,7 @@ from array import array
 import msgpack
 import numpy as np
 import pytest
+import zstandard
 
 from apps.ingest.chunking import Chunk, Chunker, GpuBuffer
 from tests.ingest.ingest_support import REAL_CSV, parse_all
@@ -90,13 +91,49 @@ def test_msgpack_round_trip_keeps_the_payload_intact():
     assert_same(decode(received), chunk)
 
 
-def test_payload_columns_are_raw_little_endian_bytes():
+def test_payload_columns_are_one_zstd_frame_of_little_endian_columns():
     sent = encode(chunk_with([1.5]), ROOT, "job-1")
+    assert [g["n"] for g in sent["gpus"]] == [1, 2]
+    packed = zstandard.ZstdDecompressor().decompress(sent["z"])
+    assert len(packed) == 3 * 20  # three samples: int64 + int32 + float64 each
+    assert struct.unpack("<q", packed[:8]) == (1_752_871_354_000,)
+    assert struct.unpack("<i", packed[8:12]) == (0,)
+    assert struct.unpack("<d", packed[12:20]) == (1.5,)
+    assert struct.unpack("<qq", packed[20:36]) == (0, 9_999_999_999_999)  # the second GPU
+
+
+def test_version_1_payloads_still_decode():
+    """Chunks queued before an upgrade, or written for older workers (CHUNK_PAYLOAD_VERSION=1):
+    each GPU's raw columns in its own entry."""
+    chunk = chunk_with(VALUES)
+    sent = celery_msgpack(encode(chunk, ROOT, "job-1", version=1))
+    assert sent["v"] == 1 and "z" not in sent
     gpu = sent["gpus"][0]
-    assert isinstance(gpu["t"], bytes) and len(gpu["t"]) == 8
-    assert struct.unpack("<q", gpu["t"]) == (1_752_871_354_000,)
-    assert struct.unpack("<i", gpu["m"]) == (0,)
-    assert struct.unpack("<d", gpu["x"]) == (1.5,)
+    assert struct.unpack("<q", gpu["t"][:8]) == (1_752_871_354_000,)
+    assert struct.unpack("<d", gpu["x"][8:16]) == (VALUES[1],)
+    assert_same(decode(sent), chunk)
+
+
+def test_no_payload_version_but_1_and_2_is_written():
+    with pytest.raises(ValueError, match="version 3"):
+        encode(chunk_with([1.0]), ROOT, "job-1", version=3)
+
+
+def zstd_zeros(size: int) -> bytes:
+    """A whole zstd frame of `size` zero bytes (declared in its header), built a MiB at a time."""
+    stream = zstandard.ZstdCompressor(level=1).compressobj(size=size)
+    piece = bytes(min(size, 1 << 20))
+    return b"".join(stream.compress(piece) for _ in range(size // len(piece))) + stream.flush()
+
+
+def test_a_frame_declaring_another_size_than_its_counts_is_refused_uninflated():
+    """A frame is never inflated past what the GPUs' counts say: 1 GiB of zeros (32 KB of
+    zstd) and a frame 20 bytes short are both refused by their declared size."""
+    sent = encode(chunk_with([1.0]), ROOT, "job-1")  # three samples: 60 bytes expected
+    for size in (1 << 30, 40):
+        sent["z"] = zstd_zeros(size)
+        with pytest.raises(PayloadError, match=f"holds {size} bytes, not 60"):
+            decode(sent)
 
 
 def test_negative_zero_and_extremes_survive_bit_for_bit():
@@ -112,7 +149,7 @@ def test_empty_chunk_round_trips():
     assert decoded.batches == [] and decoded.seq == 0
 
 
-@pytest.mark.parametrize("version", [None, 0, 2, "1"])
+@pytest.mark.parametrize("version", [None, 0, 3, "2", True])
 def test_wrong_version_raises_payload_error(version):
     sent = encode(chunk_with([1.0]), ROOT, "job-1")
     if version is None:
@@ -128,14 +165,32 @@ def test_payload_that_is_not_a_dict_raises_payload_error():
         decode(["not", "a", "chunk"])  # type: ignore[arg-type]
 
 
+def with_columns(payload: dict, change) -> None:
+    """`change` the payload's columns (times, metric indexes, values of its first GPU)."""
+    n = payload["gpus"][0]["n"]
+    packed = bytearray(zstandard.ZstdDecompressor().decompress(payload["z"]))
+    change(packed, n)
+    payload["z"] = zstandard.ZstdCompressor(level=1).compress(bytes(packed))
+
+
+def index_past_the_names(packed: bytearray, n: int) -> None:
+    packed[8 * n : 12 * n] = struct.pack("<i", 9) * n
+
+
 @pytest.mark.parametrize(
     "damage",
     [
         lambda p: p.pop("names"),
-        lambda p: p["gpus"][0].pop("x"),
-        lambda p: p["gpus"][0].update(t=p["gpus"][0]["t"][:-3]),  # not whole int64s
-        lambda p: p["gpus"][0].update(x=p["gpus"][0]["x"][:-8]),  # one value short
-        lambda p: p["gpus"][0].update(m=struct.pack("<i", 9) * 2),  # index past the names
+        lambda p: p.pop("z"),
+        lambda p: p.update(z=p["z"][:-3]),  # a cut frame
+        lambda p: p.update(z=b"not zstd"),
+        lambda p: p.update(z="text"),
+        lambda p: p["gpus"][0].update(n=3),  # more samples than the frame holds
+        lambda p: p["gpus"][0].update(n=-1),
+        lambda p: p["gpus"][0].update(n=1.5),
+        lambda p: p["gpus"].pop(),  # fewer GPUs than the frame holds
+        lambda p: with_columns(p, index_past_the_names),
+        lambda p: with_columns(p, lambda packed, n: packed.extend(bytes(20))),  # one too many
         lambda p: p.update(seq="first"),
     ],
 )
