@@ -7,6 +7,7 @@ process on the machine. Without it, each process counts for itself.
 
 from __future__ import annotations
 
+import glob
 import os
 from typing import Any
 
@@ -111,11 +112,28 @@ def child(metric: Any, *values: str) -> Any:
     return got
 
 
+class _SizedFiles(multiprocess.MultiProcessCollector):
+    """prometheus_client's multiprocess collector, minus the files a process has just
+    created and not yet sized: such a file is empty for an instant, and reading it raised
+    `struct.error`, so a scrape that met one (a worker child's first chunk) answered 500."""
+
+    def collect(self) -> Any:
+        files = glob.glob(os.path.join(self._path, "*.db"))
+        return self.merge([f for f in files if _sized(f)], accumulate=True)
+
+
+def _sized(path: str) -> bool:
+    try:
+        return os.path.getsize(path) > 0
+    except OSError:  # gone since the listing (a dead process's file removed)
+        return False
+
+
 def registry() -> CollectorRegistry:
     """Every process of this machine (multiprocess mode), or this process alone."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         merged = CollectorRegistry()
-        multiprocess.MultiProcessCollector(merged)
+        _SizedFiles(merged)
         return merged
     from prometheus_client import REGISTRY
 
