@@ -3,7 +3,7 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularSwaggerView
 
-from apps.accounts.views import admin_login
+from apps.accounts.views import admin_login, admin_password_change
 from apps.api import errors
 from apps.api.schema_view import SchemaView
 from apps.ingest.views import RemoteWriteView
@@ -31,6 +31,7 @@ urlpatterns = [
     path("ready", ready_view, {"checks": {"etcd": kv.check, "broker": check_broker}}, name="ready"),
     # before the admin's own: its login checks passwords (~0.5 s of CPU each), paced here
     path("admin/login/", admin_login, name="admin-login"),
+    path("admin/password_change/", admin_password_change, name="admin-password-change"),
     path("admin/", admin.site.urls),
     path("favicon.ico", dashboard.favicon, name="favicon"),
     path("", dashboard.fleet, name="dashboard"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import django.contrib.auth.forms as auth_forms
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import connections
 from django.test import Client
 from rest_framework import throttling
@@ -176,3 +177,46 @@ def test_retry_after_is_the_longer_wait_of_the_two_rates(checks, monkeypatch):
     refused = attempt("10.3.0.1")
     assert refused.status_code == 429 and int(refused["Retry-After"]) == 3590
     assert b"on this server" in refused.content
+
+
+PASSWORD_CHANGE = "/admin/password_change/"
+
+
+def change(client: Client, old: str = "wrong"):
+    new = "a-New-passphrase-91"
+    return client.post(
+        PASSWORD_CHANGE, {"old_password": old, "new_password1": new, "new_password2": new}
+    )
+
+
+@pytest.mark.django_db
+def test_password_changes_are_paced_as_logins(checks, monkeypatch):
+    """A staff user's password change checks the old password (~0.5 s, as a login does):
+    past the address's rate, 429 before it is checked; anonymous posts are sent to the
+    login page and count nothing."""
+    rates(monkeypatch, "2/min", "100/min")
+    checked: list[str] = []
+    real = AbstractBaseUser.check_password
+
+    def counted(self, raw):
+        checked.append(raw)
+        return real(self, raw)
+
+    monkeypatch.setattr(AbstractBaseUser, "check_password", counted)
+    for _ in range(3):
+        anonymous = change(Client(REMOTE_ADDR="10.0.0.9"))
+        assert anonymous.status_code == 302 and "/admin/login/" in anonymous["Location"]
+    staff = get_user_model().objects.create_user("keeper", password="right-one", is_staff=True)
+    client = Client(REMOTE_ADDR="10.0.0.9")
+    client.force_login(staff)
+    codes = [change(client).status_code for _ in range(4)]
+    assert codes == [200, 200, 429, 429]  # 200: the form again, "old password incorrect"
+    assert checked == ["wrong", "wrong"]
+    assert b"too many login attempts from your address" in change(client).content
+    assert client.get(PASSWORD_CHANGE).status_code == 200  # the form itself: not paced
+    other = Client(REMOTE_ADDR="10.0.0.10")  # another address: its own attempts
+    other.force_login(staff)
+    done = change(other, old="right-one")
+    assert done.status_code == 302 and done["Location"] == "/admin/password_change/done/"
+    staff.refresh_from_db()
+    assert staff.check_password("a-New-passphrase-91")
