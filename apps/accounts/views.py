@@ -20,11 +20,7 @@ def admin_login(request: HttpRequest, extra_context: dict[str, Any] | None = Non
     """`admin.site.login`; a POST (a password to check) first passes the login rates."""
     if request.method != "POST":
         return admin.site.login(request, extra_context)
-    refused = login_refusal(request)
-    if refused is not None:
-        return refused
-    with _CHECKING:
-        return admin.site.login(request, extra_context)
+    return _paced(admin.site.login, request, extra_context)
 
 
 def admin_password_change(
@@ -36,14 +32,18 @@ def admin_password_change(
     user = getattr(request, "user", None)
     staff = user is not None and user.is_active and user.is_staff
     if request.method != "POST" or not staff:  # the admin shows the form or asks for a login
-        return _staff_password_change(request, extra_context)
+        return _password_change(request, extra_context)
+    return _paced(_password_change, request, extra_context)
+
+
+def _paced(view: Any, request: HttpRequest, extra_context: dict[str, Any] | None) -> Any:
+    """`view` once the login rates let a password check through; one check at a time."""
     refused = login_refusal(request)
     if refused is not None:
         return refused
     with _CHECKING:
-        return _staff_password_change(request, extra_context)
+        return view(request, extra_context)
 
 
-def _staff_password_change(request: HttpRequest, extra_context: dict[str, Any] | None) -> Any:
-    # admin_view: what the admin's own URL wraps it in (staff check, login redirect, CSRF)
-    return admin.site.admin_view(admin.site.password_change)(request, extra_context)
+# what the admin's own URL wraps it in: the staff check, the login redirect, CSRF
+_password_change = admin.site.admin_view(admin.site.password_change)

@@ -84,9 +84,8 @@ class Chunker:
         self._buffer_rows = max(buffer_rows, chunk_rows)
         self._names: list[str] = []
         self._name_ix: dict[str, int] = {}
-        self._gpus: dict[str, GpuBuffer] = {}
-        self._slots: list[GpuBuffer] = []  # the buffers of `_gpus`, by their slot
-        self._slot_of: dict[str, int] = {}
+        self._slots: list[GpuBuffer] = []  # the GPUs' buffers, in the order first seen
+        self._slot_of: dict[str, int] = {}  # a uuid's index in `_slots`
         self._pending: list[tuple[np.ndarray, ...]] = []  # batches' columns, not yet settled
         self._pending_samples = 0
         self._pending_work: list[dict] = []  # the pending batches' workloads, distinct
@@ -164,9 +163,8 @@ class Chunker:
     def _slot(self, uuid: str, facts_row: Row) -> int:
         slot = self._slot_of.get(uuid)
         if slot is None:
-            buf = self._gpus[uuid] = GpuBuffer(self._facts(facts_row))
             slot = self._slot_of[uuid] = len(self._slots)
-            self._slots.append(buf)
+            self._slots.append(GpuBuffer(self._facts(facts_row)))
         return slot
 
     def _settle(self) -> None:
@@ -225,7 +223,7 @@ class Chunker:
         self._settle()
         pending: list[GpuBuffer] = []
         size = 0
-        for buf in self._gpus.values():
+        for buf in self._slots:
             for start in range(0, len(buf), self._chunk_rows):
                 piece = buf.part(start, start + self._chunk_rows)
                 if pending and size + len(piece) > self._chunk_rows:
@@ -235,7 +233,6 @@ class Chunker:
                 size += len(piece)
         if pending:
             self._send(pending)
-        self._gpus.clear()
         self._slots.clear()
         self._slot_of.clear()
         self._held = 0

@@ -2,40 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
-import subprocess
-import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from apps.read import queries
-from tests.conftest import REPO, service_env
+from tests.conftest import service_env
 from tests.helpers import wait_for
-from tools import services
-
-
-@contextlib.contextmanager
-def own_worker(env: dict[str, str], log: Path, name: str, *pool: str) -> Iterator[str]:
-    """Migrate the database `env` names, then start a worker of its own on a queue of its
-    own (`pool`: its pool options); yields the queue."""
-    queue = f"{name}-{uuid.uuid4().hex[:8]}"
-    migrate = [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"]
-    subprocess.run(migrate, cwd=REPO, env=env, check=True, timeout=120)
-    argv = [sys.executable, "-m", "celery", "-A", "telemetry_site", "worker", *pool]
-    argv += ["--without-gossip", "--without-mingle", "--queues", queue, "--loglevel", "INFO"]
-    with services.start_command(
-        name,
-        argv,
-        log_path=log,
-        env=env,
-        ready=lambda: services.log_contains(log, 0, b" ready."),
-    ):
-        yield queue
+from tests.worker_support import chunk_payload, own_worker
 
 
 @pytest.fixture
@@ -45,26 +20,6 @@ def mirror_worker(etcd, redis_server, live_services, tmp_path: Path):
     env = service_env(etcd.url, redis_server.url, DATABASE_URL=f"sqlite:///{db}")
     with own_worker(env, tmp_path / "mirror-worker.log", "mirror", "--pool", "solo") as queue:
         yield queue, db
-
-
-def chunk_payload(root: str, job: str, gpus: list[dict]) -> dict:
-    """A persist_chunk payload (workers/payload.py's format): one sample per GPU."""
-    return {
-        "v": 1,
-        "root": root,
-        "job": job,
-        "seq": 0,
-        "names": ["DCGM_FI_DEV_GPU_UTIL"],
-        "gpus": [
-            {
-                "f": facts,
-                "t": np.array([1_752_871_354_000], "<i8").tobytes(),
-                "m": np.array([0], "<i4").tobytes(),
-                "x": np.array([55.0], "<f8").tobytes(),
-            }
-            for facts in gpus
-        ],
-    }
 
 
 def test_a_worker_writes_the_inventory_rows_of_the_gpus_it_registers(mirror_worker, etcd_root):

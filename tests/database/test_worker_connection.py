@@ -9,9 +9,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.admin.test_worker_mirror import chunk_payload, own_worker
 from tests.conftest import service_env
 from tests.helpers import wait_for
+from tests.worker_support import chunk_payload, own_worker
 
 
 @pytest.fixture
